@@ -1,0 +1,5 @@
+//! The `attnscope` command-line tool.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

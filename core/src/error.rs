@@ -1,0 +1,56 @@
+//! The one error type of the core crate. Every variant that concerns a file names it.
+
+use std::path::PathBuf;
+
+/// Errors raised while loading models, tokenizing or running a forward pass.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// Reading a file failed at the OS level.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is malformed, truncated, or disagrees with the model config.
+    #[error("{path}: {msg}")]
+    Format { path: PathBuf, msg: String },
+    /// A model architecture or feature this crate does not implement.
+    #[error("{path}: unsupported {what}")]
+    Unsupported { path: PathBuf, what: String },
+    /// Bad input given to a forward pass or tokenizer (empty text, too many tokens, ...).
+    #[error("{0}")]
+    Input(String),
+    /// The requested device is not available (no CUDA build, no driver, no GPU).
+    #[error("device: {0}")]
+    Device(String),
+}
+
+impl CoreError {
+    /// A [`CoreError::Format`] for `path` with message `msg`.
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Self::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// A [`CoreError::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A [`CoreError::Unsupported`] for `path`.
+    pub fn unsupported(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        Self::Unsupported {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+}
+
+/// Result alias of the core crate.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

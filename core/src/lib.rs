@@ -1,0 +1,33 @@
+//! attnscope-core: model configuration, weight loading (Hugging Face safetensors folders and GGUF
+//! files with dequantization), tokenizers, devices, an exact f32 forward pass and the attention
+//! hook through which every layer's post-RoPE Q, K and V can be captured or sparsified.
+//!
+//! ```no_run
+//! use attnscope_core::{Model, capture::{CaptureHook, CaptureOptions}};
+//! # fn main() -> Result<(), attnscope_core::CoreError> {
+//! let model = Model::load("SmolLM2-135M-Instruct.Q4_1.gguf".as_ref())?;
+//! let ids = model.tokenizer.encode("Alice was beginning to get very tired.")?;
+//! let mut hook = CaptureHook::new(CaptureOptions::default());
+//! let logits = model.forward(&ids, &mut hook)?;
+//! println!("{} logits, sink mass of layer 0 head 0: {:.3}", logits.nrows(),
+//!          hook.layers[0].heads[0].mean_sink_mass());
+//! # Ok(()) }
+//! ```
+
+pub mod attention;
+pub mod capture;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod gguf;
+pub mod model;
+pub mod ops;
+pub mod safetensors_io;
+pub mod tensor;
+pub mod tokenizer;
+
+pub use config::{Arch, ModelConfig};
+pub use device::Device;
+pub use error::{CoreError, Result};
+pub use model::Model;
+pub use tensor::{HostTensor, Weights};

@@ -1,0 +1,1 @@
+//! Tokenizers: `tokenizer.json` through the `tokenizers` crate, or rebuilt from GGUF metadata.
