@@ -1,4 +1,4 @@
-//! The `attnscope` command-line tool.
+//! The `attnscope` command-line tool (being wired up).
 
 fn main() -> anyhow::Result<()> {
     Ok(())

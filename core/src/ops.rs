@@ -1,1 +1,159 @@
-//! (in progress)
+//! CPU f32 building blocks of the forward pass: linear layers, RMSNorm, RoPE, SiLU gating.
+//! Matrix products go through ndarray's `dot` (matrixmultiply's threaded SGEMM kernels).
+
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
+use rayon::prelude::*;
+
+use crate::tensor::HostTensor;
+
+/// A linear layer `y = x W^T + b` with `W` stored `[out, in]` as in PyTorch.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Array2<f32>,
+    pub bias: Option<Array1<f32>>,
+}
+
+impl Linear {
+    /// Builds a linear layer from a `[out, in]` weight and an optional `[out]` bias.
+    pub fn new(weight: HostTensor, bias: Option<HostTensor>) -> Self {
+        let (o, i) = (weight.shape[0], weight.shape[1]);
+        Self {
+            weight: to_array2(weight, o, i),
+            bias: bias.map(|b| Array1::from_vec(b.data)),
+        }
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.nrows()
+    }
+
+    /// Applies the layer to `x` (`[n, in]`), returning `[n, out]`.
+    pub fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let mut y = x.dot(&self.weight.t());
+        if let Some(b) = &self.bias {
+            y += b;
+        }
+        y
+    }
+}
+
+/// Reshapes a host tensor into an `[rows, cols]` array (the element count was checked at load).
+pub fn to_array2(t: HostTensor, rows: usize, cols: usize) -> Array2<f32> {
+    Array2::from_shape_vec((rows, cols), t.data).unwrap_or_else(|_| Array2::zeros((rows, cols)))
+}
+
+/// RMSNorm over the last axis: `x * w / sqrt(mean(x^2) + eps)`, row by row.
+pub fn rms_norm(x: ArrayView2<f32>, weight: &Array1<f32>, eps: f32) -> Array2<f32> {
+    let mut out = x.to_owned();
+    rms_norm_inplace(out.view_mut(), weight, eps);
+    out
+}
+
+/// In-place RMSNorm of every row of `x` (rows may be heads: `[n * heads, head_dim]`).
+pub fn rms_norm_inplace(mut x: ArrayViewMut2<f32>, weight: &Array1<f32>, eps: f32) {
+    x.axis_iter_mut(Axis(0)).into_par_iter().for_each(|mut row| {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        Zip::from(&mut row).and(weight).for_each(|v, &w| *v = *v * inv * w);
+    });
+}
+
+/// Rotary position embedding tables (rotate-half convention, as in Hugging Face models).
+#[derive(Debug, Clone)]
+pub struct Rope {
+    head_dim: usize,
+    /// `cos[p, j]`, `sin[p, j]` for position `p` and frequency index `j < head_dim / 2`.
+    cos: Array2<f32>,
+    sin: Array2<f32>,
+}
+
+impl Rope {
+    /// Tables for positions `0..max_pos` with base `theta`.
+    pub fn new(head_dim: usize, theta: f32, max_pos: usize) -> Self {
+        let half = head_dim / 2;
+        let inv_freq: Vec<f64> = (0..half)
+            .map(|j| 1.0 / (theta as f64).powf(2.0 * j as f64 / head_dim as f64))
+            .collect();
+        let mut cos = Array2::zeros((max_pos, half));
+        let mut sin = Array2::zeros((max_pos, half));
+        for p in 0..max_pos {
+            for j in 0..half {
+                // HF computes the angle in f32: position (f32) * inv_freq (f32).
+                let ang = (p as f32) * (inv_freq[j] as f32);
+                cos[[p, j]] = ang.cos();
+                sin[[p, j]] = ang.sin();
+            }
+        }
+        Self { head_dim, cos, sin }
+    }
+
+    /// Rotates `x` (`[n, heads * head_dim]`, row `i` at position `i`) in place.
+    pub fn apply(&self, mut x: ArrayViewMut2<f32>) {
+        let (d, half) = (self.head_dim, self.head_dim / 2);
+        x.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(p, mut row)| {
+                let (c, s) = (self.cos.row(p), self.sin.row(p));
+                let row = row.as_slice_mut().expect("contiguous rows");
+                for head in row.chunks_mut(d) {
+                    for j in 0..half {
+                        let (a, b) = (head[j], head[j + half]);
+                        head[j] = a * c[j] - b * s[j];
+                        head[j + half] = b * c[j] + a * s[j];
+                    }
+                }
+            });
+    }
+
+    /// Longest sequence the tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.cos.nrows()
+    }
+}
+
+/// `silu(gate) * up`, element-wise, written into `gate`.
+pub fn silu_mul(gate: &mut Array2<f32>, up: &Array2<f32>) {
+    Zip::from(gate).and(up).par_for_each(|g, &u| {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    });
+}
+
+/// Numerically stable log-sum-exp of a slice (`-inf` for an empty slice).
+pub fn log_sum_exp(xs: &[f32]) -> f32 {
+    let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if m == f32::NEG_INFINITY {
+        return m;
+    }
+    m + xs.iter().map(|&x| (x - m).exp()).sum::<f32>().ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_position_zero_is_identity_and_preserves_norm() {
+        let rope = Rope::new(8, 10_000.0, 4);
+        let mut x = Array2::from_shape_fn((4, 16), |(i, j)| (i * 16 + j) as f32 * 0.1 - 3.0);
+        let before = x.clone();
+        rope.apply(x.view_mut());
+        assert_eq!(x.row(0), before.row(0));
+        for i in 0..4 {
+            for h in 0..2 {
+                let n0: f32 = before.row(i).iter().skip(h * 8).take(8).map(|v| v * v).sum();
+                let n1: f32 = x.row(i).iter().skip(h * 8).take(8).map(|v| v * v).sum();
+                assert!((n0 - n1).abs() < 1e-4 * n0.max(1.0));
+            }
+        }
+    }
+
+    #[test]
+    fn log_sum_exp_matches_direct_formula() {
+        let xs = [0.5f32, -1.0, 2.0];
+        let direct = xs.iter().map(|x| x.exp()).sum::<f32>().ln();
+        assert!((log_sum_exp(&xs) - direct).abs() < 1e-6);
+        assert_eq!(log_sum_exp(&[]), f32::NEG_INFINITY);
+    }
+}

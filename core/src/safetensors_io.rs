@@ -1,1 +1,100 @@
-//! (in progress)
+//! Hugging Face folders: `config.json` + `model.safetensors` (or shards listed in
+//! `model.safetensors.index.json`), memory-mapped and converted to f32 (from F32, F16 or BF16).
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+use rayon::prelude::*;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{CoreError, Result};
+use crate::tensor::{HostTensor, Weights};
+
+/// The safetensors files of a HF folder, in a stable order.
+pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|e| CoreError::io(&index, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| CoreError::format(&index, format!("invalid JSON: {e}")))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| CoreError::format(&index, "no 'weight_map' object"))?;
+        let files: BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
+        if files.is_empty() {
+            return Err(CoreError::format(&index, "'weight_map' lists no file"));
+        }
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    Err(CoreError::format(
+        dir,
+        "no model.safetensors and no model.safetensors.index.json in this folder",
+    ))
+}
+
+fn convert(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
+    let chunks = |w: usize| bytes.chunks_exact(w);
+    Ok(match dtype {
+        Dtype::F32 => chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => chunks(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => chunks(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(CoreError::unsupported(
+                path,
+                format!("dtype {other:?} of tensor '{name}' (F32, F16 and BF16 are supported)"),
+            ))
+        }
+    })
+}
+
+/// Loads every tensor of the folder's safetensors files as f32.
+pub fn load_safetensors_dir(dir: &Path) -> Result<Weights> {
+    let mut weights = Weights::new(dir);
+    for path in shard_files(dir)? {
+        let file = File::open(&path).map_err(|e| CoreError::io(&path, e))?;
+        // SAFETY: the file is opened read-only; a concurrent writer would be a user error that at
+        // worst yields wrong weights, which the non-finite check in `Weights::take` partly catches.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| CoreError::io(&path, e))?;
+        let st = SafeTensors::deserialize(&mmap)
+            .map_err(|e| CoreError::format(&path, format!("not a valid safetensors file: {e}")))?;
+        let names = st.names();
+        let loaded: Vec<Result<(String, String, HostTensor)>> = names
+            .par_iter()
+            .map(|name| {
+                let view = st
+                    .tensor(name)
+                    .map_err(|e| CoreError::format(&path, format!("tensor '{name}': {e}")))?;
+                let data = convert(&path, name, view.dtype(), view.data())?;
+                let t = HostTensor::new(view.shape().to_vec(), data).ok_or_else(|| {
+                    CoreError::format(&path, format!("tensor '{name}': size does not match shape"))
+                })?;
+                Ok((name.to_string(), format!("{:?}", view.dtype()), t))
+            })
+            .collect();
+        for r in loaded {
+            let (name, dtype, t) = r?;
+            *weights.dtypes.entry(dtype).or_default() += 1;
+            if weights.tensors.insert(name.clone(), t).is_some() {
+                return Err(CoreError::format(
+                    &path,
+                    format!("tensor '{name}' appears in more than one shard"),
+                ));
+            }
+        }
+    }
+    Ok(weights)
+}

@@ -65,3 +65,11 @@ impl GgufValue {
 
 /// GGUF metadata: key -> value.
 pub type GgufMetadata = BTreeMap<String, GgufValue>;
+
+pub mod dequant;
+pub mod model;
+pub mod reader;
+
+pub use dequant::{dequantize, GgmlType};
+pub use model::load_gguf_model;
+pub use reader::{GgufFile, GgufTensorInfo};

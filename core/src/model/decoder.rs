@@ -1,0 +1,208 @@
+//! The forward pass shared by every architecture family, in numbered steps. Architectures differ
+//! only in which optional parts their layers carry (see [`super::LayerSpec`]).
+
+use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+
+use super::{Layer, LayerSpec, Model, Presence};
+use crate::attention::{dense_attention, sparse_attention, AttentionHook, HookAction, LayerQkv};
+use crate::config::ModelConfig;
+use crate::error::{CoreError, Result};
+use crate::ops::{rms_norm, rms_norm_inplace, silu_mul, Linear};
+use crate::tensor::Weights;
+
+fn linear(w: &mut Weights, name: &str, out: usize, inp: usize, bias: Presence) -> Result<Linear> {
+    let weight = w.take(&format!("{name}.weight"), &[out, inp])?;
+    let b = match bias {
+        Presence::Required => Some(w.take(&format!("{name}.bias"), &[out])?),
+        Presence::Optional => w.take_opt(&format!("{name}.bias"), &[out])?,
+        Presence::Absent => None,
+    };
+    Ok(Linear::new(weight, b))
+}
+
+fn vector(w: &mut Weights, name: &str, len: usize, p: Presence) -> Result<Option<Array1<f32>>> {
+    let t = match p {
+        Presence::Required => Some(w.take(name, &[len])?),
+        Presence::Optional => w.take_opt(name, &[len])?,
+        Presence::Absent => None,
+    };
+    Ok(t.map(|t| Array1::from_vec(t.data)))
+}
+
+/// Takes layer `i`'s tensors out of `w`, checking every shape against the config.
+pub(crate) fn load_layer(
+    w: &mut Weights,
+    cfg: &ModelConfig,
+    spec: &LayerSpec,
+    i: usize,
+) -> Result<Layer> {
+    let p = format!("model.layers.{i}");
+    let (h, d, f) = (cfg.hidden, cfg.head_dim, cfg.intermediate);
+    let (qd, kvd) = (cfg.n_heads * d, cfg.n_kv_heads * d);
+    let req = |w: &mut Weights, name: &str, len| {
+        vector(w, name, len, Presence::Required)?
+            .ok_or_else(|| CoreError::format(&cfg_path(w), format!("missing tensor '{name}'")))
+    };
+    Ok(Layer {
+        attn_norm: req(w, &format!("{p}.input_layernorm.weight"), h)?,
+        q: linear(w, &format!("{p}.self_attn.q_proj"), qd, h, spec.qkv_bias)?,
+        k: linear(w, &format!("{p}.self_attn.k_proj"), kvd, h, spec.qkv_bias)?,
+        v: linear(w, &format!("{p}.self_attn.v_proj"), kvd, h, spec.qkv_bias)?,
+        o: linear(w, &format!("{p}.self_attn.o_proj"), h, qd, Presence::Absent)?,
+        q_norm: vector(w, &format!("{p}.self_attn.q_norm.weight"), d, spec.qk_norm)?,
+        k_norm: vector(w, &format!("{p}.self_attn.k_norm.weight"), d, spec.qk_norm)?,
+        mlp_norm: req(w, &format!("{p}.post_attention_layernorm.weight"), h)?,
+        gate: linear(w, &format!("{p}.mlp.gate_proj"), f, h, Presence::Absent)?,
+        up: linear(w, &format!("{p}.mlp.up_proj"), f, h, Presence::Absent)?,
+        down: linear(w, &format!("{p}.mlp.down_proj"), h, f, Presence::Absent)?,
+    })
+}
+
+fn cfg_path(w: &Weights) -> std::path::PathBuf {
+    w.source.clone()
+}
+
+/// RMSNorm over each `head_dim` slice of `x` (`[n, heads * head_dim]`).
+fn head_norm(x: &mut Array2<f32>, weight: &Array1<f32>, head_dim: usize, eps: f32) {
+    let (n, width) = x.dim();
+    let mut heads = x
+        .view_mut()
+        .into_shape_with_order((n * width / head_dim, head_dim))
+        .expect("projection outputs are contiguous");
+    rms_norm_inplace(heads.view_mut(), weight, eps);
+}
+
+impl Model {
+    /// Checks token ids against the vocabulary and the context length.
+    pub fn check_input(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(CoreError::Input("empty input: no tokens to run".into()));
+        }
+        if ids.len() > self.config.max_context {
+            return Err(CoreError::Input(format!(
+                "{} tokens is more than the context of {} ({} tokens); use a shorter input",
+                ids.len(),
+                self.source.display(),
+                self.config.max_context
+            )));
+        }
+        if let Some((i, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= self.config.vocab)
+        {
+            return Err(CoreError::Input(format!(
+                "token id {id} at position {i} is outside the vocabulary of {} ids",
+                self.config.vocab
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs the model over `ids`; returns the final normed hidden states `[n, hidden]`.
+    pub fn forward(&self, ids: &[u32], hook: &mut dyn AttentionHook) -> Result<Array2<f32>> {
+        self.forward_with_progress(ids, hook, &mut |_| {})
+    }
+
+    /// As [`Model::forward`], calling `progress(layer)` after each layer.
+    pub fn forward_with_progress(
+        &self,
+        ids: &[u32],
+        hook: &mut dyn AttentionHook,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Array2<f32>> {
+        self.check_input(ids)?;
+        let cfg = &self.config;
+        let n = ids.len();
+        // 1. Token embeddings.
+        let mut x = Array2::zeros((n, cfg.hidden));
+        x.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .zip(ids.par_iter())
+            .for_each(|(mut row, &id)| row.assign(&self.embed.row(id as usize)));
+        for (l, layer) in self.layers.iter().enumerate() {
+            // 2. Pre-attention RMSNorm.
+            let xn = rms_norm(x.view(), &layer.attn_norm, cfg.rms_eps);
+            // 3. Q, K, V projections (with biases where the architecture has them).
+            let mut q = layer.q.forward(xn.view());
+            let mut k = layer.k.forward(xn.view());
+            let v = layer.v.forward(xn.view());
+            // 4. Per-head q/k RMSNorm (Qwen3).
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                head_norm(&mut q, qn, cfg.head_dim, cfg.rms_eps);
+                head_norm(&mut k, kn, cfg.head_dim, cfg.rms_eps);
+            }
+            // 5. Rotary position embedding of q and k.
+            self.rope.apply(q.view_mut());
+            self.rope.apply(k.view_mut());
+            // 6. Attention through the hook: dense, sparse, or the hook's exact output.
+            let qkv = LayerQkv {
+                layer: l,
+                n_heads: cfg.n_heads,
+                n_kv_heads: cfg.n_kv_heads,
+                head_dim: cfg.head_dim,
+                q: q.view(),
+                k: k.view(),
+                v: v.view(),
+            };
+            let attn = match hook.on_layer(&qkv)? {
+                HookAction::Dense => dense_attention(&qkv),
+                HookAction::Sparse(sel) => sparse_attention(&qkv, &sel)?,
+                HookAction::DenseOutput(out) => out,
+            };
+            // 7. Output projection and residual.
+            x += &layer.o.forward(attn.view());
+            // 8. Post-attention RMSNorm, SiLU-gated MLP, residual.
+            let xn = rms_norm(x.view(), &layer.mlp_norm, cfg.rms_eps);
+            let mut gate = layer.gate.forward(xn.view());
+            silu_mul(&mut gate, &layer.up.forward(xn.view()));
+            x += &layer.down.forward(gate.view());
+            progress(l);
+        }
+        // 9. Final RMSNorm.
+        Ok(rms_norm(x.view(), &self.norm, cfg.rms_eps))
+    }
+
+    /// Logits `[rows, vocab]` of the given hidden states (tied or separate output head).
+    pub fn logits(&self, hidden: ArrayView2<f32>) -> Array2<f32> {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        hidden.dot(&head.t())
+    }
+
+    /// Mean next-token negative log-likelihood (nats) of `ids` under the model, and the number
+    /// of predicted tokens. Logits are computed in chunks so memory stays `O(chunk x vocab)`.
+    pub fn mean_nll(&self, ids: &[u32], hook: &mut dyn AttentionHook) -> Result<(f64, usize)> {
+        if ids.len() < 2 {
+            return Err(CoreError::Input(
+                "perplexity needs at least 2 tokens".to_string(),
+            ));
+        }
+        let hidden = self.forward(ids, hook)?;
+        self.nll_of_hidden(hidden.view(), ids)
+    }
+
+    /// Mean NLL of next tokens given final hidden states (see [`Model::mean_nll`]).
+    pub fn nll_of_hidden(&self, hidden: ArrayView2<f32>, ids: &[u32]) -> Result<(f64, usize)> {
+        let n = ids.len() - 1;
+        let total: f64 = (0..n)
+            .step_by(256)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|r0| {
+                let r1 = (r0 + 256).min(n);
+                let logits = self.logits(hidden.slice(s![r0..r1, ..]));
+                logits
+                    .outer_iter()
+                    .enumerate()
+                    .map(|(r, row)| {
+                        let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                        let lse = m + row.iter().map(|&x| (x - m).exp()).sum::<f32>().ln();
+                        (lse - row[ids[r0 + r + 1] as usize]) as f64
+                    })
+                    .sum::<f64>()
+            })
+            .sum();
+        Ok((total / n as f64, n))
+    }
+}
