@@ -76,6 +76,114 @@ def load_model(gguf_path: Path):
     return model, tool
 
 
+# ---- numpy fallback / cross-check ------------------------------------------------
+
+class NumpyGGUFModel:
+    """Plain numpy float32 forward of a llama / qwen2 / qwen3 GGUF (gguf.GGUFReader +
+    gguf.quants.dequantize). Slow but shares no code with transformers' GGUF path."""
+
+    def __init__(self, path: Path):
+        import gguf
+
+        r = gguf.GGUFReader(str(path))
+        f = r.fields
+
+        def kv(key, default=None):
+            if key not in f:
+                return default
+            fl = f[key]
+            v = fl.parts[fl.data[0]]
+            return bytes(v).decode() if fl.types[0] == gguf.GGUFValueType.STRING else v[0]
+
+        self.arch = kv("general.architecture")
+        a = self.arch
+        if a not in ("llama", "qwen2", "qwen3"):
+            raise SystemExit(f"numpy backend: unsupported arch {a}")
+        self.n_layer = int(kv(f"{a}.block_count"))
+        self.n_head = int(kv(f"{a}.attention.head_count"))
+        self.n_kv = int(kv(f"{a}.attention.head_count_kv"))
+        d_model = int(kv(f"{a}.embedding_length"))
+        self.head_dim = int(kv(f"{a}.attention.key_length", d_model // self.n_head))
+        self.eps = float(kv(f"{a}.attention.layer_norm_rms_epsilon"))
+        self.theta = float(kv(f"{a}.rope.freq_base", 10000.0))
+        self.w = {}
+        for t in r.tensors:
+            arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+            shape = tuple(int(x) for x in reversed(t.shape.tolist()))
+            self.w[t.name] = arr.reshape(shape)
+        if a == "llama":  # undo convert_hf_to_gguf's q/k permutation
+            for i in range(self.n_layer):
+                for nm, nh in (("attn_q", self.n_head), ("attn_k", self.n_kv)):
+                    w = self.w[f"blk.{i}.{nm}.weight"]
+                    self.w[f"blk.{i}.{nm}.weight"] = (
+                        w.reshape(nh, w.shape[0] // nh // 2, 2, *w.shape[1:])
+                        .swapaxes(1, 2).reshape(w.shape))
+        if "output.weight" not in self.w:
+            self.w["output.weight"] = self.w["token_embd.weight"]
+        self.vocab = self.w["token_embd.weight"].shape[0]
+        self.tool = f"numpy {np.__version__} + gguf {_gguf_version()} (own forward, float32)"
+
+    def _rms(self, x, w):
+        x64 = x.astype(np.float32)
+        return x64 / np.sqrt((x64 * x64).mean(-1, keepdims=True) + self.eps) * w
+
+    def forward(self, ids: list[int], sink_tokens: int):
+        n, D, H, KV = len(ids), self.head_dim, self.n_head, self.n_kv
+        w = self.w
+        x = w["token_embd.weight"][np.asarray(ids)]
+        inv = 1.0 / self.theta ** (np.arange(0, D, 2, dtype=np.float64) / D)
+        ang = np.arange(n)[:, None] * inv[None]
+        cos = np.concatenate([np.cos(ang)] * 2, -1).astype(np.float32)
+        sin = np.concatenate([np.sin(ang)] * 2, -1).astype(np.float32)
+
+        def rope(t):  # t: [heads, n, D], rotate_half convention
+            rh = np.concatenate([-t[..., D // 2:], t[..., : D // 2]], -1)
+            return t * cos + rh * sin
+
+        causal = np.triu(np.ones((n, n), dtype=bool), 1)
+        sink = []
+        for i in range(self.n_layer):
+            p = f"blk.{i}."
+            h = self._rms(x, w[p + "attn_norm.weight"])
+            proj = {}
+            for nm in ("q", "k", "v"):
+                y = h @ w[p + f"attn_{nm}.weight"].T
+                if p + f"attn_{nm}.bias" in w:
+                    y = y + w[p + f"attn_{nm}.bias"]
+                proj[nm] = y
+            q = proj["q"].reshape(n, H, D).transpose(1, 0, 2)
+            k = proj["k"].reshape(n, KV, D).transpose(1, 0, 2)
+            v = proj["v"].reshape(n, KV, D).transpose(1, 0, 2)
+            if p + "attn_q_norm.weight" in w:
+                q = self._rms(q, w[p + "attn_q_norm.weight"])
+                k = self._rms(k, w[p + "attn_k_norm.weight"])
+            q, k = rope(q), rope(k)
+            rep = H // KV
+            k, v = np.repeat(k, rep, 0), np.repeat(v, rep, 0)
+            s = (q @ k.transpose(0, 2, 1)) / np.float32(np.sqrt(D))
+            s[:, causal] = -np.inf
+            s -= s.max(-1, keepdims=True)
+            pr = np.exp(s)
+            pr /= pr.sum(-1, keepdims=True)
+            sink.append(pr[:, :, :sink_tokens].astype(np.float64).sum(-1).mean(-1))
+            o = (pr @ v).transpose(1, 0, 2).reshape(n, H * D)
+            x = x + o @ w[p + "attn_output.weight"].T
+            h = self._rms(x, w[p + "ffn_norm.weight"])
+            g = h @ w[p + "ffn_gate.weight"].T
+            u = h @ w[p + "ffn_up.weight"].T
+            x = x + ((g / (1 + np.exp(-g))) * u) @ w[p + "ffn_down.weight"].T
+        x = self._rms(x, w["output_norm.weight"])
+        return x @ w["output.weight"].T, sink
+
+
+def _gguf_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("gguf")
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
 class SinkHook:
     """Reduce each layer's attention probabilities to per-head sink mass, then drop them."""
 
@@ -107,17 +215,37 @@ def run(args) -> dict:
     t0 = time.time()
     ids = tokenize(Path(args.tokenizer), Path(args.text), args.max_tokens)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    model, tool = load_model(gguf_path)
-    cfg = model.config
-    print(f"loaded {gguf_path.name}: {cfg.model_type}, {cfg.num_hidden_layers} layers, "
-          f"{cfg.num_attention_heads}/{cfg.num_key_value_heads} heads, vocab {cfg.vocab_size} "
-          f"({time.time() - t0:.1f}s)", file=sys.stderr)
+    model = np_model = None
+    if args.backend == "transformers":
+        try:
+            model, tool = load_model(gguf_path)
+        except Exception as e:  # noqa: BLE001
+            print(f"transformers GGUF load failed ({e!r}); using the numpy backend",
+                  file=sys.stderr)
+            args.backend = "numpy"
+    if model is not None:
+        cfg = model.config
+        print(f"loaded {gguf_path.name}: {cfg.model_type}, {cfg.num_hidden_layers} layers, "
+              f"{cfg.num_attention_heads}/{cfg.num_key_value_heads} heads, "
+              f"vocab {cfg.vocab_size} ({time.time() - t0:.1f}s)", file=sys.stderr)
+    else:
+        np_model = NumpyGGUFModel(gguf_path)
+        tool = np_model.tool
+        print(f"loaded {gguf_path.name} with numpy: {np_model.arch}, {np_model.n_layer} layers "
+              f"({time.time() - t0:.1f}s)", file=sys.stderr)
 
-    sink = SinkHook(model, args.sink_tokens)
     x = torch.tensor(ids, dtype=torch.long)[None]
-    with torch.no_grad():
-        logits = model(x, use_cache=False).logits[0]
-    sink.remove()
+    if model is None:  # numpy backend
+        lg, per_head = np_model.forward(ids, args.sink_tokens)
+        logits = torch.from_numpy(lg)
+        n_layer = np_model.n_layer
+    else:
+        sink = SinkHook(model, args.sink_tokens)
+        with torch.no_grad():
+            logits = model(x, use_cache=False).logits[0]
+        sink.remove()
+        per_head = [sink.per_head[i] for i in range(cfg.num_hidden_layers)]
+        n_layer = cfg.num_hidden_layers
     logp = torch.log_softmax(logits.double(), dim=-1)
     tgt = x[0, 1:]
     nll = -logp[:-1].gather(1, tgt[:, None])[:, 0]
@@ -125,7 +253,7 @@ def run(args) -> dict:
     print(f"forward done ({time.time() - t0:.1f}s): mean_nll {mean_nll:.6f} "
           f"ppl {math.exp(mean_nll):.4f}", file=sys.stderr)
 
-    sink_mass = [sink.per_head[i].tolist() for i in range(cfg.num_hidden_layers)]
+    sink_mass = [np.asarray(per_head[i]).tolist() for i in range(n_layer)]
     res = {
         "model": gguf_path.name,
         "gguf_sha256": sha256(gguf_path),
@@ -147,7 +275,8 @@ def run(args) -> dict:
                           f"0..{args.sink_tokens - 1}; per_layer = mean over heads"),
         "sink_mass_per_layer": [float(np.mean(h)) for h in sink_mass],
         "sink_mass": sink_mass,
-        "attention": "eager, float32, CPU",
+        "attention": ("eager, float32, CPU" if args.backend == "transformers"
+                      else "numpy dense softmax, float32, CPU"),
         "tool": tool,
         "date": dt.date.today().isoformat(),
     }
@@ -162,6 +291,8 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, required=True)
     ap.add_argument("--sink-tokens", type=int, default=4)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--backend", choices=["transformers", "numpy"], default="transformers",
+                    help="numpy: own forward from gguf.GGUFReader (fallback / cross-check)")
     args = ap.parse_args()
     res = run(args)
     out = Path(args.out)

@@ -259,7 +259,10 @@ pub fn sparse_attention(qkv: &LayerQkv<'_>, sel: &TokenSelection) -> Result<Arra
                 let (q, k, v) = (qkv.q_head(h), qkv.k_head(g), qkv.v_head(g));
                 let keys = sel.keys(h, i);
                 w.clear();
-                w.extend(keys.iter().map(|&j| q.row(i).dot(&k.row(j as usize)) * scale));
+                w.extend(
+                    keys.iter()
+                        .map(|&j| q.row(i).dot(&k.row(j as usize)) * scale),
+                );
                 let m = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0;
                 w.iter_mut().for_each(|x| {

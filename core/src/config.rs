@@ -113,7 +113,10 @@ impl ModelConfig {
             .unwrap_or_default();
         let arch = Arch::parse(&name)
             .ok_or_else(|| CoreError::unsupported(path, format!("architecture '{name}'")))?;
-        for v in [&hf.rope_scaling, &hf.rope_parameters].into_iter().flatten() {
+        for v in [&hf.rope_scaling, &hf.rope_parameters]
+            .into_iter()
+            .flatten()
+        {
             if let Some(obj) = v.as_object() {
                 let kind = obj
                     .get("rope_type")
@@ -164,14 +167,17 @@ impl ModelConfig {
         if self.n_layers == 0 || self.hidden == 0 || self.vocab == 0 || self.head_dim == 0 {
             return bad(format!("degenerate config: {self:?}"));
         }
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "{} attention heads are not a multiple of {} key/value heads",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
-            return bad(format!("head dim {} is odd; RoPE needs pairs", self.head_dim));
+        if !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head dim {} is odd; RoPE needs pairs",
+                self.head_dim
+            ));
         }
         Ok(())
     }
@@ -183,7 +189,11 @@ impl ModelConfig {
 
     /// Parameter count implied by the config (embeddings counted once when tied).
     pub fn param_count(&self) -> u64 {
-        let (h, d, f) = (self.hidden as u64, self.head_dim as u64, self.intermediate as u64);
+        let (h, d, f) = (
+            self.hidden as u64,
+            self.head_dim as u64,
+            self.intermediate as u64,
+        );
         let (nh, nkv) = (self.n_heads as u64, self.n_kv_heads as u64);
         let mut attn = h * nh * d * 2 + h * nkv * d * 2;
         if self.arch == Arch::Qwen2 {

@@ -20,7 +20,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod gguf;
-// pub mod model; (enabled once gguf::model and tokenizer land)
+pub mod model;
 pub mod ops;
 pub mod safetensors_io;
 pub mod tensor;
@@ -29,5 +29,5 @@ pub mod tokenizer;
 pub use config::{Arch, ModelConfig};
 pub use device::Device;
 pub use error::{CoreError, Result};
-// pub use model::Model;
+pub use model::Model;
 pub use tensor::{HostTensor, Weights};

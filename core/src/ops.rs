@@ -52,11 +52,15 @@ pub fn rms_norm(x: ArrayView2<f32>, weight: &Array1<f32>, eps: f32) -> Array2<f3
 
 /// In-place RMSNorm of every row of `x` (rows may be heads: `[n * heads, head_dim]`).
 pub fn rms_norm_inplace(mut x: ArrayViewMut2<f32>, weight: &Array1<f32>, eps: f32) {
-    x.axis_iter_mut(Axis(0)).into_par_iter().for_each(|mut row| {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
-        Zip::from(&mut row).and(weight).for_each(|v, &w| *v = *v * inv * w);
-    });
+    x.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .for_each(|mut row| {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+            let inv = 1.0 / (ms + eps).sqrt();
+            Zip::from(&mut row)
+                .and(weight)
+                .for_each(|v, &w| *v = *v * inv * w);
+        });
 }
 
 /// Rotary position embedding tables (rotate-half convention, as in Hugging Face models).
@@ -142,7 +146,13 @@ mod tests {
         assert_eq!(x.row(0), before.row(0));
         for i in 0..4 {
             for h in 0..2 {
-                let n0: f32 = before.row(i).iter().skip(h * 8).take(8).map(|v| v * v).sum();
+                let n0: f32 = before
+                    .row(i)
+                    .iter()
+                    .skip(h * 8)
+                    .take(8)
+                    .map(|v| v * v)
+                    .sum();
                 let n1: f32 = x.row(i).iter().skip(h * 8).take(8).map(|v| v * v).sum();
                 assert!((n0 - n1).abs() < 1e-4 * n0.max(1.0));
             }

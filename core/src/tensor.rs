@@ -52,9 +52,10 @@ impl Weights {
 
     /// Takes a tensor out by name, checking its shape.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor> {
-        let t = self.tensors.remove(name).ok_or_else(|| {
-            CoreError::format(&self.source, format!("missing tensor '{name}'"))
-        })?;
+        let t = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| CoreError::format(&self.source, format!("missing tensor '{name}'")))?;
         if t.shape != shape {
             return Err(CoreError::format(
                 &self.source,
@@ -67,7 +68,10 @@ impl Weights {
         if let Some(i) = t.data.iter().position(|x| !x.is_finite()) {
             return Err(CoreError::format(
                 &self.source,
-                format!("tensor '{name}' has a non-finite value ({}) at element {i}", t.data[i]),
+                format!(
+                    "tensor '{name}' has a non-finite value ({}) at element {i}",
+                    t.data[i]
+                ),
             ));
         }
         Ok(t)

@@ -12,7 +12,9 @@ use ndarray::{Array2, Array4, ArrayD, Axis, IxDyn};
 use safetensors::SafeTensors;
 
 fn fixture_dir(arch: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(arch)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tiny")
+        .join(arch)
 }
 
 struct Expected {
@@ -69,7 +71,10 @@ fn check_logits(model: &Model, exp: &Expected, what: &str) {
     let err = max_rel_err(&logits, &exp.tensors["logits"]);
     assert!(err < 1e-4, "{what}: logits differ, max rel err {err}");
     let err = max_rel_err(&hidden.into_dyn(), &exp.tensors["hidden_out"]);
-    assert!(err < 1e-4, "{what}: final hidden differs, max rel err {err}");
+    assert!(
+        err < 1e-4,
+        "{what}: final hidden differs, max rel err {err}"
+    );
 }
 
 #[test]
@@ -108,7 +113,9 @@ fn capture_matches_transformers_attention_probabilities() {
         assert_eq!(hook.layers.len(), model.config.n_layers);
         for lc in &hook.layers {
             let qkv = lc.qkv.as_ref().expect("kept qkv");
-            let q_ref = exp.tensors["q_rope"].index_axis(Axis(0), lc.layer).to_owned();
+            let q_ref = exp.tensors["q_rope"]
+                .index_axis(Axis(0), lc.layer)
+                .to_owned();
             for (h, hc) in lc.heads.iter().enumerate() {
                 // Post-RoPE queries handed to the hook equal transformers'.
                 let q_h = qkv.q.slice(ndarray::s![.., h * d..(h + 1) * d]).to_owned();
@@ -118,7 +125,9 @@ fn capture_matches_transformers_attention_probabilities() {
                 let a = a.index_axis(Axis(0), h);
                 for i in 0..n {
                     for (b, &pm) in hc.block_mass.row(i).iter().enumerate() {
-                        let want: f32 = (b * block..((b + 1) * block).min(n)).map(|j| a[[i, j]]).sum();
+                        let want: f32 = (b * block..((b + 1) * block).min(n))
+                            .map(|j| a[[i, j]])
+                            .sum();
                         assert!((pm - want).abs() < 1e-5, "{arch} P[{i},{b}] {pm} vs {want}");
                     }
                     let sink: f32 = (0..4.min(n)).map(|j| a[[i, j]]).sum();
@@ -136,11 +145,20 @@ fn capture_matches_transformers_attention_probabilities() {
                 assert!(row_sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
             }
             // The dense output the capture hook hands back equals transformers' per-head output.
-            let want = exp.tensors["attn_out"].index_axis(Axis(0), lc.layer).to_owned();
+            let want = exp.tensors["attn_out"]
+                .index_axis(Axis(0), lc.layer)
+                .to_owned();
             for h in 0..model.config.n_heads {
-                let got = lc.dense_out.slice(ndarray::s![.., h * d..(h + 1) * d]).to_owned();
+                let got = lc
+                    .dense_out
+                    .slice(ndarray::s![.., h * d..(h + 1) * d])
+                    .to_owned();
                 let err = max_rel_err(&got.into_dyn(), &want.index_axis(Axis(0), h).to_owned());
-                assert!(err < 1e-4, "{arch} layer {} head {h} attention output: {err}", lc.layer);
+                assert!(
+                    err < 1e-4,
+                    "{arch} layer {} head {h} attention output: {err}",
+                    lc.layer
+                );
             }
         }
     }
@@ -199,7 +217,9 @@ fn bad_inputs_give_clear_errors() {
     let too_long = vec![1u32; model.config.max_context + 1];
     let e = model.forward(&too_long, &mut NoHook).expect_err("too long");
     assert!(e.to_string().contains("context"), "{e}");
-    let e = model.forward(&[1, 99_999], &mut NoHook).expect_err("bad id");
+    let e = model
+        .forward(&[1, 99_999], &mut NoHook)
+        .expect_err("bad id");
     assert!(e.to_string().contains("vocabulary"), "{e}");
     let e = model.tokenizer().expect_err("no tokenizer");
     assert!(e.to_string().contains("tokenizer"), "{e}");

@@ -58,21 +58,30 @@ fn truncated_safetensors() {
         std::fs::write(&p, &b[..b.len() / 2]).expect("write");
     });
     let e = load_err(d.path());
-    assert!(e.contains("model.safetensors") && e.contains("not a valid safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unsupported_dtype() {
     let d = copy_with(|d| replace_tensor(d, NORM, Dtype::I32, vec![64], vec![0; 256]));
     let e = load_err(d.path());
-    assert!(e.contains("model.safetensors") && e.contains("I32") && e.contains(NORM), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("I32") && e.contains(NORM),
+        "{e}"
+    );
 }
 
 #[test]
 fn shape_disagrees_with_config() {
     let d = copy_with(|d| replace_tensor(d, NORM, Dtype::F32, vec![32], vec![0; 128]));
     let e = load_err(d.path());
-    assert!(e.contains(NORM) && e.contains("[32]") && e.contains("[64]"), "{e}");
+    assert!(
+        e.contains(NORM) && e.contains("[32]") && e.contains("[64]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -81,7 +90,10 @@ fn nan_weights() {
     data[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
     let d = copy_with(|d| replace_tensor(d, NORM, Dtype::F32, vec![64], data));
     let e = load_err(d.path());
-    assert!(e.contains(NORM) && e.contains("non-finite") && e.contains("element 2"), "{e}");
+    assert!(
+        e.contains(NORM) && e.contains("non-finite") && e.contains("element 2"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -114,5 +126,8 @@ fn unknown_architecture_and_rope_scaling() {
 #[test]
 fn not_a_model_path() {
     let e = load_err(Path::new("/nonexistent/model"));
-    assert!(e.contains("/nonexistent/model") && e.contains("no such model"), "{e}");
+    assert!(
+        e.contains("/nonexistent/model") && e.contains("no such model"),
+        "{e}"
+    );
 }

@@ -17,6 +17,16 @@ use crate::tensor::{HostTensor, Weights};
 pub fn load_gguf_model(path: &Path) -> Result<(ModelConfig, Weights, GgufFile)> {
     let file = GgufFile::open(path)?;
     let cfg = config_from_metadata(&file)?;
+    if let Some(info) = file.tensor_info("rope_freqs.weight") {
+        // Llama 3.1-style frequency scaling; an all-ones tensor is plain RoPE.
+        if file.tensor_f32(info)?.data.iter().any(|&f| f != 1.0) {
+            return Err(CoreError::unsupported(
+                path,
+                "rope scaling: a 'rope_freqs' tensor with factors other than 1 (Llama 3.1-style); \
+                 only default RoPE is implemented",
+            ));
+        }
+    }
     let jobs: Vec<(&GgufTensorInfo, String)> = file
         .tensors
         .iter()

@@ -80,7 +80,10 @@ impl Model {
             let config = ModelConfig::from_hf_json(&path.join("config.json"))?;
             let weights = load_safetensors_dir(path)?;
             let tj = path.join("tokenizer.json");
-            let tok = tj.is_file().then(|| Tokenizer::from_file(&tj)).transpose()?;
+            let tok = tj
+                .is_file()
+                .then(|| Tokenizer::from_file(&tj))
+                .transpose()?;
             (config, weights, tok)
         } else if path.is_file() {
             let (config, weights, gguf) = load_gguf_model(path)?;

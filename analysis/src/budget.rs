@@ -1,0 +1,134 @@
+//! Budgets and the calibration that puts every method at the same achieved sparsity.
+//!
+//! Sparsity (METHODS.md) = 1 - kept causal pairs / all causal pairs, over the q-heads of a group.
+//! A budget is a fixed number of keys per query, a target sparsity, or top-p. Calibration searches
+//! a method's one knob (bisection; integer knobs by binary search) for the requested sparsity.
+
+use crate::method::{Knob, Prepared, Selector};
+use crate::selection::{causal_pairs, Selection};
+
+/// How much attention each method may keep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// Keys per query, forced keys included.
+    Tokens(usize),
+    /// Target fraction of causal pairs skipped.
+    Sparsity(f64),
+    /// The sparsity that exact top-p over the true attention reaches at this `p`.
+    TopP(f64),
+}
+
+/// Achieved sparsity must be within this of the target (0.2 percentage points).
+pub const SPARSITY_TOLERANCE: f64 = 0.002;
+
+/// Sparsity of the selections of a group's q-heads over `n` tokens.
+pub fn sparsity_of(sels: &[Selection], n: usize) -> f64 {
+    let kept: u64 = sels.iter().map(Selection::kept_pairs).sum();
+    1.0 - kept as f64 / (causal_pairs(n) * sels.len().max(1) as u64) as f64
+}
+
+/// Sparsity of a budget of `tokens` keys per query over `n` tokens (a query keeps
+/// `min(tokens, i + 1)` keys).
+pub fn sparsity_of_tokens(tokens: usize, n: usize) -> f64 {
+    let kept: u64 = (0..n).map(|i| tokens.min(i + 1) as u64).sum();
+    1.0 - kept as f64 / causal_pairs(n) as f64
+}
+
+/// A method's selections at the chosen knob value.
+#[derive(Debug, Clone)]
+pub struct Calibrated {
+    pub knob: f64,
+    pub selections: Vec<Selection>,
+    pub sparsity: f64,
+    /// The sparsity asked for (for `Tokens` on a count knob: that budget's own sparsity).
+    pub target: f64,
+    /// False when no knob value came within [`SPARSITY_TOLERANCE`] of the target.
+    pub reached: bool,
+}
+
+fn eval(prep: &dyn Prepared, x: f64, n: usize) -> (Vec<Selection>, f64) {
+    let sels = prep.select(x);
+    let s = sparsity_of(&sels, n);
+    (sels, s)
+}
+
+/// Finds the knob value whose selections come closest to `target` sparsity.
+pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, n: usize) -> Calibrated {
+    let (mut lo, mut hi) = (knob.min, knob.max_for(n).max(knob.min));
+    let mut best: Option<(f64, Vec<Selection>, f64)> = None;
+    let mut consider = |x: f64, sels: Vec<Selection>, s: f64| {
+        let better = best
+            .as_ref()
+            .is_none_or(|b| (s - target).abs() < (b.2 - target).abs());
+        if better {
+            best = Some((x, sels, s));
+        }
+    };
+    let iterations = if knob.integer { 64 } else { 40 };
+    for _ in 0..iterations {
+        let mid = if knob.integer {
+            ((lo + hi) / 2.0).floor()
+        } else {
+            (lo + hi) / 2.0
+        };
+        let (sels, s) = eval(prep, mid, n);
+        let too_dense = s < target;
+        consider(mid, sels, s);
+        if (s - target).abs() <= SPARSITY_TOLERANCE / 4.0 {
+            break;
+        }
+        // Too dense: move away from the dense end of the range.
+        if too_dense == knob.denser_when_larger {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+        if knob.integer && hi - lo <= 1.0 {
+            for x in [lo, hi] {
+                let (sels, s) = eval(prep, x, n);
+                consider(x, sels, s);
+            }
+            break;
+        }
+    }
+    let (knob_value, selections, sparsity) = best.unwrap_or_else(|| {
+        let (sels, s) = eval(prep, knob.min, n);
+        (knob.min, sels, s)
+    });
+    Calibrated {
+        knob: knob_value,
+        reached: (sparsity - target).abs() <= SPARSITY_TOLERANCE,
+        selections,
+        sparsity,
+        target,
+    }
+}
+
+/// Selections of a method under `budget`. `top_p_sparsity` is the sparsity exact top-p reached
+/// on this group (needed for [`Budget::TopP`] only).
+pub fn resolve(
+    method: &dyn Selector,
+    prep: &dyn Prepared,
+    budget: Budget,
+    n: usize,
+    top_p_sparsity: Option<f64>,
+) -> Calibrated {
+    let knob = method.knob();
+    match budget {
+        Budget::Tokens(t) => match method.knob_for_tokens(t) {
+            Some(x) => {
+                let (selections, sparsity) = eval(prep, x, n);
+                Calibrated {
+                    knob: x,
+                    selections,
+                    sparsity,
+                    target: sparsity_of_tokens(t, n),
+                    reached: true,
+                }
+            }
+            None => calibrate(prep, &knob, sparsity_of_tokens(t, n), n),
+        },
+        Budget::Sparsity(s) => calibrate(prep, &knob, s, n),
+        Budget::TopP(p) => calibrate(prep, &knob, top_p_sparsity.unwrap_or(1.0 - p), n),
+    }
+}

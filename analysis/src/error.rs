@@ -1,0 +1,30 @@
+//! The error type of the analysis library.
+
+/// Errors of method construction, budgets, simulation runs and run bundles.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    /// An unknown method name; lists the valid ones.
+    #[error("unknown method '{name}'; valid methods: {valid}")]
+    UnknownMethod { name: String, valid: String },
+    /// An unknown or out-of-range method parameter.
+    #[error("method '{method}': {msg}")]
+    Param { method: String, msg: String },
+    /// A budget no setting of the method can express, or invalid budget values.
+    #[error("budget: {0}")]
+    Budget(String),
+    /// Bad run options (layers out of range, length above the context, ...).
+    #[error("{0}")]
+    Input(String),
+    /// An error from the core crate (model loading, forward pass).
+    #[error(transparent)]
+    Core(#[from] attnscope_core::CoreError),
+    /// Reading or writing a run directory failed.
+    #[error("{path}: {msg}")]
+    File {
+        path: std::path::PathBuf,
+        msg: String,
+    },
+}
+
+/// Result alias of the analysis library.
+pub type Result<T, E = AnalysisError> = std::result::Result<T, E>;

@@ -1,0 +1,101 @@
+//! The [`Selector`] trait every method implements, the per-group input it sees, and the
+//! description of its budget knob. Methods only select; metrics live in [`crate::metrics`].
+
+use ndarray::ArrayView2;
+
+use attnscope_core::capture::HeadCapture;
+
+use crate::selection::Selection;
+
+/// What a method sees: one layer, one KV group.
+#[derive(Debug)]
+pub struct GroupInput<'a> {
+    pub layer: usize,
+    pub kv_head: usize,
+    /// Post-RoPE queries `[n, d]` of each q-head of the group, in head order.
+    pub q: Vec<ArrayView2<'a, f32>>,
+    /// Post-RoPE keys `[n, d]` of the group's KV head.
+    pub k: ArrayView2<'a, f32>,
+    /// Values `[n, d]` of the group's KV head.
+    pub v: ArrayView2<'a, f32>,
+    /// Per-token punctuation flags (METHODS.md rule; newline-only tokens excluded).
+    pub punct: &'a [bool],
+    /// Per-token flags of newline-only tokens (punctuation when a method's newline option is on).
+    pub newline: &'a [bool],
+    /// Exact dense statistics of each q-head of the group (used by oracles only).
+    pub truth: Vec<&'a HeadCapture>,
+    /// Key block size of `truth[h].block_mass`.
+    pub capture_block: usize,
+}
+
+impl GroupInput<'_> {
+    /// Tokens.
+    pub fn n(&self) -> usize {
+        self.k.nrows()
+    }
+
+    /// Head dimension.
+    pub fn head_dim(&self) -> usize {
+        self.k.ncols()
+    }
+
+    /// Q-heads in the group.
+    pub fn group_size(&self) -> usize {
+        self.q.len()
+    }
+
+    /// Softmax scale `1 / sqrt(d)`.
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.head_dim() as f32).sqrt()
+    }
+}
+
+/// How a method's one budget knob behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Knob {
+    /// Parameter name, e.g. `top_k`, `window`, `p`, `tau`.
+    pub name: &'static str,
+    /// Smallest and largest meaningful values (the largest for `n` tokens, see [`Knob::max_for`]).
+    pub min: f64,
+    pub max: f64,
+    /// Integer-valued (counts of tokens or blocks).
+    pub integer: bool,
+    /// True when a larger value keeps more keys.
+    pub denser_when_larger: bool,
+    /// For count knobs whose range grows with the input: tokens per counted unit (1 for tokens,
+    /// the block size for blocks), so the largest value for `n` tokens is `ceil(n / unit)`;
+    /// 0 for knobs with a fixed range (`max`).
+    pub tokens_per_unit: usize,
+}
+
+impl Knob {
+    /// The knob's upper bound for an `n`-token input: counts scale with the input.
+    pub fn max_for(&self, n: usize) -> f64 {
+        if self.tokens_per_unit > 0 {
+            (n.div_ceil(self.tokens_per_unit)) as f64
+        } else {
+            self.max
+        }
+    }
+}
+
+/// Scores computed once per group, from which selections at any knob value are cheap.
+pub trait Prepared: Send + Sync {
+    /// One selection per q-head of the group at knob value `x`.
+    fn select(&self, x: f64) -> Vec<Selection>;
+}
+
+/// A sparse-attention selection method.
+pub trait Selector: Send + Sync + std::fmt::Debug {
+    /// The method's budget knob.
+    fn knob(&self) -> Knob;
+
+    /// The knob value that keeps `tokens` keys per query (forced keys included), if the method
+    /// has a count knob; `None` makes the runner match the sparsity of a `tokens` budget instead.
+    fn knob_for_tokens(&self, _tokens: usize) -> Option<f64> {
+        None
+    }
+
+    /// Scores the group once.
+    fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a>;
+}

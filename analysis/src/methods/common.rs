@@ -1,0 +1,155 @@
+//! What block and token methods share: block-mean keys, forced sink/local blocks, and ranked
+//! candidate lists from which a selection at any count `k` is a prefix.
+
+use ndarray::{Array2, ArrayView2, Axis};
+
+use crate::method::Prepared;
+use crate::selection::Selection;
+
+/// Mean key of each block of `block` tokens (the last block may be shorter): `[n_blocks, d]`.
+pub fn block_means(k: ArrayView2<f32>, block: usize) -> Array2<f32> {
+    let mut out = Array2::zeros((k.nrows().div_ceil(block), k.ncols()));
+    for (b, chunk) in k.axis_chunks_iter(Axis(0), block).enumerate() {
+        if let Some(m) = chunk.mean_axis(Axis(0)) {
+            out.row_mut(b).assign(&m);
+        }
+    }
+    out
+}
+
+/// Forced blocks of a query in block `own`: the first `n_init` blocks and the `local` blocks
+/// before `own`, plus `own` itself.
+pub fn forced_blocks(own: usize, n_init: usize, local: usize) -> impl Iterator<Item = usize> {
+    (0..n_init.min(own + 1)).chain(own.saturating_sub(local)..=own)
+}
+
+/// Indices of `scores` sorted by descending score, ties by ascending index (deterministic).
+pub fn rank_desc(scores: &[f32]) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
+    idx.sort_by(|&a, &b| {
+        scores[b as usize]
+            .total_cmp(&scores[a as usize])
+            .then(a.cmp(&b))
+    });
+    idx
+}
+
+/// Per-row forced units and ranked candidates, shared by one or all q-heads of a group.
+/// `select(k)` keeps the forced units plus the first `k` candidates of every row.
+#[derive(Debug, Clone)]
+pub struct RankedRows {
+    pub n: usize,
+    pub query_block: usize,
+    /// Tokens per unit (1 = tokens, B = blocks).
+    pub unit: usize,
+    /// Forced units of each row.
+    pub forced: Vec<Vec<u32>>,
+    /// Other visible units of each row, best first.
+    pub ranked: Vec<Vec<u32>>,
+}
+
+impl RankedRows {
+    /// The selection keeping forced units and the top `k` candidates of each row.
+    pub fn take(&self, k: usize) -> Selection {
+        let mut b = Selection::builder(self.n, self.query_block);
+        let u = self.unit as u32;
+        for (f, r) in self.forced.iter().zip(&self.ranked) {
+            b.push_ranges(
+                f.iter()
+                    .chain(r.iter().take(k))
+                    .map(|&x| (x * u, (x + 1) * u)),
+            );
+        }
+        b.finish()
+    }
+}
+
+/// Rankings per q-head (`heads.len() == group size`), or one shared by the whole group.
+#[derive(Debug)]
+pub struct RankedHeads {
+    pub heads: Vec<RankedRows>,
+    pub group_size: usize,
+}
+
+impl Prepared for RankedHeads {
+    fn select(&self, x: f64) -> Vec<Selection> {
+        let k = x.max(0.0).round() as usize;
+        if self.heads.len() == 1 {
+            let s = self.heads[0].take(k);
+            vec![s; self.group_size]
+        } else {
+            self.heads.iter().map(|r| r.take(k)).collect()
+        }
+    }
+}
+
+/// Softmax of `xs` in place (max-subtracted).
+pub fn softmax_inplace(xs: &mut [f32]) {
+    let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in xs.iter_mut() {
+        *x = (*x - m).exp();
+        sum += *x;
+    }
+    if sum > 0.0 {
+        xs.iter_mut().for_each(|x| *x /= sum);
+    }
+}
+
+/// The count knob of block methods: extra blocks beyond the forced ones.
+pub fn block_knob(block: usize) -> crate::method::Knob {
+    crate::method::Knob {
+        name: "top_k",
+        min: 0.0,
+        max: 1e9,
+        integer: true,
+        denser_when_larger: true,
+        tokens_per_unit: block,
+    }
+}
+
+/// Extra blocks that make `tokens` keys per query with `n_init + local + 1` forced blocks.
+pub fn block_k_for_tokens(tokens: usize, block: usize, n_init: usize, local: usize) -> f64 {
+    (tokens / block.max(1)).saturating_sub(n_init + local + 1) as f64
+}
+
+/// Ranks, for every query `i`, the complete visible blocks that are not forced, by `score(i, b)`
+/// (higher first); `None` scores are not candidates.
+pub fn rank_blocks_per_query(
+    n: usize,
+    block: usize,
+    n_init: usize,
+    local: usize,
+    score_row: impl Fn(usize) -> Vec<Option<f32>> + Sync,
+) -> RankedRows {
+    use rayon::prelude::*;
+    let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let own = i / block;
+            let mut forced: Vec<u32> = forced_blocks(own, n_init, local)
+                .map(|b| b as u32)
+                .collect();
+            forced.sort_unstable();
+            forced.dedup();
+            let scores = score_row(i);
+            let mut cand: Vec<(u32, f32)> = scores
+                .iter()
+                .enumerate()
+                .take(own + 1)
+                .filter_map(|(b, s)| s.map(|s| (b as u32, s)))
+                .filter(|(b, _)| forced.binary_search(b).is_err())
+                .collect();
+            cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            (forced, cand.into_iter().map(|(b, _)| b).collect())
+        })
+        .collect();
+    let (forced, ranked) = rows.into_iter().unzip();
+    RankedRows {
+        n,
+        query_block: 1,
+        unit: block,
+        forced,
+        ranked,
+    }
+}

@@ -1,0 +1,111 @@
+//! `phsa`: punctuation-aware hybrid sparse attention. Block selection (InfLLM-v2 style: init
+//! block + local blocks + top-k) whose block representative fuses the block's mean key with the
+//! mean key of its punctuation tokens:
+//! `M(B) = lambda * mean(K_B) + (1 - lambda) * mean(K_B over punctuation)`, `M = mean(K_B)` when
+//! the block has no punctuation. Score `s_ib = sum over group heads of softmax_b(q_i . M_b / sqrt d)`
+//! over query `i`'s complete visible blocks; one selection shared by the group.
+
+use ndarray::{Array2, Axis};
+
+use super::common::{
+    block_k_for_tokens, block_knob, block_means, rank_blocks_per_query, softmax_inplace,
+    RankedHeads,
+};
+use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+
+pub const INFO: MethodInfo = MethodInfo {
+    name: "phsa",
+    kind: MethodKind::Published,
+    paper: "PHSA: Punctuation-aware Hybrid Sparse Attention (no public code; block representative from the paper, selection as InfLLM v2)",
+    rule: "init + local blocks + top-k blocks by group-summed softmax of q . (lambda mean K + (1 - lambda) mean K_punct)",
+    params: &[
+        ParamSpec { name: "lambda", default: 0.5, min: 0.0, max: 1.0, integer: false, help: "weight of the block mean key (1 - lambda: punctuation mean key)" },
+        ParamSpec { name: "block", default: 64.0, min: 1.0, max: 65536.0, integer: true, help: "block size in tokens" },
+        ParamSpec { name: "init_blocks", default: 1.0, min: 0.0, max: 1e6, integer: true, help: "forced blocks at the start" },
+        ParamSpec { name: "local_blocks", default: 2.0, min: 0.0, max: 1e6, integer: true, help: "forced blocks before the query's own block" },
+        ParamSpec { name: "newline_punct", default: 1.0, min: 0.0, max: 1.0, integer: true, help: "count newline-only tokens as punctuation" },
+        ParamSpec { name: "top_k", default: 16.0, min: 0.0, max: 1e9, integer: true, help: "selected blocks beyond the forced ones" },
+    ],
+    build,
+};
+
+fn build(p: &Params) -> Box<dyn Selector> {
+    Box::new(Phsa {
+        lambda: p.get("lambda") as f32,
+        block: p.count("block").max(1),
+        n_init: p.count("init_blocks"),
+        local: p.count("local_blocks"),
+        newline: p.flag("newline_punct"),
+    })
+}
+
+/// PHSA with explicit settings (also used by the lambda sweep and fit).
+#[derive(Debug, Clone)]
+pub struct Phsa {
+    pub lambda: f32,
+    pub block: usize,
+    pub n_init: usize,
+    pub local: usize,
+    pub newline: bool,
+}
+
+impl Phsa {
+    /// The block representatives `M(B_b)`: `[n_blocks, d]`.
+    pub fn representatives(&self, g: &GroupInput<'_>) -> Array2<f32> {
+        let mut reps = block_means(g.k, self.block);
+        for (b, mut rep) in reps.axis_iter_mut(Axis(0)).enumerate() {
+            let lo = b * self.block;
+            let hi = (lo + self.block).min(g.n());
+            let punct: Vec<usize> = (lo..hi)
+                .filter(|&j| g.punct[j] || (self.newline && g.newline[j]))
+                .collect();
+            if punct.is_empty() {
+                continue;
+            }
+            let mut pm = ndarray::Array1::<f32>::zeros(g.head_dim());
+            for &j in &punct {
+                pm += &g.k.row(j);
+            }
+            pm /= punct.len() as f32;
+            rep.zip_mut_with(&pm, |m, &p| *m = self.lambda * *m + (1.0 - self.lambda) * p);
+        }
+        reps
+    }
+}
+
+impl Selector for Phsa {
+    fn knob(&self) -> Knob {
+        block_knob(self.block)
+    }
+
+    fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {
+        Some(block_k_for_tokens(
+            tokens,
+            self.block,
+            self.n_init,
+            self.local,
+        ))
+    }
+
+    fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
+        let reps = self.representatives(g);
+        let scale = g.scale();
+        let logits: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&reps.t()) * scale).collect();
+        let block = self.block;
+        let rows = rank_blocks_per_query(g.n(), block, self.n_init, self.local, |i| {
+            let complete = i / block; // blocks 0..complete end at or before the query's block
+            let mut total = vec![0f32; complete];
+            for l in &logits {
+                let mut row: Vec<f32> = l.row(i).iter().take(complete).copied().collect();
+                softmax_inplace(&mut row);
+                total.iter_mut().zip(&row).for_each(|(t, r)| *t += r);
+            }
+            total.into_iter().map(Some).collect()
+        });
+        Box::new(RankedHeads {
+            heads: vec![rows],
+            group_size: g.group_size(),
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! `streaming`: StreamingLLM's attention sinks plus a window of the most recent keys.
+
+use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::selection::Selection;
+
+pub const INFO: MethodInfo = MethodInfo {
+    name: "streaming",
+    kind: MethodKind::Published,
+    paper: "Xiao et al., Efficient Streaming Language Models with Attention Sinks, ICLR 2024 (arXiv:2309.17453)",
+    rule: "the first `sinks` tokens plus the `window` most recent keys (the query itself among them)",
+    params: &[
+        ParamSpec { name: "sinks", default: 4.0, min: 0.0, max: 1e6, integer: true, help: "sink tokens at the start" },
+        ParamSpec { name: "window", default: 1020.0, min: 1.0, max: 1e9, integer: true, help: "recent keys, the query included" },
+    ],
+    build,
+};
+
+fn build(p: &Params) -> Box<dyn Selector> {
+    Box::new(Streaming {
+        sinks: p.count("sinks"),
+    })
+}
+
+#[derive(Debug)]
+struct Streaming {
+    sinks: usize,
+}
+
+struct Prep {
+    n: usize,
+    sinks: usize,
+    group: usize,
+}
+
+impl Prepared for Prep {
+    fn select(&self, window: f64) -> Vec<Selection> {
+        let w = window.max(1.0).round() as usize;
+        let mut b = Selection::builder(self.n, 1);
+        for i in 0..self.n {
+            let lo = (i + 1).saturating_sub(w);
+            b.push_ranges([(0, self.sinks as u32), (lo as u32, i as u32 + 1)]);
+        }
+        vec![b.finish(); self.group]
+    }
+}
+
+impl Selector for Streaming {
+    fn knob(&self) -> Knob {
+        Knob {
+            name: "window",
+            min: 1.0,
+            max: 1e9,
+            integer: true,
+            denser_when_larger: true,
+            tokens_per_unit: 1,
+        }
+    }
+
+    fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {
+        Some(tokens.saturating_sub(self.sinks).max(1) as f64)
+    }
+
+    fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
+        Box::new(Prep {
+            n: g.n(),
+            sinks: self.sinks,
+            group: g.group_size(),
+        })
+    }
+}

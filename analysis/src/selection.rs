@@ -1,0 +1,206 @@
+//! [`Selection`]: the keys a method keeps, per row of queries, as sorted disjoint token ranges.
+//!
+//! Rows hold one query (`query_block == 1`) or a block of consecutive queries that share one
+//! selection (block methods). Ranges are stored merged, so a block selection costs one range per
+//! run of adjacent blocks and a sink + window pattern costs two ranges per row. Causality is
+//! applied at use: [`Selection::keys_of`] never yields a key after the query.
+
+/// Half-open token range `[start, end)`.
+pub type Range = (u32, u32);
+
+/// Kept keys per row of queries (compact, CSR-like).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    n: usize,
+    query_block: usize,
+    offsets: Vec<usize>,
+    ranges: Vec<Range>,
+}
+
+/// Builds a [`Selection`] row by row.
+#[derive(Debug)]
+pub struct SelectionBuilder {
+    sel: Selection,
+    scratch: Vec<Range>,
+}
+
+impl SelectionBuilder {
+    /// Adds the next row from arbitrary (unsorted, overlapping) ranges; empty ranges are dropped.
+    pub fn push_ranges(&mut self, ranges: impl IntoIterator<Item = Range>) {
+        self.scratch.clear();
+        self.scratch
+            .extend(ranges.into_iter().filter(|r| r.0 < r.1));
+        self.scratch.sort_unstable();
+        let n = self.sel.n as u32;
+        let mut last: Option<Range> = None;
+        for &(s, e) in &self.scratch {
+            let (s, e) = (s.min(n), e.min(n));
+            match last.as_mut() {
+                Some(l) if s <= l.1 => l.1 = l.1.max(e),
+                _ => {
+                    if let Some(l) = last.take() {
+                        self.sel.ranges.push(l);
+                    }
+                    last = Some((s, e));
+                }
+            }
+        }
+        if let Some(l) = last.filter(|l| l.0 < l.1) {
+            self.sel.ranges.push(l);
+        }
+        self.sel.offsets.push(self.sel.ranges.len());
+    }
+
+    /// Adds the next row from key block indices of size `block`.
+    pub fn push_blocks(&mut self, blocks: impl IntoIterator<Item = usize>, block: usize) {
+        self.push_ranges(
+            blocks
+                .into_iter()
+                .map(|b| ((b * block) as u32, ((b + 1) * block) as u32)),
+        );
+    }
+
+    /// Adds the next row from token positions.
+    pub fn push_tokens(&mut self, tokens: impl IntoIterator<Item = usize>) {
+        self.push_ranges(tokens.into_iter().map(|t| (t as u32, t as u32 + 1)));
+    }
+
+    /// Finishes; panics in debug builds if the row count is wrong (a method bug, not user input).
+    pub fn finish(self) -> Selection {
+        debug_assert_eq!(self.sel.rows(), self.sel.n.div_ceil(self.sel.query_block));
+        self.sel
+    }
+}
+
+impl Selection {
+    /// A builder for `n` tokens whose rows cover `query_block` queries each.
+    pub fn builder(n: usize, query_block: usize) -> SelectionBuilder {
+        let rows = n.div_ceil(query_block.max(1));
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        SelectionBuilder {
+            sel: Self {
+                n,
+                query_block: query_block.max(1),
+                offsets,
+                ranges: Vec::new(),
+            },
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Every causal key of every query (the dense selection).
+    pub fn dense(n: usize) -> Self {
+        let mut b = Self::builder(n, n.max(1));
+        b.push_ranges([(0, n as u32)]);
+        b.finish()
+    }
+
+    /// Tokens covered.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True for zero tokens.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Queries per row.
+    pub fn query_block(&self) -> usize {
+        self.query_block
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// The stored ranges of row `r` (not clipped to any query).
+    pub fn row_ranges(&self, r: usize) -> &[Range] {
+        &self.ranges[self.offsets[r]..self.offsets[r + 1]]
+    }
+
+    /// The kept key ranges of query `i`, clipped causally to `[0, i]`.
+    pub fn keys_of(&self, i: usize) -> impl Iterator<Item = Range> + '_ {
+        let lim = i as u32 + 1;
+        self.row_ranges(i / self.query_block)
+            .iter()
+            .take_while(move |r| r.0 < lim)
+            .map(move |&(s, e)| (s, e.min(lim)))
+    }
+
+    /// Number of kept causal keys of query `i`.
+    pub fn kept_of(&self, i: usize) -> usize {
+        self.keys_of(i).map(|(s, e)| (e - s) as usize).sum()
+    }
+
+    /// True when query `i` keeps key `j` (and `j <= i`).
+    pub fn contains(&self, i: usize, j: usize) -> bool {
+        j <= i
+            && self
+                .keys_of(i)
+                .any(|(s, e)| (s as usize) <= j && j < e as usize)
+    }
+
+    /// Kept causal (query, key) pairs.
+    pub fn kept_pairs(&self) -> u64 {
+        (0..self.n).map(|i| self.kept_of(i) as u64).sum()
+    }
+
+    /// The largest key position stored in row `r` (before causal clipping), if any.
+    pub fn row_max_key(&self, r: usize) -> Option<usize> {
+        self.row_ranges(r).last().map(|r| r.1 as usize - 1)
+    }
+}
+
+/// All causal (query, key) pairs of `n` tokens.
+pub fn causal_pairs(n: usize) -> u64 {
+    (n as u64) * (n as u64 + 1) / 2
+}
+
+/// Size of the intersection of two sorted disjoint range lists.
+pub fn intersect_len(a: impl Iterator<Item = Range>, b: impl Iterator<Item = Range>) -> u64 {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    let mut total = 0u64;
+    while let (Some(&x), Some(&y)) = (a.peek(), b.peek()) {
+        let (s, e) = (x.0.max(y.0), x.1.min(y.1));
+        if s < e {
+            total += (e - s) as u64;
+        }
+        if x.1 <= y.1 {
+            a.next();
+        } else {
+            b.next();
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_and_clip_causally() {
+        let mut b = Selection::builder(10, 4);
+        b.push_ranges([(2, 3), (0, 1), (1, 2)]);
+        b.push_blocks([0, 1], 2);
+        b.push_tokens([9, 0, 8]);
+        let s = b.finish();
+        assert_eq!(s.row_ranges(0), &[(0, 3)]);
+        assert_eq!(s.row_ranges(1), &[(0, 4)]);
+        assert_eq!(s.row_ranges(2), &[(0, 1), (8, 10)]);
+        assert_eq!(s.keys_of(1).collect::<Vec<_>>(), vec![(0, 2)]);
+        assert_eq!(s.kept_of(8), 2);
+        assert!(s.contains(9, 9) && !s.contains(8, 9));
+        assert_eq!(Selection::dense(5).kept_pairs(), causal_pairs(5));
+    }
+
+    #[test]
+    fn intersection_of_range_lists() {
+        let a = [(0u32, 5u32), (8, 10)];
+        let b = [(3u32, 9u32)];
+        assert_eq!(intersect_len(a.into_iter(), b.into_iter()), 3);
+    }
+}

@@ -1,0 +1,76 @@
+//! Punctuation masks over decoded token pieces (the rule of `shared/METHODS.md`).
+//!
+//! A token is punctuation when its decoded text, stripped of whitespace, is non-empty and made
+//! only of Unicode punctuation (general categories `Pc Pd Ps Pe Pi Pf Po`: ASCII `. , ; : ! ? " '
+//! ( ) - ...` and CJK `。，；：！？、「」…`). Two switches:
+//! - `newlines` (default on): a token made only of whitespace that holds at least one line break
+//!   (`\n`, `\r\n`, `"  \n"`, `"\n\n"`) also counts as punctuation;
+//! - `symbols` (default off): Unicode symbols (`S*`: `$ + < = > ^ ` | ~ © °`) count as
+//!   punctuation too. ASCII `$+<=>^`|~` are symbols in Unicode, so they are *not* punctuation
+//!   by default.
+//!
+//! A byte-level token that holds only part of a UTF-8 sequence decodes to U+FFFD (a symbol), so
+//! it is never punctuation, even when the character it is part of is.
+//!
+//! ```
+//! use attnscope_datasets::punct::{is_punct_piece, PunctOptions};
+//! let o = PunctOptions::default();
+//! assert!(is_punct_piece(" ,", &o));
+//! assert!(is_punct_piece("。", &o));
+//! assert!(is_punct_piece("\n\n", &o));
+//! assert!(!is_punct_piece(" the", &o));
+//! assert!(!is_punct_piece(" ", &o));
+//! assert!(!is_punct_piece("\n", &PunctOptions { newlines: false, ..o }));
+//! ```
+
+use serde::{Deserialize, Serialize};
+use unicode_categories::UnicodeCategories;
+
+/// Which tokens count as punctuation beyond Unicode `P*` characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PunctOptions {
+    /// Whitespace-only tokens holding a line break count as punctuation (default on).
+    pub newlines: bool,
+    /// Unicode symbols (`S*`) count as punctuation (default off).
+    pub symbols: bool,
+}
+
+impl Default for PunctOptions {
+    fn default() -> Self {
+        Self {
+            newlines: true,
+            symbols: false,
+        }
+    }
+}
+
+/// True when `c` is Unicode punctuation (or a symbol, when `symbols` is on).
+pub fn is_punct_char(c: char, opts: &PunctOptions) -> bool {
+    c.is_punctuation() || (opts.symbols && c.is_symbol())
+}
+
+/// True when the decoded token text `piece` is punctuation under `opts`.
+pub fn is_punct_piece(piece: &str, opts: &PunctOptions) -> bool {
+    let core = piece.trim();
+    if core.is_empty() {
+        return opts.newlines && piece.contains(['\n', '\r', '\u{2028}', '\u{2029}', '\u{85}']);
+    }
+    core.chars()
+        .all(|c| c.is_whitespace() || is_punct_char(c, opts))
+}
+
+/// The punctuation flag of every piece.
+pub fn punct_mask<S: AsRef<str>>(pieces: &[S], opts: &PunctOptions) -> Vec<bool> {
+    pieces
+        .iter()
+        .map(|p| is_punct_piece(p.as_ref(), opts))
+        .collect()
+}
+
+/// Fraction of flagged tokens (0 for an empty mask).
+pub fn punct_rate(mask: &[bool]) -> f64 {
+    if mask.is_empty() {
+        return 0.0;
+    }
+    mask.iter().filter(|&&m| m).count() as f64 / mask.len() as f64
+}
