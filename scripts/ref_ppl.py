@@ -293,8 +293,23 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--backend", choices=["transformers", "numpy"], default="transformers",
                     help="numpy: own forward from gguf.GGUFReader (fallback / cross-check)")
+    ap.add_argument("--crosscheck", action="store_true",
+                    help="also run the numpy backend and record the differences")
     args = ap.parse_args()
+    backend = args.backend
     res = run(args)
+    if args.crosscheck and backend == "transformers" and args.backend == "transformers":
+        args.backend = "numpy"
+        alt = run(args)
+        res["crosscheck"] = {
+            "tool": alt["tool"],
+            "mean_nll": alt["mean_nll"],
+            "ppl": alt["ppl"],
+            "abs_mean_nll_diff": abs(alt["mean_nll"] - res["mean_nll"]),
+            "max_abs_sink_mass_diff": float(np.abs(
+                np.asarray(alt["sink_mass"]) - np.asarray(res["sink_mass"])).max()),
+        }
+        print(f"crosscheck: {res['crosscheck']}", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")

@@ -19,5 +19,7 @@ pub mod methods;
 pub mod metrics;
 pub mod registry;
 pub mod selection;
+#[doc(hidden)]
+pub mod testing;
 
 pub use error::{AnalysisError, Result};

@@ -1,0 +1,147 @@
+//! Test support: owned random (or given) Q/K/V for one KV group with the exact dense capture, from
+//! which a [`GroupInput`] is borrowed. Used by unit tests, the invariant matrix and benchmarks.
+
+use ndarray::{Array2, ArrayView2};
+
+use attnscope_core::attention::LayerQkv;
+use attnscope_core::capture::{capture_layer, CaptureOptions, HeadCapture};
+
+use crate::method::GroupInput;
+
+/// A small deterministic generator (splitmix64) so tests need no extra dependency.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Approximately standard normal (sum of uniforms).
+    pub fn normal(&mut self) -> f32 {
+        (0..4).map(|_| self.uniform()).sum::<f32>() * 1.732 - 3.464
+    }
+}
+
+/// One KV group's owned tensors and exact dense statistics.
+#[derive(Debug, Clone)]
+pub struct GroupData {
+    /// `[n, group * d]` queries of the group's q-heads, token-major.
+    pub q: Array2<f32>,
+    pub k: Array2<f32>,
+    pub v: Array2<f32>,
+    pub punct: Vec<bool>,
+    pub newline: Vec<bool>,
+    pub truth: Vec<HeadCapture>,
+    pub dense_out: Array2<f32>,
+    pub group: usize,
+    pub capture_block: usize,
+}
+
+impl GroupData {
+    /// Random Q/K/V with attention that is far from uniform (a few heavy keys, a sink at 0),
+    /// and every 7th token marked punctuation.
+    pub fn random(n: usize, d: usize, group: usize, seed: u64) -> Self {
+        let mut rng = SplitMix(seed);
+        let mut q = Array2::from_shape_fn((n, group * d), |_| rng.normal());
+        let mut k = Array2::from_shape_fn((n, d), |_| rng.normal());
+        let v = Array2::from_shape_fn((n, d), |_| rng.normal());
+        // A sink and a few heavy hitters: keys aligned with a shared query direction.
+        let dir: Vec<f32> = (0..d).map(|_| rng.normal()).collect();
+        for j in (0..n).filter(|j| *j == 0 || j % 97 == 13) {
+            for c in 0..d {
+                k[[j, c]] += 1.5 * dir[c];
+            }
+        }
+        for i in 0..n {
+            for h in 0..group {
+                for c in 0..d {
+                    q[[i, h * d + c]] += 0.8 * dir[c];
+                }
+            }
+        }
+        let punct = (0..n).map(|j| j % 7 == 3).collect();
+        let newline = (0..n).map(|j| j % 29 == 5).collect();
+        Self::from_qkv(q, k, v, punct, newline, group, 64)
+    }
+
+    /// Captures the exact statistics of given Q (`[n, group * d]`), K and V (`[n, d]`).
+    pub fn from_qkv(
+        q: Array2<f32>,
+        k: Array2<f32>,
+        v: Array2<f32>,
+        punct: Vec<bool>,
+        newline: Vec<bool>,
+        group: usize,
+        capture_block: usize,
+    ) -> Self {
+        let d = k.ncols();
+        let qkv = LayerQkv {
+            layer: 0,
+            n_heads: group,
+            n_kv_heads: 1,
+            head_dim: d,
+            q: q.view(),
+            k: k.view(),
+            v: v.view(),
+        };
+        let opts = CaptureOptions {
+            block: capture_block,
+            ..CaptureOptions::default()
+        };
+        let (truth, dense_out) = capture_layer(&qkv, &opts);
+        Self {
+            q,
+            k,
+            v,
+            punct,
+            newline,
+            truth,
+            dense_out,
+            group,
+            capture_block,
+        }
+    }
+
+    /// Head dimension.
+    pub fn head_dim(&self) -> usize {
+        self.k.ncols()
+    }
+
+    /// `[n, d]` queries of q-head `h` of the group.
+    pub fn q_head(&self, h: usize) -> ArrayView2<'_, f32> {
+        let d = self.head_dim();
+        self.q.slice(ndarray::s![.., h * d..(h + 1) * d])
+    }
+
+    /// `[n, d]` dense attention output of q-head `h`.
+    pub fn dense_out_head(&self, h: usize) -> ArrayView2<'_, f32> {
+        let d = self.head_dim();
+        self.dense_out.slice(ndarray::s![.., h * d..(h + 1) * d])
+    }
+
+    /// The method input borrowing this data.
+    pub fn input(&self) -> GroupInput<'_> {
+        GroupInput {
+            layer: 0,
+            kv_head: 0,
+            q: (0..self.group).map(|h| self.q_head(h)).collect(),
+            k: self.k.view(),
+            v: self.v.view(),
+            punct: &self.punct,
+            newline: &self.newline,
+            truth: self.truth.iter().collect(),
+            capture_block: self.capture_block,
+        }
+    }
+}
