@@ -176,6 +176,13 @@ class NumpyGGUFModel:
         return x @ w["output.weight"].T, sink
 
 
+def _gguf_general_name(path: Path) -> str | None:
+    import gguf
+
+    f = gguf.GGUFReader(str(path)).fields.get("general.name")
+    return None if f is None else bytes(f.parts[f.data[0]]).decode()
+
+
 def _gguf_version() -> str:
     try:
         from importlib.metadata import version
@@ -258,6 +265,7 @@ def run(args) -> dict:
         "model": gguf_path.name,
         "gguf_sha256": sha256(gguf_path),
         "gguf_bytes": gguf_path.stat().st_size,
+        "gguf_general_name": _gguf_general_name(gguf_path),
         "tokenizer": Path(args.tokenizer).name,
         "tokenizer_sha256": sha256(Path(args.tokenizer)),
         "text": Path(args.text).name,

@@ -14,11 +14,14 @@
 
 pub mod budget;
 pub mod error;
+pub mod freq;
 pub mod method;
 pub mod methods;
 pub mod metrics;
 pub mod registry;
+pub mod run_dir;
 pub mod selection;
+pub mod sim;
 #[doc(hidden)]
 pub mod testing;
 

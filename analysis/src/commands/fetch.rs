@@ -17,7 +17,11 @@ pub fn run(a: Args) -> Result<()> {
         println!("cache: {}", fetch::cache_home().display());
         println!("models:");
         for m in fetch::models() {
-            let state = if fetch::model_path(m.name).is_some() { "cached" } else { "-" };
+            let state = if fetch::model_path(m.name).is_some() {
+                "cached"
+            } else {
+                "-"
+            };
             println!("  {:<20} {:<7} {}", m.name, state, m.description);
         }
         println!("corpora:");

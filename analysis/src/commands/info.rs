@@ -34,16 +34,35 @@ pub fn run(a: Args) -> Result<()> {
     println!("model         {}", m.source.display());
     println!("architecture  {}", c.arch.name());
     println!("layers        {}", c.n_layers);
-    println!("heads         {} query / {} key-value (group {})", c.n_heads, c.n_kv_heads, c.group_size());
+    println!(
+        "heads         {} query / {} key-value (group {})",
+        c.n_heads,
+        c.n_kv_heads,
+        c.group_size()
+    );
     println!("head dim      {}", c.head_dim);
     println!("hidden        {} (MLP {})", c.hidden, c.intermediate);
     println!("vocab         {}", c.vocab);
-    println!("context       {} tokens (RoPE theta {})", c.max_context, c.rope_theta);
-    println!("embeddings    {}", if c.tie_embeddings { "tied" } else { "separate output head" });
+    println!(
+        "context       {} tokens (RoPE theta {})",
+        c.max_context, c.rope_theta
+    );
+    println!(
+        "embeddings    {}",
+        if c.tie_embeddings {
+            "tied"
+        } else {
+            "separate output head"
+        }
+    );
     println!("storage       {}", m.storage);
     println!("parameters    {params} ({:.1} M)", params as f64 / 1e6);
     match &m.tokenizer {
-        Some(t) => println!("tokenizer     {} ({} tokens)", t.source().display(), t.vocab_size()),
+        Some(t) => println!(
+            "tokenizer     {} ({} tokens)",
+            t.source().display(),
+            t.vocab_size()
+        ),
         None => println!("tokenizer     none"),
     }
     Ok(())

@@ -1,6 +1,10 @@
-//! One module per subcommand, plus the shared `--model` resolution.
+//! One module per subcommand, plus the shared `--model` and input resolution.
 
 pub mod fetch;
 pub mod info;
+pub mod input;
+pub mod methods;
 pub mod model_arg;
 pub mod ppl;
+pub mod report;
+pub mod simulate;

