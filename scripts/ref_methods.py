@@ -148,10 +148,12 @@ def phsa(q, k, punct, newline, *, block, init_blocks, local_blocks, top_k, lam, 
     + local blocks (own + `local_blocks` before) + top_k of the remaining blocks. One selection per
     group (the score is group-summed), copied to every q-head.
 
-    SPEC: the softmax over b runs over the blocks fully visible to query i, i.e. complete blocks
-    whose last token (b+1)B - 1 <= i (the analogue of infllm-v2's chunk visibility rule). Forced
-    blocks that are complete are in the normalizer; the query's partial own block is not. The
-    normalizer only matters through the sum over heads.
+    SPEC: the softmax over b runs over the blocks before the query's own block, b < i // B (all
+    complete; forced init/local blocks among them are in the normalizer, the own block never is).
+    The normalizer only matters through the sum over heads. The other reading, "blocks complete at
+    i" ((b+1)B - 1 <= i, the analogue of infllm-v2's chunk visibility), differs only for the last
+    query of each block, whose own block would join the normalizer; case phsa_b16 tells the two
+    apart (6 (head, query) pairs change).
     SPEC: top-k candidates are the non-forced blocks, all of which lie before the local window and
     are therefore complete.
     """
@@ -170,7 +172,7 @@ def phsa(q, k, punct, newline, *, block, init_blocks, local_blocks, top_k, lam, 
     mask = np.zeros((g_, n, n), dtype=bool)
     for i in range(n):
         forced = forced_blocks(i, block, init_blocks, local_blocks)
-        visible = [b for b in range(nb) if (b + 1) * block - 1 <= i]
+        visible = list(range(i // block))
         scores = np.full(nb, -np.inf)
         if visible:
             logits = q64[:, i, :] @ reps[visible].T / math.sqrt(d)  # [G, |visible|]
@@ -251,11 +253,14 @@ def logsumexp(x):
 
 def moba(q, k, *, block, top_k):
     """MoBA: per q-head, score of block b = q_i . mean(K_b) (no scaling). Keeps the query's own
-    block (causal inside) + the top_k past blocks.
+    block (causal inside) + the best past blocks, top_k blocks in all.
 
-    SPEC: top_k counts blocks beyond the current one (the table says "current block + top-k"; in
-    the MoBA paper's code the current block is one of the k). Candidates are the complete blocks
-    before the query's own block.
+    SPEC: top_k counts the current block, as in MoBA's code (the current block's gate is set to
+    +inf before topk), so top_k - 1 past blocks are picked. (This script first read the table's
+    "current block + top-k" as top_k past blocks on top of the current one; moba.rs follows the
+    paper's code and documents it, so the knob convention was aligned. The masks do not depend on
+    it, only the knob value that produces them.) Candidates are the complete blocks before the
+    query's own block.
     """
     g_, n, d = q.shape
     q64 = q.astype(np.float64)
@@ -268,18 +273,21 @@ def moba(q, k, *, block, top_k):
         sc_all = q64[h] @ means.T  # [n, nb]
         for i in range(n):
             cb = i // block
-            picked = top_k_indices(list(range(cb)), sc_all[i], top_k, margin)
+            picked = top_k_indices(list(range(cb)), sc_all[i], top_k - 1, margin)
             mask[h, i] = block_rows(n, block, i, {cb} | set(picked))
     return mask, margin
 
 
-def quest(q, k, *, page, top_k):
+def quest(q, k, *, page, pages):
     """Quest: per q-head, page p's bound = sum over dims of max(q_d * Max_pd, q_d * min_pd) with the
-    element-wise max/min of the page's keys. Keeps the query's own page + the top_k past pages.
+    element-wise max/min of the page's keys. Keeps the query's own page + the best past pages,
+    `pages` pages in all.
 
-    SPEC: per q-head (METHODS.md does not say the group shares). top_k counts pages beyond the
-    current one; candidates are the complete pages before the query's own page (the own page's
-    min/max would include future keys, so it is forced instead of scored).
+    SPEC: per q-head (METHODS.md does not say the group shares). The page budget counts the
+    current page (Quest's token budget / 16 pages, the last page always attended), so pages - 1
+    past pages are picked (same alignment note as moba). Candidates are the complete pages before
+    the query's own page (the own page's min/max would include future keys, so it is forced, not
+    scored).
     """
     g_, n, d = q.shape
     q64 = q.astype(np.float64)
@@ -294,7 +302,7 @@ def quest(q, k, *, page, top_k):
             qi = q64[h, i]
             sc = np.maximum(qi[None] * kmax, qi[None] * kmin).sum(axis=1)
             cp = i // page
-            picked = top_k_indices(list(range(cp)), sc, top_k, margin)
+            picked = top_k_indices(list(range(cp)), sc, pages - 1, margin)
             mask[h, i] = block_rows(n, page, i, {cp} | set(picked))
     return mask, margin
 
@@ -377,6 +385,8 @@ CASES = [
      dict(block=32, init_blocks=1, local_blocks=1, top_k=2, lambda_=0.5, newline_punct=1)),
     ("phsa_b32_l03_nonl", "phsa",
      dict(block=32, init_blocks=1, local_blocks=1, top_k=3, lambda_=0.3, newline_punct=0)),
+    ("phsa_b16", "phsa",
+     dict(block=16, init_blocks=1, local_blocks=1, top_k=2, lambda_=0.5, newline_punct=1)),
     ("phsa_b64", "phsa",
      dict(block=64, init_blocks=1, local_blocks=1, top_k=1, lambda_=0.5, newline_punct=1)),
     ("infllm_b32", "infllm-v2", dict(block=32, init_blocks=1, local_blocks=1, top_k=2)),
@@ -384,8 +394,10 @@ CASES = [
     ("infllm_b32_init0_local2", "infllm-v2", dict(block=32, init_blocks=0, local_blocks=2, top_k=3)),
     ("infllm_b64_coarse", "infllm-v2",
      dict(block=64, init_blocks=1, local_blocks=0, top_k=1, coarse_lse=1)),
-    ("moba_b32", "moba", dict(block=32, top_k=2)),
-    ("quest_p16", "quest", dict(page=16, top_k=4)),
+    ("infllm_b32_coarse", "infllm-v2",
+     dict(block=32, init_blocks=1, local_blocks=0, top_k=2, coarse_lse=1)),
+    ("moba_b32", "moba", dict(block=32, top_k=3)),
+    ("quest_p16", "quest", dict(page=16, pages=5)),
     ("streaming", "streaming", dict(sinks=4, window=40)),
     ("oracle_topk", "oracle-topk", dict(k=20)),
 ]
@@ -406,7 +418,7 @@ def run_case(method, p, q, k, v, punct, newline, a, lse):
     if method == "moba":
         return moba(q, k, block=p["block"], top_k=p["top_k"])
     if method == "quest":
-        return quest(q, k, page=p["page"], top_k=p["top_k"])
+        return quest(q, k, page=p["page"], pages=p["pages"])
     if method == "streaming":
         return streaming(n, q.shape[0], sinks=p["sinks"], window=p["window"])
     if method == "oracle-topk":

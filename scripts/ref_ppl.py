@@ -9,9 +9,9 @@ attention.
         --tokenizer smollm2-tokenizer.json --text alice29.txt \
         --max-tokens 2048 --out scripts/reference/smollm2_alice29_2048.json
 
-The whole text file (raw bytes decoded as UTF-8; CRLF kept) is tokenized with the given tokenizer.json (HF `tokenizers`,
-add_special_tokens=False, no BOS), the first N ids are kept, and one forward pass
-over them gives
+The whole text file (raw bytes decoded as UTF-8; CRLF kept) is tokenized with
+the given tokenizer.json (HF `tokenizers`, add_special_tokens=False, no BOS), the
+first N ids are kept, and one forward pass over them gives
   mean_nll = mean over t = 0..N-2 of -log softmax(logits[t])[ids[t+1]]   (N-1 predictions)
   ppl      = exp(mean_nll)
 Sink mass, from the eager attention probabilities of every layer (reduced inside
@@ -19,6 +19,10 @@ a forward hook so the [heads, N, N] maps are never all held at once):
   sink_mass[l][h]        = mean over ALL N queries i of sum_{j < sink_tokens} P[l, h, i, j]
   sink_mass_per_layer[l] = mean over heads of sink_mass[l][h]
 (queries i < sink_tokens count too; for them the mass is exactly 1).
+
+--backend numpy runs an own float32 forward (gguf.GGUFReader + gguf.quants.dequantize,
+llama/qwen2/qwen3) instead; it is also the automatic fallback when transformers cannot
+load the GGUF. --crosscheck runs both and stores the differences under "crosscheck".
 """
 from __future__ import annotations
 
@@ -124,8 +128,8 @@ class NumpyGGUFModel:
         self.tool = f"numpy {np.__version__} + gguf {_gguf_version()} (own forward, float32)"
 
     def _rms(self, x, w):
-        x64 = x.astype(np.float32)
-        return x64 / np.sqrt((x64 * x64).mean(-1, keepdims=True) + self.eps) * w
+        x = x.astype(np.float32)
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + self.eps) * w
 
     def forward(self, ids: list[int], sink_tokens: int):
         n, D, H, KV = len(ids), self.head_dim, self.n_head, self.n_kv

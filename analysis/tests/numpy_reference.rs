@@ -117,7 +117,13 @@ impl Fixture {
             g,
             64,
         );
-        Self { t, meta, data, g, n }
+        Self {
+            t,
+            meta,
+            data,
+            g,
+            n,
+        }
     }
 
     fn case(&self, id: &str) -> &Value {
@@ -200,7 +206,11 @@ fn ranges(keys: &[usize]) -> String {
         while it.peek() == Some(&&(e + 1)) {
             e = *it.next().expect("peeked");
         }
-        out.push(if s == e { format!("{s}") } else { format!("{s}-{e}") });
+        out.push(if s == e {
+            format!("{s}")
+        } else {
+            format!("{s}-{e}")
+        });
     }
     format!("[{}]", out.join(","))
 }
@@ -314,7 +324,10 @@ fn report(what: &str, fails: Vec<String>) {
     for f in &fails {
         println!("  {f}");
     }
-    panic!("{what}: {} discrepancies with the numpy reference (above)", fails.len());
+    panic!(
+        "{what}: {} discrepancies with the numpy reference (above)",
+        fails.len()
+    );
 }
 
 fn check_method(cases: &[&str]) {
@@ -352,7 +365,9 @@ fn dense_statistics_match() {
                     fx.t["dense_out"][[h, i, c]],
                 );
                 if (got - want).abs() > METRIC_TOL {
-                    fails.push(format!("dense_out head {h} query {i} dim {c}: {got} vs {want}"));
+                    fails.push(format!(
+                        "dense_out head {h} query {i} dim {c}: {got} vs {want}"
+                    ));
                 }
             }
         }
@@ -382,7 +397,9 @@ fn metrics_on_numpy_masks() {
                 if (kl - kl_w).abs() > METRIC_TOL * kl_w.abs().max(1.0)
                     || (il - il_w).abs() > METRIC_TOL
                 {
-                    fails.push(format!("{id}: head {h} query {i}: KL/IL {kl}/{il} vs {kl_w}/{il_w}"));
+                    fails.push(format!(
+                        "{id}: head {h} query {i}: KL/IL {kl}/{il} vs {kl_w}/{il_w}"
+                    ));
                     break;
                 }
             }
@@ -394,13 +411,19 @@ fn metrics_on_numpy_masks() {
         }
     }
     for pair in fx.meta["iou"].as_array().expect("iou") {
-        let (a, b) = (pair["a"].as_str().expect("a"), pair["b"].as_str().expect("b"));
+        let (a, b) = (
+            pair["a"].as_str().expect("a"),
+            pair["b"].as_str().expect("b"),
+        );
         let (sa, sb) = (fx.expected_selections(a), fx.expected_selections(b));
         let want = &fx.t[&format!("iou.{a}.{b}")];
         for h in 0..fx.g {
             let got = metrics::iou(&sa[h], &sb[h]);
             if (got - want[[h]]).abs() > IOU_TOL {
-                fails.push(format!("IoU {a} vs {b} head {h} (numpy masks): {got} vs {}", want[[h]]));
+                fails.push(format!(
+                    "IoU {a} vs {b} head {h} (numpy masks): {got} vs {}",
+                    want[[h]]
+                ));
             }
         }
     }
@@ -412,7 +435,10 @@ fn iou_of_method_selections() {
     let fx = Fixture::load();
     let mut fails = Vec::new();
     for pair in fx.meta["iou"].as_array().expect("iou") {
-        let (a, b) = (pair["a"].as_str().expect("a"), pair["b"].as_str().expect("b"));
+        let (a, b) = (
+            pair["a"].as_str().expect("a"),
+            pair["b"].as_str().expect("b"),
+        );
         let (Some(sa), Some(sb)) = (fx.run(a), fx.run(b)) else {
             continue;
         };
@@ -420,7 +446,10 @@ fn iou_of_method_selections() {
         for h in 0..fx.g {
             let got = metrics::iou(&sa[h], &sb[h]);
             if (got - want[[h]]).abs() > IOU_TOL {
-                fails.push(format!("IoU {a} vs {b} head {h}: Rust {got} vs numpy {}", want[[h]]));
+                fails.push(format!(
+                    "IoU {a} vs {b} head {h}: Rust {got} vs numpy {}",
+                    want[[h]]
+                ));
             }
         }
     }
@@ -429,7 +458,7 @@ fn iou_of_method_selections() {
 
 #[test]
 fn phsa_matches() {
-    check_method(&["phsa_b32", "phsa_b32_l03_nonl", "phsa_b64"]);
+    check_method(&["phsa_b32", "phsa_b32_l03_nonl", "phsa_b16", "phsa_b64"]);
 }
 
 #[test]
@@ -440,6 +469,16 @@ fn infllm_v2_matches() {
         "infllm_b32_init0_local2",
         "infllm_b64_coarse",
     ]);
+}
+
+/// METHODS.md fixes the coarse keys at K2_j = mean K[64j, 64j + 128) whatever the block size;
+/// infllm_v2.rs pools them over `2 * block` tokens with stride `block` (its own doc says 64/128),
+/// which agrees only at block 64 (case infllm_b64_coarse passes). Reported to the lead; drop the
+/// `ignore` once the method (or the spec) is settled.
+#[test]
+#[ignore = "known discrepancy: infllm-v2 coarse keys scale with the block size (spec: fixed 64/128)"]
+fn infllm_v2_coarse_lse_block32_matches() {
+    check_method(&["infllm_b32_coarse"]);
 }
 
 #[test]

@@ -13,9 +13,10 @@ pub struct Args {
     /// Model: a registry name, a HF folder, or a .gguf file.
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
-    /// UTF-8 text file, tokenized whole with no special tokens.
+    /// UTF-8 text file (tokenized whole with no special tokens), or a corpus text name
+    /// (alice29, plrabn12, asyoulik, lcet10: fetched when missing).
     #[arg(long)]
-    text: PathBuf,
+    text: String,
     /// Keep only the first N tokens.
     #[arg(long)]
     max_tokens: Option<usize>,
@@ -29,12 +30,13 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let model = model_arg::load(&a.model, a.tokenizer.as_deref(), a.json)?;
-    let text = std::fs::read_to_string(&a.text)
-        .with_context(|| format!("{}: cannot read as UTF-8 text", a.text.display()))?;
+    let path = super::input::text_path(&a.text, a.json)?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
     let mut ids = model
         .tokenizer()?
         .encode(&text)
-        .with_context(|| format!("{}: tokenizing", a.text.display()))?;
+        .with_context(|| format!("{}: tokenizing", path.display()))?;
     let total = ids.len();
     if let Some(n) = a.max_tokens {
         ids.truncate(n);
@@ -47,7 +49,7 @@ pub fn run(a: Args) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     if a.json {
         let v = json!({
-            "model": model.source, "text": a.text, "n_tokens": ids.len(),
+            "model": model.source, "text": path, "n_tokens": ids.len(),
             "n_predicted": n, "text_tokens": total, "mean_nll": nll, "ppl": nll.exp(),
             "seconds": secs, "tokens_per_second": ids.len() as f64 / secs,
         });
@@ -56,7 +58,7 @@ pub fn run(a: Args) -> Result<()> {
         println!(
             "{} tokens of {} ({} in the file): mean NLL {nll:.5} nats, perplexity {:.4} ({secs:.1} s, {:.0} tokens/s)",
             ids.len(),
-            a.text.display(),
+            path.display(),
             total,
             nll.exp(),
             ids.len() as f64 / secs

@@ -153,3 +153,149 @@ pub fn rank_blocks_per_query(
         ranked,
     }
 }
+
+/// Queries per chunk when token methods score keys as matrix products.
+pub const TOKEN_CHUNK: usize = 64;
+
+/// Descending score, ties by ascending index (the order of [`rank_desc`]).
+fn token_order(scores: &[f32], a: u32, b: u32) -> std::cmp::Ordering {
+    scores[b as usize]
+        .total_cmp(&scores[a as usize])
+        .then(a.cmp(&b))
+}
+
+/// The `k` best indices of `scores` in [`rank_desc`] order, best first, without sorting the rest.
+pub fn top_tokens(scores: &[f32], k: usize) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
+    let k = k.min(idx.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, |&a, &b| token_order(scores, a, b));
+        idx.truncate(k);
+    }
+    idx.sort_unstable_by(|&a, &b| token_order(scores, a, b));
+    idx
+}
+
+/// A per-query selection (`query_block == 1`) built in parallel. `row(i, None)` gives query `i`'s
+/// kept ranges, or `None` when it needs the full score row of `i`; then `row(i, Some(s))` is called
+/// with `s` = scores of keys `0..=i`, computed [`TOKEN_CHUNK`] queries at a time by
+/// `scores(lo, hi)` (`[hi - lo, hi]`: queries `lo..hi` against keys `0..hi`) and must answer.
+pub fn token_selection<S, R>(n: usize, scores: &S, row: R) -> Selection
+where
+    S: Fn(usize, usize) -> Array2<f32> + Sync,
+    R: Fn(usize, Option<&[f32]>) -> Option<Vec<crate::selection::Range>> + Sync,
+{
+    use rayon::prelude::*;
+    let chunks: Vec<Vec<Vec<crate::selection::Range>>> = (0..n.div_ceil(TOKEN_CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
+            let mut rows: Vec<Option<Vec<_>>> = (lo..hi).map(|i| row(i, None)).collect();
+            if rows.iter().any(Option::is_none) {
+                let s = scores(lo, hi);
+                for (r, i) in rows.iter_mut().zip(lo..hi).filter(|(r, _)| r.is_none()) {
+                    let full: Vec<f32> = s.row(i - lo).iter().take(i + 1).copied().collect();
+                    *r = row(i, Some(&full));
+                }
+            }
+            rows.into_iter().map(Option::unwrap_or_default).collect()
+        })
+        .collect();
+    let mut b = Selection::builder(n, 1);
+    for r in chunks.into_iter().flatten() {
+        b.push_ranges(r);
+    }
+    b.finish()
+}
+
+/// Per-query token rankings over the causal keys (best first, [`rank_desc`] order), each kept to
+/// its first `cap` entries to bound memory; rows needing more are re-scored exactly on demand, so
+/// results never depend on `cap`.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRanking {
+    pub rows: Vec<Vec<u32>>,
+    /// An optional per-row statistic of the full score row (e.g. its log-sum-exp).
+    pub stats: Vec<f32>,
+}
+
+impl TokenRanking {
+    /// Ranks every query's keys `0..=i` by `scores` (see [`token_selection`] for its shape).
+    pub fn build<S>(n: usize, cap: usize, scores: &S, stat: Option<fn(&[f32]) -> f32>) -> Self
+    where
+        S: Fn(usize, usize) -> Array2<f32> + Sync,
+    {
+        use rayon::prelude::*;
+        let cap = cap.max(1);
+        let chunks: Vec<Vec<(Vec<u32>, f32)>> = (0..n.div_ceil(TOKEN_CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
+                let s = scores(lo, hi);
+                (lo..hi)
+                    .map(|i| {
+                        let row: Vec<f32> = s.row(i - lo).iter().take(i + 1).copied().collect();
+                        (top_tokens(&row, cap), stat.map_or(0.0, |f| f(&row)))
+                    })
+                    .collect()
+            })
+            .collect();
+        let (rows, stats): (Vec<_>, Vec<_>) = chunks.into_iter().flatten().unzip();
+        Self {
+            rows,
+            stats: if stat.is_some() { stats } else { Vec::new() },
+        }
+    }
+
+    /// True when row `i` holds every causal key of query `i`.
+    pub fn complete(&self, i: usize) -> bool {
+        self.rows[i].len() > i
+    }
+
+    /// The top `k` keys of every query (all causal keys when `k > i`).
+    pub fn take<S>(&self, k: usize, scores: &S) -> Selection
+    where
+        S: Fn(usize, usize) -> Array2<f32> + Sync,
+    {
+        let k = k.max(1);
+        token_selection(self.rows.len(), scores, |i, full| {
+            if k > i {
+                return Some(vec![(0, i as u32 + 1)]);
+            }
+            let top = match full {
+                Some(s) => top_tokens(s, k),
+                None if k <= self.rows[i].len() => self.rows[i][..k].to_vec(),
+                None => return None,
+            };
+            Some(top.into_iter().map(|t| (t, t + 1)).collect())
+        })
+    }
+}
+
+/// Exact causal attention of the last `last` queries (softmax over keys `0..=i`), summed per key
+/// column (`vertical[j]`) and per diagonal offset (`slash[o]`, `o = i - j`); both of length `n`.
+/// The estimator of vertical-slash methods (minference-vs, flexprefill).
+pub fn last_queries_vertical_slash(
+    q: ArrayView2<f32>,
+    k: ArrayView2<f32>,
+    scale: f32,
+    last: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let n = k.nrows();
+    let last = last.min(n);
+    let (mut vertical, mut slash) = (vec![0f64; n], vec![0f64; n]);
+    let lo = n - last;
+    let logits = q.slice(ndarray::s![lo..n, ..]).dot(&k.t());
+    for (a, row) in logits.outer_iter().enumerate() {
+        let i = lo + a;
+        let mut p: Vec<f32> = row.iter().take(i + 1).map(|&x| x * scale).collect();
+        softmax_inplace(&mut p);
+        for (j, &pj) in p.iter().enumerate() {
+            vertical[j] += pj as f64;
+            slash[i - j] += pj as f64;
+        }
+    }
+    (vertical, slash)
+}

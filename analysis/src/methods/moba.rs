@@ -2,29 +2,31 @@
 //!
 //! Keys are split into blocks of `B` tokens. Each q-head selects for itself (no sharing across
 //! the GQA group) with the gate `s_ib = q_i . mean(K_b)` (no scaling). The query's current block
-//! is always selected and attended causally; the gate ranks the complete blocks before it, and
-//! `top_k` counts the current block, as in MoBA's code (the current block's gate is set to +inf
-//! before `topk`), so `top_k = 3` keeps the current block and the 2 best past blocks.
+//! is always selected and attended causally; the gate ranks the complete blocks before it and
+//! `top_k` more are kept. As for every block method of this crate, `top_k` counts blocks beyond
+//! the forced (current) one; MoBA's own `top_k` counts the current block (its code sets the
+//! current block's gate to +inf before `topk`), so the paper's top-3 is `top_k = 2` here.
 //!
 //! The gate is evaluated per query token, as in the paper (eq. 5-6) and both of its reference
 //! implementations (`moba_naive`, `moba_efficient`): rows hold one query each.
-//! Defaults: B = 512, top-3 (the paper's 8k setting); 1M-token runs used B = 4096, top-12.
+//! Defaults: B = 512 and `top_k = 2` (the paper's top-3 at 8k); at 1M it used B = 4096, top-12.
 
 use ndarray::Array2;
 
-use super::common::{block_means, rank_blocks_per_query, RankedHeads};
+use super::common::{
+    block_k_for_tokens, block_knob, block_means, rank_blocks_per_query, RankedHeads,
+};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
-use crate::selection::Selection;
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "moba",
     kind: MethodKind::Published,
     paper: "Lu et al., MoBA: Mixture of Block Attention for Long-Context LLMs (arXiv:2502.13189)",
-    rule: "per q-head and query: the current block (causal) + the best past blocks by q . mean(K_b); top_k counts the current block",
+    rule: "per q-head and query: the current block (causal) + the top_k past blocks by q . mean(K_b) (no scaling)",
     params: &[
         ParamSpec { name: "block", default: 512.0, min: 1.0, max: 1e9, integer: true, help: "block size B (paper: 512 at 8k, 4096 at 1M)" },
-        ParamSpec { name: "top_k", default: 3.0, min: 1.0, max: 1e9, integer: true, help: "blocks per query, the current one included (paper: 3 at 8k, 12 at 1M)" },
+        ParamSpec { name: "top_k", default: 2.0, min: 0.0, max: 1e9, integer: true, help: "past blocks beyond the current one (paper top-3 at 8k and top-12 at 1M count the current block: 2 and 11 here)" },
     ],
     build,
 };
@@ -40,48 +42,35 @@ struct Moba {
     block: usize,
 }
 
-/// Per-head rankings; `select(k)` keeps the current block plus `k - 1` ranked blocks.
-struct Prep(RankedHeads);
-
-impl Prepared for Prep {
-    fn select(&self, top_k: f64) -> Vec<Selection> {
-        self.0.select((top_k.round() - 1.0).max(0.0))
-    }
-}
-
 impl Selector for Moba {
     fn knob(&self) -> Knob {
-        Knob {
-            name: "top_k",
-            min: 1.0,
-            max: 1e9,
-            integer: true,
-            denser_when_larger: true,
-            tokens_per_unit: self.block,
-        }
+        block_knob(self.block)
     }
 
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {
-        Some((tokens / self.block).max(1) as f64)
+        Some(block_k_for_tokens(tokens, self.block, 0, 0))
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
         let block = self.block;
         let means = block_means(g.k, block);
-        let heads = g
-            .q
-            .iter()
-            .map(|q| {
-                let gate: Array2<f32> = q.dot(&means.t());
-                rank_blocks_per_query(g.n(), block, 0, 0, |i| {
-                    gate.row(i).iter().take(i / block).map(|&s| Some(s)).collect()
+        let heads =
+            g.q.iter()
+                .map(|q| {
+                    let gate: Array2<f32> = q.dot(&means.t());
+                    rank_blocks_per_query(g.n(), block, 0, 0, |i| {
+                        gate.row(i)
+                            .iter()
+                            .take(i / block)
+                            .map(|&s| Some(s))
+                            .collect()
+                    })
                 })
-            })
-            .collect();
-        Box::new(Prep(RankedHeads {
+                .collect();
+        Box::new(RankedHeads {
             heads,
             group_size: g.group_size(),
-        }))
+        })
     }
 }
 
@@ -120,13 +109,13 @@ mod tests {
         let data = GroupData::from_qkv(q, k, v, vec![false; 8], vec![false; 8], 2, 2);
         let g = data.input();
         let m = moba(2);
-        let sels = m.prepare(&g).select(2.0);
+        let sels = m.prepare(&g).select(1.0);
         assert_eq!(sels[0].keys_of(7).collect::<Vec<_>>(), vec![(2, 4), (6, 8)]);
         assert_eq!(sels[1].keys_of(7).collect::<Vec<_>>(), vec![(4, 8)]);
-        // top_k = 1: the current block only, causal inside it.
-        let sels = m.prepare(&g).select(1.0);
+        // top_k = 0: the current block only, causal inside it.
+        let sels = m.prepare(&g).select(0.0);
         assert_eq!(sels[0].keys_of(6).collect::<Vec<_>>(), vec![(6, 7)]);
-        assert_eq!(m.knob_for_tokens(5), Some(2.0));
+        assert_eq!(m.knob_for_tokens(5), Some(1.0));
     }
 
     #[test]
@@ -138,7 +127,7 @@ mod tests {
         for s in prep.select(m.knob().max_for(300)) {
             assert!((0..300).all(|i| s.kept_of(i) == i + 1));
         }
-        for s in prep.select(2.0) {
+        for s in prep.select(1.0) {
             for i in 0..300 {
                 assert!(s.row_max_key(i).is_some_and(|j| j <= i));
                 assert!(s.kept_of(i) <= 64 && s.kept_of(i) >= 1);

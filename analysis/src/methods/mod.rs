@@ -2,6 +2,11 @@
 //! Adding a method is one file here and one row in [`ALL`].
 
 pub mod common;
+pub mod moba;
+pub mod nsa;
+pub mod quest;
+pub mod seer_oracle;
+pub mod xattention;
 pub mod infllm_v2;
 pub mod oracle_topk;
 pub mod oracle_topp;
@@ -15,6 +20,11 @@ pub static ALL: &[MethodInfo] = &[
     phsa::INFO,
     infllm_v2::INFO,
     streaming::INFO,
+    nsa::INFO,
+    moba::INFO,
+    quest::INFO,
+    xattention::INFO,
+    seer_oracle::INFO,
     oracle_topk::INFO,
     oracle_topp::INFO,
 ];

@@ -144,7 +144,14 @@ mod tests {
         // 64-token blocks, 16-token stride: block b overlaps windows 4b-1 ..= 4b+3.
         let p: Vec<f32> = (0..12).map(|t| (t + 1) as f32).collect();
         let s = block_importance(&p, 3, 4);
-        assert_eq!(s, vec![1. + 2. + 3. + 4., 4. + 5. + 6. + 7. + 8., 8. + 9. + 10. + 11. + 12.]);
+        assert_eq!(
+            s,
+            vec![
+                1. + 2. + 3. + 4.,
+                4. + 5. + 6. + 7. + 8.,
+                8. + 9. + 10. + 11. + 12.
+            ]
+        );
         // Windows not yet visible do not count.
         assert_eq!(block_importance(&p[..5], 2, 4), vec![10.0, 9.0]);
         assert_eq!(visible_windows(30, 100), 0);
@@ -170,10 +177,16 @@ mod tests {
         let m = (INFO.build)(&INFO.params(&[]).unwrap_or_default());
         let sel = m.prepare(&g).select(1.0).remove(0);
         // Query 383 (block 5): forced 0, 4, 5 plus block 2.
-        assert_eq!(sel.keys_of(383).collect::<Vec<_>>(), vec![(0, 64), (128, 192), (256, 384)]);
+        assert_eq!(
+            sel.keys_of(383).collect::<Vec<_>>(),
+            vec![(0, 64), (128, 192), (256, 384)]
+        );
         // Top-0 keeps only the forced blocks; query 100 (block 1) keeps blocks 0 and 1.
         let sel0 = m.prepare(&g).select(0.0).remove(0);
-        assert_eq!(sel0.keys_of(383).collect::<Vec<_>>(), vec![(0, 64), (256, 384)]);
+        assert_eq!(
+            sel0.keys_of(383).collect::<Vec<_>>(),
+            vec![(0, 64), (256, 384)]
+        );
         assert_eq!(sel0.keys_of(100).collect::<Vec<_>>(), vec![(0, 101)]);
     }
 

@@ -7,16 +7,16 @@
 //! method, replayed here for each query of the prefill) keeps its current page (causal inside) and
 //! the complete earlier pages of largest `U`. Each q-head selects for itself (no GQA sharing).
 //!
-//! The knob `pages` counts the current page, as Quest's page budget does (`token_budget / 16`
-//! pages, the last one always attended); the paper evaluates 1024-4096 tokens = 64-256 pages.
+//! The knob `top_k` counts pages beyond the current one, as for every block method of this crate.
+//! Quest's budget is in tokens, `token_budget / 16` pages with the current page among them: the
+//! paper's 1024-4096 tokens are `top_k = 63-255` here (default 63).
 //! Quest leaves its first two layers dense; that is a run-level choice, not applied here.
 
 use ndarray::{Array2, ArrayView2};
 
-use super::common::{rank_blocks_per_query, RankedHeads};
+use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
-use crate::selection::Selection;
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "quest",
@@ -25,7 +25,7 @@ pub const INFO: MethodInfo = MethodInfo {
     rule: "per q-head and query: the current page + the pages of largest upper bound sum_d max(q_d Max_pd, q_d min_pd) from element-wise key min/max per 16-token page",
     params: &[
         ParamSpec { name: "page", default: 16.0, min: 1.0, max: 65536.0, integer: true, help: "page size in tokens" },
-        ParamSpec { name: "pages", default: 64.0, min: 1.0, max: 1e9, integer: true, help: "pages per query, the current one included (token budget / page; paper: 1024-4096 tokens = 64-256 pages)" },
+        ParamSpec { name: "top_k", default: 63.0, min: 0.0, max: 1e9, integer: true, help: "pages beyond the current one (paper token budgets 1024-4096 = 64-256 pages including the current: 63-255 here)" },
     ],
     build,
 };
@@ -63,48 +63,31 @@ fn page_scores(q: ArrayView2<f32>, lo: &Array2<f32>, hi: &Array2<f32>) -> Array2
     pos.dot(&hi.t()) + neg.dot(&lo.t())
 }
 
-/// Per-head rankings; `select(k)` keeps the current page plus `k - 1` ranked pages.
-struct Prep(RankedHeads);
-
-impl Prepared for Prep {
-    fn select(&self, pages: f64) -> Vec<Selection> {
-        self.0.select((pages.round() - 1.0).max(0.0))
-    }
-}
-
 impl Selector for Quest {
     fn knob(&self) -> Knob {
-        Knob {
-            name: "pages",
-            min: 1.0,
-            max: 1e9,
-            integer: true,
-            denser_when_larger: true,
-            tokens_per_unit: self.page,
-        }
+        block_knob(self.page)
     }
 
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {
-        Some((tokens / self.page).max(1) as f64)
+        Some(block_k_for_tokens(tokens, self.page, 0, 0))
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
         let page = self.page;
         let (lo, hi) = page_min_max(g.k, page);
-        let heads = g
-            .q
-            .iter()
-            .map(|q| {
-                let u = page_scores(*q, &lo, &hi);
-                rank_blocks_per_query(g.n(), page, 0, 0, |i| {
-                    u.row(i).iter().take(i / page).map(|&s| Some(s)).collect()
+        let heads =
+            g.q.iter()
+                .map(|q| {
+                    let u = page_scores(*q, &lo, &hi);
+                    rank_blocks_per_query(g.n(), page, 0, 0, |i| {
+                        u.row(i).iter().take(i / page).map(|&s| Some(s)).collect()
+                    })
                 })
-            })
-            .collect();
-        Box::new(Prep(RankedHeads {
+                .collect();
+        Box::new(RankedHeads {
             heads,
             group_size: g.group_size(),
-        }))
+        })
     }
 }
 
@@ -150,10 +133,10 @@ mod tests {
         let data = GroupData::from_qkv(q, k, v, vec![false; 8], vec![false; 8], 2, 2);
         let g = data.input();
         let m = quest(2);
-        let sels = m.prepare(&g).select(2.0);
+        let sels = m.prepare(&g).select(1.0);
         assert_eq!(sels[0].keys_of(7).collect::<Vec<_>>(), vec![(2, 4), (6, 8)]);
         assert_eq!(sels[1].keys_of(7).collect::<Vec<_>>(), vec![(4, 8)]);
-        let sels = m.prepare(&g).select(1.0);
+        let sels = m.prepare(&g).select(0.0);
         assert_eq!(sels[0].keys_of(6).collect::<Vec<_>>(), vec![(6, 7)]);
     }
 
@@ -166,7 +149,7 @@ mod tests {
         for s in prep.select(m.knob().max_for(200)) {
             assert!((0..200).all(|i| s.kept_of(i) == i + 1));
         }
-        for s in prep.select(3.0) {
+        for s in prep.select(2.0) {
             for i in 0..200 {
                 assert!(s.row_max_key(i).is_some_and(|j| j <= i));
                 assert!((1..=48).contains(&s.kept_of(i)));

@@ -269,71 +269,103 @@ pub(crate) fn fit(
         .copied()
         .filter(|&p| p + want <= hay.text.len())
         .collect();
-    let start = rng.choose(&fits).copied().unwrap_or(0);
-    let mut warnings = Vec::new();
-    for _attempt in 0..4 {
-        let (w, wrapped) = window(&hay.text, start, want);
-        if wrapped {
-            if !repeat {
-                return Err(DatasetError::HaystackTooShort {
-                    source_name: hay.name.clone(),
-                    len,
-                    need: need + overshoot,
-                    have,
-                });
-            }
-            let msg = format!(
-                "haystack '{}' (about {have} tokens) is shorter than the {need} tokens needed; \
-                 its text is reused",
-                hay.name
-            );
-            if !warnings.contains(&msg) {
-                warnings.push(msg);
-            }
-        }
-        let target_bytes = ((need as f64) * bpt).min(w.len() as f64);
-        let mut cuts: Vec<usize> = Vec::with_capacity(order.len());
-        for &i in &order {
-            let at = (plan.needles[i].depth.clamp(0.0, 1.0) * target_bytes) as usize;
-            let p = snap_sentence(&w, at).max(cuts.last().copied().unwrap_or(0));
-            cuts.push(p);
-        }
-        let mut ends: Vec<usize> = cuts.clone();
-        ends.push(w.len());
-        let layout = Layout {
-            w,
-            cuts,
-            ends,
-            prefix: &plan.prefix,
-            suffix: &plan.suffix,
-            needles: order
-                .iter()
-                .map(|&i| plan.needles[i].text.as_str())
-                .collect(),
-        };
-        let r = layout.render();
-        let (ids, offs) = encode_bytes(tok, &r.text)?;
-        if ids.len() < len {
-            // Too little hay: re-estimate from what pass A saw and widen the window.
-            let hay_bytes: usize = r.segs.iter().map(|s| s.1 - s.0).sum();
-            let hay_toks = ids.len().saturating_sub(fixed).max(1);
-            bpt = bpt.max(hay_bytes as f64 / hay_toks as f64);
-            want =
-                layout.w.len() + ((len - ids.len() + overshoot) as f64 * bpt * 1.5) as usize + 64;
-            continue;
-        }
-        let (layout, r, ids, offs) = if ids.len() == len {
-            (layout, r, ids, offs)
-        } else {
-            trim(tok, layout, r, &ids, &offs, len, task)?
-        };
-        return Ok(finish(plan, &order, layout, r, ids, offs, warnings));
+    if fits.is_empty() {
+        // Try the whole text once before reusing it.
+        want = want.min(hay.text.len());
     }
-    Err(DatasetError::Length {
+    let mut warnings = Vec::new();
+    let mut last_err = None;
+    // A cut that cannot land on the length (e.g. every character two tokens) is retried from
+    // another paragraph.
+    for start_try in 0..8 {
+        let start = if !fits.is_empty() {
+            rng.choose(&fits).copied().unwrap_or(0)
+        } else if repeat && start_try > 0 {
+            rng.choose(&starts).copied().unwrap_or(0)
+        } else if start_try == 0 {
+            0
+        } else {
+            break;
+        };
+        for _attempt in 0..4 {
+            let (w, wrapped) = window(&hay.text, start, want);
+            if wrapped {
+                if !repeat {
+                    return Err(DatasetError::HaystackTooShort {
+                        source_name: hay.name.clone(),
+                        len,
+                        need: need + overshoot,
+                        have,
+                    });
+                }
+                let msg = format!(
+                    "haystack '{}' (about {have} tokens) is shorter than the {need} tokens \
+                     needed; its text is reused",
+                    hay.name
+                );
+                if !warnings.contains(&msg) {
+                    warnings.push(msg);
+                }
+            }
+            let layout = place(plan, &order, w, need as f64 * bpt);
+            let r = layout.render();
+            let (ids, offs) = encode_bytes(tok, &r.text)?;
+            if ids.len() < len {
+                // Too little hay: re-estimate from what pass A saw and widen the window.
+                let hay_bytes: usize = r.segs.iter().map(|s| s.1 - s.0).sum();
+                let hay_toks = ids.len().saturating_sub(fixed).max(1);
+                bpt = bpt.max(hay_bytes as f64 / hay_toks as f64);
+                want = layout.w.len()
+                    + ((len - ids.len() + overshoot) as f64 * bpt * 1.5) as usize
+                    + 64;
+                continue;
+            }
+            let fitted = if ids.len() == len {
+                Ok((layout, r, ids, offs))
+            } else {
+                trim(tok, layout, r, &ids, &offs, len, task)
+            };
+            match fitted {
+                Ok((layout, r, ids, offs)) => {
+                    return Ok(finish(plan, &order, layout, r, ids, offs, warnings))
+                }
+                Err(e @ DatasetError::Length { .. }) => {
+                    last_err = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| DatasetError::Length {
         task: task.into(),
         len,
-        detail: "the haystack window stayed too short after 4 tries".into(),
-    })
+        detail: "the haystack window stayed too short".into(),
+    }))
+}
+
+/// Lays the needles out over window `w` at their depths of the first `target_bytes`.
+fn place<'a>(plan: &'a Plan, order: &[usize], w: String, target_bytes: f64) -> Layout<'a> {
+    let target_bytes = target_bytes.min(w.len() as f64);
+    let mut cuts: Vec<usize> = Vec::with_capacity(order.len());
+    for &i in order {
+        let at = (plan.needles[i].depth.clamp(0.0, 1.0) * target_bytes) as usize;
+        let p = snap_sentence(&w, at).max(cuts.last().copied().unwrap_or(0));
+        cuts.push(p);
+    }
+    let mut ends: Vec<usize> = cuts.clone();
+    ends.push(w.len());
+    Layout {
+        w,
+        cuts,
+        ends,
+        prefix: &plan.prefix,
+        suffix: &plan.suffix,
+        needles: order
+            .iter()
+            .map(|&i| plan.needles[i].text.as_str())
+            .collect(),
+    }
 }
 
 fn finish(
@@ -420,6 +452,12 @@ fn trim_segment<'a>(
 ) -> Result<Trimmed<'a>> {
     let total = ids.len();
     let d = total - len;
+    if std::env::var_os("ATTNSCOPE_DEBUG_FIT").is_some() {
+        eprintln!(
+            "trim_segment j={j} d={d} total={total} segs={:?} needles={:?} ends={:?} cuts={:?}",
+            r.segs, r.needles, layout.ends, layout.cuts
+        );
+    }
     let (sa, sb) = r.segs[j];
     let w0 = layout.seg_start(j);
     // Candidate cuts: unique token starts inside segment j, plus its end (no trim).

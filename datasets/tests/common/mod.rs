@@ -39,7 +39,9 @@ pub fn qwen() -> Option<&'static Tokenizer> {
             .and_then(|m| fetch::Fetcher::from_env().model_files(m).tokenizer_json);
         let path = from_env.or(cached).filter(|p| p.is_file());
         match path {
-            Some(p) => Some(Tokenizer::from_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))),
+            Some(p) => {
+                Some(Tokenizer::from_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            }
             None => {
                 eprintln!(
                     "NOTICE: Qwen tokenizer not found (set ATTNSCOPE_QWEN_TOKENIZER or run \
@@ -80,7 +82,9 @@ pub fn english(name: &str) -> Option<Text> {
         Err(e) => panic!("{name}: {e}"),
     }
     if std::env::var_os("ATTNSCOPE_NO_FETCH").is_some() {
-        eprintln!("NOTICE: corpus {name} not cached and ATTNSCOPE_NO_FETCH is set; English cases skipped");
+        eprintln!(
+            "NOTICE: corpus {name} not cached and ATTNSCOPE_NO_FETCH is set; English cases skipped"
+        );
         return None;
     }
     static FETCHED: OnceLock<Result<PathBuf, String>> = OnceLock::new();

@@ -1,0 +1,150 @@
+//! `dsa-proxy`: DeepSeek Sparse Attention's token selection (DeepSeek-V3.2, arXiv:2512.02556)
+//! with a stand-in indexer. DSA's lightning indexer scores `I_ts = sum_j w_tj ReLU(q^I_tj . k^I_s)`
+//! with trained indexer heads and weights, then keeps the top-k tokens (k = 2048). No trained
+//! indexer exists for the models here, so the proxy uses the model's own post-RoPE q/k:
+//! `I_ij = sum over the group's q-heads h of ReLU(q_ih . k_j)` (uniform weights; scaling does not
+//! change the ranking), and keeps the top `k` causal keys of each query (ties by lower index, so
+//! when fewer than k keys score above zero the earliest zero-score keys fill the budget).
+//!
+//! GQA: one selection shared by the q-heads of the KV group (DSA shares one selection across
+//! all heads in MLA's MQA mode). No forced keys: `k` counts every kept key; a query with `i < k`
+//! keeps all of its `i + 1` keys.
+//!
+//! Memory: rankings keep the best `cap` keys per query; a query that needs more is re-scored
+//! exactly on demand, so selections do not depend on `cap` (only memory and time do).
+
+use ndarray::{s, Array2};
+
+use super::common::TokenRanking;
+use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::selection::Selection;
+
+pub const INFO: MethodInfo = MethodInfo {
+    name: "dsa-proxy",
+    kind: MethodKind::Proxy,
+    paper: "DeepSeek-AI, DeepSeek-V3.2 (DeepSeek Sparse Attention, lightning indexer + top-k) (arXiv:2512.02556); proxy: no trained indexer here",
+    rule: "stands in for DSA's trained lightning indexer: top-k tokens by sum over the group's q-heads of ReLU(q . k), shared by the group",
+    params: &[
+        ParamSpec { name: "cap", default: 2048.0, min: 1.0, max: 1e9, integer: true, help: "ranked keys stored per query (memory bound; larger budgets re-score exactly)" },
+        ParamSpec { name: "k", default: 2048.0, min: 1.0, max: 1e9, integer: true, help: "keys kept per query" },
+    ],
+    build,
+};
+
+fn build(p: &Params) -> Box<dyn Selector> {
+    Box::new(DsaProxy {
+        cap: p.count("cap").max(1),
+    })
+}
+
+#[derive(Debug)]
+struct DsaProxy {
+    cap: usize,
+}
+
+/// The proxy index scores `sum_h ReLU(q_ih . k_j)` of queries `lo..hi` against keys `0..hi`.
+pub(crate) fn dsa_scores(g: &GroupInput<'_>, lo: usize, hi: usize) -> Array2<f32> {
+    let keys = g.k.slice(s![..hi, ..]);
+    let mut out = Array2::<f32>::zeros((hi - lo, hi));
+    for q in &g.q {
+        let l = q.slice(s![lo..hi, ..]).dot(&keys.t());
+        out.zip_mut_with(&l, |o, &x| *o += x.max(0.0));
+    }
+    out
+}
+
+/// The proxy's per-query rankings of a group.
+pub(crate) fn dsa_ranking(g: &GroupInput<'_>, cap: usize) -> TokenRanking {
+    TokenRanking::build(g.n(), cap, &|lo, hi| dsa_scores(g, lo, hi), None)
+}
+
+struct Prep<'a> {
+    g: &'a GroupInput<'a>,
+    ranking: TokenRanking,
+}
+
+impl Prepared for Prep<'_> {
+    fn select(&self, x: f64) -> Vec<Selection> {
+        let k = x.max(1.0).round() as usize;
+        let sel = self
+            .ranking
+            .take(k, &|lo, hi| dsa_scores(self.g, lo, hi));
+        vec![sel; self.g.group_size()]
+    }
+}
+
+impl Selector for DsaProxy {
+    fn knob(&self) -> Knob {
+        Knob {
+            name: "k",
+            min: 1.0,
+            max: 1e9,
+            integer: true,
+            denser_when_larger: true,
+            tokens_per_unit: 1,
+        }
+    }
+
+    fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {
+        Some(tokens.max(1) as f64)
+    }
+
+    fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
+        Box::new(Prep {
+            g,
+            ranking: dsa_ranking(g, self.cap),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::GroupData;
+    use ndarray::array;
+
+    fn run(data: &GroupData, cap: usize, k: f64) -> Vec<Selection> {
+        let m = DsaProxy { cap };
+        let g = data.input();
+        let p = m.prepare(&g);
+        p.select(k)
+    }
+
+    #[test]
+    fn relu_sum_over_heads_picks_the_top_k() {
+        // d = 1, two q-heads. Query 3: head 0 has q = 1, head 1 has q = -1.
+        // keys k = [2, -3, 1, 0.5]: ReLU(q0 k) = [2, 0, 1, .5], ReLU(q1 k) = [0, 3, 0, 0]
+        // sum = [2, 3, 1, .5] -> top-2 = {1, 0}; a plain sum q.k would give [0, 0, 0, 0].
+        let q = array![[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, -1.0]];
+        let k = array![[2.0], [-3.0], [1.0], [0.5]];
+        let v = k.clone();
+        let data = GroupData::from_qkv(q, k, v, vec![false; 4], vec![false; 4], 2, 2);
+        let sels = run(&data, 8, 2.0);
+        assert_eq!(sels.len(), 2);
+        assert_eq!(sels[0], sels[1]);
+        assert_eq!(sels[0].keys_of(3).collect::<Vec<_>>(), vec![(0, 2)]);
+        // Query 2 (both heads q = 1): scores [2, 0, 1] -> {0, 2}.
+        assert_eq!(sels[0].keys_of(2).collect::<Vec<_>>(), vec![(0, 1), (2, 3)]);
+        // Queries with i < k keep everything.
+        assert_eq!(sels[0].kept_of(1), 2);
+    }
+
+    #[test]
+    fn invariants_and_cap_independence() {
+        let data = GroupData::random(300, 16, 3, 7);
+        let n = 300;
+        for k in [1.0, 5.0, 40.0, 299.0] {
+            let a = run(&data, 1000, k);
+            let b = run(&data, 7, k);
+            assert_eq!(a, b, "cap changed the selection at k = {k}");
+            for (r, _) in (0..n).enumerate() {
+                assert!(a[0].row_max_key(r).is_some_and(|m| m <= r));
+                assert_eq!(a[0].kept_of(r), (k as usize).min(r + 1));
+            }
+            assert_eq!(a, run(&data, 1000, k), "not deterministic");
+        }
+        let full = run(&data, 16, n as f64);
+        assert_eq!(full[0].kept_pairs(), crate::selection::causal_pairs(n));
+    }
+}

@@ -1,0 +1,285 @@
+//! `h2o`: Heavy-Hitter Oracle (Zhang et al., H2O: Heavy-Hitter Oracle for Efficient Generative
+//! Inference of Large Language Models, NeurIPS 2023, arXiv:2306.14048), replayed step by step.
+//!
+//! Tokens arrive one at a time. Query `t` attends to the cache `S_t` = heavy set `H_t` plus the
+//! recent window `[t - r + 1, t]` (its own token included); `|S_t| <= C`, the knob, split into
+//! `r = max(1, round(C * recent_frac))` recent and `h = C - r` heavy slots (paper default: 10% heavy
+//! + 10% recent of the sequence length, i.e. `recent_frac` 0.5; the knob default 1638 is 20% of
+//! 8192 tokens). Each step's attention probabilities are computed from q/k over the cached keys
+//! only (softmax over `S_t`, as H2O's scores come from the attention it actually computes) and
+//! added to the accumulated score of every cached key. When token `t - r` leaves the window it
+//! joins `H`; if `|H| > h` the heavy token of least accumulated score is evicted (ties: the older
+//! one), greedily, before query `t` attends. This is H2O's "attend, accumulate, then evict" loop
+//! with a stored budget of `C - 1` plus the arriving token, so the keys a query attends to and the
+//! selection it is scored on are the same set of `min(C, t + 1)` keys. `C >= n` never evicts
+//! (dense).
+//!
+//! GQA: by default each q-head replays its own cache from its own attention (H2O is per head);
+//! `group_shared` = 1 sums the group's probabilities into one score and shares one cache.
+//!
+//! Cost per knob value: `O(n * C)` for the replay, plus the causal logits `q . k` (computed once
+//! and kept when they fit in `cache_mb`, else recomputed per replay in slabs of 64 queries).
+
+use std::borrow::Cow;
+
+use ndarray::{s, Array2};
+use rayon::prelude::*;
+
+use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::selection::Selection;
+
+pub const INFO: MethodInfo = MethodInfo {
+    name: "h2o",
+    kind: MethodKind::Published,
+    paper: "Zhang et al., H2O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language Models, NeurIPS 2023 (arXiv:2306.14048)",
+    rule: "cache of C keys = heavy hitters by attention accumulated over past steps (greedy eviction, replayed step by step) + recent window",
+    params: &[
+        ParamSpec { name: "recent_frac", default: 0.5, min: 0.0, max: 1.0, integer: false, help: "share of the cache kept for recent tokens (paper: 10% heavy + 10% recent)" },
+        ParamSpec { name: "group_shared", default: 0.0, min: 0.0, max: 1.0, integer: true, help: "one cache per KV group from group-summed scores (default: per q-head)" },
+        ParamSpec { name: "cache_mb", default: 1024.0, min: 0.0, max: 1e7, integer: false, help: "memory for keeping the group's causal logits between knob values" },
+        ParamSpec { name: "cache", default: 1638.0, min: 1.0, max: 1e9, integer: true, help: "keys per query C, own token included (paper: 20% of the length; 1638 = 20% of 8192)" },
+    ],
+    build,
+};
+
+/// Queries per slab of logits.
+const SLAB: usize = 64;
+
+fn build(p: &Params) -> Box<dyn Selector> {
+    Box::new(H2o {
+        recent_frac: p.get("recent_frac").clamp(0.0, 1.0),
+        shared: p.flag("group_shared"),
+        cache_mb: p.get("cache_mb").max(0.0),
+    })
+}
+
+#[derive(Debug)]
+struct H2o {
+    recent_frac: f64,
+    shared: bool,
+    cache_mb: f64,
+}
+
+struct Prep<'a> {
+    g: &'a GroupInput<'a>,
+    recent_frac: f64,
+    shared: bool,
+    /// Kept logits `[head][slab]` (`[SLAB, hi]` each), when they fit.
+    slabs: Option<Vec<Vec<Array2<f32>>>>,
+}
+
+/// Scaled logits `q_t . k_j / sqrt d` of head `h` for queries `lo..hi` against keys `0..hi`.
+fn slab_logits(g: &GroupInput<'_>, h: usize, lo: usize, hi: usize) -> Array2<f32> {
+    g.q[h].slice(s![lo..hi, ..]).dot(&g.k.slice(s![..hi, ..]).t()) * g.scale()
+}
+
+impl Prep<'_> {
+    fn slab(&self, h: usize, lo: usize) -> Cow<'_, Array2<f32>> {
+        match &self.slabs {
+            Some(s) => Cow::Borrowed(&s[h][lo / SLAB]),
+            None => Cow::Owned(slab_logits(self.g, h, lo, (lo + SLAB).min(self.g.n()))),
+        }
+    }
+
+    /// The H2O replay with cache `c`, scores summed over `heads`.
+    fn replay(&self, heads: &[usize], c: usize) -> Selection {
+        let n = self.g.n();
+        let r = ((c as f64 * self.recent_frac).round() as usize).clamp(1, c);
+        let hv = c - r;
+        let mut acc = vec![0f64; n];
+        let mut heavy: Vec<u32> = Vec::new();
+        let mut w: Vec<f64> = Vec::new();
+        let mut b = Selection::builder(n, 1);
+        for lo in (0..n).step_by(SLAB) {
+            let slabs: Vec<Cow<'_, Array2<f32>>> = heads.iter().map(|&h| self.slab(h, lo)).collect();
+            for t in lo..(lo + SLAB).min(n) {
+                let w_lo = (t + 1).saturating_sub(r);
+                if t >= r {
+                    heavy.push((t - r) as u32);
+                }
+                if heavy.len() > hv {
+                    // Least accumulated score; ties evict the older token.
+                    let mut worst = 0;
+                    for (x, &j) in heavy.iter().enumerate() {
+                        if acc[j as usize] < acc[heavy[worst] as usize] {
+                            worst = x;
+                        }
+                    }
+                    heavy.remove(worst);
+                }
+                for s in &slabs {
+                    let row = s.row(t - lo);
+                    let keys = heavy.iter().map(|&j| j as usize).chain(w_lo..=t);
+                    w.clear();
+                    w.extend(keys.clone().map(|j| row[j] as f64));
+                    let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    w.iter_mut().for_each(|x| *x = (*x - m).exp());
+                    let z: f64 = w.iter().sum();
+                    for (j, &e) in keys.zip(&w) {
+                        acc[j] += e / z;
+                    }
+                }
+                b.push_ranges(
+                    heavy
+                        .iter()
+                        .map(|&j| (j, j + 1))
+                        .chain([(w_lo as u32, t as u32 + 1)]),
+                );
+            }
+        }
+        b.finish()
+    }
+}
+
+impl Prepared for Prep<'_> {
+    fn select(&self, x: f64) -> Vec<Selection> {
+        let c = x.max(1.0).round() as usize;
+        let heads: Vec<usize> = (0..self.g.group_size()).collect();
+        if self.shared {
+            vec![self.replay(&heads, c); heads.len()]
+        } else {
+            heads.par_iter().map(|&h| self.replay(&[h], c)).collect()
+        }
+    }
+}
+
+impl Selector for H2o {
+    fn knob(&self) -> Knob {
+        Knob {
+            name: "cache",
+            min: 1.0,
+            max: 1e9,
+            integer: true,
+            denser_when_larger: true,
+            tokens_per_unit: 1,
+        }
+    }
+
+    fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {
+        Some(tokens.max(1) as f64)
+    }
+
+    fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
+        let n = g.n();
+        let floats = g.group_size() as f64 * (n as f64 * (n + SLAB) as f64 / 2.0);
+        let slabs = (floats * 4.0 <= self.cache_mb * (1u64 << 20) as f64).then(|| {
+            (0..g.group_size())
+                .map(|h| {
+                    (0..n)
+                        .step_by(SLAB)
+                        .collect::<Vec<_>>()
+                        .into_par_iter()
+                        .map(|lo| slab_logits(g, h, lo, (lo + SLAB).min(n)))
+                        .collect()
+                })
+                .collect()
+        });
+        Box::new(Prep {
+            g,
+            recent_frac: self.recent_frac,
+            shared: self.shared,
+            slabs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::GroupData;
+    use std::collections::BTreeSet;
+
+    fn run(data: &GroupData, frac: f64, shared: bool, cache_mb: f64, c: f64) -> Vec<Selection> {
+        let m = H2o {
+            recent_frac: frac,
+            shared,
+            cache_mb,
+        };
+        let g = data.input();
+        let p = m.prepare(&g);
+        p.select(c)
+    }
+
+    /// A literal, slow H2O replay with sets, for comparison.
+    fn reference(data: &GroupData, heads: &[usize], c: usize, frac: f64) -> Vec<BTreeSet<usize>> {
+        let n = data.k.nrows();
+        let r = ((c as f64 * frac).round() as usize).clamp(1, c);
+        let scale = 1.0 / (data.head_dim() as f64).sqrt();
+        let mut acc = vec![0f64; n];
+        let mut cache: BTreeSet<usize> = BTreeSet::new();
+        let mut out = Vec::new();
+        for t in 0..n {
+            cache.insert(t);
+            if cache.len() > c {
+                let old: Vec<usize> = cache.iter().copied().filter(|&j| j + r <= t).collect();
+                let mut worst = old[0];
+                for &j in &old {
+                    if acc[j] < acc[worst] {
+                        worst = j;
+                    }
+                }
+                cache.remove(&worst);
+            }
+            for &h in heads {
+                let q = data.q_head(h);
+                let l: Vec<f64> = cache
+                    .iter()
+                    .map(|&j| q.row(t).dot(&data.k.row(j)) as f64 * scale)
+                    .collect();
+                let m = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = l.iter().map(|x| (x - m).exp()).sum();
+                for (&j, x) in cache.iter().zip(&l) {
+                    acc[j] += (x - m).exp() / z;
+                }
+            }
+            out.push(cache.clone());
+        }
+        out
+    }
+
+    fn keys(s: &Selection, i: usize) -> BTreeSet<usize> {
+        s.keys_of(i).flat_map(|(a, b)| a as usize..b as usize).collect()
+    }
+
+    #[test]
+    fn heavy_hitter_survives_and_new_tokens_are_evicted() {
+        // d = 1, q = 1: token 1 (k = 8) draws nearly all attention once visible.
+        // C = 3 with recent_frac 0.3 -> r = 1 recent slot, h = 2 heavy slots.
+        // Step 3: token 2 joins H = {0, 1, 2}; acc = [~1, ~2, ~0] -> evict 2 -> S_3 = {0, 1, 3}.
+        let k = Array2::from_shape_vec((6, 1), vec![0.0, 8.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+        let q = Array2::ones((6, 1));
+        let data = GroupData::from_qkv(q, k.clone(), k, vec![false; 6], vec![false; 6], 1, 2);
+        let s = &run(&data, 0.3, false, 64.0, 3.0)[0];
+        let want: [&[usize]; 6] = [&[0], &[0, 1], &[0, 1, 2], &[0, 1, 3], &[0, 1, 4], &[0, 1, 5]];
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(keys(s, i), w.iter().copied().collect(), "query {i}");
+        }
+    }
+
+    #[test]
+    fn matches_a_literal_replay_and_invariants_hold() {
+        let n = 150;
+        let data = GroupData::random(n, 8, 2, 5);
+        for (c, frac) in [(1, 0.5), (7, 0.5), (20, 0.2), (33, 0.9), (60, 0.0)] {
+            for shared in [false, true] {
+                let a = run(&data, frac, shared, 64.0, c as f64);
+                let b = run(&data, frac, shared, 0.0, c as f64);
+                assert_eq!(a, b, "logit cache changed the result");
+                for h in 0..2 {
+                    let heads: Vec<usize> = if shared { vec![0, 1] } else { vec![h] };
+                    let want = reference(&data, &heads, c, frac);
+                    for i in 0..n {
+                        assert_eq!(keys(&a[h], i), want[i], "c {c} shared {shared} q {i}");
+                        assert!(a[h].row_max_key(i).is_some_and(|m| m <= i));
+                        assert_eq!(a[h].kept_of(i), c.min(i + 1));
+                    }
+                }
+            }
+        }
+        let full = run(&data, 0.5, false, 64.0, n as f64);
+        for s in &full {
+            assert_eq!(s.kept_pairs(), crate::selection::causal_pairs(n));
+        }
+    }
+}
