@@ -30,6 +30,8 @@ enum Command {
     Simulate(commands::simulate::Args),
     /// Print the method table of a run directory.
     Report(commands::report::Args),
+    /// Forward-pass throughput and peak memory at several lengths.
+    Bench(commands::bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Command::Methods(a) => commands::methods::run(a),
         Command::Simulate(a) => commands::simulate::run(a),
         Command::Report(a) => commands::report::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the shared `--model` and input resolution.
 
+pub mod bench;
 pub mod fetch;
 pub mod info;
 pub mod input;

@@ -216,8 +216,8 @@ mod tests {
     #[test]
     fn dense_at_full_budget_in_both_modes() {
         let data = GroupData::random(150, 8, 3, 2);
-        let g = data.input();
         for (mode, dense) in [(0.0, 1e9), (1.0, 0.0)] {
+            let g = data.input();
             let m = seer(&[("block", 16.0), ("mode", mode)]);
             let prep = m.prepare(&g);
             let x = if mode == 0.0 {

@@ -1,0 +1,282 @@
+//! `rtpurbo-proxy`: RTPurbo's low-rank token indexer with dynamic top-p (Zhou et al., Full
+//! Attention Strikes Back: RTPurbo, arXiv:2605.16928). RTPurbo trains a 16-dimensional indexer
+//! (about 600 steps); none exists here, so the proxy takes the subspace from the data: the top
+//! `rank` (16) right singular vectors `V_r` of the group's post-RoPE keys `K` (`[n, d]`), i.e. the
+//! leading eigenvectors of `K^T K` (`d x d`, cyclic Jacobi, no LAPACK). Queries and keys are
+//! projected, `q' = q V_r`, `k' = k V_r`, and each query keeps the smallest set of causal keys
+//! whose mass under `softmax_j(q'_i . k'_j / sqrt d)` reaches `p` (knob, default 0.9), best first
+//! (ties by lower index). The `1 / sqrt d` of the full head is kept, since `q' . k'` approximates
+//! `q . k`. The basis uses all `n` keys of the sequence (a global statistic standing in for the
+//! offline-trained projection; no key after the query is ever selected).
+//!
+//! GQA: each q-head selects (its own projected queries, the group's shared key basis).
+//! `p >= 1` keeps every causal key. Rankings are stored for the best `cap` keys per query; a
+//! query whose top-p set is longer is re-scored exactly, so results do not depend on `cap`.
+
+use ndarray::{s, Array2, ArrayView2};
+use rayon::prelude::*;
+
+use super::common::{token_selection, top_tokens, TokenRanking};
+use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::selection::{Range, Selection};
+
+pub const INFO: MethodInfo = MethodInfo {
+    name: "rtpurbo-proxy",
+    kind: MethodKind::Proxy,
+    paper: "Zhou et al., Full Attention Strikes Back: RTPurbo (arXiv:2605.16928); proxy: SVD subspace of the keys instead of the trained 16-d indexer",
+    rule: "stands in for RTPurbo's trained 16-d indexer: per q-head, smallest set with mass >= p of softmax(q V_r . k V_r / sqrt d), V_r = top-16 right singular vectors of the keys",
+    params: &[
+        ParamSpec { name: "rank", default: 16.0, min: 1.0, max: 4096.0, integer: true, help: "indexer dimension (top right singular vectors of K; clipped to d)" },
+        ParamSpec { name: "cap", default: 2048.0, min: 1.0, max: 1e9, integer: true, help: "ranked keys stored per query (memory bound; results are exact regardless)" },
+        ParamSpec { name: "p", default: 0.9, min: 0.0, max: 1.0, integer: false, help: "indexer probability mass to keep" },
+    ],
+    build,
+};
+
+fn build(p: &Params) -> Box<dyn Selector> {
+    Box::new(RtpurboProxy {
+        rank: p.count("rank").max(1),
+        cap: p.count("cap").max(1),
+    })
+}
+
+#[derive(Debug)]
+struct RtpurboProxy {
+    rank: usize,
+    cap: usize,
+}
+
+/// Eigenvalues (descending) and eigenvectors (columns, same order) of a symmetric matrix,
+/// by cyclic Jacobi rotations.
+pub fn symmetric_eigen(mut a: Array2<f64>) -> (Vec<f64>, Array2<f64>) {
+    let d = a.nrows();
+    let mut v = Array2::<f64>::eye(d);
+    let norm: f64 = a.iter().map(|x| x * x).sum();
+    for _sweep in 0..100 {
+        let off: f64 = (0..d)
+            .flat_map(|p| (p + 1..d).map(move |q| (p, q)))
+            .map(|(p, q)| a[[p, q]] * a[[p, q]])
+            .sum();
+        if off <= 1e-30 * norm.max(f64::MIN_POSITIVE) {
+            break;
+        }
+        for p in 0..d {
+            for q in p + 1..d {
+                let apq = a[[p, q]];
+                if apq.abs() <= 1e-300 {
+                    continue;
+                }
+                let theta = (a[[q, q]] - a[[p, p]]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for r in 0..d {
+                    let (x, y) = (a[[r, p]], a[[r, q]]);
+                    a[[r, p]] = c * x - s * y;
+                    a[[r, q]] = s * x + c * y;
+                }
+                for r in 0..d {
+                    let (x, y) = (a[[p, r]], a[[q, r]]);
+                    a[[p, r]] = c * x - s * y;
+                    a[[q, r]] = s * x + c * y;
+                }
+                for r in 0..d {
+                    let (x, y) = (v[[r, p]], v[[r, q]]);
+                    v[[r, p]] = c * x - s * y;
+                    v[[r, q]] = s * x + c * y;
+                }
+            }
+        }
+    }
+    let vals: Vec<f64> = (0..d).map(|i| a[[i, i]]).collect();
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&x, &y| vals[y].total_cmp(&vals[x]).then(x.cmp(&y)));
+    let vecs = Array2::from_shape_fn((d, d), |(r, c)| v[[r, order[c]]]);
+    (order.iter().map(|&i| vals[i]).collect(), vecs)
+}
+
+/// The top `rank` right singular vectors of `k` as a `[d, rank]` projection.
+pub fn key_basis(k: ArrayView2<f32>, rank: usize) -> Array2<f32> {
+    let k64 = k.mapv(f64::from);
+    let (_, vecs) = symmetric_eigen(k64.t().dot(&k64));
+    let r = rank.min(k.ncols());
+    vecs.slice(s![.., ..r]).mapv(|x| x as f32)
+}
+
+fn log_sum_exp(xs: &[f32]) -> f32 {
+    let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    m + xs.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln() as f32
+}
+
+struct Head {
+    /// Projected queries `[n, r]`, already multiplied by `1 / sqrt d`.
+    qp: Array2<f32>,
+    ranking: TokenRanking,
+}
+
+struct Prep {
+    n: usize,
+    kp: Array2<f32>,
+    heads: Vec<Head>,
+}
+
+fn head_scores(qp: &Array2<f32>, kp: &Array2<f32>, lo: usize, hi: usize) -> Array2<f32> {
+    qp.slice(s![lo..hi, ..]).dot(&kp.slice(s![..hi, ..]).t())
+}
+
+impl Prep {
+    /// Query `i`'s smallest top-p set from `order` (best first), or `None` when `order` is a
+    /// truncated ranking that runs out before reaching `p`.
+    fn walk(&self, h: &Head, i: usize, p: f64, order: &[u32], complete: bool) -> Option<Vec<Range>> {
+        let (q, lse) = (h.qp.row(i), h.ranking.stats[i]);
+        let mut mass = 0f64;
+        let mut kept = Vec::new();
+        for &j in order {
+            if mass >= p && !kept.is_empty() {
+                break;
+            }
+            mass += ((q.dot(&self.kp.row(j as usize)) - lse) as f64).exp();
+            kept.push((j, j + 1));
+        }
+        (mass >= p || complete).then_some(kept)
+    }
+
+    fn select_head(&self, h: &Head, p: f64) -> Selection {
+        token_selection(self.n, &|lo, hi| head_scores(&h.qp, &self.kp, lo, hi), |i, full| {
+            if p >= 1.0 {
+                return Some(vec![(0, i as u32 + 1)]);
+            }
+            match full {
+                Some(s) => self.walk(h, i, p, &top_tokens(s, i + 1), true),
+                None => self.walk(h, i, p, &h.ranking.rows[i], h.ranking.complete(i)),
+            }
+        })
+    }
+}
+
+impl Prepared for Prep {
+    fn select(&self, p: f64) -> Vec<Selection> {
+        self.heads.iter().map(|h| self.select_head(h, p)).collect()
+    }
+}
+
+impl Selector for RtpurboProxy {
+    fn knob(&self) -> Knob {
+        Knob {
+            name: "p",
+            min: 0.0,
+            max: 1.0,
+            integer: false,
+            denser_when_larger: true,
+            tokens_per_unit: 0,
+        }
+    }
+
+    fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
+        let basis = key_basis(g.k, self.rank);
+        let kp = g.k.dot(&basis);
+        let cap = self.cap;
+        let heads = g
+            .q
+            .par_iter()
+            .map(|q| {
+                let qp = q.dot(&basis) * g.scale();
+                let ranking = TokenRanking::build(
+                    g.n(),
+                    cap,
+                    &|lo, hi| head_scores(&qp, &kp, lo, hi),
+                    Some(log_sum_exp),
+                );
+                Head { qp, ranking }
+            })
+            .collect();
+        Box::new(Prep { n: g.n(), kp, heads })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::GroupData;
+    use ndarray::array;
+
+    fn run(data: &GroupData, rank: usize, cap: usize, p: f64) -> Vec<Selection> {
+        let m = RtpurboProxy { rank, cap };
+        let g = data.input();
+        let prep = m.prepare(&g);
+        prep.select(p)
+    }
+
+    #[test]
+    fn jacobi_recovers_eigenpairs() {
+        let a = array![[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 1.0]];
+        let (vals, vecs) = symmetric_eigen(a.clone());
+        assert!(vals.windows(2).all(|w| w[0] >= w[1]));
+        for c in 0..3 {
+            let v = vecs.column(c);
+            let av = a.dot(&v);
+            for r in 0..3 {
+                assert!((av[r] - vals[c] * v[r]).abs() < 1e-10);
+            }
+        }
+        assert!((vals.iter().sum::<f64>() - 8.0).abs() < 1e-10);
+    }
+
+    #[test]
+    fn rank_one_keys_give_the_hand_computed_top_p() {
+        // Keys along e0 only: the basis' first vector is +-e0, so q' . k' = q0 k0 exactly.
+        // d = 4 (scale 1/2). Query 3, q0 = 2: logits k0 * 2 / 2 = k0 = [ln 6, ln 3, 0, 0]:
+        // probabilities [.6, .3, .1, 0]... with exp(0) = 1 twice: [6, 3, 1, 1] / 11.
+        // p = 0.8 -> {0, 1} (9/11 = .818); p = 0.5 -> {0}; p = 0.9 -> {0, 1, 2} (10/11).
+        let mut k = Array2::<f32>::zeros((4, 4));
+        for (j, v) in [6f32.ln(), 3f32.ln(), 0.0, 0.0].into_iter().enumerate() {
+            k[[j, 0]] = v;
+        }
+        let mut q = Array2::<f32>::zeros((4, 4));
+        q.column_mut(0).fill(2.0);
+        q[[3, 1]] = 5.0; // invisible to the rank-1 indexer
+        let data = GroupData::from_qkv(q, k.clone(), k, vec![false; 4], vec![false; 4], 1, 2);
+        let keys = |p: f64| run(&data, 1, 8, p)[0].keys_of(3).collect::<Vec<_>>();
+        assert_eq!(keys(0.5), vec![(0, 1)]);
+        assert_eq!(keys(0.8), vec![(0, 2)]);
+        assert_eq!(keys(0.9), vec![(0, 3)]);
+        assert_eq!(keys(0.0), vec![(0, 1)]);
+        assert_eq!(keys(1.0), vec![(0, 4)]);
+    }
+
+    #[test]
+    fn invariants_cap_independence_and_full_rank() {
+        let n = 200;
+        let data = GroupData::random(n, 8, 2, 3);
+        let mut last = 0;
+        for p in [0.0, 0.3, 0.9, 0.999, 1.0] {
+            let a = run(&data, 4, 1000, p);
+            assert_eq!(a, run(&data, 4, 3, p), "cap changed the selection at p = {p}");
+            let kept: u64 = a.iter().map(Selection::kept_pairs).sum();
+            assert!(kept >= last, "not monotone in p");
+            last = kept;
+            for s in &a {
+                for r in 0..n {
+                    assert!(s.row_max_key(r).is_some_and(|m| m <= r));
+                }
+            }
+        }
+        // Full rank reproduces the exact attention: top-p over the true probabilities.
+        let full = run(&data, 8, 1000, 0.9);
+        let g = data.input();
+        for (h, sel) in full.iter().enumerate() {
+            for i in (0..n).step_by(17) {
+                let lse = g.truth[h].lse[i];
+                let mass: f64 = sel
+                    .keys_of(i)
+                    .flat_map(|(a, b)| a..b)
+                    .map(|j| {
+                        ((g.q[h].row(i).dot(&g.k.row(j as usize)) * g.scale() - lse) as f64).exp()
+                    })
+                    .sum();
+                assert!(mass >= 0.9 - 1e-4, "q-head {h} query {i}: mass {mass}");
+            }
+        }
+    }
+}
