@@ -13,7 +13,8 @@ few heavy keys aligned with a direction shared by all queries, and queries scale
 Punctuation flags: j % 7 == 3; newline-only flags: j % 29 == 5.
 
 Fixture tensors (per case C, see params.json for the list):
-  q [G, n, d] f32, k [n, d] f32, v [n, d] f32, punct [n] u8, newline [n] u8, lse [G, n] f64
+  q [G, n, d] f32, k [n, d] f32, v [n, d] f32, punct [n] u8, newline [n] u8, lse [G, n] f64,
+  dense_out [G, n, d] f64 (exact dense attention: the LSE of A and its output)
   C.kept_bits [G, n, ceil(n/8)] u8  kept mask of query i over keys j, np.packbits (big-endian
                                      bit order) along j; never a bit for j > i
   C.recall / C.out_rel_err / C.cosine [G, n] f64, C.kept [G, n] i32, C.sparsity [1] f64
@@ -253,14 +254,13 @@ def logsumexp(x):
 
 def moba(q, k, *, block, top_k):
     """MoBA: per q-head, score of block b = q_i . mean(K_b) (no scaling). Keeps the query's own
-    block (causal inside) + the best past blocks, top_k blocks in all.
+    block (causal inside) + the top_k best past blocks.
 
-    SPEC: top_k counts the current block, as in MoBA's code (the current block's gate is set to
-    +inf before topk), so top_k - 1 past blocks are picked. (This script first read the table's
-    "current block + top-k" as top_k past blocks on top of the current one; moba.rs follows the
-    paper's code and documents it, so the knob convention was aligned. The masks do not depend on
-    it, only the knob value that produces them.) Candidates are the complete blocks before the
-    query's own block.
+    SPEC: top_k counts blocks beyond the current one (the table's "current block + top-k"), as for
+    every block method here; MoBA's own code counts the current block in its k (its gate is set to
+    +inf before topk), so the paper's top-3 is top_k = 2. The masks do not depend on this
+    convention, only the knob value that produces them. Candidates are the complete blocks before
+    the query's own block.
     """
     g_, n, d = q.shape
     q64 = q.astype(np.float64)
@@ -273,20 +273,19 @@ def moba(q, k, *, block, top_k):
         sc_all = q64[h] @ means.T  # [n, nb]
         for i in range(n):
             cb = i // block
-            picked = top_k_indices(list(range(cb)), sc_all[i], top_k - 1, margin)
+            picked = top_k_indices(list(range(cb)), sc_all[i], top_k, margin)
             mask[h, i] = block_rows(n, block, i, {cb} | set(picked))
     return mask, margin
 
 
-def quest(q, k, *, page, pages):
+def quest(q, k, *, page, top_k):
     """Quest: per q-head, page p's bound = sum over dims of max(q_d * Max_pd, q_d * min_pd) with the
-    element-wise max/min of the page's keys. Keeps the query's own page + the best past pages,
-    `pages` pages in all.
+    element-wise max/min of the page's keys. Keeps the query's own page + the top_k best past pages.
 
-    SPEC: per q-head (METHODS.md does not say the group shares). The page budget counts the
-    current page (Quest's token budget / 16 pages, the last page always attended), so pages - 1
-    past pages are picked (same alignment note as moba). Candidates are the complete pages before
-    the query's own page (the own page's min/max would include future keys, so it is forced, not
+    SPEC: per q-head (METHODS.md does not say the group shares). top_k counts pages beyond the
+    current one (Quest's token budget / 16 pages includes the always-attended last page, so a
+    budget of T tokens is top_k = T / 16 - 1). Candidates are the complete pages before the
+    query's own page (the own page's min/max would include future keys, so it is forced, not
     scored).
     """
     g_, n, d = q.shape
@@ -302,7 +301,7 @@ def quest(q, k, *, page, pages):
             qi = q64[h, i]
             sc = np.maximum(qi[None] * kmax, qi[None] * kmin).sum(axis=1)
             cp = i // page
-            picked = top_k_indices(list(range(cp)), sc, pages - 1, margin)
+            picked = top_k_indices(list(range(cp)), sc, top_k, margin)
             mask[h, i] = block_rows(n, page, i, {cp} | set(picked))
     return mask, margin
 
@@ -396,8 +395,8 @@ CASES = [
      dict(block=64, init_blocks=1, local_blocks=0, top_k=1, coarse_lse=1)),
     ("infllm_b32_coarse", "infllm-v2",
      dict(block=32, init_blocks=1, local_blocks=0, top_k=2, coarse_lse=1)),
-    ("moba_b32", "moba", dict(block=32, top_k=3)),
-    ("quest_p16", "quest", dict(page=16, pages=5)),
+    ("moba_b32", "moba", dict(block=32, top_k=2)),
+    ("quest_p16", "quest", dict(page=16, top_k=4)),
     ("streaming", "streaming", dict(sinks=4, window=40)),
     ("oracle_topk", "oracle-topk", dict(k=20)),
 ]
@@ -418,7 +417,7 @@ def run_case(method, p, q, k, v, punct, newline, a, lse):
     if method == "moba":
         return moba(q, k, block=p["block"], top_k=p["top_k"])
     if method == "quest":
-        return quest(q, k, page=p["page"], pages=p["pages"])
+        return quest(q, k, page=p["page"], top_k=p["top_k"])
     if method == "streaming":
         return streaming(n, q.shape[0], sinks=p["sinks"], window=p["window"])
     if method == "oracle-topk":

@@ -2,8 +2,9 @@
 //!
 //! Rows hold one query (`query_block == 1`) or a block of consecutive queries that share one
 //! selection (block methods). Ranges are stored merged, so a block selection costs one range per
-//! run of adjacent blocks and a sink + window pattern costs two ranges per row. Causality is
-//! applied at use: [`Selection::keys_of`] never yields a key after the query.
+//! run of adjacent blocks and a sink + window pattern costs two ranges per row. Causality holds by
+//! construction: the builder stores nothing after a row's last query, and
+//! [`Selection::keys_of`] clips a shared row to each query.
 
 /// Half-open token range `[start, end)`.
 pub type Range = (u32, u32);
@@ -31,7 +32,9 @@ impl SelectionBuilder {
         self.scratch
             .extend(ranges.into_iter().filter(|r| r.0 < r.1));
         self.scratch.sort_unstable();
-        let n = self.sel.n as u32;
+        // Causal by construction: nothing after the row's last query is stored.
+        let row = self.sel.offsets.len() - 1;
+        let n = (((row + 1) * self.sel.query_block).min(self.sel.n)) as u32;
         let mut last: Option<Range> = None;
         for &(s, e) in &self.scratch {
             let (s, e) = (s.min(n), e.min(n));

@@ -10,9 +10,14 @@
 //!
 //! Interpretations of points METHODS.md leaves open, shared by both sides (the script's `SPEC:`
 //! comments give the details):
-//! - phsa: the per-head softmax over blocks runs over the blocks complete at query i
-//!   ((b+1)B - 1 <= i); forced blocks are in the normalizer, the partial own block is not.
-//! - infllm-v2: block B = m * 16; r_ib = max over visible chunks j in [m b - 1, m (b+1) - 1]
+//! - phsa: the per-head softmax over blocks runs over the blocks before the query's own block
+//!   (b < i / B; forced init/local blocks included, the own block never), not "blocks complete at
+//!   i", which would add the own block for the last query of each block (case phsa_b16 tells the
+//!   two apart).
+//! - infllm-v2: LSE_i is the log-sum-exp of the stage-1 scores over the compressed keys visible
+//!   to i (the paper's exact LSE of the compressed softmax), not the dense attention LSE;
+//!   coarse_lse takes it over K2_j = mean K[64j, 64j + 128), 64j + 127 <= i.
+//!   Block B = m * 16; r_ib = max over visible chunks j in [m b - 1, m (b+1) - 1]
 //!   (the chunks overlapping block b; [4b-1, 4b+3] for B = 64). Exact equal block scores (two
 //!   blocks sharing their best chunk) are broken toward the lower block index.
 //! - moba / quest: top_k counts blocks / pages beyond the query's own one; per q-head.
@@ -472,11 +477,8 @@ fn infllm_v2_matches() {
 }
 
 /// METHODS.md fixes the coarse keys at K2_j = mean K[64j, 64j + 128) whatever the block size;
-/// infllm_v2.rs pools them over `2 * block` tokens with stride `block` (its own doc says 64/128),
-/// which agrees only at block 64 (case infllm_b64_coarse passes). Reported to the lead; drop the
-/// `ignore` once the method (or the spec) is settled.
+/// at block 32 a version that scaled them with the block size would select other blocks.
 #[test]
-#[ignore = "known discrepancy: infllm-v2 coarse keys scale with the block size (spec: fixed 64/128)"]
 fn infllm_v2_coarse_lse_block32_matches() {
     check_method(&["infllm_b32_coarse"]);
 }

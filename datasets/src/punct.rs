@@ -9,8 +9,11 @@
 //!   punctuation too. ASCII `$+<=>^`|~` are symbols in Unicode, so they are *not* punctuation
 //!   by default.
 //!
-//! A byte-level token that holds only part of a UTF-8 sequence decodes to U+FFFD (a symbol), so
-//! it is never punctuation, even when the character it is part of is.
+//! A byte-level token that holds only part of a UTF-8 sequence decodes to U+FFFD, so by the rule
+//! it is not punctuation, even when the character it is part of is (SmolLM2 splits `；？！` into
+//! two byte tokens each). `partial_chars` (default off) flags such a token when every character
+//! it overlaps is punctuation; it needs the text and offsets, so it applies where samples are
+//! built ([`crate::sample::Tokenized`]), not in [`is_punct_piece`].
 //!
 //! ```
 //! use attnscope_datasets::punct::{is_punct_piece, PunctOptions};
@@ -33,6 +36,10 @@ pub struct PunctOptions {
     pub newlines: bool,
     /// Unicode symbols (`S*`) count as punctuation (default off).
     pub symbols: bool,
+    /// A token that decodes to U+FFFD (part of a multi-byte character) counts when the
+    /// characters it overlaps are all punctuation (default off).
+    #[serde(default)]
+    pub partial_chars: bool,
 }
 
 impl Default for PunctOptions {
@@ -40,13 +47,15 @@ impl Default for PunctOptions {
         Self {
             newlines: true,
             symbols: false,
+            partial_chars: false,
         }
     }
 }
 
-/// True when `c` is Unicode punctuation (or a symbol, when `symbols` is on).
+/// True when `c` is Unicode punctuation (or a symbol, when `symbols` is on; U+FFFD, the
+/// stand-in for a partial UTF-8 sequence, never counts).
 pub fn is_punct_char(c: char, opts: &PunctOptions) -> bool {
-    c.is_punctuation() || (opts.symbols && c.is_symbol())
+    c.is_punctuation() || (opts.symbols && c.is_symbol() && c != '\u{FFFD}')
 }
 
 /// True when the decoded token text `piece` is punctuation under `opts`.

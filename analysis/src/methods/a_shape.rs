@@ -64,8 +64,10 @@ impl Selector for AShape {
         }
     }
 
+    /// `None` when `tokens` cannot hold the init tokens plus the query itself: the runner then
+    /// matches that budget's sparsity instead.
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {
-        Some(tokens.saturating_sub(self.n_init).max(1) as f64)
+        (tokens > self.n_init).then(|| (tokens - self.n_init) as f64)
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
@@ -97,6 +99,7 @@ mod tests {
         // Query 0 keeps itself.
         assert_eq!(s.kept_of(0), 1);
         assert_eq!(m.knob_for_tokens(130), Some(128.0));
+        assert_eq!(m.knob_for_tokens(2), None);
         assert_eq!(sels[1], sels[0]);
     }
 

@@ -101,8 +101,12 @@ impl Blasst {
                     let t1 = (t0 + self.tile).min(hi);
                     let mut tile = vec![f32::INFINITY; (t1 - 1) / self.block + 1];
                     for i in t0..t1 {
-                        let row: Vec<f32> =
-                            logits.row(i - lo).iter().take(i + 1).map(|&x| x * scale).collect();
+                        let row: Vec<f32> = logits
+                            .row(i - lo)
+                            .iter()
+                            .take(i + 1)
+                            .map(|&x| x * scale)
+                            .collect();
                         for (t, gap) in tile.iter_mut().zip(self.row_gaps(&row)) {
                             *t = t.min(gap);
                         }
@@ -172,11 +176,19 @@ mod tests {
 
     #[test]
     fn gaps_follow_the_running_max() {
-        let m = Blasst { block: 2, tile: 1, reverse: false };
+        let m = Blasst {
+            block: 2,
+            tile: 1,
+            reverse: false,
+        };
         // Block maxes 5, 1, 7, 2 -> running max before each: -inf, 5, 5, 7.
         let gaps = m.row_gaps(&[5.0, 0.0, 1.0, -3.0, 7.0, 6.0, 2.0]);
         assert_eq!(gaps, vec![f32::NEG_INFINITY, 4.0, -2.0, 5.0]);
-        let m = Blasst { block: 2, tile: 1, reverse: true };
+        let m = Blasst {
+            block: 2,
+            tile: 1,
+            reverse: true,
+        };
         // Reverse: 2 first, then 7 (gap -5), then 1 (gap 6), then 5 (gap 2).
         let gaps = m.row_gaps(&[5.0, 0.0, 1.0, -3.0, 7.0, 6.0, 2.0]);
         assert_eq!(gaps, vec![2.0, 6.0, -5.0, f32::NEG_INFINITY]);
@@ -214,8 +226,20 @@ mod tests {
     fn tiles_skip_only_when_every_row_agrees() {
         let data = GroupData::random(300, 16, 2, 9);
         let g = data.input();
-        let per_row = Blasst { block: 16, tile: 1, reverse: false }.prepare(&g).select(-2.0);
-        let tiled = Blasst { block: 16, tile: 16, reverse: false }.prepare(&g).select(-2.0);
+        let per_row = Blasst {
+            block: 16,
+            tile: 1,
+            reverse: false,
+        }
+        .prepare(&g)
+        .select(-2.0);
+        let tiled = Blasst {
+            block: 16,
+            tile: 16,
+            reverse: false,
+        }
+        .prepare(&g)
+        .select(-2.0);
         for (a, b) in per_row.iter().zip(&tiled) {
             for i in 0..300 {
                 for j in (0..=i).step_by(5) {
@@ -230,9 +254,14 @@ mod tests {
     #[test]
     fn monotone_and_dense_at_the_end() {
         let data = GroupData::random(257, 16, 2, 4);
+        let methods = [false, true].map(|reverse| Blasst {
+            block: 32,
+            tile: 1,
+            reverse,
+        });
         let g = data.input();
-        for reverse in [false, true] {
-            let prep = Blasst { block: 32, tile: 1, reverse }.prepare(&g);
+        for m in &methods {
+            let prep = m.prepare(&g);
             let mut last = u64::MAX;
             for x in [-1000.0, -20.0, -5.0, -1.0, 0.0] {
                 let kept: u64 = prep.select(x).iter().map(Selection::kept_pairs).sum();

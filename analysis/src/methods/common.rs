@@ -157,26 +157,29 @@ pub fn rank_blocks_per_query(
 /// Queries per chunk when token methods score keys as matrix products.
 pub const TOKEN_CHUNK: usize = 64;
 
-/// Descending score, ties by ascending index (the order of [`rank_desc`]).
-fn token_order(scores: &[f32], a: u32, b: u32) -> std::cmp::Ordering {
-    scores[b as usize]
-        .total_cmp(&scores[a as usize])
-        .then(a.cmp(&b))
+/// A key whose ascending order is descending `score` (as `f32::total_cmp`), then ascending `idx`:
+/// the order of [`rank_desc`], sortable without a comparator.
+fn token_key(score: f32, idx: u32) -> u64 {
+    let b = score.to_bits();
+    let ordered = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
+    (u64::from(!ordered) << 32) | u64::from(idx)
 }
 
 /// The `k` best indices of `scores` in [`rank_desc`] order, best first, without sorting the rest.
 pub fn top_tokens(scores: &[f32], k: usize) -> Vec<u32> {
-    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
-    let k = k.min(idx.len());
+    let mut keys: Vec<u64> = (0..scores.len() as u32)
+        .map(|j| token_key(scores[j as usize], j))
+        .collect();
+    let k = k.min(keys.len());
     if k == 0 {
         return Vec::new();
     }
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, |&a, &b| token_order(scores, a, b));
-        idx.truncate(k);
+    if k < keys.len() {
+        keys.select_nth_unstable(k - 1);
+        keys.truncate(k);
     }
-    idx.sort_unstable_by(|&a, &b| token_order(scores, a, b));
-    idx
+    keys.sort_unstable();
+    keys.into_iter().map(|x| x as u32).collect()
 }
 
 /// A per-query selection (`query_block == 1`) built in parallel. `row(i, None)` gives query `i`'s
@@ -298,4 +301,35 @@ pub fn last_queries_vertical_slash(
         }
     }
     (vertical, slash)
+}
+
+/// `sel` with each row's ranges cut at the row's last query: no row stores a key past it (a
+/// per-query row of [`RankedRows::take`] otherwise stores its own block up to the block end).
+pub fn clip_rows_causal(sel: &Selection) -> Selection {
+    let (n, qb) = (sel.len(), sel.query_block());
+    let mut b = Selection::builder(n, qb);
+    for r in 0..sel.rows() {
+        let lim = ((r + 1) * qb).min(n) as u32;
+        b.push_ranges(sel.row_ranges(r).iter().map(|&(s, e)| (s, e.min(lim))));
+    }
+    b.finish()
+}
+
+/// [`RankedHeads`] whose selections go through [`clip_rows_causal`].
+#[derive(Debug)]
+pub struct ClippedRanked(pub RankedHeads);
+
+impl Prepared for ClippedRanked {
+    fn select(&self, x: f64) -> Vec<Selection> {
+        let k = x.max(0.0).round() as usize;
+        if self.0.heads.len() == 1 {
+            vec![clip_rows_causal(&self.0.heads[0].take(k)); self.0.group_size]
+        } else {
+            self.0
+                .heads
+                .iter()
+                .map(|r| clip_rows_causal(&r.take(k)))
+                .collect()
+        }
+    }
 }

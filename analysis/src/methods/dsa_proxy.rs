@@ -67,9 +67,7 @@ struct Prep<'a> {
 impl Prepared for Prep<'_> {
     fn select(&self, x: f64) -> Vec<Selection> {
         let k = x.max(1.0).round() as usize;
-        let sel = self
-            .ranking
-            .take(k, &|lo, hi| dsa_scores(self.g, lo, hi));
+        let sel = self.ranking.take(k, &|lo, hi| dsa_scores(self.g, lo, hi));
         vec![sel; self.g.group_size()]
     }
 }
@@ -128,6 +126,20 @@ mod tests {
         assert_eq!(sels[0].keys_of(2).collect::<Vec<_>>(), vec![(0, 1), (2, 3)]);
         // Queries with i < k keep everything.
         assert_eq!(sels[0].kept_of(1), 2);
+    }
+
+    #[test]
+    fn top_tokens_follow_rank_desc() {
+        use super::super::common::{rank_desc, top_tokens};
+        let xs = [0.5, -1.0, 0.0, -0.0, 0.5, 3.0, -1.0, f32::NEG_INFINITY, 2.0];
+        let all = rank_desc(&xs);
+        for k in 0..=xs.len() + 1 {
+            assert_eq!(
+                top_tokens(&xs, k),
+                all[..k.min(xs.len())].to_vec(),
+                "k = {k}"
+            );
+        }
     }
 
     #[test]

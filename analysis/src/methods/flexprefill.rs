@@ -146,7 +146,10 @@ impl FlexPrefill {
         let b: Vec<f64> = v_blocks.iter().map(|x| x / total_v).collect();
         let query_aware = sqrt_js(&est, &b) < self.tau;
         let mut plan = HeadPlan {
-            v_cum: sorted_cum(&vertical, vertical.iter().sum::<f64>().max(f64::MIN_POSITIVE)),
+            v_cum: sorted_cum(
+                &vertical,
+                vertical.iter().sum::<f64>().max(f64::MIN_POSITIVE),
+            ),
             s_cum: sorted_cum(&slash, slash.iter().sum::<f64>().max(f64::MIN_POSITIVE)),
             v_rank: rank_first_forced(&v_blocks),
             s_rank: rank_first_forced(&s_blocks),
@@ -158,9 +161,18 @@ impl FlexPrefill {
             let logits = mean_qb.dot(&mean_k.t());
             let mut entries: Vec<((u32, u32), f32)> = Vec::with_capacity(nb * (nb + 1) / 2);
             for r in 0..nb {
-                let mut row: Vec<f32> = logits.row(r).iter().take(r + 1).map(|&x| x * scale).collect();
+                let mut row: Vec<f32> = logits
+                    .row(r)
+                    .iter()
+                    .take(r + 1)
+                    .map(|&x| x * scale)
+                    .collect();
                 softmax_inplace(&mut row);
-                entries.extend(row.into_iter().enumerate().map(|(c, p)| ((r as u32, c as u32), p)));
+                entries.extend(
+                    row.into_iter()
+                        .enumerate()
+                        .map(|(c, p)| ((r as u32, c as u32), p)),
+                );
             }
             let probs: Vec<f32> = entries.iter().map(|e| e.1).collect();
             let order = rank_desc(&probs);
@@ -199,7 +211,12 @@ impl Prepared for Prep {
                     for (r, row) in rows.iter_mut().enumerate() {
                         let r32 = r as u32;
                         row.extend(h.v_rank[..nv].iter().filter(|&&c| c <= r32));
-                        row.extend(h.s_rank[..ns].iter().filter(|&&d| d <= r32).map(|d| r32 - d));
+                        row.extend(
+                            h.s_rank[..ns]
+                                .iter()
+                                .filter(|&&d| d <= r32)
+                                .map(|d| r32 - d),
+                        );
                     }
                     if h.query_aware {
                         for &(r, c) in &h.qa[..cover(&h.qa_cum, gamma)] {
@@ -279,7 +296,13 @@ mod tests {
             ..HeadPlan::default()
         };
         // gamma 0.6 covers 2 tokens -> 2 / 2 + 1 = 2 blocks of each kind.
-        let prep = Prep { n: 8, block: 2, min_blocks: 1, dense: false, heads: vec![head] };
+        let prep = Prep {
+            n: 8,
+            block: 2,
+            min_blocks: 1,
+            dense: false,
+            heads: vec![head],
+        };
         let s = &prep.select(0.6)[0];
         assert_eq!(s.row_ranges(3), &[(0, 2), (4, 8)]);
         assert_eq!(s.row_ranges(1), &[(0, 4)]);
@@ -300,7 +323,13 @@ mod tests {
             qa: vec![(2, 1), (1, 0), (2, 2)],
             qa_cum: vec![0.4, 0.7, 0.9],
         };
-        let prep = Prep { n: 6, block: 2, min_blocks: 1, dense: false, heads: vec![head] };
+        let prep = Prep {
+            n: 6,
+            block: 2,
+            min_blocks: 1,
+            dense: false,
+            heads: vec![head],
+        };
         let s = &prep.select(0.5)[0];
         // Row 2: block 0 (vertical), 2 (diagonal) and 1 (query-aware).
         assert_eq!(s.row_ranges(2), &[(0, 6)]);
@@ -313,7 +342,11 @@ mod tests {
     fn monotone_in_gamma_and_dense_at_one() {
         let data = GroupData::random(700, 16, 2, 5);
         let g = data.input();
-        let m = FlexPrefill { block: 32, tau: 0.1, min_budget: 1 };
+        let m = FlexPrefill {
+            block: 32,
+            tau: 0.1,
+            min_budget: 1,
+        };
         let prep = m.prepare(&g);
         let mut last = 0;
         for x in [0.0, 0.3, 0.6, 0.9, 0.99] {

@@ -4,7 +4,7 @@
 //! Tokens arrive one at a time. Query `t` attends to the cache `S_t` = heavy set `H_t` plus the
 //! recent window `[t - r + 1, t]` (its own token included); `|S_t| <= C`, the knob, split into
 //! `r = max(1, round(C * recent_frac))` recent and `h = C - r` heavy slots (paper default: 10% heavy
-//! + 10% recent of the sequence length, i.e. `recent_frac` 0.5; the knob default 1638 is 20% of
+//! and 10% recent of the sequence length, i.e. `recent_frac` 0.5; the knob default 1638 is 20% of
 //! 8192 tokens). Each step's attention probabilities are computed from q/k over the cached keys
 //! only (softmax over `S_t`, as H2O's scores come from the attention it actually computes) and
 //! added to the accumulated score of every cached key. When token `t - r` leaves the window it
@@ -71,7 +71,10 @@ struct Prep<'a> {
 
 /// Scaled logits `q_t . k_j / sqrt d` of head `h` for queries `lo..hi` against keys `0..hi`.
 fn slab_logits(g: &GroupInput<'_>, h: usize, lo: usize, hi: usize) -> Array2<f32> {
-    g.q[h].slice(s![lo..hi, ..]).dot(&g.k.slice(s![..hi, ..]).t()) * g.scale()
+    g.q[h]
+        .slice(s![lo..hi, ..])
+        .dot(&g.k.slice(s![..hi, ..]).t())
+        * g.scale()
 }
 
 impl Prep<'_> {
@@ -92,7 +95,8 @@ impl Prep<'_> {
         let mut w: Vec<f64> = Vec::new();
         let mut b = Selection::builder(n, 1);
         for lo in (0..n).step_by(SLAB) {
-            let slabs: Vec<Cow<'_, Array2<f32>>> = heads.iter().map(|&h| self.slab(h, lo)).collect();
+            let slabs: Vec<Cow<'_, Array2<f32>>> =
+                heads.iter().map(|&h| self.slab(h, lo)).collect();
             for t in lo..(lo + SLAB).min(n) {
                 let w_lo = (t + 1).saturating_sub(r);
                 if t >= r {
@@ -239,7 +243,9 @@ mod tests {
     }
 
     fn keys(s: &Selection, i: usize) -> BTreeSet<usize> {
-        s.keys_of(i).flat_map(|(a, b)| a as usize..b as usize).collect()
+        s.keys_of(i)
+            .flat_map(|(a, b)| a as usize..b as usize)
+            .collect()
     }
 
     #[test]
@@ -247,11 +253,19 @@ mod tests {
         // d = 1, q = 1: token 1 (k = 8) draws nearly all attention once visible.
         // C = 3 with recent_frac 0.3 -> r = 1 recent slot, h = 2 heavy slots.
         // Step 3: token 2 joins H = {0, 1, 2}; acc = [~1, ~2, ~0] -> evict 2 -> S_3 = {0, 1, 3}.
-        let k = Array2::from_shape_vec((6, 1), vec![0.0, 8.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+        let k =
+            Array2::from_shape_vec((6, 1), vec![0.0, 8.0, 0.0, 0.0, 0.0, 0.0]).expect("test data");
         let q = Array2::ones((6, 1));
         let data = GroupData::from_qkv(q, k.clone(), k, vec![false; 6], vec![false; 6], 1, 2);
         let s = &run(&data, 0.3, false, 64.0, 3.0)[0];
-        let want: [&[usize]; 6] = [&[0], &[0, 1], &[0, 1, 2], &[0, 1, 3], &[0, 1, 4], &[0, 1, 5]];
+        let want: [&[usize]; 6] = [
+            &[0],
+            &[0, 1],
+            &[0, 1, 2],
+            &[0, 1, 3],
+            &[0, 1, 4],
+            &[0, 1, 5],
+        ];
         for (i, w) in want.iter().enumerate() {
             assert_eq!(keys(s, i), w.iter().copied().collect(), "query {i}");
         }

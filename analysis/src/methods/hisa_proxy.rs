@@ -123,11 +123,10 @@ impl Prepared for Prep<'_> {
         let k = x.max(1.0).round() as usize;
         let m = (self.mult * k as f64 / self.block as f64).ceil() as usize;
         let g = self.g;
-        let sel = super::common::token_selection(
-            g.n(),
-            &|lo, hi| dsa_scores(g, lo, hi),
-            |i, full| self.row(i, k, m, full),
-        );
+        let sel =
+            super::common::token_selection(g.n(), &|lo, hi| dsa_scores(g, lo, hi), |i, full| {
+                self.row(i, k, m, full)
+            });
         vec![sel; g.group_size()]
     }
 }
@@ -225,7 +224,7 @@ mod tests {
         // Without forcing: block scores b0 .5, b1 .5, b2 1, b3 (mean of 0, .2) .1 -> {2, 0}
         // -> candidates {4, 5, 0, 1}: scores [1, 1, .5, .5] -> {4, 5}. dsa-proxy alone: {2, 4}.
         let k = Array2::from_shape_vec((8, 1), vec![0.5, 0.5, 5.0, -4.0, 1.0, 1.0, 0.0, 0.2])
-            .unwrap();
+            .expect("test data");
         let q = Array2::ones((8, 1));
         let data = GroupData::from_qkv(q, k.clone(), k, vec![false; 8], vec![false; 8], 1, 2);
         let s = run(&data, &hisa(2, 2.0, true, 8), 2.0);
@@ -257,7 +256,9 @@ mod tests {
         assert_eq!(full[0].kept_pairs(), crate::selection::causal_pairs(n));
         // A huge multiplier keeps every block: identical to dsa-proxy.
         let dsa = (super::super::dsa_proxy::INFO.build)(
-            &super::super::dsa_proxy::INFO.params(&[]).unwrap(),
+            &super::super::dsa_proxy::INFO
+                .params(&[])
+                .expect("test data"),
         );
         let g = data.input();
         let d = dsa.prepare(&g).select(20.0);

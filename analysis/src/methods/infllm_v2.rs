@@ -29,6 +29,9 @@ pub const INFO: MethodInfo = MethodInfo {
 
 const STRIDE: usize = 16;
 const WINDOW: usize = 32;
+/// Coarse keys of the LSE variant: `K2_j = mean K[64j, 64j + 128)`, whatever the block size.
+const COARSE_STRIDE: usize = 64;
+const COARSE_WINDOW: usize = 128;
 
 fn build(p: &Params) -> Box<dyn Selector> {
     Box::new(InfLlmV2 {
@@ -103,7 +106,7 @@ impl Selector for InfLlmV2 {
         }
         let scale = g.scale();
         let k1 = pooled_keys(g.k, WINDOW, STRIDE);
-        let k2 = pooled_keys(g.k, 2 * block, block);
+        let k2 = pooled_keys(g.k, COARSE_WINDOW, COARSE_STRIDE);
         let l1: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&k1.t()) * scale).collect();
         let l2: Vec<Array2<f32>> = if self.coarse {
             g.q.iter().map(|q| q.dot(&k2.t()) * scale).collect()
@@ -122,8 +125,8 @@ impl Selector for InfLlmV2 {
             for (h, l) in l1.iter().enumerate() {
                 let row = l.row(i);
                 let z = if coarse {
-                    let cvis = if i + 1 >= 2 * block {
-                        ((i + 1 - 2 * block) / block + 1).min(k2.nrows())
+                    let cvis = if i + 1 >= COARSE_WINDOW {
+                        ((i + 1 - COARSE_WINDOW) / COARSE_STRIDE + 1).min(k2.nrows())
                     } else {
                         0
                     };

@@ -212,7 +212,10 @@ mod tests {
         assert_eq!(cols, vec![(0, 2), (5, 6)]);
         let s = vs_selection(10, &cols, &diags);
         // Query 9: columns 0, 1, 5 and keys 9, 7, 6.
-        assert_eq!(s.keys_of(9).collect::<Vec<_>>(), vec![(0, 2), (5, 8), (9, 10)]);
+        assert_eq!(
+            s.keys_of(9).collect::<Vec<_>>(),
+            vec![(0, 2), (5, 8), (9, 10)]
+        );
         // Query 2: columns 0, 1 (5 is in the future) and keys 2, 0.
         assert_eq!(s.keys_of(2).collect::<Vec<_>>(), vec![(0, 3)]);
         assert_eq!(s.row_max_key(2), Some(2));
@@ -239,7 +242,11 @@ mod tests {
         let th = 0.3f32;
         let q = Array2::from_shape_fn((12, 2), |(i, c)| {
             let a = th * i as f32;
-            if c == 0 { a.cos() } else { a.sin() }
+            if c == 0 {
+                a.cos()
+            } else {
+                a.sin()
+            }
         });
         let k = Array2::from_shape_fn((12, 2), |(j, c)| {
             let a = th * (j + 1) as f32;

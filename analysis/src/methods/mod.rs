@@ -2,6 +2,16 @@
 //! Adding a method is one file here and one row in [`ALL`].
 
 pub mod common;
+pub mod a_shape;
+pub mod blasst;
+pub mod flexprefill;
+pub mod minference_vs;
+pub mod snapkv;
+pub mod dsa_proxy;
+pub mod fasa;
+pub mod h2o;
+pub mod hisa_proxy;
+pub mod rtpurbo_proxy;
 pub mod moba;
 pub mod nsa;
 pub mod quest;
@@ -25,6 +35,16 @@ pub static ALL: &[MethodInfo] = &[
     quest::INFO,
     xattention::INFO,
     seer_oracle::INFO,
+    dsa_proxy::INFO,
+    hisa_proxy::INFO,
+    h2o::INFO,
+    rtpurbo_proxy::INFO,
+    fasa::INFO,
+    flexprefill::INFO,
+    minference_vs::INFO,
+    a_shape::INFO,
+    snapkv::INFO,
+    blasst::INFO,
     oracle_topk::INFO,
     oracle_topp::INFO,
 ];

@@ -43,7 +43,8 @@ impl Prepared for Prep {
                 for (order, sorted) in rows.ranked.iter().zip(probs) {
                     let mut mass = 0f64;
                     let mut k = 0;
-                    while k < sorted.len() && (mass < p || k == 0) {
+                    // p = 1 keeps every key (f32 masses may sum to just under 1).
+                    while k < sorted.len() && (mass < p || k == 0 || p >= 1.0) {
                         mass += sorted[k] as f64;
                         k += 1;
                     }

@@ -14,7 +14,9 @@
 
 use ndarray::{Array2, ArrayView2};
 
-use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
+use super::common::{
+    block_k_for_tokens, block_knob, rank_blocks_per_query, ClippedRanked, RankedHeads,
+};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 
@@ -84,10 +86,10 @@ impl Selector for Quest {
                     })
                 })
                 .collect();
-        Box::new(RankedHeads {
+        Box::new(ClippedRanked(RankedHeads {
             heads,
             group_size: g.group_size(),
-        })
+        }))
     }
 }
 

@@ -128,7 +128,14 @@ fn head_scores(qp: &Array2<f32>, kp: &Array2<f32>, lo: usize, hi: usize) -> Arra
 impl Prep {
     /// Query `i`'s smallest top-p set from `order` (best first), or `None` when `order` is a
     /// truncated ranking that runs out before reaching `p`.
-    fn walk(&self, h: &Head, i: usize, p: f64, order: &[u32], complete: bool) -> Option<Vec<Range>> {
+    fn walk(
+        &self,
+        h: &Head,
+        i: usize,
+        p: f64,
+        order: &[u32],
+        complete: bool,
+    ) -> Option<Vec<Range>> {
         let (q, lse) = (h.qp.row(i), h.ranking.stats[i]);
         let mut mass = 0f64;
         let mut kept = Vec::new();
@@ -143,15 +150,19 @@ impl Prep {
     }
 
     fn select_head(&self, h: &Head, p: f64) -> Selection {
-        token_selection(self.n, &|lo, hi| head_scores(&h.qp, &self.kp, lo, hi), |i, full| {
-            if p >= 1.0 {
-                return Some(vec![(0, i as u32 + 1)]);
-            }
-            match full {
-                Some(s) => self.walk(h, i, p, &top_tokens(s, i + 1), true),
-                None => self.walk(h, i, p, &h.ranking.rows[i], h.ranking.complete(i)),
-            }
-        })
+        token_selection(
+            self.n,
+            &|lo, hi| head_scores(&h.qp, &self.kp, lo, hi),
+            |i, full| {
+                if p >= 1.0 {
+                    return Some(vec![(0, i as u32 + 1)]);
+                }
+                match full {
+                    Some(s) => self.walk(h, i, p, &top_tokens(s, i + 1), true),
+                    None => self.walk(h, i, p, &h.ranking.rows[i], h.ranking.complete(i)),
+                }
+            },
+        )
     }
 }
 
@@ -177,21 +188,24 @@ impl Selector for RtpurboProxy {
         let basis = key_basis(g.k, self.rank);
         let kp = g.k.dot(&basis);
         let cap = self.cap;
-        let heads = g
-            .q
-            .par_iter()
-            .map(|q| {
-                let qp = q.dot(&basis) * g.scale();
-                let ranking = TokenRanking::build(
-                    g.n(),
-                    cap,
-                    &|lo, hi| head_scores(&qp, &kp, lo, hi),
-                    Some(log_sum_exp),
-                );
-                Head { qp, ranking }
-            })
-            .collect();
-        Box::new(Prep { n: g.n(), kp, heads })
+        let heads =
+            g.q.par_iter()
+                .map(|q| {
+                    let qp = q.dot(&basis) * g.scale();
+                    let ranking = TokenRanking::build(
+                        g.n(),
+                        cap,
+                        &|lo, hi| head_scores(&qp, &kp, lo, hi),
+                        Some(log_sum_exp),
+                    );
+                    Head { qp, ranking }
+                })
+                .collect();
+        Box::new(Prep {
+            n: g.n(),
+            kp,
+            heads,
+        })
     }
 }
 
@@ -252,7 +266,11 @@ mod tests {
         let mut last = 0;
         for p in [0.0, 0.3, 0.9, 0.999, 1.0] {
             let a = run(&data, 4, 1000, p);
-            assert_eq!(a, run(&data, 4, 3, p), "cap changed the selection at p = {p}");
+            assert_eq!(
+                a,
+                run(&data, 4, 3, p),
+                "cap changed the selection at p = {p}"
+            );
             let kept: u64 = a.iter().map(Selection::kept_pairs).sum();
             assert!(kept >= last, "not monotone in p");
             last = kept;

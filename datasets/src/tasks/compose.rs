@@ -309,7 +309,11 @@ pub(crate) fn fit(
             }
             let layout = place(plan, &order, w, need as f64 * bpt);
             let r = layout.render();
+            let t0 = std::time::Instant::now();
             let (ids, offs) = encode_bytes(tok, &r.text)?;
+            if std::env::var_os("ATTNSCOPE_DEBUG_FIT").is_some() {
+                eprintln!("pass A {} tokens {:?}", ids.len(), t0.elapsed());
+            }
             if ids.len() < len {
                 // Too little hay: re-estimate from what pass A saw and widen the window.
                 let hay_bytes: usize = r.segs.iter().map(|s| s.1 - s.0).sum();
@@ -535,6 +539,9 @@ fn trim_segment<'a>(
         }
     }
     // Slow path: full passes.
+    if std::env::var_os("ATTNSCOPE_DEBUG_FIT").is_some() {
+        eprintln!("slow path (window found: {})", found.is_some());
+    }
     let mut eval = |wc: usize| -> Result<usize> {
         layout.ends[j] = wc;
         count(tok, &layout.render().text)

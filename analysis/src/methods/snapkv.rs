@@ -1,0 +1,232 @@
+//! `snapkv`: SnapKV's observation-window voting, replayed causally for every query, per q-head.
+//!
+//! Li et al., SnapKV: LLM Knows What You are Looking for Before Generation, NeurIPS 2024
+//! (arXiv:2404.14469). At the end of a prompt of length `t`, the last `w` queries (the observation
+//! window) vote: `votes[j] = sum over window queries of softmax(q . k / sqrt d)[j]` for the prefix
+//! keys `j < t - w`; votes are average-pooled (kernel 7, zero padding, divided by the kernel as
+//! `avg_pool1d`), the top `C - w` prefix keys plus the window's own `w` keys form the compressed
+//! cache of `C` keys, and tokens generated afterwards attend to that cache plus themselves.
+//!
+//! Causal replay (explicit choice): SnapKV compresses once, for the tokens after the prompt; here
+//! every query must see only keys `<= i`. The sequence is cut into strides of `stride` tokens
+//! (default 64). For the stride starting at `t`, the cache is what SnapKV keeps for the prompt
+//! `0..t` (observation window = queries `t - w .. t`, all strictly before the stride, so no query
+//! votes for itself), and query `i` of the stride keeps that cache plus the new keys `t..=i`, as a
+//! decoded token would: `C + (i - t + 1)` keys. `stride = 1` is exact per-query SnapKV (query `i`
+//! as the first token after the prompt `0..i`). When `t <= C` nothing is compressed (the public
+//! code skips prompts shorter than C), so early strides are dense. The knob is C (total kept
+//! cache tokens, default 2048 as the public code); C = n keeps everything. Each q-head votes on its
+//! own (the public code repeats KV heads before voting).
+
+use ndarray::s;
+use rayon::prelude::*;
+
+use super::common::{rank_desc, softmax_inplace};
+use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::selection::{Range, Selection};
+
+pub const INFO: MethodInfo = MethodInfo {
+    name: "snapkv",
+    kind: MethodKind::Published,
+    paper: "Li et al., SnapKV: LLM Knows What You are Looking for Before Generation, NeurIPS 2024 (arXiv:2404.14469)",
+    rule: "per q-head, the last w queries before the query's stride vote (avg-pooled, kernel 7); keep the window + top C-w voted keys + the stride's own keys",
+    params: &[
+        ParamSpec { name: "window", default: 32.0, min: 1.0, max: 1e6, integer: true, help: "observation window w (queries that vote; their keys are kept)" },
+        ParamSpec { name: "kernel", default: 7.0, min: 1.0, max: 1e4, integer: true, help: "average-pooling kernel over the votes" },
+        ParamSpec { name: "stride", default: 64.0, min: 1.0, max: 1e6, integer: true, help: "recompress every stride tokens (1 = exact per query)" },
+        ParamSpec { name: "capacity", default: 2048.0, min: 1.0, max: 1e9, integer: true, help: "C, tokens kept in the compressed cache (window included)" },
+    ],
+    build,
+};
+
+fn build(p: &Params) -> Box<dyn Selector> {
+    Box::new(SnapKv {
+        window: p.count("window").max(1),
+        kernel: p.count("kernel").max(1),
+        stride: p.count("stride").max(1),
+    })
+}
+
+#[derive(Debug)]
+struct SnapKv {
+    window: usize,
+    kernel: usize,
+    stride: usize,
+}
+
+/// Per q-head, per stride: prefix keys `0..t - w` ranked by pooled votes (empty: no prefix).
+struct Prep {
+    n: usize,
+    window: usize,
+    stride: usize,
+    heads: Vec<Vec<Vec<u32>>>,
+}
+
+/// `avg_pool1d(x, kernel, stride 1, padding kernel / 2)` with zero padding, same length as `x`.
+fn avg_pool(x: &[f32], kernel: usize) -> Vec<f32> {
+    let half = kernel / 2;
+    let mut prefix = vec![0f64; x.len() + 1];
+    for (j, &v) in x.iter().enumerate() {
+        prefix[j + 1] = prefix[j] + v as f64;
+    }
+    (0..x.len())
+        .map(|j| {
+            let lo = j.saturating_sub(half);
+            let hi = (j + kernel - half).min(x.len());
+            ((prefix[hi] - prefix[lo]) / kernel as f64) as f32
+        })
+        .collect()
+}
+
+impl SnapKv {
+    /// Ranked prefix keys for the prompt `0..t`.
+    fn rank_at(&self, q: ndarray::ArrayView2<f32>, g: &GroupInput<'_>, t: usize) -> Vec<u32> {
+        let w = self.window;
+        if t <= w {
+            return Vec::new();
+        }
+        let scale = g.scale();
+        let logits = q.slice(s![t - w..t, ..]).dot(&g.k.slice(s![..t, ..]).t());
+        let mut votes = vec![0f32; t - w];
+        for (a, row) in logits.outer_iter().enumerate() {
+            let i = t - w + a;
+            let mut p: Vec<f32> = row.iter().take(i + 1).map(|&x| x * scale).collect();
+            softmax_inplace(&mut p);
+            votes.iter_mut().zip(&p).for_each(|(v, &x)| *v += x);
+        }
+        rank_desc(&avg_pool(&votes, self.kernel))
+    }
+}
+
+/// Sorted token positions as merged runs.
+fn runs(mut xs: Vec<u32>) -> Vec<Range> {
+    xs.sort_unstable();
+    let mut out: Vec<Range> = Vec::new();
+    for x in xs {
+        match out.last_mut() {
+            Some(r) if r.1 == x => r.1 = x + 1,
+            _ => out.push((x, x + 1)),
+        }
+    }
+    out
+}
+
+impl Prepared for Prep {
+    fn select(&self, capacity: f64) -> Vec<Selection> {
+        let top = (capacity.max(0.0).round() as usize).saturating_sub(self.window);
+        self.heads
+            .iter()
+            .map(|strides| {
+                let mut b = Selection::builder(self.n, self.stride);
+                for (r, ranked) in strides.iter().enumerate() {
+                    let t = r * self.stride;
+                    let end = ((r + 1) * self.stride).min(self.n) as u32;
+                    let recent = t.saturating_sub(self.window) as u32;
+                    let mut ranges = runs(ranked[..top.min(ranked.len())].to_vec());
+                    ranges.push((recent, end));
+                    b.push_ranges(ranges);
+                }
+                b.finish()
+            })
+            .collect()
+    }
+}
+
+impl Selector for SnapKv {
+    fn knob(&self) -> Knob {
+        Knob {
+            name: "capacity",
+            min: self.window as f64,
+            max: 1e9,
+            integer: true,
+            denser_when_larger: true,
+            tokens_per_unit: 1,
+        }
+    }
+
+    fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
+        let n = g.n();
+        let heads =
+            g.q.iter()
+                .map(|q| {
+                    (0..n.div_ceil(self.stride))
+                        .into_par_iter()
+                        .map(|r| self.rank_at(*q, g, r * self.stride))
+                        .collect()
+                })
+                .collect();
+        Box::new(Prep {
+            n,
+            window: self.window,
+            stride: self.stride,
+            heads,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selection::causal_pairs;
+    use crate::testing::GroupData;
+    use ndarray::Array2;
+
+    #[test]
+    fn pooling_matches_avg_pool1d() {
+        // avg_pool1d([0, 0, 3, 0, 0], kernel 3, padding 1) = [0, 1, 1, 1, 0].
+        assert_eq!(
+            avg_pool(&[0.0, 0.0, 3.0, 0.0, 0.0], 3),
+            vec![0.0, 1.0, 1.0, 1.0, 0.0]
+        );
+        // Zero padding counts: the edge divides by the kernel too.
+        assert_eq!(avg_pool(&[3.0, 0.0], 3), vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn window_votes_pick_the_heavy_key() {
+        // 12 tokens, w = 2, kernel 1, stride 4: queries attend (almost) only to key 1.
+        let q = Array2::from_shape_fn((12, 2), |(_, c)| if c == 0 { 1.0 } else { 0.0 });
+        let k = Array2::from_shape_fn((12, 2), |(j, c)| if j == 1 && c == 0 { 40.0 } else { 0.0 });
+        let v = Array2::zeros((12, 2));
+        let data = GroupData::from_qkv(q, k, v, vec![false; 12], vec![false; 12], 1, 4);
+        let g = data.input();
+        let m = SnapKv {
+            window: 2,
+            kernel: 1,
+            stride: 4,
+        };
+        let prep = m.prepare(&g);
+        // C = 3: window (2 keys) + the best voted prefix key (key 1).
+        let s = &prep.select(3.0)[0];
+        // Stride 2 (queries 8..12): prefix 0..6 voted by queries 6, 7; keeps 1, 6..=i.
+        assert_eq!(s.keys_of(9).collect::<Vec<_>>(), vec![(1, 2), (6, 10)]);
+        assert_eq!(s.kept_of(9), 3 + 2);
+        // Stride 1 (queries 4..8): prefix 0..2 voted by queries 2, 3.
+        assert_eq!(s.keys_of(5).collect::<Vec<_>>(), vec![(1, 6)]);
+        // Stride 0 has no prefix: dense.
+        assert_eq!(s.keys_of(3).collect::<Vec<_>>(), vec![(0, 4)]);
+        assert_eq!(s.row_max_key(2), Some(11));
+    }
+
+    #[test]
+    fn monotone_and_dense_at_n() {
+        let data = GroupData::random(300, 16, 2, 11);
+        let g = data.input();
+        let m = SnapKv {
+            window: 32,
+            kernel: 7,
+            stride: 64,
+        };
+        let prep = m.prepare(&g);
+        let mut last = 0;
+        for c in [32.0, 40.0, 100.0, 200.0] {
+            let kept: u64 = prep.select(c).iter().map(Selection::kept_pairs).sum();
+            assert!(kept >= last);
+            last = kept;
+        }
+        for s in prep.select(m.knob().max_for(300)) {
+            assert_eq!(s.kept_pairs(), causal_pairs(300));
+        }
+    }
+}
