@@ -8,9 +8,28 @@ pub struct Args {
     /// Also list every parameter with its default and range.
     #[arg(long)]
     params: bool,
+    /// Print a Markdown table (the README's method table is made with this).
+    #[arg(long)]
+    markdown: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.markdown {
+        println!("| method | kind | selection rule | knob | paper |");
+        println!("|---|---|---|---|---|");
+        for m in METHODS {
+            let knob = (m.build)(&m.params(&[])?).knob();
+            println!(
+                "| `{}` | {} | {} | `{}` | {} |",
+                m.name,
+                format!("{:?}", m.kind).to_lowercase(),
+                m.rule.replace('|', "/"),
+                knob.name,
+                m.paper.replace('|', "/")
+            );
+        }
+        return Ok(());
+    }
     for m in METHODS {
         println!(
             "{:<16} {:<10} {}",

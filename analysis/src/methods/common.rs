@@ -302,34 +302,3 @@ pub fn last_queries_vertical_slash(
     }
     (vertical, slash)
 }
-
-/// `sel` with each row's ranges cut at the row's last query: no row stores a key past it (a
-/// per-query row of [`RankedRows::take`] otherwise stores its own block up to the block end).
-pub fn clip_rows_causal(sel: &Selection) -> Selection {
-    let (n, qb) = (sel.len(), sel.query_block());
-    let mut b = Selection::builder(n, qb);
-    for r in 0..sel.rows() {
-        let lim = ((r + 1) * qb).min(n) as u32;
-        b.push_ranges(sel.row_ranges(r).iter().map(|&(s, e)| (s, e.min(lim))));
-    }
-    b.finish()
-}
-
-/// [`RankedHeads`] whose selections go through [`clip_rows_causal`].
-#[derive(Debug)]
-pub struct ClippedRanked(pub RankedHeads);
-
-impl Prepared for ClippedRanked {
-    fn select(&self, x: f64) -> Vec<Selection> {
-        let k = x.max(0.0).round() as usize;
-        if self.0.heads.len() == 1 {
-            vec![clip_rows_causal(&self.0.heads[0].take(k)); self.0.group_size]
-        } else {
-            self.0
-                .heads
-                .iter()
-                .map(|r| clip_rows_causal(&r.take(k)))
-                .collect()
-        }
-    }
-}

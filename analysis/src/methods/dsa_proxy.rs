@@ -160,3 +160,45 @@ mod tests {
         assert_eq!(full[0].kept_pairs(), crate::selection::causal_pairs(n));
     }
 }
+
+/// Timing of the token methods at 8k tokens (run with `--ignored --nocapture`).
+#[cfg(test)]
+mod bench {
+    use crate::budget::{resolve, Budget};
+    use crate::testing::GroupData;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn token_methods_at_8k() {
+        let n: usize = std::env::var("BENCH_N")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(8192);
+        let data = GroupData::random(n, 64, 3, 1);
+        for name in ["dsa-proxy", "hisa-proxy", "h2o", "rtpurbo-proxy", "fasa"] {
+            let info = crate::registry::find(name).expect("registered");
+            let m = info.build_with(&[]).expect("defaults");
+            let g = data.input(); // ndarray views are invariant: borrow after the method
+            let t = Instant::now();
+            let p = m.prepare(&g);
+            let prep = t.elapsed().as_secs_f64();
+            for target in [0.95, 0.5] {
+                let t = Instant::now();
+                let c = resolve(m.as_ref(), p.as_ref(), Budget::Sparsity(target), n, None);
+                eprintln!(
+                    "{name}: prepare {prep:.2}s, calibrate to {target}: {:.2}s (knob {}, sparsity {:.4})",
+                    t.elapsed().as_secs_f64(),
+                    c.knob,
+                    c.sparsity
+                );
+            }
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let hwm = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .unwrap_or("");
+            eprintln!("{name}: {hwm}");
+        }
+    }
+}

@@ -14,7 +14,7 @@
 use ndarray::Array2;
 
 use super::common::{
-    block_k_for_tokens, block_knob, block_means, rank_blocks_per_query, ClippedRanked, RankedHeads,
+    block_k_for_tokens, block_knob, block_means, rank_blocks_per_query, RankedHeads,
 };
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
@@ -67,10 +67,10 @@ impl Selector for Moba {
                     })
                 })
                 .collect();
-        Box::new(ClippedRanked(RankedHeads {
+        Box::new(RankedHeads {
             heads,
             group_size: g.group_size(),
-        }))
+        })
     }
 }
 

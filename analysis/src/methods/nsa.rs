@@ -15,9 +15,7 @@
 
 use ndarray::{s, Array2, ArrayView2, Axis};
 
-use super::common::{
-    block_k_for_tokens, block_knob, rank_blocks_per_query, ClippedRanked, RankedHeads,
-};
+use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 
@@ -129,10 +127,10 @@ impl Selector for Nsa {
                 .map(Some)
                 .collect()
         });
-        Box::new(ClippedRanked(RankedHeads {
+        Box::new(RankedHeads {
             heads: vec![rows],
             group_size: g.group_size(),
-        }))
+        })
     }
 }
 

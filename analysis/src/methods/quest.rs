@@ -14,9 +14,7 @@
 
 use ndarray::{Array2, ArrayView2};
 
-use super::common::{
-    block_k_for_tokens, block_knob, rank_blocks_per_query, ClippedRanked, RankedHeads,
-};
+use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 
@@ -86,10 +84,10 @@ impl Selector for Quest {
                     })
                 })
                 .collect();
-        Box::new(ClippedRanked(RankedHeads {
+        Box::new(RankedHeads {
             heads,
             group_size: g.group_size(),
-        }))
+        })
     }
 }
 

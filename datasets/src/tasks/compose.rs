@@ -207,6 +207,25 @@ fn floor_char(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// Bytes per token of `text[from..to]`, from four 3 KiB samples spread over it.
+fn bytes_per_token(tok: &Tokenizer, text: &str, from: usize, to: usize) -> Result<f64> {
+    let span = to.saturating_sub(from);
+    let (mut bytes, mut toks) = (0usize, 0usize);
+    for k in 0..4 {
+        let a = floor_char(text, from + span * k / 4);
+        let b = floor_char(text, (a + 3 * 1024).min(to));
+        if b > a {
+            bytes += b - a;
+            toks += count(tok, &text[a..b])?;
+        }
+    }
+    Ok(if toks == 0 {
+        4.0
+    } else {
+        bytes as f64 / toks as f64
+    })
+}
+
 /// `want` bytes of `text` from `start`, wrapping to the beginning (after a blank line) when the
 /// end is reached; the flag says whether text was reused.
 fn window(text: &str, start: usize, want: usize) -> (String, bool) {
@@ -256,23 +275,18 @@ pub(crate) fn fit(
         });
     }
     let need = len - fixed;
-    let sample_end = floor_char(&hay.text, 16 * 1024);
-    let sample_tokens = count(tok, &hay.text[..sample_end])?.max(1);
-    let mut bpt = sample_end as f64 / sample_tokens as f64;
-    let have = (hay.text.len() as f64 / bpt) as usize;
-    let overshoot = 16 + need / 32;
-    let mut want = ((need + overshoot) as f64 * bpt * 1.02).ceil() as usize + 16;
+    let text = &hay.text;
+    let bpt0 = bytes_per_token(tok, text, 0, text.len())?;
+    let have = (text.len() as f64 / bpt0) as usize;
+    let overshoot = 16 + need / 40;
+    let want0 = ((need + overshoot) as f64 * bpt0 * 1.1).ceil() as usize + 16;
     let mut rng = Rng::new(seed, "haystack");
-    let starts = paragraph_starts(&hay.text);
+    let starts = paragraph_starts(text);
     let fits: Vec<usize> = starts
         .iter()
         .copied()
-        .filter(|&p| p + want <= hay.text.len())
+        .filter(|&p| p + want0 <= text.len())
         .collect();
-    if fits.is_empty() {
-        // Try the whole text once before reusing it.
-        want = want.min(hay.text.len());
-    }
     let mut warnings = Vec::new();
     let mut last_err = None;
     // A cut that cannot land on the length (e.g. every character two tokens) is retried from
@@ -287,6 +301,13 @@ pub(crate) fn fit(
         } else {
             break;
         };
+        // Token density where the window will be.
+        let mut bpt = bytes_per_token(tok, text, start, (start + want0).min(text.len()))?;
+        let mut want = ((need + overshoot) as f64 * bpt * 1.02).ceil() as usize + 16;
+        if start + want > text.len() && (start + want0 <= text.len() || start == 0) {
+            // Use the text to its end before reusing it.
+            want = text.len() - start;
+        }
         for _attempt in 0..4 {
             let (w, wrapped) = window(&hay.text, start, want);
             if wrapped {

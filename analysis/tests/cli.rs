@@ -1,0 +1,152 @@
+//! The `attnscope` binary as a user runs it: simulate + report on the real SmolLM2 (fetched
+//! through the registries when missing), and clear errors for bad input.
+
+use std::process::Command;
+
+fn attnscope(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_attnscope"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run attnscope");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn simulate_then_report_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    let run_s = run.to_str().expect("utf-8 path");
+    let (ok, _, err) = attnscope(&[
+        "simulate",
+        "--model",
+        "smollm2-135m",
+        "--text",
+        "alice29",
+        "--len",
+        "384",
+        "--layers",
+        "3,20",
+        "--methods",
+        "phsa,infllm-v2,streaming,oracle-topk",
+        "--sparsity",
+        "0.5,0.7",
+        "--out",
+        run_s,
+        "--quiet",
+    ]);
+    assert!(ok, "simulate failed: {err}");
+    let (ok, out, err) = attnscope(&["report", run_s, "--json"]);
+    assert!(ok, "report failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("report --json is JSON");
+    let methods = v["methods"].as_array().expect("methods array");
+    assert_eq!(methods.len(), 4);
+    for m in methods {
+        for key in [
+            "name",
+            "sparsity",
+            "recall",
+            "info_loss",
+            "kl",
+            "out_rel_err",
+        ] {
+            assert!(!m[key].is_null(), "missing {key} in {m}");
+        }
+        let (r, il) = (
+            m["recall"].as_f64().expect("recall"),
+            m["info_loss"].as_f64().expect("il"),
+        );
+        assert!((r + il - 1.0).abs() < 1e-9 && (0.0..=1.0).contains(&r));
+        assert!(
+            (m["kl"].as_f64().expect("kl") + 1e-12) >= -(r.ln()) - 1e-6,
+            "Jensen: mean -ln R >= -ln mean R"
+        );
+    }
+    assert_eq!(v["iou"]["matrix"].as_array().expect("iou").len(), 4);
+    assert!(v["phsa_vs_infllm_v2"]["relative_il_reduction"].is_number());
+    assert_eq!(v["budgets"].as_array().expect("budgets").len(), 2);
+    // The oracle keeps at least as much as any method at the same (reached) sparsity on average.
+    let recall = |name: &str| {
+        methods
+            .iter()
+            .find(|m| m["name"] == name)
+            .and_then(|m| m["recall"].as_f64())
+            .expect("recall")
+    };
+    assert!(recall("oracle-topk") + 1e-9 >= recall("streaming"));
+    // A second run into the same directory is refused without --force.
+    let (ok, _, err) = attnscope(&[
+        "simulate",
+        "--len",
+        "64",
+        "--methods",
+        "streaming",
+        "--layers",
+        "0",
+        "--out",
+        run_s,
+        "--quiet",
+    ]);
+    assert!(!ok && err.contains("--force"), "{err}");
+}
+
+#[test]
+fn bad_input_is_named() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["simulate", "--methods", "phsa,nope", "--out", "/tmp/x"],
+            "valid methods",
+        ),
+        (
+            &[
+                "simulate",
+                "--methods",
+                "phsa",
+                "--param",
+                "phsa.gamma=1",
+                "--out",
+                "/tmp/x",
+            ],
+            "unknown parameter 'gamma'",
+        ),
+        (
+            &[
+                "simulate",
+                "--methods",
+                "phsa",
+                "--param",
+                "phsa.lambda=3",
+                "--out",
+                "/tmp/x",
+            ],
+            "out of range",
+        ),
+        (
+            &["simulate", "--sparsity", "1.5", "--out", "/tmp/x"],
+            "outside [0, 1)",
+        ),
+        (
+            &["simulate", "--layers", "99", "--out", "/tmp/x"],
+            "out of range",
+        ),
+        (&["simulate", "--len", "9000", "--out", "/tmp/x"], "context"),
+        (
+            &["simulate", "--text", "/nonexistent.txt", "--out", "/tmp/x"],
+            "/nonexistent.txt",
+        ),
+        (&["report", "/nonexistent-run"], "no manifest.json"),
+        (
+            &["info", "--model", "no-such-model"],
+            "not a known model name",
+        ),
+    ];
+    for (args, want) in cases {
+        let (ok, _, err) = attnscope(args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(err.contains(want), "{args:?}: expected '{want}' in: {err}");
+    }
+}
