@@ -21,7 +21,7 @@
 use ndarray::{s, Array2};
 use rayon::prelude::*;
 
-use super::common::{block_means, rank_desc, TokenRanking};
+use super::common::{block_means, rank_desc, top_tokens, TokenRanking};
 use super::dsa_proxy::{dsa_ranking, dsa_scores};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
@@ -95,9 +95,8 @@ impl Prep<'_> {
                 let cand: Vec<u32> = (0..=i as u32).filter(|&j| ok(j)).collect();
                 let sc: Vec<f32> = cand.iter().map(|&j| s[j as usize]).collect();
                 // Ties by lower index: `cand` is ascending, so rank order maps back monotonically.
-                rank_desc(&sc)
+                top_tokens(&sc, k)
                     .into_iter()
-                    .take(k)
                     .map(|c| cand[c as usize])
                     .collect()
             }

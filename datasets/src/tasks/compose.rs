@@ -13,8 +13,6 @@
 //! 3. the final text is tokenized again in full (pass B) and must have exactly `len` tokens; if
 //!    not (a seam that the window check missed), the cut is searched again with full passes.
 
-use std::collections::BTreeMap;
-
 use attnscope_core::tokenizer::Tokenizer;
 
 use crate::error::{DatasetError, Result};
@@ -70,6 +68,8 @@ struct Layout<'a> {
     prefix: &'a str,
     suffix: &'a str,
     needles: Vec<&'a str>,
+    /// Hay left out inside one segment: (segment, start, end) in `w`.
+    gap: Option<(usize, usize, usize)>,
 }
 
 struct Rendered {
@@ -89,8 +89,13 @@ impl Layout<'_> {
         }
     }
 
-    fn seg(&self, i: usize) -> &str {
-        &self.w[self.seg_start(i)..self.ends[i]]
+    /// The hay of segment `i`, in two parts when the gap is inside it.
+    fn seg(&self, i: usize) -> (&str, &str) {
+        let (a, b) = (self.seg_start(i), self.ends[i]);
+        match self.gap {
+            Some((j, g0, g1)) if j == i && a <= g0 && g1 <= b => (&self.w[a..g0], &self.w[g1..b]),
+            _ => (&self.w[a..b], ""),
+        }
     }
 
     fn render(&self) -> Rendered {
@@ -100,16 +105,18 @@ impl Layout<'_> {
         let mut needles = Vec::with_capacity(self.cuts.len());
         t.push_str(self.prefix);
         for i in 0..self.ends.len() {
-            let seg = self.seg(i);
-            segs.push((t.len(), t.len() + seg.len()));
-            t.push_str(seg);
+            let (p1, p2) = self.seg(i);
+            segs.push((t.len(), t.len() + p1.len() + p2.len()));
+            t.push_str(p1);
+            t.push_str(p2);
             if let Some(n) = self.needles.get(i) {
                 if t.chars().next_back().is_some_and(|c| !c.is_whitespace()) {
                     t.push(' ');
                 }
                 needles.push((t.len(), t.len() + n.len()));
                 t.push_str(n);
-                let next = self.seg(i + 1).chars().next();
+                let (n1, n2) = self.seg(i + 1);
+                let next = n1.chars().chain(n2.chars()).next();
                 if next.is_some_and(|c| !c.is_whitespace()) {
                     t.push(' ');
                 }
@@ -303,7 +310,7 @@ pub(crate) fn fit(
         };
         // Token density where the window will be.
         let mut bpt = bytes_per_token(tok, text, start, (start + want0).min(text.len()))?;
-        let mut want = ((need + overshoot) as f64 * bpt * 1.02).ceil() as usize + 16;
+        let mut want = ((need + overshoot) as f64 * bpt * 1.04).ceil() as usize + 16;
         if start + want > text.len() && (start + want0 <= text.len() || start == 0) {
             // Use the text to its end before reusing it.
             want = text.len() - start;
@@ -390,6 +397,7 @@ fn place<'a>(plan: &'a Plan, order: &[usize], w: String, target_bytes: f64) -> L
             .iter()
             .map(|&i| plan.needles[i].text.as_str())
             .collect(),
+        gap: None,
     }
 }
 
@@ -494,8 +502,6 @@ fn trim_segment<'a>(
     let mut cands: Vec<usize> = cand_idx.iter().map(|&i| offs[i].0 - sa + w0).collect();
     cands.push(sb - sa + w0);
     cand_idx.push(i_end);
-    let goal = i_end.saturating_sub(d);
-    let start = cand_idx.partition_point(|&i| i < goal).min(cands.len() - 1);
 
     // Window [k_s, k_e) around the cut that tokenizes alone as in context.
     let mut found = None;
@@ -532,98 +538,140 @@ fn trim_segment<'a>(
             break;
         }
     }
-    let mut best = None;
+    let debug = std::env::var_os("ATTNSCOPE_DEBUG_FIT").is_some();
+    // Whether the window counts can be trusted (then full passes would find nothing new).
+    let mut window_ok = found.is_some();
     if let Some((ks, ke, s, tail)) = found {
-        let lo = cands.partition_point(|&c| c - w0 + sa <= s);
-        let sub = &cands[lo..];
-        let mut eval = |wc: usize| -> Result<usize> {
-            layout.ends[j] = wc;
-            let t = layout.render().text;
-            Ok(ks + count(tok, &t[s..t.len() - tail])? + (total - ke))
+        // Ways to land on the length: cut the end only; else also leave out one sentence
+        // inside the window (this shifts the cut to a place where the token count steps by
+        // one; e.g. SmolLM2 spends two tokens on most CJK characters).
+        let bytes = r.text.as_bytes();
+        let sentence_end = |b: usize| {
+            b > 0
+                && (matches!(bytes[b - 1], b'.' | b'!' | b'?' | b'\n')
+                    || ["。", "！", "？", "；"]
+                        .iter()
+                        .any(|p| r.text[..b].ends_with(p)))
         };
-        if !sub.is_empty() {
-            best = search(
-                sub,
-                start.saturating_sub(lo).min(sub.len() - 1),
-                len,
-                &mut eval,
-            )?
-            .map(|i| sub[i]);
+        let bounds: Vec<usize> = (ks + 1..i_end)
+            .filter(|&i| offs[i].0 >= sa && unique(i) && r.text.is_char_boundary(offs[i].0))
+            .filter(|&i| sentence_end(offs[i].0))
+            .collect();
+        let mut drops: Vec<Option<(usize, usize)>> = vec![None];
+        drops.extend(
+            bounds
+                .windows(2)
+                .filter(|w| w[1] - w[0] + 2 <= d)
+                .take(6)
+                .map(|w| Some((w[0], w[1]))),
+        );
+        for drop in drops {
+            let (g1, removed) = match drop {
+                Some((k0, k1)) => {
+                    layout.gap = Some((j, offs[k0].0 - sa + w0, offs[k1].0 - sa + w0));
+                    (offs[k1].0, k1 - k0)
+                }
+                None => {
+                    layout.gap = None;
+                    (s, 0)
+                }
+            };
+            let lo = cands.partition_point(|&c| c - w0 + sa <= g1);
+            let sub = &cands[lo..];
+            if sub.is_empty() {
+                continue;
+            }
+            let goal = i_end.saturating_sub(d) + removed;
+            let first = cand_idx[lo..]
+                .partition_point(|&i| i < goal)
+                .min(sub.len() - 1);
+            let mut eval = |wc: usize| -> Result<usize> {
+                layout.ends[j] = wc;
+                let t = layout.render().text;
+                Ok(ks + count(tok, &t[s..t.len() - tail])? + (total - ke))
+            };
+            if let Some(i) = search(sub, first, len, &mut eval)? {
+                layout.ends[j] = sub[i];
+                let r2 = layout.render();
+                let (ids2, offs2) = encode_bytes(tok, &r2.text)?;
+                if ids2.len() == len {
+                    return Ok((layout, r2, ids2, offs2));
+                }
+                if debug {
+                    eprintln!("window count missed: final pass {} tokens", ids2.len());
+                }
+                window_ok = false;
+                break;
+            }
         }
+        layout.gap = None;
     }
-    if let Some(wc) = best {
-        layout.ends[j] = wc;
-        let r2 = layout.render();
-        let (ids2, offs2) = encode_bytes(tok, &r2.text)?;
-        if ids2.len() == len {
-            return Ok((layout, r2, ids2, offs2));
-        }
+    if window_ok {
+        return Err(DatasetError::Length {
+            task: task.into(),
+            len,
+            detail: "the token count steps over the length at every cut tried".into(),
+        });
     }
-    // Slow path: full passes.
-    if std::env::var_os("ATTNSCOPE_DEBUG_FIT").is_some() {
+    // Slow path (no window tokenizes alone as in context): full passes, end cut only.
+    if debug {
         eprintln!("slow path (window found: {})", found.is_some());
     }
     let mut eval = |wc: usize| -> Result<usize> {
         layout.ends[j] = wc;
         count(tok, &layout.render().text)
     };
-    match search(&cands, start, len, &mut eval)? {
-        Some(i) => {
-            layout.ends[j] = cands[i];
-            let r2 = layout.render();
-            let (ids2, offs2) = encode_bytes(tok, &r2.text)?;
-            if ids2.len() == len {
-                return Ok((layout, r2, ids2, offs2));
-            }
-            Err(DatasetError::Length {
-                task: task.into(),
-                len,
-                detail: format!("final pass gave {} tokens", ids2.len()),
-            })
+    let first = cand_idx
+        .partition_point(|&i| i < i_end.saturating_sub(d))
+        .min(cands.len() - 1);
+    if let Some(i) = search(&cands, first, len, &mut eval)? {
+        layout.ends[j] = cands[i];
+        let r2 = layout.render();
+        let (ids2, offs2) = encode_bytes(tok, &r2.text)?;
+        if ids2.len() == len {
+            return Ok((layout, r2, ids2, offs2));
         }
-        None => Err(DatasetError::Length {
-            task: task.into(),
-            len,
-            detail: format!("no cut of a {d}-token overshoot lands on the length"),
-        }),
     }
+    Err(DatasetError::Length {
+        task: task.into(),
+        len,
+        detail: format!("no cut of a {d}-token overshoot lands on the length"),
+    })
 }
 
-/// Finds an index of `cands` (ascending cut positions: more hay, more tokens) whose text has
-/// `len` tokens: Newton-like steps, then a spiral around the closest one.
+/// Finds an index of `cands` (ascending cut positions: more hay, never fewer tokens) whose text
+/// has `len` tokens: Newton-like steps kept inside the bracket seen so far. `None` when the
+/// count steps over `len`.
 fn search(
     cands: &[usize],
     start: usize,
     len: usize,
     eval: &mut dyn FnMut(usize) -> Result<usize>,
 ) -> Result<Option<usize>> {
-    let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut idx = start.min(cands.len().saturating_sub(1));
-    for _ in 0..12 {
+    if cands.is_empty() {
+        return Ok(None);
+    }
+    // Invariant: the answer, if any, is in lo..=hi.
+    let (mut lo, mut hi) = (0usize, cands.len() - 1);
+    let mut idx = start.min(hi);
+    for _ in 0..48 {
         let n = eval(cands[idx])?;
-        seen.insert(idx, n);
         if n == len {
             return Ok(Some(idx));
         }
-        let next = (idx as i64 - (n as i64 - len as i64)).clamp(0, cands.len() as i64 - 1) as usize;
-        if seen.contains_key(&next) {
-            break;
-        }
-        idx = next;
-    }
-    let Some((&best, _)) = seen.iter().min_by_key(|(_, &n)| n.abs_diff(len)) else {
-        return Ok(None);
-    };
-    for r in 1..=32usize {
-        for i in [best.checked_sub(r), Some(best + r)].into_iter().flatten() {
-            if i < cands.len() && !seen.contains_key(&i) {
-                let n = eval(cands[i])?;
-                seen.insert(i, n);
-                if n == len {
-                    return Ok(Some(i));
-                }
+        if n > len {
+            if idx == 0 {
+                return Ok(None);
             }
+            hi = idx - 1;
+        } else {
+            lo = idx + 1;
         }
+        if lo > hi {
+            return Ok(None);
+        }
+        let guess = idx as i64 - (n as i64 - len as i64);
+        idx = guess.clamp(lo as i64, hi as i64) as usize;
     }
     Ok(None)
 }
