@@ -32,6 +32,10 @@ enum Command {
     Report(commands::report::Args),
     /// Forward-pass throughput and peak memory at several lengths.
     Bench(commands::bench::Args),
+    /// List text sources and synthetic long-context tasks with their parameters.
+    Datasets(commands::datasets::Args),
+    /// Generate a sample of exactly N model tokens (plain text or a synthetic task).
+    Sample(commands::sample::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(a) => commands::simulate::run(a),
         Command::Report(a) => commands::report::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Datasets(a) => commands::datasets::run(a),
+        Command::Sample(a) => commands::sample::run(a),
     }
 }

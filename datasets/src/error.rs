@@ -48,7 +48,7 @@ pub enum DatasetError {
     },
     #[error(
         "haystack '{source_name}' has about {have} tokens, a {len}-token sample needs about {need}; \
-         use a longer text or allow reusing it (--repeat)"
+         use a longer text, or let it be reused (leave out --no-repeat)"
     )]
     HaystackTooShort {
         source_name: String,

@@ -149,8 +149,11 @@ impl Tokenized {
     }
 }
 
+/// Token ids with the byte offsets of each token.
+pub(crate) type IdsOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// Ids and byte offsets of `text` in one pass.
-pub(crate) fn encode_bytes(tok: &Tokenizer, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+pub(crate) fn encode_bytes(tok: &Tokenizer, text: &str) -> Result<IdsOffsets> {
     if text.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }

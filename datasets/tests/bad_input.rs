@@ -11,7 +11,8 @@ use attnscope_datasets::DatasetError;
 fn length_below_the_task_minimum() {
     let tok = common::smollm2();
     let hay = common::sanguo();
-    let e = tasks::generate("niah-multikey", tok, hay, &TaskParams::new(40, 1)).unwrap_err();
+    let e =
+        tasks::generate("niah-multikey", tok, hay, &TaskParams::new(40, 1)).expect_err("must fail");
     match &e {
         DatasetError::TooShort { min, len, .. } => {
             assert_eq!(*len, 40);
@@ -24,11 +25,11 @@ fn length_below_the_task_minimum() {
         other => panic!("{other}"),
     }
     assert!(e.to_string().contains("minimum"), "{e}");
-    let e = tasks::generate("text", tok, hay, &TaskParams::new(0, 1)).unwrap_err();
+    let e = tasks::generate("text", tok, hay, &TaskParams::new(0, 1)).expect_err("must fail");
     assert!(e.to_string().contains("--len"), "{e}");
     let mut p = TaskParams::new(1000, 1);
     p.depth = Some(1.5);
-    let e = tasks::generate("niah-single", tok, hay, &p).unwrap_err();
+    let e = tasks::generate("niah-single", tok, hay, &p).expect_err("must fail");
     assert!(e.to_string().contains("depth"), "{e}");
 }
 
@@ -46,9 +47,9 @@ fn short_haystack_is_reused_with_a_warning_or_refused() {
         s.warnings
     );
     p.repeat = false;
-    let e = tasks::generate("niah-single", tok, &hay, &p).unwrap_err();
+    let e = tasks::generate("niah-single", tok, &hay, &p).expect_err("must fail");
     assert!(matches!(e, DatasetError::HaystackTooShort { .. }), "{e}");
-    assert!(e.to_string().contains("--repeat"), "{e}");
+    assert!(e.to_string().contains("--no-repeat"), "{e}");
     // Short enough for the text: no warning.
     p.len = 60;
     let s = tasks::generate("text", tok, &hay, &p).expect("fits");
@@ -64,7 +65,7 @@ fn unknown_task_lists_the_known_ones() {
         common::sanguo(),
         &TaskParams::new(100, 1),
     )
-    .unwrap_err();
+    .expect_err("must fail");
     let msg = e.to_string();
     assert!(
         msg.contains("niah-nope") && msg.contains("niah-single") && msg.contains("vt"),
@@ -76,7 +77,7 @@ fn unknown_task_lists_the_known_ones() {
 fn invalid_utf8_names_file_and_offset_and_latin1_reads_it() {
     let path = common::fixture("latin1.txt");
     let src = TextSource::File(path.clone());
-    let e = text::load(&src, &TextOptions::default()).unwrap_err();
+    let e = text::load(&src, &TextOptions::default()).expect_err("must fail");
     let msg = e.to_string();
     assert!(
         msg.contains("latin1.txt") && msg.contains("byte offset 16"),
@@ -99,7 +100,7 @@ fn invalid_utf8_names_file_and_offset_and_latin1_reads_it() {
 fn empty_files_are_refused() {
     for f in ["empty.txt", "blank.txt", "empty.jsonl"] {
         let src = TextSource::parse(common::fixture(f).to_str().expect("utf8 path")).expect(f);
-        let e = text::load(&src, &TextOptions::default()).unwrap_err();
+        let e = text::load(&src, &TextOptions::default()).expect_err("must fail");
         assert!(matches!(e, DatasetError::Empty { .. }), "{f}: {e}");
         assert!(e.to_string().contains(f), "{e}");
     }
@@ -114,7 +115,7 @@ fn jsonl_texts_are_joined_and_errors_name_the_line() {
     assert_eq!(t.text, "First document.\nSecond line.\n\n第二个文档。");
     let bad = TextSource::Jsonl(common::fixture("bad.jsonl"));
     let msg = text::load(&bad, &TextOptions::default())
-        .unwrap_err()
+        .expect_err("must fail")
         .to_string();
     assert!(
         msg.contains("bad.jsonl:2") && msg.contains("\"text\""),
@@ -124,7 +125,7 @@ fn jsonl_texts_are_joined_and_errors_name_the_line() {
 
 #[test]
 fn unknown_source_and_crlf() {
-    let e = TextSource::parse("/no/such/file.txt").unwrap_err();
+    let e = TextSource::parse("/no/such/file.txt").expect_err("must fail");
     let msg = e.to_string();
     assert!(
         msg.contains("/no/such/file.txt") && msg.contains("alice29"),

@@ -10,7 +10,7 @@ fn missing_corpus_tells_the_fetch_command() {
     std::env::set_var("ATTNSCOPE_HOME", dir.path());
     for name in ["alice29", "canterbury"] {
         let src = TextSource::parse(name).expect("known name");
-        let e = text::load(&src, &TextOptions::default()).unwrap_err();
+        let e = text::load(&src, &TextOptions::default()).expect_err("must fail");
         assert!(matches!(e, DatasetError::MissingCorpus { .. }), "{e}");
         assert!(e.to_string().contains("attnscope fetch canterbury"), "{e}");
     }

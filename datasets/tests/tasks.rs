@@ -217,3 +217,58 @@ fn multi_needle_parameters() {
         .collect();
     assert!(pos.windows(2).all(|w| w[0] < w[1]), "{pos:?}");
 }
+
+/// Many lengths and seeds (run with `-- --ignored`): every sample must land exactly.
+#[test]
+#[ignore = "stress; a few minutes"]
+fn stress_many_lengths_and_seeds() {
+    let hays = hays();
+    let mut n = 0;
+    for (tname, tok) in common::tokenizers() {
+        for (hname, hay) in &hays {
+            for k in 0..60u64 {
+                let len = 400 + ((k * 7919 + 13) % 6000) as usize;
+                for task in tasks::tasks() {
+                    let what = format!("{} {tname} {hname} {len} seed {k}", task.name);
+                    let s = tasks::generate(task.name, tok, hay, &TaskParams::new(len, k))
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    check_sample(tok, &s, len, &what);
+                    if task.name != "text" {
+                        check_answers(&s, &what);
+                    }
+                    n += 1;
+                }
+            }
+        }
+    }
+    println!("{n} samples exact");
+}
+
+/// Lengths just above each task's minimum (run with `-- --ignored`).
+#[test]
+#[ignore = "stress"]
+fn stress_near_the_minimum() {
+    let hays = hays();
+    for (tname, tok) in common::tokenizers() {
+        for (hname, hay) in &hays {
+            for task in tasks::tasks() {
+                let min = match tasks::generate(task.name, tok, hay, &TaskParams::new(1, 0)) {
+                    Err(attnscope_datasets::DatasetError::TooShort { min, .. }) => min,
+                    Ok(s) => s.len,
+                    Err(e) => panic!("{e}"),
+                };
+                for len in min..min + 40 {
+                    let what = format!("{} {tname} {hname} {len}", task.name);
+                    // The minimum depends a little on the seed (keys and values differ).
+                    match tasks::generate(task.name, tok, hay, &TaskParams::new(len, len as u64)) {
+                        Ok(s) => check_sample(tok, &s, len, &what),
+                        Err(attnscope_datasets::DatasetError::TooShort { min: m, .. })
+                            if m > len && m < min + 16 => {}
+                        Err(e) => panic!("{what}: {e}"),
+                    }
+                }
+                println!("{} {tname} {hname}: minimum {min}", task.name);
+            }
+        }
+    }
+}

@@ -51,16 +51,26 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     if max > model.config.max_context {
-        bail!("--lens {max} is above the model's context of {}", model.config.max_context);
+        bail!(
+            "--lens {max} is above the model's context of {}",
+            model.config.max_context
+        );
     }
     if !a.json {
         println!(
             "{} | {} threads | {}",
             model.source.display(),
             rayon::current_num_threads(),
-            if a.capture { "forward, then forward + full capture" } else { "forward" }
+            if a.capture {
+                "forward, then forward + full capture"
+            } else {
+                "forward"
+            }
         );
-        println!("{:>7} {:>10} {:>12} {:>12} {:>14}", "tokens", "mode", "seconds", "tokens/s", "peak RSS MiB");
+        println!(
+            "{:>7} {:>10} {:>12} {:>12} {:>14}",
+            "tokens", "mode", "seconds", "tokens/s", "peak RSS MiB"
+        );
     }
     for &n in &a.lens {
         let modes: &[bool] = if a.capture { &[false, true] } else { &[false] };
@@ -76,11 +86,17 @@ pub fn run(a: Args) -> Result<()> {
             let rss = peak_rss_bytes().unwrap_or(0) as f64 / (1 << 20) as f64;
             let mode = if capture { "capture" } else { "forward" };
             if a.json {
-                println!("{}", json!({"tokens": n, "mode": mode, "seconds": secs,
+                println!(
+                    "{}",
+                    json!({"tokens": n, "mode": mode, "seconds": secs,
                     "tokens_per_second": n as f64 / secs, "peak_rss_mib": rss,
-                    "threads": rayon::current_num_threads()}));
+                    "threads": rayon::current_num_threads()})
+                );
             } else {
-                println!("{n:>7} {mode:>10} {secs:>12.2} {:>12.0} {rss:>14.0}", n as f64 / secs);
+                println!(
+                    "{n:>7} {mode:>10} {secs:>12.2} {:>12.0} {rss:>14.0}",
+                    n as f64 / secs
+                );
             }
         }
     }

