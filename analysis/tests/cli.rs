@@ -140,6 +140,18 @@ fn bad_input_is_named() {
         ),
         (&["report", "/nonexistent-run"], "no manifest.json"),
         (
+            &[
+                "simulate",
+                "--len",
+                "64",
+                "--budget-tokens",
+                "100",
+                "--out",
+                "/tmp/x",
+            ],
+            "larger than the input",
+        ),
+        (
             &["info", "--model", "no-such-model"],
             "not a known model name",
         ),

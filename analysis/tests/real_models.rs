@@ -103,3 +103,101 @@ fn qwen25_perplexity_matches_transformers_when_cached() {
         nll.exp()
     );
 }
+
+/// At the same per-query budget nothing beats the exact top-k of the true attention: for every
+/// method, head and query, the recall it reaches with `m` kept keys is at most the mass of the `m`
+/// largest true probabilities of that query.
+#[test]
+fn oracle_topk_bounds_every_method_per_query_on_smollm2() {
+    use attnscope_analysis::budget::{resolve, Budget};
+    use attnscope_analysis::metrics::{evaluate, DenseHead};
+    use attnscope_analysis::registry::METHODS;
+    use attnscope_analysis::testing::GroupData;
+
+    let model = model("smollm2-135m", true).expect("smollm2");
+    let ids = first_tokens(&model, 1024);
+    let layers = vec![5, 20];
+    let mut hook = CaptureHook::new(CaptureOptions {
+        layers: Some(layers.clone()),
+        keep_qkv: true,
+        ..Default::default()
+    });
+    model.forward(&ids, &mut hook).expect("forward");
+    let pieces = model.tokenizer().expect("tokenizer").pieces(&ids);
+    let punct: Vec<bool> = pieces
+        .iter()
+        .map(|p| !p.trim().is_empty() && p.trim().chars().all(|c| c.is_ascii_punctuation()))
+        .collect();
+    let newline: Vec<bool> = pieces
+        .iter()
+        .map(|p| p.contains('\n') && p.trim().is_empty())
+        .collect();
+    let (d, gs) = (model.config.head_dim, model.config.group_size());
+    for lc in &hook.layers {
+        let qkv = lc.qkv.as_ref().expect("qkv");
+        for g in 0..model.config.n_kv_heads {
+            let q = qkv
+                .q
+                .slice(ndarray::s![.., g * gs * d..(g + 1) * gs * d])
+                .to_owned();
+            let k = qkv.k.slice(ndarray::s![.., g * d..(g + 1) * d]).to_owned();
+            let v = qkv.v.slice(ndarray::s![.., g * d..(g + 1) * d]).to_owned();
+            let data = GroupData::from_qkv(q, k, v, punct.clone(), newline.clone(), gs, 64);
+            // Per head and query: prefix sums of the true probabilities sorted high to low.
+            let n = ids.len();
+            let scale = 1.0 / (d as f32).sqrt();
+            let best: Vec<Vec<Vec<f64>>> = (0..gs)
+                .map(|h| {
+                    (0..n)
+                        .map(|i| {
+                            let qi = data.q_head(h).row(i).to_owned();
+                            let mut p: Vec<f64> = (0..=i)
+                                .map(|j| {
+                                    ((qi.dot(&data.k.row(j)) * scale - data.truth[h].lse[i]).exp())
+                                        as f64
+                                })
+                                .collect();
+                            p.sort_by(|a, b| b.total_cmp(a));
+                            p.iter()
+                                .scan(0.0, |s, x| {
+                                    *s += x;
+                                    Some(*s)
+                                })
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect();
+            for info in METHODS {
+                let method = info.build_with(&[]).expect("build");
+                let input = data.input();
+                let prep = method.prepare(&input);
+                let cal = resolve(
+                    method.as_ref(),
+                    prep.as_ref(),
+                    Budget::Sparsity(0.8),
+                    n,
+                    None,
+                );
+                for (h, sel) in cal.selections.iter().enumerate() {
+                    let dense = DenseHead {
+                        q: data.q_head(h),
+                        k: data.k.view(),
+                        v: data.v.view(),
+                        lse: &data.truth[h].lse,
+                        dense_out: data.dense_out_head(h),
+                    };
+                    let m = evaluate(&dense, sel);
+                    for i in 0..n {
+                        let bound = best[h][i][m.kept[i] as usize - 1];
+                        assert!(
+                            m.recall[i] as f64 <= bound + 1e-4,
+                            "{} layer {} head {h} query {i}: recall {} above the top-{} bound {bound}",
+                            info.name, lc.layer, m.recall[i], m.kept[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -147,6 +147,18 @@ pub fn print_table(run: &Run, as_json: bool) -> Result<()> {
                 m.reached * 100.0
             );
         }
+        let missed: Vec<&str> = s
+            .iter()
+            .filter(|m| m.reached < 1.0)
+            .map(|m| m.name.as_str())
+            .collect();
+        if !missed.is_empty() {
+            println!(
+                "note: {} did not reach the target everywhere (forced keys above the budget, or a \
+                 knob too coarse); compare them at the sparsity they reached",
+                missed.join(", ")
+            );
+        }
         if let Some((p, i, r)) = head {
             println!(
                 "PHSA vs InfLLM v2: information loss {p:.4} vs {i:.4}, relative reduction {:+.1}%",

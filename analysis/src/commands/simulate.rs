@@ -84,6 +84,12 @@ fn budgets(a: &Args) -> Result<Vec<Budget>> {
         if k == 0 {
             bail!("--budget-tokens must be at least 1");
         }
+        if k > a.input.len {
+            bail!(
+                "--budget-tokens {k} is larger than the input of {} tokens (--len)",
+                a.input.len
+            );
+        }
         return Ok(vec![Budget::Tokens(k)]);
     }
     if let Some(p) = a.top_p {
