@@ -125,6 +125,7 @@ impl Run {
                 metrics: read_json(&dir.join("metrics.json"))?,
                 iou: read_json(&dir.join("iou.json"))?,
                 heads: read_json(&dir.join("heads.json"))?,
+                ..SimResults::default()
             },
             tokens: read_json(&dir.join("tokens.json"))?,
             manifest,

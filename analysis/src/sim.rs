@@ -19,6 +19,8 @@ use crate::selection::Selection;
 /// One method as configured for a run.
 #[derive(Debug)]
 pub struct MethodRun {
+    /// The name in result rows: the method's name, or `name[param=value]` for sweep members.
+    pub label: String,
     pub info: &'static MethodInfo,
     pub overrides: Vec<(String, f64)>,
     pub selector: Box<dyn Selector>,
@@ -101,6 +103,9 @@ pub struct SimResults {
     pub metrics: Vec<MetricRow>,
     pub iou: Vec<IouRow>,
     pub heads: Vec<HeadRow>,
+    /// Wall seconds per method (scoring, calibration and metrics), summed over layers and groups.
+    #[serde(default)]
+    pub method_seconds: std::collections::BTreeMap<String, f64>,
 }
 
 /// The hook that runs the simulation layer by layer.
@@ -167,11 +172,16 @@ impl SimHook<'_> {
                 dense_out: dense.slice(s![.., h * d..(h + 1) * d]),
             })
             .collect();
-        let prepared: Vec<_> = cfg
-            .methods
-            .iter()
-            .map(|m| m.selector.prepare(&input))
-            .collect();
+        let mut prepared = Vec::with_capacity(cfg.methods.len());
+        for m in &cfg.methods {
+            let t = std::time::Instant::now();
+            prepared.push(m.selector.prepare(&input));
+            *self
+                .results
+                .method_seconds
+                .entry(m.label.clone())
+                .or_default() += t.elapsed().as_secs_f64();
+        }
         for (bi, &budget) in cfg.budgets.iter().enumerate() {
             let top_p_sparsity = match budget {
                 Budget::TopP(p) => oracle_topp
@@ -181,6 +191,7 @@ impl SimHook<'_> {
             };
             let mut sels: Vec<Vec<Selection>> = Vec::new();
             for (m, prep) in cfg.methods.iter().zip(&prepared) {
+                let t = std::time::Instant::now();
                 let cal = resolve(
                     m.selector.as_ref(),
                     prep.as_ref(),
@@ -201,7 +212,7 @@ impl SimHook<'_> {
                         layer: qkv.layer,
                         head: h,
                         kv_head: g,
-                        method: m.info.name.to_string(),
+                        method: m.label.clone(),
                         budget: bi,
                         knob: cal.knob,
                         target_sparsity: cal.target,
@@ -221,6 +232,11 @@ impl SimHook<'_> {
                     });
                 }
                 sels.push(cal.selections);
+                *self
+                    .results
+                    .method_seconds
+                    .entry(m.label.clone())
+                    .or_default() += t.elapsed().as_secs_f64();
             }
             for a in 0..sels.len() {
                 for b in a + 1..sels.len() {
@@ -229,8 +245,8 @@ impl SimHook<'_> {
                         layer: qkv.layer,
                         kv_head: g,
                         budget: bi,
-                        method_a: cfg.methods[a].info.name.to_string(),
-                        method_b: cfg.methods[b].info.name.to_string(),
+                        method_a: cfg.methods[a].label.clone(),
+                        method_b: cfg.methods[b].label.clone(),
                         iou: v,
                     });
                 }

@@ -35,6 +35,8 @@ fn simulate_then_report_json() {
         "phsa,infllm-v2,streaming,oracle-topk",
         "--sparsity",
         "0.5,0.7",
+        "--sweep",
+        "phsa.lambda=0,1",
         "--out",
         run_s,
         "--quiet",
@@ -44,7 +46,8 @@ fn simulate_then_report_json() {
     assert!(ok, "report failed: {err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("report --json is JSON");
     let methods = v["methods"].as_array().expect("methods array");
-    assert_eq!(methods.len(), 4);
+    assert_eq!(methods.len(), 6);
+    assert!(methods.iter().any(|m| m["name"] == "phsa[lambda=0]"));
     for m in methods {
         for key in [
             "name",
@@ -66,7 +69,7 @@ fn simulate_then_report_json() {
             "Jensen: mean -ln R >= -ln mean R"
         );
     }
-    assert_eq!(v["iou"]["matrix"].as_array().expect("iou").len(), 4);
+    assert_eq!(v["iou"]["matrix"].as_array().expect("iou").len(), 6);
     assert!(v["phsa_vs_infllm_v2"]["relative_il_reduction"].is_number());
     assert_eq!(v["budgets"].as_array().expect("budgets").len(), 2);
     // The oracle keeps at least as much as any method at the same (reached) sparsity on average.

@@ -34,6 +34,10 @@ pub struct Args {
     /// A method parameter, `method.name=value` (repeatable), e.g. `phsa.lambda=0.3`.
     #[arg(long = "param")]
     params: Vec<String>,
+    /// Run a method once per value of one parameter, e.g. `phsa.lambda=0,0.25,0.5,0.75,1`
+    /// (repeatable); rows are labelled `phsa[lambda=0.25]`.
+    #[arg(long)]
+    sweep: Vec<String>,
     /// Layers to simulate: `all` or a list like `0,3,10-12`.
     #[arg(long, default_value = "all")]
     layers: String,
@@ -117,6 +121,39 @@ fn budget_label(b: &Budget) -> String {
     }
 }
 
+/// Expands `--sweep method.param=v1,v2,...` into one run per value, labelled
+/// `method[param=value]`, each with the method's other `--param` overrides.
+fn sweep_runs(sweeps: &[String], ov: &[(String, String, f64)]) -> Result<Vec<MethodRun>> {
+    let mut runs = Vec::new();
+    for sw in sweeps {
+        let (lhs, values) = sw
+            .split_once('=')
+            .with_context(|| format!("--sweep '{sw}': expected method.param=v1,v2,..."))?;
+        let (m, name) = lhs
+            .split_once('.')
+            .with_context(|| format!("--sweep '{sw}': expected method.param=v1,v2,..."))?;
+        let info = registry::find(m)?;
+        for v in values.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            let x: f64 = v
+                .parse()
+                .with_context(|| format!("--sweep '{sw}': '{v}' is not a number"))?;
+            let mut mine: Vec<(String, f64)> = ov
+                .iter()
+                .filter(|(om, k, _)| om == m && k != name)
+                .map(|(_, k, v)| (k.clone(), *v))
+                .collect();
+            mine.push((name.to_string(), x));
+            runs.push(MethodRun {
+                label: format!("{m}[{name}={v}]"),
+                info,
+                selector: info.build_with(&mine)?,
+                overrides: mine,
+            });
+        }
+    }
+    Ok(runs)
+}
+
 /// Splits `method.name=value` overrides by method, checking method names.
 fn overrides(params: &[String]) -> Result<Vec<(String, String, f64)>> {
     params
@@ -152,11 +189,13 @@ pub fn run(a: Args) -> Result<()> {
             .map(|(_, k, v)| (k.clone(), *v))
             .collect();
         methods.push(MethodRun {
+            label: info.name.to_string(),
             info,
             selector: info.build_with(&mine)?,
             overrides: mine,
         });
     }
+    methods.extend(sweep_runs(&a.sweep, &ov)?);
     let cfg = SimConfig {
         methods,
         budgets: budgets.clone(),
@@ -211,7 +250,7 @@ pub fn run(a: Args) -> Result<()> {
             .methods
             .iter()
             .map(|m| ManifestMethod {
-                name: m.info.name.into(),
+                name: m.label.clone(),
                 kind: match m.info.kind {
                     MethodKind::Published => "published",
                     MethodKind::Proxy => "proxy",
@@ -252,6 +291,10 @@ pub fn run(a: Args) -> Result<()> {
     run.write(a.force)?;
     if !a.quiet {
         eprintln!("wrote {} ({:.1} s)", a.out.display(), run.manifest.seconds);
+        let mut t: Vec<(&String, &f64)> = run.results.method_seconds.iter().collect();
+        t.sort_by(|a, b| b.1.total_cmp(a.1));
+        let parts: Vec<String> = t.iter().map(|(m, s)| format!("{m} {s:.1}s")).collect();
+        eprintln!("method time: {}", parts.join(", "));
     }
     super::report::print_table(&run, false)
 }
