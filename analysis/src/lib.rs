@@ -14,12 +14,13 @@
 
 pub mod budget;
 pub mod error;
+pub mod figures;
 pub mod freq;
 pub mod method;
 pub mod methods;
 pub mod metrics;
 pub mod registry;
-pub mod run_dir;
+pub mod bundle;
 pub mod selection;
 pub mod sim;
 #[doc(hidden)]

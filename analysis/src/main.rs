@@ -28,8 +28,10 @@ enum Command {
     Methods(commands::methods::Args),
     /// Replay every method on a model's exact attention at matched sparsity and measure it.
     Simulate(commands::simulate::Args),
-    /// Print the method table of a run directory.
+    /// Print the method tables of run bundles (text, JSON, Markdown or LaTeX) and compare runs.
     Report(commands::report::Args),
+    /// Draw a run bundle's figures (PNG and SVG).
+    Figures(commands::figures::Args),
     /// Forward-pass throughput and peak memory at several lengths.
     Bench(commands::bench::Args),
     /// List text sources and synthetic long-context tasks with their parameters.
@@ -46,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         Command::Methods(a) => commands::methods::run(a),
         Command::Simulate(a) => commands::simulate::run(a),
         Command::Report(a) => commands::report::run(a),
+        Command::Figures(a) => commands::figures::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Datasets(a) => commands::datasets::run(a),
         Command::Sample(a) => commands::sample::run(a),

@@ -98,4 +98,17 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
 
     /// Scores the group once.
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a>;
+
+    /// True for methods that fit settings on calibration text before the run (ours only).
+    fn needs_calibration(&self) -> bool {
+        false
+    }
+
+    /// Sees one (layer, KV group) of the calibration text at the run's first budget.
+    fn calibrate(&self, _g: &GroupInput<'_>, _budget: crate::budget::Budget) {}
+
+    /// Settings fitted by [`Selector::calibrate`]: `(layer, parameter, value)`.
+    fn fitted(&self) -> Vec<(usize, String, f64)> {
+        Vec::new()
+    }
 }

@@ -79,6 +79,30 @@ pub fn evaluate(head: &DenseHead<'_>, sel: &Selection) -> QueryMetrics {
     m
 }
 
+/// Recall `R_i` alone (no values or outputs needed): the true attention mass of each query's kept
+/// keys, from post-RoPE `q`, `k` (`[n, d]`) and the per-query log-sum-exp.
+pub fn recall_only(
+    q: ArrayView2<f32>,
+    k: ArrayView2<f32>,
+    lse: &[f32],
+    sel: &Selection,
+) -> Vec<f32> {
+    let scale = 1.0 / (q.ncols() as f32).sqrt();
+    (0..q.nrows())
+        .into_par_iter()
+        .map(|i| {
+            let qi = q.row(i);
+            let mut mass = 0f32;
+            for (s, e) in sel.keys_of(i) {
+                for j in s as usize..e as usize {
+                    mass += (qi.dot(&k.row(j)) * scale - lse[i]).exp();
+                }
+            }
+            mass.min(1.0)
+        })
+        .collect()
+}
+
 /// Information loss `1 - R_i`.
 pub fn info_loss(recall: f32) -> f64 {
     1.0 - recall as f64

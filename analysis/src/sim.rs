@@ -48,11 +48,20 @@ pub struct SimConfig {
     pub freq_queries: usize,
     /// Query-block size of the per-query-block values kept for the viewer.
     pub query_block: usize,
+    /// Budgets whose selections are compacted into `SimResults::selections`.
+    pub selection_budgets: Vec<usize>,
+    /// Layers whose post-RoPE Q/K/V are kept in `SimResults::qkv`.
+    pub save_qkv: Vec<usize>,
+    /// Calibration text for methods that fit settings (`None` when no method needs it).
+    pub calibration: Option<CalibrationText>,
 }
 
 /// Metrics of one (layer, q-head, method, budget).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricRow {
+    /// Input index of a run over several inputs (0 for one input).
+    #[serde(default)]
+    pub input: usize,
     pub layer: usize,
     pub head: usize,
     pub kv_head: usize,
@@ -75,6 +84,8 @@ pub struct MetricRow {
 /// IoU of two methods' selections on one (layer, KV group), averaged over its q-heads and queries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IouRow {
+    #[serde(default)]
+    pub input: usize,
     pub layer: usize,
     pub kv_head: usize,
     pub budget: usize,
@@ -86,6 +97,8 @@ pub struct IouRow {
 /// Per-head statistics that do not depend on a method.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadRow {
+    #[serde(default)]
+    pub input: usize,
     pub layer: usize,
     pub head: usize,
     pub kv_head: usize,
@@ -103,9 +116,18 @@ pub struct SimResults {
     pub metrics: Vec<MetricRow>,
     pub iou: Vec<IouRow>,
     pub heads: Vec<HeadRow>,
+    /// Compacted selections of the budgets in `SimConfig::selection_budgets` (bundle table).
+    #[serde(default)]
+    pub selections: Vec<crate::bundle::SelectionRow>,
+    /// Captured Q/K/V of the layers in `SimConfig::save_qkv`.
+    #[serde(skip)]
+    pub qkv: Vec<crate::bundle::qkv::SavedLayer>,
     /// Wall seconds per method (scoring, calibration and metrics), summed over layers and groups.
     #[serde(default)]
     pub method_seconds: std::collections::BTreeMap<String, f64>,
+    /// Settings fitted on calibration text (methods labelled ours).
+    #[serde(default)]
+    pub fitted: Vec<FittedRow>,
 }
 
 /// The hook that runs the simulation layer by layer.
@@ -132,6 +154,100 @@ fn mean(xs: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// The method input of KV group `g` of a captured layer.
+fn group_input<'a, 'x: 'a>(
+    qkv: &LayerQkv<'x>,
+    heads: &'a [HeadCapture],
+    g: usize,
+    punct: &'a [bool],
+    newline: &'a [bool],
+    capture_block: usize,
+) -> GroupInput<'a> {
+    let gs = qkv.n_heads / qkv.n_kv_heads;
+    GroupInput {
+        layer: qkv.layer,
+        kv_head: g,
+        // Views are invariant in their lifetime: reborrow them at the input's.
+        q: (g * gs..(g + 1) * gs)
+            .map(|h| qkv.q_head(h).reborrow())
+            .collect(),
+        k: qkv.k_head(g).reborrow(),
+        v: qkv.v_head(g).reborrow(),
+        punct,
+        newline,
+        truth: heads[g * gs..(g + 1) * gs].iter().collect(),
+        capture_block,
+    }
+}
+
+/// The calibration pass: methods that fit settings (ours) see every chosen layer of the
+/// calibration text, at the run's first budget.
+struct CalibrationHook<'a> {
+    cfg: &'a SimConfig,
+    punct: &'a [bool],
+    newline: &'a [bool],
+}
+
+impl AttentionHook for CalibrationHook<'_> {
+    fn on_layer(&mut self, qkv: &LayerQkv<'_>) -> attnscope_core::Result<HookAction> {
+        if !self
+            .cfg
+            .layers
+            .as_ref()
+            .is_none_or(|ls| ls.contains(&qkv.layer))
+        {
+            return Ok(HookAction::Dense);
+        }
+        let opts = CaptureOptions {
+            block: self.cfg.capture_block,
+            ..CaptureOptions::default()
+        };
+        let (heads, dense) = capture_layer(qkv, &opts);
+        let budget = self
+            .cfg
+            .budgets
+            .first()
+            .copied()
+            .unwrap_or(Budget::Sparsity(0.9));
+        for m in self
+            .cfg
+            .methods
+            .iter()
+            .filter(|m| m.selector.needs_calibration())
+        {
+            for g in 0..qkv.n_kv_heads {
+                let input = group_input(
+                    qkv,
+                    &heads,
+                    g,
+                    self.punct,
+                    self.newline,
+                    self.cfg.capture_block,
+                );
+                m.selector.calibrate(&input, budget);
+            }
+        }
+        Ok(HookAction::DenseOutput(dense))
+    }
+}
+
+/// Text that methods which fit settings (ours) calibrate on before the run.
+#[derive(Debug, Clone, Default)]
+pub struct CalibrationText {
+    pub ids: Vec<u32>,
+    pub punct: Vec<bool>,
+    pub newline: Vec<bool>,
+}
+
+/// A setting a method fitted on calibration text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FittedRow {
+    pub method: String,
+    pub layer: usize,
+    pub param: String,
+    pub value: f64,
+}
+
 impl SimHook<'_> {
     fn wants(&self, l: usize) -> bool {
         self.cfg.layers.as_ref().is_none_or(|ls| ls.contains(&l))
@@ -151,17 +267,7 @@ impl SimHook<'_> {
             .then(|| crate::registry::find("oracle-topp").ok())
             .flatten()
             .and_then(|info| info.build_with(&[]).ok());
-        let input = GroupInput {
-            layer: qkv.layer,
-            kv_head: g,
-            q: hs.iter().map(|&h| qkv.q_head(h)).collect(),
-            k: qkv.k_head(g),
-            v: qkv.v_head(g),
-            punct: self.punct,
-            newline: self.newline,
-            truth: hs.iter().map(|&h| &heads[h]).collect(),
-            capture_block: cfg.capture_block,
-        };
+        let input = group_input(qkv, heads, g, self.punct, self.newline, cfg.capture_block);
         let dense_heads: Vec<DenseHead<'_>> = hs
             .iter()
             .map(|&h| DenseHead {
@@ -209,6 +315,7 @@ impl SimHook<'_> {
                     }));
                     let qb = cfg.query_block.max(1);
                     self.results.metrics.push(MetricRow {
+                        input: 0,
                         layer: qkv.layer,
                         head: h,
                         kv_head: g,
@@ -238,10 +345,26 @@ impl SimHook<'_> {
                     .entry(m.label.clone())
                     .or_default() += t.elapsed().as_secs_f64();
             }
+            if cfg.selection_budgets.contains(&bi) {
+                for (m, s) in cfg.methods.iter().zip(&sels) {
+                    for (hi, &h) in hs.iter().enumerate() {
+                        self.results
+                            .selections
+                            .push(crate::bundle::SelectionRow::compact(
+                                &s[hi],
+                                cfg.capture_block,
+                                (qkv.layer, h, g),
+                                &m.label,
+                                bi,
+                            ));
+                    }
+                }
+            }
             for a in 0..sels.len() {
                 for b in a + 1..sels.len() {
                     let v = mean((0..gs).map(|h| iou(&sels[a][h], &sels[b][h])));
                     self.results.iou.push(IouRow {
+                        input: 0,
                         layer: qkv.layer,
                         kv_head: g,
                         budget: bi,
@@ -256,6 +379,7 @@ impl SimHook<'_> {
             let f = freq_dominance(input.q[hi], input.k, cfg.freq_top_k, cfg.freq_queries);
             let hc = &heads[h];
             self.results.heads.push(HeadRow {
+                input: 0,
                 layer: qkv.layer,
                 head: h,
                 kv_head: g,
@@ -279,6 +403,11 @@ impl AttentionHook for SimHook<'_> {
             ..CaptureOptions::default()
         };
         let (heads, dense) = capture_layer(qkv, &opts);
+        if self.cfg.save_qkv.contains(&qkv.layer) {
+            self.results
+                .qkv
+                .push(crate::bundle::qkv::SavedLayer::from_layer(qkv));
+        }
         for g in 0..qkv.n_kv_heads {
             self.group(qkv, &heads, &dense, g);
         }
@@ -360,6 +489,25 @@ pub fn simulate(
             "punctuation masks do not match the token count".into(),
         ));
     }
+    let fits: Vec<&MethodRun> = cfg
+        .methods
+        .iter()
+        .filter(|m| m.selector.needs_calibration())
+        .collect();
+    if let Some(m) = fits.first() {
+        let Some(cal) = &cfg.calibration else {
+            return Err(crate::AnalysisError::Input(format!(
+                "method '{}' fits its settings on calibration text: pass --calibration-text",
+                m.label
+            )));
+        };
+        let mut hook = CalibrationHook {
+            cfg,
+            punct: &cal.punct,
+            newline: &cal.newline,
+        };
+        model.forward(&cal.ids, &mut hook)?;
+    }
     let mut hook = SimHook {
         cfg,
         punct,
@@ -368,5 +516,18 @@ pub fn simulate(
         results: SimResults::default(),
     };
     model.forward_with_progress(ids, &mut hook, progress)?;
+    for m in fits {
+        hook.results.fitted.extend(
+            m.selector
+                .fitted()
+                .into_iter()
+                .map(|(layer, param, value)| FittedRow {
+                    method: m.label.clone(),
+                    layer,
+                    param,
+                    value,
+                }),
+        );
+    }
     Ok(hook.results)
 }

@@ -155,6 +155,41 @@ pub enum HookAction {
 pub trait AttentionHook {
     /// Called once per layer, in order, before the layer's attention.
     fn on_layer(&mut self, qkv: &LayerQkv<'_>) -> Result<HookAction>;
+
+    /// Called instead of [`AttentionHook::on_layer`] by device (GPU) forward passes, with the same
+    /// host copy of Q, K, V and a handle that computes the layer's exact capture on the device.
+    /// The default ignores the handle; capturing hooks override it (see [`DeviceLayer`]).
+    fn on_layer_device(
+        &mut self,
+        qkv: &LayerQkv<'_>,
+        device: &mut dyn DeviceLayer,
+    ) -> Result<HookAction> {
+        let _ = device;
+        self.on_layer(qkv)
+    }
+
+    /// False when the hook would answer [`HookAction::Dense`] for `layer` without reading Q, K, V:
+    /// device passes then skip copying them to the host. The default is true.
+    fn inspects(&self, layer: usize) -> bool {
+        let _ = layer;
+        true
+    }
+}
+
+/// A device forward pass's handle on the current layer, given to
+/// [`AttentionHook::on_layer_device`].
+pub trait DeviceLayer {
+    /// The layer's exact capture computed on the device and copied back (the same statistics
+    /// [`crate::capture::capture_layer`] computes on the CPU), with the exact dense attention
+    /// output `[n, n_heads * head_dim]`. The device keeps that output: a hook that then answers
+    /// [`HookAction::DenseOutput`] costs no upload.
+    fn capture(
+        &mut self,
+        opts: &crate::capture::CaptureOptions,
+    ) -> Result<(Vec<crate::capture::HeadCapture>, Array2<f32>)>;
+
+    /// The device, e.g. `cuda:0 (NVIDIA H100 80GB HBM3)`.
+    fn device(&self) -> String;
 }
 
 /// A hook that does nothing: plain dense attention.
@@ -164,6 +199,10 @@ pub struct NoHook;
 impl AttentionHook for NoHook {
     fn on_layer(&mut self, _qkv: &LayerQkv<'_>) -> Result<HookAction> {
         Ok(HookAction::Dense)
+    }
+
+    fn inspects(&self, _layer: usize) -> bool {
+        false
     }
 }
 

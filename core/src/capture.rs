@@ -178,12 +178,8 @@ impl CaptureHook {
     }
 }
 
-impl AttentionHook for CaptureHook {
-    fn on_layer(&mut self, qkv: &LayerQkv<'_>) -> Result<HookAction> {
-        if !self.wants(qkv.layer) {
-            return Ok(HookAction::Dense);
-        }
-        let (heads, out) = capture_layer(qkv, &self.opts);
+impl CaptureHook {
+    fn record(&mut self, qkv: &LayerQkv<'_>, heads: Vec<HeadCapture>, out: Array2<f32>) -> HookAction {
         let kept = self.opts.keep_qkv.then(|| CapturedQkv {
             q: qkv.q.to_owned(),
             k: qkv.k.to_owned(),
@@ -195,6 +191,32 @@ impl AttentionHook for CaptureHook {
             dense_out: out.clone(),
             qkv: kept,
         });
-        Ok(HookAction::DenseOutput(out))
+        HookAction::DenseOutput(out)
+    }
+}
+
+impl AttentionHook for CaptureHook {
+    fn on_layer_device(
+        &mut self,
+        qkv: &LayerQkv<'_>,
+        device: &mut dyn crate::attention::DeviceLayer,
+    ) -> Result<HookAction> {
+        if !self.wants(qkv.layer) {
+            return Ok(HookAction::Dense);
+        }
+        let (heads, out) = device.capture(&self.opts)?;
+        Ok(self.record(qkv, heads, out))
+    }
+
+    fn inspects(&self, layer: usize) -> bool {
+        self.wants(layer)
+    }
+
+    fn on_layer(&mut self, qkv: &LayerQkv<'_>) -> Result<HookAction> {
+        if !self.wants(qkv.layer) {
+            return Ok(HookAction::Dense);
+        }
+        let (heads, out) = capture_layer(qkv, &self.opts);
+        Ok(self.record(qkv, heads, out))
     }
 }

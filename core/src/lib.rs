@@ -21,6 +21,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod gguf;
+pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod safetensors_io;

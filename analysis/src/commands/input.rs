@@ -39,6 +39,8 @@ pub struct PreparedInput {
     pub ids: Vec<u32>,
     pub pieces: Vec<String>,
     pub needles: Vec<Needle>,
+    /// Character offsets `[start, end)` of each token in the input text.
+    pub offsets: Vec<(usize, usize)>,
 }
 
 fn load_text(spec: &str, quiet: bool) -> Result<Text> {
@@ -102,6 +104,7 @@ pub fn prepare(a: &InputArgs, model: &Model, quiet: bool) -> Result<PreparedInpu
         ids: sample.ids,
         pieces: sample.pieces,
         needles,
+        offsets: sample.offsets.iter().map(|o| (o.start, o.end)).collect(),
     })
 }
 

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod datasets;
 pub mod fetch;
+pub mod figures;
 pub mod info;
 pub mod input;
 pub mod methods;

@@ -1,105 +1,318 @@
-//! `attnscope report RUN_DIR [--json]`: the method table of a run and the PHSA vs InfLLM v2
-//! relative information-loss reduction, overall and per layer.
+//! `attnscope report RUN [RUN2 ...] [--json | --markdown | --latex]`: the method table of each
+//! run per budget, PHSA vs InfLLM v2 relative information-loss reduction with a bootstrap 95%
+//! interval (overall and per layer), and, for several runs, a run-to-run comparison.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use attnscope_analysis::metrics::relative_il_reduction;
-use attnscope_analysis::run_dir::Run;
+use anyhow::{bail, Result};
+use attnscope_analysis::bundle::stats::{il_by_layer, mean_iou, relative_reduction, Reduction, Unit};
+use attnscope_analysis::bundle::Bundle;
 use attnscope_analysis::sim::{summarize, MethodSummary};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A run directory written by `attnscope simulate`.
-    run: PathBuf,
+    /// Run bundles written by `attnscope simulate` (several: compared run to run).
+    #[arg(required = true, value_name = "RUN")]
+    runs: Vec<PathBuf>,
     /// Print one JSON object.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["markdown", "latex"])]
     json: bool,
+    /// Print Markdown tables.
+    #[arg(long, conflicts_with = "latex")]
+    markdown: bool,
+    /// Print LaTeX tables (booktabs).
+    #[arg(long)]
+    latex: bool,
+    /// Bootstrap resamples of the 95% interval (0: no interval).
+    #[arg(long, default_value_t = 2000)]
+    bootstrap: usize,
+    /// Bootstrap resampling unit: `head` (input x layer x q-head) or `query-block`.
+    #[arg(long, default_value = "head")]
+    bootstrap_unit: String,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    bootstrap_seed: u64,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let run = Run::read(&a.run)?;
-    print_table(&run, a.json)
+#[derive(Clone, Copy, PartialEq)]
+enum Style {
+    Text,
+    Markdown,
+    Latex,
 }
 
-fn mean_iou(run: &Run, budget: usize, x: &str, y: &str) -> Option<f64> {
-    let v: Vec<f64> = run
-        .results
-        .iou
-        .iter()
-        .filter(|r| {
-            r.budget == budget
-                && ((r.method_a == x && r.method_b == y) || (r.method_a == y && r.method_b == x))
-        })
-        .map(|r| r.iou)
-        .collect();
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+struct Opts {
+    resamples: usize,
+    unit: Unit,
+    seed: u64,
+}
+
+/// A table to render as text, Markdown or LaTeX.
+struct Tab {
+    caption: String,
+    head: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+fn latex_escape(s: &str) -> String {
+    s.replace('\\', "\\textbackslash{}")
+        .replace('_', "\\_")
+        .replace('%', "\\%")
+        .replace('&', "\\&")
+        .replace('#', "\\#")
+}
+
+fn render(t: &Tab, style: Style) -> String {
+    let mut out = String::new();
+    match style {
+        Style::Text => {
+            let cols = t.head.len();
+            let width: Vec<usize> = (0..cols)
+                .map(|c| {
+                    t.rows
+                        .iter()
+                        .map(|r| r.get(c).map_or(0, |x| x.chars().count()))
+                        .chain([t.head[c].chars().count()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |r: &[String]| -> String {
+                r.iter()
+                    .enumerate()
+                    .map(|(c, x)| {
+                        if c == 0 {
+                            format!("{x:<w$}", w = width[c])
+                        } else {
+                            format!("{x:>w$}", w = width[c])
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            };
+            out.push_str(&t.caption);
+            out.push('\n');
+            out.push_str(&line(&t.head));
+            out.push('\n');
+            for r in &t.rows {
+                out.push_str(&line(r));
+                out.push('\n');
+            }
+        }
+        Style::Markdown => {
+            out.push_str(&format!("**{}**\n\n", t.caption));
+            out.push_str(&format!("| {} |\n", t.head.join(" | ")));
+            let align: Vec<&str> = (0..t.head.len())
+                .map(|c| if c == 0 { "---" } else { "---:" })
+                .collect();
+            out.push_str(&format!("|{}|\n", align.join("|")));
+            for r in &t.rows {
+                out.push_str(&format!("| {} |\n", r.join(" | ")));
+            }
+        }
+        Style::Latex => {
+            let spec: String = (0..t.head.len())
+                .map(|c| if c == 0 { 'l' } else { 'r' })
+                .collect();
+            out.push_str("\\begin{table}[t]\n\\centering\n\\small\n");
+            out.push_str(&format!("\\caption{{{}}}\n", latex_escape(&t.caption)));
+            out.push_str(&format!("\\begin{{tabular}}{{{spec}}}\n\\toprule\n"));
+            let row = |r: &[String]| -> String {
+                r.iter()
+                    .map(|x| latex_escape(x))
+                    .collect::<Vec<_>>()
+                    .join(" & ")
+            };
+            out.push_str(&format!("{} \\\\\n\\midrule\n", row(&t.head)));
+            for r in &t.rows {
+                out.push_str(&format!("{} \\\\\n", row(r)));
+            }
+            out.push_str("\\bottomrule\n\\end{tabular}\n\\end{table}\n");
+        }
+    }
+    out
+}
+
+fn pct(x: f64) -> String {
+    format!("{:+.1}%", x * 100.0)
+}
+
+fn ci_text(r: &Reduction) -> String {
+    match r.ci95 {
+        Some((lo, hi)) => format!(
+            " (95% CI [{}, {}], bootstrap over {} {}s)",
+            pct(lo),
+            pct(hi),
+            r.n_units,
+            r.unit.name()
+        ),
+        None => String::new(),
+    }
+}
+
+fn headline(b: &Bundle, budget: usize, o: &Opts) -> Option<Reduction> {
+    relative_reduction(
+        &b.results.metrics,
+        budget,
+        "phsa",
+        "infllm-v2",
+        o.unit,
+        o.resamples,
+        o.seed,
+        b.manifest.n_tokens,
+        b.manifest.capture_block,
+    )
 }
 
 /// PHSA vs InfLLM v2 per layer: (layer, IL phsa, IL infllm-v2, reduction).
-fn per_layer(run: &Run, budget: usize) -> Vec<(usize, f64, f64, f64)> {
-    let il = |m: &str, l: usize| {
-        let v: Vec<f64> = run
-            .results
-            .metrics
-            .iter()
-            .filter(|r| r.method == m && r.layer == l && r.budget == budget)
-            .map(|r| r.info_loss)
-            .collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    run.manifest
-        .layers
-        .iter()
-        .filter_map(|&l| {
-            let (p, i) = (il("phsa", l)?, il("infllm-v2", l)?);
-            Some((l, p, i, relative_il_reduction(p, i)))
+fn per_layer(b: &Bundle, budget: usize) -> Vec<(usize, f64, f64, f64)> {
+    let p = il_by_layer(&b.results.metrics, budget, "phsa");
+    let i = il_by_layer(&b.results.metrics, budget, "infllm-v2");
+    p.iter()
+        .filter_map(|&(l, x)| {
+            let y = i.iter().find(|(li, _)| *li == l)?.1;
+            Some((
+                l,
+                x,
+                y,
+                attnscope_analysis::metrics::relative_il_reduction(x, y),
+            ))
         })
         .collect()
 }
 
-fn headline(s: &[MethodSummary]) -> Option<(f64, f64, f64)> {
-    let p = s.iter().find(|m| m.name == "phsa")?;
-    let i = s.iter().find(|m| m.name == "infllm-v2")?;
-    Some((
-        p.info_loss,
-        i.info_loss,
-        relative_il_reduction(p.info_loss, i.info_loss),
-    ))
+fn summaries(b: &Bundle, budget: usize) -> Vec<MethodSummary> {
+    summarize(&b.results.metrics)
+        .into_iter()
+        .filter(|m| m.budget == budget)
+        .collect()
 }
 
-/// Prints the tables of a run (text or one JSON object).
-pub fn print_table(run: &Run, as_json: bool) -> Result<()> {
-    let all = summarize(&run.results.metrics);
-    let names: Vec<String> = run
-        .manifest
-        .methods
-        .iter()
-        .map(|m| m.name.clone())
-        .collect();
-    let mut budgets_json = Vec::new();
-    for (bi, label) in run.manifest.budgets.iter().enumerate() {
-        let s: Vec<MethodSummary> = all.iter().filter(|m| m.budget == bi).cloned().collect();
-        let iou: Vec<Vec<Option<f64>>> = names
+fn describe(b: &Bundle) -> String {
+    let m = &b.manifest;
+    let inputs = m.data.inputs.len().max(1);
+    let text = m
+        .data
+        .inputs
+        .first()
+        .map_or_else(String::new, |i| i.name.clone());
+    format!(
+        "{} | {} input{} x {} tokens | {}{}",
+        m.model.identity(),
+        inputs,
+        if inputs == 1 { "" } else { "s" },
+        m.n_tokens,
+        text,
+        if inputs > 1 { ", ..." } else { "" }
+    )
+}
+
+fn method_table(b: &Bundle, budget: usize, label: &str) -> Tab {
+    let s = summaries(b, budget);
+    Tab {
+        caption: format!("{} | budget {label}", describe(b)),
+        head: [
+            "method", "target", "sparsity", "recall", "info_loss", "KL", "out_err", "cosine",
+            "needle", "reached",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: s
             .iter()
-            .map(|x| {
-                names
-                    .iter()
-                    .map(|y| {
-                        if x == y {
-                            Some(1.0)
-                        } else {
-                            mean_iou(run, bi, x, y)
-                        }
-                    })
-                    .collect()
+            .map(|m| {
+                vec![
+                    m.name.clone(),
+                    format!("{:.4}", m.target_sparsity),
+                    format!("{:.4}", m.sparsity),
+                    format!("{:.4}", m.recall),
+                    format!("{:.4}", m.info_loss),
+                    format!("{:.4}", m.kl),
+                    format!("{:.4}", m.out_rel_err),
+                    format!("{:.4}", m.cosine),
+                    m.needle_recall
+                        .map_or("-".to_string(), |v| format!("{v:.4}")),
+                    format!("{:.0}%", m.reached * 100.0),
+                ]
             })
+            .collect(),
+    }
+}
+
+/// The text report of one bundle (what `simulate` prints when it finishes).
+pub fn print_text(b: &Bundle) -> Result<()> {
+    let o = Opts {
+        resamples: 2000,
+        unit: Unit::Head,
+        seed: 0,
+    };
+    print!("{}", render_bundle(b, Style::Text, &o));
+    Ok(())
+}
+
+fn render_bundle(b: &Bundle, style: Style, o: &Opts) -> String {
+    let mut out = String::new();
+    for bi in &b.manifest.budgets {
+        out.push_str(&render(&method_table(b, bi.index, &bi.label), style));
+        let s = summaries(b, bi.index);
+        let missed: Vec<&str> = s
+            .iter()
+            .filter(|m| m.reached < 1.0)
+            .map(|m| m.name.as_str())
             .collect();
-        let head = headline(&s);
-        if as_json {
-            budgets_json.push(json!({
-                "budget": label,
+        let mut notes = Vec::new();
+        if !missed.is_empty() {
+            notes.push(format!(
+                "note: {} did not reach the target everywhere (forced keys above the budget, or a \
+                 knob too coarse); compare them at the sparsity they reached",
+                missed.join(", ")
+            ));
+        }
+        if let Some(r) = headline(b, bi.index, o) {
+            notes.push(format!(
+                "PHSA vs InfLLM v2: information loss {:.4} vs {:.4}, relative reduction {}{}",
+                r.il_a,
+                r.il_b,
+                pct(r.reduction),
+                ci_text(&r)
+            ));
+            let layers: Vec<String> = per_layer(b, bi.index)
+                .iter()
+                .map(|(l, _, _, r)| format!("L{l} {}", pct(*r)))
+                .collect();
+            notes.push(format!("  per layer: {}", layers.join(", ")));
+        }
+        for n in notes {
+            match style {
+                Style::Latex => out.push_str(&format!("% {n}\n")),
+                Style::Markdown => out.push_str(&format!("\n{n}\n")),
+                Style::Text => out.push_str(&format!("{n}\n")),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn bundle_json(b: &Bundle, o: &Opts) -> Value {
+    let names: Vec<String> = b.manifest.methods.iter().map(|m| m.name.clone()).collect();
+    let budgets: Vec<Value> = b
+        .manifest
+        .budgets
+        .iter()
+        .map(|bi| {
+            let s = summaries(b, bi.index);
+            let iou: Vec<Vec<Option<f64>>> = names
+                .iter()
+                .map(|x| {
+                    names
+                        .iter()
+                        .map(|y| mean_iou(&b.results.iou, bi.index, x, y))
+                        .collect()
+                })
+                .collect();
+            json!({
+                "budget": bi.label,
                 "methods": s.iter().map(|m| json!({
                     "name": m.name, "sparsity": m.sparsity, "target_sparsity": m.target_sparsity,
                     "recall": m.recall, "info_loss": m.info_loss, "kl": m.kl,
@@ -107,81 +320,180 @@ pub fn print_table(run: &Run, as_json: bool) -> Result<()> {
                     "needle_recall": m.needle_recall, "reached": m.reached,
                 })).collect::<Vec<_>>(),
                 "iou": { "methods": names, "matrix": iou },
-                "phsa_vs_infllm_v2": head.map(|(p, i, r)| json!({
-                    "info_loss_phsa": p, "info_loss_infllm_v2": i, "relative_il_reduction": r,
-                    "per_layer": per_layer(run, bi).iter().map(|(l, p, i, r)| json!({
+                "phsa_vs_infllm_v2": headline(b, bi.index, o).map(|r| json!({
+                    "info_loss_phsa": r.il_a, "info_loss_infllm_v2": r.il_b,
+                    "relative_il_reduction": r.reduction,
+                    "ci95": r.ci95.map(|(lo, hi)| [lo, hi]),
+                    "bootstrap": { "unit": r.unit.name(), "resamples": r.resamples, "units": r.n_units },
+                    "per_layer": per_layer(b, bi.index).iter().map(|(l, p, i, r)| json!({
                         "layer": l, "info_loss_phsa": p, "info_loss_infllm_v2": i, "relative_il_reduction": r
                     })).collect::<Vec<_>>(),
                 })),
-            }));
+            })
+        })
+        .collect();
+    // The first budget's table at the top level, every budget under "budgets".
+    let mut top = budgets.first().cloned().unwrap_or_else(|| json!({}));
+    if let Some(obj) = top.as_object_mut() {
+        obj.insert("run".into(), json!(b.dir));
+        obj.insert("run_id".into(), json!(b.manifest.run_id));
+        obj.insert("model".into(), json!(b.manifest.model.spec));
+        obj.insert("model_sha256".into(), json!(b.manifest.model.files.first().map(|f| &f.sha256)));
+        obj.insert("n_tokens".into(), json!(b.manifest.n_tokens));
+        obj.insert("inputs".into(), json!(b.manifest.data.inputs.len()));
+        obj.insert("budgets".into(), json!(budgets));
+    }
+    top
+}
+
+/// Run-to-run comparison: per budget label and method found in every run, the information loss
+/// of each run and its change from the first.
+fn comparison(runs: &[Bundle], o: &Opts) -> (Vec<Tab>, Value) {
+    let mut tabs = Vec::new();
+    let mut js = Vec::new();
+    let first = &runs[0];
+    for bi in &first.manifest.budgets {
+        let idx: Vec<Option<usize>> = runs
+            .iter()
+            .map(|r| {
+                r.manifest
+                    .budgets
+                    .iter()
+                    .find(|x| x.label == bi.label)
+                    .map(|x| x.index)
+            })
+            .collect();
+        if idx.iter().any(Option::is_none) {
             continue;
         }
-        println!(
-            "{} | {} tokens | {} | budget {label}",
-            run.manifest.model, run.manifest.n_tokens, run.manifest.input
-        );
-        println!(
-            "{:<16} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>8}",
-            "method",
-            "target",
-            "sparsity",
-            "recall",
-            "info_loss",
-            "KL",
-            "out_err",
-            "needle",
-            "reached"
-        );
-        for m in &s {
-            println!(
-                "{:<16} {:>9.4} {:>9.4} {:>9.4} {:>10.4} {:>9.4} {:>9.4} {:>8} {:>7.0}%",
-                m.name,
-                m.target_sparsity,
-                m.sparsity,
-                m.recall,
-                m.info_loss,
-                m.kl,
-                m.out_rel_err,
-                m.needle_recall
-                    .map_or("-".to_string(), |v| format!("{v:.4}")),
-                m.reached * 100.0
-            );
-        }
-        let missed: Vec<&str> = s
+        let idx: Vec<usize> = idx.into_iter().flatten().collect();
+        let sums: Vec<Vec<MethodSummary>> = runs
             .iter()
-            .filter(|m| m.reached < 1.0)
-            .map(|m| m.name.as_str())
+            .zip(&idx)
+            .map(|(r, &i)| summaries(r, i))
             .collect();
-        if !missed.is_empty() {
-            println!(
-                "note: {} did not reach the target everywhere (forced keys above the budget, or a \
-                 knob too coarse); compare them at the sparsity they reached",
-                missed.join(", ")
-            );
-        }
-        if let Some((p, i, r)) = head {
-            println!(
-                "PHSA vs InfLLM v2: information loss {p:.4} vs {i:.4}, relative reduction {:+.1}%",
-                r * 100.0
-            );
-            let layers: Vec<String> = per_layer(run, bi)
+        let mut head = vec!["method".to_string()];
+        head.extend(runs.iter().map(|r| format!("IL {}", r.manifest.run_id)));
+        head.extend(runs.iter().skip(1).map(|r| format!("change {}", r.manifest.run_id)));
+        let mut rows = Vec::new();
+        for m in &sums[0] {
+            let ils: Option<Vec<f64>> = sums
                 .iter()
-                .map(|(l, _, _, r)| format!("L{l} {:+.1}%", r * 100.0))
+                .map(|s| s.iter().find(|x| x.name == m.name).map(|x| x.info_loss))
                 .collect();
-            println!("  per layer: {}", layers.join(", "));
+            let Some(ils) = ils else { continue };
+            let mut row = vec![m.name.clone()];
+            row.extend(ils.iter().map(|x| format!("{x:.4}")));
+            row.extend(ils.iter().skip(1).map(|x| {
+                attnscope_analysis::metrics::relative_il_reduction(*x, ils[0])
+            }).map(|r| pct(-r)));
+            js.push(json!({ "budget": bi.label, "method": m.name, "info_loss": ils }));
+            rows.push(row);
         }
-        println!();
+        let heads: Vec<Value> = runs
+            .iter()
+            .zip(&idx)
+            .map(|(r, &i)| {
+                headline(r, i, o).map_or(Value::Null, |h| {
+                    json!({ "run": r.manifest.run_id, "relative_il_reduction": h.reduction,
+                            "ci95": h.ci95.map(|(lo, hi)| [lo, hi]) })
+                })
+            })
+            .collect();
+        js.push(json!({ "budget": bi.label, "phsa_vs_infllm_v2": heads }));
+        let mut row = vec!["PHSA vs InfLLM v2".to_string()];
+        for (r, &i) in runs.iter().zip(&idx) {
+            row.push(headline(r, i, o).map_or("-".into(), |h| {
+                format!(
+                    "{}{}",
+                    pct(h.reduction),
+                    h.ci95
+                        .map_or(String::new(), |(lo, hi)| format!(" [{}, {}]", pct(lo), pct(hi)))
+                )
+            }));
+        }
+        row.resize(head.len(), String::new());
+        rows.push(row);
+        tabs.push(Tab {
+            caption: format!(
+                "run-to-run comparison | budget {} | information loss (change relative to {})",
+                bi.label, first.manifest.run_id
+            ),
+            head,
+            rows,
+        });
     }
-    if as_json {
-        // The first budget's table at the top level, every budget under "budgets".
-        let mut top = budgets_json.first().cloned().unwrap_or_else(|| json!({}));
-        if let Some(o) = top.as_object_mut() {
-            o.insert("run".into(), json!(run.dir));
-            o.insert("model".into(), json!(run.manifest.model));
-            o.insert("n_tokens".into(), json!(run.manifest.n_tokens));
-            o.insert("budgets".into(), json!(budgets_json));
+    (tabs, Value::Array(js))
+}
+
+/// Warns about runs that cannot be compared like for like, naming their manifests.
+fn check_mix(runs: &[Bundle]) {
+    let first = &runs[0];
+    for r in &runs[1..] {
+        if !first.manifest.model.same_weights(&r.manifest.model) {
+            eprintln!(
+                "warning: runs use different models: {} ({}) vs {} ({}); comparing them anyway",
+                first.dir.join("manifest.json").display(),
+                first.manifest.model.identity(),
+                r.dir.join("manifest.json").display(),
+                r.manifest.model.identity()
+            );
         }
-        println!("{}", serde_json::to_string_pretty(&top)?);
+        if first.manifest.n_tokens != r.manifest.n_tokens {
+            eprintln!(
+                "warning: {} has {} tokens per input, {} has {}",
+                first.dir.join("manifest.json").display(),
+                first.manifest.n_tokens,
+                r.dir.join("manifest.json").display(),
+                r.manifest.n_tokens
+            );
+        }
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let unit: Unit = match a.bootstrap_unit.parse() {
+        Ok(u) => u,
+        Err(e) => bail!("--bootstrap-unit: {e}"),
+    };
+    let o = Opts {
+        resamples: a.bootstrap,
+        unit,
+        seed: a.bootstrap_seed,
+    };
+    let runs: Vec<Bundle> = a
+        .runs
+        .iter()
+        .map(|d| Bundle::read(d))
+        .collect::<Result<_, _>>()?;
+    check_mix(&runs);
+    if a.json {
+        let v = if runs.len() == 1 {
+            bundle_json(&runs[0], &o)
+        } else {
+            json!({
+                "runs": runs.iter().map(|b| bundle_json(b, &o)).collect::<Vec<_>>(),
+                "comparison": comparison(&runs, &o).1,
+            })
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let style = if a.markdown {
+        Style::Markdown
+    } else if a.latex {
+        Style::Latex
+    } else {
+        Style::Text
+    };
+    for b in &runs {
+        print!("{}", render_bundle(b, style, &o));
+    }
+    if runs.len() > 1 {
+        for t in comparison(&runs, &o).0 {
+            print!("{}", render(&t, style));
+            println!();
+        }
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod nsa;
 pub mod oracle_topk;
 pub mod oracle_topp;
 pub mod phsa;
+pub mod phsa_fit;
 pub mod quest;
 pub mod rtpurbo_proxy;
 pub mod seer_oracle;
@@ -28,6 +29,7 @@ use crate::registry::MethodInfo;
 /// Every method, in report order: the flagship, the published methods, proxies, then oracles.
 pub static ALL: &[MethodInfo] = &[
     phsa::INFO,
+    phsa_fit::INFO,
     infllm_v2::INFO,
     streaming::INFO,
     nsa::INFO,

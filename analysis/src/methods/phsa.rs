@@ -51,6 +51,28 @@ pub struct Phsa {
 }
 
 impl Phsa {
+    /// Ranks every query's candidate blocks (one ranking shared by the group).
+    pub fn rank(&self, g: &GroupInput<'_>) -> RankedHeads {
+        let reps = self.representatives(g);
+        let scale = g.scale();
+        let logits: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&reps.t()) * scale).collect();
+        let block = self.block;
+        let rows = rank_blocks_per_query(g.n(), block, self.n_init, self.local, |i| {
+            let complete = i / block; // blocks 0..complete end at or before the query's block
+            let mut total = vec![0f32; complete];
+            for l in &logits {
+                let mut row: Vec<f32> = l.row(i).iter().take(complete).copied().collect();
+                softmax_inplace(&mut row);
+                total.iter_mut().zip(&row).for_each(|(t, r)| *t += r);
+            }
+            total.into_iter().map(Some).collect()
+        });
+        RankedHeads {
+            heads: vec![rows],
+            group_size: g.group_size(),
+        }
+    }
+
     /// The block representatives `M(B_b)`: `[n_blocks, d]`.
     pub fn representatives(&self, g: &GroupInput<'_>) -> Array2<f32> {
         let mut reps = block_means(g.k, self.block);
@@ -89,23 +111,6 @@ impl Selector for Phsa {
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
-        let reps = self.representatives(g);
-        let scale = g.scale();
-        let logits: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&reps.t()) * scale).collect();
-        let block = self.block;
-        let rows = rank_blocks_per_query(g.n(), block, self.n_init, self.local, |i| {
-            let complete = i / block; // blocks 0..complete end at or before the query's block
-            let mut total = vec![0f32; complete];
-            for l in &logits {
-                let mut row: Vec<f32> = l.row(i).iter().take(complete).copied().collect();
-                softmax_inplace(&mut row);
-                total.iter_mut().zip(&row).for_each(|(t, r)| *t += r);
-            }
-            total.into_iter().map(Some).collect()
-        });
-        Box::new(RankedHeads {
-            heads: vec![rows],
-            group_size: g.group_size(),
-        })
+        Box::new(self.rank(g))
     }
 }

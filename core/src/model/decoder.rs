@@ -113,6 +113,10 @@ impl Model {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Array2<f32>> {
         self.check_input(ids)?;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.gpu {
+            return gpu.forward(ids, hook, progress);
+        }
         let cfg = &self.config;
         let n = ids.len();
         // 1. Token embeddings.

@@ -51,6 +51,9 @@ pub struct Model {
     /// `None` when the output head is tied to the embeddings.
     pub(crate) lm_head: Option<Array2<f32>>,
     pub(crate) rope: Rope,
+    /// The GPU copy of the weights after [`Model::to_device`]; forward passes then run there.
+    #[cfg(feature = "cuda")]
+    pub(crate) gpu: Option<std::sync::Arc<crate::gpu::GpuModel>>,
 }
 
 /// Which tensors of a layer an architecture has (its file's one decision).
@@ -143,6 +146,8 @@ impl Model {
             lm_head,
             rope,
             config,
+            #[cfg(feature = "cuda")]
+            gpu: None,
         })
     }
 

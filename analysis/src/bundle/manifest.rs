@@ -1,0 +1,246 @@
+//! `manifest.json`: what a run was (tool, model with the SHA-256 of its weights, data, methods
+//! with every parameter, budgets, device, timings) and which table files it holds.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::io::{file_err, Format};
+use crate::error::Result;
+
+/// Format version of bundles written by this build. Readers refuse newer versions.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The git revision this binary was built from (`unknown` outside a git checkout).
+pub const GIT_REVISION: &str = env!("ATTNSCOPE_GIT_REV");
+
+/// What a run was: model, inputs, methods, budgets, timings, and its table files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// Short id repeated in the `run` column of `metrics` (the bundle folder's name by default).
+    pub run_id: String,
+    /// Seconds since the Unix epoch when the run finished.
+    pub created_unix: u64,
+    pub tool: ToolInfo,
+    /// The command line that produced the bundle.
+    pub command: Vec<String>,
+    pub model: ModelInfo,
+    pub data: DataInfo,
+    /// Tokens of each input.
+    pub n_tokens: usize,
+    /// Methods with every parameter value, in run order.
+    pub methods: Vec<ManifestMethod>,
+    /// Budgets, in index order (`budget` columns refer to them).
+    pub budgets: Vec<BudgetInfo>,
+    /// Simulated layers.
+    pub layers: Vec<usize>,
+    /// Key block of the captured block masses, pooled maps and selections; also the query block
+    /// of `recall_by_query_block`.
+    pub capture_block: usize,
+    /// Top-k of the frequency-chunk agreement and queries sampled for it.
+    pub freq_top_k: usize,
+    pub freq_queries: usize,
+    /// Budgets whose selections are in the `selections` table.
+    pub selection_budgets: Vec<usize>,
+    pub device: String,
+    pub timings: Timings,
+    pub format: Format,
+    /// The table files, with row counts (a reader checks them).
+    pub tables: Vec<TableInfo>,
+    /// Captured post-RoPE Q/K/V (safetensors), when asked for.
+    pub qkv: Vec<QkvFile>,
+    pub warnings: Vec<String>,
+}
+
+/// The tool that wrote the bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ToolInfo {
+    pub name: String,
+    pub version: String,
+    pub git_revision: String,
+}
+
+impl ToolInfo {
+    /// This build.
+    pub fn current() -> Self {
+        Self {
+            name: "attnscope".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            git_revision: GIT_REVISION.into(),
+        }
+    }
+}
+
+/// The model of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ModelInfo {
+    /// `--model` as given (registry name or path).
+    pub spec: String,
+    /// The file or folder it was loaded from.
+    pub source: String,
+    pub architecture: String,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub max_context: usize,
+    /// Storage types as loaded (e.g. `Q4_1 x 180, F32 x 61`).
+    pub storage: String,
+    /// Weight files with size and SHA-256.
+    pub files: Vec<FileHash>,
+}
+
+impl ModelInfo {
+    /// One line naming the model: spec and the first weights hash, if any.
+    pub fn identity(&self) -> String {
+        match self.files.first() {
+            Some(f) => format!("{} (sha256 {}…)", self.spec, &f.sha256[..12.min(f.sha256.len())]),
+            None => self.spec.clone(),
+        }
+    }
+
+    /// True when two runs used the same weights (same hashes, or the same source when unhashed).
+    pub fn same_weights(&self, other: &ModelInfo) -> bool {
+        if self.files.is_empty() || other.files.is_empty() {
+            return self.source == other.source;
+        }
+        self.files.iter().map(|f| &f.sha256).eq(other.files.iter().map(|f| &f.sha256))
+    }
+}
+
+/// A file with its size and SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct FileHash {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The inputs of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct DataInfo {
+    /// Task (`text`, `niah-single`, ...).
+    pub dataset: String,
+    pub len: usize,
+    pub depth: Option<f64>,
+    pub inputs: Vec<InputInfo>,
+}
+
+/// One input of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct InputInfo {
+    pub index: usize,
+    pub name: String,
+    /// The text (corpus name or file).
+    pub text: String,
+    pub seed: u64,
+    pub n_tokens: usize,
+    pub n_needles: usize,
+}
+
+/// One method of a run with its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ManifestMethod {
+    pub name: String,
+    pub kind: String,
+    pub params: BTreeMap<String, f64>,
+}
+
+/// One budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct BudgetInfo {
+    pub index: usize,
+    /// e.g. `sparsity=0.9`.
+    pub label: String,
+    /// `sparsity`, `tokens` or `top_p`.
+    pub kind: String,
+    pub value: f64,
+}
+
+/// Wall-clock seconds of the parts of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Timings {
+    pub load_s: f64,
+    pub hash_s: f64,
+    /// Simulation of each input (0 for inputs restored by a resumed run).
+    pub inputs_s: Vec<f64>,
+    pub write_s: f64,
+    pub total_s: f64,
+    /// Per method: scoring, calibration and metrics, summed over layers, groups and inputs.
+    pub method_s: BTreeMap<String, f64>,
+}
+
+/// A table file of the bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TableInfo {
+    pub name: String,
+    pub file: String,
+    pub rows: usize,
+    pub bytes: u64,
+}
+
+/// A safetensors file of captured Q/K/V.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct QkvFile {
+    pub input: usize,
+    pub file: String,
+    pub layers: Vec<usize>,
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<FileHash> {
+    let mut f = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(|e| file_err(path, e))?;
+        if k == 0 {
+            break;
+        }
+        bytes += k as u64;
+        h.update(&buf[..k]);
+    }
+    let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(FileHash {
+        path: path.display().to_string(),
+        bytes,
+        sha256,
+    })
+}
+
+/// Hashes a model's weights: the file itself, or every `*.safetensors` / `*.gguf` file of a folder.
+pub fn hash_weights(source: &Path) -> Result<Vec<FileHash>> {
+    if source.is_file() {
+        return Ok(vec![sha256_file(source)?]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(source)
+        .map_err(|e| file_err(source, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "safetensors" || x == "gguf")
+        })
+        .collect();
+    files.sort();
+    files.iter().map(|p| sha256_file(p)).collect()
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,540 @@
+//! [`GpuModel`]: the decoder forward pass on a GPU, step for step as
+//! [`crate::model::decoder`], with the attention hook at the same place.
+
+use std::sync::Arc;
+
+use attnscope_kernels::cuda::{
+    bf16, AttnKernel, AttnShape, DBuf, GpuDevice, GpuFloat, RowLayout,
+};
+use ndarray::Array2;
+
+use super::plan::MemoryPlan;
+use super::weights::{weight_bytes, GpuWeights};
+use super::gpu_err;
+use crate::attention::{sparse_attention, AttentionHook, DeviceLayer, HookAction, LayerQkv};
+use crate::capture::{CaptureOptions, HeadCapture};
+use crate::config::ModelConfig;
+use crate::device::Precision;
+use crate::error::{CoreError, Result};
+use crate::model::Model;
+
+enum W {
+    F32(GpuWeights<f32>),
+    Bf16(GpuWeights<bf16>),
+}
+
+/// A model whose forward pass runs on a GPU. Build it with [`GpuModel::from_model`] (or
+/// [`Model::to_device`], which keeps it inside the [`Model`]) or [`GpuModel::random`].
+pub struct GpuModel {
+    dev: Arc<GpuDevice>,
+    pub config: ModelConfig,
+    pub precision: Precision,
+    w: W,
+}
+
+impl std::fmt::Debug for GpuModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuModel({}, {}, {:?})", self.dev.label(), self.precision, self.config.arch)
+    }
+}
+
+/// What a device-side capture run measured (see [`GpuModel::forward_device_capture`]).
+#[derive(Debug, Clone)]
+pub struct DeviceCaptureSummary {
+    pub tokens: usize,
+    /// Captured layers (empty for a plain forward).
+    pub layers: Vec<usize>,
+    /// Mean sink mass per captured layer and q-head.
+    pub sink_mass: Vec<Vec<f64>>,
+    /// Device time of the whole pass (embedding to final norm), milliseconds.
+    pub device_ms: f32,
+    /// The attention kernel used.
+    pub kernel: AttnKernel,
+    /// The memory plan of the run.
+    pub plan: MemoryPlan,
+}
+
+/// Per-forward activation buffers (one layer's worth, reused by every layer).
+struct Bufs<T> {
+    x: DBuf<f32>,
+    xn: DBuf<T>,
+    qkv: DBuf<T>,
+    qh: DBuf<T>,
+    kh: DBuf<T>,
+    vh: DBuf<T>,
+    attn: DBuf<T>,
+    lse: DBuf<f32>,
+    gu: DBuf<T>,
+    act: DBuf<T>,
+}
+
+/// One layer's capture buffers.
+struct CapBufs {
+    block: usize,
+    p: DBuf<f32>,
+    sink: DBuf<f32>,
+    pooled: DBuf<f32>,
+}
+
+enum Mode<'a> {
+    Hook(&'a mut dyn AttentionHook),
+    /// Capture the listed layers (all when `None`) on the device, keeping only sink masses.
+    Device(Option<&'a CaptureOptions>, &'a mut Vec<(usize, DBuf<f32>)>),
+}
+
+impl GpuModel {
+    /// Uploads `model`'s weights to CUDA device `ordinal` at `precision` (refused, with the
+    /// numbers, when they do not fit).
+    pub fn from_model(model: &Model, ordinal: usize, precision: Precision) -> Result<Self> {
+        let dev = GpuDevice::open(ordinal).map_err(gpu_err)?;
+        let cfg = model.config.clone();
+        Self::check_weights_fit(&dev, &cfg, precision)?;
+        let w = match precision {
+            Precision::F32 => W::F32(GpuWeights::upload(&dev, model)?),
+            Precision::Bf16 => W::Bf16(GpuWeights::upload(&dev, model)?),
+        };
+        dev.synchronize().map_err(gpu_err)?;
+        Ok(Self {
+            dev,
+            config: cfg,
+            precision,
+            w,
+        })
+    }
+
+    /// A model of shape `config` with random weights generated on the device from `seed`
+    /// (see [`super::random_config`] for named shapes).
+    pub fn random(config: ModelConfig, ordinal: usize, precision: Precision, seed: u64) -> Result<Self> {
+        let dev = GpuDevice::open(ordinal).map_err(gpu_err)?;
+        Self::check_weights_fit(&dev, &config, precision)?;
+        let w = match precision {
+            Precision::F32 => W::F32(GpuWeights::random(&dev, &config, seed)?),
+            Precision::Bf16 => W::Bf16(GpuWeights::random(&dev, &config, seed)?),
+        };
+        dev.synchronize().map_err(gpu_err)?;
+        Ok(Self {
+            dev,
+            config,
+            precision,
+            w,
+        })
+    }
+
+    fn check_weights_fit(dev: &GpuDevice, cfg: &ModelConfig, precision: Precision) -> Result<()> {
+        let need = match precision {
+            Precision::F32 => weight_bytes::<f32>(cfg),
+            Precision::Bf16 => weight_bytes::<bf16>(cfg),
+        };
+        let (free, _) = dev.memory().map_err(gpu_err)?;
+        if need + (256 << 20) > free {
+            let hint = if precision == Precision::F32 {
+                "load with --precision bf16 (half the bytes), or use --device cpu"
+            } else {
+                "use a GPU with more memory, or --device cpu"
+            };
+            return Err(gpu_err(dev.oom(&format!("the {precision} weights"), need, hint)));
+        }
+        Ok(())
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &Arc<GpuDevice> {
+        &self.dev
+    }
+
+    /// Bytes of the weights on the device.
+    pub fn weight_bytes(&self) -> u64 {
+        match self.precision {
+            Precision::F32 => weight_bytes::<f32>(&self.config),
+            Precision::Bf16 => weight_bytes::<bf16>(&self.config),
+        }
+    }
+
+    /// The memory plan of a forward at `n` tokens (`capture`: the capture options when layers are
+    /// captured; `kept_layers`: layers whose results stay on the device).
+    pub fn plan(&self, n: usize, capture: Option<&CaptureOptions>, kept_layers: usize) -> MemoryPlan {
+        MemoryPlan::new(&self.config, self.precision, self.weight_bytes(), n, capture, kept_layers)
+    }
+
+    /// The attention kernel this model uses for capture options `opts`.
+    pub fn attention_kernel(&self, opts: &CaptureOptions) -> AttnKernel {
+        let d = self.config.head_dim;
+        match self.precision {
+            Precision::F32 => AttnKernel::auto::<f32>(&self.dev, d, opts.block, opts.sink_tokens),
+            Precision::Bf16 => AttnKernel::auto::<bf16>(&self.dev, d, opts.block, opts.sink_tokens),
+        }
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(CoreError::Input("empty input: no tokens to run".into()));
+        }
+        if ids.len() > self.config.max_context {
+            return Err(CoreError::Input(format!(
+                "{} tokens is more than the model's context of {}",
+                ids.len(),
+                self.config.max_context
+            )));
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.config.vocab) {
+            return Err(CoreError::Input(format!(
+                "token id {bad} is outside the vocabulary of {} ids",
+                self.config.vocab
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_plan(&self, plan: &MemoryPlan) -> Result<()> {
+        let (free, _) = self.dev.memory().map_err(gpu_err)?;
+        if plan.run_bytes() > free {
+            return Err(gpu_err(self.dev.oom(
+                &format!("a run of {}", plan.describe()),
+                plan.run_bytes(),
+                "use a shorter input (--len), capture fewer layers (--layers), or --device cpu",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs the model over `ids` on the GPU; returns the final normed hidden states
+    /// `[n, hidden]` (f32, on the host). The hook is called at every layer as on the CPU.
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        hook: &mut dyn AttentionHook,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Array2<f32>> {
+        self.check_ids(ids)?;
+        let (hidden, _) = match &self.w {
+            W::F32(w) => self.run(w, ids, Mode::Hook(hook), progress)?,
+            W::Bf16(w) => self.run(w, ids, Mode::Hook(hook), progress)?,
+        };
+        let v = self.dev.download(&hidden).map_err(gpu_err)?;
+        Array2::from_shape_vec((ids.len(), self.config.hidden), v)
+            .map_err(|e| CoreError::Device(format!("hidden states: {e}")))
+    }
+
+    /// A forward pass that captures every layer in `capture` (all layers when its `layers` is
+    /// `None`; no capture when `capture` is `None`) on the device, copying back only the mean
+    /// sink mass per (layer, head): for timing full capture without host copies. The device time
+    /// covers embedding to final norm.
+    pub fn forward_device_capture(
+        &self,
+        ids: &[u32],
+        capture: Option<&CaptureOptions>,
+    ) -> Result<DeviceCaptureSummary> {
+        self.check_ids(ids)?;
+        let n = ids.len();
+        let layers: Vec<usize> = match capture {
+            None => vec![],
+            Some(o) => o.layers.clone().unwrap_or_else(|| (0..self.config.n_layers).collect()),
+        };
+        let plan = self.plan(n, capture, layers.len());
+        self.check_plan(&plan)?;
+        let mut kept = Vec::new();
+        let timer = self.dev.timer().map_err(gpu_err)?;
+        let mode = Mode::Device(capture, &mut kept);
+        match &self.w {
+            W::F32(w) => self.run(w, ids, mode, &mut |_| {})?,
+            W::Bf16(w) => self.run(w, ids, mode, &mut |_| {})?,
+        };
+        let device_ms = timer.stop_ms(&self.dev).map_err(gpu_err)?;
+        let heads = self.config.n_heads;
+        let mut sink_mass = Vec::new();
+        for (_, b) in &kept {
+            let v = self.dev.download(b).map_err(gpu_err)?;
+            sink_mass.push(
+                v.chunks(n)
+                    .take(heads)
+                    .map(|c| c.iter().map(|&x| x as f64).sum::<f64>() / n as f64)
+                    .collect(),
+            );
+        }
+        let opts = capture.cloned().unwrap_or_default();
+        Ok(DeviceCaptureSummary {
+            tokens: n,
+            layers: kept.iter().map(|(l, _)| *l).collect(),
+            sink_mass,
+            device_ms,
+            kernel: self.attention_kernel(&opts),
+            plan,
+        })
+    }
+
+    fn alloc<T: GpuFloat>(&self, len: usize, what: &str) -> Result<DBuf<T>> {
+        self.dev.alloc::<T>(len, what).map_err(gpu_err)
+    }
+
+    fn bufs<T: GpuFloat>(&self, n: usize) -> Result<Bufs<T>> {
+        let c = &self.config;
+        let (h, d) = (c.hidden, c.head_dim);
+        let (qd, kvd) = (c.n_heads * d, c.n_kv_heads * d);
+        Ok(Bufs {
+            x: self.alloc(n * h, "residual stream")?,
+            xn: self.alloc(n * h, "normed input")?,
+            qkv: self.alloc(n * (qd + 2 * kvd), "fused qkv")?,
+            qh: self.alloc(n * qd, "head-major q")?,
+            kh: self.alloc(n * kvd, "head-major k")?,
+            vh: self.alloc(n * kvd, "head-major v")?,
+            attn: self.alloc(n * qd, "attention output")?,
+            lse: self.alloc(c.n_heads * n, "log-sum-exp")?,
+            gu: self.alloc(n * 2 * c.intermediate, "gate|up")?,
+            act: self.alloc(n * c.intermediate, "mlp activation")?,
+        })
+    }
+
+    fn cap_bufs(&self, n: usize, block: usize) -> Result<CapBufs> {
+        let heads = self.config.n_heads;
+        let block = block.max(1);
+        let nb = n.div_ceil(block);
+        let need = 4 * heads as u64 * (n as u64 * nb as u64 + n as u64 + (nb * nb) as u64);
+        let (free, _) = self.dev.memory().map_err(gpu_err)?;
+        if need + (64 << 20) > free {
+            return Err(gpu_err(self.dev.oom(
+                &format!("capturing a layer at {n} tokens with block {block}"),
+                need,
+                "use a larger capture block, a shorter input (--len), or --device cpu",
+            )));
+        }
+        Ok(CapBufs {
+            block,
+            p: self.alloc(heads * n * nb, "block mass P")?,
+            sink: self.alloc(heads * n, "sink mass")?,
+            pooled: self.alloc(heads * nb * nb, "pooled map")?,
+        })
+    }
+
+    fn shape(&self, n: usize) -> AttnShape {
+        AttnShape {
+            n,
+            heads: self.config.n_heads,
+            kv_heads: self.config.n_kv_heads,
+            head_dim: self.config.head_dim,
+        }
+    }
+
+    /// The decoder, steps numbered as in `model/decoder.rs`. Returns the final hidden states on
+    /// the device.
+    fn run<T: GpuFloat>(
+        &self,
+        w: &GpuWeights<T>,
+        ids: &[u32],
+        mut mode: Mode<'_>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(DBuf<f32>, ())> {
+        let dev = &*self.dev;
+        let c = &self.config;
+        let n = ids.len();
+        let (h, d, f) = (c.hidden, c.head_dim, c.intermediate);
+        let (nh, nkv) = (c.n_heads, c.n_kv_heads);
+        let (qd, kvd) = (nh * d, nkv * d);
+        let wq = qd + 2 * kvd;
+        if let Mode::Hook(_) = mode {
+            self.check_plan(&self.plan(n, None, 0))?;
+        }
+        let ge = gpu_err;
+        let ids_d = dev.upload(ids, "token ids").map_err(ge)?;
+        let mut b = self.bufs::<T>(n)?;
+        let mut cap: Option<CapBufs> = None;
+        let shape = self.shape(n);
+        let dense_kernel = match self.precision {
+            Precision::F32 => AttnKernel::Rowwise,
+            Precision::Bf16 => AttnKernel::auto::<T>(dev, d, 64, 0),
+        };
+        // 1. Token embeddings.
+        dev.embed_gather(&w.embed, &ids_d, &mut b.x, n, h).map_err(ge)?;
+        for (l, lw) in w.layers.iter().enumerate() {
+            // 2. Pre-attention RMSNorm.
+            dev.rms_norm(&b.x, &mut b.xn, &lw.attn_norm, n, h, c.rms_eps).map_err(ge)?;
+            // 3. Q, K, V projections (one fused product), with biases where the architecture has them.
+            dev.linear(&b.xn, &lw.wqkv, &mut b.qkv, n, h, wq, 0.0).map_err(ge)?;
+            if let Some(bias) = &lw.bqkv {
+                dev.add_bias(&mut b.qkv, bias, n, wq, wq, 0).map_err(ge)?;
+            }
+            // 4. Per-head q/k RMSNorm (Qwen3).
+            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+                let lay = |heads, off| RowLayout {
+                    rows: n * heads,
+                    cols: d,
+                    per_row: heads,
+                    ld: wq,
+                    col_off: off,
+                };
+                dev.rms_norm_inplace(&mut b.qkv, qn, lay(nh, 0), c.rms_eps).map_err(ge)?;
+                dev.rms_norm_inplace(&mut b.qkv, kn, lay(nkv, qd), c.rms_eps).map_err(ge)?;
+            }
+            // 5. Rotary position embedding of q and k; then head-major copies for attention.
+            dev.rope(&mut b.qkv, &w.cos, &w.sin, n, nh, d, wq, 0).map_err(ge)?;
+            dev.rope(&mut b.qkv, &w.cos, &w.sin, n, nkv, d, wq, qd).map_err(ge)?;
+            dev.to_head_major(&b.qkv, &mut b.qh, n, nh, d, wq, 0).map_err(ge)?;
+            dev.to_head_major(&b.qkv, &mut b.kh, n, nkv, d, wq, qd).map_err(ge)?;
+            dev.to_head_major(&b.qkv, &mut b.vh, n, nkv, d, wq, qd + kvd).map_err(ge)?;
+            // 6. Attention through the hook: dense, sparse, or the hook's exact output.
+            match &mut mode {
+                Mode::Hook(hook) if hook.inspects(l) => {
+                    let host = dev.download(&b.qkv).map_err(ge)?;
+                    let host: Vec<f32> = host.into_iter().map(GpuFloat::to_f32).collect();
+                    let all = Array2::from_shape_vec((n, wq), host)
+                        .map_err(|e| CoreError::Device(format!("qkv: {e}")))?;
+                    let q = all.slice(ndarray::s![.., ..qd]).to_owned();
+                    let k = all.slice(ndarray::s![.., qd..qd + kvd]).to_owned();
+                    let v = all.slice(ndarray::s![.., qd + kvd..]).to_owned();
+                    let qkv = LayerQkv {
+                        layer: l,
+                        n_heads: nh,
+                        n_kv_heads: nkv,
+                        head_dim: d,
+                        q: q.view(),
+                        k: k.view(),
+                        v: v.view(),
+                    };
+                    let mut ctx = LayerCtx {
+                        model: self,
+                        b: &mut b,
+                        cap: &mut cap,
+                        done: false,
+                    };
+                    let action = hook.on_layer_device(&qkv, &mut ctx)?;
+                    let done = ctx.done;
+                    match action {
+                        HookAction::Dense => {
+                            if !done {
+                                dev.attention(&b.qh, &b.kh, &b.vh, &mut b.attn, &mut b.lse, shape, dense_kernel)
+                                    .map_err(ge)?;
+                            }
+                        }
+                        HookAction::DenseOutput(out) => {
+                            if !done {
+                                self.upload_attn(&out, &mut b.attn, n)?;
+                            }
+                        }
+                        HookAction::Sparse(sel) => {
+                            let out = sparse_attention(&qkv, &sel)?;
+                            self.upload_attn(&out, &mut b.attn, n)?;
+                        }
+                    }
+                }
+                Mode::Device(Some(opts), kept)
+                    if opts.layers.as_ref().is_none_or(|ls| ls.contains(&l)) =>
+                {
+                    let block = opts.block.max(1);
+                    if cap.as_ref().is_none_or(|cb| cb.block != block) {
+                        cap = Some(self.cap_bufs(n, block)?);
+                    }
+                    let cb = cap.as_mut().ok_or_else(|| CoreError::Device("capture buffers".into()))?;
+                    self.capture_layer(&mut b, cb, opts)?;
+                    let mut keep = self.alloc::<f32>(nh * n, "kept sink mass")?;
+                    // A device-to-device copy of the sink mass (zeroed buffer + add).
+                    dev.zero(&mut keep).map_err(ge)?;
+                    dev.add_into(&mut keep, &cb.sink, nh * n).map_err(ge)?;
+                    kept.push((l, keep));
+                }
+                _ => {
+                    dev.attention(&b.qh, &b.kh, &b.vh, &mut b.attn, &mut b.lse, shape, dense_kernel)
+                        .map_err(ge)?;
+                }
+            }
+            // 7. Output projection and residual (accumulated into the f32 stream by the GEMM).
+            dev.linear(&b.attn, &lw.wo, &mut b.x, n, qd, h, 1.0).map_err(ge)?;
+            // 8. Post-attention RMSNorm, SiLU-gated MLP, residual.
+            dev.rms_norm(&b.x, &mut b.xn, &lw.mlp_norm, n, h, c.rms_eps).map_err(ge)?;
+            dev.linear(&b.xn, &lw.wgu, &mut b.gu, n, h, 2 * f, 0.0).map_err(ge)?;
+            dev.silu_mul(&b.gu, &mut b.act, n, f).map_err(ge)?;
+            dev.linear(&b.act, &lw.wdown, &mut b.x, n, f, h, 1.0).map_err(ge)?;
+            progress(l);
+        }
+        // 9. Final RMSNorm.
+        let mut out = self.alloc::<f32>(n * h, "final hidden states")?;
+        dev.rms_norm(&b.x, &mut out, &w.norm, n, h, c.rms_eps).map_err(ge)?;
+        Ok((out, ()))
+    }
+
+    fn upload_attn<T: GpuFloat>(&self, out: &Array2<f32>, dst: &mut DBuf<T>, n: usize) -> Result<()> {
+        let qd = self.config.n_heads * self.config.head_dim;
+        if out.dim() != (n, qd) {
+            return Err(CoreError::Input(format!(
+                "the hook returned an attention output of shape {:?}, the layer needs [{n}, {qd}]",
+                out.dim()
+            )));
+        }
+        let flat: Vec<f32> = out.iter().copied().collect();
+        let tmp = self.dev.upload(&flat, "hook attention output").map_err(gpu_err)?;
+        self.dev.cast_from_f32(&tmp, dst, n * qd).map_err(gpu_err)
+    }
+
+    /// Attention (output + LSE), then the capture pass and the pooled map, all on the device.
+    fn capture_layer<T: GpuFloat>(&self, b: &mut Bufs<T>, cb: &mut CapBufs, opts: &CaptureOptions) -> Result<()> {
+        let dev = &*self.dev;
+        let s = self.shape(b.lse.len() / self.config.n_heads);
+        let kernel = self.attention_kernel(opts);
+        let block = opts.block.max(1);
+        dev.attention(&b.qh, &b.kh, &b.vh, &mut b.attn, &mut b.lse, s, kernel)
+            .map_err(gpu_err)?;
+        dev.capture(&b.qh, &b.kh, &b.lse, &mut cb.p, &mut cb.sink, s, block, opts.sink_tokens, kernel)
+            .map_err(gpu_err)?;
+        dev.pool_rows(&cb.p, &mut cb.pooled, s.heads, s.n, s.n.div_ceil(block), block)
+            .map_err(gpu_err)
+    }
+}
+
+/// The [`DeviceLayer`] handed to hooks: captures the current layer on the device.
+struct LayerCtx<'a, T> {
+    model: &'a GpuModel,
+    b: &'a mut Bufs<T>,
+    cap: &'a mut Option<CapBufs>,
+    done: bool,
+}
+
+impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
+    fn capture(&mut self, opts: &CaptureOptions) -> Result<(Vec<HeadCapture>, Array2<f32>)> {
+        let m = self.model;
+        let dev = &*m.dev;
+        let (nh, d) = (m.config.n_heads, m.config.head_dim);
+        let n = self.b.lse.len() / nh;
+        let block = opts.block.max(1);
+        if self.cap.as_ref().is_none_or(|cb| cb.block != block) {
+            *self.cap = Some(m.cap_bufs(n, block)?);
+        }
+        let cb = self
+            .cap
+            .as_mut()
+            .ok_or_else(|| CoreError::Device("capture buffers".into()))?;
+        m.capture_layer(self.b, cb, opts)?;
+        self.done = true;
+        let nb = n.div_ceil(block);
+        let ge = gpu_err;
+        let lse = dev.download(&self.b.lse).map_err(ge)?;
+        let p = dev.download(&cb.p).map_err(ge)?;
+        let sink = dev.download(&cb.sink).map_err(ge)?;
+        let pooled = dev.download(&cb.pooled).map_err(ge)?;
+        let out: Vec<f32> = dev
+            .download(&self.b.attn)
+            .map_err(ge)?
+            .into_iter()
+            .map(GpuFloat::to_f32)
+            .collect();
+        let heads = (0..nh)
+            .map(|h| {
+                let bm = Array2::from_shape_vec((n, nb), p[h * n * nb..(h + 1) * n * nb].to_vec());
+                let pm = Array2::from_shape_vec((nb, nb), pooled[h * nb * nb..(h + 1) * nb * nb].to_vec());
+                match (bm, pm) {
+                    (Ok(block_mass), Ok(pooled)) => Ok(HeadCapture {
+                        lse: lse[h * n..(h + 1) * n].to_vec(),
+                        block_mass,
+                        sink_mass: sink[h * n..(h + 1) * n].to_vec(),
+                        pooled,
+                    }),
+                    _ => Err(CoreError::Device("capture shapes".into())),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = Array2::from_shape_vec((n, nh * d), out)
+            .map_err(|e| CoreError::Device(format!("attention output: {e}")))?;
+        Ok((heads, out))
+    }
+
+    fn device(&self) -> String {
+        self.model.dev.label()
+    }
+}

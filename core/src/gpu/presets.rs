@@ -1,0 +1,64 @@
+//! Named model shapes for runs on random weights (benchmarks without files): the configs of the
+//! real checkpoints this project uses, as in their `config.json`.
+
+use crate::config::{Arch, ModelConfig};
+
+/// Names accepted by [`random_config`].
+pub const RANDOM_CONFIGS: [&str; 3] = ["smollm2-135m", "qwen2.5-0.5b", "qwen2.5-1.5b"];
+
+/// The config of a named model shape: `smollm2-135m`, `qwen2.5-0.5b` (Qwen2.5(-Coder)-0.5B:
+/// 24 layers, 14/2 heads, head dim 64) or `qwen2.5-1.5b` (28 layers, 12/2 heads, head dim 128).
+pub fn random_config(name: &str) -> Option<ModelConfig> {
+    let qwen = |n_layers, n_heads, head_dim, hidden, intermediate| ModelConfig {
+        arch: Arch::Qwen2,
+        n_layers,
+        n_heads,
+        n_kv_heads: 2,
+        head_dim,
+        hidden,
+        intermediate,
+        vocab: 151_936,
+        rms_eps: 1e-6,
+        rope_theta: 1_000_000.0,
+        max_context: 32_768,
+        tie_embeddings: true,
+        bos_token_id: None,
+        eos_token_id: Some(151_643),
+    };
+    match name {
+        "qwen2.5-0.5b" | "qwen2.5-coder-0.5b" => Some(qwen(24, 14, 64, 896, 4864)),
+        "qwen2.5-1.5b" | "qwen2.5-coder-1.5b" => Some(qwen(28, 12, 128, 1536, 8960)),
+        "smollm2-135m" => Some(ModelConfig {
+            arch: Arch::Llama,
+            n_layers: 30,
+            n_heads: 9,
+            n_kv_heads: 3,
+            head_dim: 64,
+            hidden: 576,
+            intermediate: 1536,
+            vocab: 49_152,
+            rms_eps: 1e-5,
+            rope_theta: 100_000.0,
+            max_context: 8192,
+            tie_embeddings: true,
+            bos_token_id: Some(1),
+            eos_token_id: Some(2),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_shape_has_a_consistent_config() {
+        for name in RANDOM_CONFIGS {
+            let c = random_config(name).expect("named");
+            assert_eq!(c.n_heads % c.n_kv_heads, 0, "{name}");
+            assert!(c.head_dim % 2 == 0 && c.hidden > 0, "{name}");
+        }
+        assert!(random_config("gpt-5").is_none());
+    }
+}

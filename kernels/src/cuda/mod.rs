@@ -1,0 +1,50 @@
+//! The CUDA device layer: one [`GpuDevice`] per GPU and process (context, stream, cuBLAS handle,
+//! NVRTC-compiled modules), [`DBuf`] device buffers of [`GpuFloat`] elements, and launchers for
+//! every kernel in `kernels/cu/`. Launchers are asynchronous on the device's one stream; errors of
+//! a launch surface at the next [`GpuDevice::synchronize`] or download.
+
+mod attention;
+mod blas;
+mod buffer;
+mod device;
+mod ops;
+
+pub use attention::{AttnKernel, AttnShape};
+pub use ops::RowLayout;
+pub use blas::GemmTypes;
+pub use buffer::{DBuf, GpuFloat};
+pub use device::{GpuDevice, GpuError, GpuTimer, Result};
+pub use half::bf16;
+
+/// Formats a byte count for messages (`1.23 GiB`).
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut x = b as f64;
+    let mut i = 0;
+    while x >= 1024.0 && i + 1 < U.len() {
+        x /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{x:.2} {}", U[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every kernel source compiles with NVRTC (needs only libnvrtc, no GPU: skipped without it).
+    #[test]
+    fn kernels_compile_with_nvrtc() {
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            eprintln!("skipped: NVRTC (libnvrtc.so) not found on this machine");
+            return;
+        }
+        for s in super::device::sources() {
+            if let Err(e) = super::device::compile(s, "sm_90") {
+                panic!("{e}");
+            }
+        }
+    }
+}
