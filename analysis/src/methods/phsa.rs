@@ -25,6 +25,7 @@ pub const INFO: MethodInfo = MethodInfo {
         ParamSpec { name: "init_blocks", default: 1.0, min: 0.0, max: 1e6, integer: true, help: "forced blocks at the start" },
         ParamSpec { name: "local_blocks", default: 2.0, min: 0.0, max: 1e6, integer: true, help: "forced blocks before the query's own block" },
         ParamSpec { name: "newline_punct", default: 1.0, min: 0.0, max: 1.0, integer: true, help: "count newline-only tokens as punctuation" },
+        ParamSpec { name: "dense_below", default: 0.0, min: 0.0, max: 1e9, integer: true, help: "ours: dense attention below this many tokens (0 = always sparse)" },
         ParamSpec { name: "top_k", default: 16.0, min: 0.0, max: 1e9, integer: true, help: "selected blocks beyond the forced ones" },
     ],
     build,
@@ -37,6 +38,7 @@ fn build(p: &Params) -> Box<dyn Selector> {
         n_init: p.count("init_blocks"),
         local: p.count("local_blocks"),
         newline: p.flag("newline_punct"),
+        dense_below: p.count("dense_below"),
     })
 }
 
@@ -48,11 +50,21 @@ pub struct Phsa {
     pub n_init: usize,
     pub local: usize,
     pub newline: bool,
+    /// Dense fallback (ours): inputs shorter than this keep every visible block.
+    pub dense_below: usize,
 }
 
 impl Phsa {
     /// Ranks every query's candidate blocks (one ranking shared by the group).
     pub fn rank(&self, g: &GroupInput<'_>) -> RankedHeads {
+        if g.n() < self.dense_below {
+            let all = g.n().div_ceil(self.block);
+            let rows = rank_blocks_per_query(g.n(), self.block, all, 0, |_| Vec::new());
+            return RankedHeads {
+                heads: vec![rows],
+                group_size: g.group_size(),
+            };
+        }
         let reps = self.representatives(g);
         let scale = g.scale();
         let logits: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&reps.t()) * scale).collect();
@@ -112,5 +124,58 @@ impl Selector for Phsa {
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
         Box::new(self.rank(g))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::GroupData;
+
+    fn phsa(lambda: f32, dense_below: usize) -> Phsa {
+        Phsa {
+            lambda,
+            block: 64,
+            n_init: 1,
+            local: 2,
+            newline: true,
+            dense_below,
+        }
+    }
+
+    #[test]
+    fn representative_mixes_block_mean_and_punctuation_mean() {
+        let data = GroupData::random(200, 8, 2, 5);
+        let g = data.input();
+        let reps = phsa(0.25, 0).representatives(&g);
+        for b in 0..reps.nrows() {
+            let (lo, hi) = (b * 64, ((b + 1) * 64).min(200));
+            let idx: Vec<usize> = (lo..hi).filter(|&j| g.punct[j] || g.newline[j]).collect();
+            for c in 0..8 {
+                let mean = (lo..hi).map(|j| g.k[[j, c]]).sum::<f32>() / (hi - lo) as f32;
+                let want = if idx.is_empty() {
+                    mean
+                } else {
+                    let pm = idx.iter().map(|&j| g.k[[j, c]]).sum::<f32>() / idx.len() as f32;
+                    0.25 * mean + 0.75 * pm
+                };
+                assert!((reps[[b, c]] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn dense_fallback_below_the_threshold() {
+        let data = GroupData::random(200, 8, 2, 5);
+        let g = data.input();
+        let dense = phsa(0.5, 201).rank(&g).select(0.0);
+        assert_eq!(dense[0].kept_pairs(), 200 * 201 / 2);
+        let sparse = Phsa {
+            local: 0,
+            ..phsa(0.5, 200)
+        }
+        .rank(&g)
+        .select(0.0);
+        assert!(sparse[0].kept_pairs() < 200 * 201 / 2);
     }
 }
