@@ -52,11 +52,27 @@ fn eval(prep: &dyn Prepared, x: f64, n: usize) -> (Vec<Selection>, f64) {
     (sels, s)
 }
 
+/// Sparsity from kept pairs over `heads` selections (the same arithmetic as [`sparsity_of`]).
+pub fn sparsity_of_kept(kept: u64, heads: usize, n: usize) -> f64 {
+    1.0 - kept as f64 / (causal_pairs(n) * heads.max(1) as u64) as f64
+}
+
+/// The sparsity at `x`, counted without selections when the method can, else with them.
+fn probe(prep: &dyn Prepared, x: f64, n: usize) -> (Option<Vec<Selection>>, f64) {
+    match prep.kept_pairs_at(x) {
+        Some((kept, heads)) => (None, sparsity_of_kept(kept, heads, n)),
+        None => {
+            let (sels, s) = eval(prep, x, n);
+            (Some(sels), s)
+        }
+    }
+}
+
 /// Finds the knob value whose selections come closest to `target` sparsity.
 pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, n: usize) -> Calibrated {
     let (mut lo, mut hi) = (knob.min, knob.max_for(n).max(knob.min));
-    let mut best: Option<(f64, Vec<Selection>, f64)> = None;
-    let mut consider = |x: f64, sels: Vec<Selection>, s: f64| {
+    let mut best: Option<(f64, Option<Vec<Selection>>, f64)> = None;
+    let mut consider = |x: f64, sels: Option<Vec<Selection>>, s: f64| {
         let better = best
             .as_ref()
             .is_none_or(|b| (s - target).abs() < (b.2 - target).abs());
@@ -71,7 +87,7 @@ pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, n: usize) -> Cal
         } else {
             (lo + hi) / 2.0
         };
-        let (sels, s) = eval(prep, mid, n);
+        let (sels, s) = probe(prep, mid, n);
         let too_dense = s < target;
         consider(mid, sels, s);
         if (s - target).abs() <= SPARSITY_TOLERANCE / 4.0 {
@@ -85,16 +101,25 @@ pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, n: usize) -> Cal
         }
         if knob.integer && hi - lo <= 1.0 {
             for x in [lo, hi] {
-                let (sels, s) = eval(prep, x, n);
+                let (sels, s) = probe(prep, x, n);
                 consider(x, sels, s);
             }
             break;
         }
     }
-    let (knob_value, selections, sparsity) = best.unwrap_or_else(|| {
-        let (sels, s) = eval(prep, knob.min, n);
-        (knob.min, sels, s)
-    });
+    let (knob_value, selections, sparsity) = match best {
+        Some((x, Some(sels), s)) => (x, sels, s),
+        // Counted without selections: build them once, at the chosen value.
+        Some((x, None, counted)) => {
+            let (sels, s) = eval(prep, x, n);
+            debug_assert_eq!(s, counted, "kept_pairs_at disagrees with select at {x}");
+            (x, sels, s)
+        }
+        None => {
+            let (sels, s) = eval(prep, knob.min, n);
+            (knob.min, sels, s)
+        }
+    };
     Calibrated {
         knob: knob_value,
         reached: (sparsity - target).abs() <= SPARSITY_TOLERANCE,
@@ -130,5 +155,51 @@ pub fn resolve(
         },
         Budget::Sparsity(s) => calibrate(prep, &knob, s, n),
         Budget::TopP(p) => calibrate(prep, &knob, top_p_sparsity.unwrap_or(1.0 - p), n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::METHODS;
+    use crate::testing::GroupData;
+
+    /// Every method that counts kept pairs without selections counts exactly what `select`
+    /// keeps, over its whole knob range, and calibration lands on the same value both ways.
+    #[test]
+    fn counted_kept_pairs_match_selections() {
+        let n = 300;
+        let data = GroupData::random(n, 16, 3, 17);
+        for info in METHODS {
+            let method = info.build_with(&[]).expect("defaults build");
+            let input = data.input();
+            let prep = method.prepare(&input);
+            let knob = method.knob();
+            let (lo, hi) = (knob.min, knob.max_for(n).max(knob.min));
+            let xs: Vec<f64> = (0..=24)
+                .map(|t| {
+                    let x = lo + (hi - lo) * (t as f64 / 24.0).powi(3);
+                    if knob.integer {
+                        x.round()
+                    } else {
+                        x
+                    }
+                })
+                .chain([lo, hi, 0.5, 0.9, 0.99, 1.0, 2.0, 7.0])
+                .collect();
+            for x in xs {
+                let Some((kept, heads)) = prep.kept_pairs_at(x) else {
+                    continue;
+                };
+                let sels = prep.select(x);
+                let want: u64 = sels.iter().map(Selection::kept_pairs).sum();
+                assert_eq!(heads, sels.len(), "{}: heads at {x}", info.name);
+                assert_eq!(kept, want, "{}: kept pairs at {x}", info.name);
+            }
+            for target in [0.3, 0.7, 0.9] {
+                let c = calibrate(prep.as_ref(), &knob, target, n);
+                assert_eq!(c.sparsity, sparsity_of(&c.selections, n), "{}", info.name);
+            }
+        }
     }
 }

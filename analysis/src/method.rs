@@ -26,6 +26,15 @@ pub struct GroupInput<'a> {
     pub truth: Vec<&'a HeadCapture>,
     /// Key block size of `truth[h].block_mass`.
     pub capture_block: usize,
+    /// Exact quantities computed once per group on first use and shared by the oracles and
+    /// the runner's metrics (`GroupCache::default()` when building an input).
+    pub cache: GroupCache,
+}
+
+/// Per-group values computed on first use (see [`GroupInput::true_probs`]).
+#[derive(Debug, Default)]
+pub struct GroupCache {
+    probs: std::sync::OnceLock<Vec<crate::metrics::TrueProbs>>,
 }
 
 impl GroupInput<'_> {
@@ -47,6 +56,17 @@ impl GroupInput<'_> {
     /// Softmax scale `1 / sqrt(d)`.
     pub fn scale(&self) -> f32 {
         1.0 / (self.head_dim() as f32).sqrt()
+    }
+
+    /// The exact dense attention of every q-head of the group (computed once, then shared).
+    pub fn true_probs(&self) -> &[crate::metrics::TrueProbs] {
+        use rayon::prelude::*;
+        self.cache.probs.get_or_init(|| {
+            (0..self.group_size())
+                .into_par_iter()
+                .map(|h| crate::metrics::TrueProbs::compute(self.q[h], self.k, &self.truth[h].lse))
+                .collect()
+        })
     }
 }
 
@@ -83,6 +103,14 @@ impl Knob {
 pub trait Prepared: Send + Sync {
     /// One selection per q-head of the group at knob value `x`.
     fn select(&self, x: f64) -> Vec<Selection>;
+
+    /// `(kept causal pairs summed over the selections, number of selections)` of `select(x)`,
+    /// without building the selections, for methods that can count them cheaply. Budget
+    /// calibration bisects on it and builds selections only at the chosen value; `None` (the
+    /// default) makes it call `select` at every step. Must agree exactly with `select(x)`.
+    fn kept_pairs_at(&self, _x: f64) -> Option<(u64, usize)> {
+        None
+    }
 }
 
 /// A sparse-attention selection method.

@@ -79,6 +79,221 @@ pub fn evaluate(head: &DenseHead<'_>, sel: &Selection) -> QueryMetrics {
     m
 }
 
+/// `x . y` computed exactly as ndarray's 1-D `dot` does for contiguous `f32` slices (eight
+/// interleaved partial sums, then `((p0 + p4) + (p1 + p5)) + ...`, then up to 7 remaining
+/// products), so that every score matches `q.row(i).dot(&k.row(j))` bit for bit.
+#[inline(always)]
+pub fn dot_exact(x: &[f32], y: &[f32]) -> f32 {
+    let len = x.len().min(y.len());
+    let (x, y) = (&x[..len], &y[..len]);
+    let mut p = [0f32; 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for l in 0..8 {
+            p[l] = p[l] + a[l] * b[l];
+        }
+    }
+    let mut sum = 0f32;
+    sum = sum + (p[0] + p[4]);
+    sum = sum + (p[1] + p[5]);
+    sum = sum + (p[2] + p[6]);
+    sum = sum + (p[3] + p[7]);
+    for (i, (&a, &b)) in xr.iter().zip(yr).enumerate() {
+        if i >= 7 {
+            break;
+        }
+        sum = sum + a * b;
+    }
+    sum
+}
+
+/// Exact probabilities `exp(q . k_j * scale - lse)` of one query over keys `k[..out.len()]`
+/// (`k` contiguous, row-major `[_, d]`), with [`dot_exact`] scores.
+#[inline(always)]
+fn exact_row_generic(q: &[f32], k: &[f32], d: usize, scale: f32, lse: f32, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = (dot_exact(q, &k[j * d..(j + 1) * d]) * scale - lse).exp();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn exact_row_avx2(q: &[f32], k: &[f32], d: usize, scale: f32, lse: f32, out: &mut [f32]) {
+    exact_row_generic(q, k, d, scale, lse, out);
+}
+
+/// [`exact_row_generic`] with the widest vectors this CPU has (same arithmetic, same bits).
+fn exact_row(q: &[f32], k: &[f32], d: usize, scale: f32, lse: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        unsafe { exact_row_avx2(q, k, d, scale, lse, out) };
+        return;
+    }
+    exact_row_generic(q, k, d, scale, lse, out);
+}
+
+/// The exact dense attention `A_ij = exp(q_i . k_j / sqrt d - LSE_i)` of one q-head over every
+/// causal pair, row `i` holding keys `0..=i` (packed lower triangle, `n (n + 1) / 2` floats).
+/// Values are bit-identical to the per-pair expression used by [`evaluate`] and the oracles.
+#[derive(Debug, Clone, Default)]
+pub struct TrueProbs {
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl TrueProbs {
+    /// Computes every causal probability of a head (`q`, `k` `[n, d]`, `lse` per query).
+    pub fn compute(q: ArrayView2<f32>, k: ArrayView2<f32>, lse: &[f32]) -> Self {
+        let (n, d) = k.dim();
+        let scale = 1.0 / (d as f32).sqrt();
+        let kc: Vec<f32> = k.iter().copied().collect();
+        let qc: Vec<f32> = q.iter().copied().collect();
+        let mut data = vec![0f32; n * (n + 1) / 2];
+        let mut rows: Vec<(usize, &mut [f32])> = Vec::with_capacity(n);
+        let mut rest = data.as_mut_slice();
+        for i in 0..n {
+            let (row, tail) = rest.split_at_mut(i + 1);
+            rows.push((i, row));
+            rest = tail;
+        }
+        // Longest rows first keeps the parallel split balanced.
+        rows.reverse();
+        rows.into_par_iter().with_min_len(8).for_each(|(i, row)| {
+            exact_row(&qc[i * d..(i + 1) * d], &kc, d, scale, lse[i], row);
+        });
+        Self { n, data }
+    }
+
+    /// Tokens.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True for zero tokens.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// `A_ij` for `j <= i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let start = i * (i + 1) / 2;
+        &self.data[start..start + i + 1]
+    }
+}
+
+/// `o += p * v` and `mass += p` over the keys of `ranges` (in order), the accumulation of
+/// [`evaluate`]; `d` is `o.len()`.
+#[inline(always)]
+fn accumulate_generic(
+    probs: &[f32],
+    v: &[f32],
+    ranges: &mut dyn Iterator<Item = crate::selection::Range>,
+    o: &mut [f32],
+) -> (f32, u32) {
+    let d = o.len();
+    let (mut mass, mut kept) = (0f32, 0u32);
+    if d == 64 {
+        // A fixed width keeps the accumulator in registers.
+        let mut acc = [0f32; 64];
+        for (s, e) in ranges {
+            for j in s as usize..e as usize {
+                let p = probs[j];
+                mass += p;
+                kept += 1;
+                let vr: &[f32; 64] = v[j * 64..(j + 1) * 64].try_into().expect("d = 64");
+                for c in 0..64 {
+                    acc[c] += p * vr[c];
+                }
+            }
+        }
+        o.copy_from_slice(&acc);
+    } else {
+        for (s, e) in ranges {
+            for j in s as usize..e as usize {
+                let p = probs[j];
+                mass += p;
+                kept += 1;
+                for (oc, &vc) in o.iter_mut().zip(&v[j * d..(j + 1) * d]) {
+                    *oc += p * vc;
+                }
+            }
+        }
+    }
+    (mass, kept)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn accumulate_avx2(
+    probs: &[f32],
+    v: &[f32],
+    ranges: &mut dyn Iterator<Item = crate::selection::Range>,
+    o: &mut [f32],
+) -> (f32, u32) {
+    accumulate_generic(probs, v, ranges, o)
+}
+
+fn accumulate(
+    probs: &[f32],
+    v: &[f32],
+    ranges: &mut dyn Iterator<Item = crate::selection::Range>,
+    o: &mut [f32],
+) -> (f32, u32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        return unsafe { accumulate_avx2(probs, v, ranges, o) };
+    }
+    accumulate_generic(probs, v, ranges, o)
+}
+
+/// Relative output error and cosine of the renormalized sparse output `o / mass` against the
+/// dense output.
+fn output_error(o: &[f32], mass: f32, dense: ndarray::ArrayView1<f32>) -> (f32, f32) {
+    let (mut diff2, mut dn2, mut sn2, mut dot) = (0f32, 0f32, 0f32, 0f32);
+    for (c, &od) in dense.iter().enumerate() {
+        let os = if mass > 0.0 { o[c] / mass } else { 0.0 };
+        diff2 += (os - od) * (os - od);
+        dn2 += od * od;
+        sn2 += os * os;
+        dot += os * od;
+    }
+    let rel = diff2.sqrt() / dn2.sqrt().max(f32::MIN_POSITIVE);
+    let cos = dot / (sn2.sqrt() * dn2.sqrt()).max(f32::MIN_POSITIVE);
+    (rel, cos)
+}
+
+/// [`evaluate`] from precomputed exact probabilities of the head (same values, same
+/// accumulation order, so the same bits), without recomputing any score.
+pub fn evaluate_with(head: &DenseHead<'_>, probs: &TrueProbs, sel: &Selection) -> QueryMetrics {
+    let n = head.q.nrows();
+    let d = head.q.ncols();
+    let v: Vec<f32> = head.v.iter().copied().collect();
+    let rows: Vec<(f32, f32, f32, u32)> = (0..n)
+        .into_par_iter()
+        .with_min_len(16)
+        .map_init(
+            || vec![0f32; d],
+            |o, i| {
+                o.iter_mut().for_each(|x| *x = 0.0);
+                let (mass, kept) = accumulate(probs.row(i), &v, &mut sel.keys_of(i), o);
+                let (rel, cos) = output_error(o, mass, head.dense_out.row(i));
+                (mass.min(1.0), rel, cos, kept)
+            },
+        )
+        .collect();
+    let mut m = QueryMetrics::default();
+    for (r, e, c, k) in rows {
+        m.recall.push(r);
+        m.out_rel_err.push(e);
+        m.cosine.push(c);
+        m.kept.push(k);
+    }
+    m
+}
+
 /// Recall `R_i` alone (no values or outputs needed): the true attention mass of each query's kept
 /// keys, from post-RoPE `q`, `k` (`[n, d]`) and the per-query log-sum-exp.
 pub fn recall_only(
@@ -166,4 +381,183 @@ pub fn needle_recall(
         }
     }
     (dense > 0.0).then(|| kept / dense)
+}
+
+/// Sets the bits of `[s, e)` in `words`.
+#[inline(always)]
+fn set_range(words: &mut [u64], s: usize, e: usize) {
+    if s >= e {
+        return;
+    }
+    let (ws, we) = (s / 64, (e - 1) / 64);
+    let lo = !0u64 << (s % 64);
+    let hi = !0u64 >> (63 - (e - 1) % 64);
+    if ws == we {
+        words[ws] |= lo & hi;
+    } else {
+        words[ws] |= lo;
+        words[ws + 1..we].iter_mut().for_each(|w| *w = !0);
+        words[we] |= hi;
+    }
+}
+
+/// Per-pair sums over queries `lo..hi` of `|S_a n S_b| / |S_a u S_b|` (pairs `a < b` in order).
+#[inline(always)]
+fn iou_chunk_generic(sels: &[&Selection], lo: usize, hi: usize) -> Vec<f64> {
+    let m = sels.len();
+    let words = hi.div_ceil(64);
+    let mut bits = vec![0u64; m * words];
+    let mut kept = vec![0u64; m];
+    let mut sums = vec![0f64; m * m.saturating_sub(1) / 2];
+    for i in lo..hi {
+        let w = i / 64 + 1;
+        for (a, sel) in sels.iter().enumerate() {
+            let row = &mut bits[a * words..a * words + w];
+            row.iter_mut().for_each(|x| *x = 0);
+            let mut k = 0u64;
+            for (s, e) in sel.keys_of(i) {
+                set_range(row, s as usize, e as usize);
+                k += (e - s) as u64;
+            }
+            kept[a] = k;
+        }
+        let mut p = 0;
+        for a in 0..m {
+            let ra = &bits[a * words..a * words + w];
+            for b in a + 1..m {
+                let rb = &bits[b * words..b * words + w];
+                let inter: u64 = ra
+                    .iter()
+                    .zip(rb)
+                    .map(|(x, y)| (x & y).count_ones() as u64)
+                    .sum();
+                let union = kept[a] + kept[b] - inter;
+                sums[p] += if union == 0 {
+                    1.0
+                } else {
+                    inter as f64 / union as f64
+                };
+                p += 1;
+            }
+        }
+    }
+    sums
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt,avx2")]
+unsafe fn iou_chunk_avx2(sels: &[&Selection], lo: usize, hi: usize) -> Vec<f64> {
+    iou_chunk_generic(sels, lo, hi)
+}
+
+fn iou_chunk(sels: &[&Selection], lo: usize, hi: usize) -> Vec<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
+    {
+        // SAFETY: the CPU supports AVX2 and POPCNT (checked above).
+        return unsafe { iou_chunk_avx2(sels, lo, hi) };
+    }
+    iou_chunk_generic(sels, lo, hi)
+}
+
+/// [`iou`] of every pair of `sels` (`(0, 1), (0, 2), ..., (1, 2), ...`: pairs `a < b` in
+/// order), all at once from per-query bitsets of the kept keys.
+pub fn iou_pairs(sels: &[&Selection]) -> Vec<f64> {
+    let m = sels.len();
+    let pairs = m * m.saturating_sub(1) / 2;
+    let n = sels.iter().map(|s| s.len()).min().unwrap_or(0);
+    if n == 0 {
+        return vec![1.0; pairs];
+    }
+    const CHUNK: usize = 64;
+    let parts: Vec<Vec<f64>> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| iou_chunk(sels, c * CHUNK, ((c + 1) * CHUNK).min(n)))
+        .collect();
+    let mut total = vec![0f64; pairs];
+    for part in parts {
+        total.iter_mut().zip(part).for_each(|(t, x)| *t += x);
+    }
+    total.into_iter().map(|t| t / n as f64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::GroupData;
+
+    fn head(data: &GroupData, h: usize) -> DenseHead<'_> {
+        DenseHead {
+            q: data.q_head(h),
+            k: data.k.view(),
+            v: data.v.view(),
+            lse: &data.truth[h].lse,
+            dense_out: data.dense_out_head(h),
+        }
+    }
+
+    /// Selections of every registered method at a middle budget.
+    fn method_selections(data: &GroupData) -> Vec<Vec<Selection>> {
+        crate::registry::METHODS
+            .iter()
+            .map(|info| {
+                let m = info.build_with(&[]).expect("defaults build");
+                let g = data.input();
+                let p = m.prepare(&g);
+                let k = m.knob();
+                let n = data.k.nrows();
+                crate::budget::calibrate(p.as_ref(), &k, 0.7, n).selections
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_dot_matches_ndarray_bit_for_bit() {
+        for d in [1, 3, 8, 13, 16, 64, 71] {
+            let data = GroupData::random(20, d, 1, d as u64);
+            let q = data.q_head(0);
+            for i in 0..20 {
+                for j in 0..20 {
+                    let (a, b) = (q.row(i), data.k.row(j));
+                    let want = a.dot(&b);
+                    let got = dot_exact(&a.to_vec(), &b.to_vec());
+                    assert_eq!(got.to_bits(), want.to_bits(), "d {d} ({i}, {j})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn metrics_from_shared_probabilities_are_identical() {
+        for d in [16, 64] {
+            let data = GroupData::random(230, d, 3, 11 + d as u64);
+            let g = data.input();
+            let probs = g.true_probs();
+            for sels in method_selections(&data) {
+                for (h, sel) in sels.iter().enumerate() {
+                    let want = evaluate(&head(&data, h), sel);
+                    let got = evaluate_with(&head(&data, h), &probs[h], sel);
+                    assert_eq!(got, want, "d {d} head {h}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pairwise_iou_matches_iou() {
+        let data = GroupData::random(200, 16, 3, 4);
+        let all = method_selections(&data);
+        for h in 0..3 {
+            let sels: Vec<&Selection> = all.iter().map(|s| &s[h]).collect();
+            let got = iou_pairs(&sels);
+            let mut p = 0;
+            for a in 0..sels.len() {
+                for b in a + 1..sels.len() {
+                    let want = iou(sels[a], sels[b]);
+                    assert!((got[p] - want).abs() < 1e-12, "pair ({a}, {b})");
+                    p += 1;
+                }
+            }
+        }
+    }
 }

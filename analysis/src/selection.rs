@@ -92,6 +92,31 @@ impl Selection {
         }
     }
 
+    /// The selection whose row `r` holds `rows[r]` (arbitrary, unsorted, overlapping ranges),
+    /// normalized in parallel exactly as [`SelectionBuilder::push_ranges`] does row by row.
+    pub fn from_rows(n: usize, query_block: usize, mut rows: Vec<Vec<Range>>) -> Self {
+        use rayon::prelude::*;
+        let qb = query_block.max(1);
+        debug_assert_eq!(rows.len(), n.div_ceil(qb));
+        rows.par_iter_mut()
+            .enumerate()
+            .with_min_len(64)
+            .for_each(|(r, row)| normalize_row(row, (((r + 1) * qb).min(n)) as u32));
+        let mut offsets = Vec::with_capacity(rows.len() + 1);
+        offsets.push(0);
+        let mut ranges = Vec::with_capacity(rows.iter().map(Vec::len).sum());
+        for row in rows {
+            ranges.extend_from_slice(&row);
+            offsets.push(ranges.len());
+        }
+        Self {
+            n,
+            query_block: qb,
+            offsets,
+            ranges,
+        }
+    }
+
     /// Every causal key of every query (the dense selection).
     pub fn dense(n: usize) -> Self {
         let mut b = Self::builder(n, n.max(1));
@@ -157,6 +182,33 @@ impl Selection {
     }
 }
 
+/// Sorts, clips at `lim` (the row's last query + 1), merges overlapping or adjacent ranges and
+/// drops empty ones, in place: the normal form of a stored row.
+fn normalize_row(row: &mut Vec<Range>, lim: u32) {
+    row.retain(|r| r.0 < r.1);
+    row.sort_unstable();
+    let mut w = 0;
+    let mut last: Option<Range> = None;
+    for x in 0..row.len() {
+        let (s, e) = (row[x].0.min(lim), row[x].1.min(lim));
+        match last.as_mut() {
+            Some(l) if s <= l.1 => l.1 = l.1.max(e),
+            _ => {
+                if let Some(l) = last.take() {
+                    row[w] = l;
+                    w += 1;
+                }
+                last = Some((s, e));
+            }
+        }
+    }
+    if let Some(l) = last.filter(|l| l.0 < l.1) {
+        row[w] = l;
+        w += 1;
+    }
+    row.truncate(w);
+}
+
 /// All causal (query, key) pairs of `n` tokens.
 pub fn causal_pairs(n: usize) -> u64 {
     (n as u64) * (n as u64 + 1) / 2
@@ -205,5 +257,33 @@ mod tests {
         let a = [(0u32, 5u32), (8, 10)];
         let b = [(3u32, 9u32)];
         assert_eq!(intersect_len(a.into_iter(), b.into_iter()), 3);
+    }
+}
+
+#[cfg(test)]
+mod from_rows_tests {
+    use super::*;
+    use crate::testing::SplitMix;
+
+    #[test]
+    fn parallel_rows_normalize_like_the_builder() {
+        let mut rng = SplitMix(5);
+        for (n, qb) in [(50usize, 1usize), (50, 4), (7, 3), (64, 64)] {
+            let rows: Vec<Vec<Range>> = (0..n.div_ceil(qb))
+                .map(|_| {
+                    (0..(rng.next_u64() % 9))
+                        .map(|_| {
+                            let s = (rng.next_u64() % (n as u64 + 5)) as u32;
+                            (s, s + (rng.next_u64() % 12) as u32)
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut b = Selection::builder(n, qb);
+            for r in &rows {
+                b.push_ranges(r.iter().copied());
+            }
+            assert_eq!(Selection::from_rows(n, qb, rows), b.finish(), "n {n} qb {qb}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::budget::{resolve, sparsity_of, Budget};
 use crate::error::Result;
 use crate::freq::freq_dominance;
 use crate::method::{GroupInput, Selector};
-use crate::metrics::{evaluate, iou, kl, needle_recall, DenseHead};
+use crate::metrics::{evaluate_with, iou_pairs, kl, needle_recall, DenseHead};
 use crate::registry::MethodInfo;
 use crate::selection::Selection;
 
@@ -177,6 +177,7 @@ fn group_input<'a, 'x: 'a>(
         newline,
         truth: heads[g * gs..(g + 1) * gs].iter().collect(),
         capture_block,
+        cache: Default::default(),
     }
 }
 
@@ -278,6 +279,9 @@ impl SimHook<'_> {
                 dense_out: dense.slice(s![.., h * d..(h + 1) * d]),
             })
             .collect();
+        // The exact attention of every q-head, computed once: the oracles rank it and every
+        // method's metrics read it (not counted in any method's time).
+        let probs = input.true_probs();
         let mut prepared = Vec::with_capacity(cfg.methods.len());
         for m in &cfg.methods {
             let t = std::time::Instant::now();
@@ -290,9 +294,13 @@ impl SimHook<'_> {
         }
         for (bi, &budget) in cfg.budgets.iter().enumerate() {
             let top_p_sparsity = match budget {
-                Budget::TopP(p) => oracle_topp
-                    .as_ref()
-                    .map(|o| sparsity_of(&o.prepare(&input).select(p), n)),
+                Budget::TopP(p) => oracle_topp.as_ref().map(|o| {
+                    let prep = o.prepare(&input);
+                    match prep.kept_pairs_at(p) {
+                        Some((kept, heads)) => crate::budget::sparsity_of_kept(kept, heads, n),
+                        None => sparsity_of(&prep.select(p), n),
+                    }
+                }),
                 _ => None,
             };
             let mut sels: Vec<Vec<Selection>> = Vec::new();
@@ -307,7 +315,7 @@ impl SimHook<'_> {
                 );
                 for (hi, &h) in hs.iter().enumerate() {
                     let sel = &cal.selections[hi];
-                    let qm = evaluate(&dense_heads[hi], sel);
+                    let qm = evaluate_with(&dense_heads[hi], &probs[hi], sel);
                     let needle = mean(self.needles.iter().flat_map(|nd| {
                         nd.queries
                             .iter()
@@ -346,23 +354,33 @@ impl SimHook<'_> {
                     .or_default() += t.elapsed().as_secs_f64();
             }
             if cfg.selection_budgets.contains(&bi) {
-                for (m, s) in cfg.methods.iter().zip(&sels) {
-                    for (hi, &h) in hs.iter().enumerate() {
-                        self.results
-                            .selections
-                            .push(crate::bundle::SelectionRow::compact(
-                                &s[hi],
-                                cfg.capture_block,
-                                (qkv.layer, h, g),
-                                &m.label,
-                                bi,
-                            ));
-                    }
-                }
+                use rayon::prelude::*;
+                let tasks: Vec<(usize, usize)> = (0..sels.len())
+                    .flat_map(|m| (0..hs.len()).map(move |hi| (m, hi)))
+                    .collect();
+                let rows: Vec<crate::bundle::SelectionRow> = tasks
+                    .par_iter()
+                    .map(|&(m, hi)| {
+                        crate::bundle::SelectionRow::compact(
+                            &sels[m][hi],
+                            cfg.capture_block,
+                            (qkv.layer, hs[hi], g),
+                            &cfg.methods[m].label,
+                            bi,
+                        )
+                    })
+                    .collect();
+                self.results.selections.extend(rows);
             }
+            // IoU of every pair of methods, per q-head, then averaged over the group's q-heads.
+            let per_head: Vec<Vec<f64>> = (0..gs)
+                .map(|h| iou_pairs(&sels.iter().map(|s| &s[h]).collect::<Vec<_>>()))
+                .collect();
+            let mut p = 0;
             for a in 0..sels.len() {
                 for b in a + 1..sels.len() {
-                    let v = mean((0..gs).map(|h| iou(&sels[a][h], &sels[b][h])));
+                    let v = mean(per_head.iter().map(|x| x[p]));
+                    p += 1;
                     self.results.iou.push(IouRow {
                         input: 0,
                         layer: qkv.layer,
@@ -393,16 +411,51 @@ impl SimHook<'_> {
     }
 }
 
+impl SimHook<'_> {
+    fn capture_opts(&self) -> CaptureOptions {
+        CaptureOptions {
+            block: self.cfg.capture_block,
+            ..CaptureOptions::default()
+        }
+    }
+}
+
 impl AttentionHook for SimHook<'_> {
+    /// On a GPU forward pass the exact capture is computed on the device; the methods and
+    /// metrics then run on the host exactly as in [`AttentionHook::on_layer`].
+    fn on_layer_device(
+        &mut self,
+        qkv: &LayerQkv<'_>,
+        device: &mut dyn attnscope_core::attention::DeviceLayer,
+    ) -> attnscope_core::Result<HookAction> {
+        if !self.wants(qkv.layer) {
+            return Ok(HookAction::Dense);
+        }
+        let (heads, dense) = device.capture(&self.capture_opts())?;
+        self.replay(qkv, heads, dense)
+    }
+
+    fn inspects(&self, layer: usize) -> bool {
+        self.wants(layer)
+    }
+
     fn on_layer(&mut self, qkv: &LayerQkv<'_>) -> attnscope_core::Result<HookAction> {
         if !self.wants(qkv.layer) {
             return Ok(HookAction::Dense);
         }
-        let opts = CaptureOptions {
-            block: self.cfg.capture_block,
-            ..CaptureOptions::default()
-        };
-        let (heads, dense) = capture_layer(qkv, &opts);
+        let (heads, dense) = capture_layer(qkv, &self.capture_opts());
+        self.replay(qkv, heads, dense)
+    }
+}
+
+impl SimHook<'_> {
+    /// Replays every method on one captured layer and continues with the exact dense output.
+    fn replay(
+        &mut self,
+        qkv: &LayerQkv<'_>,
+        heads: Vec<HeadCapture>,
+        dense: Array2<f32>,
+    ) -> attnscope_core::Result<HookAction> {
         if self.cfg.save_qkv.contains(&qkv.layer) {
             self.results
                 .qkv

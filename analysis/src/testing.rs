@@ -142,6 +142,7 @@ impl GroupData {
             newline: &self.newline,
             truth: self.truth.iter().collect(),
             capture_block: self.capture_block,
+            cache: Default::default(),
         }
     }
 }

@@ -101,7 +101,7 @@ impl ModelInfo {
     /// One line naming the model: spec and the first weights hash, if any.
     pub fn identity(&self) -> String {
         match self.files.first() {
-            Some(f) => format!("{} (sha256 {}…)", self.spec, &f.sha256[..12.min(f.sha256.len())]),
+            Some(f) => format!("{} (sha256 {})", self.spec, &f.sha256[..12.min(f.sha256.len())]),
             None => self.spec.clone(),
         }
     }

@@ -269,7 +269,7 @@ pub fn markdown() -> String {
                 String::new()
             };
             s.push_str(&format!(
-                "| {first} | `{}` | {} | {} |\n",
+                "| {first} | `{}` | `{}` | {} |\n",
                 c.name,
                 c.kind.doc_name(),
                 c.doc

@@ -10,6 +10,8 @@ use serde_json::json;
 
 use super::{input, model_arg};
 
+mod simulate;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Model: a registry name, a HF folder, or a .gguf file.
@@ -27,6 +29,25 @@ pub struct Args {
     /// Print JSON lines.
     #[arg(long)]
     json: bool,
+    /// The simulator's cost per method (`--simulate`; see `bench/simulate.rs`).
+    #[command(flatten)]
+    sim: simulate::SimArgs,
+    /// Where the forward pass runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: attnscope_core::Device,
+    /// Storage on the GPU: f32 (exact) or bf16 (fast).
+    #[arg(long, default_value = "f32")]
+    precision: attnscope_core::device::Precision,
+    /// GPU only: random weights of a named shape (smollm2-135m, qwen2.5-0.5b, qwen2.5-1.5b)
+    /// generated on the device, random token ids; no model file is read.
+    #[arg(long)]
+    random_config: Option<String>,
+    /// GPU only: timed repetitions per length (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// GPU only: also time the attention and capture kernels of one layer alone (TFLOP/s).
+    #[arg(long)]
+    kernels: bool,
 }
 
 /// Peak resident memory of this process so far, in bytes (Linux `VmHWM`).
@@ -38,6 +59,16 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.sim.simulate {
+        let n = a.lens.iter().copied().max().unwrap_or(2048);
+        return simulate::run(&a.model, &a.text, n, a.json, &a.sim);
+    }
+    if a.device != attnscope_core::Device::Cpu {
+        return gpu(a);
+    }
+    if a.random_config.is_some() {
+        bail!("--random-config runs on the GPU only: add --device cuda");
+    }
     let model = model_arg::load(&a.model, None, true)?;
     let path = input::text_path(&a.text, a.json)?;
     let text = std::fs::read_to_string(&path)?;
@@ -96,6 +127,94 @@ pub fn run(a: Args) -> Result<()> {
                 println!(
                     "{n:>7} {mode:>10} {secs:>12.2} {:>12.0} {rss:>14.0}",
                     n as f64 / secs
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `bench --device cuda`: device-event timings of the forward pass, full device-side capture and
+/// (with --kernels) the attention kernels alone; see attnscope_core::gpu::bench.
+fn gpu(a: Args) -> Result<()> {
+    use attnscope_core::gpu::{bench, random_config, GpuModel, RANDOM_CONFIGS};
+    let attnscope_core::Device::Cuda(ordinal) = a.device else {
+        bail!("not a GPU device");
+    };
+    a.device.check_available()?;
+    let max = a.lens.iter().copied().max().unwrap_or(0);
+    let (name, loaded, random, ids);
+    if let Some(rc) = &a.random_config {
+        let Some(cfg) = random_config(rc) else {
+            bail!("--random-config {rc}: unknown (known: {})", RANDOM_CONFIGS.join(", "));
+        };
+        if max > cfg.max_context {
+            bail!("--lens {max} is above the context of {rc} ({})", cfg.max_context);
+        }
+        let vocab = cfg.vocab as u64;
+        ids = (0..max as u64)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ (i >> 7)) % vocab) as u32)
+            .collect::<Vec<u32>>();
+        name = format!("random {rc}");
+        random = Some(GpuModel::random(cfg, ordinal, a.precision, 1)?);
+        loaded = None;
+    } else {
+        let mut model = model_arg::load(&a.model, None, true)?;
+        if max > model.config.max_context {
+            bail!("--lens {max} is above the model's context of {}", model.config.max_context);
+        }
+        let text = std::fs::read_to_string(input::text_path(&a.text, a.json)?)?;
+        let mut t = model.tokenizer()?.encode(&text)?;
+        let base = t.clone();
+        while t.len() < max && !base.is_empty() {
+            t.extend_from_slice(&base);
+        }
+        ids = t;
+        name = model.source.display().to_string();
+        model.to_device(a.device, a.precision)?;
+        loaded = Some(model);
+        random = None;
+    }
+    let gm = match (&random, &loaded) {
+        (Some(g), _) => g,
+        (None, Some(m)) => m.gpu().ok_or_else(|| anyhow::anyhow!("model not on the GPU"))?,
+        _ => bail!("no model"),
+    };
+    if !a.json {
+        println!("{name} | {} | {} | CUDA-event medians of {} runs", gm.device().label(), a.precision, a.repeat);
+        println!(
+            "{:>7} {:>10} {:>10} {:>12} {:>9}",
+            "tokens", "mode", "ms", "tokens/s", "x forward"
+        );
+    }
+    let rows = bench::bench(gm, &ids, &a.lens, a.repeat, a.capture, a.kernels)?;
+    for mut r in rows {
+        if a.json {
+            r["model"] = json!(name);
+            println!("{r}");
+            continue;
+        }
+        let n = r["tokens"].as_u64().unwrap_or(0);
+        match r["mode"].as_str().unwrap_or("") {
+            "kernels" => println!(
+                "{n:>7} {:>10} attention {:.2} ms ({:.0} TFLOP/s), capture {:.2} ms ({:.0} TFLOP/s), pool {:.2} ms, per layer [{}]",
+                "kernels",
+                r["attention_ms"].as_f64().unwrap_or(f64::NAN),
+                r["attention_tflops"].as_f64().unwrap_or(f64::NAN),
+                r["capture_ms"].as_f64().unwrap_or(f64::NAN),
+                r["capture_tflops"].as_f64().unwrap_or(f64::NAN),
+                r["pool_ms"].as_f64().unwrap_or(f64::NAN),
+                r["kernel"].as_str().unwrap_or("")
+            ),
+            mode => {
+                let ms = r["ms"].as_f64().unwrap_or(f64::NAN);
+                println!(
+                    "{n:>7} {mode:>10} {ms:>10.1} {:>12.0} {:>9}",
+                    n as f64 / (ms / 1e3),
+                    r["capture_over_forward"]
+                        .as_f64()
+                        .map(|x| format!("{x:.2}"))
+                        .unwrap_or_default()
                 );
             }
         }

@@ -26,10 +26,17 @@ pub struct Args {
     /// Print one JSON object (no progress output).
     #[arg(long)]
     json: bool,
+    /// Where the forward pass runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: attnscope_core::Device,
+    /// Storage on the GPU: f32 (exact, matches the CPU path) or bf16 (fast).
+    #[arg(long, default_value = "f32")]
+    precision: attnscope_core::device::Precision,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = model_arg::load(&a.model, a.tokenizer.as_deref(), a.json)?;
+    let mut model = model_arg::load(&a.model, a.tokenizer.as_deref(), a.json)?;
+    model.to_device(a.device, a.precision)?;
     let path = super::input::text_path(&a.text, a.json)?;
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;

@@ -89,6 +89,12 @@ pub struct Args {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// Where the forward pass runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: attnscope_core::Device,
+    /// Storage on the GPU: f32 (exact, matches the CPU path) or bf16 (fast).
+    #[arg(long, default_value = "f32")]
+    precision: attnscope_core::device::Precision,
 }
 
 fn parse_layers(spec: &str, n_layers: usize) -> Result<Option<Vec<usize>>> {
@@ -230,10 +236,10 @@ pub fn run(a: Args) -> Result<()> {
     let budgets = budgets(&a)?;
     let selection_budgets = selection_budgets(&a.selections, budgets.len())?;
     let _: Format = a.format.parse()?;
-    let resume = prepare_out(&a.out, a.force, a.resume)?;
     let infos = registry::parse_list(&a.methods)?;
     let ov = overrides(&a.params)?;
-    let model = model_arg::load(&a.model, a.input.tokenizer.as_deref(), a.quiet)?;
+    let mut model = model_arg::load(&a.model, a.input.tokenizer.as_deref(), a.quiet)?;
+    model.to_device(a.device, a.precision)?;
     let load_s = started.elapsed().as_secs_f64();
     let layers = parse_layers(&a.layers, model.config.n_layers)?;
     let save_qkv = match &a.save_qkv {
@@ -262,6 +268,7 @@ pub fn run(a: Args) -> Result<()> {
         });
     }
     methods.extend(sweep_runs(&a.sweep, &ov)?);
+    let resume = prepare_out(&a.out, a.force, a.resume)?;
     let cfg = SimConfig {
         methods,
         budgets: budgets.clone(),
@@ -449,11 +456,17 @@ fn run_inputs(
         freq_top_k: cfg.freq_top_k,
         freq_queries: cfg.freq_queries,
         selection_budgets: cfg.selection_budgets.clone(),
-        device: "cpu".into(),
+        device: match a.device {
+            attnscope_core::Device::Cpu => "cpu".into(),
+            d => format!("{d} {}", a.precision),
+        },
         format,
         ..Manifest::default()
     };
     let plan = input_plan(&a);
+    if plan.is_empty() {
+        bail!("no inputs: --texts and --seeds must not be empty");
+    }
     let fingerprint = serde_json::json!({
         "model": a.model, "weights": manifest.model.source, "dataset": a.input.dataset,
         "len": a.input.len, "depth": a.input.depth, "methods": manifest.methods,
@@ -461,6 +474,13 @@ fn run_inputs(
         "selections": cfg.selection_budgets, "save_qkv": cfg.save_qkv, "format": format,
         "calibration_text": a.calibration_text,
     });
+    // A fresh run checks its first input before it writes anything.
+    let mut first = None;
+    if resume.is_none() {
+        a.input.text = plan[0].text.clone();
+        a.input.seed = plan[0].seed;
+        first = Some(input::prepare(&a.input, &model, a.quiet)?);
+    }
     let partial = match resume {
         Some(p) => {
             p.check_same(&fingerprint, &plan)?;
@@ -494,6 +514,11 @@ fn run_inputs(
     let mut all = SimResults::default();
     let mut tokens = Vec::new();
     let n_sim = manifest.layers.len();
+    // Fault injection for tests: stop after this many inputs ran in this process.
+    let stop_after: Option<usize> = std::env::var("ATTNSCOPE_INTERRUPT_AFTER_INPUTS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut ran = 0usize;
     for planned in &plan {
         let i = planned.index;
         let (mut results, toks, d) = if done.contains(&i) {
@@ -501,7 +526,10 @@ fn run_inputs(
         } else {
             a.input.text = planned.text.clone();
             a.input.seed = planned.seed;
-            let inp = input::prepare(&a.input, &model, a.quiet)?;
+            let inp = match first.take() {
+                Some(x) if i == 0 => x,
+                _ => input::prepare(&a.input, &model, a.quiet)?,
+            };
             let (punct, newline) = masks(&inp.pieces);
             let msg = if plan.len() > 1 {
                 format!("input {}/{}: simulating {n_sim} layers", i + 1, plan.len())
@@ -549,6 +577,13 @@ fn run_inputs(
                 tables: Vec::new(),
             };
             partial.save(i, &results, &toks, &ctx, d.clone())?;
+            ran += 1;
+            if stop_after == Some(ran) {
+                bail!(
+                    "interrupted after {ran} input(s) (ATTNSCOPE_INTERRUPT_AFTER_INPUTS); finish \
+                     the run with --resume"
+                );
+            }
             (results, toks, d)
         };
         all.metrics.append(&mut results.metrics);

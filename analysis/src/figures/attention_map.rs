@@ -21,7 +21,8 @@ pub(crate) struct AttentionMap {
     /// log10 of the mean block mass, row-major `[query cell, key cell]`; NaN where zero.
     log: Vec<f64>,
     range: (f64, f64),
-    kept: Option<(Vec<bool>, Vec<bool>)>,
+    /// Kept fraction of each cell by the two methods (0: not kept).
+    kept: Option<(Vec<f32>, Vec<f32>)>,
     names: (String, String),
     layer: usize,
     head: usize,
@@ -107,16 +108,17 @@ impl AttentionMap {
         } else {
             (-5.0, 0.0)
         };
-        let kept_of = |m: &str| -> Option<Vec<bool>> {
+        let kept_of = |m: &str| -> Option<Vec<f32>> {
             let s = b.results.selections.iter().find(|s| {
                 s.input == o.input && s.layer == layer && s.head == head && s.method == m && s.budget == budget
             })?;
-            let mut k = vec![false; nb * nb];
+            let mut k = vec![0f32; nb * nb];
             for q in 0..s.n_query_blocks().min(n0) {
-                for &kb in s.blocks_of(q) {
+                for (&kb, &fr) in s.blocks_of(q).iter().zip(s.fraction_of(q)) {
                     let kb = kb as usize;
                     if kb < n0 {
-                        k[(q / f) * nb + kb / f] = true;
+                        let c = &mut k[(q / f) * nb + kb / f];
+                        *c = c.max(fr);
                     }
                 }
             }
@@ -281,16 +283,19 @@ impl Figure for AttentionMap {
         let (a_only, b_only, both) = (OKABE_ITO[0], OKABE_ITO[1], OKABE_ITO[2]);
         let (c, n) = (self.cell as f64, self.n_tokens as f64);
         chart.draw_series((0..self.nb * self.nb).filter_map(|i| {
-            let colour = match (ka[i], kb[i]) {
+            let (fa, fb) = (ka[i], kb[i]);
+            let colour = match (fa > 0.0, fb > 0.0) {
                 (true, true) => both,
                 (true, false) => a_only,
                 (false, true) => b_only,
                 _ => return None,
             };
+            // Shade: the share of the block's causal (query, key) pairs kept.
+            let alpha = 0.22 + 0.6 * f64::from(fa.max(fb)).clamp(0.0, 1.0);
             let (q, k) = ((i / self.nb) as f64, (i % self.nb) as f64);
             Some(Rectangle::new(
                 [(k * c, q * c), (((k + 1.0) * c).min(n), ((q + 1.0) * c).min(n))],
-                colour.mix(0.62).filled(),
+                colour.mix(alpha).filled(),
             ))
         }))?;
         // Legend in the empty (non-causal) upper-right triangle.
@@ -300,6 +305,11 @@ impl Figure for AttentionMap {
             (both, "both".to_string()),
         ];
         let (x0, y0) = chart.backend_coord(&(n * 0.55, n * 0.04));
+        root.draw(&Text::new(
+            "shade: share of the block's pairs kept".to_string(),
+            (x0, y0 + 34 * 3 + 6),
+            font(17).pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
         for (j, (colour, label)) in items.iter().enumerate() {
             let y = y0 + 34 * j as i32;
             root.draw(&Rectangle::new([(x0, y), (x0 + 24, y + 24)], colour.mix(0.8).filled()))?;

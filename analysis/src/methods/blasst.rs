@@ -119,13 +119,46 @@ impl Blasst {
     }
 }
 
+/// The gap threshold of `log_lambda`: blocks with `gap <= thr` are kept.
+fn gap_threshold(log_lambda: f64) -> f32 {
+    if log_lambda <= DENSE_LOG_LAMBDA {
+        f32::INFINITY
+    } else {
+        (-log_lambda.min(0.0)) as f32
+    }
+}
+
 impl Prepared for Prep {
+    fn kept_pairs_at(&self, log_lambda: f64) -> Option<(u64, usize)> {
+        let thr = gap_threshold(log_lambda);
+        let (bs, tile, n) = (self.block, self.tile, self.n);
+        let kept = self
+            .heads
+            .iter()
+            .map(|rows| {
+                rows.par_iter()
+                    .enumerate()
+                    .with_min_len(64)
+                    .map(|(r, gaps)| {
+                        let (t0, t1) = (r * tile, ((r + 1) * tile).min(n));
+                        gaps.iter()
+                            .enumerate()
+                            .filter(|(_, &g)| g <= thr)
+                            .map(|(k, _)| {
+                                (t0..t1)
+                                    .map(|i| (((k + 1) * bs).min(i + 1)).saturating_sub(k * bs))
+                                    .sum::<usize>() as u64
+                            })
+                            .sum::<u64>()
+                    })
+                    .sum::<u64>()
+            })
+            .sum();
+        Some((kept, self.heads.len()))
+    }
+
     fn select(&self, log_lambda: f64) -> Vec<Selection> {
-        let thr = if log_lambda <= DENSE_LOG_LAMBDA {
-            f32::INFINITY
-        } else {
-            (-log_lambda.min(0.0)) as f32
-        };
+        let thr = gap_threshold(log_lambda);
         let bs = self.block;
         self.heads
             .iter()

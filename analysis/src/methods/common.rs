@@ -71,6 +71,45 @@ pub struct RankedHeads {
     pub group_size: usize,
 }
 
+impl RankedRows {
+    /// Kept causal pairs of [`RankedRows::take`]`(k)`, counted without building it (per-query
+    /// rows of disjoint units only; `None` otherwise).
+    pub fn kept_pairs(&self, k: usize) -> Option<u64> {
+        use rayon::prelude::*;
+        if self.query_block != 1 {
+            return None;
+        }
+        let u = self.unit as u64;
+        let kept = self
+            .forced
+            .par_iter()
+            .zip(&self.ranked)
+            .enumerate()
+            .with_min_len(256)
+            .map(|(i, (f, r))| {
+                let lim = i as u64 + 1;
+                f.iter()
+                    .chain(r.iter().take(k))
+                    .map(|&x| {
+                        let s = x as u64 * u;
+                        (s + u).min(lim).saturating_sub(s)
+                    })
+                    .sum::<u64>()
+            })
+            .sum();
+        Some(kept)
+    }
+
+    /// True when every row's forced and ranked units are distinct (so kept keys add up).
+    fn disjoint(&self) -> bool {
+        self.forced.iter().zip(&self.ranked).all(|(f, r)| {
+            let mut all: Vec<u32> = f.iter().chain(r).copied().collect();
+            all.sort_unstable();
+            all.windows(2).all(|w| w[0] != w[1])
+        })
+    }
+}
+
 impl Prepared for RankedHeads {
     fn select(&self, x: f64) -> Vec<Selection> {
         let k = x.max(0.0).round() as usize;
@@ -80,6 +119,33 @@ impl Prepared for RankedHeads {
         } else {
             self.heads.iter().map(|r| r.take(k)).collect()
         }
+    }
+
+    fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
+        let k = x.max(0.0).round() as usize;
+        debug_assert!(self.heads.iter().all(RankedRows::disjoint));
+        if self.heads.len() == 1 {
+            let kept = self.heads[0].kept_pairs(k)?;
+            Some((kept * self.group_size as u64, self.group_size))
+        } else {
+            let mut total = 0;
+            for r in &self.heads {
+                total += r.kept_pairs(k)?;
+            }
+            Some((total, self.heads.len()))
+        }
+    }
+}
+
+/// `sum over queries i < n of min(k, i + 1)`: the kept pairs of a method that keeps the top `k`
+/// keys of every query (all of them when `k > i`).
+pub fn top_k_pairs(n: usize, k: usize) -> u64 {
+    let (n, k) = (n as u64, k as u64);
+    if k >= n {
+        n * (n + 1) / 2
+    } else {
+        // Queries 0..k keep i + 1 keys, the other n - k keep k.
+        k * (k + 1) / 2 + (n - k) * k
     }
 }
 
@@ -165,6 +231,72 @@ fn token_key(score: f32, idx: u32) -> u64 {
     (u64::from(!ordered) << 32) | u64::from(idx)
 }
 
+/// The `k` best indices of `scores` in [`rank_desc`] order (the same set as [`top_tokens`]),
+/// ascending by index: no ranking among them is needed to select them.
+pub fn top_token_set(scores: &[f32], k: usize) -> Vec<u32> {
+    let k = k.min(scores.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    if k == scores.len() {
+        return (0..k as u32).collect();
+    }
+    let mut keys: Vec<u64> = (0..scores.len() as u32)
+        .map(|j| token_key(scores[j as usize], j))
+        .collect();
+    keys.select_nth_unstable(k - 1);
+    let mut top: Vec<u32> = keys[..k].iter().map(|&x| x as u32).collect();
+    top.sort_unstable();
+    top
+}
+
+/// Sorted token positions as merged runs `[start, end)`.
+pub fn token_runs(sorted: &[u32]) -> Vec<crate::selection::Range> {
+    let mut out: Vec<crate::selection::Range> = Vec::new();
+    for &x in sorted {
+        match out.last_mut() {
+            Some(r) if r.1 == x => r.1 = x + 1,
+            _ => out.push((x, x + 1)),
+        }
+    }
+    out
+}
+
+/// The per-query selection keeping the top `k` keys of every query (all causal keys when
+/// `k > i`) by `scores(lo, hi)` (`[hi - lo, hi]`: queries `lo..hi` against keys `0..hi`), in
+/// [`rank_desc`] order; scores are computed [`TOKEN_CHUNK`] queries at a time, in parallel, and
+/// nothing is stored between knob values.
+pub fn top_k_selection<S>(n: usize, k: usize, scores: &S) -> Selection
+where
+    S: Fn(usize, usize) -> Array2<f32> + Sync,
+{
+    use rayon::prelude::*;
+    let rows: Vec<Vec<crate::selection::Range>> = (0..n.div_ceil(TOKEN_CHUNK))
+        .into_par_iter()
+        .flat_map_iter(|c| {
+            let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
+            let s = (lo..hi).any(|i| k <= i).then(|| scores(lo, hi));
+            (lo..hi)
+                .map(|i| {
+                    if k > i {
+                        return vec![(0, i as u32 + 1)];
+                    }
+                    let Some(s) = s.as_ref() else {
+                        unreachable!("the chunk is scored when one of its rows needs it")
+                    };
+                    let row = s.row(i - lo);
+                    let set = match row.as_slice() {
+                        Some(r) => top_token_set(&r[..=i], k),
+                        None => top_token_set(&row.iter().take(i + 1).copied().collect::<Vec<_>>(), k),
+                    };
+                    token_runs(&set)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Selection::from_rows(n, 1, rows)
+}
+
 /// The `k` best indices of `scores` in [`rank_desc`] order, best first, without sorting the rest.
 pub fn top_tokens(scores: &[f32], k: usize) -> Vec<u32> {
     let mut keys: Vec<u64> = (0..scores.len() as u32)
@@ -180,101 +312,6 @@ pub fn top_tokens(scores: &[f32], k: usize) -> Vec<u32> {
     }
     keys.sort_unstable();
     keys.into_iter().map(|x| x as u32).collect()
-}
-
-/// A per-query selection (`query_block == 1`) built in parallel. `row(i, None)` gives query `i`'s
-/// kept ranges, or `None` when it needs the full score row of `i`; then `row(i, Some(s))` is called
-/// with `s` = scores of keys `0..=i`, computed [`TOKEN_CHUNK`] queries at a time by
-/// `scores(lo, hi)` (`[hi - lo, hi]`: queries `lo..hi` against keys `0..hi`) and must answer.
-pub fn token_selection<S, R>(n: usize, scores: &S, row: R) -> Selection
-where
-    S: Fn(usize, usize) -> Array2<f32> + Sync,
-    R: Fn(usize, Option<&[f32]>) -> Option<Vec<crate::selection::Range>> + Sync,
-{
-    use rayon::prelude::*;
-    let chunks: Vec<Vec<Vec<crate::selection::Range>>> = (0..n.div_ceil(TOKEN_CHUNK))
-        .into_par_iter()
-        .map(|c| {
-            let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
-            let mut rows: Vec<Option<Vec<_>>> = (lo..hi).map(|i| row(i, None)).collect();
-            if rows.iter().any(Option::is_none) {
-                let s = scores(lo, hi);
-                for (r, i) in rows.iter_mut().zip(lo..hi).filter(|(r, _)| r.is_none()) {
-                    let full: Vec<f32> = s.row(i - lo).iter().take(i + 1).copied().collect();
-                    *r = row(i, Some(&full));
-                }
-            }
-            rows.into_iter().map(Option::unwrap_or_default).collect()
-        })
-        .collect();
-    let mut b = Selection::builder(n, 1);
-    for r in chunks.into_iter().flatten() {
-        b.push_ranges(r);
-    }
-    b.finish()
-}
-
-/// Per-query token rankings over the causal keys (best first, [`rank_desc`] order), each kept to
-/// its first `cap` entries to bound memory; rows needing more are re-scored exactly on demand, so
-/// results never depend on `cap`.
-#[derive(Debug, Clone, Default)]
-pub struct TokenRanking {
-    pub rows: Vec<Vec<u32>>,
-    /// An optional per-row statistic of the full score row (e.g. its log-sum-exp).
-    pub stats: Vec<f32>,
-}
-
-impl TokenRanking {
-    /// Ranks every query's keys `0..=i` by `scores` (see [`token_selection`] for its shape).
-    pub fn build<S>(n: usize, cap: usize, scores: &S, stat: Option<fn(&[f32]) -> f32>) -> Self
-    where
-        S: Fn(usize, usize) -> Array2<f32> + Sync,
-    {
-        use rayon::prelude::*;
-        let cap = cap.max(1);
-        let chunks: Vec<Vec<(Vec<u32>, f32)>> = (0..n.div_ceil(TOKEN_CHUNK))
-            .into_par_iter()
-            .map(|c| {
-                let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
-                let s = scores(lo, hi);
-                (lo..hi)
-                    .map(|i| {
-                        let row: Vec<f32> = s.row(i - lo).iter().take(i + 1).copied().collect();
-                        (top_tokens(&row, cap), stat.map_or(0.0, |f| f(&row)))
-                    })
-                    .collect()
-            })
-            .collect();
-        let (rows, stats): (Vec<_>, Vec<_>) = chunks.into_iter().flatten().unzip();
-        Self {
-            rows,
-            stats: if stat.is_some() { stats } else { Vec::new() },
-        }
-    }
-
-    /// True when row `i` holds every causal key of query `i`.
-    pub fn complete(&self, i: usize) -> bool {
-        self.rows[i].len() > i
-    }
-
-    /// The top `k` keys of every query (all causal keys when `k > i`).
-    pub fn take<S>(&self, k: usize, scores: &S) -> Selection
-    where
-        S: Fn(usize, usize) -> Array2<f32> + Sync,
-    {
-        let k = k.max(1);
-        token_selection(self.rows.len(), scores, |i, full| {
-            if k > i {
-                return Some(vec![(0, i as u32 + 1)]);
-            }
-            let top = match full {
-                Some(s) => top_tokens(s, k),
-                None if k <= self.rows[i].len() => self.rows[i][..k].to_vec(),
-                None => return None,
-            };
-            Some(top.into_iter().map(|t| (t, t + 1)).collect())
-        })
-    }
 }
 
 /// Exact causal attention of the last `last` queries (softmax over keys `0..=i`), summed per key
@@ -301,4 +338,165 @@ pub fn last_queries_vertical_slash(
         }
     }
     (vertical, slash)
+}
+
+/// Where [`TopPRows`] reads a ranking: the ordering scores of each query's causal keys, the
+/// mass the method sums for a key, and a score threshold that likely covers mass `p`.
+pub trait TopPSource: Sync {
+    /// Calls `f(i, scores of keys 0..=i)` for every query `i` in `lo..hi` (a [`TOKEN_CHUNK`]
+    /// aligned chunk); higher scores rank first, ties by lower index ([`rank_desc`] order).
+    fn chunk(&self, lo: usize, hi: usize, f: &mut dyn FnMut(usize, &[f32]));
+    /// The mass of key `j` (score `s`) of query `i`, as the method accumulates it.
+    fn mass(&self, i: usize, j: usize, s: f32) -> f64;
+    /// A score threshold whose keys probably hold mass `p` of query `i`; `attempt` counts the
+    /// thresholds that fell short (each should be lower). Only speed depends on it.
+    fn threshold(&self, i: usize, p: f64, attempt: u32) -> f32;
+}
+
+/// One query's best keys in ranking order: every key whose score reaches `thr`, with cumulative
+/// masses (`cum[t]` = mass of the first `t + 1`, summed in order in `f64`).
+#[derive(Debug, Default)]
+struct TopPRow {
+    idx: Vec<u32>,
+    cum: Vec<f64>,
+    thr: f32,
+    complete: bool,
+}
+
+impl TopPRow {
+    /// Keys kept at `p`: the fewest (at least one) whose cumulative mass reaches `p`, every key
+    /// when none does; `None` when the stored prefix cannot tell.
+    fn count(&self, p: f64) -> Option<usize> {
+        let k = self.cum.partition_point(|&c| c < p);
+        if k < self.cum.len() {
+            Some(k + 1)
+        } else if self.complete {
+            Some(self.cum.len())
+        } else {
+            None
+        }
+    }
+
+    /// Re-collects the keys scoring at least `thr` (all when `thr` is `-inf`).
+    fn extend(&mut self, i: usize, s: &[f32], thr: f32, mass: impl Fn(usize, f32) -> f64) {
+        let mut keys: Vec<u64> = s
+            .iter()
+            .enumerate()
+            .filter(|(_, &x)| !(x < thr))
+            .map(|(j, &x)| token_key(x, j as u32))
+            .collect();
+        keys.sort_unstable();
+        self.complete = keys.len() == s.len();
+        self.thr = thr;
+        self.idx = keys.into_iter().map(|x| x as u32).collect();
+        let mut acc = 0f64;
+        self.cum = self
+            .idx
+            .iter()
+            .map(|&j| {
+                acc += mass(j as usize, s[j as usize]);
+                acc
+            })
+            .collect();
+        debug_assert!(self.idx.iter().all(|&j| (j as usize) <= i));
+    }
+}
+
+/// Per-query smallest top-p sets (`oracle-topp`, `rtpurbo-proxy`): for each query, the fewest
+/// best-ranked keys whose cumulative mass reaches `p` (at least one; every key when none does),
+/// exactly as a walk over the fully sorted row, but sorting only the keys above a threshold,
+/// lowered on demand when a larger `p` needs more of the row.
+#[derive(Debug)]
+pub struct TopPRows {
+    n: usize,
+    chunks: Vec<std::sync::Mutex<Vec<TopPRow>>>,
+}
+
+impl TopPRows {
+    /// Empty rows for `n` queries (nothing is ranked before the first `p` asks for it).
+    pub fn new(n: usize) -> Self {
+        Self {
+            n,
+            chunks: (0..n.div_ceil(TOKEN_CHUNK))
+                .map(|c| {
+                    let len = TOKEN_CHUNK.min(n - c * TOKEN_CHUNK);
+                    std::sync::Mutex::new(
+                        (0..len)
+                            .map(|_| TopPRow {
+                                thr: f32::INFINITY,
+                                ..TopPRow::default()
+                            })
+                            .collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies `f(i, kept keys best first)` to every query at `p < 1`, in parallel, chunk by
+    /// chunk, extending rows from `src` where needed.
+    fn map_rows<T: Send>(
+        &self,
+        src: &dyn TopPSource,
+        p: f64,
+        f: impl Fn(usize, &[u32]) -> T + Sync,
+    ) -> Vec<T> {
+        use rayon::prelude::*;
+        self.chunks
+            .par_iter()
+            .enumerate()
+            .flat_map_iter(|(c, m)| {
+                let lo = c * TOKEN_CHUNK;
+                let mut rows = m.lock().unwrap_or_else(|e| e.into_inner());
+                let hi = lo + rows.len();
+                let mut counts: Vec<Option<usize>> = rows.iter().map(|r| r.count(p)).collect();
+                let mut attempt = 0u32;
+                while counts.iter().any(Option::is_none) {
+                    src.chunk(lo, hi, &mut |i, s| {
+                        let r = i - lo;
+                        if counts[r].is_none() {
+                            // Four attempts, then every key.
+                            let thr = if attempt >= 4 {
+                                f32::NEG_INFINITY
+                            } else {
+                                src.threshold(i, p, attempt).min(rows[r].thr)
+                            };
+                            rows[r].extend(i, s, thr, |j, x| src.mass(i, j, x));
+                            counts[r] = rows[r].count(p);
+                        }
+                    });
+                    attempt += 1;
+                }
+                counts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(r, c)| f(lo + r, &rows[r].idx[..c.unwrap_or(0)]))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Kept causal pairs at `p` (every key of every query when `p >= 1`).
+    pub fn kept_pairs(&self, src: &dyn TopPSource, p: f64) -> u64 {
+        if p >= 1.0 {
+            return top_k_pairs(self.n, self.n);
+        }
+        self.map_rows(src, p, |_, keys| keys.len() as u64)
+            .into_iter()
+            .sum()
+    }
+
+    /// The selection at `p` (dense when `p >= 1`).
+    pub fn select(&self, src: &dyn TopPSource, p: f64) -> Selection {
+        let rows: Vec<Vec<crate::selection::Range>> = if p >= 1.0 {
+            (0..self.n).map(|i| vec![(0, i as u32 + 1)]).collect()
+        } else {
+            self.map_rows(src, p, |_, keys| {
+                let mut k = keys.to_vec();
+                k.sort_unstable();
+                token_runs(&k)
+            })
+        };
+        Selection::from_rows(self.n, 1, rows)
+    }
 }

@@ -15,7 +15,7 @@
 
 use ndarray::{s, Array2};
 
-use super::common::TokenRanking;
+use super::common::{top_k_pairs, top_k_selection};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
@@ -54,21 +54,23 @@ pub(crate) fn dsa_scores(g: &GroupInput<'_>, lo: usize, hi: usize) -> Array2<f32
     out
 }
 
-/// The proxy's per-query rankings of a group.
-pub(crate) fn dsa_ranking(g: &GroupInput<'_>, cap: usize) -> TokenRanking {
-    TokenRanking::build(g.n(), cap, &|lo, hi| dsa_scores(g, lo, hi), None)
-}
-
+/// Nothing is stored: `select(k)` scores the group chunk by chunk and keeps each query's top `k`
+/// (the same set as a stored ranking's first `k`, so results do not depend on `cap`).
 struct Prep<'a> {
     g: &'a GroupInput<'a>,
-    ranking: TokenRanking,
 }
 
 impl Prepared for Prep<'_> {
     fn select(&self, x: f64) -> Vec<Selection> {
         let k = x.max(1.0).round() as usize;
-        let sel = self.ranking.take(k, &|lo, hi| dsa_scores(self.g, lo, hi));
+        let sel = top_k_selection(self.g.n(), k, &|lo, hi| dsa_scores(self.g, lo, hi));
         vec![sel; self.g.group_size()]
+    }
+
+    fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
+        let k = x.max(1.0).round() as usize;
+        let gs = self.g.group_size();
+        Some((top_k_pairs(self.g.n(), k) * gs as u64, gs))
     }
 }
 
@@ -89,10 +91,9 @@ impl Selector for DsaProxy {
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
-        Box::new(Prep {
-            g,
-            ranking: dsa_ranking(g, self.cap),
-        })
+        // `cap` bounded the stored rankings of earlier versions; selections are exact either way.
+        let _ = self.cap;
+        Box::new(Prep { g })
     }
 }
 

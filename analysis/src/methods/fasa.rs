@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;
 
-use super::common::TokenRanking;
+use super::common::{top_k_pairs, top_k_selection};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
@@ -90,10 +90,12 @@ pub fn dominant_chunks(energy: &[f64], count: usize) -> Vec<usize> {
     idx
 }
 
+/// Per q-head: queries with non-dominant dimensions zeroed. Nothing else is stored: `select(b)`
+/// scores chunk by chunk and keeps each query's top `b` (the same set as a stored ranking's
+/// first `b`, so results do not depend on `cap`).
 struct Prep<'a> {
     g: &'a GroupInput<'a>,
-    /// Per q-head: queries with non-dominant dimensions zeroed, and the rankings.
-    heads: Vec<(Array2<f32>, TokenRanking)>,
+    heads: Vec<Array2<f32>>,
 }
 
 fn scores(qm: &Array2<f32>, k: ArrayView2<f32>, lo: usize, hi: usize) -> Array2<f32> {
@@ -105,8 +107,14 @@ impl Prepared for Prep<'_> {
         let b = x.max(1.0).round() as usize;
         self.heads
             .iter()
-            .map(|(qm, r)| r.take(b, &|lo, hi| scores(qm, self.g.k, lo, hi)))
+            .map(|qm| top_k_selection(self.g.n(), b, &|lo, hi| scores(qm, self.g.k, lo, hi)))
             .collect()
+    }
+
+    fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
+        let b = x.max(1.0).round() as usize;
+        let heads = self.heads.len();
+        Some((top_k_pairs(self.g.n(), b) * heads as u64, heads))
     }
 }
 
@@ -158,11 +166,11 @@ impl Selector for Fasa {
                         qm.column_mut(col).assign(&g.q[h].column(col));
                     }
                 }
-                let r =
-                    TokenRanking::build(g.n(), self.cap, &|lo, hi| scores(&qm, g.k, lo, hi), None);
-                (qm, r)
+                qm
             })
             .collect();
+        // `cap` bounded the stored rankings of earlier versions; selections are exact either way.
+        let _ = self.cap;
         Box::new(Prep { g, heads })
     }
 }

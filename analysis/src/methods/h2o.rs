@@ -146,6 +146,13 @@ impl Prepared for Prep<'_> {
             heads.par_iter().map(|&h| self.replay(&[h], c)).collect()
         }
     }
+
+    /// Every query keeps `min(C, t + 1)` keys (the cache never holds more): no replay needed.
+    fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
+        let c = x.max(1.0).round() as usize;
+        let gs = self.g.group_size();
+        Some((super::common::top_k_pairs(self.g.n(), c) * gs as u64, gs))
+    }
 }
 
 impl Selector for H2o {

@@ -21,8 +21,8 @@
 use ndarray::{s, Array2};
 use rayon::prelude::*;
 
-use super::common::{block_means, rank_desc, top_tokens, TokenRanking};
-use super::dsa_proxy::{dsa_ranking, dsa_scores};
+use super::common::{block_means, rank_desc, token_runs, top_k_pairs, top_token_set, TOKEN_CHUNK};
+use super::dsa_proxy::dsa_scores;
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::{Range, Selection};
@@ -67,15 +67,14 @@ struct Prep<'a> {
     forced: Vec<Vec<u32>>,
     /// Other visible blocks of each query, best first.
     blocks: Vec<Vec<u32>>,
-    tokens: TokenRanking,
 }
 
 impl Prep<'_> {
-    /// The kept tokens of query `i` at budget `k` with `m` candidate blocks; `None` when the
-    /// stored ranking runs out and the row must be re-scored (`full` gives the scores).
-    fn row(&self, i: usize, k: usize, m: usize, full: Option<&[f32]>) -> Option<Vec<Range>> {
+    /// The kept tokens of query `i` at budget `k` with `m` candidate blocks, from the dsa-proxy
+    /// scores `s` of keys `0..=i`.
+    fn row(&self, i: usize, k: usize, m: usize, s: &[f32]) -> Vec<Range> {
         if k > i {
-            return Some(vec![(0, i as u32 + 1)]);
+            return vec![(0, i as u32 + 1)];
         }
         let n_vis = i / self.block + 1;
         let forced = &self.forced[i];
@@ -89,31 +88,19 @@ impl Prep<'_> {
             used += 1;
             pool += self.block.min(i + 1 - b as usize * self.block);
         }
-        let ok = |j: u32| allowed[j as usize / self.block];
-        let top: Vec<u32> = match full {
-            Some(s) => {
-                let cand: Vec<u32> = (0..=i as u32).filter(|&j| ok(j)).collect();
-                let sc: Vec<f32> = cand.iter().map(|&j| s[j as usize]).collect();
-                // Ties by lower index: `cand` is ascending, so rank order maps back monotonically.
-                top_tokens(&sc, k)
-                    .into_iter()
-                    .map(|c| cand[c as usize])
-                    .collect()
-            }
-            None => {
-                let top: Vec<u32> = self.tokens.rows[i]
-                    .iter()
-                    .copied()
-                    .filter(|&j| ok(j))
-                    .take(k)
-                    .collect();
-                if top.len() < k && !self.tokens.complete(i) {
-                    return None;
-                }
-                top
-            }
-        };
-        Some(top.into_iter().map(|t| (t, t + 1)).collect())
+        // Candidates in ascending order: ties by lower index map back monotonically.
+        let mut cand: Vec<u32> = Vec::with_capacity(pool);
+        let mut sc: Vec<f32> = Vec::with_capacity(pool);
+        for (b, _) in allowed.iter().enumerate().filter(|(_, &a)| a) {
+            let (lo, hi) = (b * self.block, ((b + 1) * self.block).min(i + 1));
+            cand.extend(lo as u32..hi as u32);
+            sc.extend_from_slice(&s[lo..hi]);
+        }
+        let top: Vec<u32> = top_token_set(&sc, k)
+            .into_iter()
+            .map(|c| cand[c as usize])
+            .collect();
+        token_runs(&top)
     }
 }
 
@@ -122,11 +109,31 @@ impl Prepared for Prep<'_> {
         let k = x.max(1.0).round() as usize;
         let m = (self.mult * k as f64 / self.block as f64).ceil() as usize;
         let g = self.g;
-        let sel =
-            super::common::token_selection(g.n(), &|lo, hi| dsa_scores(g, lo, hi), |i, full| {
-                self.row(i, k, m, full)
-            });
-        vec![sel; g.group_size()]
+        let n = g.n();
+        let rows: Vec<Vec<Range>> = (0..n.div_ceil(TOKEN_CHUNK))
+            .into_par_iter()
+            .flat_map_iter(|c| {
+                let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
+                let s = (lo..hi).any(|i| k <= i).then(|| dsa_scores(g, lo, hi));
+                (lo..hi)
+                    .map(|i| match &s {
+                        Some(s) => {
+                            let r: Vec<f32> = s.row(i - lo).iter().take(i + 1).copied().collect();
+                            self.row(i, k, m, &r)
+                        }
+                        None => vec![(0, i as u32 + 1)],
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        vec![Selection::from_rows(n, 1, rows); g.group_size()]
+    }
+
+    fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
+        // Every query keeps exactly min(k, i + 1) keys (see the module docs).
+        let k = x.max(1.0).round() as usize;
+        let gs = self.g.group_size();
+        Some((top_k_pairs(self.g.n(), k) * gs as u64, gs))
     }
 }
 
@@ -155,6 +162,8 @@ impl Selector for HisaProxy {
             bs.zip_mut_with(&q.dot(&means.t()), |o, &x| *o += x.max(0.0));
         }
         let force = self.force_ends;
+        // `cap` bounded the stored rankings of earlier versions; selections are exact either way.
+        let _ = self.cap;
         let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..n)
             .into_par_iter()
             .map(|i| {
@@ -188,7 +197,6 @@ impl Selector for HisaProxy {
             mult: self.mult,
             forced,
             blocks,
-            tokens: dsa_ranking(g, self.cap),
         })
     }
 }

@@ -129,10 +129,11 @@ fn vs_selection(n: usize, cols: &[Range], diags: &[Range]) -> Selection {
     b.finish()
 }
 
-impl Prepared for Prep {
-    fn select(&self, x: f64) -> Vec<Selection> {
+impl Prep {
+    /// Vertical lines and slash lines kept at knob `x`.
+    fn counts(&self, x: f64) -> (usize, usize) {
         let n = self.n;
-        let (v, s) = if x >= self.dense_scale {
+        if x >= self.dense_scale {
             (n, n)
         } else {
             let x = x.max(0.0);
@@ -140,7 +141,38 @@ impl Prepared for Prep {
                 ((x * self.per_scale.0).round() as usize).max(FORCED_COLS),
                 ((x * self.per_scale.1).round() as usize).max(MIN_SLASH),
             )
-        };
+        }
+    }
+}
+
+impl Prepared for Prep {
+    /// Over all queries: column `j` is kept by the `n - j` queries `i >= j`, offset `o` by the
+    /// `n - o` queries `i >= o`, and both keep the same key for the queries `i = j + o < n`.
+    fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
+        let n = self.n;
+        let (v, s) = self.counts(x);
+        let kept = self
+            .heads
+            .iter()
+            .map(|h| {
+                let cols = &h.cols[..v.min(h.cols.len())];
+                let mut diags = h.diags[..s.min(h.diags.len())].to_vec();
+                diags.sort_unstable();
+                let vertical: u64 = cols.iter().map(|&j| (n - j as usize) as u64).sum();
+                let slash: u64 = diags.iter().map(|&o| (n - o as usize) as u64).sum();
+                let both: u64 = cols
+                    .iter()
+                    .map(|&j| diags.partition_point(|&o| (o as usize) < n - j as usize) as u64)
+                    .sum();
+                vertical + slash - both
+            })
+            .sum();
+        Some((kept, self.heads.len()))
+    }
+
+    fn select(&self, x: f64) -> Vec<Selection> {
+        let n = self.n;
+        let (v, s) = self.counts(x);
         self.heads
             .iter()
             .map(|h| {

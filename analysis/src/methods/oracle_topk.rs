@@ -3,9 +3,11 @@
 
 use rayon::prelude::*;
 
-use super::common::{RankedHeads, RankedRows};
+use super::common::{token_runs, top_k_pairs, top_token_set};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::metrics::TrueProbs;
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::selection::{Range, Selection};
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "oracle-topk",
@@ -30,38 +32,48 @@ fn build(_p: &Params) -> Box<dyn Selector> {
 #[derive(Debug)]
 struct OracleTopK;
 
-/// Per q-head, per query: keys sorted by descending true probability, with those probabilities.
-pub(crate) fn true_rankings(g: &GroupInput<'_>) -> Vec<(RankedRows, Vec<Vec<f32>>)> {
-    let n = g.n();
-    let scale = g.scale();
-    (0..g.group_size())
-        .map(|h| {
-            let lse = &g.truth[h].lse;
-            let rows: Vec<(Vec<u32>, Vec<f32>)> = (0..n)
-                .into_par_iter()
-                .map(|i| {
-                    let q = g.q[h].row(i);
-                    let probs: Vec<f32> = (0..=i)
-                        .map(|j| (q.dot(&g.k.row(j)) * scale - lse[i]).exp())
-                        .collect();
-                    let order = super::common::rank_desc(&probs);
-                    let sorted = order.iter().map(|&j| probs[j as usize]).collect();
-                    (order, sorted)
-                })
-                .collect();
-            let (ranked, probs): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
-            (
-                RankedRows {
-                    n,
-                    query_block: 1,
-                    unit: 1,
-                    forced: vec![Vec::new(); n],
-                    ranked,
-                },
-                probs,
-            )
+/// The exact probabilities of the group's q-heads ([`GroupInput::true_probs`], shared with the
+/// runner's metrics); `select(k)` keeps each query's `k` most probable keys (ties by lower index).
+struct Prep<'a> {
+    n: usize,
+    probs: &'a [TrueProbs],
+}
+
+/// Per query, the `k` keys of largest `row(i)` value ([`rank_desc`](super::common::rank_desc)
+/// order), every causal key when `k > i`.
+pub(crate) fn top_k_of_rows<'r>(
+    n: usize,
+    k: usize,
+    row: impl Fn(usize) -> &'r [f32] + Sync,
+) -> Selection {
+    let rows: Vec<Vec<Range>> = (0..n)
+        .into_par_iter()
+        .with_min_len(16)
+        .map(|i| {
+            if k > i {
+                vec![(0, i as u32 + 1)]
+            } else {
+                token_runs(&top_token_set(row(i), k))
+            }
         })
-        .collect()
+        .collect();
+    Selection::from_rows(n, 1, rows)
+}
+
+impl Prepared for Prep<'_> {
+    fn select(&self, x: f64) -> Vec<Selection> {
+        let k = x.max(0.0).round() as usize;
+        self.probs
+            .iter()
+            .map(|p| top_k_of_rows(self.n, k, |i| p.row(i)))
+            .collect()
+    }
+
+    fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
+        let k = x.max(0.0).round() as usize;
+        let heads = self.probs.len();
+        Some((top_k_pairs(self.n, k) * heads as u64, heads))
+    }
 }
 
 impl Selector for OracleTopK {
@@ -81,9 +93,9 @@ impl Selector for OracleTopK {
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
-        Box::new(RankedHeads {
-            heads: true_rankings(g).into_iter().map(|(r, _)| r).collect(),
-            group_size: g.group_size(),
+        Box::new(Prep {
+            n: g.n(),
+            probs: g.true_probs(),
         })
     }
 }

@@ -1,9 +1,9 @@
 //! `oracle-topp`: per q-head and query, the smallest set of keys whose true attention mass
 //! reaches p (an upper bound for every method at the same sparsity).
 
-use super::common::RankedRows;
-use super::oracle_topk::true_rankings;
+use super::common::{TopPRows, TopPSource};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::metrics::TrueProbs;
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
 
@@ -30,29 +30,46 @@ fn build(_p: &Params) -> Box<dyn Selector> {
 #[derive(Debug)]
 struct OracleTopP;
 
-struct Prep {
-    heads: Vec<(RankedRows, Vec<Vec<f32>>)>,
+/// The exact probabilities of one q-head as the ranking of a [`TopPRows`].
+struct Source<'a> {
+    probs: &'a TrueProbs,
 }
 
-impl Prepared for Prep {
+impl TopPSource for Source<'_> {
+    fn chunk(&self, lo: usize, hi: usize, f: &mut dyn FnMut(usize, &[f32])) {
+        for i in lo..hi {
+            f(i, self.probs.row(i));
+        }
+    }
+
+    fn mass(&self, _i: usize, _j: usize, s: f32) -> f64 {
+        s as f64
+    }
+
+    /// Keys below `(1 - p) / (2 (i + 1))` hold at most half of the mass `1 - p` can miss.
+    fn threshold(&self, i: usize, p: f64, attempt: u32) -> f32 {
+        ((1.0 - p).max(0.0) / (2.0 * (i + 1) as f64) / 16f64.powi(attempt as i32)) as f32
+    }
+}
+
+/// Per q-head: the exact probabilities (shared with the runner's metrics) and the lazily
+/// sorted best keys of each query.
+struct Prep<'a> {
+    heads: Vec<(Source<'a>, TopPRows)>,
+}
+
+impl Prepared for Prep<'_> {
     fn select(&self, p: f64) -> Vec<Selection> {
-        self.heads
+        self.heads.iter().map(|(src, rows)| rows.select(src, p)).collect()
+    }
+
+    fn kept_pairs_at(&self, p: f64) -> Option<(u64, usize)> {
+        let kept = self
+            .heads
             .iter()
-            .map(|(rows, probs)| {
-                let mut b = Selection::builder(rows.n, 1);
-                for (order, sorted) in rows.ranked.iter().zip(probs) {
-                    let mut mass = 0f64;
-                    let mut k = 0;
-                    // p = 1 keeps every key (f32 masses may sum to just under 1).
-                    while k < sorted.len() && (mass < p || k == 0 || p >= 1.0) {
-                        mass += sorted[k] as f64;
-                        k += 1;
-                    }
-                    b.push_tokens(order[..k].iter().map(|&j| j as usize));
-                }
-                b.finish()
-            })
-            .collect()
+            .map(|(src, rows)| rows.kept_pairs(src, p))
+            .sum();
+        Some((kept, self.heads.len()))
     }
 }
 
@@ -70,7 +87,69 @@ impl Selector for OracleTopP {
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
         Box::new(Prep {
-            heads: true_rankings(g),
+            heads: g
+                .true_probs()
+                .iter()
+                .map(|probs| (Source { probs }, TopPRows::new(g.n())))
+                .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::methods::common::rank_desc;
+    use crate::testing::GroupData;
+
+    /// The oracles as first written: every row's true probabilities fully sorted.
+    fn reference(data: &GroupData, topk: Option<usize>, p: f64) -> Vec<Selection> {
+        let g = data.input();
+        let n = g.n();
+        (0..g.group_size())
+            .map(|h| {
+                let mut b = Selection::builder(n, 1);
+                for i in 0..n {
+                    let probs: Vec<f32> = (0..=i)
+                        .map(|j| (g.q[h].row(i).dot(&g.k.row(j)) * g.scale() - g.truth[h].lse[i]).exp())
+                        .collect();
+                    let order = rank_desc(&probs);
+                    let k = match topk {
+                        Some(k) => k.min(order.len()),
+                        None => {
+                            let (mut mass, mut k) = (0f64, 0);
+                            while k < order.len() && (mass < p || k == 0 || p >= 1.0) {
+                                mass += probs[order[k] as usize] as f64;
+                                k += 1;
+                            }
+                            k
+                        }
+                    };
+                    b.push_tokens(order[..k].iter().map(|&j| j as usize));
+                }
+                b.finish()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_selections_as_fully_sorted_rows() {
+        let topk = (super::super::oracle_topk::INFO.build)(
+            &super::super::oracle_topk::INFO.params(&[]).expect("defaults"),
+        );
+        let topp = OracleTopP;
+        for (n, d) in [(180, 16), (97, 64)] {
+            let data = GroupData::random(n, d, 2, n as u64);
+            let g = data.input();
+            let prep = topp.prepare(&g);
+            // Ascending, descending and repeated p: rows grow and are reused.
+            for p in [0.3, 0.9, 0.5, 0.999, 0.0, 1.0, 0.97, 0.9999999] {
+                assert_eq!(prep.select(p), reference(&data, None, p), "top-p {p}");
+            }
+            let prep = topk.prepare(&g);
+            for k in [0, 1, 2, 7, 50, n - 1, n, n + 3] {
+                assert_eq!(prep.select(k as f64), reference(&data, Some(k), 0.0), "top-k {k}");
+            }
+        }
     }
 }

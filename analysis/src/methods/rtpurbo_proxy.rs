@@ -16,10 +16,11 @@
 use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;
 
-use super::common::{token_selection, top_tokens, TokenRanking};
+use super::common::{TopPRows, TopPSource, TOKEN_CHUNK};
+use crate::metrics::dot_exact;
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
-use crate::selection::{Range, Selection};
+use crate::selection::Selection;
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "rtpurbo-proxy",
@@ -109,66 +110,74 @@ fn log_sum_exp(xs: &[f32]) -> f32 {
     m + xs.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln() as f32
 }
 
+/// One q-head's indexer: projected queries and the log-sum-exp of each query's indexer scores.
 struct Head {
     /// Projected queries `[n, r]`, already multiplied by `1 / sqrt d`.
     qp: Array2<f32>,
-    ranking: TokenRanking,
-}
-
-struct Prep {
-    n: usize,
-    kp: Array2<f32>,
-    heads: Vec<Head>,
+    lse: Vec<f32>,
 }
 
 fn head_scores(qp: &Array2<f32>, kp: &Array2<f32>, lo: usize, hi: usize) -> Array2<f32> {
     qp.slice(s![lo..hi, ..]).dot(&kp.slice(s![..hi, ..]).t())
 }
 
-impl Prep {
-    /// Query `i`'s smallest top-p set from `order` (best first), or `None` when `order` is a
-    /// truncated ranking that runs out before reaching `p`.
-    fn walk(
-        &self,
-        h: &Head,
-        i: usize,
-        p: f64,
-        order: &[u32],
-        complete: bool,
-    ) -> Option<Vec<Range>> {
-        let (q, lse) = (h.qp.row(i), h.ranking.stats[i]);
-        let mut mass = 0f64;
-        let mut kept = Vec::new();
-        for &j in order {
-            if mass >= p && !kept.is_empty() {
-                break;
+/// A head with the group's projected keys: the ranking of a [`TopPRows`].
+struct Source<'x> {
+    h: &'x Head,
+    kp: &'x Array2<f32>,
+}
+
+impl TopPSource for Source<'_> {
+    fn chunk(&self, lo: usize, hi: usize, f: &mut dyn FnMut(usize, &[f32])) {
+        let s = head_scores(&self.h.qp, self.kp, lo, hi);
+        for i in lo..hi {
+            let row = s.row(i - lo);
+            match row.as_slice() {
+                Some(r) => f(i, &r[..=i]),
+                None => f(i, &row.iter().take(i + 1).copied().collect::<Vec<_>>()),
             }
-            mass += ((q.dot(&self.kp.row(j as usize)) - lse) as f64).exp();
-            kept.push((j, j + 1));
         }
-        (mass >= p || complete).then_some(kept)
     }
 
-    fn select_head(&self, h: &Head, p: f64) -> Selection {
-        token_selection(
-            self.n,
-            &|lo, hi| head_scores(&h.qp, &self.kp, lo, hi),
-            |i, full| {
-                if p >= 1.0 {
-                    return Some(vec![(0, i as u32 + 1)]);
-                }
-                match full {
-                    Some(s) => self.walk(h, i, p, &top_tokens(s, i + 1), true),
-                    None => self.walk(h, i, p, &h.ranking.rows[i], h.ranking.complete(i)),
-                }
-            },
-        )
+    /// The indexer probability: `q' . k'` exactly as ndarray's dot computes it, minus the LSE.
+    fn mass(&self, i: usize, j: usize, _s: f32) -> f64 {
+        let (q, k) = (self.h.qp.row(i), self.kp.row(j));
+        let d = match (q.as_slice(), k.as_slice()) {
+            (Some(q), Some(k)) => dot_exact(q, k),
+            _ => q.dot(&k),
+        };
+        ((d - self.h.lse[i]) as f64).exp()
     }
+
+    /// Keys of probability below `(1 - p) / (2 (i + 1))` hold at most half of what `1 - p`
+    /// may miss.
+    fn threshold(&self, i: usize, p: f64, attempt: u32) -> f32 {
+        let tau = (1.0 - p).max(0.0) / (2.0 * (i + 1) as f64) / 16f64.powi(attempt as i32);
+        (self.h.lse[i] as f64 + tau.ln()) as f32
+    }
+}
+
+struct Prep {
+    kp: Array2<f32>,
+    /// Per q-head: the indexer and the lazily sorted best keys of each query.
+    heads: Vec<(Head, TopPRows)>,
 }
 
 impl Prepared for Prep {
     fn select(&self, p: f64) -> Vec<Selection> {
-        self.heads.iter().map(|h| self.select_head(h, p)).collect()
+        self.heads
+            .iter()
+            .map(|(h, rows)| rows.select(&Source { h, kp: &self.kp }, p))
+            .collect()
+    }
+
+    fn kept_pairs_at(&self, p: f64) -> Option<(u64, usize)> {
+        let kept = self
+            .heads
+            .iter()
+            .map(|(h, rows)| rows.kept_pairs(&Source { h, kp: &self.kp }, p))
+            .sum();
+        Some((kept, self.heads.len()))
     }
 }
 
@@ -185,27 +194,35 @@ impl Selector for RtpurboProxy {
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
+        // `cap` bounded the stored rankings of earlier versions; selections are exact either way.
+        let _ = self.cap;
         let basis = key_basis(g.k, self.rank);
         let kp = g.k.dot(&basis);
-        let cap = self.cap;
-        let heads =
-            g.q.par_iter()
-                .map(|q| {
-                    let qp = q.dot(&basis) * g.scale();
-                    let ranking = TokenRanking::build(
-                        g.n(),
-                        cap,
-                        &|lo, hi| head_scores(&qp, &kp, lo, hi),
-                        Some(log_sum_exp),
-                    );
-                    Head { qp, ranking }
-                })
-                .collect();
-        Box::new(Prep {
-            n: g.n(),
-            kp,
-            heads,
-        })
+        let n = g.n();
+        let heads = g
+            .q
+            .par_iter()
+            .map(|q| {
+                let qp = q.dot(&basis) * g.scale();
+                // The LSE of each query's indexer scores, from the same chunked products.
+                let lse: Vec<f32> = (0..n.div_ceil(TOKEN_CHUNK))
+                    .into_par_iter()
+                    .flat_map_iter(|c| {
+                        let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
+                        let s = head_scores(&qp, &kp, lo, hi);
+                        (lo..hi)
+                            .map(|i| {
+                                let row: Vec<f32> =
+                                    s.row(i - lo).iter().take(i + 1).copied().collect();
+                                log_sum_exp(&row)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                (Head { qp, lse }, TopPRows::new(n))
+            })
+            .collect();
+        Box::new(Prep { kp, heads })
     }
 }
 
@@ -295,6 +312,62 @@ mod tests {
                     .sum();
                 assert!(mass >= 0.9 - 1e-4, "q-head {h} query {i}: mass {mass}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+    use crate::methods::common::{top_tokens, TOKEN_CHUNK};
+    use crate::testing::GroupData;
+
+    /// The proxy as first written: every row fully ranked by the chunked indexer scores, masses
+    /// summed along that order with ndarray's dot.
+    fn reference(data: &GroupData, rank: usize, p: f64) -> Vec<Selection> {
+        let g = data.input();
+        let n = g.n();
+        let basis = key_basis(g.k, rank);
+        let kp = g.k.dot(&basis);
+        g.q.iter()
+            .map(|q| {
+                let qp = q.dot(&basis) * g.scale();
+                let mut b = Selection::builder(n, 1);
+                for c in 0..n.div_ceil(TOKEN_CHUNK) {
+                    let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
+                    let s = head_scores(&qp, &kp, lo, hi);
+                    for i in lo..hi {
+                        if p >= 1.0 {
+                            b.push_ranges([(0, i as u32 + 1)]);
+                            continue;
+                        }
+                        let row: Vec<f32> = s.row(i - lo).iter().take(i + 1).copied().collect();
+                        let lse = log_sum_exp(&row);
+                        let mut mass = 0f64;
+                        let mut kept = Vec::new();
+                        for j in top_tokens(&row, i + 1) {
+                            if mass >= p && !kept.is_empty() {
+                                break;
+                            }
+                            mass += ((qp.row(i).dot(&kp.row(j as usize)) - lse) as f64).exp();
+                            kept.push(j as usize);
+                        }
+                        b.push_tokens(kept);
+                    }
+                }
+                b.finish()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_selections_as_fully_ranked_rows() {
+        let data = GroupData::random(170, 16, 2, 8);
+        let m = RtpurboProxy { rank: 4, cap: 1 };
+        let g = data.input();
+        let prep = m.prepare(&g);
+        for p in [0.5, 0.95, 0.2, 0.9999, 0.0, 1.0, 0.8] {
+            assert_eq!(prep.select(p), reference(&data, 4, p), "p {p}");
         }
     }
 }

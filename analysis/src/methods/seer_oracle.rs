@@ -81,6 +81,18 @@ struct Prep {
     heads: Vec<Vec<Vec<(u32, f32)>>>,
 }
 
+impl Prep {
+    /// Blocks kept by a row at knob `x` (at least one).
+    fn keep(&self, ranked: &[(u32, f32)], x: f64) -> usize {
+        let keep = if self.threshold_mode {
+            ranked.iter().take_while(|e| e.1 as f64 >= x).count()
+        } else {
+            x.round().max(0.0) as usize
+        };
+        keep.max(1)
+    }
+}
+
 impl Prepared for Prep {
     fn select(&self, x: f64) -> Vec<Selection> {
         self.heads
@@ -88,17 +100,35 @@ impl Prepared for Prep {
             .map(|rows| {
                 let mut b = Selection::builder(self.n, self.block);
                 for ranked in rows {
-                    let keep = if self.threshold_mode {
-                        ranked.iter().take_while(|e| e.1 as f64 >= x).count()
-                    } else {
-                        x.round().max(0.0) as usize
-                    };
-                    let blocks = ranked.iter().take(keep.max(1)).map(|e| e.0 as usize);
+                    let blocks = ranked
+                        .iter()
+                        .take(self.keep(ranked, x))
+                        .map(|e| e.0 as usize);
                     b.push_blocks(blocks, self.block);
                 }
                 b.finish()
             })
             .collect()
+    }
+
+    /// Row `r` covers queries `rB..hi` (`L` of them): a kept block `c < r` gives `B L` pairs,
+    /// the diagonal block `L (L + 1) / 2`.
+    fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
+        let bs = self.block as u64;
+        let kept = self
+            .heads
+            .iter()
+            .flat_map(|rows| rows.iter().enumerate())
+            .map(|(r, ranked)| {
+                let l = (self.n - r * self.block).min(self.block) as u64;
+                ranked
+                    .iter()
+                    .take(self.keep(ranked, x))
+                    .map(|e| if e.0 as usize == r { l * (l + 1) / 2 } else { bs * l })
+                    .sum::<u64>()
+            })
+            .sum();
+        Some((kept, self.heads.len()))
     }
 }
 

@@ -113,6 +113,25 @@ fn runs(mut xs: Vec<u32>) -> Vec<Range> {
 }
 
 impl Prepared for Prep {
+    /// Query `i` of the stride starting at `t` keeps the voted prefix keys (all before
+    /// `t - w`) plus `t - w ..= i`.
+    fn kept_pairs_at(&self, capacity: f64) -> Option<(u64, usize)> {
+        let top = (capacity.max(0.0).round() as usize).saturating_sub(self.window);
+        let kept = self
+            .heads
+            .iter()
+            .flat_map(|strides| strides.iter().enumerate())
+            .map(|(r, ranked)| {
+                let t = r * self.stride;
+                let end = ((r + 1) * self.stride).min(self.n);
+                let recent = t.saturating_sub(self.window);
+                let voted = top.min(ranked.len());
+                (t..end).map(|i| (voted + i + 1 - recent) as u64).sum::<u64>()
+            })
+            .sum();
+        Some((kept, self.heads.len()))
+    }
+
     fn select(&self, capacity: f64) -> Vec<Selection> {
         let top = (capacity.max(0.0).round() as usize).saturating_sub(self.window);
         self.heads

@@ -43,6 +43,18 @@ impl Prepared for Prep {
         }
         vec![b.finish(); self.group]
     }
+
+    fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
+        let w = x.max(1.0).round() as usize;
+        // Query i keeps [lo, i] plus the leading tokens before lo.
+        let per_head: u64 = (0..self.n)
+            .map(|i| {
+                let lo = (i + 1).saturating_sub(w);
+                (i + 1 - lo + self.sinks.min(lo)) as u64
+            })
+            .sum();
+        Some((per_head * self.group as u64, self.group))
+    }
 }
 
 impl Selector for Streaming {

@@ -122,24 +122,49 @@ struct Prep {
     heads: Vec<Vec<Row>>,
 }
 
+impl Row {
+    /// Ranked blocks kept at `tau`: the fewest reaching `tau` of the row total with the forced
+    /// blocks (all at `tau >= 1`).
+    fn extra(&self, tau: f64) -> usize {
+        let need = tau * self.total as f64;
+        let mut kept = self.forced_mass as f64;
+        self.ranked
+            .iter()
+            .take_while(|&&(_, s)| {
+                let take = tau >= 1.0 || kept < need;
+                kept += s as f64;
+                take
+            })
+            .count()
+    }
+}
+
 impl Prepared for Prep {
+    /// Row `r` covers queries `rB..hi` (`L` of them): a kept block `c < r` gives `B L` pairs,
+    /// the diagonal block `L (L + 1) / 2`.
+    fn kept_pairs_at(&self, tau: f64) -> Option<(u64, usize)> {
+        let bs = self.block as u64;
+        let kept = self
+            .heads
+            .iter()
+            .flat_map(|rows| rows.iter().enumerate())
+            .map(|(r, row)| {
+                let l = (self.n - r * self.block).min(self.block) as u64;
+                let blocks = row.forced.len() + row.extra(tau);
+                // The diagonal block is always forced; the others are complete.
+                (blocks as u64 - 1) * bs * l + l * (l + 1) / 2
+            })
+            .sum();
+        Some((kept, self.heads.len()))
+    }
+
     fn select(&self, tau: f64) -> Vec<Selection> {
         self.heads
             .iter()
             .map(|rows| {
                 let mut b = Selection::builder(self.n, self.block);
                 for row in rows {
-                    let need = tau * row.total as f64;
-                    let mut kept = row.forced_mass as f64;
-                    let extra = row
-                        .ranked
-                        .iter()
-                        .take_while(|&&(_, s)| {
-                            let take = tau >= 1.0 || kept < need;
-                            kept += s as f64;
-                            take
-                        })
-                        .map(|&(c, _)| c);
+                    let extra = row.ranked[..row.extra(tau)].iter().map(|&(c, _)| c);
                     b.push_blocks(
                         row.forced.iter().copied().chain(extra).map(|c| c as usize),
                         self.block,

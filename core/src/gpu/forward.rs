@@ -3,14 +3,12 @@
 
 use std::sync::Arc;
 
-use attnscope_kernels::cuda::{
-    bf16, AttnKernel, AttnShape, DBuf, GpuDevice, GpuFloat, RowLayout,
-};
+use attnscope_kernels::cuda::{bf16, AttnKernel, AttnShape, DBuf, GpuDevice, GpuFloat, RowLayout};
 use ndarray::Array2;
 
+use super::gpu_err;
 use super::plan::MemoryPlan;
 use super::weights::{weight_bytes, GpuWeights};
-use super::gpu_err;
 use crate::attention::{sparse_attention, AttentionHook, DeviceLayer, HookAction, LayerQkv};
 use crate::capture::{CaptureOptions, HeadCapture};
 use crate::config::ModelConfig;
@@ -34,7 +32,13 @@ pub struct GpuModel {
 
 impl std::fmt::Debug for GpuModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuModel({}, {}, {:?})", self.dev.label(), self.precision, self.config.arch)
+        write!(
+            f,
+            "GpuModel({}, {}, {:?})",
+            self.dev.label(),
+            self.precision,
+            self.config.arch
+        )
     }
 }
 
@@ -104,7 +108,12 @@ impl GpuModel {
 
     /// A model of shape `config` with random weights generated on the device from `seed`
     /// (see [`super::random_config`] for named shapes).
-    pub fn random(config: ModelConfig, ordinal: usize, precision: Precision, seed: u64) -> Result<Self> {
+    pub fn random(
+        config: ModelConfig,
+        ordinal: usize,
+        precision: Precision,
+        seed: u64,
+    ) -> Result<Self> {
         let dev = GpuDevice::open(ordinal).map_err(gpu_err)?;
         Self::check_weights_fit(&dev, &config, precision)?;
         let w = match precision {
@@ -125,14 +134,18 @@ impl GpuModel {
             Precision::F32 => weight_bytes::<f32>(cfg),
             Precision::Bf16 => weight_bytes::<bf16>(cfg),
         };
-        let (free, _) = dev.memory().map_err(gpu_err)?;
+        let free = dev.available_memory().map_err(gpu_err)?;
         if need + (256 << 20) > free {
             let hint = if precision == Precision::F32 {
                 "load with --precision bf16 (half the bytes), or use --device cpu"
             } else {
                 "use a GPU with more memory, or --device cpu"
             };
-            return Err(gpu_err(dev.oom(&format!("the {precision} weights"), need, hint)));
+            return Err(gpu_err(dev.oom(
+                &format!("the {precision} weights"),
+                need,
+                hint,
+            )));
         }
         Ok(())
     }
@@ -152,8 +165,20 @@ impl GpuModel {
 
     /// The memory plan of a forward at `n` tokens (`capture`: the capture options when layers are
     /// captured; `kept_layers`: layers whose results stay on the device).
-    pub fn plan(&self, n: usize, capture: Option<&CaptureOptions>, kept_layers: usize) -> MemoryPlan {
-        MemoryPlan::new(&self.config, self.precision, self.weight_bytes(), n, capture, kept_layers)
+    pub fn plan(
+        &self,
+        n: usize,
+        capture: Option<&CaptureOptions>,
+        kept_layers: usize,
+    ) -> MemoryPlan {
+        MemoryPlan::new(
+            &self.config,
+            self.precision,
+            self.weight_bytes(),
+            n,
+            capture,
+            kept_layers,
+        )
     }
 
     /// The attention kernel this model uses for capture options `opts`.
@@ -186,7 +211,7 @@ impl GpuModel {
     }
 
     fn check_plan(&self, plan: &MemoryPlan) -> Result<()> {
-        let (free, _) = self.dev.memory().map_err(gpu_err)?;
+        let free = self.dev.available_memory().map_err(gpu_err)?;
         if plan.run_bytes() > free {
             return Err(gpu_err(self.dev.oom(
                 &format!("a run of {}", plan.describe()),
@@ -228,7 +253,10 @@ impl GpuModel {
         let n = ids.len();
         let layers: Vec<usize> = match capture {
             None => vec![],
-            Some(o) => o.layers.clone().unwrap_or_else(|| (0..self.config.n_layers).collect()),
+            Some(o) => o
+                .layers
+                .clone()
+                .unwrap_or_else(|| (0..self.config.n_layers).collect()),
         };
         let plan = self.plan(n, capture, layers.len());
         self.check_plan(&plan)?;
@@ -289,7 +317,7 @@ impl GpuModel {
         let block = block.max(1);
         let nb = n.div_ceil(block);
         let need = 4 * heads as u64 * (n as u64 * nb as u64 + n as u64 + (nb * nb) as u64);
-        let (free, _) = self.dev.memory().map_err(gpu_err)?;
+        let free = self.dev.available_memory().map_err(gpu_err)?;
         if need + (64 << 20) > free {
             return Err(gpu_err(self.dev.oom(
                 &format!("capturing a layer at {n} tokens with block {block}"),
@@ -343,12 +371,15 @@ impl GpuModel {
             Precision::Bf16 => AttnKernel::auto::<T>(dev, d, 64, 0),
         };
         // 1. Token embeddings.
-        dev.embed_gather(&w.embed, &ids_d, &mut b.x, n, h).map_err(ge)?;
+        dev.embed_gather(&w.embed, &ids_d, &mut b.x, n, h)
+            .map_err(ge)?;
         for (l, lw) in w.layers.iter().enumerate() {
             // 2. Pre-attention RMSNorm.
-            dev.rms_norm(&b.x, &mut b.xn, &lw.attn_norm, n, h, c.rms_eps).map_err(ge)?;
+            dev.rms_norm(&b.x, &mut b.xn, &lw.attn_norm, n, h, c.rms_eps)
+                .map_err(ge)?;
             // 3. Q, K, V projections (one fused product), with biases where the architecture has them.
-            dev.linear(&b.xn, &lw.wqkv, &mut b.qkv, n, h, wq, 0.0).map_err(ge)?;
+            dev.linear(&b.xn, &lw.wqkv, &mut b.qkv, n, h, wq, 0.0)
+                .map_err(ge)?;
             if let Some(bias) = &lw.bqkv {
                 dev.add_bias(&mut b.qkv, bias, n, wq, wq, 0).map_err(ge)?;
             }
@@ -361,15 +392,22 @@ impl GpuModel {
                     ld: wq,
                     col_off: off,
                 };
-                dev.rms_norm_inplace(&mut b.qkv, qn, lay(nh, 0), c.rms_eps).map_err(ge)?;
-                dev.rms_norm_inplace(&mut b.qkv, kn, lay(nkv, qd), c.rms_eps).map_err(ge)?;
+                dev.rms_norm_inplace(&mut b.qkv, qn, lay(nh, 0), c.rms_eps)
+                    .map_err(ge)?;
+                dev.rms_norm_inplace(&mut b.qkv, kn, lay(nkv, qd), c.rms_eps)
+                    .map_err(ge)?;
             }
             // 5. Rotary position embedding of q and k; then head-major copies for attention.
-            dev.rope(&mut b.qkv, &w.cos, &w.sin, n, nh, d, wq, 0).map_err(ge)?;
-            dev.rope(&mut b.qkv, &w.cos, &w.sin, n, nkv, d, wq, qd).map_err(ge)?;
-            dev.to_head_major(&b.qkv, &mut b.qh, n, nh, d, wq, 0).map_err(ge)?;
-            dev.to_head_major(&b.qkv, &mut b.kh, n, nkv, d, wq, qd).map_err(ge)?;
-            dev.to_head_major(&b.qkv, &mut b.vh, n, nkv, d, wq, qd + kvd).map_err(ge)?;
+            dev.rope(&mut b.qkv, &w.cos, &w.sin, n, nh, d, wq, 0)
+                .map_err(ge)?;
+            dev.rope(&mut b.qkv, &w.cos, &w.sin, n, nkv, d, wq, qd)
+                .map_err(ge)?;
+            dev.to_head_major(&b.qkv, &mut b.qh, n, nh, d, wq, 0)
+                .map_err(ge)?;
+            dev.to_head_major(&b.qkv, &mut b.kh, n, nkv, d, wq, qd)
+                .map_err(ge)?;
+            dev.to_head_major(&b.qkv, &mut b.vh, n, nkv, d, wq, qd + kvd)
+                .map_err(ge)?;
             // 6. Attention through the hook: dense, sparse, or the hook's exact output.
             match &mut mode {
                 Mode::Hook(hook) if hook.inspects(l) => {
@@ -400,8 +438,16 @@ impl GpuModel {
                     match action {
                         HookAction::Dense => {
                             if !done {
-                                dev.attention(&b.qh, &b.kh, &b.vh, &mut b.attn, &mut b.lse, shape, dense_kernel)
-                                    .map_err(ge)?;
+                                dev.attention(
+                                    &b.qh,
+                                    &b.kh,
+                                    &b.vh,
+                                    &mut b.attn,
+                                    &mut b.lse,
+                                    shape,
+                                    dense_kernel,
+                                )
+                                .map_err(ge)?;
                             }
                         }
                         HookAction::DenseOutput(out) => {
@@ -422,7 +468,9 @@ impl GpuModel {
                     if cap.as_ref().is_none_or(|cb| cb.block != block) {
                         cap = Some(self.cap_bufs(n, block)?);
                     }
-                    let cb = cap.as_mut().ok_or_else(|| CoreError::Device("capture buffers".into()))?;
+                    let cb = cap
+                        .as_mut()
+                        .ok_or_else(|| CoreError::Device("capture buffers".into()))?;
                     self.capture_layer(&mut b, cb, opts)?;
                     let mut keep = self.alloc::<f32>(nh * n, "kept sink mass")?;
                     // A device-to-device copy of the sink mass (zeroed buffer + add).
@@ -431,26 +479,44 @@ impl GpuModel {
                     kept.push((l, keep));
                 }
                 _ => {
-                    dev.attention(&b.qh, &b.kh, &b.vh, &mut b.attn, &mut b.lse, shape, dense_kernel)
-                        .map_err(ge)?;
+                    dev.attention(
+                        &b.qh,
+                        &b.kh,
+                        &b.vh,
+                        &mut b.attn,
+                        &mut b.lse,
+                        shape,
+                        dense_kernel,
+                    )
+                    .map_err(ge)?;
                 }
             }
             // 7. Output projection and residual (accumulated into the f32 stream by the GEMM).
-            dev.linear(&b.attn, &lw.wo, &mut b.x, n, qd, h, 1.0).map_err(ge)?;
+            dev.linear(&b.attn, &lw.wo, &mut b.x, n, qd, h, 1.0)
+                .map_err(ge)?;
             // 8. Post-attention RMSNorm, SiLU-gated MLP, residual.
-            dev.rms_norm(&b.x, &mut b.xn, &lw.mlp_norm, n, h, c.rms_eps).map_err(ge)?;
-            dev.linear(&b.xn, &lw.wgu, &mut b.gu, n, h, 2 * f, 0.0).map_err(ge)?;
+            dev.rms_norm(&b.x, &mut b.xn, &lw.mlp_norm, n, h, c.rms_eps)
+                .map_err(ge)?;
+            dev.linear(&b.xn, &lw.wgu, &mut b.gu, n, h, 2 * f, 0.0)
+                .map_err(ge)?;
             dev.silu_mul(&b.gu, &mut b.act, n, f).map_err(ge)?;
-            dev.linear(&b.act, &lw.wdown, &mut b.x, n, f, h, 1.0).map_err(ge)?;
+            dev.linear(&b.act, &lw.wdown, &mut b.x, n, f, h, 1.0)
+                .map_err(ge)?;
             progress(l);
         }
         // 9. Final RMSNorm.
         let mut out = self.alloc::<f32>(n * h, "final hidden states")?;
-        dev.rms_norm(&b.x, &mut out, &w.norm, n, h, c.rms_eps).map_err(ge)?;
+        dev.rms_norm(&b.x, &mut out, &w.norm, n, h, c.rms_eps)
+            .map_err(ge)?;
         Ok((out, ()))
     }
 
-    fn upload_attn<T: GpuFloat>(&self, out: &Array2<f32>, dst: &mut DBuf<T>, n: usize) -> Result<()> {
+    fn upload_attn<T: GpuFloat>(
+        &self,
+        out: &Array2<f32>,
+        dst: &mut DBuf<T>,
+        n: usize,
+    ) -> Result<()> {
         let qd = self.config.n_heads * self.config.head_dim;
         if out.dim() != (n, qd) {
             return Err(CoreError::Input(format!(
@@ -459,22 +525,47 @@ impl GpuModel {
             )));
         }
         let flat: Vec<f32> = out.iter().copied().collect();
-        let tmp = self.dev.upload(&flat, "hook attention output").map_err(gpu_err)?;
+        let tmp = self
+            .dev
+            .upload(&flat, "hook attention output")
+            .map_err(gpu_err)?;
         self.dev.cast_from_f32(&tmp, dst, n * qd).map_err(gpu_err)
     }
 
     /// Attention (output + LSE), then the capture pass and the pooled map, all on the device.
-    fn capture_layer<T: GpuFloat>(&self, b: &mut Bufs<T>, cb: &mut CapBufs, opts: &CaptureOptions) -> Result<()> {
+    fn capture_layer<T: GpuFloat>(
+        &self,
+        b: &mut Bufs<T>,
+        cb: &mut CapBufs,
+        opts: &CaptureOptions,
+    ) -> Result<()> {
         let dev = &*self.dev;
         let s = self.shape(b.lse.len() / self.config.n_heads);
         let kernel = self.attention_kernel(opts);
         let block = opts.block.max(1);
         dev.attention(&b.qh, &b.kh, &b.vh, &mut b.attn, &mut b.lse, s, kernel)
             .map_err(gpu_err)?;
-        dev.capture(&b.qh, &b.kh, &b.lse, &mut cb.p, &mut cb.sink, s, block, opts.sink_tokens, kernel)
-            .map_err(gpu_err)?;
-        dev.pool_rows(&cb.p, &mut cb.pooled, s.heads, s.n, s.n.div_ceil(block), block)
-            .map_err(gpu_err)
+        dev.capture(
+            &b.qh,
+            &b.kh,
+            &b.lse,
+            &mut cb.p,
+            &mut cb.sink,
+            s,
+            block,
+            opts.sink_tokens,
+            kernel,
+        )
+        .map_err(gpu_err)?;
+        dev.pool_rows(
+            &cb.p,
+            &mut cb.pooled,
+            s.heads,
+            s.n,
+            s.n.div_ceil(block),
+            block,
+        )
+        .map_err(gpu_err)
     }
 }
 
@@ -517,7 +608,10 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
         let heads = (0..nh)
             .map(|h| {
                 let bm = Array2::from_shape_vec((n, nb), p[h * n * nb..(h + 1) * n * nb].to_vec());
-                let pm = Array2::from_shape_vec((nb, nb), pooled[h * nb * nb..(h + 1) * nb * nb].to_vec());
+                let pm = Array2::from_shape_vec(
+                    (nb, nb),
+                    pooled[h * nb * nb..(h + 1) * nb * nb].to_vec(),
+                );
                 match (bm, pm) {
                     (Ok(block_mass), Ok(pooled)) => Ok(HeadCapture {
                         lse: lse[h * n..(h + 1) * n].to_vec(),

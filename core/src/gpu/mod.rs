@@ -29,6 +29,8 @@ mod presets;
 pub use presets::{random_config, RANDOM_CONFIGS};
 
 #[cfg(feature = "cuda")]
+pub mod bench;
+#[cfg(feature = "cuda")]
 mod forward;
 #[cfg(feature = "cuda")]
 mod plan;

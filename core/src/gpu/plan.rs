@@ -39,7 +39,11 @@ impl MemoryPlan {
             Precision::Bf16 => 2,
         };
         let n64 = n as u64;
-        let (h, d, f) = (cfg.hidden as u64, cfg.head_dim as u64, cfg.intermediate as u64);
+        let (h, d, f) = (
+            cfg.hidden as u64,
+            cfg.head_dim as u64,
+            cfg.intermediate as u64,
+        );
         let (heads, kv) = (cfg.n_heads as u64, cfg.n_kv_heads as u64);
         let wq = (heads + 2 * kv) * d;
         let activations = 4 * n64                 // ids

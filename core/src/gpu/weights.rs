@@ -39,10 +39,18 @@ pub(crate) struct GpuWeights<T> {
 /// Bytes of the weights of `cfg` stored as `T` (norms and biases as f32), RoPE tables included.
 pub(crate) fn weight_bytes<T: GpuFloat>(cfg: &ModelConfig) -> u64 {
     let t = std::mem::size_of::<T>() as u64;
-    let (h, d, f) = (cfg.hidden as u64, cfg.head_dim as u64, cfg.intermediate as u64);
+    let (h, d, f) = (
+        cfg.hidden as u64,
+        cfg.head_dim as u64,
+        cfg.intermediate as u64,
+    );
     let (qd, kvd) = (cfg.n_heads as u64 * d, cfg.n_kv_heads as u64 * d);
-    let per_layer = t * ((qd + 2 * kvd) * h + h * qd + 3 * f * h) + 4 * (2 * h + qd + 2 * kvd + 2 * d);
-    t * cfg.vocab as u64 * h + cfg.n_layers as u64 * per_layer + 4 * h + 4 * cfg.max_context as u64 * d
+    let per_layer =
+        t * ((qd + 2 * kvd) * h + h * qd + 3 * f * h) + 4 * (2 * h + qd + 2 * kvd + 2 * d);
+    t * cfg.vocab as u64 * h
+        + cfg.n_layers as u64 * per_layer
+        + 4 * h
+        + 4 * cfg.max_context as u64 * d
 }
 
 /// RoPE tables `cos`, `sin` of `[positions, head_dim / 2]` for the GPU kernels, with the same
@@ -115,7 +123,11 @@ impl<T: GpuFloat> GpuWeights<T> {
                 k_norm: opt_vec(dev, &l.k_norm, "k norm")?,
                 wo: stacked(dev, &[&l.o], &format!("layer {i} o weights"))?,
                 mlp_norm: up_f32(dev, &l.mlp_norm.to_vec(), "mlp norm")?,
-                wgu: stacked(dev, &[&l.gate, &l.up], &format!("layer {i} gate|up weights"))?,
+                wgu: stacked(
+                    dev,
+                    &[&l.gate, &l.up],
+                    &format!("layer {i} gate|up weights"),
+                )?,
                 wdown: stacked(dev, &[&l.down], &format!("layer {i} down weights"))?,
             });
         }
@@ -145,11 +157,14 @@ impl<T: GpuFloat> GpuWeights<T> {
             dev.fill_uniform(&mut b, next(), sc, 0.0).map_err(gpu_err)?;
             Ok(b)
         };
-        let ones = |len: usize| -> Result<DBuf<f32>> { up_f32(dev, &vec![1.0; len], "norm weights") };
+        let ones =
+            |len: usize| -> Result<DBuf<f32>> { up_f32(dev, &vec![1.0; len], "norm weights") };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for _ in 0..cfg.n_layers {
             let bqkv = if cfg.arch == crate::config::Arch::Qwen2 {
-                let mut b = dev.alloc::<f32>(qd + 2 * kvd, "qkv bias").map_err(gpu_err)?;
+                let mut b = dev
+                    .alloc::<f32>(qd + 2 * kvd, "qkv bias")
+                    .map_err(gpu_err)?;
                 dev.fill_uniform(&mut b, seed ^ 0xb1a5 ^ layers.len() as u64, 0.1, 0.0)
                     .map_err(gpu_err)?;
                 Some(b)
@@ -169,8 +184,11 @@ impl<T: GpuFloat> GpuWeights<T> {
                 wdown: mat(h, f, "down weights")?,
             });
         }
-        let mut embed = dev.alloc::<T>(cfg.vocab * h, "embeddings").map_err(gpu_err)?;
-        dev.fill_uniform(&mut embed, next(), 1.0, 0.0).map_err(gpu_err)?;
+        let mut embed = dev
+            .alloc::<T>(cfg.vocab * h, "embeddings")
+            .map_err(gpu_err)?;
+        dev.fill_uniform(&mut embed, next(), 1.0, 0.0)
+            .map_err(gpu_err)?;
         let (cos, sin) = rope_tables(cfg.head_dim, cfg.rope_theta, cfg.max_context);
         Ok(Self {
             embed,

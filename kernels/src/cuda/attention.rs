@@ -29,7 +29,9 @@ impl AttnShape {
             )));
         }
         if q.len() < s.heads * s.n * s.head_dim || k.len() < s.kv_heads * s.n * s.head_dim {
-            return Err(GpuError::Invalid("attention: q or k buffer too small".into()));
+            return Err(GpuError::Invalid(
+                "attention: q or k buffer too small".into(),
+            ));
         }
         if s.n > i32::MAX as usize / 2 {
             return Err(GpuError::Invalid("attention: too many tokens".into()));
@@ -115,7 +117,9 @@ impl GpuDevice {
             || out.len() < s.n * s.heads * s.head_dim
             || lse.len() < s.heads * s.n
         {
-            return Err(GpuError::Invalid("attention: v, out or lse buffer too small".into()));
+            return Err(GpuError::Invalid(
+                "attention: v, out or lse buffer too small".into(),
+            ));
         }
         if s.n == 0 {
             return Ok(());
@@ -147,20 +151,9 @@ impl GpuDevice {
                     ],
                 )
             }
-            AttnKernel::Rowwise => self.rowwise(
-                q,
-                k,
-                v.ptr(),
-                out.ptr(),
-                lse.ptr(),
-                0,
-                0,
-                0,
-                s,
-                1,
-                1,
-                0,
-            ),
+            AttnKernel::Rowwise => {
+                self.rowwise(q, k, v.ptr(), out.ptr(), lse.ptr(), 0, 0, 0, s, 1, 0, 0)
+            }
         }
     }
 
@@ -184,7 +177,9 @@ impl GpuDevice {
         let block = block.max(1);
         let nb = s.n.div_ceil(block);
         if lse.len() < s.heads * s.n || p.len() < s.heads * s.n * nb || sink.len() < s.heads * s.n {
-            return Err(GpuError::Invalid("capture: lse, P or sink buffer too small".into()));
+            return Err(GpuError::Invalid(
+                "capture: lse, P or sink buffer too small".into(),
+            ));
         }
         if s.n == 0 {
             return Ok(());
@@ -256,8 +251,10 @@ impl GpuDevice {
         nb: usize,
         sink_tokens: usize,
     ) -> Result<()> {
-        // One row of nb floats per warp when P is wanted.
-        let per_warp = s.head_dim + if p != 0 { nb } else { 0 };
+        // Per warp: the query (head_dim floats) and one row of nb floats (nb = 0 without P);
+        // the kernel lays warps out with the same stride.
+        let nb = if p != 0 { nb } else { 0 };
+        let per_warp = s.head_dim + nb;
         let smem = (4 * per_warp * 4) as u32;
         if smem > 200 * 1024 {
             return Err(GpuError::Invalid(format!(

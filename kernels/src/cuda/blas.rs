@@ -72,7 +72,11 @@ impl GpuDevice {
             )
         }
         .map_err(|e| GpuError::Blas {
-            what: format!("gemm {n}x{inp} @ ({out}x{inp})^T ({} -> {})", TI::NAME, TO::NAME),
+            what: format!(
+                "gemm {n}x{inp} @ ({out}x{inp})^T ({} -> {})",
+                TI::NAME,
+                TO::NAME
+            ),
             err: format!("{e:?}"),
         })
     }

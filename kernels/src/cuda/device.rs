@@ -149,7 +149,11 @@ pub struct GpuDevice {
 
 impl std::fmt::Debug for GpuDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuDevice(cuda:{} {} sm_{}{})", self.ordinal, self.name, self.cc.0, self.cc.1)
+        write!(
+            f,
+            "GpuDevice(cuda:{} {} sm_{}{})",
+            self.ordinal, self.name, self.cc.0, self.cc.1
+        )
     }
 }
 
@@ -221,6 +225,23 @@ impl GpuDevice {
         // One stream, launches in order: cudarc's per-buffer events are not needed.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(driver_err("creating a stream"))?;
+        if ctx.has_async_alloc() {
+            // Keep freed blocks in the stream-ordered pool (the default releases them at every
+            // synchronize, so each forward pass would pay for fresh allocations).
+            unsafe {
+                let mut pool = std::ptr::null_mut();
+                if cudarc::driver::sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+                    == CUresult::CUDA_SUCCESS
+                {
+                    let mut keep = u64::MAX;
+                    let _ = cudarc::driver::sys::cuMemPoolSetAttribute(
+                        pool,
+                        cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                        &mut keep as *mut u64 as *mut std::ffi::c_void,
+                    );
+                }
+            }
+        }
         let blas = CudaBlas::new(stream.clone()).map_err(|e| GpuError::Blas {
             what: "creating the handle".into(),
             err: format!("{e:?}"),
@@ -270,6 +291,40 @@ impl GpuDevice {
             .mem_get_info()
             .map_err(driver_err("reading free memory"))?;
         Ok((f as u64, t as u64))
+    }
+
+    /// Bytes this process can still allocate: the driver's free memory plus what the
+    /// stream-ordered pool holds unused (freed buffers are kept there for reuse).
+    pub fn available_memory(&self) -> Result<u64> {
+        let (free, _) = self.memory()?;
+        let mut pooled_free = 0u64;
+        if self.ctx.has_async_alloc() {
+            unsafe {
+                use cudarc::driver::sys::{
+                    cuDeviceGetDefaultMemPool, cuMemPoolGetAttribute, CUmemPool_attribute as A,
+                };
+                let mut pool = std::ptr::null_mut();
+                if cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device())
+                    == CUresult::CUDA_SUCCESS
+                {
+                    let (mut reserved, mut used) = (0u64, 0u64);
+                    let r1 = cuMemPoolGetAttribute(
+                        pool,
+                        A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT,
+                        &mut reserved as *mut u64 as *mut std::ffi::c_void,
+                    );
+                    let r2 = cuMemPoolGetAttribute(
+                        pool,
+                        A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT,
+                        &mut used as *mut u64 as *mut std::ffi::c_void,
+                    );
+                    if r1 == CUresult::CUDA_SUCCESS && r2 == CUresult::CUDA_SUCCESS {
+                        pooled_free = reserved.saturating_sub(used);
+                    }
+                }
+            }
+        }
+        Ok(free + pooled_free)
     }
 
     /// `cuda:N (name)`.
@@ -356,7 +411,9 @@ impl GpuDevice {
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 smem as i32,
             )
-            .map_err(driver_err(format!("raising {name}'s shared memory to {smem} bytes")))?;
+            .map_err(driver_err(format!(
+                "raising {name}'s shared memory to {smem} bytes"
+            )))?;
         }
         let mut b = self.stream.launch_builder(&f);
         for a in args {
@@ -379,7 +436,8 @@ impl GpuDevice {
 
     /// An OOM error for `what` needing `need` bytes, with the device's free memory.
     pub fn oom(&self, what: &str, need: u64, suggestion: &str) -> GpuError {
-        let (free, total) = self.memory().unwrap_or((0, 0));
+        let (_, total) = self.memory().unwrap_or((0, 0));
+        let free = self.available_memory().unwrap_or(0);
         GpuError::OutOfMemory {
             device: self.label(),
             what: what.to_string(),

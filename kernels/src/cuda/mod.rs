@@ -10,11 +10,11 @@ mod device;
 mod ops;
 
 pub use attention::{AttnKernel, AttnShape};
-pub use ops::RowLayout;
 pub use blas::GemmTypes;
 pub use buffer::{DBuf, GpuFloat};
 pub use device::{GpuDevice, GpuError, GpuTimer, Result};
 pub use half::bf16;
+pub use ops::RowLayout;
 
 /// Formats a byte count for messages (`1.23 GiB`).
 pub fn human_bytes(b: u64) -> String {

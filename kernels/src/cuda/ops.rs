@@ -46,7 +46,10 @@ impl RowLayout {
             return 0;
         }
         let last = self.rows - 1;
-        (last / self.per_row) * self.ld + self.col_off + (last % self.per_row) * self.cols + self.cols
+        (last / self.per_row) * self.ld
+            + self.col_off
+            + (last % self.per_row) * self.cols
+            + self.cols
     }
 }
 
@@ -68,7 +71,13 @@ impl GpuDevice {
             (grid_for((n * h) as u64), 1, 1),
             256,
             0,
-            &[Arg::P(table.ptr()), Arg::P(ids.ptr()), Arg::P(out.ptr()), i(n), i(h)],
+            &[
+                Arg::P(table.ptr()),
+                Arg::P(ids.ptr()),
+                Arg::P(out.ptr()),
+                i(n),
+                i(h),
+            ],
         )
     }
 
@@ -86,7 +95,14 @@ impl GpuDevice {
         need(y, rows * cols, "rms_norm y")?;
         need(w, cols, "rms_norm weight")?;
         let l = RowLayout::dense(rows, cols);
-        self.rms_launch(&format!("rms_norm_f32_{}", TO::NAME), x.ptr(), y.ptr(), w, l, eps)
+        self.rms_launch(
+            &format!("rms_norm_f32_{}", TO::NAME),
+            x.ptr(),
+            y.ptr(),
+            w,
+            l,
+            eps,
+        )
     }
 
     /// In-place RMSNorm of strided logical rows (per-head q/k norm inside a fused QKV row).
@@ -103,7 +119,15 @@ impl GpuDevice {
         self.rms_launch(&name, x.ptr(), x.ptr(), w, layout, eps)
     }
 
-    fn rms_launch(&self, name: &str, x: u64, y: u64, w: &DBuf<f32>, l: RowLayout, eps: f32) -> Result<()> {
+    fn rms_launch(
+        &self,
+        name: &str,
+        x: u64,
+        y: u64,
+        w: &DBuf<f32>,
+        l: RowLayout,
+        eps: f32,
+    ) -> Result<()> {
         if l.rows == 0 {
             return Ok(());
         }
@@ -181,7 +205,14 @@ impl GpuDevice {
             (grid_for((n * width) as u64), 1, 1),
             256,
             0,
-            &[Arg::P(x.ptr()), Arg::P(bias.ptr()), i(n), i(width), i(ld), i(col_off)],
+            &[
+                Arg::P(x.ptr()),
+                Arg::P(bias.ptr()),
+                i(n),
+                i(width),
+                i(ld),
+                i(col_off),
+            ],
         )
     }
 
@@ -197,7 +228,11 @@ impl GpuDevice {
         ld: usize,
         col_off: usize,
     ) -> Result<()> {
-        need(src, (n.max(1) - 1) * ld + col_off + heads * d, "to_head_major src")?;
+        need(
+            src,
+            (n.max(1) - 1) * ld + col_off + heads * d,
+            "to_head_major src",
+        )?;
         need(dst, n * heads * d, "to_head_major dst")?;
         self.launch(
             &ELEMENTWISE,
@@ -205,12 +240,26 @@ impl GpuDevice {
             (grid_for((n * heads * d) as u64), 1, 1),
             256,
             0,
-            &[Arg::P(src.ptr()), Arg::P(dst.ptr()), i(n), i(heads), i(d), i(ld), i(col_off)],
+            &[
+                Arg::P(src.ptr()),
+                Arg::P(dst.ptr()),
+                i(n),
+                i(heads),
+                i(d),
+                i(ld),
+                i(col_off),
+            ],
         )
     }
 
     /// `out[r, c] = silu(gu[r, c]) * gu[r, f + c]` (gate and up fused as `[n, 2f]`).
-    pub fn silu_mul<T: GpuFloat>(&self, gu: &DBuf<T>, out: &mut DBuf<T>, n: usize, f: usize) -> Result<()> {
+    pub fn silu_mul<T: GpuFloat>(
+        &self,
+        gu: &DBuf<T>,
+        out: &mut DBuf<T>,
+        n: usize,
+        f: usize,
+    ) -> Result<()> {
         need(gu, n * 2 * f, "silu_mul gate|up")?;
         need(out, n * f, "silu_mul out")?;
         self.launch(
@@ -238,7 +287,12 @@ impl GpuDevice {
     }
 
     /// `dst = src` converted to `T` (first `len` elements).
-    pub fn cast_from_f32<T: GpuFloat>(&self, src: &DBuf<f32>, dst: &mut DBuf<T>, len: usize) -> Result<()> {
+    pub fn cast_from_f32<T: GpuFloat>(
+        &self,
+        src: &DBuf<f32>,
+        dst: &mut DBuf<T>,
+        len: usize,
+    ) -> Result<()> {
         need(src, len, "cast src")?;
         need(dst, len, "cast dst")?;
         self.launch(
@@ -252,7 +306,13 @@ impl GpuDevice {
     }
 
     /// Fills `dst` with `offset + scale * u`, u uniform in [-1, 1) from a hash of (seed, index).
-    pub fn fill_uniform<T: GpuFloat>(&self, dst: &mut DBuf<T>, seed: u64, scale: f32, offset: f32) -> Result<()> {
+    pub fn fill_uniform<T: GpuFloat>(
+        &self,
+        dst: &mut DBuf<T>,
+        seed: u64,
+        scale: f32,
+        offset: f32,
+    ) -> Result<()> {
         let len = dst.len();
         self.launch(
             &ELEMENTWISE,
@@ -260,7 +320,13 @@ impl GpuDevice {
             (grid_for(len as u64), 1, 1),
             256,
             0,
-            &[Arg::P(dst.ptr()), Arg::L(len as i64), Arg::P(seed), Arg::F(scale), Arg::F(offset)],
+            &[
+                Arg::P(dst.ptr()),
+                Arg::L(len as i64),
+                Arg::P(seed),
+                Arg::F(scale),
+                Arg::F(offset),
+            ],
         )
     }
 

@@ -1,0 +1,228 @@
+//! `attnscope bench --simulate`: the simulator's cost per method on chosen layers of one input,
+//! without the rest of the forward pass. The first run saves the post-RoPE Q/K/V of those layers
+//! (`--qkv-cache`); later runs replay from that file, so a benchmark of one 8k layer takes seconds
+//! of setup instead of a full forward pass. The replay is the runner's own per-layer code
+//! ([`SimHook`]'s `on_layer`: exact capture, every method on every KV group, calibration, metrics,
+//! IoU), so its numbers are the `simulate` numbers of those layers.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use attnscope_analysis::budget::Budget;
+use attnscope_analysis::bundle::qkv::{read_qkv, write_qkv, SavedLayer};
+use attnscope_analysis::registry;
+use attnscope_analysis::sim::{summarize, MethodRun, SimConfig, SimHook};
+use attnscope_core::attention::{AttentionHook, HookAction, LayerQkv};
+use attnscope_datasets::punct::{is_punct_piece, PunctOptions};
+use ndarray::Array2;
+use serde_json::json;
+
+use super::super::{input, model_arg};
+
+/// Options of `bench --simulate`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Time the simulator (methods, calibration, metrics) on --layers instead of the forward pass.
+    #[arg(long)]
+    pub simulate: bool,
+    /// --simulate: layers to replay, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "3")]
+    pub layers: Vec<usize>,
+    /// --simulate: methods, `all` (methods that fit on calibration text are left out) or a list.
+    #[arg(long, default_value = "all")]
+    pub methods: String,
+    /// --simulate: target sparsities, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.9")]
+    pub sparsity: Vec<f64>,
+    /// --simulate: file caching the layers' Q/K/V (default: in the system temp folder, named by
+    /// model file, text, length and layers).
+    #[arg(long)]
+    pub qkv_cache: Option<PathBuf>,
+    /// --simulate: write the method summary and per-method seconds as JSON to this file.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+}
+
+/// Saves the post-RoPE Q/K/V of chosen layers during a forward pass.
+struct SaveHook<'a> {
+    layers: &'a [usize],
+    saved: Vec<SavedLayer>,
+}
+
+impl AttentionHook for SaveHook<'_> {
+    fn on_layer(&mut self, qkv: &LayerQkv<'_>) -> attnscope_core::Result<HookAction> {
+        if self.layers.contains(&qkv.layer) {
+            self.saved.push(SavedLayer::from_layer(qkv));
+        }
+        Ok(HookAction::Dense)
+    }
+
+    fn inspects(&self, layer: usize) -> bool {
+        self.layers.contains(&layer)
+    }
+}
+
+/// Head-major `[heads, n, d]` back to token-major `[n, heads * d]`.
+fn token_major(v: &[f32], heads: usize, n: usize, d: usize) -> Array2<f32> {
+    Array2::from_shape_fn((n, heads * d), |(i, c)| v[(c / d) * n * d + i * d + c % d])
+}
+
+/// User and system CPU seconds of this process so far (Linux `/proc/self/stat`).
+fn cpu_seconds() -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = 100.0; // USER_HZ on Linux
+    Some((f.get(11)?.parse::<f64>().ok()? / tick, f.get(12)?.parse::<f64>().ok()? / tick))
+}
+
+/// Runs `bench --simulate`.
+pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) -> Result<()> {
+    let model = model_arg::load(model_spec, None, true)?;
+    let args = input::InputArgs {
+        dataset: "text".into(),
+        text: text.into(),
+        len: n,
+        seed: 0,
+        depth: None,
+        tokenizer: None,
+    };
+    let inp = input::prepare(&args, &model, true)?;
+    let plain = PunctOptions {
+        newlines: false,
+        ..PunctOptions::default()
+    };
+    let punct: Vec<bool> = inp.pieces.iter().map(|p| is_punct_piece(p, &plain)).collect();
+    let newline: Vec<bool> = inp
+        .pieces
+        .iter()
+        .zip(&punct)
+        .map(|(p, &pu)| !pu && is_punct_piece(p, &PunctOptions::default()))
+        .collect();
+    if let Some(&bad) = a.layers.iter().find(|&&l| l >= model.config.n_layers) {
+        bail!("layer {bad} is out of range: the model has {} layers", model.config.n_layers);
+    }
+    let cache = a.qkv_cache.clone().unwrap_or_else(|| {
+        let stem = model
+            .source
+            .file_stem()
+            .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+        let layers: Vec<String> = a.layers.iter().map(ToString::to_string).collect();
+        std::env::temp_dir().join(format!(
+            "attnscope-bench-{stem}-{}-{n}-l{}.safetensors",
+            text.replace(['/', '.'], "_"),
+            layers.join("_")
+        ))
+    });
+    let saved = if cache.exists() {
+        read_qkv(&cache)?
+    } else {
+        let t = Instant::now();
+        let mut hook = SaveHook {
+            layers: &a.layers,
+            saved: Vec::new(),
+        };
+        model.forward(&inp.ids, &mut hook)?;
+        write_qkv(&cache, 0, &hook.saved)?;
+        eprintln!(
+            "forward pass to capture Q/K/V: {:.1}s (cached in {})",
+            t.elapsed().as_secs_f64(),
+            cache.display()
+        );
+        hook.saved
+    };
+    let mut methods = Vec::new();
+    for info in registry::parse_list(&a.methods)? {
+        let selector = info.build_with(&[])?;
+        if selector.needs_calibration() {
+            eprintln!("{}: fits on calibration text, left out of the benchmark", info.name);
+            continue;
+        }
+        methods.push(MethodRun {
+            label: info.name.to_string(),
+            info,
+            overrides: Vec::new(),
+            selector,
+        });
+    }
+    let cfg = SimConfig {
+        methods,
+        budgets: a.sparsity.iter().map(|&s| Budget::Sparsity(s)).collect(),
+        layers: None,
+        capture_block: 64,
+        freq_top_k: 64,
+        freq_queries: 256,
+        query_block: 64,
+        selection_budgets: vec![0],
+        save_qkv: Vec::new(),
+        calibration: None,
+    };
+    let mut hook = SimHook {
+        cfg: &cfg,
+        punct: &punct,
+        newline: &newline,
+        needles: &[],
+        results: Default::default(),
+    };
+    let cpu0 = cpu_seconds();
+    let t = Instant::now();
+    for l in &saved {
+        let (q, k, v) = (
+            token_major(&l.q, l.n_heads, l.n, l.head_dim),
+            token_major(&l.k, l.n_kv_heads, l.n, l.head_dim),
+            token_major(&l.v, l.n_kv_heads, l.n, l.head_dim),
+        );
+        let qkv = LayerQkv {
+            layer: l.layer,
+            n_heads: l.n_heads,
+            n_kv_heads: l.n_kv_heads,
+            head_dim: l.head_dim,
+            q: q.view(),
+            k: k.view(),
+            v: v.view(),
+        };
+        hook.on_layer(&qkv)?;
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = match (cpu0, cpu_seconds()) {
+        (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
+        _ => None,
+    };
+    let res = hook.results;
+    let mut per: Vec<(&String, &f64)> = res.method_seconds.iter().collect();
+    per.sort_by(|a, b| b.1.total_cmp(a.1));
+    let summary = summarize(&res.metrics);
+    if let Some(path) = &a.summary {
+        let body = json!({
+            "tokens": n, "layers": a.layers, "threads": rayon::current_num_threads(),
+            "wall_seconds": wall, "user_seconds": cpu.map(|c| c.0), "sys_seconds": cpu.map(|c| c.1),
+            "method_seconds": res.method_seconds, "methods": summary, "iou": res.iou,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&body)?)?;
+    }
+    if json_out {
+        println!(
+            "{}",
+            json!({"tokens": n, "layers": a.layers, "threads": rayon::current_num_threads(),
+            "wall_seconds": wall, "user_seconds": cpu.map(|c| c.0),
+            "method_seconds": res.method_seconds})
+        );
+        return Ok(());
+    }
+    println!(
+        "{} | {n} tokens | layers {:?} | {} threads",
+        model.source.display(),
+        a.layers,
+        rayon::current_num_threads()
+    );
+    println!(
+        "replay: {wall:.2}s wall{}",
+        cpu.map_or_else(String::new, |c| format!(", {:.2}s user, {:.2}s sys", c.0, c.1))
+    );
+    println!("{:>16} {:>9}", "method", "seconds");
+    for (m, s) in per {
+        println!("{m:>16} {s:>9.2}");
+    }
+    Ok(())
+}
