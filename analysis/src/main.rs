@@ -38,6 +38,8 @@ enum Command {
     Datasets(commands::datasets::Args),
     /// Generate a sample of exactly N model tokens (plain text or a synthetic task).
     Sample(commands::sample::Args),
+    /// Open a run in the desktop viewer (runs the attnscope-viewer binary).
+    View(commands::view::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => commands::bench::run(a),
         Command::Datasets(a) => commands::datasets::run(a),
         Command::Sample(a) => commands::sample::run(a),
+        Command::View(a) => commands::view::run(a),
     }
 }

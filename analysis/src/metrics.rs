@@ -108,30 +108,96 @@ pub fn dot_exact(x: &[f32], y: &[f32]) -> f32 {
     sum
 }
 
-/// Exact probabilities `exp(q . k_j * scale - lse)` of one query over keys `k[..out.len()]`
-/// (`k` contiguous, row-major `[_, d]`), with [`dot_exact`] scores.
+/// Finishes [`dot_exact`] from its eight partial sums and the products past the last full
+/// eight.
 #[inline(always)]
-fn exact_row_generic(q: &[f32], k: &[f32], d: usize, scale: f32, lse: f32, out: &mut [f32]) {
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = (dot_exact(q, &k[j * d..(j + 1) * d]) * scale - lse).exp();
+fn dot_finish(p: &[f32; 8], xr: &[f32], yr: &[f32]) -> f32 {
+    let mut sum = 0f32;
+    sum = sum + (p[0] + p[4]);
+    sum = sum + (p[1] + p[5]);
+    sum = sum + (p[2] + p[6]);
+    sum = sum + (p[3] + p[7]);
+    for (i, (&a, &b)) in xr.iter().zip(yr).enumerate() {
+        if i >= 7 {
+            break;
+        }
+        sum = sum + a * b;
     }
+    sum
+}
+
+/// Exact probabilities `exp(q . k_j * scale - lse)` of one query over keys `k[..out.len()]`
+/// (`k` contiguous, row-major `[_, d]`), with [`dot_exact`] scores (four keys at a time, for
+/// instruction-level parallelism; each key's arithmetic is unchanged) and the platform's
+/// `f32::exp` results ([`exact_exp::expf_into`]); `args` is scratch of `out.len()`.
+#[inline(always)]
+fn exact_row_generic(
+    q: &[f32],
+    k: &[f32],
+    d: usize,
+    scale: f32,
+    lse: f32,
+    args: &mut [f32],
+    out: &mut [f32],
+) {
+    let full = d / 8 * 8;
+    let (qf, qr) = q[..d].split_at(full);
+    let m = out.len();
+    let mut j = 0;
+    while j + 4 <= m {
+        let mut p = [[0f32; 8]; 4];
+        for c in (0..full).step_by(8) {
+            let qc = &qf[c..c + 8];
+            for (t, pt) in p.iter_mut().enumerate() {
+                let kc = &k[(j + t) * d + c..(j + t) * d + c + 8];
+                for l in 0..8 {
+                    pt[l] = pt[l] + qc[l] * kc[l];
+                }
+            }
+        }
+        for (t, pt) in p.iter().enumerate() {
+            let kr = &k[(j + t) * d + full..(j + t + 1) * d];
+            args[j + t] = dot_finish(pt, qr, kr) * scale - lse;
+        }
+        j += 4;
+    }
+    for jj in j..m {
+        args[jj] = dot_exact(q, &k[jj * d..(jj + 1) * d]) * scale - lse;
+    }
+    exact_exp::expf_into(&args[..m], out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn exact_row_avx2(q: &[f32], k: &[f32], d: usize, scale: f32, lse: f32, out: &mut [f32]) {
-    exact_row_generic(q, k, d, scale, lse, out);
+unsafe fn exact_row_avx2(
+    q: &[f32],
+    k: &[f32],
+    d: usize,
+    scale: f32,
+    lse: f32,
+    args: &mut [f32],
+    out: &mut [f32],
+) {
+    exact_row_generic(q, k, d, scale, lse, args, out);
 }
 
 /// [`exact_row_generic`] with the widest vectors this CPU has (same arithmetic, same bits).
-fn exact_row(q: &[f32], k: &[f32], d: usize, scale: f32, lse: f32, out: &mut [f32]) {
+fn exact_row(
+    q: &[f32],
+    k: &[f32],
+    d: usize,
+    scale: f32,
+    lse: f32,
+    args: &mut [f32],
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked above).
-        unsafe { exact_row_avx2(q, k, d, scale, lse, out) };
+        unsafe { exact_row_avx2(q, k, d, scale, lse, args, out) };
         return;
     }
-    exact_row_generic(q, k, d, scale, lse, out);
+    exact_row_generic(q, k, d, scale, lse, args, out);
 }
 
 /// The exact dense attention `A_ij = exp(q_i . k_j / sqrt d - LSE_i)` of one q-head over every
@@ -160,9 +226,12 @@ impl TrueProbs {
         }
         // Longest rows first keeps the parallel split balanced.
         rows.reverse();
-        rows.into_par_iter().with_min_len(8).for_each(|(i, row)| {
-            exact_row(&qc[i * d..(i + 1) * d], &kc, d, scale, lse[i], row);
-        });
+        rows.into_par_iter().with_min_len(8).for_each_init(
+            || vec![0f32; n],
+            |args, (i, row)| {
+                exact_row(&qc[i * d..(i + 1) * d], &kc, d, scale, lse[i], args, row);
+            },
+        );
         Self { n, data }
     }
 
@@ -183,13 +252,14 @@ impl TrueProbs {
     }
 }
 
-/// `o += p * v` and `mass += p` over the keys of `ranges` (in order), the accumulation of
-/// [`evaluate`]; `d` is `o.len()`.
+/// `o += p * v` and `mass += p` over the keys of `ranges` below `lim` (in order), the
+/// accumulation of [`evaluate`]; `d` is `o.len()`, `o` starts at zero.
 #[inline(always)]
 fn accumulate_generic(
     probs: &[f32],
     v: &[f32],
-    ranges: &mut dyn Iterator<Item = crate::selection::Range>,
+    ranges: &[crate::selection::Range],
+    lim: u32,
     o: &mut [f32],
 ) -> (f32, u32) {
     let d = o.len();
@@ -197,12 +267,17 @@ fn accumulate_generic(
     if d == 64 {
         // A fixed width keeps the accumulator in registers.
         let mut acc = [0f32; 64];
-        for (s, e) in ranges {
-            for j in s as usize..e as usize {
-                let p = probs[j];
+        for &(s, e) in ranges {
+            if s >= lim {
+                break;
+            }
+            let (s, e) = (s as usize, e.min(lim) as usize);
+            kept += (e - s) as u32;
+            for (j, &p) in probs[s..e].iter().enumerate() {
                 mass += p;
-                kept += 1;
-                let vr: &[f32; 64] = v[j * 64..(j + 1) * 64].try_into().expect("d = 64");
+                let vr: &[f32; 64] = v[(s + j) * 64..(s + j + 1) * 64]
+                    .try_into()
+                    .expect("rows of 64");
                 for c in 0..64 {
                     acc[c] += p * vr[c];
                 }
@@ -210,11 +285,15 @@ fn accumulate_generic(
         }
         o.copy_from_slice(&acc);
     } else {
-        for (s, e) in ranges {
-            for j in s as usize..e as usize {
+        for &(s, e) in ranges {
+            if s >= lim {
+                break;
+            }
+            let (s, e) = (s as usize, e.min(lim) as usize);
+            kept += (e - s) as u32;
+            for j in s..e {
                 let p = probs[j];
                 mass += p;
-                kept += 1;
                 for (oc, &vc) in o.iter_mut().zip(&v[j * d..(j + 1) * d]) {
                     *oc += p * vc;
                 }
@@ -229,24 +308,26 @@ fn accumulate_generic(
 unsafe fn accumulate_avx2(
     probs: &[f32],
     v: &[f32],
-    ranges: &mut dyn Iterator<Item = crate::selection::Range>,
+    ranges: &[crate::selection::Range],
+    lim: u32,
     o: &mut [f32],
 ) -> (f32, u32) {
-    accumulate_generic(probs, v, ranges, o)
+    accumulate_generic(probs, v, ranges, lim, o)
 }
 
 fn accumulate(
     probs: &[f32],
     v: &[f32],
-    ranges: &mut dyn Iterator<Item = crate::selection::Range>,
+    ranges: &[crate::selection::Range],
+    lim: u32,
     o: &mut [f32],
 ) -> (f32, u32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked above).
-        return unsafe { accumulate_avx2(probs, v, ranges, o) };
+        return unsafe { accumulate_avx2(probs, v, ranges, lim, o) };
     }
-    accumulate_generic(probs, v, ranges, o)
+    accumulate_generic(probs, v, ranges, lim, o)
 }
 
 /// Relative output error and cosine of the renormalized sparse output `o / mass` against the
@@ -270,7 +351,11 @@ fn output_error(o: &[f32], mass: f32, dense: ndarray::ArrayView1<f32>) -> (f32, 
 pub fn evaluate_with(head: &DenseHead<'_>, probs: &TrueProbs, sel: &Selection) -> QueryMetrics {
     let n = head.q.nrows();
     let d = head.q.ncols();
-    let v: Vec<f32> = head.v.iter().copied().collect();
+    let v: std::borrow::Cow<'_, [f32]> = match head.v.as_slice() {
+        Some(v) => v.into(),
+        None => head.v.iter().copied().collect::<Vec<_>>().into(),
+    };
+    let qb = sel.query_block();
     let rows: Vec<(f32, f32, f32, u32)> = (0..n)
         .into_par_iter()
         .with_min_len(16)
@@ -278,7 +363,8 @@ pub fn evaluate_with(head: &DenseHead<'_>, probs: &TrueProbs, sel: &Selection) -
             || vec![0f32; d],
             |o, i| {
                 o.iter_mut().for_each(|x| *x = 0.0);
-                let (mass, kept) = accumulate(probs.row(i), &v, &mut sel.keys_of(i), o);
+                let ranges = sel.row_ranges(i / qb);
+                let (mass, kept) = accumulate(probs.row(i), &v, ranges, i as u32 + 1, o);
                 let (rel, cos) = output_error(o, mass, head.dense_out.row(i));
                 (mass.min(1.0), rel, cos, kept)
             },
@@ -556,6 +642,140 @@ mod tests {
                     let want = iou(sels[a], sels[b]);
                     assert!((got[p] - want).abs() < 1e-12, "pair ({a}, {b})");
                     p += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Exponentials that match the platform's `f32::exp` / `f64::exp` results bit for bit while
+/// running in vectorized loops: a close `f64` approximation decides the rounded result wherever
+/// it provably can, and the few values too close to a rounding boundary go to the platform's
+/// own function.
+pub mod exact_exp {
+    const SHIFT: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52: rounds to an integer in the low bits
+    const LN2_HI: f64 = 0.693_147_180_369_123_816_49;
+    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+
+    /// `e^x` within a few ulp for `x >= -708` (0 below), vectorizable (no branches, no calls).
+    #[inline(always)]
+    pub fn exp_f64(x: f64) -> f64 {
+        let xc = x.clamp(-708.0, 709.0);
+        let kd = xc * std::f64::consts::LOG2_E + SHIFT;
+        let k = (kd.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
+        let kd = kd - SHIFT;
+        let r = (xc - kd * LN2_HI) - kd * LN2_LO;
+        // Taylor series to r^13 (|r| <= 0.35: truncation below 5e-18).
+        let mut p = 1.0 / 6_227_020_800.0;
+        for c in [
+            1.0 / 479_001_600.0,
+            1.0 / 39_916_800.0,
+            1.0 / 3_628_800.0,
+            1.0 / 362_880.0,
+            1.0 / 40_320.0,
+            1.0 / 5_040.0,
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = p * r + c;
+        }
+        let scale = f64::from_bits((k.wrapping_add(1023) as u64) << 52);
+        if x >= -708.0 {
+            p * scale
+        } else {
+            0.0
+        }
+    }
+
+    /// The platform's `f32::exp` of every `x`, in `out`. The platform's `expf` rounds a `f64`
+    /// value within `2e-10` (relative) of `e^x`; wherever every value within `4e-10` of the
+    /// approximation rounds to the same `f32`, that is its result.
+    #[inline(always)]
+    pub fn expf_into(x: &[f32], out: &mut [f32]) {
+        const EPS: f64 = 4e-10;
+        for (o, &a) in out.iter_mut().zip(x) {
+            let y = exp_f64(a as f64);
+            let (lo, hi) = ((y * (1.0 - EPS)) as f32, (y * (1.0 + EPS)) as f32);
+            // Far from underflow only, where the platform takes the same path throughout.
+            *o = if lo == hi && a > -87.0 { lo } else { f32::NAN };
+        }
+        for (o, &a) in out.iter_mut().zip(x) {
+            if o.is_nan() {
+                *o = a.exp();
+            }
+        }
+    }
+
+    /// `m + ln(sum_j e^(x_j - m)) as f32` with `m` the maximum, the terms in `f64` summed in
+    /// order (bit for bit what a plain loop with `f64::exp` gives).
+    pub fn log_sum_exp(xs: &[f32]) -> f32 {
+        let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exact = || m + xs.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln() as f32;
+        if !m.is_finite() {
+            return exact();
+        }
+        let mut lanes = [0f64; 4];
+        let chunks = xs.chunks_exact(4);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for l in 0..4 {
+                lanes[l] += exp_f64((c[l] - m) as f64);
+            }
+        }
+        let mut sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+        for &x in rest {
+            sum += exp_f64((x - m) as f64);
+        }
+        // Both sums hold terms within a few ulp of each other, each rounded at most n times:
+        // their logs differ by less than `delta`; if no f32 rounding boundary lies that close,
+        // the cast agrees.
+        let y = sum.ln();
+        let delta = 4e-16 * xs.len() as f64 + 1e-14;
+        if (y - delta) as f32 == (y + delta) as f32 {
+            m + y as f32
+        } else {
+            exact()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::testing::SplitMix;
+
+        #[test]
+        fn matches_the_platform_bit_for_bit() {
+            let mut rng = SplitMix(99);
+            let mut xs: Vec<f32> = (0..400_000)
+                .map(|t| match t % 4 {
+                    0 => -rng.uniform() * 30.0,
+                    1 => -rng.uniform() * 120.0,
+                    2 => (rng.uniform() - 0.5) * 2.0,
+                    _ => -rng.uniform() * 1e-3,
+                })
+                .collect();
+            xs.extend([0.0, -0.0, -87.0, -87.5, -103.9, -104.0, -150.0, 1.0, 88.0, f32::NEG_INFINITY]);
+            let mut out = vec![0f32; xs.len()];
+            expf_into(&xs, &mut out);
+            for (x, o) in xs.iter().zip(&out) {
+                assert_eq!(o.to_bits(), x.exp().to_bits(), "exp({x})");
+            }
+            for x in [-700.0f64, -30.5, -1e-9, 0.0, -0.3, -5.25, 2.0] {
+                let rel = (exp_f64(x) - x.exp()).abs() / x.exp();
+                assert!(rel < 2e-15, "{x}: {rel}");
+            }
+            for len in [1, 3, 17, 1000, 8192] {
+                for _ in 0..20 {
+                    let row: Vec<f32> = (0..len).map(|_| rng.normal() * 6.0).collect();
+                    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let want =
+                        m + row.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln() as f32;
+                    assert_eq!(log_sum_exp(&row).to_bits(), want.to_bits());
                 }
             }
         }

@@ -137,6 +137,45 @@ pub struct SimHook<'a> {
     pub newline: &'a [bool],
     pub needles: &'a [Needle],
     pub results: SimResults,
+    /// Where the time went (benchmarks): methods by label, the rest by phase.
+    pub profile: Profile,
+}
+
+/// Process CPU seconds so far (user + system, every thread; Linux `/proc/self/stat`, 10 ms
+/// ticks), 0 where unavailable.
+pub fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(rest) = s.rfind(')').map(|p| &s[p + 2..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Wall and process CPU seconds spent per method (by label) and per phase of the runner
+/// (`(capture)`, `(exact attention)`, `(iou)`, `(selections table)`, `(frequency)`).
+#[derive(Debug, Default, Clone)]
+pub struct Profile {
+    pub seconds: std::collections::BTreeMap<String, (f64, f64)>,
+}
+
+impl Profile {
+    /// A start mark: now, in wall and CPU time.
+    pub fn mark() -> (std::time::Instant, f64) {
+        (std::time::Instant::now(), cpu_seconds())
+    }
+
+    /// Adds the time since `mark` to `name`; returns the wall seconds.
+    pub fn add(&mut self, name: &str, mark: (std::time::Instant, f64)) -> f64 {
+        let wall = mark.0.elapsed().as_secs_f64();
+        let e = self.seconds.entry(name.to_string()).or_default();
+        e.0 += wall;
+        e.1 += cpu_seconds() - mark.1;
+        wall
+    }
 }
 
 impl std::fmt::Debug for SimHook<'_> {
@@ -154,25 +193,44 @@ fn mean(xs: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// Contiguous copies of one KV group's Q (per q-head), K and V: matrix products pack them
+/// faster than strided views of the layer, and the values are the same.
+struct GroupTensors {
+    q: Vec<Array2<f32>>,
+    k: Array2<f32>,
+    v: Array2<f32>,
+}
+
+impl GroupTensors {
+    fn new(qkv: &LayerQkv<'_>, g: usize) -> Self {
+        let gs = qkv.n_heads / qkv.n_kv_heads;
+        Self {
+            q: (g * gs..(g + 1) * gs)
+                .map(|h| qkv.q_head(h).as_standard_layout().into_owned())
+                .collect(),
+            k: qkv.k_head(g).as_standard_layout().into_owned(),
+            v: qkv.v_head(g).as_standard_layout().into_owned(),
+        }
+    }
+}
+
 /// The method input of KV group `g` of a captured layer.
-fn group_input<'a, 'x: 'a>(
-    qkv: &LayerQkv<'x>,
+fn group_input<'a>(
+    layer: usize,
+    t: &'a GroupTensors,
     heads: &'a [HeadCapture],
     g: usize,
     punct: &'a [bool],
     newline: &'a [bool],
     capture_block: usize,
 ) -> GroupInput<'a> {
-    let gs = qkv.n_heads / qkv.n_kv_heads;
+    let gs = t.q.len();
     GroupInput {
-        layer: qkv.layer,
+        layer,
         kv_head: g,
-        // Views are invariant in their lifetime: reborrow them at the input's.
-        q: (g * gs..(g + 1) * gs)
-            .map(|h| qkv.q_head(h).reborrow())
-            .collect(),
-        k: qkv.k_head(g).reborrow(),
-        v: qkv.v_head(g).reborrow(),
+        q: t.q.iter().map(|q| q.view()).collect(),
+        k: t.k.view(),
+        v: t.v.view(),
         punct,
         newline,
         truth: heads[g * gs..(g + 1) * gs].iter().collect(),
@@ -217,8 +275,10 @@ impl AttentionHook for CalibrationHook<'_> {
             .filter(|m| m.selector.needs_calibration())
         {
             for g in 0..qkv.n_kv_heads {
+                let tensors = GroupTensors::new(qkv, g);
                 let input = group_input(
-                    qkv,
+                    qkv.layer,
+                    &tensors,
                     &heads,
                     g,
                     self.punct,
@@ -268,29 +328,41 @@ impl SimHook<'_> {
             .then(|| crate::registry::find("oracle-topp").ok())
             .flatten()
             .and_then(|info| info.build_with(&[]).ok());
-        let input = group_input(qkv, heads, g, self.punct, self.newline, cfg.capture_block);
+        let tensors = GroupTensors::new(qkv, g);
+        let input = group_input(
+            qkv.layer,
+            &tensors,
+            heads,
+            g,
+            self.punct,
+            self.newline,
+            cfg.capture_block,
+        );
         let dense_heads: Vec<DenseHead<'_>> = hs
             .iter()
-            .map(|&h| DenseHead {
-                q: qkv.q_head(h),
-                k: qkv.k_head(g),
-                v: qkv.v_head(g),
+            .enumerate()
+            .map(|(hi, &h)| DenseHead {
+                q: tensors.q[hi].view(),
+                k: tensors.k.view(),
+                v: tensors.v.view(),
                 lse: &heads[h].lse,
                 dense_out: dense.slice(s![.., h * d..(h + 1) * d]),
             })
             .collect();
         // The exact attention of every q-head, computed once: the oracles rank it and every
         // method's metrics read it (not counted in any method's time).
+        let t = Profile::mark();
         let probs = input.true_probs();
+        self.profile.add("(exact attention)", t);
         let mut prepared = Vec::with_capacity(cfg.methods.len());
         for m in &cfg.methods {
-            let t = std::time::Instant::now();
+            let t = Profile::mark();
             prepared.push(m.selector.prepare(&input));
             *self
                 .results
                 .method_seconds
                 .entry(m.label.clone())
-                .or_default() += t.elapsed().as_secs_f64();
+                .or_default() += self.profile.add(&m.label, t);
         }
         for (bi, &budget) in cfg.budgets.iter().enumerate() {
             let top_p_sparsity = match budget {
@@ -305,7 +377,7 @@ impl SimHook<'_> {
             };
             let mut sels: Vec<Vec<Selection>> = Vec::new();
             for (m, prep) in cfg.methods.iter().zip(&prepared) {
-                let t = std::time::Instant::now();
+                let t = Profile::mark();
                 let cal = resolve(
                     m.selector.as_ref(),
                     prep.as_ref(),
@@ -351,8 +423,9 @@ impl SimHook<'_> {
                     .results
                     .method_seconds
                     .entry(m.label.clone())
-                    .or_default() += t.elapsed().as_secs_f64();
+                    .or_default() += self.profile.add(&m.label, t);
             }
+            let t = Profile::mark();
             if cfg.selection_budgets.contains(&bi) {
                 use rayon::prelude::*;
                 let tasks: Vec<(usize, usize)> = (0..sels.len())
@@ -372,6 +445,8 @@ impl SimHook<'_> {
                     .collect();
                 self.results.selections.extend(rows);
             }
+            self.profile.add("(selections table)", t);
+            let t = Profile::mark();
             // IoU of every pair of methods, per q-head, then averaged over the group's q-heads.
             let per_head: Vec<Vec<f64>> = (0..gs)
                 .map(|h| iou_pairs(&sels.iter().map(|s| &s[h]).collect::<Vec<_>>()))
@@ -392,7 +467,9 @@ impl SimHook<'_> {
                     });
                 }
             }
+            self.profile.add("(iou)", t);
         }
+        let t = Profile::mark();
         for (hi, &h) in hs.iter().enumerate() {
             let f = freq_dominance(input.q[hi], input.k, cfg.freq_top_k, cfg.freq_queries);
             let hc = &heads[h];
@@ -408,6 +485,7 @@ impl SimHook<'_> {
                 n_blocks: hc.pooled.nrows(),
             });
         }
+        self.profile.add("(frequency)", t);
     }
 }
 
@@ -443,7 +521,9 @@ impl AttentionHook for SimHook<'_> {
         if !self.wants(qkv.layer) {
             return Ok(HookAction::Dense);
         }
+        let t = Profile::mark();
         let (heads, dense) = capture_layer(qkv, &self.capture_opts());
+        self.profile.add("(capture)", t);
         self.replay(qkv, heads, dense)
     }
 }
@@ -567,6 +647,7 @@ pub fn simulate(
         newline,
         needles,
         results: SimResults::default(),
+        profile: Profile::default(),
     };
     model.forward_with_progress(ids, &mut hook, progress)?;
     for m in fits {

@@ -80,7 +80,11 @@ fn bundle_has_every_table_and_a_complete_manifest() {
     assert!(!m.tool.git_revision.is_empty());
     assert_eq!(m.timings.inputs_s.len(), 2);
     assert!(m.timings.total_s > 0.0 && m.methods.len() == 4);
-    assert!(m.methods.iter().all(|x| !x.params.is_empty()), "{:?}", m.methods);
+    assert!(
+        m.methods.iter().all(|x| !x.params.is_empty()),
+        "{:?}",
+        m.methods
+    );
     // 2 inputs x 2 layers x 9 heads x 4 methods x 2 budgets.
     assert_eq!(b.results.metrics.len(), 2 * 2 * 9 * 4 * 2);
     assert_eq!(b.results.heads.len(), 2 * 2 * 9);
@@ -89,13 +93,22 @@ fn bundle_has_every_table_and_a_complete_manifest() {
     assert_eq!(b.results.selections.len(), 2 * 2 * 9 * 4 * 2);
     assert!(b.results.selections.iter().all(|s| s.n_query_blocks() == 6));
     // The two seeds are different paragraphs.
-    let ids = |i: usize| -> Vec<u32> { b.tokens.iter().filter(|t| t.input == i).map(|t| t.id).collect() };
+    let ids = |i: usize| -> Vec<u32> {
+        b.tokens
+            .iter()
+            .filter(|t| t.input == i)
+            .map(|t| t.id)
+            .collect()
+    };
     assert_ne!(ids(0), ids(1));
     assert!(b.tokens.iter().any(|t| t.is_punct) && b.tokens.iter().all(|t| t.char_start.is_some()));
     // Captured Q/K/V of layer 3 for both inputs.
     assert_eq!(m.qkv.len(), 2);
     let q = b.read_qkv(1).expect("qkv").expect("saved");
-    assert_eq!((q[0].layer, q[0].n_heads, q[0].n, q[0].head_dim), (3, 9, 384, 64));
+    assert_eq!(
+        (q[0].layer, q[0].n_heads, q[0].n, q[0].head_dim),
+        (3, 9, 384, 64)
+    );
     assert_eq!(q[0].k.len(), 3 * 384 * 64);
     assert!(q[0].q.iter().all(|x| x.is_finite()));
 }
@@ -148,11 +161,16 @@ fn interrupted_run_says_what_is_missing_then_resumes() {
     assert!(!ok && err.contains("interrupted"), "{err}");
     let (ok, _, err) = attnscope(&["report", run_s], &[]);
     assert!(
-        !ok && err.contains("1 of 2 inputs") && err.contains("input(s) 1") && err.contains("--resume"),
+        !ok && err.contains("1 of 2 inputs")
+            && err.contains("input(s) 1")
+            && err.contains("--resume"),
         "{err}"
     );
     let (ok, _, err) = simulate(&run, &[], &[]);
-    assert!(!ok && err.contains("--resume") && err.contains("--force"), "{err}");
+    assert!(
+        !ok && err.contains("--resume") && err.contains("--force"),
+        "{err}"
+    );
     let (ok, _, err) = simulate(&run, &["--resume", "--sparsity", "0.6"], &[]);
     assert!(!ok && err.contains("different options"), "{err}");
     let (ok, _, err) = simulate(&run, &["--resume"], &[]);
@@ -160,9 +178,20 @@ fn interrupted_run_says_what_is_missing_then_resumes() {
     let resumed = Bundle::read(&run).expect("resumed bundle");
     let straight = Bundle::read(bundle()).expect("straight bundle");
     assert!(!run.join(".partial").exists());
-    assert_eq!(resumed.results.metrics.len(), straight.results.metrics.len());
-    for (a, b) in resumed.results.metrics.iter().zip(&straight.results.metrics) {
-        assert_eq!((a.input, a.layer, a.head, &a.method, a.budget), (b.input, b.layer, b.head, &b.method, b.budget));
+    assert_eq!(
+        resumed.results.metrics.len(),
+        straight.results.metrics.len()
+    );
+    for (a, b) in resumed
+        .results
+        .metrics
+        .iter()
+        .zip(&straight.results.metrics)
+    {
+        assert_eq!(
+            (a.input, a.layer, a.head, &a.method, a.budget),
+            (b.input, b.layer, b.head, &b.method, b.budget)
+        );
         assert!((a.info_loss - b.info_loss).abs() < 1e-9, "{a:?} vs {b:?}");
     }
     assert_eq!(resumed.tokens, straight.tokens);
@@ -185,12 +214,22 @@ fn report_in_every_format_and_across_runs() {
     let (lo, hi) = (ci[0].as_f64().expect("lo"), ci[1].as_f64().expect("hi"));
     assert!(lo <= r + 1e-12 && r <= hi + 1e-12, "{lo} {r} {hi}");
     assert_eq!(head["bootstrap"]["units"], 2 * 2 * 9);
-    let (ok, out, err) = attnscope(&["report", d, "--markdown", "--bootstrap-unit", "query-block"], &[]);
+    let (ok, out, err) = attnscope(
+        &["report", d, "--markdown", "--bootstrap-unit", "query-block"],
+        &[],
+    );
     assert!(ok, "{err}");
-    assert!(out.contains("| method |") && out.contains("|---|") && out.contains("query-blocks"), "{out}");
+    assert!(
+        out.contains("| method |") && out.contains("|---|") && out.contains("query-blocks"),
+        "{out}"
+    );
     let (ok, out, err) = attnscope(&["report", d, "--latex"], &[]);
     assert!(ok, "{err}");
-    assert!(out.contains("\\begin{tabular}") && out.contains("\\toprule") && out.contains("info\\_loss"));
+    assert!(
+        out.contains("\\begin{tabular}")
+            && out.contains("\\toprule")
+            && out.contains("info\\_loss")
+    );
     // Two runs: a copy with another model hash is compared, with a warning naming its manifest.
     let tmp = tempfile::tempdir().expect("tempdir");
     let other = tmp.path().join("other");
@@ -209,12 +248,18 @@ fn report_in_every_format_and_across_runs() {
     let o = other.to_str().expect("utf-8");
     let (ok, out, err) = attnscope(&["report", d, o, "--json", "--bootstrap", "200"], &[]);
     assert!(ok, "{err}");
-    assert!(err.contains("different models") && err.contains(&m.display().to_string()), "{err}");
+    assert!(
+        err.contains("different models") && err.contains(&m.display().to_string()),
+        "{err}"
+    );
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["runs"].as_array().expect("runs").len(), 2);
     assert!(!v["comparison"].as_array().expect("comparison").is_empty());
     let (ok, out, _) = attnscope(&["report", d, o], &[]);
-    assert!(ok && out.contains("run-to-run comparison") && out.contains("change other"), "{out}");
+    assert!(
+        ok && out.contains("run-to-run comparison") && out.contains("change other"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -232,9 +277,28 @@ fn bad_bundles_and_options_are_named() {
     let (ok, _, err) = attnscope(&["report", b], &[]);
     assert!(!ok && err.contains("tokens.parquet"), "{err}");
     std::fs::remove_file(bad.join("tokens.parquet")).expect("rm");
-    let (ok, _, err) = attnscope(&["figures", b, "--out", tmp.path().join("f").to_str().expect("utf-8")], &[]);
-    assert!(!ok && err.contains("tokens.parquet") && err.contains("missing"), "{err}");
-    let (ok, _, err) = attnscope(&["report", bundle().to_str().expect("utf-8"), "--bootstrap-unit", "layer"], &[]);
+    let (ok, _, err) = attnscope(
+        &[
+            "figures",
+            b,
+            "--out",
+            tmp.path().join("f").to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert!(
+        !ok && err.contains("tokens.parquet") && err.contains("missing"),
+        "{err}"
+    );
+    let (ok, _, err) = attnscope(
+        &[
+            "report",
+            bundle().to_str().expect("utf-8"),
+            "--bootstrap-unit",
+            "layer",
+        ],
+        &[],
+    );
     assert!(!ok && err.contains("head or query-block"), "{err}");
     let x = tmp.path().join("x");
     let x = x.to_str().expect("utf-8");
@@ -244,9 +308,20 @@ fn bad_bundles_and_options_are_named() {
         (&["--layers", "3", "--save-qkv", "4"], "not simulated"),
     ];
     for (extra, want) in cases {
-        let mut args = vec!["simulate", "--len", "64", "--methods", "streaming", "--out", x];
+        let mut args = vec![
+            "simulate",
+            "--len",
+            "64",
+            "--methods",
+            "streaming",
+            "--out",
+            x,
+        ];
         args.extend_from_slice(extra);
         let (ok, _, err) = attnscope(&args, &[]);
-        assert!(!ok && err.contains(want), "{args:?}: expected '{want}' in {err}");
+        assert!(
+            !ok && err.contains(want),
+            "{args:?}: expected '{want}' in {err}"
+        );
     }
 }

@@ -17,7 +17,10 @@ use attnscope_analysis::sim::{HeadRow, IouRow, MetricRow, SimResults};
 struct Lcg(u64);
 impl Lcg {
     fn f(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -73,7 +76,13 @@ fn synthetic(dir: &Path, format: Format, n_inputs: usize) -> Bundle {
                 }
                 res.selections.push(SelectionRow {
                     input,
-                    ..SelectionRow::compact(&b.finish(), block, (layer, head, head / 2), methods[head % 3], 0)
+                    ..SelectionRow::compact(
+                        &b.finish(),
+                        block,
+                        (layer, head, head / 2),
+                        methods[head % 3],
+                        0,
+                    )
                 });
             }
             for kv in 0..heads / 2 {
@@ -188,7 +197,10 @@ fn a_writer_dropped_before_close_leaves_no_file() {
         let mut w = TableWriter::try_new(&path, schema::schema(Table::Metrics), Format::Parquet)
             .expect("writer");
         w.write(&batch).expect("write");
-        assert!(!path.exists(), "only the .partial file exists while writing");
+        assert!(
+            !path.exists(),
+            "only the .partial file exists while writing"
+        );
     }
     assert!(!path.exists() && std::fs::read_dir(tmp.path()).expect("ls").count() == 0);
     let mut w = TableWriter::try_new(&path, schema::schema(Table::Metrics), Format::Parquet)
@@ -205,13 +217,18 @@ fn bad_bundles_are_named() {
     // No folder, no manifest.
     assert!(err(&tmp.path().join("nope")).contains("no manifest.json"));
     let dir = tmp.path().join("b");
-    synthetic(&dir, Format::Parquet, 1).write(false).expect("write");
+    synthetic(&dir, Format::Parquet, 1)
+        .write(false)
+        .expect("write");
     // Truncated table.
     let m = dir.join("metrics.parquet");
     let bytes = std::fs::read(&m).expect("read");
     std::fs::write(&m, &bytes[..bytes.len() / 2]).expect("truncate");
     let e = err(&dir);
-    assert!(e.contains("metrics.parquet") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("metrics.parquet") && e.contains("truncated"),
+        "{e}"
+    );
     std::fs::write(&m, &bytes).expect("restore");
     Bundle::read(&dir).expect("restored bundle reads");
     // Missing table.
@@ -232,13 +249,19 @@ fn bad_bundles_are_named() {
     // A manifest from a newer version.
     let mpath = dir.join("manifest.json");
     let text = std::fs::read_to_string(&mpath).expect("manifest");
-    std::fs::write(&mpath, text.replace("\"format_version\": 2", "\"format_version\": 99"))
-        .expect("edit");
+    std::fs::write(
+        &mpath,
+        text.replace("\"format_version\": 2", "\"format_version\": 99"),
+    )
+    .expect("edit");
     let e = err(&dir);
     assert!(e.contains("manifest.json") && e.contains("newer"), "{e}");
     std::fs::write(&mpath, "{\"format_version\": 2, \"tables\": [").expect("truncate manifest");
     let e = err(&dir);
-    assert!(e.contains("manifest.json") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("manifest.json") && e.contains("truncated"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -271,13 +294,19 @@ fn interrupted_runs_say_what_is_missing_and_resume() {
     r0.iou.retain(|r| r.input == 0);
     r0.heads.retain(|r| r.input == 0);
     r0.selections.retain(|r| r.input == 0);
-    let t0: Vec<TokenRow> = full.tokens.iter().filter(|t| t.input == 0).cloned().collect();
+    let t0: Vec<TokenRow> = full
+        .tokens
+        .iter()
+        .filter(|t| t.input == 0)
+        .cloned()
+        .collect();
     let done = DoneInput {
         info: inputs[0].clone(),
         seconds: 1.0,
         method_s: Default::default(),
         qkv: None,
         tables: Vec::new(),
+        fitted: Vec::new(),
     };
     p.save(0, &r0, &t0, &context_of(&full.manifest), done)
         .expect("save");
@@ -290,12 +319,19 @@ fn interrupted_runs_say_what_is_missing_and_resume() {
     );
     let e = Bundle::read(&dir).expect_err("interrupted").to_string();
     assert!(
-        e.contains("interrupted") && e.contains("1 of 2") && e.contains("input(s) 1") && e.contains("--resume"),
+        e.contains("interrupted")
+            && e.contains("1 of 2")
+            && e.contains("input(s) 1")
+            && e.contains("--resume"),
         "{e}"
     );
-    let e = prepare_out(&dir, false, false).expect_err("refused").to_string();
+    let e = prepare_out(&dir, false, false)
+        .expect_err("refused")
+        .to_string();
     assert!(e.contains("--resume") && e.contains("--force"), "{e}");
-    let p = prepare_out(&dir, false, true).expect("resume").expect("partial");
+    let p = prepare_out(&dir, false, true)
+        .expect("resume")
+        .expect("partial");
     assert!(p
         .check_same(&serde_json::json!({ "len": 300 }), &inputs)
         .expect_err("different options")

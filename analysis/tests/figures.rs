@@ -55,9 +55,24 @@ fn figures_of_a_small_run_are_valid_images() {
     let run = tmp.path().join("run");
     let run_s = run.to_str().expect("utf-8");
     let (ok, _, err) = attnscope(&[
-        "simulate", "--model", "smollm2-135m", "--text", "alice29", "--len", "320", "--layers",
-        "3,20", "--methods", "phsa,infllm-v2,streaming,oracle-topk", "--sparsity", "0.5,0.7",
-        "--selections", "all", "--out", run_s, "--quiet",
+        "simulate",
+        "--model",
+        "smollm2-135m",
+        "--text",
+        "alice29",
+        "--len",
+        "320",
+        "--layers",
+        "3,20",
+        "--methods",
+        "phsa,infllm-v2,streaming,oracle-topk",
+        "--sparsity",
+        "0.5,0.7",
+        "--selections",
+        "all",
+        "--out",
+        run_s,
+        "--quiet",
     ]);
     assert!(ok, "simulate failed: {err}");
     let figs = tmp.path().join("figs");
@@ -69,23 +84,49 @@ fn figures_of_a_small_run_are_valid_images() {
         let (w, h, colours, ink) = png_stats(&png);
         assert!(w >= 1000 && h >= 600, "{name}: {w}x{h}");
         assert!(colours >= 30, "{name}: only {colours} colours");
-        assert!((0.03..0.97).contains(&ink), "{name}: {:.1}% non-white", ink * 100.0);
+        assert!(
+            (0.03..0.97).contains(&ink),
+            "{name}: {:.1}% non-white",
+            ink * 100.0
+        );
         let svg = std::fs::read_to_string(figs.join(format!("{name}.svg"))).expect("svg");
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{name}.svg");
-        assert!(svg.contains("<text") && svg.len() > 3000, "{name}.svg has no text");
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{name}.svg"
+        );
+        assert!(
+            svg.contains("<text") && svg.len() > 3000,
+            "{name}.svg has no text"
+        );
     }
     // Options: one format, a chosen head, budget by label, methods to compare.
     let figs2 = tmp.path().join("figs2");
     let (ok, out, err) = attnscope(&[
-        "figures", run_s, "--out", figs2.to_str().expect("utf-8"), "--format", "svg", "--head",
-        "3:4", "--budget", "sparsity=0.5", "--compare", "streaming,oracle-topk",
+        "figures",
+        run_s,
+        "--out",
+        figs2.to_str().expect("utf-8"),
+        "--format",
+        "svg",
+        "--head",
+        "3:4",
+        "--budget",
+        "sparsity=0.5",
+        "--compare",
+        "streaming,oracle-topk",
     ]);
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 6, "{out}");
     let svg = std::fs::read_to_string(figs2.join("attention_map.svg")).expect("svg");
-    assert!(svg.contains("layer 3 head 4") && svg.contains("streaming only"), "attention map labels");
+    assert!(
+        svg.contains("layer 3 head 4") && svg.contains("streaming only"),
+        "attention map labels"
+    );
     for (args, want) in [
-        (vec!["--budget", "sparsity=0.9"], "sparsity=0.5, sparsity=0.7"),
+        (
+            vec!["--budget", "sparsity=0.9"],
+            "sparsity=0.5, sparsity=0.7",
+        ),
         (vec!["--compare", "phsa,nope"], "no method 'nope'"),
         (vec!["--head", "7"], "LAYER:HEAD"),
         (vec!["--format", "gif"], "png or svg"),
@@ -93,7 +134,10 @@ fn figures_of_a_small_run_are_valid_images() {
         let mut a = vec!["figures", run_s, "--out", figs2.to_str().expect("utf-8")];
         a.extend(args);
         let (ok, _, err) = attnscope(&a);
-        assert!(!ok && err.contains(want), "{a:?}: expected '{want}' in {err}");
+        assert!(
+            !ok && err.contains(want),
+            "{a:?}: expected '{want}' in {err}"
+        );
     }
     // Without saved selections the map is drawn without an overlay, and says so.
     let mut b = Bundle::read(&run).expect("read");

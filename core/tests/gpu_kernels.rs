@@ -10,7 +10,9 @@ use attnscope_core::attention::{dense_attention, LayerQkv};
 use attnscope_core::capture::{capture_layer, CaptureOptions};
 use attnscope_core::gpu::rope_tables;
 use attnscope_core::ops::{rms_norm, rms_norm_inplace, silu_mul, Rope};
-use attnscope_kernels::cuda::{bf16, AttnKernel, AttnShape, GpuDevice, GpuFloat, RowLayout};
+use attnscope_kernels::cuda::{
+    bf16, AttnKernel, AttnShape, FlashTuning, GpuDevice, GpuFloat, RowLayout,
+};
 use gpu_util::*;
 use ndarray::{s, Array1, Array2};
 
@@ -473,7 +475,18 @@ fn gpu_attention_and_capture_bf16_match_cpu() {
     ];
     for c in &cases {
         if AttnKernel::auto::<bf16>(&dev, c.d, c.block, c.sink) == AttnKernel::Flash {
-            attention_case::<bf16>(&dev, &mut rng, c, AttnKernel::Flash, 1e-2);
+            // Every compiled shape of the flash kernels (another test running meanwhile may pick
+            // up a non-default shape: all of them are exact).
+            for (w, mt, qsm) in [(4, 2, false), (8, 1, false), (4, 1, true), (8, 2, true)] {
+                FlashTuning::set(Some(FlashTuning {
+                    fwd_warps: w,
+                    capture_mtiles: mt,
+                    fwd_q_smem: qsm,
+                }));
+                println!(" flash tuning {:?}", FlashTuning::current(c.d));
+                attention_case::<bf16>(&dev, &mut rng, c, AttnKernel::Flash, 1e-2);
+            }
+            FlashTuning::set(None);
         }
         attention_case::<bf16>(&dev, &mut rng, c, AttnKernel::Rowwise, 1e-2);
     }

@@ -1,9 +1,10 @@
 // Causal GQA flash attention forward and the fused capture pass, bf16 in, f32 accumulation,
 // on the tensor cores through mma.sync.m16n8k16 (sm_80 and later). Scores never leave registers.
 //
-// Block: 4 warps; each warp owns MT m-tiles of 16 query rows (BM = 64 * MT rows per block); key
-// tiles of 64 rows go through shared memory (two stages, cp.async), row stride D + 8 elements so
-// that ldmatrix is free of bank conflicts. Work order: the last (longest) query tiles first.
+// Block: NW warps; each warp owns MT m-tiles of 16 query rows (BM = 16 * MT * NW rows per block);
+// key tiles of 64 rows go through shared memory (two stages, cp.async), row stride D + 8 elements
+// so that ldmatrix is free of bank conflicts. Work order: the last (longest) query tiles first.
+// Scores stay unscaled; exp2 takes scale * log2(e) through one FFMA (ex2.approx.ftz).
 //
 // Layouts: q [H, n, D], k/v [G, n, D] bf16 (head-major); out [n, H * D] bf16 (token-major);
 // lse [H, n] f32 (natural log); P [H, n, nb] f32; sink [H, n] f32.
@@ -47,6 +48,13 @@ __device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// 2^x on the SFU, flushing denormal results to zero (they are below any probability we keep).
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // Two floats to packed bf16x2 (lo in the low half), round to nearest even.
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
     u32 r;
@@ -55,12 +63,12 @@ __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
 }
 
 // Rows [k0, k0 + 64) of a [n, D] head into shared memory (row stride LDS); rows >= n are zeros.
-template <int D, int LDS>
+template <int D, int LDS, int NT>
 __device__ __forceinline__ void load_tile(bf16_t* dst, const bf16_t* src, int k0, int n, int tid) {
     constexpr int CPR = D / 8;  // 16-byte chunks per row
 #pragma unroll
-    for (int it = 0; it < (FBN * CPR) / 128; it++) {
-        int c = tid + it * 128;
+    for (int it = 0; it < (FBN * CPR) / NT; it++) {
+        int c = tid + it * NT;
         int row = c / CPR, col = (c % CPR) * 8;
         int kr = k0 + row;
         bool valid = kr < n;
@@ -88,19 +96,20 @@ __device__ __forceinline__ void load_q(u32 (&qa)[MT][D / 16][4], const bf16_t* q
 }
 
 // s = Q K^T for the warp's rows and the 64 keys of the tile in shared memory.
-template <int D, int MT, int LDS>
-__device__ __forceinline__ void qk_tile(float (&s)[MT][8][4], const u32 (&qa)[MT][D / 16][4],
+// (NJ n-tiles of 8 keys starting at ks.)
+template <int D, int MT, int LDS, int NJ>
+__device__ __forceinline__ void qk_tile(float (&s)[MT][NJ][4], const u32 (&qa)[MT][D / 16][4],
                                         const bf16_t* ks, int lane) {
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+        for (int j = 0; j < NJ; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) s[mt][j][e] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
 #pragma unroll
-        for (int jp = 0; jp < 4; jp++) {
+        for (int jp = 0; jp < NJ / 2; jp++) {
             u32 b0, b1, b2, b3;
             int row = 16 * jp + (lane >> 4) * 8 + (lane & 7);
             int col = 16 * kk + ((lane >> 3) & 1) * 8;
@@ -114,14 +123,51 @@ __device__ __forceinline__ void qk_tile(float (&s)[MT][8][4], const u32 (&qa)[MT
     }
 }
 
-template <int D, int MT>
+// As qk_tile, with the warp's query rows read from shared memory (qsw: its first row) by
+// ldmatrix at every k-step instead of being held in registers (frees registers for 2 m-tiles at
+// head dim 128, halving the K/V shared-memory reads per product).
+template <int D, int MT, int LDS, int NJ>
+__device__ __forceinline__ void qk_tile_smem(float (&s)[MT][NJ][4], const bf16_t* qsw,
+                                             const bf16_t* ks, int lane) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[mt][j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        u32 a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            int row = mt * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
+            int col = 16 * kk + (lane >> 4) * 8;
+            ldsm_x4(a[mt][0], a[mt][1], a[mt][2], a[mt][3], smem_addr(qsw + row * LDS + col));
+        }
+#pragma unroll
+        for (int jp = 0; jp < NJ / 2; jp++) {
+            u32 b0, b1, b2, b3;
+            int row = 16 * jp + (lane >> 4) * 8 + (lane & 7);
+            int col = 16 * kk + ((lane >> 3) & 1) * 8;
+            ldsm_x4(b0, b1, b2, b3, smem_addr(ks + row * LDS + col));
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                mma16816(s[mt][2 * jp], a[mt], b0, b1);
+                mma16816(s[mt][2 * jp + 1], a[mt], b2, b3);
+            }
+        }
+    }
+}
+
+template <int D, int MT, int NW, bool QS, int SUB>
 __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                           const bf16_t* __restrict__ v, bf16_t* __restrict__ out,
                           float* __restrict__ lse, int n, int H, int G, float scale_log2) {
-    constexpr int BM = 64 * MT, LDS = D + 8, TILE = FBN * LDS, DT = D / 8;
+    constexpr int BM = 16 * MT * NW, NT = 32 * NW, LDS = D + 8, TILE = FBN * LDS, DT = D / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16_t* ks = (bf16_t*)smem_raw;  // [2][TILE]
-    bf16_t* vs = ks + 2 * TILE;       // [2][TILE]
+    bf16_t* qs = (bf16_t*)smem_raw;              // [BM][LDS] when QS
+    bf16_t* ks = qs + (QS ? BM * LDS : 0);       // [2][TILE]
+    bf16_t* vs = ks + 2 * TILE;                  // [2][TILE]
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     int nqt = (n + BM - 1) / BM;
     int q0 = (nqt - 1 - (int)blockIdx.x) * BM;
@@ -131,8 +177,15 @@ __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict
     const bf16_t* vh = v + (i64)kvh * n * D;
 
     u32 qa[MT][D / 16][4];
-    load_q<D, MT>(qa, qh, q0, warp, g, t, n);
+    if constexpr (QS) {
+        // The block's query rows into shared memory (same cp.async group as the first K/V tile).
+        for (int base = 0; base < BM; base += FBN)
+            load_tile<D, LDS, NT>(qs + base * LDS, qh + (i64)q0 * D, base, n - q0, tid);
+    } else {
+        load_q<D, MT>(qa, qh, q0, warp, g, t, n);
+    }
     float o[MT][DT][4];
+    // Running max of the raw (unscaled) scores; per-thread partial row sums (reduced at the end).
     float m[MT][2], l[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
@@ -144,26 +197,36 @@ __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict
         l[mt][0] = l[mt][1] = 0.f;
     }
     int last = min(q0 + BM - 1, n - 1) / FBN;
-    load_tile<D, LDS>(ks, kh, 0, n, tid);
-    load_tile<D, LDS>(vs, vh, 0, n, tid);
+    load_tile<D, LDS, NT>(ks, kh, 0, n, tid);
+    load_tile<D, LDS, NT>(vs, vh, 0, n, tid);
     cp_commit();
     for (int kt = 0; kt <= last; kt++) {
         int sg = kt & 1;
         if (kt < last) {
-            load_tile<D, LDS>(ks + (sg ^ 1) * TILE, kh, (kt + 1) * FBN, n, tid);
-            load_tile<D, LDS>(vs + (sg ^ 1) * TILE, vh, (kt + 1) * FBN, n, tid);
+            load_tile<D, LDS, NT>(ks + (sg ^ 1) * TILE, kh, (kt + 1) * FBN, n, tid);
+            load_tile<D, LDS, NT>(vs + (sg ^ 1) * TILE, vh, (kt + 1) * FBN, n, tid);
             cp_commit();
             cp_wait<1>();
         } else {
             cp_wait<0>();
         }
         __syncthreads();
-        const bf16_t* kts = ks + sg * TILE;
-        const bf16_t* vts = vs + sg * TILE;
-        float s[MT][8][4];
-        qk_tile<D, MT, LDS>(s, qa, kts, lane);
-        int k0 = kt * FBN;
-        bool diag = k0 + FBN - 1 > q0;
+        // The 64-key tile in SUB sub-tiles of BNS keys (fewer live score registers when SUB = 2).
+        constexpr int BNS = FBN / SUB, NJ = BNS / 8;
+#pragma unroll 1
+        for (int sub = 0; sub < SUB; sub++) {
+        const bf16_t* kts = ks + sg * TILE + sub * BNS * LDS;
+        const bf16_t* vts = vs + sg * TILE + sub * BNS * LDS;
+        float s[MT][NJ][4];
+        if constexpr (QS) {
+            qk_tile_smem<D, MT, LDS, NJ>(s, qs + warp * MT * 16 * LDS, kts, lane);
+        } else {
+            qk_tile<D, MT, LDS, NJ>(s, qa, kts, lane);
+        }
+        int k0 = kt * FBN + sub * BNS;
+        bool diag = k0 + BNS - 1 > q0;
+        float alpha[MT][2];
+        bool moved = false;
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
             int rowA = q0 + (warp * MT + mt) * 16 + g;
@@ -172,10 +235,10 @@ __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict
                 int row = rowA + 8 * hf;
                 float mx = NEG_INF;
 #pragma unroll
-                for (int j = 0; j < 8; j++)
+                for (int j = 0; j < NJ; j++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        float x = s[mt][j][2 * hf + e] * scale_log2;
+                        float x = s[mt][j][2 * hf + e];
                         if (diag && k0 + 8 * j + 2 * t + e > row) x = NEG_INF;
                         s[mt][j][2 * hf + e] = x;
                         mx = fmaxf(mx, x);
@@ -183,28 +246,37 @@ __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict
                 mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
                 float mn = fmaxf(m[mt][hf], mx);
-                float mref = mn == NEG_INF ? 0.f : mn;
-                float alpha = exp2f(m[mt][hf] - mref);
+                float mref = mn == NEG_INF ? 0.f : mn * scale_log2;
+                float a = ex2(fmaf(m[mt][hf], scale_log2, -mref));
+                moved |= a != 1.f;
+                alpha[mt][hf] = a;
                 float sum = 0.f;
 #pragma unroll
-                for (int j = 0; j < 8; j++)
+                for (int j = 0; j < NJ; j++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        float p = exp2f(s[mt][j][2 * hf + e] - mref);
+                        float p = ex2(fmaf(s[mt][j][2 * hf + e], scale_log2, -mref));
                         s[mt][j][2 * hf + e] = p;
                         sum += p;
                     }
-                l[mt][hf] = l[mt][hf] * alpha + sum;
+                l[mt][hf] = l[mt][hf] * a + sum;
                 m[mt][hf] = mn;
-#pragma unroll
-                for (int jd = 0; jd < DT; jd++) {
-                    o[mt][jd][2 * hf] *= alpha;
-                    o[mt][jd][2 * hf + 1] *= alpha;
-                }
             }
         }
+        // Rescale the output only when some row's max moved (rare once a row has seen its sink).
+        if (__any_sync(FULL_MASK, moved)) {
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int jd = 0; jd < DT; jd++) {
+                    o[mt][jd][0] *= alpha[mt][0];
+                    o[mt][jd][1] *= alpha[mt][0];
+                    o[mt][jd][2] *= alpha[mt][1];
+                    o[mt][jd][3] *= alpha[mt][1];
+                }
+        }
+#pragma unroll
+        for (int kk = 0; kk < NJ / 2; kk++) {
             u32 pa[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
@@ -226,6 +298,7 @@ __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict
                 }
             }
         }
+        }
         __syncthreads();
     }
 #pragma unroll
@@ -243,7 +316,8 @@ __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict
                 for (int jd = 0; jd < DT; jd++)
                     *(u32*)(orow + 8 * jd + 2 * t) =
                         pack_bf16(o[mt][jd][2 * hf] * inv, o[mt][jd][2 * hf + 1] * inv);
-                if (lse && t == 0) lse[(i64)h * n + row] = (m[mt][hf] + log2f(L)) * LN2;
+                if (lse && t == 0)
+                    lse[(i64)h * n + row] = (m[mt][hf] * scale_log2 + log2f(L)) * LN2;
             }
         }
     }
@@ -252,12 +326,12 @@ __device__ void flash_fwd(const bf16_t* __restrict__ q, const bf16_t* __restrict
 // The capture pass: with the exact per-query LSE from flash_fwd, recomputes each score tile and
 // reduces exp(s - lse) to the key-block mass P[i, b] (block a multiple of 64) and the sink mass
 // (first sink_tokens <= 64 keys). Blocks past the query tile's diagonal are written as zeros.
-template <int D, int MT>
+template <int D, int MT, int NW>
 __device__ void flash_capture(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                               const float* __restrict__ lse, float* __restrict__ P,
                               float* __restrict__ sink, int n, int H, int G, int block, int nb,
                               int sink_tokens, float scale_log2) {
-    constexpr int BM = 64 * MT, LDS = D + 8, TILE = FBN * LDS;
+    constexpr int BM = 16 * MT * NW, NT = 32 * NW, LDS = D + 8, TILE = FBN * LDS;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16_t* ks = (bf16_t*)smem_raw;  // [2][TILE]
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
@@ -279,12 +353,12 @@ __device__ void flash_capture(const bf16_t* __restrict__ q, const bf16_t* __rest
             rs[mt][hf] = 0.f;
         }
     int last = min(q0 + BM - 1, n - 1) / FBN;
-    load_tile<D, LDS>(ks, kh, 0, n, tid);
+    load_tile<D, LDS, NT>(ks, kh, 0, n, tid);
     cp_commit();
     for (int kt = 0; kt <= last; kt++) {
         int sg = kt & 1;
         if (kt < last) {
-            load_tile<D, LDS>(ks + (sg ^ 1) * TILE, kh, (kt + 1) * FBN, n, tid);
+            load_tile<D, LDS, NT>(ks + (sg ^ 1) * TILE, kh, (kt + 1) * FBN, n, tid);
             cp_commit();
             cp_wait<1>();
         } else {
@@ -292,28 +366,33 @@ __device__ void flash_capture(const bf16_t* __restrict__ q, const bf16_t* __rest
         }
         __syncthreads();
         float s[MT][8][4];
-        qk_tile<D, MT, LDS>(s, qa, ks + sg * TILE, lane);
+        qk_tile<D, MT, LDS, 8>(s, qa, ks + sg * TILE, lane);
         int k0 = kt * FBN;
+        bool diag = k0 + FBN - 1 > q0;
         bool flush = ((kt + 1) * FBN) % block == 0 || kt == last;
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
                 int row = q0 + (warp * MT + mt) * 16 + g + 8 * hf;
-                float sum = 0.f, sk = 0.f;
+                float sum = 0.f;
 #pragma unroll
                 for (int j = 0; j < 8; j++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        int key = k0 + 8 * j + 2 * t + e;
-                        float p = key <= row
-                                      ? exp2f(s[mt][j][2 * hf + e] * scale_log2 - lse2[mt][hf])
-                                      : 0.f;
+                        float p = ex2(fmaf(s[mt][j][2 * hf + e], scale_log2, -lse2[mt][hf]));
+                        if (diag && k0 + 8 * j + 2 * t + e > row) p = 0.f;
+                        s[mt][j][2 * hf + e] = p;
                         sum += p;
-                        if (key < sink_tokens) sk += p;
                     }
                 rs[mt][hf] += sum;
                 if (kt == 0) {
+                    float sk = 0.f;
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++)
+                            if (8 * j + 2 * t + e < sink_tokens) sk += s[mt][j][2 * hf + e];
                     sk += __shfl_xor_sync(FULL_MASK, sk, 1);
                     sk += __shfl_xor_sync(FULL_MASK, sk, 2);
                     if (t == 0 && row < n && sink) sink[(i64)h * n + row] = sk;
@@ -332,30 +411,40 @@ __device__ void flash_capture(const bf16_t* __restrict__ q, const bf16_t* __rest
     int first_zero = (last * FBN) / block + 1;
     int width = nb - first_zero;
     if (width > 0) {
-        for (int idx = tid; idx < BM * width; idx += 128) {
+        for (int idx = tid; idx < BM * width; idx += NT) {
             int row = q0 + idx / width;
             if (row < n) P[((i64)h * n + row) * nb + first_zero + idx % width] = 0.f;
         }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-    flash_fwd_d64(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* out, float* lse,
-                  int n, int H, int G, float scale_log2) {
-    flash_fwd<64, 2>(q, k, v, out, lse, n, H, G, scale_log2);
-}
-extern "C" __global__ void __launch_bounds__(128)
-    flash_fwd_d128(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* out, float* lse,
-                   int n, int H, int G, float scale_log2) {
-    flash_fwd<128, 1>(q, k, v, out, lse, n, H, G, scale_log2);
-}
-extern "C" __global__ void __launch_bounds__(128)
-    flash_capture_d64(const bf16_t* q, const bf16_t* k, const float* lse, float* P, float* sink,
-                      int n, int H, int G, int block, int nb, int sink_tokens, float scale_log2) {
-    flash_capture<64, 2>(q, k, lse, P, sink, n, H, G, block, nb, sink_tokens, scale_log2);
-}
-extern "C" __global__ void __launch_bounds__(128)
-    flash_capture_d128(const bf16_t* q, const bf16_t* k, const float* lse, float* P, float* sink,
-                       int n, int H, int G, int block, int nb, int sink_tokens, float scale_log2) {
-    flash_capture<128, 1>(q, k, lse, P, sink, n, H, G, block, nb, sink_tokens, scale_log2);
-}
+// Instantiations: flash_fwd_d{D}_w{warps} and flash_capture_d{D}_m{m-tiles per warp}, 4 warps.
+#define FWD(D, MT, NW)                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * NW) flash_fwd_d##D##_w##NW(                  \
+        const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* out, float* lse, int n, int H,  \
+        int G, float scale_log2) {                                                                 \
+        flash_fwd<D, MT, NW, false, 1>(q, k, v, out, lse, n, H, G, scale_log2);                    \
+    }
+#define CAP(D, MT)                                                                                 \
+    extern "C" __global__ void __launch_bounds__(128) flash_capture_d##D##_m##MT(                  \
+        const bf16_t* q, const bf16_t* k, const float* lse, float* P, float* sink, int n, int H,   \
+        int G, int block, int nb, int sink_tokens, float scale_log2) {                             \
+        flash_capture<D, MT, 4>(q, k, lse, P, sink, n, H, G, block, nb, sink_tokens, scale_log2); \
+    }
+
+FWD(64, 2, 4)
+FWD(64, 2, 8)
+FWD(128, 1, 4)
+FWD(128, 1, 8)
+// Head dim 128 with 2 m-tiles per warp, the queries in shared memory and 32-key sub-tiles.
+#define FWDQ(NW)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(32 * NW) flash_fwd_d128_q##NW(                    \
+        const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* out, float* lse, int n, int H,  \
+        int G, float scale_log2) {                                                                 \
+        flash_fwd<128, 2, NW, true, 2>(q, k, v, out, lse, n, H, G, scale_log2);                    \
+    }
+FWDQ(4)
+FWDQ(8)
+CAP(64, 2)
+CAP(64, 1)
+CAP(128, 1)

@@ -54,6 +54,9 @@ pub struct Manifest {
     pub tables: Vec<TableInfo>,
     /// Captured post-RoPE Q/K/V (safetensors), when asked for.
     pub qkv: Vec<QkvFile>,
+    /// Settings fitted on calibration text by methods labelled ours (e.g. `phsa-fit`'s lambda
+    /// per layer).
+    pub fitted: Vec<crate::sim::FittedRow>,
     pub warnings: Vec<String>,
 }
 
@@ -101,7 +104,11 @@ impl ModelInfo {
     /// One line naming the model: spec and the first weights hash, if any.
     pub fn identity(&self) -> String {
         match self.files.first() {
-            Some(f) => format!("{} (sha256 {})", self.spec, &f.sha256[..12.min(f.sha256.len())]),
+            Some(f) => format!(
+                "{} (sha256 {})",
+                self.spec,
+                &f.sha256[..12.min(f.sha256.len())]
+            ),
             None => self.spec.clone(),
         }
     }
@@ -111,7 +118,10 @@ impl ModelInfo {
         if self.files.is_empty() || other.files.is_empty() {
             return self.source == other.source;
         }
-        self.files.iter().map(|f| &f.sha256).eq(other.files.iter().map(|f| &f.sha256))
+        self.files
+            .iter()
+            .map(|f| &f.sha256)
+            .eq(other.files.iter().map(|f| &f.sha256))
     }
 }
 

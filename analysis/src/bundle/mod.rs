@@ -101,12 +101,26 @@ pub fn write_tables(
 ) -> Result<Vec<TableInfo>> {
     use tables::*;
     Ok(vec![
-        write_one(dir, Table::Metrics, &results.metrics, format, ctx, metrics_batch)?,
+        write_one(
+            dir,
+            Table::Metrics,
+            &results.metrics,
+            format,
+            ctx,
+            metrics_batch,
+        )?,
         write_one(dir, Table::Iou, &results.iou, format, ctx, iou_batch)?,
         write_one(dir, Table::Heads, &results.heads, format, ctx, heads_batch)?,
         write_one(dir, Table::Tokens, tokens, format, ctx, tokens_batch)?,
         write_one(dir, Table::Maps, &results.heads, format, ctx, maps_batch)?,
-        write_one(dir, Table::Selections, &results.selections, format, ctx, selections_batch)?,
+        write_one(
+            dir,
+            Table::Selections,
+            &results.selections,
+            format,
+            ctx,
+            selections_batch,
+        )?,
     ])
 }
 
@@ -196,13 +210,8 @@ impl Bundle {
             self.manifest.tool = ToolInfo::current();
         }
         let format = self.manifest.format;
-        self.manifest.tables = write_tables(
-            &dir,
-            &self.results,
-            &self.tokens,
-            &self.context(),
-            format,
-        )?;
+        self.manifest.tables =
+            write_tables(&dir, &self.results, &self.tokens, &self.context(), format)?;
         // Tables of the other format from an overwritten bundle would be stale.
         let other = match format {
             Format::Parquet => Format::Ipc,

@@ -36,6 +36,9 @@ pub struct DoneInput {
     pub method_s: BTreeMap<String, f64>,
     pub qkv: Option<QkvFile>,
     pub tables: Vec<TableInfo>,
+    /// Settings fitted on calibration text (see `Manifest::fitted`).
+    #[serde(default)]
+    pub fitted: Vec<crate::sim::FittedRow>,
 }
 
 /// The state of an output folder.
@@ -113,7 +116,10 @@ impl Partial {
     /// Refuses to resume with options that differ from the interrupted run's.
     pub fn check_same(&self, fingerprint: &serde_json::Value, inputs: &[InputInfo]) -> Result<()> {
         let mut diff = Vec::new();
-        if let (Some(a), Some(b)) = (self.pending.fingerprint.as_object(), fingerprint.as_object()) {
+        if let (Some(a), Some(b)) = (
+            self.pending.fingerprint.as_object(),
+            fingerprint.as_object(),
+        ) {
             for k in a.keys().chain(b.keys()) {
                 if a.get(k) != b.get(k) && !diff.contains(k) {
                     diff.push(k.clone());

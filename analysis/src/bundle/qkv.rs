@@ -97,8 +97,8 @@ pub fn read_qkv(path: &Path) -> Result<Vec<SavedLayer>> {
     let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| file_err(path, format!("not a readable safetensors file: {e}")))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| file_err(path, e))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| file_err(path, e))?;
     let layers: Vec<usize> = meta
         .metadata()
         .as_ref()

@@ -132,7 +132,11 @@ pub static METRICS: TableDef = TableDef {
     name: "metrics",
     row: "input x layer x q-head x method x budget",
     columns: &[
-        c("run", Utf8, "run id (`manifest.run_id`), for concatenating bundles"),
+        c(
+            "run",
+            Utf8,
+            "run id (`manifest.run_id`), for concatenating bundles",
+        ),
         INPUT,
         LAYER,
         HEAD,
@@ -143,15 +147,43 @@ pub static METRICS: TableDef = TableDef {
         BUDGET_LABEL,
         c("knob", F64, "calibrated value of the method's budget knob"),
         c("target_sparsity", F64, "sparsity asked for"),
-        c("sparsity", F64, "sparsity reached: 1 - kept causal pairs / all causal pairs"),
-        c("recall", F64, "mean over queries of the attention mass kept"),
+        c(
+            "sparsity",
+            F64,
+            "sparsity reached: 1 - kept causal pairs / all causal pairs",
+        ),
+        c(
+            "recall",
+            F64,
+            "mean over queries of the attention mass kept",
+        ),
         c("info_loss", F64, "1 - recall"),
         c("kl", F64, "mean KL(sparse || dense) = -ln R_i, nats"),
-        c("out_rel_err", F64, "mean relative L2 error of the attention output"),
-        c("cosine", F64, "mean cosine of sparse vs dense attention output"),
-        c("needle_recall", OptF64, "recall of the needle span by the question's queries (tasks only)"),
-        c("reached", Bool, "calibration reached the target within tolerance"),
-        c("recall_by_query_block", ListF32, "mean recall of each query block (`capture_block` queries)"),
+        c(
+            "out_rel_err",
+            F64,
+            "mean relative L2 error of the attention output",
+        ),
+        c(
+            "cosine",
+            F64,
+            "mean cosine of sparse vs dense attention output",
+        ),
+        c(
+            "needle_recall",
+            OptF64,
+            "recall of the needle span by the question's queries (tasks only)",
+        ),
+        c(
+            "reached",
+            Bool,
+            "calibration reached the target within tolerance",
+        ),
+        c(
+            "recall_by_query_block",
+            ListF32,
+            "mean recall of each query block (`capture_block` queries)",
+        ),
     ],
 };
 
@@ -167,7 +199,11 @@ pub static IOU: TableDef = TableDef {
         BUDGET_LABEL,
         c("method_a", Utf8, "first method"),
         c("method_b", Utf8, "second method"),
-        c("iou", F64, "token-level IoU of the two selections, mean over the group's q-heads and queries"),
+        c(
+            "iou",
+            F64,
+            "token-level IoU of the two selections, mean over the group's q-heads and queries",
+        ),
     ],
 };
 
@@ -180,9 +216,21 @@ pub static HEADS: TableDef = TableDef {
         LAYER,
         HEAD,
         KV_HEAD,
-        c("sink_mass", F64, "mean attention mass on the first 4 tokens"),
-        c("energy_share", ListF32, "share of q.k energy of each RoPE frequency chunk (index 0 = highest frequency)"),
-        c("agreement", ListF32, "contextual agreement of each chunk's top-k keys with the full top-k"),
+        c(
+            "sink_mass",
+            F64,
+            "mean attention mass on the first 4 tokens",
+        ),
+        c(
+            "energy_share",
+            ListF32,
+            "share of q.k energy of each RoPE frequency chunk (index 0 = highest frequency)",
+        ),
+        c(
+            "agreement",
+            ListF32,
+            "contextual agreement of each chunk's top-k keys with the full top-k",
+        ),
     ],
 };
 
@@ -195,12 +243,28 @@ pub static TOKENS: TableDef = TableDef {
         c("position", U32, "token position"),
         c("id", U32, "token id"),
         c("piece", Utf8, "decoded text of the token"),
-        c("is_punct", Bool, "punctuation token (PHSA's mask, newlines excluded)"),
+        c(
+            "is_punct",
+            Bool,
+            "punctuation token (PHSA's mask, newlines excluded)",
+        ),
         c("is_newline", Bool, "newline-only token"),
-        c("char_start", OptU32, "first character (Unicode scalar) of the token in the input text"),
+        c(
+            "char_start",
+            OptU32,
+            "first character (Unicode scalar) of the token in the input text",
+        ),
         c("char_end", OptU32, "one past its last character"),
-        c("is_needle", Bool, "inside a target needle of a synthetic task"),
-        c("is_needle_query", Bool, "a query of the task's question (scored by needle_recall)"),
+        c(
+            "is_needle",
+            Bool,
+            "inside a target needle of a synthetic task",
+        ),
+        c(
+            "is_needle_query",
+            Bool,
+            "a query of the task's question (scored by needle_recall)",
+        ),
     ],
 };
 
@@ -230,9 +294,21 @@ pub static SELECTIONS: TableDef = TableDef {
         c("method", Utf8, "method name"),
         BUDGET,
         BUDGET_LABEL,
-        c("query_block", U32, "query block index (`capture_block` queries)"),
-        c("kept_blocks", ListU32, "key blocks the block's queries keep any key of, ascending"),
-        c("kept_fraction", ListF32, "fraction of each kept block's causal (query, key) pairs kept"),
+        c(
+            "query_block",
+            U32,
+            "query block index (`capture_block` queries)",
+        ),
+        c(
+            "kept_blocks",
+            ListU32,
+            "key blocks the block's queries keep any key of, ascending",
+        ),
+        c(
+            "kept_fraction",
+            ListF32,
+            "fraction of each kept block's causal (query, key) pairs kept",
+        ),
     ],
 };
 

@@ -28,7 +28,9 @@ impl std::str::FromStr for Unit {
         match s {
             "head" => Ok(Unit::Head),
             "query-block" | "query_block" => Ok(Unit::QueryBlock),
-            _ => Err(format!("unknown bootstrap unit '{s}': expected head or query-block")),
+            _ => Err(format!(
+                "unknown bootstrap unit '{s}': expected head or query-block"
+            )),
         }
     }
 }
@@ -183,7 +185,10 @@ pub fn relative_reduction(
 /// Mean information loss of `method` at `budget` per layer, in layer order.
 pub fn il_by_layer(rows: &[MetricRow], budget: usize, method: &str) -> Vec<(usize, f64)> {
     let mut acc: std::collections::BTreeMap<usize, (f64, usize)> = Default::default();
-    for r in rows.iter().filter(|r| r.budget == budget && r.method == method) {
+    for r in rows
+        .iter()
+        .filter(|r| r.budget == budget && r.method == method)
+    {
         let e = acc.entry(r.layer).or_default();
         e.0 += r.info_loss;
         e.1 += 1;

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, ListArray, RecordBatch,
-    StringArray, UInt32Array,
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, ListArray, RecordBatch, StringArray,
+    UInt32Array,
 };
 use arrow_schema::{DataType, Field};
 use serde::{Deserialize, Serialize};
@@ -235,7 +235,10 @@ pub fn selections_batch(rows: &[SelectionRow], ctx: &TableContext) -> Result<Rec
             u32s(per(&|r| r.budget)),
             label,
             u32s(rows.iter().flat_map(|r| 0..r.n_query_blocks())),
-            list_u32(rows.iter().flat_map(|r| (0..r.n_query_blocks()).map(|q| r.blocks_of(q)))),
+            list_u32(
+                rows.iter()
+                    .flat_map(|r| (0..r.n_query_blocks()).map(|q| r.blocks_of(q))),
+            ),
             list_f32(
                 rows.iter()
                     .flat_map(|r| (0..r.n_query_blocks()).map(|q| r.fraction_of(q))),
@@ -254,9 +257,10 @@ struct Cols<'a> {
 
 impl<'a> Cols<'a> {
     fn get<T: 'static>(&self, name: &str, ty: &str) -> Result<&'a T> {
-        let col = self.b.column_by_name(name).ok_or_else(|| {
-            file_err(self.path, format!("column '{name}' is missing"))
-        })?;
+        let col = self
+            .b
+            .column_by_name(name)
+            .ok_or_else(|| file_err(self.path, format!("column '{name}' is missing")))?;
         col.as_any().downcast_ref::<T>().ok_or_else(|| {
             file_err(
                 self.path,
@@ -293,9 +297,11 @@ impl<'a> Cols<'a> {
         values: impl Fn(&A) -> &[T],
     ) -> Result<Vec<Vec<T>>> {
         let l = self.get::<ListArray>(name, ty)?;
-        let v = l.values().as_any().downcast_ref::<A>().ok_or_else(|| {
-            file_err(self.path, format!("column '{name}' is not {ty}"))
-        })?;
+        let v = l
+            .values()
+            .as_any()
+            .downcast_ref::<A>()
+            .ok_or_else(|| file_err(self.path, format!("column '{name}' is not {ty}")))?;
         let v = values(v);
         let offs = l.value_offsets();
         Ok(offs
@@ -316,10 +322,24 @@ pub fn metrics_rows(batches: &[RecordBatch], path: &Path) -> Result<Vec<MetricRo
     let mut out = Vec::new();
     for b in batches {
         let c = Cols { b, path };
-        let (input, layer, head, kv) = (c.u32("input")?, c.u32("layer")?, c.u32("head")?, c.u32("kv_head")?);
+        let (input, layer, head, kv) = (
+            c.u32("input")?,
+            c.u32("layer")?,
+            c.u32("head")?,
+            c.u32("kv_head")?,
+        );
         let (method, budget, knob) = (c.str("method")?, c.u32("budget")?, c.f64("knob")?);
-        let (target, sparsity, recall) = (c.f64("target_sparsity")?, c.f64("sparsity")?, c.f64("recall")?);
-        let (il, kl, err, cos) = (c.f64("info_loss")?, c.f64("kl")?, c.f64("out_rel_err")?, c.f64("cosine")?);
+        let (target, sparsity, recall) = (
+            c.f64("target_sparsity")?,
+            c.f64("sparsity")?,
+            c.f64("recall")?,
+        );
+        let (il, kl, err, cos) = (
+            c.f64("info_loss")?,
+            c.f64("kl")?,
+            c.f64("out_rel_err")?,
+            c.f64("cosine")?,
+        );
         let (needle, reached) = (c.opt_f64("needle_recall")?, c.bool("reached")?);
         let by_qb = c.list_f32("recall_by_query_block")?;
         for (i, (m, q)) in method.into_iter().zip(by_qb).enumerate() {
@@ -352,7 +372,12 @@ pub fn iou_rows(batches: &[RecordBatch], path: &Path) -> Result<Vec<IouRow>> {
     let mut out = Vec::new();
     for b in batches {
         let c = Cols { b, path };
-        let (input, layer, kv, budget) = (c.u32("input")?, c.u32("layer")?, c.u32("kv_head")?, c.u32("budget")?);
+        let (input, layer, kv, budget) = (
+            c.u32("input")?,
+            c.u32("layer")?,
+            c.u32("kv_head")?,
+            c.u32("budget")?,
+        );
         let (a, bm, iou) = (c.str("method_a")?, c.str("method_b")?, c.f64("iou")?);
         for (i, (ma, mb)) in a.into_iter().zip(bm).enumerate() {
             out.push(IouRow {
@@ -379,12 +404,21 @@ pub fn head_rows(
     let mut pooled: HashMap<(usize, usize, usize), (usize, Vec<f32>)> = HashMap::new();
     for b in maps {
         let c = Cols { b, path: maps_path };
-        let (input, layer, head, nb) = (c.u32("input")?, c.u32("layer")?, c.u32("head")?, c.u32("n_blocks")?);
+        let (input, layer, head, nb) = (
+            c.u32("input")?,
+            c.u32("layer")?,
+            c.u32("head")?,
+            c.u32("n_blocks")?,
+        );
         for (i, m) in c.list_f32("map")?.into_iter().enumerate() {
             if m.len() != nb[i] * nb[i] {
                 return Err(file_err(
                     maps_path,
-                    format!("row {i}: map has {} values, expected n_blocks^2 = {}", m.len(), nb[i] * nb[i]),
+                    format!(
+                        "row {i}: map has {} values, expected n_blocks^2 = {}",
+                        m.len(),
+                        nb[i] * nb[i]
+                    ),
                 ));
             }
             pooled.insert((input[i], layer[i], head[i]), (nb[i], m));
@@ -392,9 +426,21 @@ pub fn head_rows(
     }
     let mut out = Vec::new();
     for b in heads {
-        let c = Cols { b, path: heads_path };
-        let (input, layer, head, kv) = (c.u32("input")?, c.u32("layer")?, c.u32("head")?, c.u32("kv_head")?);
-        let (sink, energy, agree) = (c.f64("sink_mass")?, c.list_f32("energy_share")?, c.list_f32("agreement")?);
+        let c = Cols {
+            b,
+            path: heads_path,
+        };
+        let (input, layer, head, kv) = (
+            c.u32("input")?,
+            c.u32("layer")?,
+            c.u32("head")?,
+            c.u32("kv_head")?,
+        );
+        let (sink, energy, agree) = (
+            c.f64("sink_mass")?,
+            c.list_f32("energy_share")?,
+            c.list_f32("agreement")?,
+        );
         for (i, (e, a)) in energy.into_iter().zip(agree).enumerate() {
             let (n_blocks, map) = pooled
                 .remove(&(input[i], layer[i], head[i]))
@@ -443,26 +489,49 @@ pub fn token_rows(batches: &[RecordBatch], path: &Path) -> Result<Vec<TokenRow>>
 }
 
 /// Reads `selections` rows, regrouping consecutive query blocks of one head into one row.
-pub fn selection_rows(batches: &[RecordBatch], path: &Path, block: usize) -> Result<Vec<SelectionRow>> {
+pub fn selection_rows(
+    batches: &[RecordBatch],
+    path: &Path,
+    block: usize,
+) -> Result<Vec<SelectionRow>> {
     let mut out: Vec<SelectionRow> = Vec::new();
     for b in batches {
         let c = Cols { b, path };
-        let (input, layer, head, kv) = (c.u32("input")?, c.u32("layer")?, c.u32("head")?, c.u32("kv_head")?);
+        let (input, layer, head, kv) = (
+            c.u32("input")?,
+            c.u32("layer")?,
+            c.u32("head")?,
+            c.u32("kv_head")?,
+        );
         let (method, budget, qb) = (c.str("method")?, c.u32("budget")?, c.u32("query_block")?);
         let (blocks, frac) = (c.list_u32("kept_blocks")?, c.list_f32("kept_fraction")?);
         for (i, ((m, kb), kf)) in method.into_iter().zip(blocks).zip(frac).enumerate() {
             if kb.len() != kf.len() {
-                return Err(file_err(path, format!("row {i}: kept_blocks and kept_fraction differ in length")));
+                return Err(file_err(
+                    path,
+                    format!("row {i}: kept_blocks and kept_fraction differ in length"),
+                ));
             }
             let same = out.last().is_some_and(|r| {
-                r.input == input[i] && r.layer == layer[i] && r.head == head[i]
-                    && r.budget == budget[i] && r.method == m && r.n_query_blocks() == qb[i]
+                r.input == input[i]
+                    && r.layer == layer[i]
+                    && r.head == head[i]
+                    && r.budget == budget[i]
+                    && r.method == m
+                    && r.n_query_blocks() == qb[i]
             });
             if !same {
                 if qb[i] != 0 {
-                    return Err(file_err(path, format!("row {i}: query blocks of a head must start at 0 and be consecutive")));
+                    return Err(file_err(
+                        path,
+                        format!(
+                            "row {i}: query blocks of a head must start at 0 and be consecutive"
+                        ),
+                    ));
                 }
-                out.push(SelectionRow::new(input[i], layer[i], head[i], kv[i], m, budget[i], block));
+                out.push(SelectionRow::new(
+                    input[i], layer[i], head[i], kv[i], m, budget[i], block,
+                ));
             }
             if let Some(r) = out.last_mut() {
                 r.push_query_block(&kb, &kf);

@@ -45,8 +45,12 @@ pub fn run(a: Args) -> Result<()> {
                 .find(|x| x.label == *s)
                 .map(|x| x.index)
                 .with_context(|| {
-                    let labels: Vec<&str> =
-                        b.manifest.budgets.iter().map(|x| x.label.as_str()).collect();
+                    let labels: Vec<&str> = b
+                        .manifest
+                        .budgets
+                        .iter()
+                        .map(|x| x.label.as_str())
+                        .collect();
                     format!("--budget {s}: the run's budgets are {}", labels.join(", "))
                 })?,
         }),
@@ -58,8 +62,12 @@ pub fn run(a: Args) -> Result<()> {
                 .split_once(':')
                 .with_context(|| format!("--head {s}: expected LAYER:HEAD"))?;
             Some((
-                l.trim().parse().with_context(|| format!("--head {s}: bad layer"))?,
-                h.trim().parse().with_context(|| format!("--head {s}: bad head"))?,
+                l.trim()
+                    .parse()
+                    .with_context(|| format!("--head {s}: bad layer"))?,
+                h.trim()
+                    .parse()
+                    .with_context(|| format!("--head {s}: bad head"))?,
             ))
         }
     };

@@ -12,3 +12,4 @@ pub mod ppl;
 pub mod report;
 pub mod sample;
 pub mod simulate;
+pub mod view;

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use attnscope_analysis::bundle::stats::{il_by_layer, mean_iou, relative_reduction, Reduction, Unit};
+use attnscope_analysis::bundle::stats::{
+    il_by_layer, mean_iou, relative_reduction, Reduction, Unit,
+};
 use attnscope_analysis::bundle::Bundle;
 use attnscope_analysis::sim::{summarize, MethodSummary};
 use serde_json::{json, Value};
@@ -213,8 +215,16 @@ fn method_table(b: &Bundle, budget: usize, label: &str) -> Tab {
     Tab {
         caption: format!("{} | budget {label}", describe(b)),
         head: [
-            "method", "target", "sparsity", "recall", "info_loss", "KL", "out_err", "cosine",
-            "needle", "reached",
+            "method",
+            "target",
+            "sparsity",
+            "recall",
+            "info_loss",
+            "KL",
+            "out_err",
+            "cosine",
+            "needle",
+            "reached",
         ]
         .map(String::from)
         .to_vec(),
@@ -338,7 +348,10 @@ fn bundle_json(b: &Bundle, o: &Opts) -> Value {
         obj.insert("run".into(), json!(b.dir));
         obj.insert("run_id".into(), json!(b.manifest.run_id));
         obj.insert("model".into(), json!(b.manifest.model.spec));
-        obj.insert("model_sha256".into(), json!(b.manifest.model.files.first().map(|f| &f.sha256)));
+        obj.insert(
+            "model_sha256".into(),
+            json!(b.manifest.model.files.first().map(|f| &f.sha256)),
+        );
         obj.insert("n_tokens".into(), json!(b.manifest.n_tokens));
         obj.insert("inputs".into(), json!(b.manifest.data.inputs.len()));
         obj.insert("budgets".into(), json!(budgets));
@@ -374,7 +387,11 @@ fn comparison(runs: &[Bundle], o: &Opts) -> (Vec<Tab>, Value) {
             .collect();
         let mut head = vec!["method".to_string()];
         head.extend(runs.iter().map(|r| format!("IL {}", r.manifest.run_id)));
-        head.extend(runs.iter().skip(1).map(|r| format!("change {}", r.manifest.run_id)));
+        head.extend(
+            runs.iter()
+                .skip(1)
+                .map(|r| format!("change {}", r.manifest.run_id)),
+        );
         let mut rows = Vec::new();
         for m in &sums[0] {
             let ils: Option<Vec<f64>> = sums
@@ -384,9 +401,12 @@ fn comparison(runs: &[Bundle], o: &Opts) -> (Vec<Tab>, Value) {
             let Some(ils) = ils else { continue };
             let mut row = vec![m.name.clone()];
             row.extend(ils.iter().map(|x| format!("{x:.4}")));
-            row.extend(ils.iter().skip(1).map(|x| {
-                attnscope_analysis::metrics::relative_il_reduction(*x, ils[0])
-            }).map(|r| pct(-r)));
+            row.extend(
+                ils.iter()
+                    .skip(1)
+                    .map(|x| attnscope_analysis::metrics::relative_il_reduction(*x, ils[0]))
+                    .map(|r| pct(-r)),
+            );
             js.push(json!({ "budget": bi.label, "method": m.name, "info_loss": ils }));
             rows.push(row);
         }
@@ -407,8 +427,11 @@ fn comparison(runs: &[Bundle], o: &Opts) -> (Vec<Tab>, Value) {
                 format!(
                     "{}{}",
                     pct(h.reduction),
-                    h.ci95
-                        .map_or(String::new(), |(lo, hi)| format!(" [{}, {}]", pct(lo), pct(hi)))
+                    h.ci95.map_or(String::new(), |(lo, hi)| format!(
+                        " [{}, {}]",
+                        pct(lo),
+                        pct(hi)
+                    ))
                 )
             }));
         }

@@ -5,15 +5,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use attnscope_analysis::budget::Budget;
-use attnscope_analysis::registry::{self, MethodKind};
 use attnscope_analysis::bundle::io::write_json;
 use attnscope_analysis::bundle::partial::{DoneInput, Pending};
 use attnscope_analysis::bundle::qkv::write_qkv;
 use attnscope_analysis::bundle::{
     context_of, hash_weights, now_unix, prepare_out, qkv_file_name, BudgetInfo, Bundle, Format,
-    InputInfo, Manifest, ManifestMethod, ModelInfo, Partial, QkvFile, ToolInfo, TokenRow,
+    InputInfo, Manifest, ManifestMethod, ModelInfo, Partial, QkvFile, TokenRow, ToolInfo,
     FORMAT_VERSION,
 };
+use attnscope_analysis::registry::{self, MethodKind};
 use attnscope_analysis::sim::SimResults;
 use attnscope_analysis::sim::{simulate, CalibrationText, MethodRun, SimConfig};
 use attnscope_datasets::punct::{is_punct_piece, PunctOptions};
@@ -246,7 +246,10 @@ pub fn run(a: Args) -> Result<()> {
         Some(spec) => {
             let l = parse_layers(spec, model.config.n_layers)?
                 .unwrap_or_else(|| (0..model.config.n_layers).collect());
-            if let Some(bad) = l.iter().find(|x| layers.as_ref().is_some_and(|ls| !ls.contains(x))) {
+            if let Some(bad) = l
+                .iter()
+                .find(|x| layers.as_ref().is_some_and(|ls| !ls.contains(x)))
+            {
                 bail!("--save-qkv {bad}: layer {bad} is not simulated (--layers)");
             }
             l
@@ -307,10 +310,9 @@ fn selection_budgets(spec: &str, n_budgets: usize) -> Result<Vec<usize>> {
         s => s
             .split(',')
             .map(|x| {
-                let i: usize = x
-                    .trim()
-                    .parse()
-                    .with_context(|| format!("--selections '{x}': expected budget indices, all or none"))?;
+                let i: usize = x.trim().parse().with_context(|| {
+                    format!("--selections '{x}': expected budget indices, all or none")
+                })?;
                 if i >= n_budgets {
                     bail!("--selections {i}: the run has budgets 0..{}", n_budgets - 1);
                 }
@@ -360,8 +362,17 @@ fn input_plan(a: &Args) -> Vec<InputInfo> {
         .collect()
 }
 
-fn token_rows(i: usize, inp: &input::PreparedInput, punct: &[bool], newline: &[bool]) -> Vec<TokenRow> {
-    let in_span = |p: usize| inp.needles.iter().any(|n| (n.span.0..n.span.1).contains(&p));
+fn token_rows(
+    i: usize,
+    inp: &input::PreparedInput,
+    punct: &[bool],
+    newline: &[bool],
+) -> Vec<TokenRow> {
+    let in_span = |p: usize| {
+        inp.needles
+            .iter()
+            .any(|n| (n.span.0..n.span.1).contains(&p))
+    };
     let is_query = |p: usize| inp.needles.iter().any(|n| n.queries.contains(&p));
     inp.ids
         .iter()
@@ -575,6 +586,7 @@ fn run_inputs(
                 method_s: results.method_seconds.clone(),
                 qkv,
                 tables: Vec::new(),
+                fitted: std::mem::take(&mut results.fitted),
             };
             partial.save(i, &results, &toks, &ctx, d.clone())?;
             ran += 1;
@@ -594,8 +606,15 @@ fn run_inputs(
         for (m, s) in &d.method_s {
             *manifest.timings.method_s.entry(m.clone()).or_default() += s;
         }
-        manifest.timings.inputs_s.push(if done.contains(&i) { 0.0 } else { d.seconds });
+        manifest
+            .timings
+            .inputs_s
+            .push(if done.contains(&i) { 0.0 } else { d.seconds });
         manifest.qkv.extend(d.qkv.clone());
+        // The calibration pass is the same for every input: keep one copy.
+        if manifest.fitted.is_empty() {
+            manifest.fitted = d.fitted.clone();
+        }
         manifest.data.inputs.push(d.info);
     }
     manifest.n_tokens = manifest.data.inputs.first().map_or(0, |x| x.n_tokens);
@@ -608,7 +627,9 @@ fn run_inputs(
             manifest.timings.hash_s = s;
         }
         Ok((Err(e), _)) => manifest.warnings.push(format!("weights not hashed: {e}")),
-        Err(_) => manifest.warnings.push("weights not hashed: hashing thread failed".into()),
+        Err(_) => manifest
+            .warnings
+            .push("weights not hashed: hashing thread failed".into()),
     }
     manifest.timings.load_s = load_s;
     manifest.created_unix = now_unix();

@@ -2,6 +2,7 @@
 //! kept blocks overlaid: where only the first keeps a block, where only the second does, and
 //! where both do.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -9,6 +10,9 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::heatmaps::colour_bar;
 use super::{font, subtitle, title, viridis, Dr, Figure, FigureOptions, OKABE_ITO};
 use crate::bundle::Bundle;
+
+/// The chart of one map panel (token coordinates, y downwards).
+type MapChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// Cells per side at most (larger maps are pooled by an integer factor).
 const MAX_CELLS: usize = 160;
@@ -66,17 +70,26 @@ impl AttentionMap {
         };
         let (layer, head) = match o.head {
             Some(h) => h,
-            None => default_head(b, o.input, budget, compare.as_ref()).ok_or("no head statistics")?,
+            None => {
+                default_head(b, o.input, budget, compare.as_ref()).ok_or("no head statistics")?
+            }
         };
         let row = b
             .results
             .heads
             .iter()
             .find(|h| h.input == o.input && h.layer == layer && h.head == head)
-            .ok_or_else(|| format!("no pooled map of input {}, layer {layer}, head {head}", o.input))?;
+            .ok_or_else(|| {
+                format!(
+                    "no pooled map of input {}, layer {layer}, head {head}",
+                    o.input
+                )
+            })?;
         let n0 = row.n_blocks;
         if n0 == 0 || row.pooled.len() != n0 * n0 {
-            return Err(format!("the pooled map of layer {layer}, head {head} is empty"));
+            return Err(format!(
+                "the pooled map of layer {layer}, head {head} is empty"
+            ));
         }
         let f = n0.div_ceil(MAX_CELLS).max(1);
         let nb = n0.div_ceil(f);
@@ -101,8 +114,16 @@ impl AttentionMap {
                 }
             })
             .collect();
-        let hi = log.iter().copied().filter(|x| x.is_finite()).fold(f64::NEG_INFINITY, f64::max);
-        let lo = log.iter().copied().filter(|x| x.is_finite()).fold(f64::INFINITY, f64::min);
+        let hi = log
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max);
+        let lo = log
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .fold(f64::INFINITY, f64::min);
         let range = if hi.is_finite() {
             (lo.max(hi - 5.0), hi)
         } else {
@@ -110,7 +131,11 @@ impl AttentionMap {
         };
         let kept_of = |m: &str| -> Option<Vec<f32>> {
             let s = b.results.selections.iter().find(|s| {
-                s.input == o.input && s.layer == layer && s.head == head && s.method == m && s.budget == budget
+                s.input == o.input
+                    && s.layer == layer
+                    && s.head == head
+                    && s.method == m
+                    && s.budget == budget
             })?;
             let mut k = vec![0f32; nb * nb];
             for q in 0..s.n_query_blocks().min(n0) {
@@ -166,10 +191,7 @@ impl AttentionMap {
         area: &DrawingArea<DB, Shift>,
         caption: &str,
         grey: bool,
-    ) -> std::result::Result<
-        ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
-        DrawingAreaErrorKind<DB::ErrorType>,
-    > {
+    ) -> std::result::Result<MapChart<'_, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
         let n = self.n_tokens as f64;
         let mut chart = ChartBuilder::on(area)
             .caption(caption, font(24))
@@ -206,7 +228,10 @@ impl AttentionMap {
             };
             let (q, k) = ((i / self.nb) as f64, (i % self.nb) as f64);
             Some(Rectangle::new(
-                [(k * c, q * c), (((k + 1.0) * c).min(n), ((q + 1.0) * c).min(n))],
+                [
+                    (k * c, q * c),
+                    (((k + 1.0) * c).min(n), ((q + 1.0) * c).min(n)),
+                ],
                 colour.filled(),
             ))
         }))?;
@@ -226,7 +251,13 @@ fn default_head(
             b.results
                 .metrics
                 .iter()
-                .find(|r| r.input == input && r.budget == budget && r.method == m && r.layer == l && r.head == h)
+                .find(|r| {
+                    r.input == input
+                        && r.budget == budget
+                        && r.method == m
+                        && r.layer == l
+                        && r.head == h
+                })
                 .map(|r| r.info_loss)
         };
         let best = b
@@ -234,13 +265,24 @@ fn default_head(
             .heads
             .iter()
             .filter(|h| h.input == input)
-            .filter_map(|h| Some(((il(x, h.layer, h.head)? - il(y, h.layer, h.head)?).abs(), (h.layer, h.head))))
+            .filter_map(|h| {
+                Some((
+                    (il(x, h.layer, h.head)? - il(y, h.layer, h.head)?).abs(),
+                    (h.layer, h.head),
+                ))
+            })
             .max_by(|a, b| a.0.total_cmp(&b.0));
         if let Some((_, lh)) = best {
             return Some(lh);
         }
     }
-    let last = b.results.heads.iter().filter(|h| h.input == input).map(|h| h.layer).max()?;
+    let last = b
+        .results
+        .heads
+        .iter()
+        .filter(|h| h.input == input)
+        .map(|h| h.layer)
+        .max()?;
     Some((last, 0))
 }
 
@@ -294,7 +336,10 @@ impl Figure for AttentionMap {
             let alpha = 0.22 + 0.6 * f64::from(fa.max(fb)).clamp(0.0, 1.0);
             let (q, k) = ((i / self.nb) as f64, (i % self.nb) as f64);
             Some(Rectangle::new(
-                [(k * c, q * c), (((k + 1.0) * c).min(n), ((q + 1.0) * c).min(n))],
+                [
+                    (k * c, q * c),
+                    (((k + 1.0) * c).min(n), ((q + 1.0) * c).min(n)),
+                ],
                 colour.mix(alpha).filled(),
             ))
         }))?;
@@ -312,7 +357,10 @@ impl Figure for AttentionMap {
         ))?;
         for (j, (colour, label)) in items.iter().enumerate() {
             let y = y0 + 34 * j as i32;
-            root.draw(&Rectangle::new([(x0, y), (x0 + 24, y + 24)], colour.mix(0.8).filled()))?;
+            root.draw(&Rectangle::new(
+                [(x0, y), (x0 + 24, y + 24)],
+                colour.mix(0.8).filled(),
+            ))?;
             root.draw(&Text::new(
                 label.clone(),
                 (x0 + 34, y + 12),

@@ -51,7 +51,14 @@ pub(crate) fn colour_bar<DB: DrawingBackend>(
     bottom: u32,
     map: &dyn Fn(f64) -> RGBColor,
 ) -> Dr<DB> {
-    let (lo, hi) = (range.0, if range.1 > range.0 { range.1 } else { range.0 + 1.0 });
+    let (lo, hi) = (
+        range.0,
+        if range.1 > range.0 {
+            range.1
+        } else {
+            range.0 + 1.0
+        },
+    );
     let mut chart = ChartBuilder::on(area)
         .margin_top(top)
         .margin_bottom(bottom)
@@ -124,7 +131,10 @@ impl Figure for Heatmap {
         for (r, row) in self.values.iter().enumerate() {
             let y = (nr - 1 - r) as f64;
             chart.draw_series(row.iter().enumerate().map(|(c, &v)| {
-                Rectangle::new([(c as f64, y), (c as f64 + 1.0, y + 1.0)], self.color(v).filled())
+                Rectangle::new(
+                    [(c as f64, y), (c as f64 + 1.0, y + 1.0)],
+                    self.color(v).filled(),
+                )
             }))?;
         }
         if self.annotate {
@@ -244,7 +254,10 @@ pub(crate) fn iou_matrix(b: &Bundle, budget: usize) -> Heatmap {
         range: (0.0, 1.0),
         annotate: n <= 24,
         rotate_x: true,
-        size: ((700 + 50 * n).clamp(1100, 2200), (600 + 50 * n).clamp(1000, 2100)),
+        size: (
+            (700 + 50 * n).clamp(1100, 2200),
+            (600 + 50 * n).clamp(1000, 2100),
+        ),
     }
 }
 

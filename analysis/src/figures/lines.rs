@@ -72,9 +72,7 @@ pub(crate) fn draw_lines<DB: DrawingBackend>(
         .draw()?;
     for l in lines {
         let (c, k) = (l.color, l.marker);
-        chart
-            .draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(3)))?
-            ;
+        chart.draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(3)))?;
         chart.draw_series(
             l.points
                 .iter()
@@ -117,7 +115,11 @@ pub(crate) fn legend_column<DB: DrawingBackend>(
 }
 
 fn legend_width(lines: &[Line]) -> u32 {
-    let longest = lines.iter().map(|l| l.name.chars().count()).max().unwrap_or(0) as u32;
+    let longest = lines
+        .iter()
+        .map(|l| l.name.chars().count())
+        .max()
+        .unwrap_or(0) as u32;
     (longest * 12 + 90).clamp(160, 420)
 }
 
@@ -148,10 +150,14 @@ fn method_lines(b: &Bundle, f: impl Fn(&crate::sim::MethodSummary) -> (f64, f64)
 }
 
 fn bounds(lines: &[Line], axis: usize) -> (f64, f64) {
-    let v = lines
-        .iter()
-        .flat_map(|l| l.points.iter().map(move |p| if axis == 0 { p.0 } else { p.1 }));
-    let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let v = lines.iter().flat_map(|l| {
+        l.points
+            .iter()
+            .map(move |p| if axis == 0 { p.0 } else { p.1 })
+    });
+    let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
     if lo.is_finite() {
         (lo, hi)
     } else {
@@ -184,7 +190,10 @@ impl Figure for RecallVsSparsity {
         (2000, 800)
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Dr<DB> {
-        let body = title(root, &format!("Recall and information loss vs sparsity — {}", self.sub))?;
+        let body = title(
+            root,
+            &format!("Recall and information loss vs sparsity — {}", self.sub),
+        )?;
         let (w, _) = body.dim_in_pixel();
         let lw = legend_width(&self.recall);
         let (plots, legend) = body.split_horizontally(w.saturating_sub(lw));
@@ -269,7 +278,10 @@ impl Figure for InfoLossPerLayer {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Dr<DB> {
         let body = title(
             root,
-            &format!("Information loss per layer at {} — {}", self.label, self.sub),
+            &format!(
+                "Information loss per layer at {} — {}",
+                self.label, self.sub
+            ),
         )?;
         let (w, _) = body.dim_in_pixel();
         let (plot, legend) = body.split_horizontally(w.saturating_sub(legend_width(&self.lines)));

@@ -83,7 +83,8 @@ impl Default for FigureOptions {
     }
 }
 
-pub(crate) type Dr<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+pub(crate) type Dr<DB> =
+    std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 /// One figure: its file stem, pixel size and drawing.
 pub(crate) trait Figure {
@@ -120,6 +121,8 @@ pub(crate) fn save(fig: &impl Figure, dir: &Path, formats: &[ImageFormat]) -> Re
                     let mut enc = png::Encoder::new(&mut png_bytes, w, h);
                     enc.set_color(png::ColorType::Rgb);
                     enc.set_depth(png::BitDepth::Eight);
+                    enc.set_compression(png::Compression::Best);
+                    enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
                     let mut wr = enc.write_header().map_err(|e| draw_err(&path, e))?;
                     wr.write_image_data(&buf).map_err(|e| draw_err(&path, e))?;
                 }
@@ -174,7 +177,11 @@ pub fn render_all_with_notes(
         notes.push("no metrics: line figures skipped".into());
     } else {
         files.extend(save(&lines::RecallVsSparsity::new(b), dir, &o.formats)?);
-        files.extend(save(&lines::InfoLossPerLayer::new(b, budget), dir, &o.formats)?);
+        files.extend(save(
+            &lines::InfoLossPerLayer::new(b, budget),
+            dir,
+            &o.formats,
+        )?);
     }
     if b.results.heads.is_empty() {
         notes.push("no head statistics: sink-mass and frequency figures skipped".into());
@@ -201,14 +208,14 @@ pub fn render_all_with_notes(
 
 /// Okabe-Ito colours, in the order methods take them (yellow last: weak on white).
 pub(crate) const OKABE_ITO: [RGBColor; 8] = [
-    RGBColor(213, 94, 0),   // vermillion
-    RGBColor(0, 114, 178),  // blue
-    RGBColor(0, 158, 115),  // bluish green
-    RGBColor(230, 159, 0),  // orange
+    RGBColor(213, 94, 0),    // vermillion
+    RGBColor(0, 114, 178),   // blue
+    RGBColor(0, 158, 115),   // bluish green
+    RGBColor(230, 159, 0),   // orange
     RGBColor(204, 121, 167), // reddish purple
-    RGBColor(86, 180, 233), // sky blue
-    RGBColor(0, 0, 0),      // black
-    RGBColor(240, 228, 66), // yellow
+    RGBColor(86, 180, 233),  // sky blue
+    RGBColor(0, 0, 0),       // black
+    RGBColor(240, 228, 66),  // yellow
 ];
 
 /// Colour and marker shape of the i-th method (8 colours x 4 markers).
@@ -231,7 +238,11 @@ pub(crate) fn viridis(t: f64) -> RGBColor {
         (189, 223, 38),
         (253, 231, 37),
     ];
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 } * 10.0;
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    } * 10.0;
     let i = (t.floor() as usize).min(9);
     let f = t - i as f64;
     let lerp = |a: u8, b: u8| (f64::from(a) + (f64::from(b) - f64::from(a)) * f).round() as u8;

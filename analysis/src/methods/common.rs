@@ -225,7 +225,7 @@ pub const TOKEN_CHUNK: usize = 64;
 
 /// A key whose ascending order is descending `score` (as `f32::total_cmp`), then ascending `idx`:
 /// the order of [`rank_desc`], sortable without a comparator.
-fn token_key(score: f32, idx: u32) -> u64 {
+pub(crate) fn token_key(score: f32, idx: u32) -> u64 {
     let b = score.to_bits();
     let ordered = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
     (u64::from(!ordered) << 32) | u64::from(idx)
@@ -341,31 +341,41 @@ pub fn last_queries_vertical_slash(
 }
 
 /// Where [`TopPRows`] reads a ranking: the ordering scores of each query's causal keys, the
-/// mass the method sums for a key, and a score threshold that likely covers mass `p`.
+/// mass the method sums for a key, and a coarse bucket of that mass.
 pub trait TopPSource: Sync {
     /// Calls `f(i, scores of keys 0..=i)` for every query `i` in `lo..hi` (a [`TOKEN_CHUNK`]
     /// aligned chunk); higher scores rank first, ties by lower index ([`rank_desc`] order).
     fn chunk(&self, lo: usize, hi: usize, f: &mut dyn FnMut(usize, &[f32]));
     /// The mass of key `j` (score `s`) of query `i`, as the method accumulates it.
     fn mass(&self, i: usize, j: usize, s: f32) -> f64;
-    /// A score threshold whose keys probably hold mass `p` of query `i`; `attempt` counts the
-    /// thresholds that fell short (each should be lower). Only speed depends on it.
-    fn threshold(&self, i: usize, p: f64, attempt: u32) -> f32;
+    /// Writes a coarse bucket of each key's mass (`s`: the scores of query `i`; about a quarter
+    /// octave each, 0 the largest, at most 255); buckets must never decrease as the score
+    /// decreases. Only speed depends on how well they track the mass.
+    fn buckets(&self, i: usize, s: &[f32], out: &mut [u8]);
 }
 
-/// One query's best keys in ranking order: every key whose score reaches `thr`, with cumulative
-/// masses (`cum[t]` = mass of the first `t + 1`, summed in order in `f64`).
+/// Mass buckets kept grouped per query; keys below them are collected only if ever needed.
+const TOP_P_BUCKETS: usize = 128;
+
+/// One query's ranking, consumed best first: keys grouped by mass bucket (a bucket holds a
+/// contiguous stretch of the ranking, so sorting each bucket on demand sorts the row), and the
+/// sorted prefix with cumulative masses (`cum[t]` = mass of the first `t + 1`, summed in order in
+/// `f64`, exactly as a walk over the fully sorted row).
 #[derive(Debug, Default)]
 struct TopPRow {
+    /// Keys of buckets `next..` (those below [`TOP_P_BUCKETS`] excluded), grouped by bucket.
+    grouped: Vec<u32>,
+    /// `TOP_P_BUCKETS + 1` offsets into `grouped`; empty before the first use.
+    starts: Vec<u32>,
+    next: usize,
     idx: Vec<u32>,
     cum: Vec<f64>,
-    thr: f32,
     complete: bool,
 }
 
 impl TopPRow {
     /// Keys kept at `p`: the fewest (at least one) whose cumulative mass reaches `p`, every key
-    /// when none does; `None` when the stored prefix cannot tell.
+    /// when none does; `None` when the sorted prefix cannot tell yet.
     fn count(&self, p: f64) -> Option<usize> {
         let k = self.cum.partition_point(|&c| c < p);
         if k < self.cum.len() {
@@ -377,35 +387,83 @@ impl TopPRow {
         }
     }
 
-    /// Re-collects the keys scoring at least `thr` (all when `thr` is `-inf`).
-    fn extend(&mut self, i: usize, s: &[f32], thr: f32, mass: impl Fn(usize, f32) -> f64) {
-        let mut keys: Vec<u64> = s
-            .iter()
-            .enumerate()
-            .filter(|(_, &x)| !(x < thr))
-            .map(|(j, &x)| token_key(x, j as u32))
-            .collect();
+    /// Appends `keys` (sorted here) to the prefix.
+    fn append(&mut self, mut keys: Vec<u64>, i: usize, s: &[f32], src: &dyn TopPSource) {
         keys.sort_unstable();
-        self.complete = keys.len() == s.len();
-        self.thr = thr;
-        self.idx = keys.into_iter().map(|x| x as u32).collect();
-        let mut acc = 0f64;
-        self.cum = self
-            .idx
-            .iter()
-            .map(|&j| {
-                acc += mass(j as usize, s[j as usize]);
-                acc
-            })
-            .collect();
-        debug_assert!(self.idx.iter().all(|&j| (j as usize) <= i));
+        let mut acc = self.cum.last().copied().unwrap_or(0.0);
+        self.idx.reserve(keys.len());
+        self.cum.reserve(keys.len());
+        for k in keys {
+            let j = k as u32;
+            acc += src.mass(i, j as usize, s[j as usize]);
+            self.idx.push(j);
+            self.cum.push(acc);
+        }
+    }
+
+    /// Sorts further buckets of query `i`'s row (scores `s`) into the prefix until it reaches
+    /// `p`.
+    fn extend(&mut self, p: f64, i: usize, s: &[f32], src: &dyn TopPSource) {
+        if self.starts.is_empty() {
+            // Counting sort of the keys by bucket (those beyond the last bucket left out).
+            let mut b = vec![0u8; s.len()];
+            src.buckets(i, s, &mut b);
+            let mut starts = vec![0u32; TOP_P_BUCKETS + 2];
+            for &x in &b {
+                starts[(x as usize).min(TOP_P_BUCKETS) + 1] += 1;
+            }
+            for t in 1..starts.len() {
+                starts[t] += starts[t - 1];
+            }
+            let mut fill = starts.clone();
+            let mut grouped = vec![0u32; starts[TOP_P_BUCKETS] as usize];
+            for (j, &x) in b.iter().enumerate() {
+                if (x as usize) < TOP_P_BUCKETS {
+                    grouped[fill[x as usize] as usize] = j as u32;
+                    fill[x as usize] += 1;
+                }
+            }
+            starts.truncate(TOP_P_BUCKETS + 1);
+            self.grouped = grouped;
+            self.starts = starts;
+        }
+        while self.count(p).is_none() {
+            if self.next < TOP_P_BUCKETS {
+                let (a, e) = (self.starts[self.next] as usize, self.starts[self.next + 1] as usize);
+                self.next += 1;
+                let keys = self.grouped[a..e]
+                    .iter()
+                    .map(|&j| token_key(s[j as usize], j))
+                    .collect();
+                self.append(keys, i, s, src);
+            } else {
+                // The keys below every bucket, collected now that they are needed.
+                let mut b = vec![0u8; s.len()];
+                src.buckets(i, s, &mut b);
+                let keys = s
+                    .iter()
+                    .zip(&b)
+                    .enumerate()
+                    .filter(|(_, (_, &x))| x as usize >= TOP_P_BUCKETS)
+                    .map(|(j, (&x, _))| token_key(x, j as u32))
+                    .collect();
+                self.append(keys, i, s, src);
+                self.complete = true;
+            }
+            if self.idx.len() == s.len() {
+                self.complete = true;
+            }
+        }
+        if self.complete {
+            self.grouped = Vec::new();
+        }
     }
 }
 
 /// Per-query smallest top-p sets (`oracle-topp`, `rtpurbo-proxy`): for each query, the fewest
 /// best-ranked keys whose cumulative mass reaches `p` (at least one; every key when none does),
-/// exactly as a walk over the fully sorted row, but sorting only the keys above a threshold,
-/// lowered on demand when a larger `p` needs more of the row.
+/// exactly as a walk over the fully sorted row, but sorting only as much of each row as the
+/// largest `p` asked for so far needs.
 #[derive(Debug)]
 pub struct TopPRows {
     n: usize,
@@ -422,10 +480,7 @@ impl TopPRows {
                     let len = TOKEN_CHUNK.min(n - c * TOKEN_CHUNK);
                     std::sync::Mutex::new(
                         (0..len)
-                            .map(|_| TopPRow {
-                                thr: f32::INFINITY,
-                                ..TopPRow::default()
-                            })
+                            .map(|_| TopPRow::default())
                             .collect(),
                     )
                 })
@@ -450,22 +505,14 @@ impl TopPRows {
                 let mut rows = m.lock().unwrap_or_else(|e| e.into_inner());
                 let hi = lo + rows.len();
                 let mut counts: Vec<Option<usize>> = rows.iter().map(|r| r.count(p)).collect();
-                let mut attempt = 0u32;
-                while counts.iter().any(Option::is_none) {
+                if counts.iter().any(Option::is_none) {
                     src.chunk(lo, hi, &mut |i, s| {
                         let r = i - lo;
                         if counts[r].is_none() {
-                            // Four attempts, then every key.
-                            let thr = if attempt >= 4 {
-                                f32::NEG_INFINITY
-                            } else {
-                                src.threshold(i, p, attempt).min(rows[r].thr)
-                            };
-                            rows[r].extend(i, s, thr, |j, x| src.mass(i, j, x));
+                            rows[r].extend(p, i, s, src);
                             counts[r] = rows[r].count(p);
                         }
                     });
-                    attempt += 1;
                 }
                 counts
                     .into_iter()

@@ -46,9 +46,18 @@ impl TopPSource for Source<'_> {
         s as f64
     }
 
-    /// Keys below `(1 - p) / (2 (i + 1))` hold at most half of the mass `1 - p` can miss.
-    fn threshold(&self, i: usize, p: f64, attempt: u32) -> f32 {
-        ((1.0 - p).max(0.0) / (2.0 * (i + 1) as f64) / 16f64.powi(attempt as i32)) as f32
+    /// About a quarter octave per bucket, from the float's bits (monotone in the probability).
+    fn buckets(&self, _i: usize, s: &[f32], out: &mut [u8]) {
+        const ONE: u32 = 0x3F80_0000; // 1.0f32
+        for (o, &x) in out.iter_mut().zip(s) {
+            *o = if x >= 1.0 {
+                0
+            } else if x > 0.0 {
+                ((ONE - x.to_bits()) >> 21).min(255) as u8
+            } else {
+                255
+            };
+        }
     }
 }
 

@@ -149,11 +149,12 @@ impl TopPSource for Source<'_> {
         ((d - self.h.lse[i]) as f64).exp()
     }
 
-    /// Keys of probability below `(1 - p) / (2 (i + 1))` hold at most half of what `1 - p`
-    /// may miss.
-    fn threshold(&self, i: usize, p: f64, attempt: u32) -> f32 {
-        let tau = (1.0 - p).max(0.0) / (2.0 * (i + 1) as f64) / 16f64.powi(attempt as i32);
-        (self.h.lse[i] as f64 + tau.ln()) as f32
+    /// Quarter octaves of `exp(s - lse)` below 1 (monotone in the score).
+    fn buckets(&self, i: usize, s: &[f32], out: &mut [u8]) {
+        let lse = self.h.lse[i];
+        for (o, &x) in out.iter_mut().zip(s) {
+            *o = ((lse - x) * (4.0 / std::f32::consts::LN_2)).clamp(0.0, 255.0) as u8;
+        }
     }
 }
 

@@ -21,7 +21,7 @@
 use ndarray::s;
 use rayon::prelude::*;
 
-use super::common::{rank_desc, softmax_inplace};
+use super::common::{softmax_inplace, token_runs, top_token_set};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::{Range, Selection};
@@ -55,12 +55,13 @@ struct SnapKv {
     stride: usize,
 }
 
-/// Per q-head, per stride: prefix keys `0..t - w` ranked by pooled votes (empty: no prefix).
+/// Per q-head, per stride: the pooled votes of prefix keys `0..t - w` (empty: no prefix); keys
+/// rank by pooled vote, ties by lower index, and a capacity keeps the best `C - w` of them.
 struct Prep {
     n: usize,
     window: usize,
     stride: usize,
-    heads: Vec<Vec<Vec<u32>>>,
+    heads: Vec<Vec<Vec<f32>>>,
 }
 
 /// `avg_pool1d(x, kernel, stride 1, padding kernel / 2)` with zero padding, same length as `x`.
@@ -80,8 +81,8 @@ fn avg_pool(x: &[f32], kernel: usize) -> Vec<f32> {
 }
 
 impl SnapKv {
-    /// Ranked prefix keys for the prompt `0..t`.
-    fn rank_at(&self, q: ndarray::ArrayView2<f32>, g: &GroupInput<'_>, t: usize) -> Vec<u32> {
+    /// Pooled votes of the prefix keys for the prompt `0..t`.
+    fn votes_at(&self, q: ndarray::ArrayView2<f32>, g: &GroupInput<'_>, t: usize) -> Vec<f32> {
         let w = self.window;
         if t <= w {
             return Vec::new();
@@ -95,21 +96,8 @@ impl SnapKv {
             softmax_inplace(&mut p);
             votes.iter_mut().zip(&p).for_each(|(v, &x)| *v += x);
         }
-        rank_desc(&avg_pool(&votes, self.kernel))
+        avg_pool(&votes, self.kernel)
     }
-}
-
-/// Sorted token positions as merged runs.
-fn runs(mut xs: Vec<u32>) -> Vec<Range> {
-    xs.sort_unstable();
-    let mut out: Vec<Range> = Vec::new();
-    for x in xs {
-        match out.last_mut() {
-            Some(r) if r.1 == x => r.1 = x + 1,
-            _ => out.push((x, x + 1)),
-        }
-    }
-    out
 }
 
 impl Prepared for Prep {
@@ -137,16 +125,20 @@ impl Prepared for Prep {
         self.heads
             .iter()
             .map(|strides| {
-                let mut b = Selection::builder(self.n, self.stride);
-                for (r, ranked) in strides.iter().enumerate() {
-                    let t = r * self.stride;
-                    let end = ((r + 1) * self.stride).min(self.n) as u32;
-                    let recent = t.saturating_sub(self.window) as u32;
-                    let mut ranges = runs(ranked[..top.min(ranked.len())].to_vec());
-                    ranges.push((recent, end));
-                    b.push_ranges(ranges);
-                }
-                b.finish()
+                let rows: Vec<Vec<Range>> = strides
+                    .par_iter()
+                    .enumerate()
+                    .map(|(r, pooled)| {
+                        let t = r * self.stride;
+                        let end = ((r + 1) * self.stride).min(self.n) as u32;
+                        let recent = t.saturating_sub(self.window) as u32;
+                        // The best `top` keys in rank_desc order (as a set).
+                        let mut ranges = token_runs(&top_token_set(pooled, top));
+                        ranges.push((recent, end));
+                        ranges
+                    })
+                    .collect();
+                Selection::from_rows(self.n, self.stride, rows)
             })
             .collect()
     }
@@ -171,7 +163,7 @@ impl Selector for SnapKv {
                 .map(|q| {
                     (0..n.div_ceil(self.stride))
                         .into_par_iter()
-                        .map(|r| self.rank_at(*q, g, r * self.stride))
+                        .map(|r| self.votes_at(*q, g, r * self.stride))
                         .collect()
                 })
                 .collect();

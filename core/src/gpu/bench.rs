@@ -2,7 +2,9 @@
 //! the forward pass with full device-side capture, and the attention / capture kernels alone with
 //! their FLOP and byte counts. Times are CUDA-event medians after a warm-up run.
 
-use attnscope_kernels::cuda::{bf16, AttnKernel, AttnShape, DBuf, GpuDevice, GpuFloat};
+use attnscope_kernels::cuda::{
+    bf16, AttnKernel, AttnShape, DBuf, FlashTuning, GpuDevice, GpuFloat,
+};
 use serde_json::{json, Value};
 
 use super::{gpu_err, GpuModel};
@@ -147,6 +149,45 @@ pub fn time_kernels<T: GpuFloat>(
         }
     }
     let (a, c, pl) = (median(ta), median(tc), median(tp));
+    // The compiled shapes of the flash kernels, each timed alone.
+    let mut variants = Vec::new();
+    if kernel == AttnKernel::Flash {
+        let mts: &[u32] = if d == 64 { &[1, 2] } else { &[1] };
+        let fwds: &[(u32, bool)] = if d == 128 {
+            &[(4, false), (8, false), (4, true), (8, true)]
+        } else {
+            &[(4, false), (8, false)]
+        };
+        for &(w, qsm) in fwds {
+            for &mt in mts {
+                FlashTuning::set(Some(FlashTuning {
+                    fwd_warps: w,
+                    capture_mtiles: mt,
+                    fwd_q_smem: qsm,
+                }));
+                let (mut va, mut vc) = (Vec::new(), Vec::new());
+                for rep in 0..=repeats.max(1) {
+                    let t = dev.timer().map_err(ge)?;
+                    dev.attention(&q, &k, &v, &mut out, &mut lse, s, kernel)
+                        .map_err(ge)?;
+                    let x = t.stop_ms(dev).map_err(ge)?;
+                    let t = dev.timer().map_err(ge)?;
+                    dev.capture(&q, &k, &lse, &mut p, &mut sink, s, block, 4, kernel)
+                        .map_err(ge)?;
+                    let y = t.stop_ms(dev).map_err(ge)?;
+                    if rep > 0 {
+                        va.push(x);
+                        vc.push(y);
+                    }
+                }
+                variants.push(
+                    json!({"fwd_warps": w, "fwd_q_smem": qsm, "capture_mtiles": mt,
+                    "attention_ms": median(va), "capture_ms": median(vc)}),
+                );
+            }
+        }
+        FlashTuning::set(None);
+    }
     let pr = pairs(n) * h as f64;
     let attn_flops = 4.0 * d as f64 * pr;
     let cap_flops = 2.0 * d as f64 * pr;
@@ -161,5 +202,6 @@ pub fn time_kernels<T: GpuFloat>(
         "capture_min_bytes": cap_bytes,
         "capture_gb_per_s": cap_bytes / (c as f64 * 1e6),
         "attention_flops": attn_flops, "capture_flops": cap_flops,
+        "tuning": format!("{:?}", FlashTuning::for_shape(d, n)), "variants": variants,
     }))
 }

@@ -4,6 +4,8 @@
 //! one warp per query, f32 or bf16, any head dim <= 128, any block). [`AttnKernel::auto`] picks the
 //! fast one when it applies.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use half::bf16;
 
 use super::buffer::{DBuf, GpuFloat};
@@ -73,21 +75,75 @@ impl AttnKernel {
     }
 }
 
-fn flash_name(prefix: &str, d: usize) -> Result<String> {
-    match d {
-        64 | 128 => Ok(format!("{prefix}_d{d}")),
-        _ => Err(GpuError::Invalid(format!(
-            "the flash kernel takes head dim 64 or 128, not {d}"
-        ))),
+/// Shapes of the flash kernels (compiled variants in `cu/flash.cu`): warps per block of the
+/// forward kernel (4 or 8) and m-tiles of 16 query rows per warp of the capture kernel (1 or 2;
+/// head dim 128 takes 1). The forward kernel uses 2 m-tiles per warp at head dim 64, 1 at 128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlashTuning {
+    pub fwd_warps: u32,
+    pub capture_mtiles: u32,
+    /// Head dim 128: 2 m-tiles per warp with the queries in shared memory and 32-key sub-tiles.
+    pub fwd_q_smem: bool,
+}
+
+static TUNING: AtomicU32 = AtomicU32::new(0);
+
+impl FlashTuning {
+    /// The tuning in use for head dim `d` at `n` tokens: the one set with [`FlashTuning::set`],
+    /// else the environment (`ATTNSCOPE_FLASH_FWD_WARPS`, `ATTNSCOPE_FLASH_CAPTURE_MTILES`,
+    /// `ATTNSCOPE_FLASH_FWD_Q_SMEM`), else the defaults measured on an H100 (BENCHMARKS.md):
+    /// 4 warps everywhere, except head dim 128 from 24k tokens on (8 warps, queries in shared
+    /// memory); the capture kernel with 2 m-tiles per warp at head dim 64.
+    pub fn for_shape(d: usize, n: usize) -> Self {
+        let packed = TUNING.load(Ordering::Relaxed);
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
+        let long128 = d == 128 && n >= 24 * 1024;
+        let (mut w, mut m, qsm) = if packed != 0 {
+            ((packed >> 8) & 0xff, packed & 0xff, packed >> 16 == 1)
+        } else {
+            (
+                env("ATTNSCOPE_FLASH_FWD_WARPS").unwrap_or(if long128 { 8 } else { 4 }),
+                env("ATTNSCOPE_FLASH_CAPTURE_MTILES").unwrap_or(if d == 64 { 2 } else { 1 }),
+                env("ATTNSCOPE_FLASH_FWD_Q_SMEM").map_or(long128, |v| v == 1),
+            )
+        };
+        if w != 8 {
+            w = 4;
+        }
+        if d != 64 || m != 1 {
+            m = if d == 64 { 2 } else { 1 };
+        }
+        Self {
+            fwd_warps: w,
+            capture_mtiles: m,
+            fwd_q_smem: qsm && d == 128,
+        }
+    }
+
+    /// [`FlashTuning::for_shape`] at a short length.
+    pub fn current(d: usize) -> Self {
+        Self::for_shape(d, 0)
+    }
+
+    /// Sets the tuning for this process (`None` returns to the environment and defaults).
+    pub fn set(t: Option<Self>) {
+        TUNING.store(
+            t.map_or(0, |t| {
+                (u32::from(t.fwd_q_smem) << 16)
+                    | ((t.fwd_warps & 0xff) << 8)
+                    | (t.capture_mtiles & 0xff)
+            }),
+            Ordering::Relaxed,
+        );
     }
 }
 
-/// Query rows per flash block (4 warps x MT m-tiles x 16).
-fn flash_bm(d: usize) -> usize {
-    if d == 64 {
-        128
-    } else {
-        64
+fn check_flash_dim(d: usize) -> Result<()> {
+    match d {
+        64 | 128 => Ok(()),
+        _ => Err(GpuError::Invalid(format!(
+            "the flash kernel takes head dim 64 or 128, not {d}"
+        ))),
     }
 }
 
@@ -130,14 +186,34 @@ impl GpuDevice {
                     return Err(GpuError::Invalid("the flash kernel takes bf16 only".into()));
                 }
                 let d = s.head_dim;
-                let name = flash_name("flash_fwd", d)?;
-                let bm = flash_bm(d);
+                check_flash_dim(d)?;
+                let tu = FlashTuning::for_shape(d, s.n);
+                let (name, bm, threads, smem) = if tu.fwd_q_smem {
+                    let w = tu.fwd_warps;
+                    let bm = 32 * w as usize;
+                    let q_bytes = (bm * (d + 8) * 2) as u32;
+                    (
+                        format!("flash_fwd_d{d}_q{w}"),
+                        bm,
+                        32 * w,
+                        q_bytes + 4 * flash_tile_bytes(d),
+                    )
+                } else {
+                    let w = tu.fwd_warps;
+                    let bm = 16 * w as usize * if d == 64 { 2 } else { 1 };
+                    (
+                        format!("flash_fwd_d{d}_w{w}"),
+                        bm,
+                        32 * w,
+                        4 * flash_tile_bytes(d),
+                    )
+                };
                 self.launch(
                     &FLASH,
                     &name,
                     (s.n.div_ceil(bm) as u32, s.heads as u32, 1),
-                    128,
-                    4 * flash_tile_bytes(d),
+                    threads,
+                    smem,
                     &[
                         Arg::P(as_bf16(q)),
                         Arg::P(as_bf16(k)),
@@ -194,11 +270,12 @@ impl GpuDevice {
                     )));
                 }
                 let d = s.head_dim;
-                let name = flash_name("flash_capture", d)?;
-                let bm = flash_bm(d);
+                check_flash_dim(d)?;
+                let mt = FlashTuning::for_shape(d, s.n).capture_mtiles;
+                let bm = 64 * mt as usize;
                 self.launch(
                     &FLASH,
-                    &name,
+                    &format!("flash_capture_d{d}_m{mt}"),
                     (s.n.div_ceil(bm) as u32, s.heads as u32, 1),
                     128,
                     2 * flash_tile_bytes(d),

@@ -534,6 +534,18 @@ impl GpuDevice {
         Ok(GpuTimer { start, end })
     }
 
+    /// Records an event on the device's stream now (for stage profiles: the elapsed time
+    /// between two marks is read later with [`GpuMark::ms_since`], without synchronizing).
+    pub fn mark(&self) -> Result<GpuMark> {
+        let e = self
+            .ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(driver_err("creating an event"))?;
+        e.record(&self.stream)
+            .map_err(driver_err("recording an event"))?;
+        Ok(GpuMark(e))
+    }
+
     /// Fills `b` with NaN (poisoning outputs so that an unwritten element fails a test).
     pub fn poison<T: GpuFloat>(&self, b: &mut DBuf<T>) -> Result<()> {
         self.fill_bits(b, T::NAN_BITS)
@@ -587,6 +599,25 @@ impl GpuTimer {
             .map_err(driver_err("recording an event"))?;
         self.start
             .elapsed_ms(&self.end)
+            .map_err(driver_err("timing (kernels failed?)"))
+    }
+}
+
+/// A recorded point on the device's stream (see [`GpuDevice::mark`]).
+pub struct GpuMark(CudaEvent);
+
+impl std::fmt::Debug for GpuMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GpuMark")
+    }
+}
+
+impl GpuMark {
+    /// Milliseconds from `earlier` to this mark (waits for both).
+    pub fn ms_since(&self, earlier: &GpuMark) -> Result<f32> {
+        earlier
+            .0
+            .elapsed_ms(&self.0)
             .map_err(driver_err("timing (kernels failed?)"))
     }
 }

@@ -9,10 +9,10 @@ mod buffer;
 mod device;
 mod ops;
 
-pub use attention::{AttnKernel, AttnShape};
+pub use attention::{AttnKernel, AttnShape, FlashTuning};
 pub use blas::GemmTypes;
 pub use buffer::{DBuf, GpuFloat};
-pub use device::{GpuDevice, GpuError, GpuTimer, Result};
+pub use device::{GpuDevice, GpuError, GpuMark, GpuTimer, Result};
 pub use half::bf16;
 pub use ops::RowLayout;
 

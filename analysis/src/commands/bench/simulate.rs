@@ -164,6 +164,7 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
         newline: &newline,
         needles: &[],
         results: Default::default(),
+        profile: Default::default(),
     };
     let cpu0 = cpu_seconds();
     let t = Instant::now();
@@ -190,14 +191,15 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
         _ => None,
     };
     let res = hook.results;
-    let mut per: Vec<(&String, &f64)> = res.method_seconds.iter().collect();
-    per.sort_by(|a, b| b.1.total_cmp(a.1));
+    let mut per: Vec<(&String, &(f64, f64))> = hook.profile.seconds.iter().collect();
+    per.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1).then(b.1 .0.total_cmp(&a.1 .0)));
     let summary = summarize(&res.metrics);
     if let Some(path) = &a.summary {
         let body = json!({
             "tokens": n, "layers": a.layers, "threads": rayon::current_num_threads(),
             "wall_seconds": wall, "user_seconds": cpu.map(|c| c.0), "sys_seconds": cpu.map(|c| c.1),
-            "method_seconds": res.method_seconds, "methods": summary, "iou": res.iou,
+            "method_seconds": res.method_seconds, "profile": hook.profile.seconds,
+            "methods": summary, "iou": res.iou,
         });
         std::fs::write(path, serde_json::to_string_pretty(&body)?)?;
     }
@@ -206,7 +208,7 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
             "{}",
             json!({"tokens": n, "layers": a.layers, "threads": rayon::current_num_threads(),
             "wall_seconds": wall, "user_seconds": cpu.map(|c| c.0),
-            "method_seconds": res.method_seconds})
+            "method_seconds": res.method_seconds, "profile": hook.profile.seconds})
         );
         return Ok(());
     }
@@ -220,9 +222,9 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
         "replay: {wall:.2}s wall{}",
         cpu.map_or_else(String::new, |c| format!(", {:.2}s user, {:.2}s sys", c.0, c.1))
     );
-    println!("{:>16} {:>9}", "method", "seconds");
-    for (m, s) in per {
-        println!("{m:>16} {s:>9.2}");
+    println!("{:>20} {:>9} {:>9}", "method or phase", "wall s", "cpu s");
+    for (m, (w, c)) in per {
+        println!("{m:>20} {w:>9.2} {c:>9.2}");
     }
     Ok(())
 }
