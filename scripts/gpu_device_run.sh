@@ -24,6 +24,12 @@ if [ "$MODE" = tests ] || [ "$MODE" = all ]; then
         --lens 4096,8192 --capture --kernels --repeat 3 2>&1 | tee "$OUT/bench_short.log"
 fi
 if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
+    for s in qwen2.5-0.5b qwen2.5-1.5b; do
+        ATTNSCOPE_GPU_PROFILE=1 /tmp/bins/attnscope bench --random-config $s --device cuda \
+            --precision bf16 --lens 32768 --capture --repeat 1 > /dev/null 2> "$OUT/profile_$s.log"
+        echo "== stage profile $s (forward, then forward + capture)"
+        awk '/GPU stage profile/{c++} c>=3' "$OUT/profile_$s.log"
+    done
     python3 scripts/gpu_bench.py --bin /tmp/bins/attnscope --out "$OUT/gpu_bench.json" 2>&1 \
         | tee "$OUT/gpu_bench.log"
 fi

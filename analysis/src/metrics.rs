@@ -108,27 +108,8 @@ pub fn dot_exact(x: &[f32], y: &[f32]) -> f32 {
     sum
 }
 
-/// Finishes [`dot_exact`] from its eight partial sums and the products past the last full
-/// eight.
-#[inline(always)]
-fn dot_finish(p: &[f32; 8], xr: &[f32], yr: &[f32]) -> f32 {
-    let mut sum = 0f32;
-    sum = sum + (p[0] + p[4]);
-    sum = sum + (p[1] + p[5]);
-    sum = sum + (p[2] + p[6]);
-    sum = sum + (p[3] + p[7]);
-    for (i, (&a, &b)) in xr.iter().zip(yr).enumerate() {
-        if i >= 7 {
-            break;
-        }
-        sum = sum + a * b;
-    }
-    sum
-}
-
 /// Exact probabilities `exp(q . k_j * scale - lse)` of one query over keys `k[..out.len()]`
-/// (`k` contiguous, row-major `[_, d]`), with [`dot_exact`] scores (four keys at a time, for
-/// instruction-level parallelism; each key's arithmetic is unchanged) and the platform's
+/// (`k` contiguous, row-major `[_, d]`), with [`dot_exact`] scores and the platform's
 /// `f32::exp` results ([`exact_exp::expf_into`]); `args` is scratch of `out.len()`.
 #[inline(always)]
 fn exact_row_generic(
@@ -140,36 +121,16 @@ fn exact_row_generic(
     args: &mut [f32],
     out: &mut [f32],
 ) {
-    let full = d / 8 * 8;
-    let (qf, qr) = q[..d].split_at(full);
     let m = out.len();
-    let mut j = 0;
-    while j + 4 <= m {
-        let mut p = [[0f32; 8]; 4];
-        for c in (0..full).step_by(8) {
-            let qc = &qf[c..c + 8];
-            for (t, pt) in p.iter_mut().enumerate() {
-                let kc = &k[(j + t) * d + c..(j + t) * d + c + 8];
-                for l in 0..8 {
-                    pt[l] = pt[l] + qc[l] * kc[l];
-                }
-            }
-        }
-        for (t, pt) in p.iter().enumerate() {
-            let kr = &k[(j + t) * d + full..(j + t + 1) * d];
-            args[j + t] = dot_finish(pt, qr, kr) * scale - lse;
-        }
-        j += 4;
-    }
-    for jj in j..m {
-        args[jj] = dot_exact(q, &k[jj * d..(jj + 1) * d]) * scale - lse;
+    for j in 0..m {
+        args[j] = dot_exact(q, &k[j * d..(j + 1) * d]) * scale - lse;
     }
     exact_exp::expf_into(&args[..m], out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn exact_row_avx2(
+unsafe fn exact_row_generic_avx2(
     q: &[f32],
     k: &[f32],
     d: usize,
@@ -181,6 +142,66 @@ unsafe fn exact_row_avx2(
     exact_row_generic(q, k, d, scale, lse, args, out);
 }
 
+/// [`exact_row_generic`] with AVX2 for `d = 8 * NC`: eight lanes hold the eight partial sums
+/// of [`dot_exact`] (multiply, then add: no fused operations), four keys at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn exact_row_avx2<const NC: usize>(
+    q: &[f32],
+    k: &[f32],
+    scale: f32,
+    lse: f32,
+    args: &mut [f32],
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let d = 8 * NC;
+    let m = out.len();
+    assert!(q.len() >= d && k.len() >= m * d && args.len() >= m);
+    // SAFETY (all loads below): `q` holds `d` floats and `k` holds `m` rows of `d` (asserted).
+    let qv: [__m256; NC] = std::array::from_fn(|c| unsafe { _mm256_loadu_ps(q.as_ptr().add(8 * c)) });
+    let finish = |acc: __m256| -> f32 {
+        // (p0 + p4), (p1 + p5), (p2 + p6), (p3 + p7), then summed in order from zero.
+        let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let mut l = [0f32; 4];
+        // SAFETY: `l` holds four floats.
+        unsafe { _mm_storeu_ps(l.as_mut_ptr(), v) };
+        let mut sum = 0f32;
+        sum = sum + l[0];
+        sum = sum + l[1];
+        sum = sum + l[2];
+        sum = sum + l[3];
+        sum
+    };
+    let kp = k.as_ptr();
+    let mut j = 0;
+    while j + 4 <= m {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for c in 0..NC {
+            for (t, a) in acc.iter_mut().enumerate() {
+                // SAFETY: key `j + t < m`, chunk `c < NC`.
+                let kv = unsafe { _mm256_loadu_ps(kp.add((j + t) * d + 8 * c)) };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(qv[c], kv));
+            }
+        }
+        for (t, &a) in acc.iter().enumerate() {
+            args[j + t] = finish(a) * scale - lse;
+        }
+        j += 4;
+    }
+    while j < m {
+        let mut a = _mm256_setzero_ps();
+        for c in 0..NC {
+            // SAFETY: key `j < m`, chunk `c < NC`.
+            let kv = unsafe { _mm256_loadu_ps(kp.add(j * d + 8 * c)) };
+            a = _mm256_add_ps(a, _mm256_mul_ps(qv[c], kv));
+        }
+        args[j] = finish(a) * scale - lse;
+        j += 1;
+    }
+    // Inlined, so compiled for AVX2 too.
+    exact_exp::expf_into(&args[..m], out);
+}
 /// [`exact_row_generic`] with the widest vectors this CPU has (same arithmetic, same bits).
 fn exact_row(
     q: &[f32],
@@ -194,7 +215,11 @@ fn exact_row(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked above).
-        unsafe { exact_row_avx2(q, k, d, scale, lse, args, out) };
+        match d {
+            64 => unsafe { exact_row_avx2::<8>(q, k, scale, lse, args, out) },
+            128 => unsafe { exact_row_avx2::<16>(q, k, scale, lse, args, out) },
+            _ => unsafe { exact_row_generic_avx2(q, k, d, scale, lse, args, out) },
+        }
         return;
     }
     exact_row_generic(q, k, d, scale, lse, args, out);

@@ -29,3 +29,21 @@ __device__ __forceinline__ float warp_sum(float v) {
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(FULL_MASK, v, off);
     return v;
 }
+
+// Two adjacent elements (p 2-element aligned): one 8-byte (f32) or 4-byte (bf16) access.
+__device__ __forceinline__ void ld2(const float* p, float& a, float& b) {
+    float2 v = *reinterpret_cast<const float2*>(p);
+    a = v.x;
+    b = v.y;
+}
+__device__ __forceinline__ void ld2(const bf16_t* p, float& a, float& b) {
+    u32 v = *reinterpret_cast<const u32*>(p);
+    a = __uint_as_float(v << 16);
+    b = __uint_as_float(v & 0xffff0000u);
+}
+__device__ __forceinline__ void st2(float* p, float a, float b) {
+    *reinterpret_cast<float2*>(p) = make_float2(a, b);
+}
+__device__ __forceinline__ void st2(bf16_t* p, float a, float b) {
+    *reinterpret_cast<u32*>(p) = (u32)f2bf(a) | ((u32)f2bf(b) << 16);
+}

@@ -6,9 +6,25 @@ mod common;
 
 use std::time::Duration;
 
-use attnscope_viewer::views::{self, head_map::NAME as HEAD_MAP, Overlay, VIEWS};
+use attnscope_viewer::views::{self, head_map, head_map::NAME as HEAD_MAP, Overlay, VIEWS};
 use common::*;
 use egui_kittest::kittest::Queryable;
+
+/// The head map's overlay summary line for `a` and `b` at the focus, computed from the data.
+fn overlay_line(app: &attnscope_viewer::ViewerApp, a: &str, b: Option<&str>) -> String {
+    let l = app.loaded().expect("loaded");
+    let (run, f) = (&l.run, &l.focus);
+    let sel = |m: &str| {
+        let i = run.method_index(m).expect("method");
+        run.selection(f.input, f.layer, f.head, i, f.budget)
+    };
+    let n = run.head(f.input, f.layer, f.head).expect("head").n_blocks;
+    let c = head_map::count_states(&head_map::kept_states(n, sel(a), b.and_then(sel)));
+    format!(
+        "blocks kept by both {}, only A {}, only B {}",
+        c.both, c.only_a, c.only_b
+    )
+}
 
 fn current_view(h: &egui_kittest::Harness<'_, attnscope_viewer::ViewerApp>) -> &'static str {
     VIEWS[h.state().current].name
@@ -37,7 +53,8 @@ fn changing_method_b_changes_the_overlay() {
     o.budget = Some(1);
     let mut h = harness(app(o));
     h.run();
-    let before = h.get_by_label_contains("blocks kept by both").label().unwrap_or_default();
+    let before = overlay_line(h.state(), "phsa", Some("infllm-v2"));
+    h.get_by_label(&before);
     // Pick quest as method B through the combo box.
     h.get_by_label("method B").click();
     h.run();
@@ -46,15 +63,17 @@ fn changing_method_b_changes_the_overlay() {
     let l = h.state().loaded().expect("loaded");
     let quest = l.run.method_index("quest").expect("quest in the fixture");
     assert_eq!(l.focus.overlay_b, Overlay::Saved(quest));
-    let after = h.get_by_label_contains("blocks kept by both").label().unwrap_or_default();
-    assert_ne!(before, after, "the overlay counts changed with method B");
+    let after = overlay_line(h.state(), "phsa", Some("quest"));
+    assert_ne!(before, after, "the overlay counts differ between the two B methods");
+    h.get_by_label(&after);
     // And turning B off leaves only A.
     h.get_by_label("method B").click();
     h.run();
     h.get_by_label("off").click();
     h.run();
-    let off = h.get_by_label_contains("blocks kept by both").label().unwrap_or_default();
+    let off = overlay_line(h.state(), "phsa", None);
     assert!(off.contains("both 0,") && off.ends_with("only B 0"), "{off}");
+    h.get_by_label(&off);
 }
 
 #[test]
@@ -66,13 +85,15 @@ fn changing_method_a_changes_the_overlay() {
     o.budget = Some(2);
     let mut h = harness(app(o));
     h.run();
-    let before = h.get_by_label_contains("blocks kept by both").label().unwrap_or_default();
+    let before = overlay_line(h.state(), "phsa", None);
+    h.get_by_label(&before);
     h.get_by_label("method A").click();
     h.run();
     h.get_by_label("oracle-topk").click();
     h.run();
-    let after = h.get_by_label_contains("blocks kept by both").label().unwrap_or_default();
+    let after = overlay_line(h.state(), "oracle-topk", None);
     assert_ne!(before, after);
+    h.get_by_label(&after);
 }
 
 #[test]
@@ -91,7 +112,7 @@ fn tabs_and_theme_switch() {
     h.get_by_label("Light theme").click();
     h.run();
     assert!(!h.state().dark);
-    assert!(!h.ctx.style().visuals.dark_mode);
+    assert_eq!(h.ctx.theme(), egui::Theme::Light);
 }
 
 #[test]
@@ -105,7 +126,8 @@ fn live_view_recomputes_when_lambda_changes() {
     assert_eq!(first.request.method, "phsa");
     assert_eq!(first.request.layer, 2);
     // Move the lambda slider through the accessibility tree.
-    h.get_by_label("lambda").set_value_accesskit(0.0);
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "lambda")
+        .set_value_accesskit(0.0);
     h.step();
     h.step();
     assert!(h.state_mut().wait_live(Duration::from_secs(120)));
@@ -132,7 +154,7 @@ fn typing_a_path_opens_another_run() {
     field.type_text(&fixture().display().to_string());
     h.run();
     h.get_by_label("Open").click();
-    h.run();
+    h.step();
     h.state_mut().wait_loaded(Duration::from_secs(30));
     h.run();
     assert!(h.state().loaded().is_some());

@@ -29,7 +29,7 @@ impl Drop for Guard {
 fn colour_stats(path: &std::path::Path) -> (u32, u32, usize, f64) {
     let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).expect("open png")));
     let mut reader = dec.read_info().expect("png header");
-    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).expect("png data");
     let px = info.line_size / info.width as usize;
     let mut counts = std::collections::HashMap::new();

@@ -349,24 +349,24 @@ pub trait TopPSource: Sync {
     /// The mass of key `j` (score `s`) of query `i`, as the method accumulates it.
     fn mass(&self, i: usize, j: usize, s: f32) -> f64;
     /// Writes a coarse bucket of each key's mass (`s`: the scores of query `i`; about a quarter
-    /// octave each, 0 the largest, at most 255); buckets must never decrease as the score
+    /// octave each, 0 the largest, 255 the last); buckets must never decrease as the score
     /// decreases. Only speed depends on how well they track the mass.
     fn buckets(&self, i: usize, s: &[f32], out: &mut [u8]);
+    /// A lower bound of the mass of the keys of bucket `b` (0 for the last), for planning only.
+    fn bucket_floor(&self, b: u8) -> f64;
 }
 
-/// Mass buckets kept grouped per query; keys below them are collected only if ever needed.
-const TOP_P_BUCKETS: usize = 128;
-
-/// One query's ranking, consumed best first: keys grouped by mass bucket (a bucket holds a
-/// contiguous stretch of the ranking, so sorting each bucket on demand sorts the row), and the
+/// One query's ranking, consumed best first: each key's mass bucket (a bucket holds a contiguous
+/// stretch of the ranking, so sorting buckets on demand, in order, sorts the row), and the
 /// sorted prefix with cumulative masses (`cum[t]` = mass of the first `t + 1`, summed in order in
 /// `f64`, exactly as a walk over the fully sorted row).
 #[derive(Debug, Default)]
 struct TopPRow {
-    /// Keys of buckets `next..` (those below [`TOP_P_BUCKETS`] excluded), grouped by bucket.
-    grouped: Vec<u32>,
-    /// `TOP_P_BUCKETS + 1` offsets into `grouped`; empty before the first use.
-    starts: Vec<u32>,
+    /// Bucket of each key (empty before the first use and once the row is complete).
+    bucket: Vec<u8>,
+    /// Keys per bucket.
+    hist: Vec<u32>,
+    /// Buckets `..next` are in the prefix.
     next: usize,
     idx: Vec<u32>,
     cum: Vec<f64>,
@@ -387,75 +387,54 @@ impl TopPRow {
         }
     }
 
-    /// Appends `keys` (sorted here) to the prefix.
-    fn append(&mut self, mut keys: Vec<u64>, i: usize, s: &[f32], src: &dyn TopPSource) {
-        keys.sort_unstable();
-        let mut acc = self.cum.last().copied().unwrap_or(0.0);
-        self.idx.reserve(keys.len());
-        self.cum.reserve(keys.len());
-        for k in keys {
-            let j = k as u32;
-            acc += src.mass(i, j as usize, s[j as usize]);
-            self.idx.push(j);
-            self.cum.push(acc);
-        }
-    }
-
     /// Sorts further buckets of query `i`'s row (scores `s`) into the prefix until it reaches
-    /// `p`.
+    /// `p`, taking at once the buckets that probably hold mass half-way from `p` to 1 (later,
+    /// larger `p` then need no new pass).
     fn extend(&mut self, p: f64, i: usize, s: &[f32], src: &dyn TopPSource) {
-        if self.starts.is_empty() {
-            // Counting sort of the keys by bucket (those beyond the last bucket left out).
-            let mut b = vec![0u8; s.len()];
-            src.buckets(i, s, &mut b);
-            let mut starts = vec![0u32; TOP_P_BUCKETS + 2];
-            for &x in &b {
-                starts[(x as usize).min(TOP_P_BUCKETS) + 1] += 1;
+        if self.bucket.is_empty() && !self.complete {
+            self.bucket = vec![0u8; s.len()];
+            src.buckets(i, s, &mut self.bucket);
+            self.hist = vec![0u32; 256];
+            for &b in &self.bucket {
+                self.hist[b as usize] += 1;
             }
-            for t in 1..starts.len() {
-                starts[t] += starts[t - 1];
+        }
+        let target = p + (1.0 - p) * 0.5;
+        while self.count(p).is_none() {
+            let mut bound = self.cum.last().copied().unwrap_or(0.0);
+            let mut upto = self.next;
+            while upto < 255 {
+                bound += self.hist[upto] as f64 * src.bucket_floor(upto as u8);
+                if bound >= target {
+                    break;
+                }
+                upto += 1;
             }
-            let mut fill = starts.clone();
-            let mut grouped = vec![0u32; starts[TOP_P_BUCKETS] as usize];
-            for (j, &x) in b.iter().enumerate() {
-                if (x as usize) < TOP_P_BUCKETS {
-                    grouped[fill[x as usize] as usize] = j as u32;
-                    fill[x as usize] += 1;
+            let (from, to) = (self.next as u8, upto as u8);
+            let mut keys: Vec<u64> = Vec::with_capacity(
+                self.hist[self.next..=upto].iter().map(|&c| c as usize).sum(),
+            );
+            for (j, (&b, &x)) in self.bucket.iter().zip(s).enumerate() {
+                if b >= from && b <= to {
+                    keys.push(token_key(x, j as u32));
                 }
             }
-            starts.truncate(TOP_P_BUCKETS + 1);
-            self.grouped = grouped;
-            self.starts = starts;
-        }
-        while self.count(p).is_none() {
-            if self.next < TOP_P_BUCKETS {
-                let (a, e) = (self.starts[self.next] as usize, self.starts[self.next + 1] as usize);
-                self.next += 1;
-                let keys = self.grouped[a..e]
-                    .iter()
-                    .map(|&j| token_key(s[j as usize], j))
-                    .collect();
-                self.append(keys, i, s, src);
-            } else {
-                // The keys below every bucket, collected now that they are needed.
-                let mut b = vec![0u8; s.len()];
-                src.buckets(i, s, &mut b);
-                let keys = s
-                    .iter()
-                    .zip(&b)
-                    .enumerate()
-                    .filter(|(_, (_, &x))| x as usize >= TOP_P_BUCKETS)
-                    .map(|(j, (&x, _))| token_key(x, j as u32))
-                    .collect();
-                self.append(keys, i, s, src);
-                self.complete = true;
+            keys.sort_unstable();
+            let mut acc = self.cum.last().copied().unwrap_or(0.0);
+            self.idx.reserve(keys.len());
+            self.cum.reserve(keys.len());
+            for key in keys {
+                let j = key as u32;
+                acc += src.mass(i, j as usize, s[j as usize]);
+                self.idx.push(j);
+                self.cum.push(acc);
             }
-            if self.idx.len() == s.len() {
+            self.next = upto + 1;
+            if self.next > 255 || self.idx.len() == s.len() {
                 self.complete = true;
+                self.bucket = Vec::new();
+                self.hist = Vec::new();
             }
-        }
-        if self.complete {
-            self.grouped = Vec::new();
         }
     }
 }
@@ -528,9 +507,15 @@ impl TopPRows {
         if p >= 1.0 {
             return top_k_pairs(self.n, self.n);
         }
-        self.map_rows(src, p, |_, keys| keys.len() as u64)
+        let t = std::time::Instant::now();
+        let r = self.map_rows(src, p, |_, keys| keys.len() as u64)
             .into_iter()
-            .sum()
+            .sum();
+        if std::env::var("TOPP_DEBUG").is_ok() {
+            let sorted: usize = self.chunks.iter().map(|c| c.lock().unwrap().iter().map(|r| r.idx.len()).sum::<usize>()).sum();
+            eprintln!("topp kept p={p:.5} kept={r} sorted={sorted} {:.3}s", t.elapsed().as_secs_f64());
+        }
+        r
     }
 
     /// The selection at `p` (dense when `p >= 1`).

@@ -59,6 +59,16 @@ impl TopPSource for Source<'_> {
             };
         }
     }
+
+    /// The smallest probability of bucket `b` (from the bits of its lower edge).
+    fn bucket_floor(&self, b: u8) -> f64 {
+        const ONE: u32 = 0x3F80_0000;
+        if b == 255 {
+            0.0
+        } else {
+            f32::from_bits(ONE - ((b as u32 + 1) << 21)) as f64
+        }
+    }
 }
 
 /// Per q-head: the exact probabilities (shared with the runner's metrics) and the lazily

@@ -17,7 +17,7 @@ use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;
 
 use super::common::{TopPRows, TopPSource, TOKEN_CHUNK};
-use crate::metrics::dot_exact;
+use crate::metrics::{dot_exact, exact_exp};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
@@ -105,16 +105,27 @@ pub fn key_basis(k: ArrayView2<f32>, rank: usize) -> Array2<f32> {
     vecs.slice(s![.., ..r]).mapv(|x| x as f32)
 }
 
+/// The indexer's LSE as first written (the reference of [`exact_exp::log_sum_exp`]).
+#[cfg(test)]
 fn log_sum_exp(xs: &[f32]) -> f32 {
     let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     m + xs.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln() as f32
 }
 
-/// One q-head's indexer: projected queries and the log-sum-exp of each query's indexer scores.
+/// One q-head's indexer: projected queries, each query's indexer scores over its causal keys
+/// (packed rows, `i (i + 1) / 2` onwards) and their log-sum-exp.
 struct Head {
     /// Projected queries `[n, r]`, already multiplied by `1 / sqrt d`.
     qp: Array2<f32>,
+    scores: Vec<f32>,
     lse: Vec<f32>,
+}
+
+impl Head {
+    fn row(&self, i: usize) -> &[f32] {
+        let start = i * (i + 1) / 2;
+        &self.scores[start..start + i + 1]
+    }
 }
 
 fn head_scores(qp: &Array2<f32>, kp: &Array2<f32>, lo: usize, hi: usize) -> Array2<f32> {
@@ -129,13 +140,8 @@ struct Source<'x> {
 
 impl TopPSource for Source<'_> {
     fn chunk(&self, lo: usize, hi: usize, f: &mut dyn FnMut(usize, &[f32])) {
-        let s = head_scores(&self.h.qp, self.kp, lo, hi);
         for i in lo..hi {
-            let row = s.row(i - lo);
-            match row.as_slice() {
-                Some(r) => f(i, &r[..=i]),
-                None => f(i, &row.iter().take(i + 1).copied().collect::<Vec<_>>()),
-            }
+            f(i, self.h.row(i));
         }
     }
 
@@ -154,6 +160,15 @@ impl TopPSource for Source<'_> {
         let lse = self.h.lse[i];
         for (o, &x) in out.iter_mut().zip(s) {
             *o = ((lse - x) * (4.0 / std::f32::consts::LN_2)).clamp(0.0, 255.0) as u8;
+        }
+    }
+
+    /// `exp(s - lse) >= 2^(-(b + 1) / 4)` in bucket `b`.
+    fn bucket_floor(&self, b: u8) -> f64 {
+        if b == 255 {
+            0.0
+        } else {
+            (-(b as f64 + 1.0) / 4.0).exp2()
         }
     }
 }
@@ -205,22 +220,35 @@ impl Selector for RtpurboProxy {
             .par_iter()
             .map(|q| {
                 let qp = q.dot(&basis) * g.scale();
-                // The LSE of each query's indexer scores, from the same chunked products.
-                let lse: Vec<f32> = (0..n.div_ceil(TOKEN_CHUNK))
+                // Every query's indexer scores, from the chunked products, and their LSE.
+                let mut scores = vec![0f32; n * (n + 1) / 2];
+                let mut parts: Vec<(usize, &mut [f32])> = Vec::new();
+                let mut rest = scores.as_mut_slice();
+                for c in 0..n.div_ceil(TOKEN_CHUNK) {
+                    let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
+                    let (part, tail) = rest.split_at_mut(hi * (hi + 1) / 2 - lo * (lo + 1) / 2);
+                    parts.push((c, part));
+                    rest = tail;
+                }
+                let lse: Vec<f32> = parts
                     .into_par_iter()
-                    .flat_map_iter(|c| {
+                    .flat_map_iter(|(c, part)| {
                         let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
                         let s = head_scores(&qp, &kp, lo, hi);
+                        let mut at = 0;
                         (lo..hi)
                             .map(|i| {
-                                let row: Vec<f32> =
-                                    s.row(i - lo).iter().take(i + 1).copied().collect();
-                                log_sum_exp(&row)
+                                let row = &mut part[at..at + i + 1];
+                                at += i + 1;
+                                for (o, &x) in row.iter_mut().zip(s.row(i - lo)) {
+                                    *o = x;
+                                }
+                                exact_exp::log_sum_exp(row)
                             })
                             .collect::<Vec<_>>()
                     })
                     .collect();
-                (Head { qp, lse }, TopPRows::new(n))
+                (Head { qp, scores, lse }, TopPRows::new(n))
             })
             .collect();
         Box::new(Prep { kp, heads })

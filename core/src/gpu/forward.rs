@@ -58,6 +58,46 @@ pub struct DeviceCaptureSummary {
     pub plan: MemoryPlan,
 }
 
+/// Stage times of a forward pass (`ATTNSCOPE_GPU_PROFILE=1`): device events between steps,
+/// summed over layers and printed to stderr at the end.
+struct Profile {
+    marks: Vec<(&'static str, attnscope_kernels::cuda::GpuMark)>,
+}
+
+impl Profile {
+    fn new(dev: &GpuDevice) -> Option<Self> {
+        std::env::var_os("ATTNSCOPE_GPU_PROFILE")?;
+        let m = dev.mark().ok()?;
+        Some(Self {
+            marks: vec![("start", m)],
+        })
+    }
+
+    fn mark(p: &mut Option<Self>, dev: &GpuDevice, stage: &'static str) {
+        if let Some(p) = p {
+            if let Ok(m) = dev.mark() {
+                p.marks.push((stage, m));
+            }
+        }
+    }
+
+    fn report(self, n: usize) {
+        let mut sums: Vec<(&'static str, f64)> = Vec::new();
+        for w in self.marks.windows(2) {
+            let ms = w[1].1.ms_since(&w[0].1).unwrap_or(f32::NAN) as f64;
+            match sums.iter_mut().find(|(k, _)| *k == w[1].0) {
+                Some(e) => e.1 += ms,
+                None => sums.push((w[1].0, ms)),
+            }
+        }
+        let total: f64 = sums.iter().map(|e| e.1).sum();
+        eprintln!("GPU stage profile, {n} tokens: {total:.2} ms");
+        for (k, ms) in sums {
+            eprintln!("  {k:<28} {ms:>9.2} ms {:>5.1}%", 100.0 * ms / total);
+        }
+    }
+}
+
 /// Per-forward activation buffers (one layer's worth, reused by every layer).
 struct Bufs<T> {
     x: DBuf<f32>,
@@ -370,16 +410,20 @@ impl GpuModel {
             Precision::F32 => AttnKernel::Rowwise,
             Precision::Bf16 => AttnKernel::auto::<T>(dev, d, 64, 0),
         };
+        let mut prof = Profile::new(dev);
         // 1. Token embeddings.
         dev.embed_gather(&w.embed, &ids_d, &mut b.x, n, h)
             .map_err(ge)?;
         for (l, lw) in w.layers.iter().enumerate() {
+            Profile::mark(&mut prof, dev, "embedding, other");
             // 2. Pre-attention RMSNorm.
             dev.rms_norm(&b.x, &mut b.xn, &lw.attn_norm, n, h, c.rms_eps)
                 .map_err(ge)?;
+            Profile::mark(&mut prof, dev, "rms norms");
             // 3. Q, K, V projections (one fused product), with biases where the architecture has them.
             dev.linear(&b.xn, &lw.wqkv, &mut b.qkv, n, h, wq, 0.0)
                 .map_err(ge)?;
+            Profile::mark(&mut prof, dev, "qkv gemm");
             if let Some(bias) = &lw.bqkv {
                 dev.add_bias(&mut b.qkv, bias, n, wq, wq, 0).map_err(ge)?;
             }
@@ -408,6 +452,7 @@ impl GpuModel {
                 .map_err(ge)?;
             dev.to_head_major(&b.qkv, &mut b.vh, n, nkv, d, wq, qd + kvd)
                 .map_err(ge)?;
+            Profile::mark(&mut prof, dev, "bias, q/k norm, rope, split");
             // 6. Attention through the hook: dense, sparse, or the hook's exact output.
             match &mut mode {
                 Mode::Hook(hook) if hook.inspects(l) => {
@@ -491,23 +536,33 @@ impl GpuModel {
                     .map_err(ge)?;
                 }
             }
+            Profile::mark(&mut prof, dev, "attention (+capture)");
             // 7. Output projection and residual (accumulated into the f32 stream by the GEMM).
             dev.linear(&b.attn, &lw.wo, &mut b.x, n, qd, h, 1.0)
                 .map_err(ge)?;
+            Profile::mark(&mut prof, dev, "o gemm + residual");
             // 8. Post-attention RMSNorm, SiLU-gated MLP, residual.
             dev.rms_norm(&b.x, &mut b.xn, &lw.mlp_norm, n, h, c.rms_eps)
                 .map_err(ge)?;
+            Profile::mark(&mut prof, dev, "rms norms");
             dev.linear(&b.xn, &lw.wgu, &mut b.gu, n, h, 2 * f, 0.0)
                 .map_err(ge)?;
+            Profile::mark(&mut prof, dev, "gate|up gemm");
             dev.silu_mul(&b.gu, &mut b.act, n, f).map_err(ge)?;
+            Profile::mark(&mut prof, dev, "silu-mul");
             dev.linear(&b.act, &lw.wdown, &mut b.x, n, f, h, 1.0)
                 .map_err(ge)?;
+            Profile::mark(&mut prof, dev, "down gemm + residual");
             progress(l);
         }
         // 9. Final RMSNorm.
         let mut out = self.alloc::<f32>(n * h, "final hidden states")?;
         dev.rms_norm(&b.x, &mut out, &w.norm, n, h, c.rms_eps)
             .map_err(ge)?;
+        Profile::mark(&mut prof, dev, "embedding, other");
+        if let Some(p) = prof {
+            p.report(n);
+        }
         Ok((out, ()))
     }
 

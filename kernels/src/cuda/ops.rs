@@ -18,6 +18,15 @@ fn i(x: usize) -> Arg {
     Arg::I(x as i32)
 }
 
+/// Grid of a row kernel: x blocks of 256 threads over `cols`, y over rows.
+fn rows_grid(rows: usize, cols: usize) -> (u32, u32, u32) {
+    (
+        cols.div_ceil(256).clamp(1, 1024) as u32,
+        rows.clamp(1, 65535) as u32,
+        1,
+    )
+}
+
 /// A strided view of logical rows inside wider rows: row `r` of `cols` values starts at
 /// `(r / per_row) * ld + col_off + (r % per_row) * cols`.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +77,7 @@ impl GpuDevice {
         self.launch(
             &ELEMENTWISE,
             &format!("embed_gather_{}", T::NAME),
-            (grid_for((n * h) as u64), 1, 1),
+            rows_grid(n, h),
             256,
             0,
             &[
@@ -171,7 +180,7 @@ impl GpuDevice {
         self.launch(
             &ELEMENTWISE,
             &format!("rope_{}", T::NAME),
-            (grid_for((n * heads * d / 2) as u64), 1, 1),
+            rows_grid(n, heads * d / 2),
             256,
             0,
             &[
@@ -202,7 +211,7 @@ impl GpuDevice {
         self.launch(
             &ELEMENTWISE,
             &format!("add_bias_{}", T::NAME),
-            (grid_for((n * width) as u64), 1, 1),
+            rows_grid(n, width),
             256,
             0,
             &[
@@ -237,7 +246,7 @@ impl GpuDevice {
         self.launch(
             &ELEMENTWISE,
             &format!("to_head_major_{}", T::NAME),
-            (grid_for((n * heads * d) as u64), 1, 1),
+            rows_grid(n, heads * d),
             256,
             0,
             &[
@@ -265,7 +274,7 @@ impl GpuDevice {
         self.launch(
             &ELEMENTWISE,
             &format!("silu_mul_{}", T::NAME),
-            (grid_for((n * f) as u64), 1, 1),
+            rows_grid(n, if f % 2 == 0 { f / 2 } else { f }),
             256,
             0,
             &[Arg::P(gu.ptr()), Arg::P(out.ptr()), i(n), i(f)],
