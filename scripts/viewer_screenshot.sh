@@ -7,9 +7,10 @@
 #
 # RUN_DIR defaults to the committed fixture (viewer/tests/fixtures/run), OUT_DIR to docs/; the
 # files are OUT_DIR/viewer-<view>.png. Needs: apt-get install xvfb imagemagick (and Mesa's
-# libgl1-mesa-dri, present with xvfb). The viewer binary is target/release/attnscope-viewer,
-# else target/debug/attnscope-viewer (built with `cargo build --workspace` when missing), or
-# $ATTNSCOPE_VIEWER. WAIT (seconds, default 6) is how long each view gets to open and settle.
+# libgl1-mesa-dri, present with xvfb). The viewer binary is $ATTNSCOPE_VIEWER, else the newer of
+# target/release/attnscope-viewer and target/debug/attnscope-viewer (built with
+# `cargo build --workspace` when neither exists). WAIT (seconds, default 6) is how long each view
+# gets to open and settle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ WAIT=${WAIT:-6}
 BIN=${ATTNSCOPE_VIEWER:-}
 if [ -z "$BIN" ]; then
   for b in target/release/attnscope-viewer target/debug/attnscope-viewer; do
-    if [ -x "$b" ]; then BIN=$b; break; fi
+    if [ -x "$b" ] && { [ -z "$BIN" ] || [ "$b" -nt "$BIN" ]; }; then BIN=$b; fi
   done
 fi
 if [ -z "$BIN" ]; then

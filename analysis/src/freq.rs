@@ -122,7 +122,12 @@ mod tests {
     use ndarray::Array2;
 
     /// The first implementation, kept as the reference of the faster one.
-    fn reference(q: ArrayView2<f32>, k: ArrayView2<f32>, top_k: usize, max_q: usize) -> FreqDominance {
+    fn reference(
+        q: ArrayView2<f32>,
+        k: ArrayView2<f32>,
+        top_k: usize,
+        max_q: usize,
+    ) -> FreqDominance {
         fn top(xs: &[f32], k: usize) -> Vec<u32> {
             let mut idx: Vec<u32> = (0..xs.len() as u32).collect();
             let k = k.min(xs.len());
@@ -158,7 +163,10 @@ mod tests {
                 let truth = top(&total, top_k);
                 for (c, s) in chunk.iter().enumerate() {
                     let mine = top(s, top_k);
-                    let inter = mine.iter().filter(|j| truth.binary_search(j).is_ok()).count();
+                    let inter = mine
+                        .iter()
+                        .filter(|j| truth.binary_search(j).is_ok())
+                        .count();
                     agree[c] += inter as f64 / top_k as f64;
                 }
                 counted += 1;
@@ -169,7 +177,13 @@ mod tests {
             energy_share: energy.iter().map(|e| (e / total) as f32).collect(),
             agreement: agree
                 .iter()
-                .map(|a| if counted > 0 { (a / counted as f64) as f32 } else { 0.0 })
+                .map(|a| {
+                    if counted > 0 {
+                        (a / counted as f64) as f32
+                    } else {
+                        0.0
+                    }
+                })
                 .collect(),
         }
     }

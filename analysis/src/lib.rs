@@ -13,6 +13,7 @@
 //! ```
 
 pub mod budget;
+pub mod bundle;
 pub mod error;
 pub mod figures;
 pub mod freq;
@@ -20,7 +21,6 @@ pub mod method;
 pub mod methods;
 pub mod metrics;
 pub mod registry;
-pub mod bundle;
 pub mod selection;
 pub mod sim;
 #[doc(hidden)]

@@ -283,7 +283,11 @@ mod from_rows_tests {
             for r in &rows {
                 b.push_ranges(r.iter().copied());
             }
-            assert_eq!(Selection::from_rows(n, qb, rows), b.finish(), "n {n} qb {qb}");
+            assert_eq!(
+                Selection::from_rows(n, qb, rows),
+                b.finish(),
+                "n {n} qb {qb}"
+            );
         }
     }
 }

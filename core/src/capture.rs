@@ -179,7 +179,12 @@ impl CaptureHook {
 }
 
 impl CaptureHook {
-    fn record(&mut self, qkv: &LayerQkv<'_>, heads: Vec<HeadCapture>, out: Array2<f32>) -> HookAction {
+    fn record(
+        &mut self,
+        qkv: &LayerQkv<'_>,
+        heads: Vec<HeadCapture>,
+        out: Array2<f32>,
+    ) -> HookAction {
         let kept = self.opts.keep_qkv.then(|| CapturedQkv {
             q: qkv.q.to_owned(),
             k: qkv.k.to_owned(),

@@ -107,7 +107,10 @@ mod tests {
         if attnscope_kernels::gpu_available() {
             return;
         }
-        let e = Device::Cuda(0).check_available().unwrap_err().to_string();
+        let e = Device::Cuda(0)
+            .check_available()
+            .expect_err("no GPU here")
+            .to_string();
         assert!(e.starts_with("device: "), "{e}");
         assert!(e.contains("cpu"), "the message suggests the CPU: {e}");
     }

@@ -89,7 +89,11 @@ impl Loaded {
         if let Some(h) = options.head.filter(|&h| h < run.n_heads) {
             focus.head = h;
         }
-        if let Some(m) = options.method_a.as_deref().and_then(|m| run.method_index(m)) {
+        if let Some(m) = options
+            .method_a
+            .as_deref()
+            .and_then(|m| run.method_index(m))
+        {
             focus.method_a = m;
         }
         if let Some(m) = options.method_b.as_deref() {
@@ -249,12 +253,9 @@ impl ViewerApp {
         if matches!(self.state, AppState::Loading { .. }) {
             ui.ctx().request_repaint_after(Duration::from_millis(30));
         }
-        let dropped: Option<PathBuf> = ui.ctx().input(|i| {
-            i.raw
-                .dropped_files
-                .first()
-                .map(|f| f.path().to_path_buf())
-        });
+        let dropped: Option<PathBuf> = ui
+            .ctx()
+            .input(|i| i.raw.dropped_files.first().map(|f| f.path().to_path_buf()));
         if let Some(p) = dropped {
             self.open(p);
         }
@@ -288,7 +289,11 @@ impl ViewerApp {
                     }
                 }
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                    let label = if self.dark { "Light theme" } else { "Dark theme" };
+                    let label = if self.dark {
+                        "Light theme"
+                    } else {
+                        "Dark theme"
+                    };
                     if ui.button(label).clicked() {
                         self.dark = !self.dark;
                     }
@@ -312,13 +317,20 @@ impl ViewerApp {
                     ));
                 }
                 AppState::Failed(e) => {
-                    ui.colored_label(ui.visuals().error_fg_color, format!("could not open {}", e.dir.display()));
+                    ui.colored_label(
+                        ui.visuals().error_fg_color,
+                        format!("could not open {}", e.dir.display()),
+                    );
                 }
                 AppState::Loaded(l) => {
                     let m = &l.run.manifest;
                     ui.label(format!(
                         "model {} ({}, {} layers, {}/{} heads)",
-                        m.model.spec, m.model.architecture, m.model.n_layers, m.model.n_heads, m.model.n_kv_heads
+                        m.model.spec,
+                        m.model.architecture,
+                        m.model.n_layers,
+                        m.model.n_heads,
+                        m.model.n_kv_heads
                     ));
                     ui.separator();
                     ui.label(format!("input {}", l.run.describe_input(l.focus.input)));
@@ -330,7 +342,9 @@ impl ViewerApp {
                         if m.device.is_empty() { "-" } else { &m.device }
                     ));
                     ui.separator();
-                    ui.label(format!("loaded in {:.2} s", l.run.load_seconds));
+                    if l.focus.show_timings {
+                        ui.label(format!("loaded in {:.2} s", l.run.load_seconds));
+                    }
                     if l.focus.live_status.busy {
                         ui.separator();
                         ui.spinner();

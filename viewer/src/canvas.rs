@@ -144,9 +144,7 @@ impl MapCanvas {
         let id = ui.scope_id().with("map-canvas");
         let resp = ui.interact(rect, id, Sense::click_and_drag());
         let resp = resp.on_hover_cursor(egui::CursorIcon::Crosshair);
-        resp.widget_info(|| {
-            egui::WidgetInfo::labeled(egui::Role::Image, true, "attention map")
-        });
+        resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "attention map"));
         if self.n == 0 {
             return (resp, None);
         }

@@ -18,7 +18,11 @@ const VIRIDIS: [[u8; 3]; 9] = [
 
 /// The colour of `t` in [0, 1] (clamped) on the viridis ramp.
 pub fn viridis(t: f32) -> Color32 {
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let x = t * (VIRIDIS.len() - 1) as f32;
     let i = (x.floor() as usize).min(VIRIDIS.len() - 2);
     let f = x - i as f32;

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use attnscope_analysis::bundle::{Bundle, Manifest, SelectionRow, TokenRow};
@@ -20,7 +19,7 @@ pub struct HeadInfo {
     /// Agreement of each chunk's top-k keys with the full top-k.
     pub agreement: Vec<f32>,
     /// Pooled `[n_blocks, n_blocks]` map, row-major (empty when the bundle has no maps).
-    pub map: Arc<[f32]>,
+    pub map: Vec<f32>,
     pub n_blocks: usize,
 }
 
@@ -188,7 +187,7 @@ impl RunData {
                         sink_mass: h.sink_mass,
                         energy_share: h.energy_share,
                         agreement: h.agreement,
-                        map: h.pooled.into(),
+                        map: h.pooled,
                         n_blocks: h.n_blocks,
                     },
                 )
@@ -209,7 +208,12 @@ impl RunData {
         selection_budgets.sort_unstable();
         selection_budgets.dedup();
         let mut budgets: Vec<String> = manifest.budgets.iter().map(|b| b.label.clone()).collect();
-        let max_budget = results.metrics.iter().map(|r| r.budget + 1).max().unwrap_or(0);
+        let max_budget = results
+            .metrics
+            .iter()
+            .map(|r| r.budget + 1)
+            .max()
+            .unwrap_or(0);
         while budgets.len() < max_budget {
             budgets.push(format!("budget {}", budgets.len()));
         }
@@ -240,14 +244,28 @@ impl RunData {
     }
 
     /// The metric row of one (input, layer, head, method, budget).
-    pub fn metric(&self, input: usize, layer: usize, head: usize, method: usize, budget: usize) -> Option<&MetricRow> {
+    pub fn metric(
+        &self,
+        input: usize,
+        layer: usize,
+        head: usize,
+        method: usize,
+        budget: usize,
+    ) -> Option<&MetricRow> {
         self.metric_index
             .get(&(input, layer, head, method, budget))
             .map(|&i| &self.metrics[i])
     }
 
     /// The compacted selection of one (input, layer, head, method, budget), when saved.
-    pub fn selection(&self, input: usize, layer: usize, head: usize, method: usize, budget: usize) -> Option<&SelectionRow> {
+    pub fn selection(
+        &self,
+        input: usize,
+        layer: usize,
+        head: usize,
+        method: usize,
+        budget: usize,
+    ) -> Option<&SelectionRow> {
         self.selections.get(&(input, layer, head, method, budget))
     }
 
@@ -258,7 +276,9 @@ impl RunData {
 
     /// True when the bundle has pooled maps.
     pub fn has_maps(&self) -> bool {
-        self.heads.values().any(|h| h.n_blocks > 0 && !h.map.is_empty())
+        self.heads
+            .values()
+            .any(|h| h.n_blocks > 0 && !h.map.is_empty())
     }
 
     /// Layers of input `input` with captured Q/K/V.

@@ -14,7 +14,8 @@
 //! assert_eq!(run.qkv_layers(0), vec![2]);
 //! // One frame without a window (what the tests and benchmarks do):
 //! let ctx = egui::Context::default();
-//! let _ = ctx.run_ui(egui::RawInput::default(), |ui| app.ui(ui));
+//! let mut out = ctx.run_ui(egui::RawInput::default(), |ui| app.ui(ui));
+//! out.textures_delta.clear(); // no renderer to upload the textures to
 //! ```
 
 pub mod app;

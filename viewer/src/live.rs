@@ -78,7 +78,12 @@ impl LiveRequest {
         if params.is_empty() {
             format!("{} @ {}", self.method, self.budget.label())
         } else {
-            format!("{}[{}] @ {}", self.method, params.join(","), self.budget.label())
+            format!(
+                "{}[{}] @ {}",
+                self.method,
+                params.join(","),
+                self.budget.label()
+            )
         }
     }
 }
@@ -208,7 +213,7 @@ impl LayerCache {
 
     fn from_saved(s: SavedLayer, input: usize, block: usize) -> Result<Self, String> {
         let (n, d) = (s.n, s.head_dim);
-        if s.n_kv_heads == 0 || s.n_heads % s.n_kv_heads != 0 || d == 0 {
+        if s.n_kv_heads == 0 || !s.n_heads.is_multiple_of(s.n_kv_heads) || d == 0 {
             return Err(format!(
                 "layer {}: {} q-heads over {} KV heads of dim {d}",
                 s.layer, s.n_heads, s.n_kv_heads
@@ -218,7 +223,10 @@ impl LayerCache {
             || s.k.len() != s.n_kv_heads * n * d
             || s.v.len() != s.n_kv_heads * n * d
         {
-            return Err(format!("layer {}: tensor sizes do not match their shapes", s.layer));
+            return Err(format!(
+                "layer {}: tensor sizes do not match their shapes",
+                s.layer
+            ));
         }
         let token_major = |x: &[f32], heads: usize| {
             Array2::from_shape_fn((n, heads * d), |(i, c)| x[(c / d) * n * d + i * d + c % d])

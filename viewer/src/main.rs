@@ -131,8 +131,9 @@ impl eframe::App for Shell {
                 println!("window frame interval: {wall}");
                 println!("window cpu per frame (ui + tessellation): {cpu}");
                 if let Some(v) = self.app.loaded().and_then(|l| l.focus.map_view) {
-                    println!("final map view: {v:?}");
+                    println!("final map view (blocks): {v:?}");
                 }
+                self.bench = None;
                 ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             }
             ctx.request_repaint();

@@ -64,7 +64,9 @@ impl Spec {
 
 /// A pooled map of `nb` blocks: sink column + decaying diagonal + stripes, rows sum to 1.
 pub fn synthetic_map(nb: usize, rng: &mut SplitMix) -> Vec<f32> {
-    let stripes: Vec<usize> = (0..4).map(|_| (rng.next_u64() as usize) % nb.max(1)).collect();
+    let stripes: Vec<usize> = (0..4)
+        .map(|_| (rng.next_u64() as usize) % nb.max(1))
+        .collect();
     let decay = 0.05 + 0.3 * rng.uniform();
     let sink = 0.5 + 4.0 * rng.uniform();
     let mut m = vec![0f32; nb * nb];
@@ -90,7 +92,14 @@ pub fn synthetic_map(nb: usize, rng: &mut SplitMix) -> Vec<f32> {
 }
 
 /// Selections keeping the sink, two local blocks and ~`keep` of the other causal blocks.
-fn synthetic_selection(nb: usize, keep: f64, head: (usize, usize, usize), method: &str, block: usize, rng: &mut SplitMix) -> SelectionRow {
+fn synthetic_selection(
+    nb: usize,
+    keep: f64,
+    head: (usize, usize, usize),
+    method: &str,
+    block: usize,
+    rng: &mut SplitMix,
+) -> SelectionRow {
     let (layer, h, kv) = head;
     let mut row = SelectionRow::new(0, layer, h, kv, method.to_string(), 0, block);
     let mut blocks = Vec::new();
@@ -120,7 +129,9 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
     for l in 0..spec.layers {
         for h in 0..spec.heads {
             let kv = h / gs.max(1);
-            let mut share: Vec<f32> = (0..chunks).map(|c| (c as f32 * 0.2).exp() * rng.uniform()).collect();
+            let mut share: Vec<f32> = (0..chunks)
+                .map(|c| (c as f32 * 0.2).exp() * rng.uniform())
+                .collect();
             let s: f32 = share.iter().sum();
             share.iter_mut().for_each(|x| *x /= s);
             results.heads.push(HeadRow {
@@ -136,7 +147,8 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
             });
             for (mi, m) in spec.methods.iter().enumerate() {
                 for (bi, &sp) in spec.sparsities.iter().enumerate() {
-                    let recall = (1.0 - sp * 0.3 - 0.05 * mi as f64 * rng.uniform() as f64).clamp(0.0, 1.0);
+                    let recall =
+                        (1.0 - sp * 0.3 - 0.05 * mi as f64 * rng.uniform() as f64).clamp(0.0, 1.0);
                     results.metrics.push(MetricRow {
                         input: 0,
                         layer: l,
@@ -193,7 +205,11 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
             input: 0,
             position: i,
             id: (i % 5000) as u32,
-            piece: if i % 9 == 8 { ".".into() } else { format!(" w{}", i % 97) },
+            piece: if i % 9 == 8 {
+                ".".into()
+            } else {
+                format!(" w{}", i % 97)
+            },
             is_punct: i % 9 == 8,
             is_newline: false,
             char_start: None,
@@ -250,7 +266,11 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
             .collect(),
         layers: (0..spec.layers).collect(),
         capture_block: spec.block,
-        selection_budgets: if spec.selection_methods > 0 { vec![0] } else { Vec::new() },
+        selection_budgets: if spec.selection_methods > 0 {
+            vec![0]
+        } else {
+            Vec::new()
+        },
         device: "synthetic".into(),
         ..Manifest::default()
     };

@@ -21,7 +21,10 @@ fn every_view(app: ViewerApp) -> egui_kittest::Harness<'static, ViewerApp> {
 
 #[test]
 fn missing_bundle_shows_an_error_panel() {
-    let h = every_view(ViewerApp::open_now("/nonexistent/run".as_ref(), Default::default()));
+    let h = every_view(ViewerApp::open_now(
+        "/nonexistent/run".as_ref(),
+        Default::default(),
+    ));
     assert!(matches!(h.state().state, AppState::Failed(_)));
     h.get_by_label("Could not open the run");
     h.get_by_label_contains("no such run directory");
@@ -72,7 +75,10 @@ fn bundle_without_qkv_disables_live_with_the_reason() {
     h.run();
     h.get_by_label_contains("needs captured Q/K");
     let recompute = h.get_by_label("Recompute");
-    assert!(recompute.accesskit_node().is_disabled(), "Recompute is disabled");
+    assert!(
+        recompute.accesskit_node().is_disabled(),
+        "Recompute is disabled"
+    );
     // Tokens fall back to block-level mass and say why.
     h.state_mut().current = views::find(views::tokens::NAME).unwrap_or(2);
     h.run();

@@ -64,7 +64,10 @@ fn changing_method_b_changes_the_overlay() {
     let quest = l.run.method_index("quest").expect("quest in the fixture");
     assert_eq!(l.focus.overlay_b, Overlay::Saved(quest));
     let after = overlay_line(h.state(), "phsa", Some("quest"));
-    assert_ne!(before, after, "the overlay counts differ between the two B methods");
+    assert_ne!(
+        before, after,
+        "the overlay counts differ between the two B methods"
+    );
     h.get_by_label(&after);
     // And turning B off leaves only A.
     h.get_by_label("method B").click();
@@ -72,7 +75,10 @@ fn changing_method_b_changes_the_overlay() {
     h.get_by_label("off").click();
     h.run();
     let off = overlay_line(h.state(), "phsa", None);
-    assert!(off.contains("both 0,") && off.ends_with("only B 0"), "{off}");
+    assert!(
+        off.contains("both 0,") && off.ends_with("only B 0"),
+        "{off}"
+    );
     h.get_by_label(&off);
 }
 
@@ -122,7 +128,11 @@ fn live_view_recomputes_when_lambda_changes() {
     h.step();
     assert!(h.state_mut().wait_live(Duration::from_secs(120)));
     h.run();
-    let first = h.state().loaded().and_then(|l| l.focus.live.clone()).expect("first result");
+    let first = h
+        .state()
+        .loaded()
+        .and_then(|l| l.focus.live.clone())
+        .expect("first result");
     assert_eq!(first.request.method, "phsa");
     assert_eq!(first.request.layer, 2);
     // Move the lambda slider through the accessibility tree.
@@ -132,16 +142,28 @@ fn live_view_recomputes_when_lambda_changes() {
     h.step();
     assert!(h.state_mut().wait_live(Duration::from_secs(120)));
     h.run();
-    let second = h.state().loaded().and_then(|l| l.focus.live.clone()).expect("second result");
+    let second = h
+        .state()
+        .loaded()
+        .and_then(|l| l.focus.live.clone())
+        .expect("second result");
     assert!(second.seq > first.seq);
-    let lam = second.request.overrides.iter().find(|(k, _)| k == "lambda").map(|x| x.1);
+    let lam = second
+        .request
+        .overrides
+        .iter()
+        .find(|(k, _)| k == "lambda")
+        .map(|x| x.1);
     assert_eq!(lam, Some(0.0));
     assert!(second.mean_recall() > 0.0 && second.mean_recall() <= 1.0);
     // Show it as method B in the head map.
     h.get_by_label("Show as method B in the head map").click();
     h.run();
     assert_eq!(current_view(&h), HEAD_MAP);
-    assert_eq!(h.state().loaded().map(|l| l.focus.overlay_b), Some(Overlay::Live));
+    assert_eq!(
+        h.state().loaded().map(|l| l.focus.overlay_b),
+        Some(Overlay::Live)
+    );
     h.get_by_label_contains("only B: live phsa");
 }
 

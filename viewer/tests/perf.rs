@@ -30,7 +30,10 @@ fn small_synthetic_bundle_opens_pans_and_zooms() {
     let (stats, moved) = headless_pan_zoom(&mut app, 120, egui::vec2(1280.0, 820.0));
     eprintln!("small synthetic bundle, headless: {stats}; view changed in {moved} frames");
     assert_eq!(stats.frames, 120);
-    assert!(moved > 60, "the script panned and zoomed ({moved} frames moved)");
+    assert!(
+        moved > 60,
+        "the script panned and zoomed ({moved} frames moved)"
+    );
 }
 
 #[test]
@@ -43,7 +46,10 @@ fn viewer_32k_open_and_frame_time() {
     if !dir.join("manifest.json").is_file() {
         let t = Instant::now();
         synthetic::write(&dir, &spec).expect("write");
-        eprintln!("wrote the synthetic 32k bundle in {:.1} s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "wrote the synthetic 32k bundle in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     }
     let bytes: u64 = std::fs::read_dir(&dir)
         .expect("dir")
@@ -56,10 +62,14 @@ fn viewer_32k_open_and_frame_time() {
     app.wait_loaded(Duration::from_secs(120));
     let ctx = egui::Context::default();
     let input = egui::RawInput {
-        screen_rect: Some(egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1400.0, 900.0))),
+        screen_rect: Some(egui::Rect::from_min_size(
+            egui::Pos2::ZERO,
+            egui::vec2(1400.0, 900.0),
+        )),
         ..Default::default()
     };
-    let out = ctx.run_ui(input, |ui| app.ui(ui));
+    let mut out = ctx.run_ui(input, |ui| app.ui(ui));
+    out.textures_delta.clear();
     let _ = ctx.tessellate(out.shapes, out.pixels_per_point);
     let open_s = t.elapsed().as_secs_f64();
     let run = &app.loaded().expect("opens").run;

@@ -10,7 +10,12 @@ use attnscope_viewer::views::{self, VIEWS};
 use common::*;
 
 /// Renders `view` (dark or light) after the UI settles and compares with `tests/snapshots/NAME.png`.
-fn snapshot_view(view: &str, name: &str, dark: bool, tweak: impl FnOnce(&mut attnscope_viewer::OpenOptions)) {
+fn snapshot_view(
+    view: &str,
+    name: &str,
+    dark: bool,
+    tweak: impl FnOnce(&mut attnscope_viewer::OpenOptions),
+) {
     let mut o = on_view(view);
     tweak(&mut o);
     let Some(mut h) = render_harness(app(o), dark) else {
@@ -53,7 +58,9 @@ fn tokens_snapshot() {
 
 #[test]
 fn methods_snapshot() {
-    snapshot_view(views::methods::NAME, "methods", true, |o| o.budget = Some(1));
+    snapshot_view(views::methods::NAME, "methods", true, |o| {
+        o.budget = Some(1)
+    });
 }
 
 #[test]
@@ -71,7 +78,10 @@ fn live_snapshot() {
     };
     h.step();
     h.step();
-    assert!(h.state_mut().wait_live(Duration::from_secs(120)), "live result in time");
+    assert!(
+        h.state_mut().wait_live(Duration::from_secs(120)),
+        "live result in time"
+    );
     h.run();
     let l = h.state().loaded().expect("loaded");
     assert!(l.focus.live.is_some(), "the live view computed a result");
@@ -93,8 +103,19 @@ fn error_panel_snapshot() {
 #[test]
 fn every_view_has_a_snapshot() {
     // Keeps this file in step with the registry.
-    let covered = ["Overview", "Head map", "Tokens", "Methods", "Frequencies", "Live"];
+    let covered = [
+        "Overview",
+        "Head map",
+        "Tokens",
+        "Methods",
+        "Frequencies",
+        "Live",
+    ];
     for v in VIEWS {
-        assert!(covered.contains(&v.name), "no snapshot test for view {}", v.name);
+        assert!(
+            covered.contains(&v.name),
+            "no snapshot test for view {}",
+            v.name
+        );
     }
 }

@@ -27,7 +27,9 @@ impl Drop for Guard {
 
 /// Distinct colours and the share of the most common one in an RGBA PNG.
 fn colour_stats(path: &std::path::Path) -> (u32, u32, usize, f64) {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).expect("open png")));
+    let dec = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(path).expect("open png"),
+    ));
     let mut reader = dec.read_info().expect("png header");
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).expect("png data");
@@ -38,7 +40,12 @@ fn colour_stats(path: &std::path::Path) -> (u32, u32, usize, f64) {
     }
     let total: usize = counts.values().sum();
     let top = counts.values().copied().max().unwrap_or(0);
-    (info.width, info.height, counts.len(), top as f64 / total.max(1) as f64)
+    (
+        info.width,
+        info.height,
+        counts.len(),
+        top as f64 / total.max(1) as f64,
+    )
 }
 
 #[test]
@@ -49,7 +56,14 @@ fn window_opens_under_xvfb_with_a_nontrivial_screenshot() {
     };
     let display = format!(":{}", 90 + std::process::id() % 100);
     let server = Command::new(xvfb)
-        .args([display.as_str(), "-screen", "0", "1400x900x24", "-nolisten", "tcp"])
+        .args([
+            display.as_str(),
+            "-screen",
+            "0",
+            "1400x900x24",
+            "-nolisten",
+            "tcp",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -64,7 +78,9 @@ fn window_opens_under_xvfb_with_a_nontrivial_screenshot() {
     let shot = tmp.path().join("window.png");
     let viewer = Command::new(env!("CARGO_BIN_EXE_attnscope-viewer"))
         .arg(common::fixture())
-        .args(["--view", "head-map", "--layer", "10", "--head", "4", "--budget", "1"])
+        .args([
+            "--view", "head-map", "--layer", "10", "--head", "4", "--budget", "1",
+        ])
         .args(["--size", "1200x800", "--screenshot"])
         .arg(&shot)
         .env("DISPLAY", &display)
@@ -89,12 +105,20 @@ fn window_opens_under_xvfb_with_a_nontrivial_screenshot() {
         use std::io::Read;
         let _ = e.read_to_string(&mut err);
     }
-    let status = status.unwrap_or_else(|| panic!("the viewer did not exit in 120 s; stderr:\n{err}"));
+    let status =
+        status.unwrap_or_else(|| panic!("the viewer did not exit in 120 s; stderr:\n{err}"));
     assert!(status.success(), "viewer failed ({status}); stderr:\n{err}");
     assert!(shot.is_file(), "no screenshot written; stderr:\n{err}");
     let (w, h, colours, top_share) = colour_stats(&shot);
-    eprintln!("window screenshot {w}x{h}: {colours} colours, most common {:.0}%", top_share * 100.0);
+    eprintln!(
+        "window screenshot {w}x{h}: {colours} colours, most common {:.0}%",
+        top_share * 100.0
+    );
     assert!(w >= 600 && h >= 400, "screenshot {w}x{h}");
     assert!(colours > 64, "only {colours} colours: a blank window?");
-    assert!(top_share < 0.9, "one colour covers {:.0}%", top_share * 100.0);
+    assert!(
+        top_share < 0.9,
+        "one colour covers {:.0}%",
+        top_share * 100.0
+    );
 }

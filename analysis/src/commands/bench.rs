@@ -146,10 +146,16 @@ fn gpu(a: Args) -> Result<()> {
     let (name, loaded, random, ids);
     if let Some(rc) = &a.random_config {
         let Some(cfg) = random_config(rc) else {
-            bail!("--random-config {rc}: unknown (known: {})", RANDOM_CONFIGS.join(", "));
+            bail!(
+                "--random-config {rc}: unknown (known: {})",
+                RANDOM_CONFIGS.join(", ")
+            );
         };
         if max > cfg.max_context {
-            bail!("--lens {max} is above the context of {rc} ({})", cfg.max_context);
+            bail!(
+                "--lens {max} is above the context of {rc} ({})",
+                cfg.max_context
+            );
         }
         let vocab = cfg.vocab as u64;
         ids = (0..max as u64)
@@ -161,7 +167,10 @@ fn gpu(a: Args) -> Result<()> {
     } else {
         let mut model = model_arg::load(&a.model, None, true)?;
         if max > model.config.max_context {
-            bail!("--lens {max} is above the model's context of {}", model.config.max_context);
+            bail!(
+                "--lens {max} is above the model's context of {}",
+                model.config.max_context
+            );
         }
         let text = std::fs::read_to_string(input::text_path(&a.text, a.json)?)?;
         let mut t = model.tokenizer()?.encode(&text)?;
@@ -177,11 +186,18 @@ fn gpu(a: Args) -> Result<()> {
     }
     let gm = match (&random, &loaded) {
         (Some(g), _) => g,
-        (None, Some(m)) => m.gpu().ok_or_else(|| anyhow::anyhow!("model not on the GPU"))?,
+        (None, Some(m)) => m
+            .gpu()
+            .ok_or_else(|| anyhow::anyhow!("model not on the GPU"))?,
         _ => bail!("no model"),
     };
     if !a.json {
-        println!("{name} | {} | {} | CUDA-event medians of {} runs", gm.device().label(), a.precision, a.repeat);
+        println!(
+            "{name} | {} | {} | CUDA-event medians of {} runs",
+            gm.device().label(),
+            a.precision,
+            a.repeat
+        );
         println!(
             "{:>7} {:>10} {:>10} {:>12} {:>9}",
             "tokens", "mode", "ms", "tokens/s", "x forward"

@@ -294,7 +294,11 @@ pub fn run(a: Args) -> Result<()> {
                 };
                 let cal = input::prepare(&args, &model, a.quiet)?;
                 let (punct, newline) = masks(&cal.pieces);
-                Some(CalibrationText { ids: cal.ids, punct, newline })
+                Some(CalibrationText {
+                    ids: cal.ids,
+                    punct,
+                    newline,
+                })
             }
             None => None,
         },

@@ -53,7 +53,10 @@ pub fn run(a: Args) -> Result<()> {
 #[cfg(unix)]
 fn exec(viewer: &Path, run: &Path, rest: &[OsString]) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let err = std::process::Command::new(viewer).arg(run).args(rest).exec();
+    let err = std::process::Command::new(viewer)
+        .arg(run)
+        .args(rest)
+        .exec();
     Err(err).with_context(|| format!("could not start {}", viewer.display()))
 }
 

@@ -41,7 +41,7 @@ pub const INFO: MethodInfo = MethodInfo {
 /// The dense end of the knob.
 const DENSE_LOG_LAMBDA: f64 = -1000.0;
 /// Queries scored per matrix product.
-const CHUNK: usize = 128;
+const CHUNK: usize = super::common::SCORE_CHUNK;
 
 fn build(p: &Params) -> Box<dyn Selector> {
     Box::new(Blasst {

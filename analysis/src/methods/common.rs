@@ -223,12 +223,26 @@ pub fn rank_blocks_per_query(
 /// Queries per chunk when token methods score keys as matrix products.
 pub const TOKEN_CHUNK: usize = 64;
 
+/// Queries per matrix product when whole score rows are needed: larger products pack the keys
+/// fewer times. A product's entries do not depend on how the queries are chunked (each is the
+/// same sequence of operations over the head dimension), so neither do any results.
+pub const SCORE_CHUNK: usize = 256;
+
 /// A key whose ascending order is descending `score` (as `f32::total_cmp`), then ascending `idx`:
 /// the order of [`rank_desc`], sortable without a comparator.
 pub(crate) fn token_key(score: f32, idx: u32) -> u64 {
+    (u64::from(!ordered(score)) << 32) | u64::from(idx)
+}
+
+/// `score`'s bits as an integer that orders like `f32::total_cmp`.
+#[inline(always)]
+fn ordered(score: f32) -> u32 {
     let b = score.to_bits();
-    let ordered = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
-    (u64::from(!ordered) << 32) | u64::from(idx)
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
 }
 
 /// The `k` best indices of `scores` in [`rank_desc`] order (the same set as [`top_tokens`]),
@@ -240,6 +254,25 @@ pub fn top_token_set(scores: &[f32], k: usize) -> Vec<u32> {
     }
     if k == scores.len() {
         return (0..k as u32).collect();
+    }
+    // A threshold from every 8th score, a little below where the k-th best should be: when at
+    // least k scores reach it, the k best are all among them (ties at the k-th score too).
+    let m = k / 8 + k / 16 + 2;
+    if k >= 32 && m <= scores.len() / 8 {
+        let mut sample: Vec<u32> = scores.iter().step_by(8).map(|&x| ordered(x)).collect();
+        let (_, &mut t, _) = sample.select_nth_unstable_by(m - 1, |a, b| b.cmp(a));
+        let mut keys: Vec<u64> = Vec::with_capacity(2 * k);
+        for (j, &x) in scores.iter().enumerate() {
+            if ordered(x) >= t {
+                keys.push(token_key(x, j as u32));
+            }
+        }
+        if keys.len() >= k {
+            keys.select_nth_unstable(k - 1);
+            let mut top: Vec<u32> = keys[..k].iter().map(|&x| x as u32).collect();
+            top.sort_unstable();
+            return top;
+        }
     }
     let mut keys: Vec<u64> = (0..scores.len() as u32)
         .map(|j| token_key(scores[j as usize], j))
@@ -264,19 +297,20 @@ pub fn token_runs(sorted: &[u32]) -> Vec<crate::selection::Range> {
 
 /// The per-query selection keeping the top `k` keys of every query (all causal keys when
 /// `k > i`) by `scores(lo, hi)` (`[hi - lo, hi]`: queries `lo..hi` against keys `0..hi`), in
-/// [`rank_desc`] order; scores are computed [`TOKEN_CHUNK`] queries at a time, in parallel, and
+/// [`rank_desc`] order; scores are computed [`SCORE_CHUNK`] queries at a time, in parallel, and
 /// nothing is stored between knob values.
 pub fn top_k_selection<S>(n: usize, k: usize, scores: &S) -> Selection
 where
     S: Fn(usize, usize) -> Array2<f32> + Sync,
 {
     use rayon::prelude::*;
-    let rows: Vec<Vec<crate::selection::Range>> = (0..n.div_ceil(TOKEN_CHUNK))
+    let rows: Vec<Vec<crate::selection::Range>> = (0..n.div_ceil(SCORE_CHUNK))
         .into_par_iter()
-        .flat_map_iter(|c| {
-            let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
+        .flat_map(|c| {
+            let (lo, hi) = (c * SCORE_CHUNK, ((c + 1) * SCORE_CHUNK).min(n));
             let s = (lo..hi).any(|i| k <= i).then(|| scores(lo, hi));
             (lo..hi)
+                .into_par_iter()
                 .map(|i| {
                     if k > i {
                         return vec![(0, i as u32 + 1)];
@@ -287,7 +321,9 @@ where
                     let row = s.row(i - lo);
                     let set = match row.as_slice() {
                         Some(r) => top_token_set(&r[..=i], k),
-                        None => top_token_set(&row.iter().take(i + 1).copied().collect::<Vec<_>>(), k),
+                        None => {
+                            top_token_set(&row.iter().take(i + 1).copied().collect::<Vec<_>>(), k)
+                        }
                     };
                     token_runs(&set)
                 })
@@ -341,108 +377,193 @@ pub fn last_queries_vertical_slash(
 }
 
 /// Where [`TopPRows`] reads a ranking: the ordering scores of each query's causal keys, the
-/// mass the method sums for a key, and a coarse bucket of that mass.
+/// mass the method sums for a key (exactly, and a close approximation fit for vectorized loops),
+/// and a coarse bucket of each key's mass.
 pub trait TopPSource: Sync {
     /// Calls `f(i, scores of keys 0..=i)` for every query `i` in `lo..hi` (a [`TOKEN_CHUNK`]
     /// aligned chunk); higher scores rank first, ties by lower index ([`rank_desc`] order).
     fn chunk(&self, lo: usize, hi: usize, f: &mut dyn FnMut(usize, &[f32]));
-    /// The mass of key `j` (score `s`) of query `i`, as the method accumulates it.
+    /// The mass of key `j` (score `s`) of query `i`, exactly as the method accumulates it.
     fn mass(&self, i: usize, j: usize, s: f32) -> f64;
+    /// Masses of keys `keys` of query `i` (scores `s`), each within a relative
+    /// [`TopPSource::approx_error`] of [`TopPSource::mass`].
+    fn approx_masses(&self, i: usize, s: &[f32], keys: &[u32], out: &mut [f64]);
+    /// [`TopPSource::approx_masses`] of every key `0..=i`.
+    fn approx_masses_row(&self, i: usize, s: &[f32], out: &mut [f64]) {
+        let all: Vec<u32> = (0..s.len() as u32).collect();
+        self.approx_masses(i, s, &all, out);
+    }
+    /// The relative error bound of [`TopPSource::approx_masses`].
+    fn approx_error(&self) -> f64;
     /// Writes a coarse bucket of each key's mass (`s`: the scores of query `i`; about a quarter
     /// octave each, 0 the largest, 255 the last); buckets must never decrease as the score
     /// decreases. Only speed depends on how well they track the mass.
     fn buckets(&self, i: usize, s: &[f32], out: &mut [u8]);
-    /// A lower bound of the mass of the keys of bucket `b` (0 for the last), for planning only.
-    fn bucket_floor(&self, b: u8) -> f64;
 }
 
-/// One query's ranking, consumed best first: each key's mass bucket (a bucket holds a contiguous
-/// stretch of the ranking, so sorting buckets on demand, in order, sorts the row), and the
-/// sorted prefix with cumulative masses (`cum[t]` = mass of the first `t + 1`, summed in order in
-/// `f64`, exactly as a walk over the fully sorted row).
+/// How one query's keys at some `p` are found: every key, the keys of the buckets before
+/// `bucket` and the best `t` of that bucket, or an explicit list.
+enum TopPPlan {
+    All,
+    Prefix { bucket: usize, t: usize },
+    Keys(Vec<u32>),
+}
+
+/// One query's keys grouped by mass bucket (each bucket a contiguous stretch of the ranking)
+/// with approximate cumulative masses per bucket, and one bucket sorted on demand (the one
+/// where the cumulative mass last crossed `p`).
 #[derive(Debug, Default)]
 struct TopPRow {
-    /// Bucket of each key (empty before the first use and once the row is complete).
-    bucket: Vec<u8>,
-    /// Keys per bucket.
-    hist: Vec<u32>,
-    /// Buckets `..next` are in the prefix.
-    next: usize,
-    idx: Vec<u32>,
-    cum: Vec<f64>,
-    complete: bool,
+    /// Keys grouped by bucket (index order inside a bucket); empty before the first use.
+    grouped: Vec<u32>,
+    /// `before[b]`: keys in buckets `..b` (257 entries).
+    before: Vec<u32>,
+    /// `sums[b]`: approximate mass of buckets `..b` (257 entries).
+    sums: Vec<f64>,
+    /// The sorted bucket: its index, keys in ranking order, approximate cumulative masses from
+    /// `sums[bucket]` on.
+    sorted: Option<(usize, Vec<u32>, Vec<f64>)>,
 }
 
 impl TopPRow {
-    /// Keys kept at `p`: the fewest (at least one) whose cumulative mass reaches `p`, every key
-    /// when none does; `None` when the sorted prefix cannot tell yet.
-    fn count(&self, p: f64) -> Option<usize> {
-        let k = self.cum.partition_point(|&c| c < p);
-        if k < self.cum.len() {
-            Some(k + 1)
-        } else if self.complete {
-            Some(self.cum.len())
-        } else {
-            None
+    fn init(&mut self, i: usize, s: &[f32], src: &dyn TopPSource) {
+        let n = s.len();
+        let mut bucket = vec![0u8; n];
+        src.buckets(i, s, &mut bucket);
+        let mut mass = vec![0f64; n];
+        src.approx_masses_row(i, s, &mut mass);
+        let mut count = [0u32; 256];
+        let mut sum = [0f64; 256];
+        for (&b, &m) in bucket.iter().zip(&mass) {
+            count[b as usize] += 1;
+            sum[b as usize] += m;
+        }
+        self.before = Vec::with_capacity(257);
+        self.sums = Vec::with_capacity(257);
+        let (mut c, mut m) = (0u32, 0f64);
+        for b in 0..256 {
+            self.before.push(c);
+            self.sums.push(m);
+            c += count[b];
+            m += sum[b];
+        }
+        self.before.push(c);
+        self.sums.push(m);
+        let mut fill: Vec<u32> = self.before[..256].to_vec();
+        self.grouped = vec![0u32; n];
+        for (j, &b) in bucket.iter().enumerate() {
+            self.grouped[fill[b as usize] as usize] = j as u32;
+            fill[b as usize] += 1;
         }
     }
 
-    /// Sorts further buckets of query `i`'s row (scores `s`) into the prefix until it reaches
-    /// `p`, taking at once the buckets that probably hold mass half-way from `p` to 1 (later,
-    /// larger `p` then need no new pass).
-    fn extend(&mut self, p: f64, i: usize, s: &[f32], src: &dyn TopPSource) {
-        if self.bucket.is_empty() && !self.complete {
-            self.bucket = vec![0u8; s.len()];
-            src.buckets(i, s, &mut self.bucket);
-            self.hist = vec![0u32; 256];
-            for &b in &self.bucket {
-                self.hist[b as usize] += 1;
-            }
+    /// Sorts bucket `b` (ranking order) with its approximate cumulative masses.
+    fn sort_bucket(&mut self, b: usize, i: usize, s: &[f32], src: &dyn TopPSource) {
+        if self.sorted.as_ref().is_some_and(|x| x.0 == b) {
+            return;
         }
-        let target = p + (1.0 - p) * 0.5;
-        while self.count(p).is_none() {
-            let mut bound = self.cum.last().copied().unwrap_or(0.0);
-            let mut upto = self.next;
-            while upto < 255 {
-                bound += self.hist[upto] as f64 * src.bucket_floor(upto as u8);
-                if bound >= target {
-                    break;
-                }
-                upto += 1;
-            }
-            let (from, to) = (self.next as u8, upto as u8);
-            let mut keys: Vec<u64> = Vec::with_capacity(
-                self.hist[self.next..=upto].iter().map(|&c| c as usize).sum(),
-            );
-            for (j, (&b, &x)) in self.bucket.iter().zip(s).enumerate() {
-                if b >= from && b <= to {
-                    keys.push(token_key(x, j as u32));
-                }
-            }
-            keys.sort_unstable();
-            let mut acc = self.cum.last().copied().unwrap_or(0.0);
-            self.idx.reserve(keys.len());
-            self.cum.reserve(keys.len());
-            for key in keys {
-                let j = key as u32;
-                acc += src.mass(i, j as usize, s[j as usize]);
-                self.idx.push(j);
-                self.cum.push(acc);
-            }
-            self.next = upto + 1;
-            if self.next > 255 || self.idx.len() == s.len() {
-                self.complete = true;
-                self.bucket = Vec::new();
-                self.hist = Vec::new();
-            }
+        let keys = &self.grouped[self.before[b] as usize..self.before[b + 1] as usize];
+        let mut k: Vec<u64> = keys.iter().map(|&j| token_key(s[j as usize], j)).collect();
+        k.sort_unstable();
+        let keys: Vec<u32> = k.into_iter().map(|x| x as u32).collect();
+        let mut mass = vec![0f64; keys.len()];
+        src.approx_masses(i, s, &keys, &mut mass);
+        let mut acc = self.sums[b];
+        let cum = mass
+            .into_iter()
+            .map(|m| {
+                acc += m;
+                acc
+            })
+            .collect();
+        self.sorted = Some((b, keys, cum));
+    }
+
+    /// The keys kept at `p < 1`: the fewest best-ranked keys (at least one) whose mass summed in
+    /// ranking order reaches `p`, every key when none does. Decided from the approximate sums
+    /// wherever they are farther from `p` than their error bound, else by the exact walk.
+    fn plan(&mut self, p: f64, i: usize, s: &[f32], src: &dyn TopPSource) -> TopPPlan {
+        let n = s.len();
+        if self.grouped.is_empty() {
+            self.init(i, s, src);
         }
+        let total = self.sums[256];
+        // Sums of m non-negative terms in any order are within m 2^-53 (relative) of the real
+        // sum: the exact walk (n terms) and these sums (n terms and 256 bucket sums) differ by
+        // less than the sum of both bounds, plus the approximate masses' own error.
+        let eps = (2.3e-16 * (2 * n + 256) as f64 + 2.0 * src.approx_error()) * total.max(1.0);
+        let e = self.sums[1..].partition_point(|&x| x < p);
+        if e == 256 {
+            return if total < p - eps {
+                TopPPlan::All
+            } else {
+                self.exact(p, i, s, src)
+            };
+        }
+        self.sort_bucket(e, i, s, src);
+        let Some((_, _, cum)) = &self.sorted else {
+            unreachable!("sorted above")
+        };
+        let t = cum.partition_point(|&x| x < p);
+        let below = if t == 0 { self.sums[e] } else { cum[t - 1] };
+        if t < cum.len() && cum[t] >= p + eps && below < p - eps {
+            TopPPlan::Prefix {
+                bucket: e,
+                t: t + 1,
+            }
+        } else {
+            self.exact(p, i, s, src)
+        }
+    }
+
+    /// The walk over the fully sorted row with exact masses (near-ties only).
+    fn exact(&self, p: f64, i: usize, s: &[f32], src: &dyn TopPSource) -> TopPPlan {
+        let mut keys: Vec<u64> = s
+            .iter()
+            .enumerate()
+            .map(|(j, &x)| token_key(x, j as u32))
+            .collect();
+        keys.sort_unstable();
+        let (mut mass, mut k) = (0f64, 0);
+        while k < keys.len() && (mass < p || k == 0) {
+            let j = keys[k] as u32;
+            mass += src.mass(i, j as usize, s[j as usize]);
+            k += 1;
+        }
+        TopPPlan::Keys(keys[..k].iter().map(|&x| x as u32).collect())
+    }
+
+    fn count(&self, plan: &TopPPlan, n: usize) -> usize {
+        match plan {
+            TopPPlan::All => n,
+            TopPPlan::Prefix { bucket, t } => self.before[*bucket] as usize + t,
+            TopPPlan::Keys(k) => k.len(),
+        }
+    }
+
+    /// The kept keys, ascending.
+    fn keys(&self, plan: &TopPPlan, n: usize) -> Vec<u32> {
+        let mut k = match plan {
+            TopPPlan::All => return (0..n as u32).collect(),
+            TopPPlan::Prefix { bucket, t } => {
+                let mut k = self.grouped[..self.before[*bucket] as usize].to_vec();
+                if let Some((_, sorted, _)) = &self.sorted {
+                    k.extend_from_slice(&sorted[..*t]);
+                }
+                k
+            }
+            TopPPlan::Keys(k) => k.clone(),
+        };
+        k.sort_unstable();
+        k
     }
 }
 
 /// Per-query smallest top-p sets (`oracle-topp`, `rtpurbo-proxy`): for each query, the fewest
 /// best-ranked keys whose cumulative mass reaches `p` (at least one; every key when none does),
-/// exactly as a walk over the fully sorted row, but sorting only as much of each row as the
-/// largest `p` asked for so far needs.
+/// exactly as a walk over the fully sorted row summing masses in order, but sorting only the
+/// bucket of keys where the sum crosses `p` (sums over whole buckets are exact enough except
+/// within a rounding error of `p`, where the row is walked exactly).
 #[derive(Debug)]
 pub struct TopPRows {
     n: usize,
@@ -457,23 +578,18 @@ impl TopPRows {
             chunks: (0..n.div_ceil(TOKEN_CHUNK))
                 .map(|c| {
                     let len = TOKEN_CHUNK.min(n - c * TOKEN_CHUNK);
-                    std::sync::Mutex::new(
-                        (0..len)
-                            .map(|_| TopPRow::default())
-                            .collect(),
-                    )
+                    std::sync::Mutex::new((0..len).map(|_| TopPRow::default()).collect())
                 })
                 .collect(),
         }
     }
 
-    /// Applies `f(i, kept keys best first)` to every query at `p < 1`, in parallel, chunk by
-    /// chunk, extending rows from `src` where needed.
+    /// `f(row, plan, keys in the row)` for every query at `p < 1`, in parallel, chunk by chunk.
     fn map_rows<T: Send>(
         &self,
         src: &dyn TopPSource,
         p: f64,
-        f: impl Fn(usize, &[u32]) -> T + Sync,
+        f: impl Fn(&TopPRow, &TopPPlan, usize) -> T + Sync,
     ) -> Vec<T> {
         use rayon::prelude::*;
         self.chunks
@@ -483,21 +599,13 @@ impl TopPRows {
                 let lo = c * TOKEN_CHUNK;
                 let mut rows = m.lock().unwrap_or_else(|e| e.into_inner());
                 let hi = lo + rows.len();
-                let mut counts: Vec<Option<usize>> = rows.iter().map(|r| r.count(p)).collect();
-                if counts.iter().any(Option::is_none) {
-                    src.chunk(lo, hi, &mut |i, s| {
-                        let r = i - lo;
-                        if counts[r].is_none() {
-                            rows[r].extend(p, i, s, src);
-                            counts[r] = rows[r].count(p);
-                        }
-                    });
-                }
-                counts
-                    .into_iter()
-                    .enumerate()
-                    .map(|(r, c)| f(lo + r, &rows[r].idx[..c.unwrap_or(0)]))
-                    .collect::<Vec<_>>()
+                let mut out = Vec::with_capacity(hi - lo);
+                src.chunk(lo, hi, &mut |i, s| {
+                    let row = &mut rows[i - lo];
+                    let plan = row.plan(p, i, s, src);
+                    out.push(f(row, &plan, s.len()));
+                });
+                out
             })
             .collect()
     }
@@ -507,15 +615,9 @@ impl TopPRows {
         if p >= 1.0 {
             return top_k_pairs(self.n, self.n);
         }
-        let t = std::time::Instant::now();
-        let r = self.map_rows(src, p, |_, keys| keys.len() as u64)
+        self.map_rows(src, p, |row, plan, n| row.count(plan, n) as u64)
             .into_iter()
-            .sum();
-        if std::env::var("TOPP_DEBUG").is_ok() {
-            let sorted: usize = self.chunks.iter().map(|c| c.lock().unwrap().iter().map(|r| r.idx.len()).sum::<usize>()).sum();
-            eprintln!("topp kept p={p:.5} kept={r} sorted={sorted} {:.3}s", t.elapsed().as_secs_f64());
-        }
-        r
+            .sum()
     }
 
     /// The selection at `p` (dense when `p >= 1`).
@@ -523,12 +625,70 @@ impl TopPRows {
         let rows: Vec<Vec<crate::selection::Range>> = if p >= 1.0 {
             (0..self.n).map(|i| vec![(0, i as u32 + 1)]).collect()
         } else {
-            self.map_rows(src, p, |_, keys| {
-                let mut k = keys.to_vec();
-                k.sort_unstable();
-                token_runs(&k)
-            })
+            self.map_rows(src, p, |row, plan, n| token_runs(&row.keys(plan, n)))
         };
         Selection::from_rows(self.n, 1, rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::SplitMix;
+
+    #[test]
+    fn top_token_set_is_the_rank_desc_prefix() {
+        let mut rng = SplitMix(21);
+        for (len, levels) in [(40, 0), (700, 0), (3000, 5), (5000, 0), (2048, 1)] {
+            // `levels` > 0: few distinct values, so ties straddle every cut.
+            let xs: Vec<f32> = (0..len)
+                .map(|_| {
+                    if levels > 0 {
+                        (rng.next_u64() % levels) as f32
+                    } else {
+                        rng.normal()
+                    }
+                })
+                .collect();
+            let all = rank_desc(&xs);
+            for k in [1, 7, 48, 64, 100, 333, len / 2, len - 1, len] {
+                let mut want = all[..k.min(len)].to_vec();
+                want.sort_unstable();
+                assert_eq!(top_token_set(&xs, k), want, "len {len} k {k}");
+            }
+        }
+    }
+}
+#[cfg(test)]
+mod scratch_bench {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn bench_top() {
+        let mut rng = crate::testing::SplitMix(1);
+        let rows: Vec<Vec<f32>> = (0..2000)
+            .map(|r| (0..(r * 4 + 1)).map(|_| rng.normal() * 3.0).collect())
+            .collect();
+        for rep in 0..3 {
+            let t = std::time::Instant::now();
+            let mut tot = 0;
+            for r in &rows {
+                tot += top_token_set(r, 420.min(r.len())).len();
+            }
+            let a = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            for r in &rows {
+                let k = 420.min(r.len());
+                let mut keys: Vec<u64> = (0..r.len() as u32)
+                    .map(|j| token_key(r[j as usize], j))
+                    .collect();
+                keys.select_nth_unstable(k - 1);
+                let mut top: Vec<u32> = keys[..k].iter().map(|&x| x as u32).collect();
+                top.sort_unstable();
+                tot += top.len();
+            }
+            let b = t.elapsed().as_secs_f64();
+            eprintln!("rep {rep} new {a:.3} old {b:.3} {tot}");
+        }
     }
 }

@@ -175,13 +175,22 @@ impl Selector for H2o {
         let n = g.n();
         let floats = g.group_size() as f64 * (n as f64 * (n + SLAB) as f64 / 2.0);
         let slabs = (floats * 4.0 <= self.cache_mb * (1u64 << 20) as f64).then(|| {
+            // Several slabs per matrix product (its entries do not depend on the grouping).
+            let per = (super::common::SCORE_CHUNK / SLAB).max(1);
             (0..g.group_size())
                 .map(|h| {
                     (0..n)
-                        .step_by(SLAB)
+                        .step_by(SLAB * per)
                         .collect::<Vec<_>>()
                         .into_par_iter()
-                        .map(|lo| slab_logits(g, h, lo, (lo + SLAB).min(n)))
+                        .flat_map_iter(|glo| {
+                            let ghi = (glo + SLAB * per).min(n);
+                            let l = slab_logits(g, h, glo, ghi);
+                            (glo..ghi).step_by(SLAB).map(move |lo| {
+                                let hi = (lo + SLAB).min(n);
+                                l.slice(s![lo - glo..hi - glo, ..hi]).to_owned()
+                            })
+                        })
                         .collect()
                 })
                 .collect()

@@ -21,7 +21,7 @@
 use ndarray::{s, Array2};
 use rayon::prelude::*;
 
-use super::common::{block_means, rank_desc, token_runs, top_k_pairs, top_token_set, TOKEN_CHUNK};
+use super::common::{block_means, rank_desc, token_runs, top_k_pairs, top_token_set, SCORE_CHUNK};
 use super::dsa_proxy::dsa_scores;
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
@@ -110,12 +110,13 @@ impl Prepared for Prep<'_> {
         let m = (self.mult * k as f64 / self.block as f64).ceil() as usize;
         let g = self.g;
         let n = g.n();
-        let rows: Vec<Vec<Range>> = (0..n.div_ceil(TOKEN_CHUNK))
+        let rows: Vec<Vec<Range>> = (0..n.div_ceil(SCORE_CHUNK))
             .into_par_iter()
-            .flat_map_iter(|c| {
-                let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
+            .flat_map(|c| {
+                let (lo, hi) = (c * SCORE_CHUNK, ((c + 1) * SCORE_CHUNK).min(n));
                 let s = (lo..hi).any(|i| k <= i).then(|| dsa_scores(g, lo, hi));
                 (lo..hi)
+                    .into_par_iter()
                     .map(|i| match &s {
                         Some(s) => {
                             let r: Vec<f32> = s.row(i - lo).iter().take(i + 1).copied().collect();

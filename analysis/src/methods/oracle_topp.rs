@@ -46,6 +46,16 @@ impl TopPSource for Source<'_> {
         s as f64
     }
 
+    fn approx_masses(&self, _i: usize, s: &[f32], keys: &[u32], out: &mut [f64]) {
+        for (o, &j) in out.iter_mut().zip(keys) {
+            *o = s[j as usize] as f64;
+        }
+    }
+
+    fn approx_error(&self) -> f64 {
+        0.0
+    }
+
     /// About a quarter octave per bucket, from the float's bits (monotone in the probability).
     fn buckets(&self, _i: usize, s: &[f32], out: &mut [u8]) {
         const ONE: u32 = 0x3F80_0000; // 1.0f32
@@ -59,16 +69,6 @@ impl TopPSource for Source<'_> {
             };
         }
     }
-
-    /// The smallest probability of bucket `b` (from the bits of its lower edge).
-    fn bucket_floor(&self, b: u8) -> f64 {
-        const ONE: u32 = 0x3F80_0000;
-        if b == 255 {
-            0.0
-        } else {
-            f32::from_bits(ONE - ((b as u32 + 1) << 21)) as f64
-        }
-    }
 }
 
 /// Per q-head: the exact probabilities (shared with the runner's metrics) and the lazily
@@ -79,7 +79,10 @@ struct Prep<'a> {
 
 impl Prepared for Prep<'_> {
     fn select(&self, p: f64) -> Vec<Selection> {
-        self.heads.iter().map(|(src, rows)| rows.select(src, p)).collect()
+        self.heads
+            .iter()
+            .map(|(src, rows)| rows.select(src, p))
+            .collect()
     }
 
     fn kept_pairs_at(&self, p: f64) -> Option<(u64, usize)> {
@@ -130,7 +133,9 @@ mod tests {
                 let mut b = Selection::builder(n, 1);
                 for i in 0..n {
                     let probs: Vec<f32> = (0..=i)
-                        .map(|j| (g.q[h].row(i).dot(&g.k.row(j)) * g.scale() - g.truth[h].lse[i]).exp())
+                        .map(|j| {
+                            (g.q[h].row(i).dot(&g.k.row(j)) * g.scale() - g.truth[h].lse[i]).exp()
+                        })
                         .collect();
                     let order = rank_desc(&probs);
                     let k = match topk {
@@ -154,7 +159,9 @@ mod tests {
     #[test]
     fn same_selections_as_fully_sorted_rows() {
         let topk = (super::super::oracle_topk::INFO.build)(
-            &super::super::oracle_topk::INFO.params(&[]).expect("defaults"),
+            &super::super::oracle_topk::INFO
+                .params(&[])
+                .expect("defaults"),
         );
         let topp = OracleTopP;
         for (n, d) in [(180, 16), (97, 64)] {
@@ -162,12 +169,29 @@ mod tests {
             let g = data.input();
             let prep = topp.prepare(&g);
             // Ascending, descending and repeated p: rows grow and are reused.
-            for p in [0.3, 0.9, 0.5, 0.999, 0.0, 1.0, 0.97, 0.9999999] {
+            // Near-ties: p equal to a row's exact cumulative mass after a few keys.
+            let probs = g.true_probs();
+            let ties: Vec<f64> = [(n - 1, 1), (n / 2, 3), (n - 7, 9)]
+                .into_iter()
+                .map(|(i, k)| {
+                    let row = probs[0].row(i);
+                    let order = rank_desc(row);
+                    order[..k].iter().map(|&j| row[j as usize] as f64).sum()
+                })
+                .collect();
+            for p in [0.3, 0.9, 0.5, 0.999, 0.0, 1.0, 0.97, 0.9999999]
+                .into_iter()
+                .chain(ties)
+            {
                 assert_eq!(prep.select(p), reference(&data, None, p), "top-p {p}");
             }
             let prep = topk.prepare(&g);
             for k in [0, 1, 2, 7, 50, n - 1, n, n + 3] {
-                assert_eq!(prep.select(k as f64), reference(&data, Some(k), 0.0), "top-k {k}");
+                assert_eq!(
+                    prep.select(k as f64),
+                    reference(&data, Some(k), 0.0),
+                    "top-k {k}"
+                );
             }
         }
     }

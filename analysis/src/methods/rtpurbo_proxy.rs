@@ -16,9 +16,9 @@
 use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;
 
-use super::common::{TopPRows, TopPSource, TOKEN_CHUNK};
-use crate::metrics::{dot_exact, exact_exp};
+use super::common::{TopPRows, TopPSource, SCORE_CHUNK};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::metrics::{dot_exact, exact_exp};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
 
@@ -136,6 +136,8 @@ fn head_scores(qp: &Array2<f32>, kp: &Array2<f32>, lo: usize, hi: usize) -> Arra
 struct Source<'x> {
     h: &'x Head,
     kp: &'x Array2<f32>,
+    /// The projected keys laid out by dimension, `[r, n]` row-major.
+    kt: &'x [f32],
 }
 
 impl TopPSource for Source<'_> {
@@ -155,6 +157,37 @@ impl TopPSource for Source<'_> {
         ((d - self.h.lse[i]) as f64).exp()
     }
 
+    /// The same `f32` argument, with a vectorizable `exp` within a few ulp.
+    fn approx_masses(&self, i: usize, _s: &[f32], keys: &[u32], out: &mut [f64]) {
+        let q = self.h.qp.row(i);
+        match (q.as_slice(), self.kp.as_slice()) {
+            (Some(q), Some(kp)) => approx_masses(q, kp, self.h.lse[i], keys, out),
+            _ => {
+                for (o, &j) in out.iter_mut().zip(keys) {
+                    *o = self.mass(i, j as usize, 0.0);
+                }
+            }
+        }
+    }
+
+    /// Every key at once, from the keys' coordinates laid out by dimension (eight keys per
+    /// vector, each key's arithmetic that of [`dot_exact`]).
+    fn approx_masses_row(&self, i: usize, s: &[f32], out: &mut [f64]) {
+        match self.h.qp.row(i).as_slice() {
+            Some(q) if q.len() == 16 => {
+                masses_row16(q, self.kt, self.h.lse[i], &mut out[..s.len()])
+            }
+            _ => {
+                let all: Vec<u32> = (0..s.len() as u32).collect();
+                self.approx_masses(i, s, &all, out);
+            }
+        }
+    }
+
+    fn approx_error(&self) -> f64 {
+        1e-15
+    }
+
     /// Quarter octaves of `exp(s - lse)` below 1 (monotone in the score).
     fn buckets(&self, i: usize, s: &[f32], out: &mut [u8]) {
         let lse = self.h.lse[i];
@@ -162,19 +195,91 @@ impl TopPSource for Source<'_> {
             *o = ((lse - x) * (4.0 / std::f32::consts::LN_2)).clamp(0.0, 255.0) as u8;
         }
     }
+}
 
-    /// `exp(s - lse) >= 2^(-(b + 1) / 4)` in bucket `b`.
-    fn bucket_floor(&self, b: u8) -> f64 {
-        if b == 255 {
-            0.0
-        } else {
-            (-(b as f64 + 1.0) / 4.0).exp2()
+/// `exp((q . k_j - lse) as f64)` for keys `0..out.len()`, `q` of 16 dimensions and the keys laid
+/// out by dimension (`kt[c * n + j]`): [`dot_exact`]'s arithmetic per key, eight keys per vector.
+#[inline(always)]
+fn masses_row16_generic(q: &[f32], kt: &[f32], lse: f32, out: &mut [f64]) {
+    let m = out.len();
+    let n = kt.len() / 16;
+    let mut args = vec![0f32; m];
+    for (jb, a) in args.chunks_mut(8).enumerate() {
+        let j0 = jb * 8;
+        let w = a.len();
+        let mut p = [[0f32; 8]; 8];
+        for (l, pl) in p.iter_mut().enumerate() {
+            let (k1, k2) = (
+                &kt[l * n + j0..l * n + j0 + w],
+                &kt[(8 + l) * n + j0..(8 + l) * n + j0 + w],
+            );
+            for t in 0..w {
+                pl[t] = (0.0 + q[l] * k1[t]) + q[8 + l] * k2[t];
+            }
+        }
+        for t in 0..w {
+            let mut sum = 0f32;
+            sum = sum + (p[0][t] + p[4][t]);
+            sum = sum + (p[1][t] + p[5][t]);
+            sum = sum + (p[2][t] + p[6][t]);
+            sum = sum + (p[3][t] + p[7][t]);
+            a[t] = sum - lse;
         }
     }
+    for (o, &x) in out.iter_mut().zip(&args) {
+        *o = exact_exp::exp_f64(x as f64);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn masses_row16_avx2(q: &[f32], kt: &[f32], lse: f32, out: &mut [f64]) {
+    masses_row16_generic(q, kt, lse, out);
+}
+
+fn masses_row16(q: &[f32], kt: &[f32], lse: f32, out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::metrics::simd_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        unsafe { masses_row16_avx2(q, kt, lse, out) };
+        return;
+    }
+    masses_row16_generic(q, kt, lse, out);
+}
+
+/// `exp((q . k_j - lse) as f64)` for keys `keys` of contiguous `[_, r]` keys `kp`, with
+/// [`exact_exp::exp_f64`].
+#[inline(always)]
+fn approx_masses_generic(q: &[f32], kp: &[f32], lse: f32, keys: &[u32], out: &mut [f64]) {
+    let r = q.len();
+    for (o, &j) in out.iter_mut().zip(keys) {
+        let j = j as usize;
+        *o = (dot_exact(q, &kp[j * r..(j + 1) * r]) - lse) as f64;
+    }
+    for o in out.iter_mut() {
+        *o = exact_exp::exp_f64(*o);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn approx_masses_avx2(q: &[f32], kp: &[f32], lse: f32, keys: &[u32], out: &mut [f64]) {
+    approx_masses_generic(q, kp, lse, keys, out);
+}
+
+fn approx_masses(q: &[f32], kp: &[f32], lse: f32, keys: &[u32], out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::metrics::simd_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        unsafe { approx_masses_avx2(q, kp, lse, keys, out) };
+        return;
+    }
+    approx_masses_generic(q, kp, lse, keys, out);
 }
 
 struct Prep {
     kp: Array2<f32>,
+    kt: Vec<f32>,
     /// Per q-head: the indexer and the lazily sorted best keys of each query.
     heads: Vec<(Head, TopPRows)>,
 }
@@ -183,7 +288,16 @@ impl Prepared for Prep {
     fn select(&self, p: f64) -> Vec<Selection> {
         self.heads
             .iter()
-            .map(|(h, rows)| rows.select(&Source { h, kp: &self.kp }, p))
+            .map(|(h, rows)| {
+                rows.select(
+                    &Source {
+                        h,
+                        kp: &self.kp,
+                        kt: &self.kt,
+                    },
+                    p,
+                )
+            })
             .collect()
     }
 
@@ -191,7 +305,16 @@ impl Prepared for Prep {
         let kept = self
             .heads
             .iter()
-            .map(|(h, rows)| rows.kept_pairs(&Source { h, kp: &self.kp }, p))
+            .map(|(h, rows)| {
+                rows.kept_pairs(
+                    &Source {
+                        h,
+                        kp: &self.kp,
+                        kt: &self.kt,
+                    },
+                    p,
+                )
+            })
             .sum();
         Some((kept, self.heads.len()))
     }
@@ -215,43 +338,43 @@ impl Selector for RtpurboProxy {
         let basis = key_basis(g.k, self.rank);
         let kp = g.k.dot(&basis);
         let n = g.n();
-        let heads = g
-            .q
-            .par_iter()
-            .map(|q| {
-                let qp = q.dot(&basis) * g.scale();
-                // Every query's indexer scores, from the chunked products, and their LSE.
-                let mut scores = vec![0f32; n * (n + 1) / 2];
-                let mut parts: Vec<(usize, &mut [f32])> = Vec::new();
-                let mut rest = scores.as_mut_slice();
-                for c in 0..n.div_ceil(TOKEN_CHUNK) {
-                    let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
-                    let (part, tail) = rest.split_at_mut(hi * (hi + 1) / 2 - lo * (lo + 1) / 2);
-                    parts.push((c, part));
-                    rest = tail;
-                }
-                let lse: Vec<f32> = parts
-                    .into_par_iter()
-                    .flat_map_iter(|(c, part)| {
-                        let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
-                        let s = head_scores(&qp, &kp, lo, hi);
-                        let mut at = 0;
-                        (lo..hi)
-                            .map(|i| {
-                                let row = &mut part[at..at + i + 1];
-                                at += i + 1;
-                                for (o, &x) in row.iter_mut().zip(s.row(i - lo)) {
-                                    *o = x;
-                                }
-                                exact_exp::log_sum_exp(row)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
-                (Head { qp, scores, lse }, TopPRows::new(n))
-            })
-            .collect();
-        Box::new(Prep { kp, heads })
+        let heads =
+            g.q.par_iter()
+                .map(|q| {
+                    let qp = q.dot(&basis) * g.scale();
+                    // Every query's indexer scores, from the chunked products, and their LSE.
+                    let mut scores = vec![0f32; n * (n + 1) / 2];
+                    let mut parts: Vec<(usize, &mut [f32])> = Vec::new();
+                    let mut rest = scores.as_mut_slice();
+                    for c in 0..n.div_ceil(SCORE_CHUNK) {
+                        let (lo, hi) = (c * SCORE_CHUNK, ((c + 1) * SCORE_CHUNK).min(n));
+                        let (part, tail) = rest.split_at_mut(hi * (hi + 1) / 2 - lo * (lo + 1) / 2);
+                        parts.push((c, part));
+                        rest = tail;
+                    }
+                    let lse: Vec<f32> = parts
+                        .into_par_iter()
+                        .flat_map_iter(|(c, part)| {
+                            let (lo, hi) = (c * SCORE_CHUNK, ((c + 1) * SCORE_CHUNK).min(n));
+                            let s = head_scores(&qp, &kp, lo, hi);
+                            let mut at = 0;
+                            (lo..hi)
+                                .map(|i| {
+                                    let row = &mut part[at..at + i + 1];
+                                    at += i + 1;
+                                    for (o, &x) in row.iter_mut().zip(s.row(i - lo)) {
+                                        *o = x;
+                                    }
+                                    exact_exp::log_sum_exp(row)
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                    (Head { qp, scores, lse }, TopPRows::new(n))
+                })
+                .collect();
+        let kt: Vec<f32> = kp.t().iter().copied().collect();
+        Box::new(Prep { kp, kt, heads })
     }
 }
 
@@ -391,12 +514,19 @@ mod reference_tests {
 
     #[test]
     fn same_selections_as_fully_ranked_rows() {
-        let data = GroupData::random(170, 16, 2, 8);
-        let m = RtpurboProxy { rank: 4, cap: 1 };
-        let g = data.input();
-        let prep = m.prepare(&g);
-        for p in [0.5, 0.95, 0.2, 0.9999, 0.0, 1.0, 0.8] {
-            assert_eq!(prep.select(p), reference(&data, 4, p), "p {p}");
+        // Rank 4 (generic paths) and the default rank 16 (the vectorized one).
+        for (n, d, rank) in [(170, 16, 4), (150, 32, 16)] {
+            let data = GroupData::random(n, d, 2, 8);
+            let m = RtpurboProxy { rank, cap: 1 };
+            let g = data.input();
+            let prep = m.prepare(&g);
+            for p in [0.5, 0.95, 0.2, 0.9999, 0.0, 1.0, 0.8] {
+                assert_eq!(
+                    prep.select(p),
+                    reference(&data, rank, p),
+                    "rank {rank} p {p}"
+                );
+            }
         }
     }
 }

@@ -47,28 +47,39 @@ struct SeerOracle {
 /// Row-normalized 2-D max-pooled true attention of one q-head: row `r` has `r + 1` key blocks.
 fn pooled_truth(g: &GroupInput<'_>, h: usize, block: usize) -> Vec<Vec<f32>> {
     let (n, scale, lse) = (g.n(), g.scale(), &g.truth[h].lse);
-    (0..n.div_ceil(block))
+    let nb = n.div_ceil(block);
+    // Several query blocks per matrix product (its entries do not depend on the grouping).
+    let per = (super::common::SCORE_CHUNK / block).max(1);
+    (0..nb.div_ceil(per))
         .into_par_iter()
-        .map(|r| {
-            let (lo, hi) = (r * block, ((r + 1) * block).min(n));
+        .flat_map(|gi| {
+            let (r0, r1) = (gi * per, ((gi + 1) * per).min(nb));
+            let (glo, ghi) = (r0 * block, (r1 * block).min(n));
             let logits = g.q[h]
-                .slice(s![lo..hi, ..])
-                .dot(&g.k.slice(s![..hi, ..]).t());
-            let mut pooled = vec![0f32; r + 1];
-            for (t, row) in logits.outer_iter().enumerate() {
-                let i = lo + t;
-                // Key blocks 0..=r, each clipped causally to j <= i (block r starts at lo <= i).
-                for (c, p) in pooled.iter_mut().enumerate() {
-                    let keys = row.slice(s![c * block..((c + 1) * block).min(i + 1)]);
-                    let m = keys.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    *p = p.max((m * scale - lse[i]).exp());
-                }
-            }
-            let total: f32 = pooled.iter().sum();
-            if total > 0.0 {
-                pooled.iter_mut().for_each(|x| *x /= total);
-            }
-            pooled
+                .slice(s![glo..ghi, ..])
+                .dot(&g.k.slice(s![..ghi, ..]).t());
+            (r0..r1)
+                .into_par_iter()
+                .map(|r| {
+                    let (lo, hi) = (r * block, ((r + 1) * block).min(n));
+                    let mut pooled = vec![0f32; r + 1];
+                    for i in lo..hi {
+                        let row = logits.row(i - glo);
+                        // Key blocks 0..=r, each clipped causally to j <= i (block r starts at
+                        // lo <= i).
+                        for (c, p) in pooled.iter_mut().enumerate() {
+                            let keys = row.slice(s![c * block..((c + 1) * block).min(i + 1)]);
+                            let m = keys.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                            *p = p.max((m * scale - lse[i]).exp());
+                        }
+                    }
+                    let total: f32 = pooled.iter().sum();
+                    if total > 0.0 {
+                        pooled.iter_mut().for_each(|x| *x /= total);
+                    }
+                    pooled
+                })
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -124,7 +135,13 @@ impl Prepared for Prep {
                 ranked
                     .iter()
                     .take(self.keep(ranked, x))
-                    .map(|e| if e.0 as usize == r { l * (l + 1) / 2 } else { bs * l })
+                    .map(|e| {
+                        if e.0 as usize == r {
+                            l * (l + 1) / 2
+                        } else {
+                            bs * l
+                        }
+                    })
                     .sum::<u64>()
             })
             .sum();

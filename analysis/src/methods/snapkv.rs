@@ -81,14 +81,10 @@ fn avg_pool(x: &[f32], kernel: usize) -> Vec<f32> {
 }
 
 impl SnapKv {
-    /// Pooled votes of the prefix keys for the prompt `0..t`.
-    fn votes_at(&self, q: ndarray::ArrayView2<f32>, g: &GroupInput<'_>, t: usize) -> Vec<f32> {
+    /// Pooled votes of the prefix keys for the prompt `0..t`, from the window's logits
+    /// (`[w, >= t]`: queries `t - w..t` against keys `0..`).
+    fn votes_from(&self, logits: ndarray::ArrayView2<f32>, scale: f32, t: usize) -> Vec<f32> {
         let w = self.window;
-        if t <= w {
-            return Vec::new();
-        }
-        let scale = g.scale();
-        let logits = q.slice(s![t - w..t, ..]).dot(&g.k.slice(s![..t, ..]).t());
         let mut votes = vec![0f32; t - w];
         for (a, row) in logits.outer_iter().enumerate() {
             let i = t - w + a;
@@ -97,6 +93,40 @@ impl SnapKv {
             votes.iter_mut().zip(&p).for_each(|(v, &x)| *v += x);
         }
         avg_pool(&votes, self.kernel)
+    }
+
+    /// Pooled votes of every stride of one q-head; the windows of several strides share one
+    /// matrix product (its entries do not depend on which rows it holds).
+    fn head_votes(&self, q: ndarray::ArrayView2<f32>, g: &GroupInput<'_>) -> Vec<Vec<f32>> {
+        let (n, w, stride, scale) = (g.n(), self.window, self.stride, g.scale());
+        let strides = n.div_ceil(stride);
+        let per = (super::common::SCORE_CHUNK / w).max(1);
+        (0..strides.div_ceil(per))
+            .into_par_iter()
+            .flat_map_iter(|gi| {
+                let rs: Vec<usize> = (gi * per..((gi + 1) * per).min(strides)).collect();
+                let voting: Vec<usize> = rs.iter().copied().filter(|&r| r * stride > w).collect();
+                let t_max = voting.last().map_or(0, |&r| r * stride);
+                let mut qw = ndarray::Array2::<f32>::zeros((voting.len() * w, q.ncols()));
+                for (x, &r) in voting.iter().enumerate() {
+                    let t = r * stride;
+                    qw.slice_mut(s![x * w..(x + 1) * w, ..])
+                        .assign(&q.slice(s![t - w..t, ..]));
+                }
+                let logits = qw.dot(&g.k.slice(s![..t_max, ..]).t());
+                rs.into_iter()
+                    .map(|r| {
+                        let t = r * stride;
+                        match voting.iter().position(|&v| v == r) {
+                            Some(x) => {
+                                self.votes_from(logits.slice(s![x * w..(x + 1) * w, ..t]), scale, t)
+                            }
+                            None => Vec::new(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 }
 
@@ -114,7 +144,9 @@ impl Prepared for Prep {
                 let end = ((r + 1) * self.stride).min(self.n);
                 let recent = t.saturating_sub(self.window);
                 let voted = top.min(ranked.len());
-                (t..end).map(|i| (voted + i + 1 - recent) as u64).sum::<u64>()
+                (t..end)
+                    .map(|i| (voted + i + 1 - recent) as u64)
+                    .sum::<u64>()
             })
             .sum();
         Some((kept, self.heads.len()))
@@ -158,15 +190,7 @@ impl Selector for SnapKv {
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
         let n = g.n();
-        let heads =
-            g.q.iter()
-                .map(|q| {
-                    (0..n.div_ceil(self.stride))
-                        .into_par_iter()
-                        .map(|r| self.votes_at(*q, g, r * self.stride))
-                        .collect()
-                })
-                .collect();
+        let heads = g.q.iter().map(|q| self.head_votes(*q, g)).collect();
         Box::new(Prep {
             n,
             window: self.window,

@@ -271,7 +271,7 @@ impl GpuModel {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Array2<f32>> {
         self.check_ids(ids)?;
-        let (hidden, _) = match &self.w {
+        let hidden = match &self.w {
             W::F32(w) => self.run(w, ids, Mode::Hook(hook), progress)?,
             W::Bf16(w) => self.run(w, ids, Mode::Hook(hook), progress)?,
         };
@@ -390,7 +390,7 @@ impl GpuModel {
         ids: &[u32],
         mut mode: Mode<'_>,
         progress: &mut dyn FnMut(usize),
-    ) -> Result<(DBuf<f32>, ())> {
+    ) -> Result<DBuf<f32>> {
         let dev = &*self.dev;
         let c = &self.config;
         let n = ids.len();
@@ -563,7 +563,7 @@ impl GpuModel {
         if let Some(p) = prof {
             p.report(n);
         }
-        Ok((out, ()))
+        Ok(out)
     }
 
     fn upload_attn<T: GpuFloat>(

@@ -57,7 +57,7 @@ mod tests {
         for name in RANDOM_CONFIGS {
             let c = random_config(name).expect("named");
             assert_eq!(c.n_heads % c.n_kv_heads, 0, "{name}");
-            assert!(c.head_dim % 2 == 0 && c.hidden > 0, "{name}");
+            assert!(c.head_dim.is_multiple_of(2) && c.hidden > 0, "{name}");
         }
         assert!(random_config("gpt-5").is_none());
     }

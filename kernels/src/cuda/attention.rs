@@ -24,7 +24,11 @@ pub struct AttnShape {
 impl AttnShape {
     fn check<T: GpuFloat>(&self, q: &DBuf<T>, k: &DBuf<T>) -> Result<()> {
         let s = self;
-        if s.kv_heads == 0 || s.heads % s.kv_heads != 0 || s.head_dim == 0 || s.head_dim > 128 {
+        if s.kv_heads == 0
+            || !s.heads.is_multiple_of(s.kv_heads)
+            || s.head_dim == 0
+            || s.head_dim > 128
+        {
             return Err(GpuError::Invalid(format!(
                 "attention: {} heads over {} KV heads of dim {} (need heads % kv_heads == 0, dim <= 128)",
                 s.heads, s.kv_heads, s.head_dim
@@ -64,7 +68,7 @@ impl AttnKernel {
         let ok = T::NAME == "bf16"
             && ma * 10 + mi >= 80
             && (head_dim == 64 || head_dim == 128)
-            && block % 64 == 0
+            && block.is_multiple_of(64)
             && block > 0
             && sink <= 64;
         if ok {
@@ -262,7 +266,10 @@ impl GpuDevice {
         }
         match kernel {
             AttnKernel::Flash => {
-                if T::NAME != <bf16 as GpuFloat>::NAME || block % 64 != 0 || sink_tokens > 64 {
+                if T::NAME != <bf16 as GpuFloat>::NAME
+                    || !block.is_multiple_of(64)
+                    || sink_tokens > 64
+                {
                     return Err(GpuError::Invalid(format!(
                         "the flash capture takes bf16, a block multiple of 64 and at most 64 sink \
                          tokens (got {}, block {block}, sink {sink_tokens})",

@@ -9,13 +9,6 @@ use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation
 use super::buffer::{DBuf, GpuFloat};
 use super::device::{GpuDevice, GpuError, Result};
 
-/// Operand and output types of a product (for the benchmark's reporting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GemmTypes {
-    pub input: &'static str,
-    pub output: &'static str,
-}
-
 impl GpuDevice {
     /// `y[n, out] = x[n, in] @ w[out, in]^T + beta * y`, row-major; `x`, `w` of type `TI`, `y`
     /// of type `TO` (bf16 x bf16 -> f32 lets the residual stream stay f32 with `beta = 1`).

@@ -35,16 +35,10 @@ pub enum GpuError {
         err: String,
         log: String,
     },
-    /// Not enough device memory; planned before the run where possible.
-    #[error("not enough GPU memory on {device}: {what} needs {need}, {free} of {total} are free. {suggestion}")]
-    OutOfMemory {
-        device: String,
-        what: String,
-        need: String,
-        free: String,
-        total: String,
-        suggestion: String,
-    },
+    /// Not enough device memory (planned before the run where possible): what needs how much,
+    /// what is free, and a suggestion.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// Arguments a kernel cannot take (shapes, sizes).
     #[error("{0}")]
     Invalid(String),
@@ -438,14 +432,13 @@ impl GpuDevice {
     pub fn oom(&self, what: &str, need: u64, suggestion: &str) -> GpuError {
         let (_, total) = self.memory().unwrap_or((0, 0));
         let free = self.available_memory().unwrap_or(0);
-        GpuError::OutOfMemory {
-            device: self.label(),
-            what: what.to_string(),
-            need: human_bytes(need),
-            free: human_bytes(free),
-            total: human_bytes(total),
-            suggestion: suggestion.to_string(),
-        }
+        GpuError::OutOfMemory(format!(
+            "not enough GPU memory on {}: {what} needs {}, {} of {} are free. {suggestion}",
+            self.label(),
+            human_bytes(need),
+            human_bytes(free),
+            human_bytes(total)
+        ))
     }
 
     /// Allocates `len` uninitialized elements (`what` names the buffer in errors).

@@ -10,7 +10,6 @@ mod device;
 mod ops;
 
 pub use attention::{AttnKernel, AttnShape, FlashTuning};
-pub use blas::GemmTypes;
 pub use buffer::{DBuf, GpuFloat};
 pub use device::{GpuDevice, GpuError, GpuMark, GpuTimer, Result};
 pub use half::bf16;

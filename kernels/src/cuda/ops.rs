@@ -274,7 +274,7 @@ impl GpuDevice {
         self.launch(
             &ELEMENTWISE,
             &format!("silu_mul_{}", T::NAME),
-            rows_grid(n, if f % 2 == 0 { f / 2 } else { f }),
+            rows_grid(n, if f.is_multiple_of(2) { f / 2 } else { f }),
             256,
             0,
             &[Arg::P(gu.ptr()), Arg::P(out.ptr()), i(n), i(f)],

@@ -43,7 +43,10 @@ impl View for Frequencies {
             return;
         };
         if head.energy_share.is_empty() {
-            notice(ui, "This bundle has no frequency-chunk energy shares for this head.");
+            notice(
+                ui,
+                "This bundle has no frequency-chunk energy shares for this head.",
+            );
             return;
         }
         let mut order: Vec<usize> = (0..head.energy_share.len()).collect();

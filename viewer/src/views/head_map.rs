@@ -160,13 +160,17 @@ struct At {
     budget: usize,
 }
 
+/// An overlay source: its selection (None when off), its recall per query block, its label; or
+/// why it cannot be shown.
+type Source<'a> = Result<(Option<&'a SelectionRow>, Option<&'a [f32]>, String), String>;
+
 /// The selection row and per-query-block recall of an overlay source.
 fn overlay_source<'a>(
     run: &'a RunData,
     live: Option<&'a LiveResult>,
     focus: At,
     which: Overlay,
-) -> Result<(Option<&'a SelectionRow>, Option<&'a [f32]>, String), String> {
+) -> Source<'a> {
     match which {
         Overlay::Off => Ok((None, None, "off".into())),
         Overlay::Saved(m) => {
@@ -378,13 +382,16 @@ impl View for HeadMap {
         ui.add(egui::Slider::new(qb, 0..=n - 1).text("query block"));
         let q = *qb;
         let row = &head.map[q * n..q * n + n];
-        let recall_of = |x: &Result<(Option<&SelectionRow>, Option<&[f32]>, String), String>| {
+        let recall_of = |x: &Source<'_>| {
             x.as_ref()
                 .ok()
                 .and_then(|(_, r, _)| r.and_then(|r| r.get(q)).copied())
         };
         ui.horizontal(|ui| {
-            ui.label(format!("row mass {}", fmt_value(row.iter().map(|&x| f64::from(x)).sum())));
+            ui.label(format!(
+                "row mass {}",
+                fmt_value(row.iter().map(|&x| f64::from(x)).sum())
+            ));
             if let Some(r) = recall_of(&a) {
                 ui.label(format!("A recall on this block {:.3}", r));
             }

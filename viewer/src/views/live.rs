@@ -41,7 +41,12 @@ impl Live {
             .get(focus.method_a)
             .map(|m| m.split('[').next().unwrap_or(m).to_string())
             .unwrap_or_else(|| "phsa".into());
-        self.set_method(run, registry::find(&name).or_else(|_| registry::find("phsa")).ok());
+        self.set_method(
+            run,
+            registry::find(&name)
+                .or_else(|_| registry::find("phsa"))
+                .ok(),
+        );
         let b = run.manifest.budgets.get(focus.budget);
         self.sparsity = match b {
             Some(b) if b.kind == "sparsity" => b.value,
@@ -212,14 +217,19 @@ impl View for Live {
             return;
         };
         ui.strong(res.request.label());
+        let timing = if focus.show_timings {
+            format!(
+                " ({:.2} s; reading Q/K and the exact capture {:.2} s)",
+                res.seconds, res.capture_seconds
+            )
+        } else {
+            String::new()
+        };
         ui.label(format!(
-            "layer {}: mean recall {:.4}, sparsity reached {:.4} ({:.2} s; reading Q/K and the \
-             exact capture {:.2} s)",
+            "layer {}: mean recall {:.4}, sparsity reached {:.4}{timing}",
             res.request.layer,
             res.mean_recall(),
             res.mean_sparsity(),
-            res.seconds,
-            res.capture_seconds
         ));
         ui.horizontal(|ui| {
             if ui.button("Show as method B in the head map").clicked() {
@@ -232,7 +242,15 @@ impl View for Live {
         ui.columns(2, |cols| {
             let ui = &mut cols[0];
             egui::Grid::new("live-heads").striped(true).show(ui, |ui| {
-                for h in ["head", "recall", "info loss", "sparsity", "knob", "reached", "bundle recall"] {
+                for h in [
+                    "head",
+                    "recall",
+                    "info loss",
+                    "sparsity",
+                    "knob",
+                    "reached",
+                    "bundle recall",
+                ] {
                     ui.strong(h);
                 }
                 ui.end_row();
@@ -244,7 +262,13 @@ impl View for Live {
                     ui.label(crate::colormap::fmt_value(h.knob));
                     ui.label(if h.reached { "yes" } else { "no" });
                     let saved = bundle_m.and_then(|m| {
-                        run.metric(res.request.input, res.request.layer, h.head, m, focus.budget)
+                        run.metric(
+                            res.request.input,
+                            res.request.layer,
+                            h.head,
+                            m,
+                            focus.budget,
+                        )
                     });
                     ui.label(saved.map_or("-".into(), |r| format!("{:.4}", r.recall)));
                     ui.end_row();
@@ -267,7 +291,7 @@ impl View for Live {
                             .enumerate()
                             .map(|(i, &r)| [i as f64, f64::from(r)])
                             .collect();
-                        p.line(Line::new("live", pts));
+                        p.line(Line::new("live", pts).width(3.0));
                     }
                     if let Some(r) = run.metric(
                         res.request.input,
@@ -283,7 +307,11 @@ impl View for Live {
                             .map(|(i, &x)| [i as f64, f64::from(x)])
                             .collect();
                         p.line(Line::new(
-                            format!("bundle {} @ {}", r.method, run.budgets.get(r.budget).map_or("-", String::as_str)),
+                            format!(
+                                "bundle {} @ {}",
+                                r.method,
+                                run.budgets.get(r.budget).map_or("-", String::as_str)
+                            ),
                             pts,
                         ));
                     }

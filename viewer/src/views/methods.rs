@@ -42,7 +42,14 @@ pub fn sweep_member(label: &str) -> Option<(&str, &str, f64)> {
 }
 
 /// Mean IoU of two methods at a budget (over layers or one layer, and KV heads).
-fn iou(run: &RunData, input: usize, budget: usize, layer: Option<usize>, a: &str, b: &str) -> Option<f64> {
+fn iou(
+    run: &RunData,
+    input: usize,
+    budget: usize,
+    layer: Option<usize>,
+    a: &str,
+    b: &str,
+) -> Option<f64> {
     if a == b {
         return Some(1.0);
     }
@@ -144,7 +151,11 @@ impl View for Methods {
                         pts.sort_by(|x, y| x[0].total_cmp(&y[0]));
                         let c = method_color(m);
                         p.line(Line::new(name.clone(), PlotPoints::from(pts.clone())).color(c));
-                        p.points(Points::new(name.clone(), PlotPoints::from(pts)).color(c).radius(3.0));
+                        p.points(
+                            Points::new(name.clone(), PlotPoints::from(pts))
+                                .color(c)
+                                .radius(3.0),
+                        );
                     }
                 });
         });
@@ -179,8 +190,15 @@ impl View for Methods {
                         for (i, (base, param, mut pts)) in families.into_iter().enumerate() {
                             pts.sort_by(|x, y| x[0].total_cmp(&y[0]));
                             let name = format!("{base} vs {param}");
-                            p.line(Line::new(name.clone(), PlotPoints::from(pts.clone())).color(method_color(i)));
-                            p.points(Points::new(name, PlotPoints::from(pts)).color(method_color(i)).radius(3.0));
+                            p.line(
+                                Line::new(name.clone(), PlotPoints::from(pts.clone()))
+                                    .color(method_color(i)),
+                            );
+                            p.points(
+                                Points::new(name, PlotPoints::from(pts))
+                                    .color(method_color(i))
+                                    .radius(3.0),
+                            );
                         }
                     });
             }
@@ -189,7 +207,14 @@ impl View for Methods {
 }
 
 impl Methods {
-    fn iou_matrix(&self, ui: &mut Ui, run: &RunData, input: usize, budget: usize, layer: Option<usize>) {
+    fn iou_matrix(
+        &self,
+        ui: &mut Ui,
+        run: &RunData,
+        input: usize,
+        budget: usize,
+        layer: Option<usize>,
+    ) {
         let m = run.methods.len();
         if run.iou.is_empty() {
             ui.weak("The bundle has no IoU rows.");
@@ -239,7 +264,11 @@ impl Methods {
                             Align2::CENTER_CENTER,
                             fmt_value(v),
                             font.clone(),
-                            if v > 0.6 { Color32::BLACK } else { Color32::WHITE },
+                            if v > 0.6 {
+                                Color32::BLACK
+                            } else {
+                                Color32::WHITE
+                            },
                         );
                     }
                 }
@@ -261,7 +290,10 @@ mod tests {
 
     #[test]
     fn sweep_labels_parse() {
-        assert_eq!(sweep_member("phsa[lambda=0.25]"), Some(("phsa", "lambda", 0.25)));
+        assert_eq!(
+            sweep_member("phsa[lambda=0.25]"),
+            Some(("phsa", "lambda", 0.25))
+        );
         assert_eq!(sweep_member("phsa"), None);
     }
 }

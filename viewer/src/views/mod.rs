@@ -58,7 +58,7 @@ pub static VIEWS: &[ViewEntry] = &[
     ViewEntry {
         name: frequencies::NAME,
         about: "energy share and top-k agreement per rotary frequency chunk of the head",
-        build: || Box::new(frequencies::Frequencies::default()),
+        build: || Box::new(frequencies::Frequencies),
     },
     ViewEntry {
         name: live::NAME,
@@ -156,6 +156,8 @@ pub struct Focus {
     /// written by the head map each frame (benchmarks drive pan and zoom there).
     pub map_rect: Option<egui::Rect>,
     pub map_view: Option<egui::Rect>,
+    /// Show wall-clock timings (off in image snapshots, which must not change between runs).
+    pub show_timings: bool,
 }
 
 /// What the live worker is doing.
@@ -192,6 +194,7 @@ impl Focus {
             live_status: LiveStatus::default(),
             map_rect: None,
             map_view: None,
+            show_timings: true,
         }
     }
 
@@ -251,7 +254,11 @@ pub mod pick {
     pub fn input(ui: &mut Ui, run: &RunData, focus: &mut Focus) {
         if run.n_inputs > 1 {
             egui::ComboBox::from_label("input")
-                .selected_text(format!("{}: {}", focus.input, run.describe_input(focus.input)))
+                .selected_text(format!(
+                    "{}: {}",
+                    focus.input,
+                    run.describe_input(focus.input)
+                ))
                 .show_ui(ui, |ui| {
                     for i in 0..run.n_inputs {
                         ui.selectable_value(

@@ -21,7 +21,13 @@ pub struct Overview {
 }
 
 /// The value of `metric` for one head.
-pub fn value(run: &RunData, focus: &Focus, entropy: &HashMap<HeadKey, f64>, layer: usize, head: usize) -> Option<f64> {
+pub fn value(
+    run: &RunData,
+    focus: &Focus,
+    entropy: &HashMap<HeadKey, f64>,
+    layer: usize,
+    head: usize,
+) -> Option<f64> {
     let m = || run.metric(focus.input, layer, head, focus.method_a, focus.budget);
     let h = || run.head(focus.input, layer, head);
     let v = match focus.metric {
@@ -85,7 +91,10 @@ impl View for Overview {
         if values.iter().all(Option::is_none) {
             notice(
                 ui,
-                &format!("The bundle has no {} values for this choice.", focus.metric.label()),
+                &format!(
+                    "The bundle has no {} values for this choice.",
+                    focus.metric.label()
+                ),
             );
         }
         let (nl, nh) = (run.layers.len(), run.n_heads);
@@ -93,7 +102,7 @@ impl View for Overview {
         let label_w = 40.0;
         let cell = ((avail.x - label_w - 8.0) / nh as f32)
             .min((avail.y - 30.0) / nl as f32)
-            .clamp(6.0, 56.0);
+            .clamp(6.0, 80.0);
         let (rect, _) = ui.allocate_exact_size(
             Vec2::new(label_w + cell * nh as f32, 16.0 + cell * nl as f32),
             Sense::hover(),
@@ -142,7 +151,11 @@ impl View for Overview {
                             Align2::CENTER_CENTER,
                             fmt_value(v),
                             font.clone(),
-                            if t > 0.6 { Color32::BLACK } else { Color32::WHITE },
+                            if t > 0.6 {
+                                Color32::BLACK
+                            } else {
+                                Color32::WHITE
+                            },
                         );
                     }
                 }

@@ -20,11 +20,14 @@ const PUNCT: Color32 = Color32::from_rgb(255, 140, 0);
 const NEEDLE: Color32 = Color32::from_rgb(60, 200, 90);
 const NEEDLE_QUERY: Color32 = Color32::from_rgb(80, 140, 255);
 
+/// Captured Q/K/V of one layer, or why there is none.
+type LayerQkv = Result<Arc<SavedLayer>, String>;
+
 /// The token strip view.
 #[derive(Debug, Default)]
 pub struct TokenStrip {
     /// Captured Q/K/V of (input, layer), or why not.
-    qkv: Option<((usize, usize), Result<Arc<SavedLayer>, String>)>,
+    qkv: Option<((usize, usize), LayerQkv)>,
     /// Attention of (layer, head, query) over keys `0..=query`.
     attn: Option<((usize, usize, usize), Vec<f32>)>,
     page: Option<usize>,
@@ -58,7 +61,12 @@ pub fn token_attention(l: &SavedLayer, h: usize, i: usize) -> Vec<f32> {
 }
 
 impl TokenStrip {
-    fn layer_qkv(&mut self, run: &RunData, input: usize, layer: usize) -> Result<Arc<SavedLayer>, String> {
+    fn layer_qkv(
+        &mut self,
+        run: &RunData,
+        input: usize,
+        layer: usize,
+    ) -> Result<Arc<SavedLayer>, String> {
         if self.qkv.as_ref().is_none_or(|(k, _)| *k != (input, layer)) {
             let r = (|| {
                 if !run.qkv_layers(input).contains(&layer) {
@@ -94,7 +102,10 @@ fn fmt_layers(l: &[usize]) -> String {
     if l.is_empty() {
         "none; simulate --save-qkv L".into()
     } else {
-        l.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+        l.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -133,11 +144,16 @@ impl View for TokenStrip {
                         let b = run.block;
                         let qb = (q / b).min(h.n_blocks - 1);
                         let a = (0..=q)
-                            .map(|j| h.map[qb * h.n_blocks + (j / b).min(h.n_blocks - 1)] / b as f32)
+                            .map(|j| {
+                                h.map[qb * h.n_blocks + (j / b).min(h.n_blocks - 1)] / b as f32
+                            })
                             .collect();
                         (a, format!("block-level mass from the pooled map ({why})"))
                     }
-                    _ => (Vec::new(), format!("no attention to show ({why}; no pooled map)")),
+                    _ => (
+                        Vec::new(),
+                        format!("no attention to show ({why}; no pooled map)"),
+                    ),
                 }
             }
         };
@@ -156,7 +172,10 @@ impl View for TokenStrip {
         let mut page = self.page.unwrap_or(q / PAGE).min(pages - 1);
         if pages > 1 {
             ui.horizontal(|ui| {
-                if ui.add_enabled(page > 0, egui::Button::new("Previous page")).clicked() {
+                if ui
+                    .add_enabled(page > 0, egui::Button::new("Previous page"))
+                    .clicked()
+                {
                     page -= 1;
                 }
                 ui.label(format!("page {} of {pages}", page + 1));
@@ -173,67 +192,78 @@ impl View for TokenStrip {
         }
         self.page = Some(page);
         let dark = ui.visuals().dark_mode;
-        egui::ScrollArea::vertical().auto_shrink(false).show(ui, |ui| {
-            ui.horizontal_wrapped(|ui| {
-                ui.spacing_mut().item_spacing = egui::vec2(1.0, 3.0);
-                let (lo, hi) = (page * PAGE, ((page + 1) * PAGE).min(n));
-                for t in &tokens[lo..hi] {
-                    let j = t.position;
-                    let text = t.piece.replace('\n', "¶");
-                    let text = if text.is_empty() { "∅".to_string() } else { text };
-                    let mut rt = RichText::new(text).monospace();
-                    match attn.get(j).and_then(|&a| scale.t(f64::from(a))) {
-                        Some(tv) => {
-                            rt = rt
-                                .background_color(crate::colormap::viridis(tv))
-                                .color(if tv > 0.6 { Color32::BLACK } else { Color32::WHITE });
+        egui::ScrollArea::vertical()
+            .auto_shrink(false)
+            .show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    ui.spacing_mut().item_spacing = egui::vec2(1.0, 3.0);
+                    let (lo, hi) = (page * PAGE, ((page + 1) * PAGE).min(n));
+                    for t in &tokens[lo..hi] {
+                        let j = t.position;
+                        let text = t.piece.replace('\n', "¶");
+                        let text = if text.is_empty() {
+                            "∅".to_string()
+                        } else {
+                            text
+                        };
+                        let mut rt = RichText::new(text).monospace();
+                        match attn.get(j).and_then(|&a| scale.t(f64::from(a))) {
+                            Some(tv) => {
+                                rt = rt.background_color(crate::colormap::viridis(tv)).color(
+                                    if tv > 0.6 {
+                                        Color32::BLACK
+                                    } else {
+                                        Color32::WHITE
+                                    },
+                                );
+                            }
+                            None if j > q => {
+                                rt = rt.color(if dark {
+                                    Color32::from_gray(110)
+                                } else {
+                                    Color32::from_gray(150)
+                                });
+                            }
+                            None => {}
                         }
-                        None if j > q => {
-                            rt = rt.color(if dark {
-                                Color32::from_gray(110)
-                            } else {
-                                Color32::from_gray(150)
-                            });
+                        let resp = ui.add(egui::Label::new(rt).sense(Sense::click()));
+                        let r = resp.rect;
+                        if t.is_punct || t.is_newline {
+                            ui.painter().rect_stroke(
+                                r.expand(0.5),
+                                1.0,
+                                Stroke::new(1.5, PUNCT),
+                                egui::StrokeKind::Outside,
+                            );
                         }
-                        None => {}
+                        if t.is_needle || t.is_needle_query {
+                            let c = if t.is_needle { NEEDLE } else { NEEDLE_QUERY };
+                            ui.painter()
+                                .hline(r.x_range(), r.bottom() + 1.5, Stroke::new(3.0, c));
+                        }
+                        if j == q {
+                            ui.painter().rect_stroke(
+                                r.expand(2.0),
+                                2.0,
+                                Stroke::new(2.0, ui.visuals().strong_text_color()),
+                                egui::StrokeKind::Outside,
+                            );
+                        }
+                        let resp = resp.on_hover_text(format!(
+                            "token {j} id {} {:?}\nattention {}{}{}",
+                            t.id,
+                            t.piece,
+                            attn.get(j).map_or("-".into(), |&a| fmt_value(f64::from(a))),
+                            if t.is_punct { "\npunctuation" } else { "" },
+                            if t.is_needle { "\nneedle" } else { "" }
+                        ));
+                        if resp.clicked() {
+                            focus.query_token = j;
+                            focus.query_block = j / run.block;
+                        }
                     }
-                    let resp = ui.add(egui::Label::new(rt).sense(Sense::click()));
-                    let r = resp.rect;
-                    if t.is_punct || t.is_newline {
-                        ui.painter().rect_stroke(
-                            r.expand(0.5),
-                            1.0,
-                            Stroke::new(1.5, PUNCT),
-                            egui::StrokeKind::Outside,
-                        );
-                    }
-                    if t.is_needle || t.is_needle_query {
-                        let c = if t.is_needle { NEEDLE } else { NEEDLE_QUERY };
-                        ui.painter().hline(r.x_range(), r.bottom() + 1.5, Stroke::new(3.0, c));
-                    }
-                    if j == q {
-                        ui.painter().rect_stroke(
-                            r.expand(2.0),
-                            2.0,
-                            Stroke::new(2.0, ui.visuals().strong_text_color()),
-                            egui::StrokeKind::Outside,
-                        );
-                    }
-                    let resp = resp.on_hover_text(format!(
-                        "token {j} id {} {:?}\nattention {}{}{}",
-                        t.id,
-                        t.piece,
-                        attn.get(j).map_or("-".into(), |&a| fmt_value(f64::from(a))),
-                        if t.is_punct { "\npunctuation" } else { "" },
-                        if t.is_needle { "\nneedle" } else { "" }
-                    ));
-                    if resp.clicked() {
-                        focus.query_token = j;
-                        focus.query_block = j / run.block;
-                    }
-                }
+                });
             });
-        });
     }
 }
 

@@ -12,8 +12,15 @@ use egui_kittest::Harness;
 
 /// The committed bundle: SmolLM2-135M on 448 tokens of Alice, layers 2 and 10, four methods at
 /// three sparsities, Q/K/V of layer 2 (made by `attnscope simulate`, see tests/fixtures/README.md).
+/// The path is relative (tests run in the crate folder), so snapshots showing it do not depend on
+/// where the repository is checked out.
 pub fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run")
+    let rel = Path::new("tests/fixtures/run");
+    if rel.join("manifest.json").is_file() {
+        rel.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    }
 }
 
 /// Window size of the snapshots.
@@ -63,10 +70,18 @@ pub fn render_harness(app: ViewerApp, dark: bool) -> Option<Harness<'static, Vie
     let r = renderer()?;
     let mut app = app;
     app.dark = dark;
+    // Timings change from run to run; snapshots must not.
+    if let Some(l) = app.loaded_mut() {
+        l.focus.show_timings = false;
+    }
     Some(
         Harness::builder()
             .with_size(SIZE)
-            .with_theme(if dark { egui::Theme::Dark } else { egui::Theme::Light })
+            .with_theme(if dark {
+                egui::Theme::Dark
+            } else {
+                egui::Theme::Light
+            })
             .renderer(r)
             .build_ui_state(|ui, app: &mut ViewerApp| app.ui(ui), app),
     )
@@ -74,7 +89,10 @@ pub fn render_harness(app: ViewerApp, dark: bool) -> Option<Harness<'static, Vie
 
 /// A copy of the fixture in a temporary folder, changed by `edit` (the bundle in memory) before
 /// it is written; `keep_qkv` copies the Q/K/V file too.
-pub fn damaged_copy(edit: impl FnOnce(&mut Bundle), keep_qkv: bool) -> (tempfile::TempDir, PathBuf) {
+pub fn damaged_copy(
+    edit: impl FnOnce(&mut Bundle),
+    keep_qkv: bool,
+) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("run");
     let mut b = Bundle::read(&fixture()).expect("fixture reads");

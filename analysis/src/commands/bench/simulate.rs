@@ -74,7 +74,10 @@ fn cpu_seconds() -> Option<(f64, f64)> {
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let tick = 100.0; // USER_HZ on Linux
-    Some((f.get(11)?.parse::<f64>().ok()? / tick, f.get(12)?.parse::<f64>().ok()? / tick))
+    Some((
+        f.get(11)?.parse::<f64>().ok()? / tick,
+        f.get(12)?.parse::<f64>().ok()? / tick,
+    ))
 }
 
 /// Runs `bench --simulate`.
@@ -93,7 +96,11 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
         newlines: false,
         ..PunctOptions::default()
     };
-    let punct: Vec<bool> = inp.pieces.iter().map(|p| is_punct_piece(p, &plain)).collect();
+    let punct: Vec<bool> = inp
+        .pieces
+        .iter()
+        .map(|p| is_punct_piece(p, &plain))
+        .collect();
     let newline: Vec<bool> = inp
         .pieces
         .iter()
@@ -101,7 +108,10 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
         .map(|(p, &pu)| !pu && is_punct_piece(p, &PunctOptions::default()))
         .collect();
     if let Some(&bad) = a.layers.iter().find(|&&l| l >= model.config.n_layers) {
-        bail!("layer {bad} is out of range: the model has {} layers", model.config.n_layers);
+        bail!(
+            "layer {bad} is out of range: the model has {} layers",
+            model.config.n_layers
+        );
     }
     let cache = a.qkv_cache.clone().unwrap_or_else(|| {
         let stem = model
@@ -136,7 +146,10 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
     for info in registry::parse_list(&a.methods)? {
         let selector = info.build_with(&[])?;
         if selector.needs_calibration() {
-            eprintln!("{}: fits on calibration text, left out of the benchmark", info.name);
+            eprintln!(
+                "{}: fits on calibration text, left out of the benchmark",
+                info.name
+            );
             continue;
         }
         methods.push(MethodRun {
@@ -220,7 +233,10 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
     );
     println!(
         "replay: {wall:.2}s wall{}",
-        cpu.map_or_else(String::new, |c| format!(", {:.2}s user, {:.2}s sys", c.0, c.1))
+        cpu.map_or_else(String::new, |c| format!(
+            ", {:.2}s user, {:.2}s sys",
+            c.0, c.1
+        ))
     );
     println!("{:>20} {:>9} {:>9}", "method or phase", "wall s", "cpu s");
     for (m, (w, c)) in per {
