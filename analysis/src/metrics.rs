@@ -104,19 +104,19 @@ pub fn dot_exact(x: &[f32], y: &[f32]) -> f32 {
     let (xr, yr) = (xc.remainder(), yc.remainder());
     for (a, b) in xc.zip(yc) {
         for l in 0..8 {
-            p[l] = p[l] + a[l] * b[l];
+            p[l] += a[l] * b[l];
         }
     }
     let mut sum = 0f32;
-    sum = sum + (p[0] + p[4]);
-    sum = sum + (p[1] + p[5]);
-    sum = sum + (p[2] + p[6]);
-    sum = sum + (p[3] + p[7]);
+    sum += p[0] + p[4];
+    sum += p[1] + p[5];
+    sum += p[2] + p[6];
+    sum += p[3] + p[7];
     for (i, (&a, &b)) in xr.iter().zip(yr).enumerate() {
         if i >= 7 {
             break;
         }
-        sum = sum + a * b;
+        sum += a * b;
     }
     sum
 }
@@ -181,10 +181,10 @@ unsafe fn exact_row_avx2<const NC: usize>(
         // SAFETY: `l` holds four floats.
         unsafe { _mm_storeu_ps(l.as_mut_ptr(), v) };
         let mut sum = 0f32;
-        sum = sum + l[0];
-        sum = sum + l[1];
-        sum = sum + l[2];
-        sum = sum + l[3];
+        sum += l[0];
+        sum += l[1];
+        sum += l[2];
+        sum += l[3];
         sum
     };
     let kp = k.as_ptr();
@@ -691,6 +691,7 @@ mod tests {
 /// running in vectorized loops: a close `f64` approximation decides the rounded result wherever
 /// it provably can, and the few values too close to a rounding boundary go to the platform's
 /// own function.
+#[allow(clippy::excessive_precision)]
 pub mod exact_exp {
     const SHIFT: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52: rounds to an integer in the low bits
     const LN2_HI: f64 = 0.693_147_180_369_123_816_49;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use egui::{RichText, Ui};
 
-use crate::data::{LoadError, RunData};
+use crate::data::{Heavy, HeavyTables, LoadError, RunData};
 use crate::live::{LiveEngine, LiveSource};
 use crate::views::{Focus, LiveStatus, View, VIEWS};
 
@@ -26,12 +26,21 @@ pub struct OpenOptions {
     pub query_block: Option<usize>,
 }
 
+/// What the loader thread sends: the run (small tables), then its large tables.
+#[allow(clippy::large_enum_variant)]
+pub enum LoadMsg {
+    Summary(Result<RunData, LoadError>),
+    Heavy(Result<HeavyTables, String>),
+}
+
 /// A run being shown.
 pub struct Loaded {
     pub run: Arc<RunData>,
     pub focus: Focus,
     pub views: Vec<Box<dyn View>>,
     engine: Option<LiveEngine>,
+    /// The loader, while the maps and selections are still coming.
+    heavy_rx: Option<Receiver<LoadMsg>>,
 }
 
 /// What the app is showing.
@@ -40,7 +49,7 @@ pub enum AppState {
     Empty,
     Loading {
         dir: PathBuf,
-        rx: Receiver<Result<RunData, LoadError>>,
+        rx: Receiver<LoadMsg>,
         since: Instant,
     },
     Failed(LoadError),
@@ -117,7 +126,35 @@ impl Loaded {
             focus,
             views: VIEWS.iter().map(|v| (v.build)()).collect(),
             engine: None,
+            heavy_rx: None,
         }
+    }
+
+    /// Installs the large tables when the loader has sent them; true when they arrived.
+    fn poll_heavy(&mut self) -> bool {
+        let Some(rx) = &self.heavy_rx else {
+            return false;
+        };
+        let heavy = match rx.try_recv() {
+            Ok(LoadMsg::Heavy(h)) => h,
+            Ok(LoadMsg::Summary(_)) => return false,
+            Err(std::sync::mpsc::TryRecvError::Empty) => return false,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Err("the loader stopped before reading the maps".to_string())
+            }
+        };
+        self.heavy_rx = None;
+        match Arc::get_mut(&mut self.run) {
+            Some(run) => run.install(heavy),
+            None => {
+                // Views hold no clone of the run between frames, so this does not happen; if it
+                // did, copy the run rather than lose the maps.
+                let mut run = (*self.run).clone();
+                run.install(heavy);
+                self.run = Arc::new(run);
+            }
+        }
+        true
     }
 }
 
@@ -167,13 +204,23 @@ impl ViewerApp {
         std::thread::Builder::new()
             .name("attnscope-open".into())
             .spawn(move || {
-                let r = std::panic::catch_unwind(|| RunData::open(&d)).unwrap_or_else(|_| {
-                    Err(LoadError {
-                        dir: d.clone(),
-                        message: "reading the bundle failed (internal error)".into(),
-                    })
-                });
-                let _ = tx.send(r);
+                let r =
+                    std::panic::catch_unwind(|| RunData::open_summary(&d)).unwrap_or_else(|_| {
+                        Err(LoadError {
+                            dir: d.clone(),
+                            message: "reading the bundle failed (internal error)".into(),
+                        })
+                    });
+                let manifest = r.as_ref().ok().map(|r| r.manifest.clone());
+                if tx.send(LoadMsg::Summary(r)).is_err() {
+                    return;
+                }
+                // The run is on screen; now the large tables.
+                if let Some(m) = manifest {
+                    let h = std::panic::catch_unwind(|| RunData::read_heavy(&d, &m))
+                        .unwrap_or_else(|_| Err("reading the maps failed (internal error)".into()));
+                    let _ = tx.send(LoadMsg::Heavy(h));
+                }
             })
             .ok();
         self.state = AppState::Loading {
@@ -183,29 +230,56 @@ impl ViewerApp {
         };
     }
 
-    /// Blocks until a background open finishes (tests, benchmarks), up to `timeout`.
-    pub fn wait_loaded(&mut self, timeout: Duration) {
+    /// Blocks until a background open has shown the run, up to `timeout`; with `heavy`, also
+    /// until its maps and selections are in (tests, benchmarks).
+    pub fn wait_loaded(&mut self, timeout: Duration, heavy: bool) {
         let t = Instant::now();
-        while matches!(self.state, AppState::Loading { .. }) && t.elapsed() < timeout {
+        while t.elapsed() < timeout {
             self.poll_loading();
+            let done = match &self.state {
+                AppState::Loading { .. } => false,
+                AppState::Loaded(l) => !heavy || l.heavy_rx.is_none(),
+                _ => true,
+            };
+            if done {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(2));
         }
     }
 
     fn poll_loading(&mut self) {
-        if let AppState::Loading { rx, dir, .. } = &self.state {
-            match rx.try_recv() {
-                Ok(Ok(run)) => {
-                    self.state = AppState::Loaded(Box::new(Loaded::new(run, &self.options)));
-                }
-                Ok(Err(e)) => self.state = AppState::Failed(e),
-                Err(std::sync::mpsc::TryRecvError::Empty) => {}
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    self.state = AppState::Failed(LoadError {
-                        dir: dir.clone(),
-                        message: "the loader stopped".into(),
-                    })
-                }
+        if let AppState::Loaded(l) = &mut self.state {
+            l.poll_heavy();
+            return;
+        }
+        let AppState::Loading { rx, dir, .. } = &self.state else {
+            return;
+        };
+        match rx.try_recv() {
+            Ok(LoadMsg::Summary(Ok(run))) => {
+                let dir = dir.clone();
+                let AppState::Loading { rx, .. } = std::mem::replace(
+                    &mut self.state,
+                    AppState::Failed(LoadError {
+                        dir,
+                        message: String::new(),
+                    }),
+                ) else {
+                    return;
+                };
+                let mut l = Loaded::new(run, &self.options);
+                l.heavy_rx = Some(rx);
+                self.state = AppState::Loaded(Box::new(l));
+            }
+            Ok(LoadMsg::Summary(Err(e))) => self.state = AppState::Failed(e),
+            Ok(LoadMsg::Heavy(_)) => {}
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                self.state = AppState::Failed(LoadError {
+                    dir: dir.clone(),
+                    message: "the loader stopped".into(),
+                })
             }
         }
     }
@@ -250,7 +324,12 @@ impl ViewerApp {
             self.applied_dark = Some(self.dark);
         }
         self.poll_loading();
-        if matches!(self.state, AppState::Loading { .. }) {
+        let pending = match &self.state {
+            AppState::Loading { .. } => true,
+            AppState::Loaded(l) => l.heavy_rx.is_some(),
+            _ => false,
+        };
+        if pending {
             ui.ctx().request_repaint_after(Duration::from_millis(30));
         }
         let dropped: Option<PathBuf> = ui
@@ -341,9 +420,24 @@ impl ViewerApp {
                         "device {}",
                         if m.device.is_empty() { "-" } else { &m.device }
                     ));
-                    ui.separator();
-                    if l.focus.show_timings {
-                        ui.label(format!("loaded in {:.2} s", l.run.load_seconds));
+                    match &l.run.heavy {
+                        Heavy::Loading => {
+                            ui.separator();
+                            ui.spinner();
+                            ui.label("reading maps and selections");
+                        }
+                        Heavy::Failed(_) => {
+                            ui.separator();
+                            ui.colored_label(ui.visuals().error_fg_color, "maps unreadable");
+                        }
+                        Heavy::Ready if l.focus.show_timings => {
+                            ui.separator();
+                            ui.label(format!(
+                                "read in {:.2} s + maps {:.2} s",
+                                l.run.load_seconds, l.run.heavy_seconds
+                            ));
+                        }
+                        Heavy::Ready => {}
                     }
                     if l.focus.live_status.busy {
                         ui.separator();

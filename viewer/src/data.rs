@@ -6,8 +6,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use attnscope_analysis::bundle::{Bundle, Manifest, SelectionRow, TokenRow};
-use attnscope_analysis::sim::{IouRow, MetricRow};
+use arrow_array::RecordBatch;
+use attnscope_analysis::bundle::io::read_json;
+use attnscope_analysis::bundle::{
+    read_table, tables, Bundle, Manifest, SelectionRow, Table, TokenRow, FORMAT_VERSION,
+};
+use attnscope_analysis::sim::{IouRow, MetricRow, SimResults};
 
 /// A per-head statistic that does not depend on a method.
 #[derive(Debug, Clone)]
@@ -72,7 +76,7 @@ pub type HeadKey = (usize, usize, usize);
 pub type RowKey = (usize, usize, usize, usize, usize);
 
 /// A loaded, indexed run bundle.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RunData {
     pub dir: PathBuf,
     pub manifest: Manifest,
@@ -96,8 +100,30 @@ pub struct RunData {
     pub tokens: Vec<Vec<TokenRow>>,
     /// Budgets that have selections.
     pub selection_budgets: Vec<usize>,
-    /// Seconds spent reading and indexing.
+    /// Whether the pooled maps and selections (the large tables) are in yet.
+    pub heavy: Heavy,
+    /// Seconds spent reading and indexing the small tables (the run is shown after these).
     pub load_seconds: f64,
+    /// Seconds spent reading the maps and selections.
+    pub heavy_seconds: f64,
+}
+
+/// State of the large tables (`maps`, `selections`), read after the run is shown.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Heavy {
+    Loading,
+    Ready,
+    Failed(String),
+}
+
+/// The large tables, read on their own ([`RunData::read_heavy`]) and added with
+/// [`RunData::install`].
+#[derive(Debug, Default)]
+pub struct HeavyTables {
+    /// Pooled map of each head: `(n_blocks, map)`.
+    pub maps: HashMap<HeadKey, (usize, Vec<f32>)>,
+    pub selections: Vec<SelectionRow>,
+    pub seconds: f64,
 }
 
 /// Why a bundle could not be shown.
@@ -113,17 +139,157 @@ impl std::fmt::Display for LoadError {
     }
 }
 
+fn err(dir: &Path, e: impl std::fmt::Display) -> LoadError {
+    LoadError {
+        dir: dir.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Reads one table of a bundle, checking its row count against the manifest.
+fn load_table(dir: &Path, m: &Manifest, t: Table) -> Result<(PathBuf, Vec<RecordBatch>), String> {
+    let info = m
+        .tables
+        .iter()
+        .find(|i| i.name == t.name())
+        .ok_or_else(|| format!("manifest.json lists no '{}' table", t.name()))?;
+    let path = dir.join(&info.file);
+    if !path.is_file() {
+        return Err(format!(
+            "{}: missing table file (manifest.json lists it with {} rows)",
+            path.display(),
+            info.rows
+        ));
+    }
+    let batches = read_table(&path, m.format).map_err(|e| e.to_string())?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows != info.rows {
+        return Err(format!(
+            "{}: has {rows} rows but manifest.json says {} (truncated or replaced?)",
+            path.display(),
+            info.rows
+        ));
+    }
+    Ok((path, batches))
+}
+
 impl RunData {
-    /// Reads and indexes the bundle in `dir`.
+    /// Reads and indexes the whole bundle in `dir` (both phases of [`Self::open_summary`] and
+    /// [`Self::read_heavy`]).
     pub fn open(dir: &Path) -> Result<Self, LoadError> {
+        let mut d = Self::open_summary(dir)?;
+        let heavy = Self::read_heavy(dir, &d.manifest);
+        d.install(heavy);
+        Ok(d)
+    }
+
+    /// Reads the manifest and the small tables (metrics, IoU, heads, tokens): enough to show
+    /// the run. The maps and selections follow with [`Self::read_heavy`].
+    pub fn open_summary(dir: &Path) -> Result<Self, LoadError> {
         let t = Instant::now();
-        let bundle = Bundle::read(dir).map_err(|e| LoadError {
-            dir: dir.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let mut data = Self::from_bundle(bundle);
-        data.load_seconds = t.elapsed().as_secs_f64();
-        Ok(data)
+        let mpath = dir.join("manifest.json");
+        if !mpath.is_file() {
+            // The bundle reader explains a missing manifest best (interrupted run, no folder).
+            return Err(match Bundle::read(dir) {
+                Err(e) => err(dir, e),
+                Ok(_) => err(dir, "no manifest.json"),
+            });
+        }
+        let raw: serde_json::Value = read_json(&mpath).map_err(|e| err(dir, e))?;
+        let version = raw
+            .get("format_version")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| {
+                err(
+                    dir,
+                    format!(
+                        "{}: no format_version: not an attnscope manifest",
+                        mpath.display()
+                    ),
+                )
+            })?;
+        if version > u64::from(FORMAT_VERSION) || version < 2 {
+            // Same wording as the bundle reader.
+            return Err(match Bundle::read(dir) {
+                Err(e) => err(dir, e),
+                Ok(_) => err(dir, format!("unsupported bundle format version {version}")),
+            });
+        }
+        let manifest: Manifest = serde_json::from_value(raw)
+            .map_err(|e| err(dir, format!("{}: invalid manifest: {e}", mpath.display())))?;
+        let load = |t: Table| load_table(dir, &manifest, t).map_err(|e| err(dir, e));
+        let (mp, m) = load(Table::Metrics)?;
+        let (ip, i) = load(Table::Iou)?;
+        let (hp, h) = load(Table::Heads)?;
+        let (tp, tk) = load(Table::Tokens)?;
+        let metrics = tables::metrics_rows(&m, &mp).map_err(|e| err(dir, e))?;
+        let iou = tables::iou_rows(&i, &ip).map_err(|e| err(dir, e))?;
+        let heads = tables::head_rows(&h, &hp, &[], &hp).map_err(|e| err(dir, e))?;
+        let tokens = tables::token_rows(&tk, &tp).map_err(|e| err(dir, e))?;
+        let results = SimResults {
+            metrics,
+            iou,
+            heads,
+            ..SimResults::default()
+        };
+        let mut d = Self::index(dir.to_path_buf(), manifest, results, tokens);
+        d.heavy = Heavy::Loading;
+        d.load_seconds = t.elapsed().as_secs_f64();
+        Ok(d)
+    }
+
+    /// Reads the large tables: pooled maps and selections.
+    pub fn read_heavy(dir: &Path, m: &Manifest) -> Result<HeavyTables, String> {
+        let t = Instant::now();
+        let (hp, h) = load_table(dir, m, Table::Heads)?;
+        let (pp, p) = load_table(dir, m, Table::Maps)?;
+        let maps = tables::head_rows(&h, &hp, &p, &pp)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|r| ((r.input, r.layer, r.head), (r.n_blocks, r.pooled)))
+            .collect();
+        let (sp, s) = load_table(dir, m, Table::Selections)?;
+        let selections =
+            tables::selection_rows(&s, &sp, m.capture_block.max(1)).map_err(|e| e.to_string())?;
+        Ok(HeavyTables {
+            maps,
+            selections,
+            seconds: t.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Adds the large tables (or records why they could not be read).
+    pub fn install(&mut self, heavy: Result<HeavyTables, String>) {
+        let h = match heavy {
+            Ok(h) => h,
+            Err(e) => {
+                self.heavy = Heavy::Failed(e);
+                return;
+            }
+        };
+        self.heavy_seconds = h.seconds;
+        for (k, (nb, map)) in h.maps {
+            if let Some(x) = self.heads.get_mut(&k) {
+                x.n_blocks = nb;
+                x.map = map;
+            }
+        }
+        for r in h.selections {
+            let m = match self.method_index(&r.method) {
+                Some(m) => m,
+                None => {
+                    self.methods.push(r.method.clone());
+                    self.methods.len() - 1
+                }
+            };
+            self.selections
+                .insert((r.input, r.layer, r.head, m, r.budget), r);
+        }
+        let mut sb: Vec<usize> = self.selections.keys().map(|k| k.4).collect();
+        sb.sort_unstable();
+        sb.dedup();
+        self.selection_budgets = sb;
+        self.heavy = Heavy::Ready;
     }
 
     /// Indexes a bundle already in memory.
@@ -131,16 +297,33 @@ impl RunData {
         let Bundle {
             dir,
             manifest,
-            results,
+            mut results,
             tokens,
         } = b;
+        let selections = std::mem::take(&mut results.selections);
+        let maps = results
+            .heads
+            .iter_mut()
+            .map(|h| {
+                (
+                    (h.input, h.layer, h.head),
+                    (h.n_blocks, std::mem::take(&mut h.pooled)),
+                )
+            })
+            .collect();
+        let mut d = Self::index(dir, manifest, results, tokens);
+        d.install(Ok(HeavyTables {
+            maps,
+            selections,
+            seconds: 0.0,
+        }));
+        d
+    }
+
+    /// Indexes the small tables.
+    fn index(dir: PathBuf, manifest: Manifest, results: SimResults, tokens: Vec<TokenRow>) -> Self {
         let mut methods: Vec<String> = Vec::new();
         for r in &results.metrics {
-            if !methods.contains(&r.method) {
-                methods.push(r.method.clone());
-            }
-        }
-        for r in &results.selections {
             if !methods.contains(&r.method) {
                 methods.push(r.method.clone());
             }
@@ -152,11 +335,7 @@ impl RunData {
             .enumerate()
             .map(|(i, r)| ((r.input, r.layer, r.head, midx(&r.method), r.budget), i))
             .collect();
-        let selections: HashMap<RowKey, SelectionRow> = results
-            .selections
-            .into_iter()
-            .map(|r| ((r.input, r.layer, r.head, midx(&r.method), r.budget), r))
-            .collect();
+        let selections: HashMap<RowKey, SelectionRow> = HashMap::new();
         let mut layers: Vec<usize> = results
             .metrics
             .iter()
@@ -204,9 +383,7 @@ impl RunData {
         for t in &mut per_input {
             t.sort_by_key(|r| r.position);
         }
-        let mut selection_budgets: Vec<usize> = selections.keys().map(|k| k.4).collect();
-        selection_budgets.sort_unstable();
-        selection_budgets.dedup();
+        let selection_budgets = Vec::new();
         let mut budgets: Vec<String> = manifest.budgets.iter().map(|b| b.label.clone()).collect();
         let max_budget = results
             .metrics
@@ -233,7 +410,9 @@ impl RunData {
             iou: results.iou,
             tokens: per_input,
             selection_budgets,
+            heavy: Heavy::Ready,
             load_seconds: 0.0,
+            heavy_seconds: 0.0,
             manifest,
         }
     }

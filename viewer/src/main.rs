@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use attnscope_viewer::app::{OpenOptions, ViewerApp};
 use attnscope_viewer::bench::{pan_zoom_events, FrameStats};
+use attnscope_viewer::data::Heavy;
 use attnscope_viewer::views;
 use clap::Parser;
 
@@ -63,6 +64,7 @@ struct Args {
 struct Shell {
     app: ViewerApp,
     started: Instant,
+    shown_at: Option<f64>,
     opened_at: Option<f64>,
     frames_shown: usize,
     screenshot: Option<PathBuf>,
@@ -88,15 +90,23 @@ impl eframe::App for Shell {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
         self.app.ui(ui);
-        if self.app.loaded().is_some() && self.opened_at.is_none() {
-            let t = self.started.elapsed().as_secs_f64();
-            self.opened_at = Some(t);
-            if let Some(l) = self.app.loaded() {
+        if let Some(l) = self.app.loaded() {
+            if self.shown_at.is_none() {
+                let t = self.started.elapsed().as_secs_f64();
+                self.shown_at = Some(t);
                 eprintln!(
-                    "attnscope-viewer: opened {} in {:.2} s (bundle read and indexed in {:.2} s)",
+                    "attnscope-viewer: {} on screen at {:.2} s (small tables read in {:.2} s)",
                     l.run.dir.display(),
                     t,
                     l.run.load_seconds
+                );
+            }
+            if self.opened_at.is_none() && l.run.heavy != Heavy::Loading {
+                let t = self.started.elapsed().as_secs_f64();
+                self.opened_at = Some(t);
+                eprintln!(
+                    "attnscope-viewer: maps and selections in at {:.2} s (read in {:.2} s)",
+                    t, l.run.heavy_seconds
                 );
             }
         }
@@ -215,6 +225,7 @@ fn main() -> anyhow::Result<()> {
     let shell = Shell {
         app,
         started,
+        shown_at: None,
         opened_at: None,
         frames_shown: 0,
         screenshot: args.screenshot.clone(),

@@ -38,13 +38,33 @@ fn corrupt_manifest_and_truncated_table_show_an_error_panel() {
     assert!(matches!(h.state().state, AppState::Failed(_)));
     h.get_by_label("Could not open the run");
 
+    // A truncated metrics table: nothing to show.
     let (_t2, dir2) = damaged_copy(|_| {}, false);
-    let maps = dir2.join("maps.parquet");
-    let bytes = std::fs::read(&maps).expect("read");
-    std::fs::write(&maps, &bytes[..bytes.len() / 2]).expect("truncate");
+    let metrics = dir2.join("metrics.parquet");
+    let bytes = std::fs::read(&metrics).expect("read");
+    std::fs::write(&metrics, &bytes[..bytes.len() / 2]).expect("truncate");
     let h = every_view(ViewerApp::open_now(&dir2, Default::default()));
     assert!(matches!(h.state().state, AppState::Failed(_)));
+    h.get_by_label_contains("metrics.parquet");
+}
+
+#[test]
+fn truncated_maps_leave_the_rest_of_the_run_usable() {
+    // The maps are read after the run is shown: a truncated maps table is reported where the
+    // map would be, and the overview still works.
+    let (_t, dir) = damaged_copy(|_| {}, false);
+    let maps = dir.join("maps.parquet");
+    let bytes = std::fs::read(&maps).expect("read");
+    std::fs::write(&maps, &bytes[..bytes.len() / 2]).expect("truncate");
+    let mut h = every_view(ViewerApp::open_now(&dir, on_view(views::head_map::NAME)));
+    assert!(h.state().loaded().is_some());
+    h.state_mut().current = views::find(views::head_map::NAME).unwrap_or(1);
+    h.run();
+    h.get_by_label_contains("could not be read");
     h.get_by_label_contains("maps.parquet");
+    h.state_mut().current = views::find(views::overview::NAME).unwrap_or(0);
+    h.run();
+    h.get_by_label("L2 H0");
 }
 
 #[test]

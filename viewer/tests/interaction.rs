@@ -177,7 +177,7 @@ fn typing_a_path_opens_another_run() {
     h.run();
     h.get_by_label("Open").click();
     h.step();
-    h.state_mut().wait_loaded(Duration::from_secs(30));
+    h.state_mut().wait_loaded(Duration::from_secs(30), true);
     h.run();
     assert!(h.state().loaded().is_some());
     h.get_by_label_contains("smollm2-135m");

@@ -231,18 +231,9 @@ pub const SCORE_CHUNK: usize = 256;
 /// A key whose ascending order is descending `score` (as `f32::total_cmp`), then ascending `idx`:
 /// the order of [`rank_desc`], sortable without a comparator.
 pub(crate) fn token_key(score: f32, idx: u32) -> u64 {
-    (u64::from(!ordered(score)) << 32) | u64::from(idx)
-}
-
-/// `score`'s bits as an integer that orders like `f32::total_cmp`.
-#[inline(always)]
-fn ordered(score: f32) -> u32 {
     let b = score.to_bits();
-    if b >> 31 == 1 {
-        !b
-    } else {
-        b | 0x8000_0000
-    }
+    let ordered = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
+    (u64::from(!ordered) << 32) | u64::from(idx)
 }
 
 /// The `k` best indices of `scores` in [`rank_desc`] order (the same set as [`top_tokens`]),
@@ -254,25 +245,6 @@ pub fn top_token_set(scores: &[f32], k: usize) -> Vec<u32> {
     }
     if k == scores.len() {
         return (0..k as u32).collect();
-    }
-    // A threshold from every 8th score, a little below where the k-th best should be: when at
-    // least k scores reach it, the k best are all among them (ties at the k-th score too).
-    let m = k / 8 + k / 16 + 2;
-    if k >= 32 && m <= scores.len() / 8 {
-        let mut sample: Vec<u32> = scores.iter().step_by(8).map(|&x| ordered(x)).collect();
-        let (_, &mut t, _) = sample.select_nth_unstable_by(m - 1, |a, b| b.cmp(a));
-        let mut keys: Vec<u64> = Vec::with_capacity(2 * k);
-        for (j, &x) in scores.iter().enumerate() {
-            if ordered(x) >= t {
-                keys.push(token_key(x, j as u32));
-            }
-        }
-        if keys.len() >= k {
-            keys.select_nth_unstable(k - 1);
-            let mut top: Vec<u32> = keys[..k].iter().map(|&x| x as u32).collect();
-            top.sort_unstable();
-            return top;
-        }
     }
     let mut keys: Vec<u64> = (0..scores.len() as u32)
         .map(|j| token_key(scores[j as usize], j))
@@ -656,39 +628,6 @@ mod tests {
                 want.sort_unstable();
                 assert_eq!(top_token_set(&xs, k), want, "len {len} k {k}");
             }
-        }
-    }
-}
-#[cfg(test)]
-mod scratch_bench {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn bench_top() {
-        let mut rng = crate::testing::SplitMix(1);
-        let rows: Vec<Vec<f32>> = (0..2000)
-            .map(|r| (0..(r * 4 + 1)).map(|_| rng.normal() * 3.0).collect())
-            .collect();
-        for rep in 0..3 {
-            let t = std::time::Instant::now();
-            let mut tot = 0;
-            for r in &rows {
-                tot += top_token_set(r, 420.min(r.len())).len();
-            }
-            let a = t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            for r in &rows {
-                let k = 420.min(r.len());
-                let mut keys: Vec<u64> = (0..r.len() as u32)
-                    .map(|j| token_key(r[j as usize], j))
-                    .collect();
-                keys.select_nth_unstable(k - 1);
-                let mut top: Vec<u32> = keys[..k].iter().map(|&x| x as u32).collect();
-                top.sort_unstable();
-                tot += top.len();
-            }
-            let b = t.elapsed().as_secs_f64();
-            eprintln!("rep {rep} new {a:.3} old {b:.3} {tot}");
         }
     }
 }

@@ -219,10 +219,10 @@ fn masses_row16_generic(q: &[f32], kt: &[f32], lse: f32, out: &mut [f64]) {
         }
         for t in 0..w {
             let mut sum = 0f32;
-            sum = sum + (p[0][t] + p[4][t]);
-            sum = sum + (p[1][t] + p[5][t]);
-            sum = sum + (p[2][t] + p[6][t]);
-            sum = sum + (p[3][t] + p[7][t]);
+            sum += p[0][t] + p[4][t];
+            sum += p[1][t] + p[5][t];
+            sum += p[2][t] + p[6][t];
+            sum += p[3][t] + p[7][t];
             a[t] = sum - lse;
         }
     }

@@ -249,6 +249,23 @@ impl View for HeadMap {
             );
             return;
         };
+        match &run.heavy {
+            crate::data::Heavy::Loading => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label("Reading the pooled maps and selections…");
+                });
+                return;
+            }
+            crate::data::Heavy::Failed(e) => {
+                notice(
+                    ui,
+                    &format!("The pooled maps and selections could not be read: {e}"),
+                );
+                return;
+            }
+            crate::data::Heavy::Ready => {}
+        }
         let n = head.n_blocks;
         if n == 0 || head.map.len() < n * n {
             notice(

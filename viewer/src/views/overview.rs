@@ -63,7 +63,13 @@ impl View for Overview {
             notice(ui, "This bundle has no simulated layers or heads to show.");
             return;
         }
-        if focus.metric == Metric::Entropy && self.entropy.is_empty() {
+        if focus.metric == Metric::Entropy && run.heavy != crate::data::Heavy::Ready {
+            notice(ui, "Block entropy needs the pooled maps, which are still being read (or failed: see the head map).");
+        }
+        if focus.metric == Metric::Entropy
+            && self.entropy.is_empty()
+            && run.heavy == crate::data::Heavy::Ready
+        {
             self.entropy = run
                 .heads
                 .iter()

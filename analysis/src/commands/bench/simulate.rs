@@ -63,6 +63,13 @@ impl AttentionHook for SaveHook<'_> {
     }
 }
 
+/// The punctuation masks saved beside a Q/K/V cache file.
+fn masks_path(cache: &std::path::Path) -> PathBuf {
+    let mut p = cache.as_os_str().to_owned();
+    p.push(".masks.json");
+    PathBuf::from(p)
+}
+
 /// Head-major `[heads, n, d]` back to token-major `[n, heads * d]`.
 fn token_major(v: &[f32], heads: usize, n: usize, d: usize) -> Array2<f32> {
     Array2::from_shape_fn((n, heads * d), |(i, c)| v[(c / d) * n * d + i * d + c % d])
@@ -82,65 +89,87 @@ fn cpu_seconds() -> Option<(f64, f64)> {
 
 /// Runs `bench --simulate`.
 pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) -> Result<()> {
-    let model = model_arg::load(model_spec, None, true)?;
-    let args = input::InputArgs {
-        dataset: "text".into(),
-        text: text.into(),
-        len: n,
-        seed: 0,
-        depth: None,
-        tokenizer: None,
-    };
-    let inp = input::prepare(&args, &model, true)?;
-    let plain = PunctOptions {
-        newlines: false,
-        ..PunctOptions::default()
-    };
-    let punct: Vec<bool> = inp
-        .pieces
-        .iter()
-        .map(|p| is_punct_piece(p, &plain))
-        .collect();
-    let newline: Vec<bool> = inp
-        .pieces
-        .iter()
-        .zip(&punct)
-        .map(|(p, &pu)| !pu && is_punct_piece(p, &PunctOptions::default()))
-        .collect();
-    if let Some(&bad) = a.layers.iter().find(|&&l| l >= model.config.n_layers) {
-        bail!(
-            "layer {bad} is out of range: the model has {} layers",
-            model.config.n_layers
-        );
-    }
-    let cache = a.qkv_cache.clone().unwrap_or_else(|| {
-        let stem = model
-            .source
-            .file_stem()
-            .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-        let layers: Vec<String> = a.layers.iter().map(ToString::to_string).collect();
-        std::env::temp_dir().join(format!(
-            "attnscope-bench-{stem}-{}-{n}-l{}.safetensors",
-            text.replace(['/', '.'], "_"),
-            layers.join("_")
-        ))
-    });
-    let saved = if cache.exists() {
-        read_qkv(&cache)?
+    let layers: Vec<String> = a.layers.iter().map(ToString::to_string).collect();
+    // With --qkv-cache pointing at an existing file (and its masks beside it), no model is read:
+    // the benchmark runs on machines that only hold those two files.
+    let given = a
+        .qkv_cache
+        .clone()
+        .filter(|c| c.exists() && masks_path(c).exists());
+    let (saved, punct, newline, source) = if let Some(cache) = given {
+        let (punct, newline): (Vec<bool>, Vec<bool>) =
+            serde_json::from_str(&std::fs::read_to_string(masks_path(&cache))?)?;
+        (
+            read_qkv(&cache)?,
+            punct,
+            newline,
+            cache.display().to_string(),
+        )
     } else {
-        let t = Instant::now();
-        let mut hook = SaveHook {
-            layers: &a.layers,
-            saved: Vec::new(),
+        let model = model_arg::load(model_spec, None, true)?;
+        let args = input::InputArgs {
+            dataset: "text".into(),
+            text: text.into(),
+            len: n,
+            seed: 0,
+            depth: None,
+            tokenizer: None,
         };
-        model.forward(&inp.ids, &mut hook)?;
-        write_qkv(&cache, 0, &hook.saved)?;
-        eprintln!(
-            "forward pass to capture Q/K/V: {:.1}s (cached in {})",
-            t.elapsed().as_secs_f64(),
-            cache.display()
-        );
-        hook.saved
+        let inp = input::prepare(&args, &model, true)?;
+        let plain = PunctOptions {
+            newlines: false,
+            ..PunctOptions::default()
+        };
+        let punct: Vec<bool> = inp
+            .pieces
+            .iter()
+            .map(|p| is_punct_piece(p, &plain))
+            .collect();
+        let newline: Vec<bool> = inp
+            .pieces
+            .iter()
+            .zip(&punct)
+            .map(|(p, &pu)| !pu && is_punct_piece(p, &PunctOptions::default()))
+            .collect();
+        if let Some(&bad) = a.layers.iter().find(|&&l| l >= model.config.n_layers) {
+            bail!(
+                "layer {bad} is out of range: the model has {} layers",
+                model.config.n_layers
+            );
+        }
+        let cache = a.qkv_cache.clone().unwrap_or_else(|| {
+            let stem = model
+                .source
+                .file_stem()
+                .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+            std::env::temp_dir().join(format!(
+                "attnscope-bench-{stem}-{}-{n}-l{}.safetensors",
+                text.replace(['/', '.'], "_"),
+                layers.join("_")
+            ))
+        });
+        let saved = if cache.exists() {
+            read_qkv(&cache)?
+        } else {
+            let t = Instant::now();
+            let mut hook = SaveHook {
+                layers: &a.layers,
+                saved: Vec::new(),
+            };
+            model.forward(&inp.ids, &mut hook)?;
+            write_qkv(&cache, 0, &hook.saved)?;
+            eprintln!(
+                "forward pass to capture Q/K/V: {:.1}s (cached in {})",
+                t.elapsed().as_secs_f64(),
+                cache.display()
+            );
+            hook.saved
+        };
+        std::fs::write(
+            masks_path(&cache),
+            serde_json::to_string(&(&punct, &newline))?,
+        )?;
+        (saved, punct, newline, model.source.display().to_string())
     };
     let mut methods = Vec::new();
     for info in registry::parse_list(&a.methods)? {
@@ -226,8 +255,7 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
         return Ok(());
     }
     println!(
-        "{} | {n} tokens | layers {:?} | {} threads",
-        model.source.display(),
+        "{source} | {n} tokens | layers {:?} | {} threads",
         a.layers,
         rayon::current_num_threads()
     );
