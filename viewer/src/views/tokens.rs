@@ -23,11 +23,21 @@ const NEEDLE_QUERY: Color32 = Color32::from_rgb(80, 140, 255);
 /// Captured Q/K/V of one layer, or why there is none.
 type LayerQkv = Result<Arc<SavedLayer>, String>;
 
+/// Files up to this size are read at once; larger ones on a background thread.
+const SYNC_READ_BYTES: u64 = 16 << 20;
+
+/// A layer's captured Q/K/V: read, or being read.
+#[derive(Debug)]
+enum QkvState {
+    Ready(LayerQkv),
+    Reading(std::sync::mpsc::Receiver<LayerQkv>),
+}
+
 /// The token strip view.
 #[derive(Debug, Default)]
 pub struct TokenStrip {
-    /// Captured Q/K/V of (input, layer), or why not.
-    qkv: Option<((usize, usize), LayerQkv)>,
+    /// Captured Q/K/V of (input, layer), or why not; large files are read on a thread.
+    qkv: Option<((usize, usize), QkvState)>,
     /// Attention of (layer, head, query) over keys `0..=query`.
     attn: Option<((usize, usize, usize), Vec<f32>)>,
     page: Option<usize>,
@@ -61,41 +71,72 @@ pub fn token_attention(l: &SavedLayer, h: usize, i: usize) -> Vec<f32> {
 }
 
 impl TokenStrip {
-    fn layer_qkv(
-        &mut self,
-        run: &RunData,
-        input: usize,
-        layer: usize,
-    ) -> Result<Arc<SavedLayer>, String> {
+    /// The captured Q/K/V of a layer; `None` while a large file is still being read.
+    fn layer_qkv(&mut self, run: &RunData, input: usize, layer: usize) -> Option<LayerQkv> {
         if self.qkv.as_ref().is_none_or(|(k, _)| *k != (input, layer)) {
-            let r = (|| {
-                if !run.qkv_layers(input).contains(&layer) {
-                    return Err(format!(
-                        "layer {layer} has no captured Q/K (captured: {})",
-                        fmt_layers(&run.qkv_layers(input))
-                    ));
-                }
-                let file = run
-                    .manifest
-                    .qkv
-                    .iter()
-                    .find(|q| q.input == input)
-                    .map(|q| q.file.clone())
-                    .ok_or("no Q/K file")?;
-                let layers = read_qkv(&run.dir.join(file)).map_err(|e| e.to_string())?;
-                layers
-                    .into_iter()
-                    .find(|l| l.layer == layer)
-                    .map(Arc::new)
-                    .ok_or_else(|| format!("the Q/K file holds no layer {layer}"))
-            })();
-            self.qkv = Some(((input, layer), r));
             self.attn = None;
+            let file = run
+                .manifest
+                .qkv
+                .iter()
+                .find(|q| q.input == input)
+                .map(|q| run.dir.join(&q.file));
+            let state = match file {
+                _ if !run.qkv_layers(input).contains(&layer) => QkvState::Ready(Err(format!(
+                    "layer {layer} has no captured Q/K (captured: {})",
+                    fmt_layers(&run.qkv_layers(input))
+                ))),
+                None => QkvState::Ready(Err("no Q/K file".into())),
+                Some(path) => {
+                    let read = move || -> LayerQkv {
+                        read_qkv(&path)
+                            .map_err(|e| e.to_string())?
+                            .into_iter()
+                            .find(|l| l.layer == layer)
+                            .map(Arc::new)
+                            .ok_or_else(|| format!("the Q/K file holds no layer {layer}"))
+                    };
+                    let size = file_size(run, input);
+                    if size <= SYNC_READ_BYTES {
+                        QkvState::Ready(read())
+                    } else {
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        std::thread::Builder::new()
+                            .name("attnscope-qkv".into())
+                            .spawn(move || {
+                                let _ = tx.send(read());
+                            })
+                            .ok();
+                        QkvState::Reading(rx)
+                    }
+                }
+            };
+            self.qkv = Some(((input, layer), state));
         }
-        self.qkv
-            .as_ref()
-            .map_or(Err("not loaded".into()), |(_, r)| r.clone())
+        let (_, state) = self.qkv.as_mut()?;
+        if let QkvState::Reading(rx) = state {
+            match rx.try_recv() {
+                Ok(r) => *state = QkvState::Ready(r),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    *state = QkvState::Ready(Err("reading the Q/K file failed".into()))
+                }
+            }
+        }
+        match state {
+            QkvState::Ready(r) => Some(r.clone()),
+            QkvState::Reading(_) => None,
+        }
     }
+}
+
+fn file_size(run: &RunData, input: usize) -> u64 {
+    run.manifest
+        .qkv
+        .iter()
+        .find(|q| q.input == input)
+        .and_then(|q| std::fs::metadata(run.dir.join(&q.file)).ok())
+        .map_or(0, |m| m.len())
 }
 
 fn fmt_layers(l: &[usize]) -> String {
@@ -124,7 +165,13 @@ impl View for TokenStrip {
         });
         let q = focus.query_token;
         // Attention of the query: exact per token, or per block from the pooled map.
-        let exact = self.layer_qkv(run, focus.input, focus.layer);
+        let exact = self
+            .layer_qkv(run, focus.input, focus.layer)
+            .unwrap_or_else(|| {
+                ui.ctx()
+                    .request_repaint_after(std::time::Duration::from_millis(50));
+                Err("reading the captured Q/K…".into())
+            });
         let (attn, source): (Vec<f32>, String) = match &exact {
             Ok(l) if l.n == n => {
                 let key = (focus.layer, focus.head, q);

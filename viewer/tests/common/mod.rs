@@ -46,18 +46,25 @@ pub fn harness(app: ViewerApp) -> Harness<'static, ViewerApp> {
         .build_ui_state(|ui, app: &mut ViewerApp| app.ui(ui), app)
 }
 
-/// A software wgpu renderer, or `None` with a printed notice when this machine has none (then
-/// snapshot tests skip: CI installs Mesa's lavapipe through .ci/run).
+/// A wgpu renderer on Vulkan (Mesa's lavapipe on CI, installed by .ci/run), or `None` with a
+/// printed notice when there is none: then snapshot tests skip. Other backends (wgpu's GL path)
+/// are not used: their pixels differ from the committed snapshots.
 pub fn renderer() -> Option<egui_kittest::wgpu::WgpuTestRenderer> {
+    let mut setup = egui_kittest::wgpu::default_wgpu_setup();
+    if let egui_wgpu::WgpuSetup::CreateNew(c) = &mut setup {
+        c.instance_descriptor.backends = egui_wgpu::wgpu::Backends::VULKAN;
+    }
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(egui_kittest::wgpu::WgpuTestRenderer::new);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        egui_kittest::wgpu::WgpuTestRenderer::from_setup(setup)
+    }));
     std::panic::set_hook(prev);
     match r {
         Ok(r) => Some(r),
         Err(_) => {
             eprintln!(
-                "notice: no wgpu adapter (install Mesa's software drivers: apt-get install \
+                "notice: no Vulkan adapter for wgpu (install Mesa's lavapipe: apt-get install \
                  mesa-vulkan-drivers); skipping the image snapshot"
             );
             None
