@@ -5,16 +5,16 @@
 
 use attnscope_core::attention::{AttentionHook, HookAction, LayerQkv};
 use attnscope_core::capture::{capture_layer, CaptureOptions, HeadCapture};
-use ndarray::{s, Array2};
+use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{resolve, sparsity_of, Budget};
+use crate::budget::Budget;
 use crate::error::Result;
-use crate::freq::freq_dominance;
 use crate::method::{GroupInput, Selector};
-use crate::metrics::{evaluate_with, iou_pairs, kl, needle_recall, DenseHead};
 use crate::registry::MethodInfo;
-use crate::selection::Selection;
+
+mod layer;
+use layer::{Ctx, LayerJob, LayerOut};
 
 /// One method as configured for a run.
 #[derive(Debug)]
@@ -54,6 +54,9 @@ pub struct SimConfig {
     pub save_qkv: Vec<usize>,
     /// Calibration text for methods that fit settings (`None` when no method needs it).
     pub calibration: Option<CalibrationText>,
+    /// Layers simulated at once on worker threads while the forward pass goes on (0: automatic,
+    /// see [`simulate`]).
+    pub layer_jobs: usize,
 }
 
 /// Metrics of one (layer, q-head, method, budget).
@@ -139,6 +142,54 @@ pub struct SimHook<'a> {
     pub results: SimResults,
     /// Where the time went (benchmarks): methods by label, the rest by phase.
     pub profile: Profile,
+    /// Layer jobs go to these workers when set (see [`simulate`]); else they run in the hook.
+    jobs: Option<std::sync::mpsc::SyncSender<LayerJob>>,
+}
+
+impl<'a> SimHook<'a> {
+    /// A hook that simulates each layer inside the forward pass (no worker threads).
+    pub fn new(
+        cfg: &'a SimConfig,
+        punct: &'a [bool],
+        newline: &'a [bool],
+        needles: &'a [Needle],
+    ) -> Self {
+        Self {
+            cfg,
+            punct,
+            newline,
+            needles,
+            results: SimResults::default(),
+            profile: Profile::default(),
+            jobs: None,
+        }
+    }
+
+    fn ctx(&self) -> Ctx<'a> {
+        Ctx {
+            cfg: self.cfg,
+            punct: self.punct,
+            newline: self.newline,
+            needles: self.needles,
+        }
+    }
+
+    /// Appends one layer's rows and times.
+    fn absorb(&mut self, out: LayerOut) {
+        let r = out.results;
+        self.results.metrics.extend(r.metrics);
+        self.results.iou.extend(r.iou);
+        self.results.heads.extend(r.heads);
+        self.results.selections.extend(r.selections);
+        for (k, v) in r.method_seconds {
+            *self.results.method_seconds.entry(k).or_default() += v;
+        }
+        for (k, (w, c)) in out.profile.seconds {
+            let e = self.profile.seconds.entry(k).or_default();
+            e.0 += w;
+            e.1 += c;
+        }
+    }
 }
 
 /// Process CPU seconds so far (user + system, every thread; Linux `/proc/self/stat`, 10 ms
@@ -295,6 +346,8 @@ impl AttentionHook for CalibrationHook<'_> {
 /// Text that methods which fit settings (ours) calibrate on before the run.
 #[derive(Debug, Clone, Default)]
 pub struct CalibrationText {
+    /// Corpus text name or file.
+    pub name: String,
     pub ids: Vec<u32>,
     pub punct: Vec<bool>,
     pub newline: Vec<bool>,
@@ -314,182 +367,6 @@ impl SimHook<'_> {
         self.cfg.layers.as_ref().is_none_or(|ls| ls.contains(&l))
     }
 
-    /// Simulates one KV group of a layer.
-    fn group(&mut self, qkv: &LayerQkv<'_>, heads: &[HeadCapture], dense: &Array2<f32>, g: usize) {
-        let cfg = self.cfg;
-        let (n, d) = (qkv.len(), qkv.head_dim);
-        let gs = qkv.n_heads / qkv.n_kv_heads;
-        let hs: Vec<usize> = (g * gs..(g + 1) * gs).collect();
-        // Declared before `input` so that it outlives the scores it prepares from it.
-        let oracle_topp = cfg
-            .budgets
-            .iter()
-            .any(|b| matches!(b, Budget::TopP(_)))
-            .then(|| crate::registry::find("oracle-topp").ok())
-            .flatten()
-            .and_then(|info| info.build_with(&[]).ok());
-        let tensors = GroupTensors::new(qkv, g);
-        let input = group_input(
-            qkv.layer,
-            &tensors,
-            heads,
-            g,
-            self.punct,
-            self.newline,
-            cfg.capture_block,
-        );
-        let dense_heads: Vec<DenseHead<'_>> = hs
-            .iter()
-            .enumerate()
-            .map(|(hi, &h)| DenseHead {
-                q: tensors.q[hi].view(),
-                k: tensors.k.view(),
-                v: tensors.v.view(),
-                lse: &heads[h].lse,
-                dense_out: dense.slice(s![.., h * d..(h + 1) * d]),
-            })
-            .collect();
-        // The exact attention of every q-head, computed once: the oracles rank it and every
-        // method's metrics read it (not counted in any method's time).
-        let t = Profile::mark();
-        let probs = input.true_probs();
-        self.profile.add("(exact attention)", t);
-        let mut prepared = Vec::with_capacity(cfg.methods.len());
-        for m in &cfg.methods {
-            let t = Profile::mark();
-            prepared.push(m.selector.prepare(&input));
-            *self
-                .results
-                .method_seconds
-                .entry(m.label.clone())
-                .or_default() += self.profile.add(&m.label, t);
-        }
-        for (bi, &budget) in cfg.budgets.iter().enumerate() {
-            let top_p_sparsity = match budget {
-                Budget::TopP(p) => oracle_topp.as_ref().map(|o| {
-                    let prep = o.prepare(&input);
-                    match prep.kept_pairs_at(p) {
-                        Some((kept, heads)) => crate::budget::sparsity_of_kept(kept, heads, n),
-                        None => sparsity_of(&prep.select(p), n),
-                    }
-                }),
-                _ => None,
-            };
-            let mut sels: Vec<Vec<Selection>> = Vec::new();
-            for (m, prep) in cfg.methods.iter().zip(&prepared) {
-                let t = Profile::mark();
-                let cal = resolve(
-                    m.selector.as_ref(),
-                    prep.as_ref(),
-                    budget,
-                    n,
-                    top_p_sparsity,
-                );
-                for (hi, &h) in hs.iter().enumerate() {
-                    let sel = &cal.selections[hi];
-                    let qm = evaluate_with(&dense_heads[hi], &probs[hi], sel);
-                    let needle = mean(self.needles.iter().flat_map(|nd| {
-                        nd.queries
-                            .iter()
-                            .filter_map(|&i| needle_recall(&dense_heads[hi], sel, i, nd.span))
-                    }));
-                    let qb = cfg.query_block.max(1);
-                    self.results.metrics.push(MetricRow {
-                        input: 0,
-                        layer: qkv.layer,
-                        head: h,
-                        kv_head: g,
-                        method: m.label.clone(),
-                        budget: bi,
-                        knob: cal.knob,
-                        target_sparsity: cal.target,
-                        sparsity: sparsity_of(std::slice::from_ref(sel), n),
-                        recall: mean(qm.recall.iter().map(|&r| r as f64)),
-                        info_loss: mean(qm.recall.iter().map(|&r| 1.0 - r as f64)),
-                        kl: mean(qm.recall.iter().map(|&r| kl(r.max(f32::MIN_POSITIVE)))),
-                        out_rel_err: mean(qm.out_rel_err.iter().map(|&e| e as f64)),
-                        cosine: mean(qm.cosine.iter().map(|&c| c as f64)),
-                        needle_recall: (!needle.is_nan()).then_some(needle),
-                        reached: cal.reached,
-                        recall_by_query_block: qm
-                            .recall
-                            .chunks(qb)
-                            .map(|c| c.iter().sum::<f32>() / c.len() as f32)
-                            .collect(),
-                    });
-                }
-                sels.push(cal.selections);
-                *self
-                    .results
-                    .method_seconds
-                    .entry(m.label.clone())
-                    .or_default() += self.profile.add(&m.label, t);
-            }
-            let t = Profile::mark();
-            if cfg.selection_budgets.contains(&bi) {
-                use rayon::prelude::*;
-                let tasks: Vec<(usize, usize)> = (0..sels.len())
-                    .flat_map(|m| (0..hs.len()).map(move |hi| (m, hi)))
-                    .collect();
-                let rows: Vec<crate::bundle::SelectionRow> = tasks
-                    .par_iter()
-                    .map(|&(m, hi)| {
-                        crate::bundle::SelectionRow::compact(
-                            &sels[m][hi],
-                            cfg.capture_block,
-                            (qkv.layer, hs[hi], g),
-                            &cfg.methods[m].label,
-                            bi,
-                        )
-                    })
-                    .collect();
-                self.results.selections.extend(rows);
-            }
-            self.profile.add("(selections table)", t);
-            let t = Profile::mark();
-            // IoU of every pair of methods, per q-head, then averaged over the group's q-heads.
-            let per_head: Vec<Vec<f64>> = (0..gs)
-                .map(|h| iou_pairs(&sels.iter().map(|s| &s[h]).collect::<Vec<_>>()))
-                .collect();
-            let mut p = 0;
-            for a in 0..sels.len() {
-                for b in a + 1..sels.len() {
-                    let v = mean(per_head.iter().map(|x| x[p]));
-                    p += 1;
-                    self.results.iou.push(IouRow {
-                        input: 0,
-                        layer: qkv.layer,
-                        kv_head: g,
-                        budget: bi,
-                        method_a: cfg.methods[a].label.clone(),
-                        method_b: cfg.methods[b].label.clone(),
-                        iou: v,
-                    });
-                }
-            }
-            self.profile.add("(iou)", t);
-        }
-        let t = Profile::mark();
-        for (hi, &h) in hs.iter().enumerate() {
-            let f = freq_dominance(input.q[hi], input.k, cfg.freq_top_k, cfg.freq_queries);
-            let hc = &heads[h];
-            self.results.heads.push(HeadRow {
-                input: 0,
-                layer: qkv.layer,
-                head: h,
-                kv_head: g,
-                sink_mass: hc.mean_sink_mass() as f64,
-                energy_share: f.energy_share,
-                agreement: f.agreement,
-                pooled: hc.pooled.iter().copied().collect(),
-                n_blocks: hc.pooled.nrows(),
-            });
-        }
-        self.profile.add("(frequency)", t);
-    }
-}
-
-impl SimHook<'_> {
     fn capture_opts(&self) -> CaptureOptions {
         CaptureOptions {
             block: self.cfg.capture_block,
@@ -541,8 +418,16 @@ impl SimHook<'_> {
                 .qkv
                 .push(crate::bundle::qkv::SavedLayer::from_layer(qkv));
         }
-        for g in 0..qkv.n_kv_heads {
-            self.group(qkv, &heads, &dense, g);
+        let job = LayerJob::new(qkv, heads, dense.clone());
+        match &self.jobs {
+            Some(tx) => {
+                // A closed channel means a worker died; its panic surfaces when it is joined.
+                let _ = tx.send(job);
+            }
+            None => {
+                let out = job.run(&self.ctx());
+                self.absorb(out);
+            }
         }
         Ok(HookAction::DenseOutput(dense))
     }
@@ -599,6 +484,32 @@ pub fn summarize(rows: &[MetricRow]) -> Vec<MethodSummary> {
         .collect()
 }
 
+/// Layers simulated at once: `cfg.layer_jobs`, or when 0 a quarter of the rayon threads (at
+/// least 1, at most 8), fewer when the machine's available memory would not hold that many
+/// layers' exact attention (`n^2 / 2` floats per q-head of a KV group, about three such buffers
+/// alive per layer at its peak).
+fn layer_workers(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -> usize {
+    if cfg.layer_jobs > 0 {
+        return cfg.layer_jobs;
+    }
+    let c = &model.config;
+    let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1) as u64;
+    let per_layer = 3 * gs * (n as u64 * (n as u64 + 1) / 2) * 4;
+    let by_threads = (rayon::current_num_threads() / 4).clamp(1, 8);
+    let by_memory = available_memory()
+        .map_or(1, |m| (m / 2 / per_layer.max(1)) as usize)
+        .max(1);
+    by_threads.min(by_memory)
+}
+
+/// `MemAvailable` of `/proc/meminfo` in bytes (Linux), if readable.
+fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Runs the simulation over `ids` with `model`.
 pub fn simulate(
     model: &attnscope_core::Model,
@@ -641,15 +552,52 @@ pub fn simulate(
         };
         model.forward(&cal.ids, &mut hook)?;
     }
-    let mut hook = SimHook {
-        cfg,
-        punct,
-        newline,
-        needles,
-        results: SimResults::default(),
-        profile: Profile::default(),
-    };
-    model.forward_with_progress(ids, &mut hook, progress)?;
+    let mut hook = SimHook::new(cfg, punct, newline, needles);
+    let workers = layer_workers(cfg, model, ids.len());
+    let ctx = hook.ctx();
+    // The forward pass hands each captured layer to a free worker and goes on with the next
+    // layer; a rendezvous channel bounds the layers alive at once to `workers` (+ the one being
+    // captured). Each worker's methods still run in parallel on rayon's pool.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<LayerJob>(0);
+    let rx = std::sync::Mutex::new(rx);
+    let outs = std::thread::scope(|scope| -> Result<Vec<LayerOut>> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (rx, ctx) = (&rx, ctx);
+                scope.spawn(move || {
+                    let mut outs = Vec::new();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => break,
+                        };
+                        match job {
+                            Ok(job) => outs.push(job.run(&ctx)),
+                            Err(_) => break,
+                        }
+                    }
+                    outs
+                })
+            })
+            .collect();
+        hook.jobs = Some(tx);
+        let forward = model.forward_with_progress(ids, &mut hook, progress);
+        hook.jobs = None;
+        let mut outs = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(o) => outs.extend(o),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        forward?;
+        Ok(outs)
+    })?;
+    let mut outs = outs;
+    outs.sort_by_key(|o| o.layer);
+    for o in outs {
+        hook.absorb(o);
+    }
     for m in fits {
         hook.results.fitted.extend(
             m.selector

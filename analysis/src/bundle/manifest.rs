@@ -57,7 +57,18 @@ pub struct Manifest {
     /// Settings fitted on calibration text by methods labelled ours (e.g. `phsa-fit`'s lambda
     /// per layer).
     pub fitted: Vec<crate::sim::FittedRow>,
+    /// The calibration text those settings were fitted on.
+    pub calibration: Option<CalibrationInfo>,
     pub warnings: Vec<String>,
+}
+
+/// Calibration text of methods that fit settings (ours).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct CalibrationInfo {
+    /// Corpus text name or file.
+    pub text: String,
+    pub n_tokens: usize,
 }
 
 /// The tool that wrote the bundle.

@@ -9,9 +9,9 @@ use attnscope_analysis::bundle::io::write_json;
 use attnscope_analysis::bundle::partial::{DoneInput, Pending};
 use attnscope_analysis::bundle::qkv::write_qkv;
 use attnscope_analysis::bundle::{
-    context_of, hash_weights, now_unix, prepare_out, qkv_file_name, BudgetInfo, Bundle, Format,
-    InputInfo, Manifest, ManifestMethod, ModelInfo, Partial, QkvFile, TokenRow, ToolInfo,
-    FORMAT_VERSION,
+    context_of, hash_weights, now_unix, prepare_out, qkv_file_name, BudgetInfo, Bundle,
+    CalibrationInfo, Format, InputInfo, Manifest, ManifestMethod, ModelInfo, Partial, QkvFile,
+    TokenRow, ToolInfo, FORMAT_VERSION,
 };
 use attnscope_analysis::registry::{self, MethodKind};
 use attnscope_analysis::sim::SimResults;
@@ -47,9 +47,18 @@ pub struct Args {
     #[arg(long)]
     sweep: Vec<String>,
     /// Calibration text for methods that fit settings on it (phsa-fit): a corpus text name or a
-    /// file, cut to --len tokens; use a different text from --text.
+    /// file; use a different text from --text. Default when such a method runs: plrabn12 (lcet10
+    /// when --text is plrabn12).
     #[arg(long)]
     calibration_text: Option<String>,
+    /// Tokens of calibration text [default: --len with --calibration-text, else --len capped at
+    /// 2048].
+    #[arg(long)]
+    calibration_len: Option<usize>,
+    /// Layers simulated at once on worker threads while the forward pass goes on (0: a quarter of
+    /// the CPU threads, fewer when memory is short). Per-method seconds overlap when above 1.
+    #[arg(long, default_value_t = 0)]
+    layer_jobs: usize,
     /// Layers to simulate: `all` or a list like `0,3,10-12`.
     #[arg(long, default_value = "all")]
     layers: String,
@@ -272,6 +281,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     methods.extend(sweep_runs(&a.sweep, &ov)?);
     let resume = prepare_out(&a.out, a.force, a.resume)?;
+    let cfg_methods_fit: Vec<String> = methods
+        .iter()
+        .filter(|m| m.selector.needs_calibration())
+        .map(|m| m.label.clone())
+        .collect();
     let cfg = SimConfig {
         methods,
         budgets: budgets.clone(),
@@ -282,12 +296,13 @@ pub fn run(a: Args) -> Result<()> {
         query_block: a.capture_block.max(1),
         selection_budgets,
         save_qkv,
-        calibration: match &a.calibration_text {
-            Some(spec) => {
+        layer_jobs: a.layer_jobs,
+        calibration: match calibration_spec(&a, &cfg_methods_fit) {
+            Some((spec, len)) => {
                 let args = input::InputArgs {
                     dataset: "text".into(),
                     text: spec.clone(),
-                    len: a.input.len,
+                    len,
                     seed: a.input.seed,
                     depth: None,
                     tokenizer: None,
@@ -295,6 +310,7 @@ pub fn run(a: Args) -> Result<()> {
                 let cal = input::prepare(&args, &model, a.quiet)?;
                 let (punct, newline) = masks(&cal.pieces);
                 Some(CalibrationText {
+                    name: spec,
                     ids: cal.ids,
                     punct,
                     newline,
@@ -304,6 +320,30 @@ pub fn run(a: Args) -> Result<()> {
         },
     };
     run_inputs(a, model, cfg, &budgets, resume, started, load_s)
+}
+
+/// The calibration text and its length in tokens, when a method fits settings on one: the
+/// user's, or a held-out corpus text (a notice says which).
+fn calibration_spec(a: &Args, fit: &[String]) -> Option<(String, usize)> {
+    if let Some(spec) = &a.calibration_text {
+        return Some((spec.clone(), a.calibration_len.unwrap_or(a.input.len)));
+    }
+    if fit.is_empty() {
+        return None;
+    }
+    let spec = if a.input.text == "plrabn12" {
+        "lcet10"
+    } else {
+        "plrabn12"
+    };
+    let len = a.calibration_len.unwrap_or(a.input.len.min(2048));
+    if !a.quiet {
+        eprintln!(
+            "{} fit on calibration text: {spec}, {len} tokens (--calibration-text, --calibration-len)",
+            fit.join(", ")
+        );
+    }
+    Some((spec.to_string(), len))
 }
 
 /// `--selections`: budget indices, `all` or `none`.
@@ -487,7 +527,7 @@ fn run_inputs(
         "len": a.input.len, "depth": a.input.depth, "methods": manifest.methods,
         "budgets": manifest.budgets, "layers": manifest.layers, "capture_block": cfg.capture_block,
         "selections": cfg.selection_budgets, "save_qkv": cfg.save_qkv, "format": format,
-        "calibration_text": a.calibration_text,
+        "calibration_text": a.calibration_text, "calibration_len": a.calibration_len,
     });
     // A fresh run checks its first input before it writes anything.
     let mut first = None;
@@ -618,6 +658,10 @@ fn run_inputs(
         // The calibration pass is the same for every input: keep one copy.
         if manifest.fitted.is_empty() {
             manifest.fitted = d.fitted.clone();
+            manifest.calibration = cfg.calibration.as_ref().map(|c| CalibrationInfo {
+                text: c.name.clone(),
+                n_tokens: c.ids.len(),
+            });
         }
         manifest.data.inputs.push(d.info);
     }

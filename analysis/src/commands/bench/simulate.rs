@@ -199,15 +199,9 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
         selection_budgets: vec![0],
         save_qkv: Vec::new(),
         calibration: None,
+        layer_jobs: 1,
     };
-    let mut hook = SimHook {
-        cfg: &cfg,
-        punct: &punct,
-        newline: &newline,
-        needles: &[],
-        results: Default::default(),
-        profile: Default::default(),
-    };
+    let mut hook = SimHook::new(&cfg, &punct, &newline, &[]);
     let cpu0 = cpu_seconds();
     let t = Instant::now();
     for l in &saved {

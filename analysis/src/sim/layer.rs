@@ -1,0 +1,252 @@
+//! One layer's simulation as a self-contained job: the layer's Q/K/V per KV group, its exact
+//! capture and dense output, owned, so that it can run on a worker thread while the forward pass
+//! goes on to the next layers (see [`super::simulate`]).
+
+use attnscope_core::attention::LayerQkv;
+use attnscope_core::capture::HeadCapture;
+use ndarray::{s, Array2};
+
+use super::HeadRow;
+use super::{
+    group_input, mean, GroupTensors, IouRow, MetricRow, Needle, Profile, SimConfig, SimResults,
+};
+use crate::budget::{resolve, sparsity_of, Budget};
+use crate::freq::freq_dominance;
+use crate::metrics::{evaluate_with, iou_pairs, kl, needle_recall, DenseHead};
+use crate::selection::Selection;
+
+/// What every layer job reads: the run's configuration and the input's masks and needles.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    pub cfg: &'a SimConfig,
+    pub punct: &'a [bool],
+    pub newline: &'a [bool],
+    pub needles: &'a [Needle],
+}
+
+/// What a layer produced: its result rows and where its time went.
+#[derive(Debug, Default)]
+pub(crate) struct LayerOut {
+    pub layer: usize,
+    pub results: SimResults,
+    pub profile: Profile,
+}
+
+/// One captured layer, owned.
+pub(crate) struct LayerJob {
+    layer: usize,
+    n: usize,
+    head_dim: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    groups: Vec<GroupTensors>,
+    heads: Vec<HeadCapture>,
+    /// Exact dense attention output `[n, n_heads * head_dim]`.
+    dense: Array2<f32>,
+    out: LayerOut,
+}
+
+impl LayerJob {
+    /// Copies the layer's Q/K/V (per KV group, contiguous) beside its capture.
+    pub fn new(qkv: &LayerQkv<'_>, heads: Vec<HeadCapture>, dense: Array2<f32>) -> Self {
+        Self {
+            layer: qkv.layer,
+            n: qkv.len(),
+            head_dim: qkv.head_dim,
+            n_heads: qkv.n_heads,
+            n_kv_heads: qkv.n_kv_heads,
+            groups: (0..qkv.n_kv_heads)
+                .map(|g| GroupTensors::new(qkv, g))
+                .collect(),
+            heads,
+            dense,
+            out: LayerOut {
+                layer: qkv.layer,
+                ..LayerOut::default()
+            },
+        }
+    }
+
+    /// Every method on every KV group of the layer.
+    pub fn run(mut self, ctx: &Ctx<'_>) -> LayerOut {
+        let mut out = std::mem::take(&mut self.out);
+        for g in 0..self.n_kv_heads {
+            self.group(ctx, g, &mut out);
+        }
+        out
+    }
+
+    /// Simulates KV group `g` of the layer.
+    fn group(&self, ctx: &Ctx<'_>, g: usize, out: &mut LayerOut) {
+        let cfg = ctx.cfg;
+        let (n, d) = (self.n, self.head_dim);
+        let gs = self.n_heads / self.n_kv_heads;
+        let (heads, dense) = (&self.heads, &self.dense);
+        let layer = self.layer;
+        let hs: Vec<usize> = (g * gs..(g + 1) * gs).collect();
+        // Declared before `input` so that it outlives the scores it prepares from it.
+        let oracle_topp = cfg
+            .budgets
+            .iter()
+            .any(|b| matches!(b, Budget::TopP(_)))
+            .then(|| crate::registry::find("oracle-topp").ok())
+            .flatten()
+            .and_then(|info| info.build_with(&[]).ok());
+        let tensors = &self.groups[g];
+        let input = group_input(
+            layer,
+            tensors,
+            heads,
+            g,
+            ctx.punct,
+            ctx.newline,
+            cfg.capture_block,
+        );
+        let dense_heads: Vec<DenseHead<'_>> = hs
+            .iter()
+            .enumerate()
+            .map(|(hi, &h)| DenseHead {
+                q: tensors.q[hi].view(),
+                k: tensors.k.view(),
+                v: tensors.v.view(),
+                lse: &heads[h].lse,
+                dense_out: dense.slice(s![.., h * d..(h + 1) * d]),
+            })
+            .collect();
+        // The exact attention of every q-head, computed once: the oracles rank it and every
+        // method's metrics read it (not counted in any method's time).
+        let t = Profile::mark();
+        let probs = input.true_probs();
+        out.profile.add("(exact attention)", t);
+        let mut prepared = Vec::with_capacity(cfg.methods.len());
+        for m in &cfg.methods {
+            let t = Profile::mark();
+            prepared.push(m.selector.prepare(&input));
+            *out.results
+                .method_seconds
+                .entry(m.label.clone())
+                .or_default() += out.profile.add(&m.label, t);
+        }
+        for (bi, &budget) in cfg.budgets.iter().enumerate() {
+            let top_p_sparsity = match budget {
+                Budget::TopP(p) => oracle_topp.as_ref().map(|o| {
+                    let prep = o.prepare(&input);
+                    match prep.kept_pairs_at(p) {
+                        Some((kept, heads)) => crate::budget::sparsity_of_kept(kept, heads, n),
+                        None => sparsity_of(&prep.select(p), n),
+                    }
+                }),
+                _ => None,
+            };
+            let mut sels: Vec<Vec<Selection>> = Vec::new();
+            for (m, prep) in cfg.methods.iter().zip(&prepared) {
+                let t = Profile::mark();
+                let cal = resolve(
+                    m.selector.as_ref(),
+                    prep.as_ref(),
+                    budget,
+                    n,
+                    top_p_sparsity,
+                );
+                for (hi, &h) in hs.iter().enumerate() {
+                    let sel = &cal.selections[hi];
+                    let qm = evaluate_with(&dense_heads[hi], &probs[hi], sel);
+                    let needle = mean(ctx.needles.iter().flat_map(|nd| {
+                        nd.queries
+                            .iter()
+                            .filter_map(|&i| needle_recall(&dense_heads[hi], sel, i, nd.span))
+                    }));
+                    let qb = cfg.query_block.max(1);
+                    out.results.metrics.push(MetricRow {
+                        input: 0,
+                        layer: layer,
+                        head: h,
+                        kv_head: g,
+                        method: m.label.clone(),
+                        budget: bi,
+                        knob: cal.knob,
+                        target_sparsity: cal.target,
+                        sparsity: sparsity_of(std::slice::from_ref(sel), n),
+                        recall: mean(qm.recall.iter().map(|&r| r as f64)),
+                        info_loss: mean(qm.recall.iter().map(|&r| 1.0 - r as f64)),
+                        kl: mean(qm.recall.iter().map(|&r| kl(r.max(f32::MIN_POSITIVE)))),
+                        out_rel_err: mean(qm.out_rel_err.iter().map(|&e| e as f64)),
+                        cosine: mean(qm.cosine.iter().map(|&c| c as f64)),
+                        needle_recall: (!needle.is_nan()).then_some(needle),
+                        reached: cal.reached,
+                        recall_by_query_block: qm
+                            .recall
+                            .chunks(qb)
+                            .map(|c| c.iter().sum::<f32>() / c.len() as f32)
+                            .collect(),
+                    });
+                }
+                sels.push(cal.selections);
+                *out.results
+                    .method_seconds
+                    .entry(m.label.clone())
+                    .or_default() += out.profile.add(&m.label, t);
+            }
+            let t = Profile::mark();
+            if cfg.selection_budgets.contains(&bi) {
+                use rayon::prelude::*;
+                let tasks: Vec<(usize, usize)> = (0..sels.len())
+                    .flat_map(|m| (0..hs.len()).map(move |hi| (m, hi)))
+                    .collect();
+                let rows: Vec<crate::bundle::SelectionRow> = tasks
+                    .par_iter()
+                    .map(|&(m, hi)| {
+                        crate::bundle::SelectionRow::compact(
+                            &sels[m][hi],
+                            cfg.capture_block,
+                            (layer, hs[hi], g),
+                            &cfg.methods[m].label,
+                            bi,
+                        )
+                    })
+                    .collect();
+                out.results.selections.extend(rows);
+            }
+            out.profile.add("(selections table)", t);
+            let t = Profile::mark();
+            // IoU of every pair of methods, per q-head, then averaged over the group's q-heads.
+            let per_head: Vec<Vec<f64>> = (0..gs)
+                .map(|h| iou_pairs(&sels.iter().map(|s| &s[h]).collect::<Vec<_>>()))
+                .collect();
+            let mut p = 0;
+            for a in 0..sels.len() {
+                for b in a + 1..sels.len() {
+                    let v = mean(per_head.iter().map(|x| x[p]));
+                    p += 1;
+                    out.results.iou.push(IouRow {
+                        input: 0,
+                        layer: layer,
+                        kv_head: g,
+                        budget: bi,
+                        method_a: cfg.methods[a].label.clone(),
+                        method_b: cfg.methods[b].label.clone(),
+                        iou: v,
+                    });
+                }
+            }
+            out.profile.add("(iou)", t);
+        }
+        let t = Profile::mark();
+        for (hi, &h) in hs.iter().enumerate() {
+            let f = freq_dominance(input.q[hi], input.k, cfg.freq_top_k, cfg.freq_queries);
+            let hc = &heads[h];
+            out.results.heads.push(HeadRow {
+                input: 0,
+                layer: layer,
+                head: h,
+                kv_head: g,
+                sink_mass: hc.mean_sink_mass() as f64,
+                energy_share: f.energy_share,
+                agreement: f.agreement,
+                pooled: hc.pooled.iter().copied().collect(),
+                n_blocks: hc.pooled.nrows(),
+            });
+        }
+        out.profile.add("(frequency)", t);
+    }
+}
