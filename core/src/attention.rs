@@ -190,6 +190,112 @@ pub trait DeviceLayer {
 
     /// The device, e.g. `cuda:0 (NVIDIA H100 80GB HBM3)`.
     fn device(&self) -> String;
+
+    /// Scores the key blocks of every query on the device by `spec`, keeps each query's forced
+    /// blocks plus its `k` best other blocks for every `k` of `top_k`, and measures each of
+    /// these selections against the exact dense attention ([`SparseMeasure`], one per `k`).
+    /// `keep_blocks` also copies the kept blocks back. Needs [`DeviceLayer::capture`] first
+    /// (the exact LSE and dense output). Devices without it answer an error.
+    fn block_select_measure(
+        &mut self,
+        spec: &BlockScoring<'_>,
+        top_k: &[usize],
+        keep_blocks: bool,
+    ) -> Result<Vec<SparseMeasure>> {
+        let _ = (spec, top_k, keep_blocks);
+        Err(CoreError::Device(
+            "block selection is not available on this device".into(),
+        ))
+    }
+
+    /// Measures host-made block lists against the exact dense attention (as
+    /// [`DeviceLayer::block_select_measure`] measures its own selections).
+    fn measure_blocks(&mut self, lists: &BlockLists<'_>) -> Result<SparseMeasure> {
+        let _ = lists;
+        Err(CoreError::Device(
+            "sparse measurement is not available on this device".into(),
+        ))
+    }
+
+    /// SeerAttention's oracle target of every q-head, `[n_heads, nb, nb]` row-major
+    /// (`nb = ceil(n / block)`): entry `(h, r, c)`, `c <= r`, is the largest exact attention
+    /// probability of any query of block `r` on any causal key of block `c` (0 above the
+    /// diagonal).
+    fn pooled_max_truth(&mut self, block: usize) -> Result<Vec<f32>> {
+        let _ = block;
+        Err(CoreError::Device(
+            "pooled truth is not available on this device".into(),
+        ))
+    }
+}
+
+/// How block scores pool representative scores (see [`BlockScoring`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockPool {
+    /// Block `b` scores as representative `b`.
+    Identity,
+    /// Max over representatives `[per b - 1, per b + per - 1]` (InfLLM v2's max-pooling).
+    Max(usize),
+    /// Sum over representatives `[per b - 1, per (b + 1))` (NSA's overlapping windows).
+    Sum(usize),
+}
+
+/// A block method's scoring rule, in method-neutral terms. Per query `i` and head of a
+/// selection, the representative logits `x_j = scale * q_i . rep_j` (Quest's bound:
+/// `q+ . max_j + q- . min_j`) of the visible representatives `j` (`i + 1 >= vis_window` and
+/// `j <= (i + 1 - vis_window) / vis_stride`) are softmax-normalized (or not), summed over the
+/// heads of the selection (a KV group, or one q-head), pooled to block scores, and the blocks
+/// below the candidate limit (`vis` for [`BlockPool::Identity`], the own block for
+/// [`BlockPool::Sum`], the own block included for [`BlockPool::Max`]) that are not forced are
+/// ranked (higher first, ties by lower index). Forced: the first `n_init` blocks and the `local`
+/// blocks before the own block, and the own block.
+#[derive(Debug, Clone)]
+pub struct BlockScoring<'a> {
+    /// Representatives `[n_kv_heads, m, head_dim]`.
+    pub reps: &'a [f32],
+    /// Quest: element-wise minima (then `reps` are the maxima).
+    pub reps_min: Option<&'a [f32]>,
+    pub m: usize,
+    pub scale: f32,
+    pub vis_window: usize,
+    pub vis_stride: usize,
+    pub softmax: bool,
+    /// One selection per KV group (scores summed over its q-heads) instead of per q-head.
+    pub group_shared: bool,
+    pub pool: BlockPool,
+    /// Tokens per selected block.
+    pub block: usize,
+    pub n_init: usize,
+    pub local: usize,
+}
+
+/// Host-made block selections to measure on the device: `blocks` is
+/// `[selection heads, ceil(n / qblock), width]` (`u32::MAX` = no block); q-head `h` reads
+/// selection head `h / heads_per_sel` and query `i` its row `i / qblock`; block `b` keeps keys
+/// `[b unit, (b + 1) unit)` up to the query.
+#[derive(Debug, Clone)]
+pub struct BlockLists<'a> {
+    pub blocks: &'a [u32],
+    pub width: usize,
+    pub unit: usize,
+    pub qblock: usize,
+    pub heads_per_sel: usize,
+}
+
+/// Per-query metrics of one selection on every q-head, `[n_heads * n]` each (head-major), with
+/// the kept blocks when asked for.
+#[derive(Debug, Clone, Default)]
+pub struct SparseMeasure {
+    /// True attention mass of the kept keys (at most 1).
+    pub recall: Vec<f32>,
+    /// `||o_sparse - o_dense|| / ||o_dense||` of the renormalized sparse output.
+    pub out_rel_err: Vec<f32>,
+    pub cosine: Vec<f32>,
+    /// Kept causal keys.
+    pub kept: Vec<u32>,
+    /// Kept blocks `[selection heads, n, width]` (`u32::MAX` = none), when asked for.
+    pub blocks: Option<Vec<u32>>,
+    pub width: usize,
 }
 
 /// A hook that does nothing: plain dense attention.

@@ -686,4 +686,49 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
     fn device(&self) -> String {
         self.model.dev.label()
     }
+
+    fn block_select_measure(
+        &mut self,
+        spec: &crate::attention::BlockScoring<'_>,
+        top_k: &[usize],
+        keep_blocks: bool,
+    ) -> Result<Vec<crate::attention::SparseMeasure>> {
+        self.tensors()?.select_measure(spec, top_k, keep_blocks)
+    }
+
+    fn measure_blocks(
+        &mut self,
+        lists: &crate::attention::BlockLists<'_>,
+    ) -> Result<crate::attention::SparseMeasure> {
+        self.tensors()?.measure_lists(lists)
+    }
+
+    fn pooled_max_truth(&mut self, block: usize) -> Result<Vec<f32>> {
+        self.tensors()?.pooled_max_truth(block)
+    }
+}
+
+impl<T: GpuFloat> LayerCtx<'_, T> {
+    /// The layer's device tensors, once [`DeviceLayer::capture`] has computed the LSE and the
+    /// dense output.
+    fn tensors(&self) -> Result<super::blocks::LayerTensors<'_, T>> {
+        if !self.done {
+            return Err(CoreError::Device(
+                "sparse measurement needs the layer's capture first (DeviceLayer::capture)".into(),
+            ));
+        }
+        let c = &self.model.config;
+        Ok(super::blocks::LayerTensors {
+            dev: &self.model.dev,
+            q: &self.b.qh,
+            k: &self.b.kh,
+            v: &self.b.vh,
+            lse: &self.b.lse,
+            dense: &self.b.attn,
+            nh: c.n_heads,
+            nkv: c.n_kv_heads,
+            n: self.b.lse.len() / c.n_heads,
+            d: c.head_dim,
+        })
+    }
 }

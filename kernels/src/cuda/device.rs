@@ -81,8 +81,8 @@ pub(crate) static FLASH: Source = Source {
 };
 
 /// Every kernel source, for compile checks.
-pub(crate) fn sources() -> [&'static Source; 3] {
-    [&ELEMENTWISE, &ROWWISE, &FLASH]
+pub(crate) fn sources() -> [&'static Source; 4] {
+    [&ELEMENTWISE, &ROWWISE, &FLASH, &super::blocksel::BLOCKSEL]
 }
 
 /// Compiles `src` to PTX for `arch` (e.g. `sm_90`): the NVRTC log is in the error.

@@ -5,11 +5,13 @@
 
 mod attention;
 mod blas;
+mod blocksel;
 mod buffer;
 mod device;
 mod ops;
 
 pub use attention::{AttnKernel, AttnShape, FlashTuning};
+pub use blocksel::{RowPool, RowRule};
 pub use buffer::{DBuf, GpuFloat};
 pub use device::{GpuDevice, GpuError, GpuMark, GpuTimer, Result};
 pub use half::bf16;

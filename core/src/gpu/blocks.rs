@@ -1,0 +1,249 @@
+//! Block-method scoring and sparse measurement on the device, for [`DeviceLayer`]s of a GPU
+//! forward pass (see [`DeviceLayer::block_select_measure`]): representative logits by cuBLAS
+//! (f32, one chunk of queries at a time), the row kernel (softmax or raw scores, group sum,
+//! pooling, forced blocks, top-k), then the measurement kernel over the kept key blocks of every
+//! (q-head, query) against the exact dense attention. Outputs are poisoned with NaN before every
+//! launch, and a NaN that comes back is an error.
+//!
+//! [`DeviceLayer`]: crate::attention::DeviceLayer
+//! [`DeviceLayer::block_select_measure`]: crate::attention::DeviceLayer::block_select_measure
+
+use attnscope_kernels::cuda::{DBuf, GpuDevice, GpuFloat, RowPool, RowRule};
+
+use super::gpu_err;
+use crate::attention::{BlockLists, BlockPool, BlockScoring, SparseMeasure};
+use crate::error::{CoreError, Result};
+
+/// One layer's device tensors a measurement reads (head-major Q `[nh, n, d]`, K and V
+/// `[nkv, n, d]`, LSE `[nh, n]`, dense output `[n, nh d]`).
+pub(crate) struct LayerTensors<'a, T> {
+    pub dev: &'a GpuDevice,
+    pub q: &'a DBuf<T>,
+    pub k: &'a DBuf<T>,
+    pub v: &'a DBuf<T>,
+    pub lse: &'a DBuf<f32>,
+    pub dense: &'a DBuf<T>,
+    pub nh: usize,
+    pub nkv: usize,
+    pub n: usize,
+    pub d: usize,
+}
+
+/// Logit chunks stay under this many bytes.
+const LOGIT_BYTES: usize = 1 << 30;
+
+impl<T: GpuFloat> LayerTensors<'_, T> {
+    fn shape(&self) -> (usize, usize, usize, usize) {
+        (self.nh, self.nkv, self.n, self.d)
+    }
+
+    /// See [`crate::attention::DeviceLayer::block_select_measure`].
+    pub fn select_measure(
+        &self,
+        spec: &BlockScoring<'_>,
+        top_k: &[usize],
+        keep_blocks: bool,
+    ) -> Result<Vec<SparseMeasure>> {
+        let ge = gpu_err;
+        let dev = self.dev;
+        let (nh, nkv, n, d) = self.shape();
+        let m = spec.m;
+        let g = nh / nkv.max(1);
+        if spec.reps.len() != nkv * m * d
+            || spec.reps_min.is_some_and(|r| r.len() != nkv * m * d)
+            || spec.block == 0
+            || spec.vis_stride == 0
+        {
+            return Err(CoreError::Input(format!(
+                "block scoring: {} representative values for {nkv} kv heads x {m} x {d}",
+                spec.reps.len()
+            )));
+        }
+        if n == 0 {
+            return Ok(top_k.iter().map(|_| SparseMeasure::default()).collect());
+        }
+        let reps = dev.upload(spec.reps, "block representatives").map_err(ge)?;
+        let reps_min = match spec.reps_min {
+            Some(r) => Some(dev.upload(r, "block minima").map_err(ge)?),
+            None => None,
+        };
+        // f32 queries (Quest: their positive and negative parts).
+        let (qa, qb) = if reps_min.is_some() {
+            let mut pos = dev.alloc::<f32>(nh * n * d, "q+ (f32)").map_err(ge)?;
+            let mut neg = dev.alloc::<f32>(nh * n * d, "q- (f32)").map_err(ge)?;
+            dev.to_f32_mode(self.q, &mut pos, nh * n * d, 1)
+                .map_err(ge)?;
+            dev.to_f32_mode(self.q, &mut neg, nh * n * d, 2)
+                .map_err(ge)?;
+            (pos, Some(neg))
+        } else {
+            let mut q = dev.alloc::<f32>(nh * n * d, "q (f32)").map_err(ge)?;
+            dev.to_f32_mode(self.q, &mut q, nh * n * d, 0).map_err(ge)?;
+            (q, None)
+        };
+        let (sel_heads, hps) = if spec.group_shared { (nkv, g) } else { (nh, 1) };
+        let nb = n.div_ceil(spec.block);
+        let rule = RowRule {
+            m,
+            scale: spec.scale,
+            vis_window: spec.vis_window,
+            vis_stride: spec.vis_stride,
+            softmax: spec.softmax,
+            pool: match spec.pool {
+                BlockPool::Identity => RowPool::Identity,
+                BlockPool::Max(p) => RowPool::Max(p.max(1)),
+                BlockPool::Sum(p) => RowPool::Sum(p.max(1)),
+            },
+            block: spec.block,
+            n_init: spec.n_init,
+            local: spec.local,
+        };
+        let widths: Vec<usize> = top_k
+            .iter()
+            .map(|&k| (rule.max_forced() + k).min(nb).max(1))
+            .collect();
+        let mut sels: Vec<DBuf<u32>> = widths
+            .iter()
+            .map(|&w| dev.alloc::<u32>(sel_heads * n * w, "kept blocks"))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(ge)?;
+        let per_row = hps * m.max(1) * 4;
+        let nq = (LOGIT_BYTES / per_row).clamp(1, n);
+        let logits = dev
+            .alloc::<f32>(hps * nq * m.max(1), "representative logits")
+            .map_err(ge)?;
+        for sh in 0..sel_heads {
+            for i0 in (0..n).step_by(nq) {
+                let rows = nq.min(n - i0);
+                for hh in 0..hps {
+                    let h = sh * hps + hh;
+                    let kv = h / g;
+                    let y = logits.ptr_at(hh * rows * m);
+                    let x = qa.ptr_at((h * n + i0) * d);
+                    dev.sgemm_nt_raw(x, reps.ptr_at(kv * m * d), y, rows, d, m, 0.0)
+                        .map_err(ge)?;
+                    if let (Some(neg), Some(mins)) = (&qb, &reps_min) {
+                        let x = neg.ptr_at((h * n + i0) * d);
+                        dev.sgemm_nt_raw(x, mins.ptr_at(kv * m * d), y, rows, d, m, 1.0)
+                            .map_err(ge)?;
+                    }
+                }
+                for ((sel, &w), &k) in sels.iter_mut().zip(&widths).zip(top_k) {
+                    dev.block_rows(&logits, hps, rows, i0, &rule, k, w, n, sel, sh * n * w)
+                        .map_err(ge)?;
+                }
+            }
+        }
+        drop(logits);
+        let mut out = Vec::with_capacity(top_k.len());
+        for (sel, &w) in sels.iter().zip(&widths) {
+            let mut r = self.measure(sel, w, spec.block, 1, hps)?;
+            if keep_blocks {
+                r.blocks = Some(dev.download(sel).map_err(ge)?);
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// Measures selections already on the device.
+    fn measure(
+        &self,
+        sel: &DBuf<u32>,
+        width: usize,
+        unit: usize,
+        qblock: usize,
+        heads_per_sel: usize,
+    ) -> Result<SparseMeasure> {
+        let ge = gpu_err;
+        let dev = self.dev;
+        let len = self.nh * self.n;
+        let mut bufs: Vec<DBuf<f32>> = (0..4)
+            .map(|_| dev.alloc::<f32>(len, "per-query metrics"))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(ge)?;
+        for b in bufs.iter_mut() {
+            dev.poison(b).map_err(ge)?;
+        }
+        let [r, e, c, k] = &mut bufs[..] else {
+            return Err(CoreError::Device("metric buffers".into()));
+        };
+        dev.measure_blocks(
+            self.q,
+            self.k,
+            self.v,
+            self.lse,
+            self.dense,
+            sel,
+            self.shape(),
+            width,
+            unit,
+            qblock,
+            heads_per_sel,
+            (r, e, c, k),
+        )
+        .map_err(ge)?;
+        let recall = dev.download(&bufs[0]).map_err(ge)?;
+        let out_rel_err = dev.download(&bufs[1]).map_err(ge)?;
+        let cosine = dev.download(&bufs[2]).map_err(ge)?;
+        let kept: Vec<u32> = dev
+            .download(&bufs[3])
+            .map_err(ge)?
+            .into_iter()
+            .map(f32::to_bits)
+            .collect();
+        let unwritten = recall
+            .iter()
+            .chain(&out_rel_err)
+            .chain(&cosine)
+            .any(|x| x.is_nan())
+            || kept.iter().any(|&x| x == 0x7fc0_0000);
+        if unwritten {
+            return Err(CoreError::Device(
+                "sparse measurement left NaN or unwritten per-query metrics".into(),
+            ));
+        }
+        Ok(SparseMeasure {
+            recall,
+            out_rel_err,
+            cosine,
+            kept,
+            blocks: None,
+            width,
+        })
+    }
+
+    /// See [`crate::attention::DeviceLayer::measure_blocks`].
+    pub fn measure_lists(&self, lists: &BlockLists<'_>) -> Result<SparseMeasure> {
+        let sel = self
+            .dev
+            .upload(lists.blocks, "block lists")
+            .map_err(gpu_err)?;
+        self.measure(
+            &sel,
+            lists.width,
+            lists.unit,
+            lists.qblock,
+            lists.heads_per_sel,
+        )
+    }
+
+    /// See [`crate::attention::DeviceLayer::pooled_max_truth`].
+    pub fn pooled_max_truth(&self, block: usize) -> Result<Vec<f32>> {
+        let ge = gpu_err;
+        let nb = self.n.div_ceil(block.max(1));
+        let mut g = self
+            .dev
+            .alloc::<f32>(self.nh * nb * nb, "pooled truth")
+            .map_err(ge)?;
+        self.dev.zero(&mut g).map_err(ge)?;
+        self.dev
+            .pooled_max_truth(self.q, self.k, self.lse, &mut g, self.shape(), block)
+            .map_err(ge)?;
+        let v = self.dev.download(&g).map_err(ge)?;
+        if v.iter().any(|x| x.is_nan()) {
+            return Err(CoreError::Device("pooled truth has NaN".into()));
+        }
+        Ok(v)
+    }
+}

@@ -1,0 +1,295 @@
+// Block selection and sparse measurement (analysis: gpu_methods.rs; core: gpu/blocks.rs).
+//
+// A block method scores, for every query token i, the key blocks visible to it from the logits
+// of block representatives (computed by cuBLAS into L: [heads of the selection][queries][m]),
+// keeps forced blocks (init, local, own) plus the top-k other candidates (ties by lower index,
+// the CPU's rank order), and writes the kept block ids of every row. `measure_blocks` then
+// computes, per (q-head, query), the exact dense attention mass of the kept keys (recall), and
+// the renormalized sparse output compared with the dense output (relative L2 error, cosine).
+// Arithmetic is f32; nothing n x n is ever stored.
+
+#define NONE_BLOCK 0xffffffffu
+
+// y = f(x) as f32: mode 0 copy, 1 max(x, 0), 2 min(x, 0).
+template <typename T>
+__device__ void to_f32_mode(const T* x, float* y, i64 len, int mode) {
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += (i64)blockDim.x * gridDim.x) {
+        float v = ld(x + i);
+        if (mode == 1) v = fmaxf(v, 0.f);
+        if (mode == 2) v = fminf(v, 0.f);
+        y[i] = v;
+    }
+}
+
+__device__ __forceinline__ float block_reduce(float v, float* red, bool is_max) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int off = 16; off > 0; off >>= 1) {
+        float o = __shfl_xor_sync(FULL_MASK, v, off);
+        v = is_max ? fmaxf(v, o) : v + o;
+    }
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float r = red[0];
+    for (int w = 1; w < nw; w++) r = is_max ? fmaxf(r, red[w]) : r + red[w];
+    return r;
+}
+
+// Order of f32::total_cmp as an unsigned key (ascending key = ascending value).
+__device__ __forceinline__ u32 ordered_bits(float x) {
+    u32 b = __float_as_uint(x);
+    return (b >> 31) ? ~b : (b | 0x80000000u);
+}
+
+__device__ __forceinline__ bool is_forced(int b, int own, int n_init, int local) {
+    return b < min(n_init, own + 1) || (b >= own - local && b <= own);
+}
+
+// One CTA per query row of one selection head.
+//   L        logits [G][nq][m] of this chunk (row r = query i0 + r), unscaled
+//   out      kept blocks [n][width] of this selection head (row i), NONE_BLOCK padded
+//   pool     0: block b's score is s[b]; 1: max of s over [per b - 1, per b + per - 1];
+//            2: sum of s over [per b - 1, per (b + 1))
+// Shared memory: s[m] floats, then keys[p2] u64 (p2: a power of two >= every row's candidates).
+extern "C" __global__ void block_rows(const float* L, int G, int nq, int m, int i0, float scale,
+                                      int vis_w, int vis_s, int softmax, int pool, int per, int block,
+                                      int n_init, int local, int k, int width, int p2, u32* out) {
+    extern __shared__ unsigned char smraw[];
+    float* s = reinterpret_cast<float*>(smraw);
+    u64* keys = reinterpret_cast<u64*>(smraw + (((size_t)m * 4 + 15) / 16) * 16);
+    __shared__ float red[32];
+    int r = blockIdx.x;
+    if (r >= nq) return;
+    int i = i0 + r;
+    int vis = (i + 1 >= vis_w) ? min(m, (i + 1 - vis_w) / vis_s + 1) : 0;
+    int tid = threadIdx.x, nt = blockDim.x;
+    for (int j = tid; j < vis; j += nt) s[j] = 0.f;
+    __syncthreads();
+    for (int h = 0; h < G; h++) {
+        const float* row = L + ((i64)h * nq + r) * m;
+        if (softmax) {
+            float mx = NEG_INF;
+            for (int j = tid; j < vis; j += nt) mx = fmaxf(mx, row[j] * scale);
+            mx = block_reduce(mx, red, true);
+            float sum = 0.f;
+            for (int j = tid; j < vis; j += nt) sum += expf(row[j] * scale - mx);
+            sum = block_reduce(sum, red, false);
+            for (int j = tid; j < vis; j += nt) s[j] += expf(row[j] * scale - mx) / sum;
+        } else {
+            for (int j = tid; j < vis; j += nt) s[j] += row[j] * scale;
+        }
+        __syncthreads();
+    }
+    int own = i / block;
+    int lim = pool == 0 ? vis : (pool == 2 ? own : own + 1);
+    lim = min(lim, p2);
+    for (int b = tid; b < p2; b += nt) {
+        u64 key = ~0ull;
+        if (b < lim && !is_forced(b, own, n_init, local)) {
+            bool valid = true;
+            float v = 0.f;
+            if (pool == 0) {
+                v = s[b];
+            } else {
+                int lo = max(per * b - 1, 0);
+                if (pool == 1) {
+                    int hi = min(per * b + per - 1, vis - 1);
+                    valid = vis > 0 && lo <= hi && lo < vis;
+                    v = NEG_INF;
+                    if (valid)
+                        for (int j = lo; j <= hi; j++) v = fmaxf(v, s[j]);
+                } else {
+                    int hi = min(per * (b + 1), vis);
+                    for (int j = lo; j < hi; j++) v += s[j];
+                }
+            }
+            if (valid) key = ((u64)(~ordered_bits(v)) << 32) | (u64)b;
+        }
+        keys[b] = key;
+    }
+    __syncthreads();
+    // Bitonic sort, ascending (best first).
+    for (int size = 2; size <= p2; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int t = tid; t < p2 / 2; t += nt) {
+                int a = 2 * t - (t & (stride - 1));
+                int c = a + stride;
+                bool up = (a & size) == 0;
+                u64 x = keys[a], y = keys[c];
+                if ((x > y) == up) {
+                    keys[a] = y;
+                    keys[c] = x;
+                }
+            }
+            __syncthreads();
+        }
+    }
+    u32* o = out + (i64)i * width;
+    if (tid == 0) {
+        int w = 0;
+        int ni = min(n_init, own + 1);
+        for (int b = 0; b < ni && w < width; b++) o[w++] = (u32)b;
+        for (int b = max(own - local, ni); b <= own && w < width; b++) o[w++] = (u32)b;
+        for (int t = 0; t < k && t < p2 && w < width; t++) {
+            u64 key = keys[t];
+            if (key == ~0ull) break;
+            o[w++] = (u32)(key & 0xffffffffu);
+        }
+        while (w < width) o[w++] = NONE_BLOCK;
+    }
+}
+
+// Per (q-head, query), one warp: recall, output error and cosine of the kept keys.
+//   sel      [n_sel][rows][width] kept blocks; q-head h reads selection head h / heads_per_sel,
+//            query i reads row i / qblock; a block b covers keys [b unit, (b + 1) unit) & <= i
+//   dense    [n][nh d] exact dense attention output (token-major)
+template <typename T>
+__device__ void measure_blocks(const T* q, const T* k, const T* v, const float* lse, const T* dense,
+                               const u32* sel, int width, int unit, int qblock, int heads_per_sel,
+                               int nh, int nkv, int n, int d, float scale, float* recall,
+                               float* rel_err, float* cosine, u32* kept_out) {
+    extern __shared__ float qs[];  // [warps][d]
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int h = blockIdx.y;
+    int i = blockIdx.x * nw + warp;
+    float* qw = qs + warp * d;
+    if (i >= n) return;
+    int g = h / (nh / nkv);
+    const T* qi = q + ((i64)h * n + i) * d;
+    for (int c = lane; c < d; c += 32) qw[c] = ld(qi + c);
+    __syncwarp();
+    const T* kg = k + (i64)g * n * d;
+    const T* vg = v + (i64)g * n * d;
+    int rows = (n + qblock - 1) / qblock;
+    const u32* srow = sel + ((i64)(h / heads_per_sel) * rows + i / qblock) * width;
+    float l = lse[(i64)h * n + i];
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    float mass = 0.f;
+    u32 kept = 0;
+    for (int e = 0; e < width; e++) {
+        u32 b = srow[e];
+        if (b == NONE_BLOCK) continue;
+        i64 s0 = (i64)b * unit;
+        if (s0 > i) continue;
+        int s = (int)s0, e1 = min((int)s0 + unit, i + 1);
+        kept += (u32)(e1 - s);
+        for (int j0 = s; j0 < e1; j0 += 32) {
+            int j = j0 + lane;
+            float p = 0.f;
+            if (j < e1) {
+                const T* kr = kg + (i64)j * d;
+                float dot = 0.f;
+                for (int c = 0; c < d; c += 2) {
+                    float a0, a1;
+                    ld2(kr + c, a0, a1);
+                    dot = fmaf(qw[c], a0, dot);
+                    dot = fmaf(qw[c + 1], a1, dot);
+                }
+                p = expf(dot * scale - l);
+            }
+            mass += p;
+            int cnt = min(32, e1 - j0);
+            for (int t = 0; t < cnt; t++) {
+                float pt = __shfl_sync(FULL_MASK, p, t);
+                const T* vr = vg + (i64)(j0 + t) * d;
+                for (int c = 0; c < 4; c++) {
+                    int col = lane + 32 * c;
+                    if (col < d) acc[c] = fmaf(pt, ld(vr + col), acc[c]);
+                }
+            }
+        }
+    }
+    mass = warp_sum(mass);
+    const T* di = dense + (i64)i * nh * d + (i64)h * d;
+    float diff2 = 0.f, dn2 = 0.f, sn2 = 0.f, dt = 0.f;
+    for (int c = 0; c < 4; c++) {
+        int col = lane + 32 * c;
+        if (col < d) {
+            float os = mass > 0.f ? acc[c] / mass : 0.f;
+            float od = ld(di + col);
+            diff2 += (os - od) * (os - od);
+            dn2 += od * od;
+            sn2 += os * os;
+            dt += os * od;
+        }
+    }
+    diff2 = warp_sum(diff2);
+    dn2 = warp_sum(dn2);
+    sn2 = warp_sum(sn2);
+    dt = warp_sum(dt);
+    if (lane == 0) {
+        const float tiny = 1.17549435e-38f;
+        i64 o = (i64)h * n + i;
+        recall[o] = fminf(mass, 1.f);
+        rel_err[o] = sqrtf(diff2) / fmaxf(sqrtf(dn2), tiny);
+        cosine[o] = dt / fmaxf(sqrtf(sn2) * sqrtf(dn2), tiny);
+        kept_out[o] = kept;
+    }
+}
+
+// Seer oracle ground truth: G[h, r, c] = max over queries i of query block r and keys j <= i of
+// key block c of exp(q_i . k_j scale - lse_i), for c <= r. One CTA (one warp per query row
+// slice) per (r, h); grid (nb, nh). Output [nh][nb][nb], entries c > r untouched.
+template <typename T>
+__device__ void pooled_max_truth(const T* q, const T* k, const float* lse, float* G, int nh, int nkv,
+                                 int n, int d, int block, float scale) {
+    extern __shared__ float qsm[];  // [block][d] queries of the block
+    __shared__ float colmax[32][33];
+    int r = blockIdx.x, h = blockIdx.y;
+    int nb = (n + block - 1) / block;
+    int g = h / (nh / nkv);
+    int q0 = r * block, q1 = min(n, q0 + block);
+    int nqr = q1 - q0;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int x = threadIdx.x; x < nqr * d; x += blockDim.x)
+        qsm[x] = ld(q + ((i64)h * n + q0) * d + x);
+    __syncthreads();
+    const T* kg = k + (i64)g * n * d;
+    // Each warp takes key blocks c = warp, warp + nw, ...; lanes take keys of the block.
+    for (int c = warp; c <= r; c += nw) {
+        float best = 0.f;
+        int k0 = c * block, k1 = min(n, k0 + block);
+        for (int j0 = k0; j0 < k1; j0 += 32) {
+            int j = j0 + lane;
+            if (j < k1) {
+                const T* kr = kg + (i64)j * d;
+                for (int qi = 0; qi < nqr; qi++) {
+                    int i = q0 + qi;
+                    if (j > i) continue;
+                    const float* qv = qsm + qi * d;
+                    float dot = 0.f;
+                    for (int cc = 0; cc < d; cc += 2) {
+                        float a0, a1;
+                        ld2(kr + cc, a0, a1);
+                        dot = fmaf(qv[cc], a0, dot);
+                        dot = fmaf(qv[cc + 1], a1, dot);
+                    }
+                    best = fmaxf(best, expf(dot * scale - lse[(i64)h * n + i]));
+                }
+            }
+        }
+        for (int off = 16; off > 0; off >>= 1) best = fmaxf(best, __shfl_xor_sync(FULL_MASK, best, off));
+        if (lane == 0) G[((i64)h * nb + r) * nb + c] = best;
+    }
+    (void)colmax;
+}
+
+#define INST_B(T, S)                                                                                \
+    extern "C" __global__ void to_f32_mode_##S(const T* x, float* y, i64 len, int mode) {           \
+        to_f32_mode<T>(x, y, len, mode);                                                            \
+    }                                                                                               \
+    extern "C" __global__ void measure_blocks_##S(                                                  \
+        const T* q, const T* k, const T* v, const float* lse, const T* dense, const u32* sel,      \
+        int width, int unit, int qblock, int hps, int nh, int nkv, int n, int d, float scale,      \
+        float* recall, float* rel, float* cosv, u32* kept) {                                        \
+        measure_blocks<T>(q, k, v, lse, dense, sel, width, unit, qblock, hps, nh, nkv, n, d, scale, \
+                          recall, rel, cosv, kept);                                                 \
+    }                                                                                               \
+    extern "C" __global__ void pooled_max_truth_##S(const T* q, const T* k, const float* lse,       \
+                                                    float* G, int nh, int nkv, int n, int d,        \
+                                                    int block, float scale) {                       \
+        pooled_max_truth<T>(q, k, lse, G, nh, nkv, n, d, block, scale);                             \
+    }
+
+INST_B(float, f32)
+INST_B(bf16_t, bf16)
