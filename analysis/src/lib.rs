@@ -17,6 +17,7 @@ pub mod bundle;
 pub mod error;
 pub mod figures;
 pub mod freq;
+pub mod gpu_methods;
 pub mod method;
 pub mod methods;
 pub mod metrics;

@@ -387,7 +387,15 @@ impl AttentionHook for SimHook<'_> {
             return Ok(HookAction::Dense);
         }
         let (heads, dense) = device.capture(&self.capture_opts())?;
-        self.replay(qkv, heads, dense)
+        let gpu = crate::gpu_methods::run_layer(
+            self.cfg,
+            qkv,
+            device,
+            self.punct,
+            self.newline,
+            !self.needles.is_empty(),
+        )?;
+        self.replay(qkv, heads, dense, gpu)
     }
 
     fn inspects(&self, layer: usize) -> bool {
@@ -401,7 +409,7 @@ impl AttentionHook for SimHook<'_> {
         let t = Profile::mark();
         let (heads, dense) = capture_layer(qkv, &self.capture_opts());
         self.profile.add("(capture)", t);
-        self.replay(qkv, heads, dense)
+        self.replay(qkv, heads, dense, None)
     }
 }
 
@@ -412,13 +420,14 @@ impl SimHook<'_> {
         qkv: &LayerQkv<'_>,
         heads: Vec<HeadCapture>,
         dense: Array2<f32>,
+        gpu: Option<crate::gpu_methods::GpuLayer>,
     ) -> attnscope_core::Result<HookAction> {
         if self.cfg.save_qkv.contains(&qkv.layer) {
             self.results
                 .qkv
                 .push(crate::bundle::qkv::SavedLayer::from_layer(qkv));
         }
-        let job = LayerJob::new(qkv, heads, dense.clone());
+        let job = LayerJob::new(qkv, heads, dense.clone()).with_gpu(gpu);
         match &self.jobs {
             Some(tx) => {
                 // A closed channel means a worker died; its panic surfaces when it is joined.

@@ -191,11 +191,20 @@ pub trait DeviceLayer {
     /// The device, e.g. `cuda:0 (NVIDIA H100 80GB HBM3)`.
     fn device(&self) -> String;
 
+    /// Computes the layer's exact dense attention output and LSE on the device and keeps them
+    /// there (no capture, nothing copied back): what [`DeviceLayer::block_select_measure`] needs
+    /// when no capture is wanted (benchmarks). The layer then continues with that output.
+    fn dense(&mut self) -> Result<()> {
+        Err(CoreError::Device(
+            "device attention is not available on this device".into(),
+        ))
+    }
+
     /// Scores the key blocks of every query on the device by `spec`, keeps each query's forced
     /// blocks plus its `k` best other blocks for every `k` of `top_k`, and measures each of
     /// these selections against the exact dense attention ([`SparseMeasure`], one per `k`).
-    /// `keep_blocks` also copies the kept blocks back. Needs [`DeviceLayer::capture`] first
-    /// (the exact LSE and dense output). Devices without it answer an error.
+    /// `keep_blocks` also copies the kept blocks back. Needs [`DeviceLayer::capture`] or
+    /// [`DeviceLayer::dense`] first (the exact LSE and dense output). Devices without it answer an error.
     fn block_select_measure(
         &mut self,
         spec: &BlockScoring<'_>,

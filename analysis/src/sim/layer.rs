@@ -44,6 +44,8 @@ pub(crate) struct LayerJob {
     /// Exact dense attention output `[n, n_heads * head_dim]`.
     dense: Array2<f32>,
     out: LayerOut,
+    /// Methods already scored and measured on the device (see [`crate::gpu_methods`]).
+    gpu: Option<crate::gpu_methods::GpuLayer>,
 }
 
 impl LayerJob {
@@ -64,7 +66,14 @@ impl LayerJob {
                 layer: qkv.layer,
                 ..LayerOut::default()
             },
+            gpu: None,
         }
+    }
+
+    /// Takes the results of the methods the device ran on this layer.
+    pub fn with_gpu(mut self, gpu: Option<crate::gpu_methods::GpuLayer>) -> Self {
+        self.gpu = gpu;
+        self
     }
 
     /// Every method on every KV group of the layer.
@@ -115,13 +124,23 @@ impl LayerJob {
             .collect();
         // The exact attention of every q-head, computed once: the oracles rank it and every
         // method's metrics read it (not counted in any method's time).
+        let gpu = self.gpu.as_ref();
+        let on_gpu = |mi: usize| gpu.is_some_and(|x| x.handles(mi));
         let t = Profile::mark();
-        let probs = input.true_probs();
+        let probs = if (0..cfg.methods.len()).all(on_gpu) {
+            &[][..]
+        } else {
+            input.true_probs()
+        };
         out.profile.add("(exact attention)", t);
         let mut prepared = Vec::with_capacity(cfg.methods.len());
-        for m in &cfg.methods {
+        for (mi, m) in cfg.methods.iter().enumerate() {
+            if on_gpu(mi) {
+                prepared.push(None);
+                continue;
+            }
             let t = Profile::mark();
-            prepared.push(m.selector.prepare(&input));
+            prepared.push(Some(m.selector.prepare(&input)));
             *out.results
                 .method_seconds
                 .entry(m.label.clone())
@@ -139,7 +158,13 @@ impl LayerJob {
                 _ => None,
             };
             let mut sels: Vec<Vec<Selection>> = Vec::new();
-            for (m, prep) in cfg.methods.iter().zip(&prepared) {
+            for (mi, (m, prep)) in cfg.methods.iter().zip(&prepared).enumerate() {
+                let Some(prep) = prep else {
+                    if let Some(x) = gpu {
+                        x.take(mi, bi, g, &m.label, &mut out.results, &mut sels);
+                    }
+                    continue;
+                };
                 let t = Profile::mark();
                 let cal = resolve(
                     m.selector.as_ref(),

@@ -687,6 +687,25 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
         self.model.dev.label()
     }
 
+    fn dense(&mut self) -> Result<()> {
+        let m = self.model;
+        let s = m.shape(self.b.lse.len() / m.config.n_heads);
+        let kernel = m.attention_kernel(&CaptureOptions::default());
+        m.dev
+            .attention(
+                &self.b.qh,
+                &self.b.kh,
+                &self.b.vh,
+                &mut self.b.attn,
+                &mut self.b.lse,
+                s,
+                kernel,
+            )
+            .map_err(gpu_err)?;
+        self.done = true;
+        Ok(())
+    }
+
     fn block_select_measure(
         &mut self,
         spec: &crate::attention::BlockScoring<'_>,

@@ -1,0 +1,172 @@
+//! `attnscope bench --device cuda --block-methods`: wall time of every device block method
+//! (host representatives, calibration, device scoring, top-k, sparse measurement, copies of the
+//! per-query metrics) per layer, over one GPU forward pass per length.
+
+use std::time::Instant;
+
+use attnscope_core::attention::{AttentionHook, DeviceLayer, HookAction, LayerQkv};
+
+use super::{run_method, GpuMethod, GPU_METHODS};
+use crate::budget::Budget;
+use crate::sim::{MethodRun, SimConfig};
+
+/// One method's time and means over a layer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerTime {
+    pub tokens: usize,
+    pub layer: usize,
+    pub method: String,
+    pub ms: f64,
+    pub recall: f64,
+    pub out_rel_err: f64,
+    pub sparsity: f64,
+    pub knob: f64,
+}
+
+struct Hook<'a> {
+    cfg: &'a SimConfig,
+    methods: Vec<GpuMethod>,
+    punct: Vec<bool>,
+    newline: Vec<bool>,
+    times: Vec<LayerTime>,
+    dense_ms: f64,
+    err: Option<attnscope_core::CoreError>,
+}
+
+impl AttentionHook for Hook<'_> {
+    fn on_layer(&mut self, _qkv: &LayerQkv<'_>) -> attnscope_core::Result<HookAction> {
+        Ok(HookAction::Dense)
+    }
+
+    fn on_layer_device(
+        &mut self,
+        qkv: &LayerQkv<'_>,
+        device: &mut dyn DeviceLayer,
+    ) -> attnscope_core::Result<HookAction> {
+        let t = Instant::now();
+        device.dense()?;
+        // The dense pass is asynchronous; the first method's copies wait for it.
+        self.dense_ms += t.elapsed().as_secs_f64() * 1e3;
+        for (run, gm) in self.cfg.methods.iter().zip(&self.methods) {
+            let t = Instant::now();
+            let r = run_method(
+                self.cfg,
+                run,
+                gm,
+                qkv,
+                device,
+                &self.punct,
+                &self.newline,
+                false,
+            );
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            match r {
+                Ok(out) => {
+                    let rows: Vec<_> = out.iter().flatten().flat_map(|g| g.rows.iter()).collect();
+                    let mean = |f: &dyn Fn(&crate::sim::MetricRow) -> f64| {
+                        rows.iter().map(|r| f(r)).sum::<f64>() / rows.len().max(1) as f64
+                    };
+                    self.times.push(LayerTime {
+                        tokens: qkv.len(),
+                        layer: qkv.layer,
+                        method: run.label.clone(),
+                        ms,
+                        recall: mean(&|r| r.recall),
+                        out_rel_err: mean(&|r| r.out_rel_err),
+                        sparsity: mean(&|r| r.sparsity),
+                        knob: mean(&|r| r.knob),
+                    });
+                }
+                Err(e) => {
+                    self.err.get_or_insert(e);
+                }
+            }
+        }
+        Ok(HookAction::Dense)
+    }
+}
+
+/// A deterministic punctuation mask for random token ids (about one token in 12), so that PHSA's
+/// punctuation representative is exercised.
+fn synthetic_punct(n: usize) -> Vec<bool> {
+    (0..n)
+        .map(|i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60 == 0 || i % 23 == 22)
+        .collect()
+}
+
+/// Times every device block method at `sparsity` on `model` over the first `len` of `ids`, for
+/// each length; returns one row per (length, layer, method) and the dense attention ms per
+/// length.
+#[cfg(feature = "cuda")]
+pub fn run(
+    model: &attnscope_core::gpu::GpuModel,
+    ids: &[u32],
+    lens: &[usize],
+    sparsity: f64,
+    names: &[String],
+) -> crate::Result<(Vec<LayerTime>, Vec<(usize, f64, f64)>)> {
+    let names: Vec<String> = if names.is_empty() {
+        GPU_METHODS.iter().map(|s| s.to_string()).collect()
+    } else {
+        names.to_vec()
+    };
+    let mut methods = Vec::new();
+    for name in &names {
+        let info = crate::registry::find(name)?;
+        methods.push(MethodRun {
+            label: name.clone(),
+            info,
+            overrides: Vec::new(),
+            selector: info.build_with(&[])?,
+        });
+    }
+    let cfg = SimConfig {
+        methods,
+        budgets: vec![Budget::Sparsity(sparsity)],
+        layers: None,
+        capture_block: 64,
+        freq_top_k: 64,
+        freq_queries: 0,
+        query_block: 64,
+        selection_budgets: Vec::new(),
+        save_qkv: Vec::new(),
+        calibration: None,
+        layer_jobs: 0,
+    };
+    let mut times = Vec::new();
+    let mut totals = Vec::new();
+    for &len in lens {
+        let ids = &ids[..len.min(ids.len())];
+        let n = ids.len();
+        let gms: Vec<GpuMethod> = cfg
+            .methods
+            .iter()
+            .map(|m| {
+                GpuMethod::of(m, n).ok_or_else(|| {
+                    crate::AnalysisError::Input(format!(
+                        "{}: no device version with these settings",
+                        m.label
+                    ))
+                })
+            })
+            .collect::<crate::Result<_>>()?;
+        let mut hook = Hook {
+            cfg: &cfg,
+            methods: gms,
+            punct: synthetic_punct(n),
+            newline: vec![false; n],
+            times: Vec::new(),
+            dense_ms: 0.0,
+            err: None,
+        };
+        let t = Instant::now();
+        model.forward(ids, &mut hook, &mut |_| {})?;
+        let wall = t.elapsed().as_secs_f64() * 1e3;
+        if let Some(e) = hook.err {
+            return Err(e.into());
+        }
+        totals.push((n, wall, hook.dense_ms));
+        times.extend(hook.times);
+    }
+    Ok((times, totals))
+}

@@ -1,0 +1,417 @@
+//! Block methods on the GPU (`analysis/src/gpu_methods.rs`) against their CPU definitions.
+//!
+//! Without a GPU (SKIPPED notice for the device parts): the score-independent kept-pair counts
+//! and the knob calibration of the device path equal the host methods' on random data.
+//! With a GPU (marked `gpu_`): on a random model (two shapes) and on real SmolLM2 weights
+//! (ATTNSCOPE_GPU_MODEL, ATTNSCOPE_GPU_TEXT as in gpu_sim.rs), every layer, every KV group:
+//! the device selections equal the host's except at score near-ties (the fraction of differing
+//! query rows is printed and must stay tiny), and per query recall, output error and cosine agree
+//! to 1e-3 where the selections agree; outputs are poisoned with NaN before every launch and a
+//! NaN is an error.
+#![cfg(feature = "cuda")]
+
+use attnscope_analysis::budget::{resolve, sparsity_of_kept, Budget};
+use attnscope_analysis::gpu_methods::{resolve_counted, selection_of, GpuMethod, RowCounts};
+use attnscope_analysis::method::GroupInput;
+use attnscope_analysis::metrics::{evaluate_with, DenseHead};
+use attnscope_analysis::registry;
+use attnscope_analysis::selection::Selection;
+use attnscope_analysis::sim::MethodRun;
+use attnscope_analysis::testing::GroupData;
+use attnscope_core::attention::{AttentionHook, BlockLists, DeviceLayer, HookAction, LayerQkv};
+use attnscope_core::capture::CaptureOptions;
+use ndarray::{s, Array2};
+
+const METHODS: [&str; 6] = ["phsa", "infllm-v2", "nsa", "moba", "quest", "seer-oracle"];
+
+fn run_of(name: &str, overrides: &[(String, f64)]) -> MethodRun {
+    let info = registry::find(name).expect("registered");
+    MethodRun {
+        label: name.into(),
+        info,
+        overrides: overrides.to_vec(),
+        selector: info.build_with(overrides).expect("builds"),
+    }
+}
+
+/// Small blocks for short inputs (moba's default 512 would leave few candidates).
+fn overrides(name: &str) -> Vec<(String, f64)> {
+    match name {
+        "moba" => vec![("block".into(), 64.0)],
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn counted_kept_pairs_and_knobs_match_the_host_methods() {
+    let runs: Vec<MethodRun> = METHODS
+        .iter()
+        .filter(|&&m| m != "seer-oracle")
+        .map(|m| run_of(m, &overrides(m)))
+        .collect();
+    for (n, group, seed) in [(300usize, 3usize, 5u64), (1000, 2, 9), (777, 1, 3)] {
+        let data = GroupData::random(n, 16, group, seed);
+        let input = data.input();
+        for run in &runs {
+            let name = run.label.as_str();
+            let gm = GpuMethod::of(run, n).expect("device version");
+            let (reps, mins) = gm
+                .representatives(input.k, input.punct, input.newline)
+                .expect("representatives");
+            let (rf, mf): (Vec<f32>, Vec<f32>) = (
+                reps.iter().copied().collect(),
+                mins.iter().flat_map(|m| m.iter().copied()).collect(),
+            );
+            let spec = gm.scoring(&rf, (!mf.is_empty()).then_some(&mf[..]), reps.nrows(), 16);
+            let counts = RowCounts::new(&spec, n);
+            let prep = run.selector.prepare(&input);
+            for k in [0usize, 1, 2, 3, 5, 8, 13, 40, 1000] {
+                let (kept, heads) = prep
+                    .kept_pairs_at(k as f64)
+                    .expect("block methods count pairs");
+                assert_eq!(heads, group, "{name}");
+                assert_eq!(counts.kept(k) * group as u64, kept, "{name} n {n} k {k}");
+            }
+            let sparsity = |x: f64| {
+                let k = x.max(0.0).round() as usize;
+                sparsity_of_kept(counts.kept(k) * group as u64, group, n)
+            };
+            for b in [
+                Budget::Sparsity(0.5),
+                Budget::Sparsity(0.8),
+                Budget::Sparsity(0.95),
+                Budget::Tokens(256),
+            ] {
+                let cpu = resolve(run.selector.as_ref(), prep.as_ref(), b, n, None);
+                let dev = resolve_counted(run.selector.as_ref(), b, n, &sparsity).expect("budget");
+                assert_eq!(cpu.knob, dev.knob, "{name} n {n} {b:?}");
+                assert_eq!(cpu.sparsity, dev.sparsity, "{name} n {n} {b:?}");
+                assert_eq!(cpu.reached, dev.reached, "{name} n {n} {b:?}");
+            }
+        }
+    }
+}
+
+/// Compares every method on one captured layer; accumulates counts into `stats`.
+#[derive(Debug, Default)]
+struct Stats {
+    rows: u64,
+    rows_differ: u64,
+    queries: u64,
+    worst_recall: f64,
+    worst_err: f64,
+    worst_cos: f64,
+    per_method: Vec<(String, u64, u64)>,
+}
+
+struct Check<'a> {
+    punct: &'a [bool],
+    newline: &'a [bool],
+    stats: Stats,
+    sparsity: f64,
+}
+
+fn same_keys(a: &Selection, b: &Selection, i: usize) -> bool {
+    a.keys_of(i).eq(b.keys_of(i))
+}
+
+impl Check<'_> {
+    fn layer(&mut self, qkv: &LayerQkv<'_>, device: &mut dyn DeviceLayer) {
+        let opts = CaptureOptions::default();
+        let (heads, dense) = device.capture(&opts).expect("capture");
+        let (n, d) = (qkv.len(), qkv.head_dim);
+        let (nh, nkv) = (qkv.n_heads, qkv.n_kv_heads);
+        let gs = nh / nkv;
+        for name in METHODS {
+            let run = run_of(name, &overrides(name));
+            let gm = GpuMethod::of(&run, n).expect("device version");
+            let block = gm.block();
+            let groups: Vec<(Vec<Array2<f32>>, Array2<f32>, Array2<f32>)> = (0..nkv)
+                .map(|g| {
+                    (
+                        (g * gs..(g + 1) * gs)
+                            .map(|h| qkv.q_head(h).to_owned())
+                            .collect(),
+                        qkv.k_head(g).to_owned(),
+                        qkv.v_head(g).to_owned(),
+                    )
+                })
+                .collect();
+            // Host: prepare, calibrate to the target, select, evaluate.
+            let mut cpu_sel: Vec<Selection> = Vec::new();
+            let mut cpu_knob = Vec::new();
+            let mut cpu_metrics = Vec::new();
+            for (g, (q, k, v)) in groups.iter().enumerate() {
+                let input = GroupInput {
+                    layer: qkv.layer,
+                    kv_head: g,
+                    q: q.iter().map(|x| x.view()).collect(),
+                    k: k.view(),
+                    v: v.view(),
+                    punct: self.punct,
+                    newline: self.newline,
+                    truth: heads[g * gs..(g + 1) * gs].iter().collect(),
+                    capture_block: 64,
+                    cache: Default::default(),
+                };
+                let prep = run.selector.prepare(&input);
+                let cal = resolve(
+                    run.selector.as_ref(),
+                    prep.as_ref(),
+                    Budget::Sparsity(self.sparsity),
+                    n,
+                    None,
+                );
+                let probs = input.true_probs();
+                for (hi, sel) in cal.selections.iter().enumerate() {
+                    let h = g * gs + hi;
+                    let dh = DenseHead {
+                        q: q[hi].view(),
+                        k: k.view(),
+                        v: v.view(),
+                        lse: &heads[h].lse,
+                        dense_out: dense.slice(s![.., h * d..(h + 1) * d]),
+                    };
+                    cpu_metrics.push(evaluate_with(&dh, &probs[hi], sel));
+                }
+                cpu_knob.push(cal.knob);
+                cpu_sel.extend(cal.selections);
+            }
+            // Device: the same knob (block methods: one for all groups; seer: per group).
+            let (gpu_sel, m): (Vec<Selection>, _) = if name == "seer-oracle" {
+                let nb = n.div_ceil(block);
+                let truth = device.pooled_max_truth(block).expect("pooled truth");
+                assert!(truth.iter().all(|x| x.is_finite()), "pooled truth NaN");
+                let width = cpu_knob
+                    .iter()
+                    .map(|&x| x.round() as usize)
+                    .max()
+                    .unwrap_or(1)
+                    .clamp(1, nb);
+                let mut all = vec![u32::MAX; nh * nb * width];
+                for h in 0..nh {
+                    let ranked = attnscope_analysis::gpu_methods::seer_ranked(
+                        &truth[h * nb * nb..(h + 1) * nb * nb],
+                        nb,
+                    );
+                    let k = (cpu_knob[h / gs].round() as usize).max(1);
+                    for (r, row) in ranked.iter().enumerate() {
+                        for (e, &c) in row.iter().take(k.min(width)).enumerate() {
+                            all[(h * nb + r) * width + e] = c;
+                        }
+                    }
+                }
+                let m = device
+                    .measure_blocks(&BlockLists {
+                        blocks: &all,
+                        width,
+                        unit: block,
+                        qblock: block,
+                        heads_per_sel: 1,
+                    })
+                    .expect("measure");
+                let sels = (0..nh)
+                    .map(|h| selection_of(&all, h, n, width, block, block))
+                    .collect();
+                (sels, m)
+            } else {
+                assert!(
+                    cpu_knob.iter().all(|&x| x == cpu_knob[0]),
+                    "{name}: knob differs between groups"
+                );
+                let k = cpu_knob[0].round() as usize;
+                let mut reps = Vec::new();
+                let mut mins = Vec::new();
+                let mut mr = 0;
+                for (_, kk, _) in &groups {
+                    let (r, lo) = gm
+                        .representatives(kk.view(), self.punct, self.newline)
+                        .expect("reps");
+                    mr = r.nrows();
+                    reps.extend(r.iter().copied());
+                    if let Some(lo) = lo {
+                        mins.extend(lo.iter().copied());
+                    }
+                }
+                let spec = gm.scoring(&reps, (!mins.is_empty()).then_some(&mins[..]), mr, d);
+                let mut out = device
+                    .block_select_measure(&spec, &[k], true)
+                    .expect("device block selection");
+                let m = out.remove(0);
+                let blocks = m.blocks.clone().expect("blocks kept");
+                let sels = (0..nh)
+                    .map(|h| {
+                        let sh = if spec.group_shared { h / gs } else { h };
+                        selection_of(&blocks, sh, n, m.width, block, 1)
+                    })
+                    .collect();
+                (sels, m)
+            };
+            let (mut rows, mut differ) = (0u64, 0u64);
+            for h in 0..nh {
+                let c = &cpu_metrics[h];
+                for i in 0..n {
+                    let o = h * n + i;
+                    let (r, e, cs) = (m.recall[o], m.out_rel_err[o], m.cosine[o]);
+                    assert!(
+                        r.is_finite() && e.is_finite() && cs.is_finite(),
+                        "{name}: NaN at head {h} query {i}"
+                    );
+                    rows += 1;
+                    if !same_keys(&cpu_sel[h], &gpu_sel[h], i) {
+                        differ += 1;
+                        continue;
+                    }
+                    assert_eq!(m.kept[o], c.kept[i], "{name}: kept at head {h} query {i}");
+                    let dr = (r - c.recall[i]).abs() as f64;
+                    let de = (e - c.out_rel_err[i]).abs() as f64;
+                    let dc = (cs - c.cosine[i]).abs() as f64;
+                    self.stats.worst_recall = self.stats.worst_recall.max(dr);
+                    self.stats.worst_err = self.stats.worst_err.max(de);
+                    self.stats.worst_cos = self.stats.worst_cos.max(dc);
+                    assert!(
+                        dr <= 1e-3 && de <= 1e-3 && dc <= 1e-3,
+                        "{name} layer {} head {h} query {i}: recall {r} vs {}, err {e} vs {}, cos {cs} vs {}",
+                        qkv.layer,
+                        c.recall[i],
+                        c.out_rel_err[i],
+                        c.cosine[i]
+                    );
+                }
+            }
+            self.stats.rows += rows;
+            self.stats.rows_differ += differ;
+            self.stats.queries += rows - differ;
+            match self.stats.per_method.iter_mut().find(|x| x.0 == name) {
+                Some(x) => {
+                    x.1 += rows;
+                    x.2 += differ;
+                }
+                None => self.stats.per_method.push((name.into(), rows, differ)),
+            }
+        }
+    }
+
+    fn report(&self, what: &str) {
+        println!(
+            "{what}: {} (head, query) rows, {} differ ({:.2e}); worst |diff| where equal: \
+             recall {:.2e}, out err {:.2e}, cosine {:.2e}",
+            self.stats.rows,
+            self.stats.rows_differ,
+            self.stats.rows_differ as f64 / self.stats.rows.max(1) as f64,
+            self.stats.worst_recall,
+            self.stats.worst_err,
+            self.stats.worst_cos
+        );
+        for (name, rows, differ) in &self.stats.per_method {
+            println!(
+                "  {name:<12} {rows:>9} rows {differ:>7} differ ({:.2e})",
+                *differ as f64 / (*rows).max(1) as f64
+            );
+        }
+        let frac = self.stats.rows_differ as f64 / self.stats.rows.max(1) as f64;
+        assert!(frac < 1e-3, "{what}: {frac:.2e} of the selections differ");
+    }
+}
+
+impl AttentionHook for Check<'_> {
+    fn on_layer(&mut self, _qkv: &LayerQkv<'_>) -> attnscope_core::Result<HookAction> {
+        Ok(HookAction::Dense)
+    }
+
+    fn on_layer_device(
+        &mut self,
+        qkv: &LayerQkv<'_>,
+        device: &mut dyn DeviceLayer,
+    ) -> attnscope_core::Result<HookAction> {
+        self.layer(qkv, device);
+        Ok(HookAction::Dense)
+    }
+}
+
+fn gpu_or_skip(test: &str) -> bool {
+    match attnscope_core::Device::Cuda(0).check_available() {
+        Ok(()) => true,
+        Err(e) => {
+            println!("SKIPPED {test}: {e}");
+            false
+        }
+    }
+}
+
+#[test]
+fn gpu_block_methods_match_cpu_on_random_models() {
+    if !gpu_or_skip("gpu_block_methods_match_cpu_on_random_models") {
+        return;
+    }
+    use attnscope_core::device::Precision;
+    use attnscope_core::gpu::{random_config, GpuModel};
+    for (shape, n, seed) in [("smollm2-135m", 1000usize, 3u64), ("qwen2.5-0.5b", 1536, 7)] {
+        let mut cfg = random_config(shape).expect("shape");
+        cfg.n_layers = 2;
+        for precision in [Precision::F32, Precision::Bf16] {
+            let model = GpuModel::random(cfg.clone(), 0, precision, seed).expect("model");
+            let ids: Vec<u32> = (0..n as u64)
+                .map(|i| ((i * 2_654_435_761 + seed) % cfg.vocab as u64) as u32)
+                .collect();
+            let punct: Vec<bool> = (0..n).map(|j| j % 7 == 3).collect();
+            let newline: Vec<bool> = (0..n).map(|j| j % 29 == 5).collect();
+            let mut check = Check {
+                punct: &punct,
+                newline: &newline,
+                stats: Stats::default(),
+                sparsity: 0.8,
+            };
+            model
+                .forward(&ids, &mut check, &mut |_| {})
+                .expect("forward");
+            check.report(&format!("random {shape} {precision} n {n}"));
+        }
+    }
+}
+
+#[test]
+fn gpu_block_methods_match_cpu_on_real_smollm2() {
+    if !gpu_or_skip("gpu_block_methods_match_cpu_on_real_smollm2") {
+        return;
+    }
+    let Some(path) = std::env::var_os("ATTNSCOPE_GPU_MODEL") else {
+        println!("SKIPPED gpu_block_methods_match_cpu_on_real_smollm2: set ATTNSCOPE_GPU_MODEL");
+        return;
+    };
+    let Some(text) = std::env::var_os("ATTNSCOPE_GPU_TEXT") else {
+        println!("SKIPPED gpu_block_methods_match_cpu_on_real_smollm2: set ATTNSCOPE_GPU_TEXT");
+        return;
+    };
+    use attnscope_datasets::punct::{is_punct_piece, PunctOptions};
+    let mut model = attnscope_core::Model::load(path.as_ref()).expect("model");
+    let tok = model.tokenizer().expect("tokenizer");
+    let text = std::fs::read_to_string(&text).expect("text");
+    let mut ids = tok.encode(&text).expect("encode");
+    ids.truncate(2048);
+    let pieces = tok.pieces(&ids);
+    let plain = PunctOptions {
+        newlines: false,
+        ..PunctOptions::default()
+    };
+    let punct: Vec<bool> = pieces.iter().map(|p| is_punct_piece(p, &plain)).collect();
+    let newline: Vec<bool> = pieces
+        .iter()
+        .zip(&punct)
+        .map(|(p, &pu)| !pu && is_punct_piece(p, &PunctOptions::default()))
+        .collect();
+    model
+        .to_device(
+            attnscope_core::Device::Cuda(0),
+            attnscope_core::device::Precision::F32,
+        )
+        .expect("to device");
+    let mut check = Check {
+        punct: &punct,
+        newline: &newline,
+        stats: Stats::default(),
+        sparsity: 0.9,
+    };
+    model.forward(&ids, &mut check).expect("forward");
+    check.report("real SmolLM2 (f32), 2048 tokens of the text");
+}
