@@ -12,6 +12,7 @@
 //! assert_eq!(method.knob().name, "top_k");
 //! ```
 
+pub mod bigbuf;
 pub mod budget;
 pub mod bundle;
 pub mod error;

@@ -43,7 +43,21 @@ enum Command {
     View(commands::view::Args),
 }
 
+/// glibc's allocator returns freed blocks above a dynamic threshold to the kernel at once, so the
+/// simulator's per-head buffers (tens of MB, allocated and freed at a high rate) were faulted in
+/// and zeroed again and again: a quarter of an 8k run's CPU time was system time. Keep blocks up
+/// to 32 MiB on the heap and keep up to 4 GiB of freed heap for reuse.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    tune_allocator();
     match Cli::parse().command {
         Command::Fetch(a) => commands::fetch::run(a),
         Command::Info(a) => commands::info::run(a),

@@ -255,7 +255,7 @@ impl TrueProbs {
         let scale = 1.0 / (d as f32).sqrt();
         let kc: Vec<f32> = k.iter().copied().collect();
         let qc: Vec<f32> = q.iter().copied().collect();
-        let mut data = vec![0f32; n * (n + 1) / 2];
+        let mut data = crate::bigbuf::zeroed_f32(n * (n + 1) / 2);
         let mut rows: Vec<(usize, &mut [f32])> = Vec::with_capacity(n);
         let mut rest = data.as_mut_slice();
         for i in 0..n {

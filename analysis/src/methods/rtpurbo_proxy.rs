@@ -343,7 +343,7 @@ impl Selector for RtpurboProxy {
                 .map(|q| {
                     let qp = q.dot(&basis) * g.scale();
                     // Every query's indexer scores, from the chunked products, and their LSE.
-                    let mut scores = vec![0f32; n * (n + 1) / 2];
+                    let mut scores = crate::bigbuf::zeroed_f32(n * (n + 1) / 2);
                     let mut parts: Vec<(usize, &mut [f32])> = Vec::new();
                     let mut rest = scores.as_mut_slice();
                     for c in 0..n.div_ceil(SCORE_CHUNK) {
