@@ -761,3 +761,26 @@ pub fn run_method(
     }
     Ok(out)
 }
+
+/// Where each method of `cfg` runs over `n` tokens: `cuda` for the methods [`run_layer`] takes on
+/// a GPU forward pass (`gpu` true), else `cpu`.
+pub fn method_devices(
+    cfg: &SimConfig,
+    n: usize,
+    gpu: bool,
+    has_needles: bool,
+) -> std::collections::BTreeMap<String, String> {
+    let topp = cfg.budgets.iter().any(|b| matches!(b, Budget::TopP(_)));
+    let on = gpu && enabled() && !topp && !has_needles;
+    cfg.methods
+        .iter()
+        .map(|m| {
+            let d = if on && GpuMethod::of(m, n).is_some() {
+                "cuda"
+            } else {
+                "cpu"
+            };
+            (m.label.clone(), d.to_string())
+        })
+        .collect()
+}

@@ -170,3 +170,69 @@ pub fn run(
     }
     Ok((times, totals))
 }
+
+/// Runs [`run`] and prints one table per length (per-layer ms of every method, the total over
+/// layers, mean recall and sparsity), or JSON lines with `json`.
+#[cfg(feature = "cuda")]
+pub fn print(
+    model: &attnscope_core::gpu::GpuModel,
+    ids: &[u32],
+    lens: &[usize],
+    sparsity: f64,
+    names: &[String],
+    label: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (times, totals) = run(model, ids, lens, sparsity, names)?;
+    for (n, wall, dense) in totals {
+        let rows: Vec<&LayerTime> = times.iter().filter(|t| t.tokens == n).collect();
+        let mut methods: Vec<&str> = Vec::new();
+        for r in &rows {
+            if !methods.contains(&r.method.as_str()) {
+                methods.push(&r.method);
+            }
+        }
+        let layers = rows.iter().map(|r| r.layer).max().map_or(0, |l| l + 1);
+        if json {
+            for r in &rows {
+                println!("{}", serde_json::to_string(r)?);
+            }
+            println!(
+                "{}",
+                serde_json::json!({"tokens": n, "layers": layers, "forward_with_methods_ms": wall,
+                    "dense_attention_host_ms": dense, "label": label, "sparsity": sparsity})
+            );
+            continue;
+        }
+        println!("{label} | {n} tokens, {layers} layers, target sparsity {sparsity}");
+        println!(
+            "{:<12} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>7}",
+            "method", "ms/layer", "max", "total ms", "recall", "out err", "sparsity", "knob"
+        );
+        let mut sum = 0.0;
+        for m in &methods {
+            let r: Vec<&&LayerTime> = rows.iter().filter(|r| r.method == *m).collect();
+            let total: f64 = r.iter().map(|x| x.ms).sum();
+            let max = r.iter().map(|x| x.ms).fold(0.0, f64::max);
+            let mean = |f: &dyn Fn(&LayerTime) -> f64| {
+                r.iter().map(|x| f(x)).sum::<f64>() / r.len().max(1) as f64
+            };
+            sum += total;
+            println!(
+                "{m:<12} {:>10.2} {max:>10.2} {total:>10.1} {:>9.4} {:>9.4} {:>8.4} {:>7.1}",
+                total / r.len().max(1) as f64,
+                mean(&|x| x.recall),
+                mean(&|x| x.out_rel_err),
+                mean(&|x| x.sparsity),
+                mean(&|x| x.knob),
+            );
+        }
+        println!(
+            "{:<12} {:>10.2} {:>10} {sum:>10.1}   (whole forward with all methods: {wall:.1} ms)",
+            "all",
+            sum / layers.max(1) as f64,
+            ""
+        );
+    }
+    Ok(())
+}

@@ -703,7 +703,8 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
             )
             .map_err(gpu_err)?;
         self.done = true;
-        Ok(())
+        // Waits, so that callers timing what follows do not count the attention.
+        m.dev.synchronize().map_err(gpu_err)
     }
 
     fn block_select_measure(
