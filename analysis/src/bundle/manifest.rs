@@ -48,6 +48,9 @@ pub struct Manifest {
     /// Budgets whose selections are in the `selections` table.
     pub selection_budgets: Vec<usize>,
     pub device: String,
+    /// Where each method's scoring and metrics ran (`cpu`, or `cuda` for the block methods
+    /// scored on the GPU, see `gpu_methods`), by method name.
+    pub method_devices: BTreeMap<String, String>,
     pub timings: Timings,
     pub format: Format,
     /// The table files, with row counts (a reader checks them).

@@ -48,6 +48,13 @@ pub struct Args {
     /// GPU only: also time the attention and capture kernels of one layer alone (TFLOP/s).
     #[arg(long)]
     kernels: bool,
+    /// GPU only: time the device block methods (scoring, top-k and metrics) per layer instead:
+    /// `all` (phsa, infllm-v2, nsa, moba, quest, seer-oracle) or a comma-separated list.
+    #[arg(long, num_args = 0..=1, default_missing_value = "all")]
+    block_methods: Option<String>,
+    /// Target sparsity of `--block-methods`.
+    #[arg(long, default_value_t = 0.9)]
+    block_sparsity: f64,
 }
 
 /// Peak resident memory of this process so far, in bytes (Linux `VmHWM`).
@@ -191,6 +198,22 @@ fn gpu(a: Args) -> Result<()> {
             .ok_or_else(|| anyhow::anyhow!("model not on the GPU"))?,
         _ => bail!("no model"),
     };
+    if let Some(list) = &a.block_methods {
+        let names: Vec<String> = match list.as_str() {
+            "all" => Vec::new(),
+            l => l.split(',').map(|x| x.trim().to_string()).collect(),
+        };
+        let label = format!("{name} | {} | {}", gm.device().label(), a.precision);
+        return attnscope_analysis::gpu_methods::bench::print(
+            gm,
+            &ids,
+            &a.lens,
+            a.block_sparsity,
+            &names,
+            &label,
+            a.json,
+        );
+    }
     if !a.json {
         println!(
             "{name} | {} | {} | CUDA-event medians of {} runs",

@@ -516,6 +516,12 @@ fn run_inputs(
             d => format!("{d} {}", a.precision),
         },
         format,
+        method_devices: attnscope_analysis::gpu_methods::method_devices(
+            &cfg,
+            a.input.len,
+            a.device != attnscope_core::Device::Cpu,
+            a.input.dataset != "text",
+        ),
         ..Manifest::default()
     };
     let plan = input_plan(&a);
