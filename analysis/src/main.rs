@@ -58,6 +58,12 @@ fn tune_allocator() {
 
 fn main() -> anyhow::Result<()> {
     tune_allocator();
+    // Matrix products are split over rayon's threads (`attnscope_core::ops::matmul_t`) and the
+    // simulator runs many small products inside parallel loops: matrixmultiply's own pool (at
+    // most 4 threads, shared by all callers) would only contend with them.
+    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+        std::env::set_var("MATMUL_NUM_THREADS", "1");
+    }
     match Cli::parse().command {
         Command::Fetch(a) => commands::fetch::run(a),
         Command::Info(a) => commands::info::run(a),

@@ -1,5 +1,6 @@
 //! CPU f32 building blocks of the forward pass: linear layers, RMSNorm, RoPE, SiLU gating.
-//! Matrix products go through ndarray's `dot` (matrixmultiply's threaded SGEMM kernels).
+//! Matrix products: [`matmul_t`], matrixmultiply's SGEMM kernels on row chunks spread over
+//! rayon's threads.
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
@@ -30,12 +31,36 @@ impl Linear {
 
     /// Applies the layer to `x` (`[n, in]`), returning `[n, out]`.
     pub fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let mut y = x.dot(&self.weight.t());
+        let mut y = matmul_t(x, self.weight.view());
         if let Some(b) = &self.bias {
             y += b;
         }
         y
     }
+}
+
+/// Rows of `x` per SGEMM call in [`matmul_t`].
+const MATMUL_ROWS: usize = 64;
+
+/// `x w^T` (`x [n, k]`, `w [m, k]`), row chunks of `x` in parallel on rayon's pool. Each output
+/// entry is the same sequence of operations as one whole `x.dot(&w.t())` (SGEMM blocks over `k`,
+/// not over rows), so the values do not depend on the chunking or the thread count. Spreading the
+/// rows over rayon's threads, rather than matrixmultiply's own pool (at most 4 threads, shared by
+/// every caller), uses every core and composes with the callers' own parallel loops.
+pub fn matmul_t(x: ArrayView2<f32>, w: ArrayView2<f32>) -> Array2<f32> {
+    let (n, m) = (x.nrows(), w.nrows());
+    let mut y = Array2::<f32>::zeros((n, m));
+    if n <= MATMUL_ROWS {
+        ndarray::linalg::general_mat_mul(1.0, &x, &w.t(), 0.0, &mut y);
+        return y;
+    }
+    y.axis_chunks_iter_mut(Axis(0), MATMUL_ROWS)
+        .into_par_iter()
+        .zip(x.axis_chunks_iter(Axis(0), MATMUL_ROWS).into_par_iter())
+        .for_each(|(mut yc, xc)| {
+            ndarray::linalg::general_mat_mul(1.0, &xc, &w.t(), 0.0, &mut yc);
+        });
+    y
 }
 
 /// Reshapes a host tensor into an `[rows, cols]` array (the element count was checked at load).

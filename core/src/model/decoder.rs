@@ -171,7 +171,7 @@ impl Model {
     /// Logits `[rows, vocab]` of the given hidden states (tied or separate output head).
     pub fn logits(&self, hidden: ArrayView2<f32>) -> Array2<f32> {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        hidden.dot(&head.t())
+        crate::ops::matmul_t(hidden, head.view())
     }
 
     /// Mean next-token negative log-likelihood (nats) of `ids` under the model, and the number
