@@ -101,7 +101,7 @@ impl GpuMethod {
             "quest" => Self::Quest {
                 page: p.count("page").max(1),
             },
-            "seer-oracle" if !p.flag("mode") => Self::SeerOracle {
+            "seer-oracle" if !p.flag("mode") && p.count("block") <= 64 => Self::SeerOracle {
                 block: p.count("block").max(1),
             },
             _ => return None,
@@ -293,19 +293,22 @@ impl RowCounts {
                     .map(|&f| (((f + 1) * bs).min(i + 1) - f * bs) as u64)
                     .sum(),
             );
-            // Candidates: b < lim, valid, not forced.
-            let (lim, valid_below): (usize, Box<dyn Fn(usize) -> bool>) = match spec.pool {
-                BlockPool::Identity => (vis, Box::new(|_| true)),
-                BlockPool::Sum(_) => (own, Box::new(|_| true)),
-                BlockPool::Max(per) => {
-                    (own + 1, Box::new(move |b: usize| vis > 0 && per * b <= vis))
-                }
+            // Candidates: b < lim, valid, not forced (valid: every block, or for max-pooling
+            // the blocks whose first window is visible, `per b <= vis`).
+            let (lim, per) = match spec.pool {
+                BlockPool::Identity => (vis, 0),
+                BlockPool::Sum(_) => (own, 0),
+                BlockPool::Max(per) => (own + 1, per.max(1)),
             };
-            let all = (0..lim).filter(|&b| valid_below(b)).count();
-            let forced_valid = forced
-                .iter()
-                .filter(|&&f| f < lim && valid_below(f))
-                .count();
+            let valid = |b: usize| per == 0 || (vis > 0 && per * b <= vis);
+            let all = if per == 0 {
+                lim
+            } else if vis == 0 {
+                0
+            } else {
+                lim.min(vis / per + 1)
+            };
+            let forced_valid = forced.iter().filter(|&&f| f < lim && valid(f)).count();
             candidates.push((all - forced_valid) as u32);
         }
         Self {
@@ -721,7 +724,18 @@ pub fn run_method(
             .iter()
             .map(|c| c.knob.max(0.0).round() as usize)
             .collect();
+        let host_ms = t.elapsed().as_secs_f64() * 1e3;
+        let td = std::time::Instant::now();
         let measured = device.block_select_measure(&spec, &ks, keep_selections)?;
+        if std::env::var_os("ATTNSCOPE_GPU_PROFILE").is_some() {
+            eprintln!(
+                "{} layer {}: host representatives + calibration {host_ms:.2} ms, device call \
+                 {:.2} ms",
+                run.label,
+                qkv.layer,
+                td.elapsed().as_secs_f64() * 1e3
+            );
+        }
         for (bi, (m, ch)) in measured.iter().zip(&chosen).enumerate() {
             let mut groups = Vec::with_capacity(nkv);
             for g in 0..nkv {

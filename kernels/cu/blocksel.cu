@@ -143,16 +143,22 @@ extern "C" __global__ void block_rows(const float* L, int G, int nq, int m, int 
 //   sel      [n_sel][rows][width] kept blocks; q-head h reads selection head h / heads_per_sel,
 //            query i reads row i / qblock; a block b covers keys [b unit, (b + 1) unit) & <= i
 //   dense    [n][nh d] exact dense attention output (token-major)
+// Keys are taken 32 at a time: the warp copies the 32 contiguous key rows to shared memory
+// (coalesced; rows padded to d + 1 floats, so lane l reading row l hits its own bank), then
+// lane l computes key l's probability, and the warp accumulates p v with lanes over columns.
+// Shared memory per warp: q (d floats) + keys (32 (d + 1) floats).
 template <typename T>
 __device__ void measure_blocks(const T* q, const T* k, const T* v, const float* lse, const T* dense,
                                const u32* sel, int width, int unit, int qblock, int heads_per_sel,
                                int nh, int nkv, int n, int d, float scale, float* recall,
                                float* rel_err, float* cosine, u32* kept_out) {
-    extern __shared__ float qs[];  // [warps][d]
+    extern __shared__ float qs[];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     int h = blockIdx.y;
     int i = blockIdx.x * nw + warp;
-    float* qw = qs + warp * d;
+    int dp = d + 1;
+    float* qw = qs + warp * (d + 32 * dp);
+    float* ks = qw + d;
     if (i >= n) return;
     int g = h / (nh / nkv);
     const T* qi = q + ((i64)h * n + i) * d;
@@ -174,21 +180,26 @@ __device__ void measure_blocks(const T* q, const T* k, const T* v, const float* 
         int s = (int)s0, e1 = min((int)s0 + unit, i + 1);
         kept += (u32)(e1 - s);
         for (int j0 = s; j0 < e1; j0 += 32) {
-            int j = j0 + lane;
-            float p = 0.f;
-            if (j < e1) {
-                const T* kr = kg + (i64)j * d;
-                float dot = 0.f;
-                for (int c = 0; c < d; c += 2) {
+            int cnt = min(32, e1 - j0);
+            const T* kc = kg + (i64)j0 * d;
+            __syncwarp();
+            for (int r = 0; r < cnt; r++) {
+                for (int c = 2 * lane; c < d; c += 64) {
                     float a0, a1;
-                    ld2(kr + c, a0, a1);
-                    dot = fmaf(qw[c], a0, dot);
-                    dot = fmaf(qw[c + 1], a1, dot);
+                    ld2(kc + r * d + c, a0, a1);
+                    ks[r * dp + c] = a0;
+                    ks[r * dp + c + 1] = a1;
                 }
+            }
+            __syncwarp();
+            float p = 0.f;
+            if (lane < cnt) {
+                const float* kr = ks + lane * dp;
+                float dot = 0.f;
+                for (int c = 0; c < d; c++) dot = fmaf(qw[c], kr[c], dot);
                 p = expf(dot * scale - l);
             }
             mass += p;
-            int cnt = min(32, e1 - j0);
             for (int t = 0; t < cnt; t++) {
                 float pt = __shfl_sync(FULL_MASK, p, t);
                 const T* vr = vg + (i64)(j0 + t) * d;
@@ -228,50 +239,69 @@ __device__ void measure_blocks(const T* q, const T* k, const T* v, const float* 
 }
 
 // Seer oracle ground truth: G[h, r, c] = max over queries i of query block r and keys j <= i of
-// key block c of exp(q_i . k_j scale - lse_i), for c <= r. One CTA (one warp per query row
-// slice) per (r, h); grid (nb, nh). Output [nh][nb][nb], entries c > r untouched.
+// key block c of exp(q_i . k_j scale - lse_i), for c <= r (as exp of the largest logit of each
+// query, the same value). One CTA of 256 threads per (r, h), grid (nb, nh); block <= 64. The
+// query block and each key block sit in shared memory (rows padded to d + 1); thread t holds
+// queries 4 (t / 16) + 0..3 and keys t % 16 + 16 * 0..3. Output [nh][nb][nb], c > r untouched.
 template <typename T>
 __device__ void pooled_max_truth(const T* q, const T* k, const float* lse, float* G, int nh, int nkv,
                                  int n, int d, int block, float scale) {
-    extern __shared__ float qsm[];  // [block][d] queries of the block
-    __shared__ float colmax[32][33];
+    extern __shared__ float qsm[];  // [64][d + 1] queries, then [64][d + 1] keys
+    __shared__ float red[8];
     int r = blockIdx.x, h = blockIdx.y;
     int nb = (n + block - 1) / block;
     int g = h / (nh / nkv);
-    int q0 = r * block, q1 = min(n, q0 + block);
-    int nqr = q1 - q0;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    for (int x = threadIdx.x; x < nqr * d; x += blockDim.x)
-        qsm[x] = ld(q + ((i64)h * n + q0) * d + x);
-    __syncthreads();
-    const T* kg = k + (i64)g * n * d;
-    // Each warp takes key blocks c = warp, warp + nw, ...; lanes take keys of the block.
-    for (int c = warp; c <= r; c += nw) {
+    int dp = d + 1;
+    float* ksm = qsm + 64 * dp;
+    int q0 = r * block, nqr = min(n, q0 + block) - q0;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int qg = tid >> 4, kg = tid & 15;
+    for (int rr = warp; rr < nqr; rr += (int)(blockDim.x >> 5))
+        for (int c = lane; c < d; c += 32) qsm[rr * dp + c] = ld(q + ((i64)h * n + q0 + rr) * d + c);
+    float lq[4];
+    for (int a = 0; a < 4; a++) {
+        int qi = 4 * qg + a;
+        lq[a] = qi < nqr ? lse[(i64)h * n + q0 + qi] : 0.f;
+    }
+    const T* kgp = k + (i64)g * n * d;
+    for (int c = 0; c <= r; c++) {
+        int k0 = c * block, nkc = min(n, k0 + block) - k0;
+        __syncthreads();
+        for (int rr = warp; rr < nkc; rr += (int)(blockDim.x >> 5))
+            for (int cc = lane; cc < d; cc += 32) ksm[rr * dp + cc] = ld(kgp + (i64)(k0 + rr) * d + cc);
+        __syncthreads();
+        float acc[4][4];
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++) acc[a][b] = 0.f;
+        for (int cc = 0; cc < d; cc++) {
+            float qv[4], kv[4];
+            for (int a = 0; a < 4; a++) qv[a] = qsm[(4 * qg + a) * dp + cc];
+            for (int b = 0; b < 4; b++) kv[b] = ksm[(kg + 16 * b) * dp + cc];
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++) acc[a][b] = fmaf(qv[a], kv[b], acc[a][b]);
+        }
         float best = 0.f;
-        int k0 = c * block, k1 = min(n, k0 + block);
-        for (int j0 = k0; j0 < k1; j0 += 32) {
-            int j = j0 + lane;
-            if (j < k1) {
-                const T* kr = kg + (i64)j * d;
-                for (int qi = 0; qi < nqr; qi++) {
-                    int i = q0 + qi;
-                    if (j > i) continue;
-                    const float* qv = qsm + qi * d;
-                    float dot = 0.f;
-                    for (int cc = 0; cc < d; cc += 2) {
-                        float a0, a1;
-                        ld2(kr + cc, a0, a1);
-                        dot = fmaf(qv[cc], a0, dot);
-                        dot = fmaf(qv[cc + 1], a1, dot);
-                    }
-                    best = fmaxf(best, expf(dot * scale - lse[(i64)h * n + i]));
-                }
+        for (int a = 0; a < 4; a++) {
+            int qi = 4 * qg + a;
+            float m = NEG_INF;
+            for (int b = 0; b < 4; b++) {
+                int kj = kg + 16 * b;
+                bool ok = qi < nqr && kj < nkc && (k0 + kj) <= (q0 + qi);
+                if (ok) m = fmaxf(m, acc[a][b]);
             }
+            // The 16 threads of these queries hold all 64 keys: the row maximum.
+            for (int off = 8; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL_MASK, m, off));
+            if (qi < nqr && m != NEG_INF) best = fmaxf(best, expf(m * scale - lq[a]));
         }
         for (int off = 16; off > 0; off >>= 1) best = fmaxf(best, __shfl_xor_sync(FULL_MASK, best, off));
-        if (lane == 0) G[((i64)h * nb + r) * nb + c] = best;
+        if (lane == 0) red[warp] = best;
+        __syncthreads();
+        if (tid == 0) {
+            float b = red[0];
+            for (int w = 1; w < (int)(blockDim.x >> 5); w++) b = fmaxf(b, red[w]);
+            G[((i64)h * nb + r) * nb + c] = b;
+        }
     }
-    (void)colmax;
 }
 
 #define INST_B(T, S)                                                                                \

@@ -62,6 +62,16 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         if n == 0 {
             return Ok(top_k.iter().map(|_| SparseMeasure::default()).collect());
         }
+        let prof = std::env::var_os("ATTNSCOPE_GPU_PROFILE").is_some();
+        let mark = |what: &'static str, marks: &mut Vec<(&'static str, _)>| {
+            if prof {
+                if let Ok(m) = dev.mark() {
+                    marks.push((what, m));
+                }
+            }
+        };
+        let mut marks = Vec::new();
+        mark("start", &mut marks);
         let reps = dev.upload(spec.reps, "block representatives").map_err(ge)?;
         let reps_min = match spec.reps_min {
             Some(r) => Some(dev.upload(r, "block minima").map_err(ge)?),
@@ -81,6 +91,7 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             dev.to_f32_mode(self.q, &mut q, nh * n * d, 0).map_err(ge)?;
             (q, None)
         };
+        mark("upload, f32 q", &mut marks);
         let (sel_heads, hps) = if spec.group_shared { (nkv, g) } else { (nh, 1) };
         let nb = n.div_ceil(spec.block);
         let rule = RowRule {
@@ -135,13 +146,28 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             }
         }
         drop(logits);
+        mark("logits gemm + rows (top-k)", &mut marks);
         let mut out = Vec::with_capacity(top_k.len());
         for (sel, &w) in sels.iter().zip(&widths) {
             let mut r = self.measure(sel, w, spec.block, 1, hps)?;
+            mark("measure + copies", &mut marks);
             if keep_blocks {
                 r.blocks = Some(dev.download(sel).map_err(ge)?);
             }
             out.push(r);
+        }
+        if prof {
+            let parts: Vec<String> = marks
+                .windows(2)
+                .map(|w| {
+                    format!(
+                        "{} {:.2} ms",
+                        w[1].0,
+                        w[1].1.ms_since(&w[0].1).unwrap_or(f32::NAN)
+                    )
+                })
+                .collect();
+            eprintln!("block scoring n {n} m {m}: {}", parts.join(", "));
         }
         Ok(out)
     }

@@ -264,13 +264,13 @@ impl GpuDevice {
         if n == 0 {
             return Ok(());
         }
-        let warps = 8usize;
+        let warps = 4usize;
         self.launch(
             &BLOCKSEL,
             &format!("measure_blocks_{}", T::NAME),
             (n.div_ceil(warps) as u32, nh as u32, 1),
             (32 * warps) as u32,
-            (warps * d * 4) as u32,
+            (warps * (d + 32 * (d + 1)) * 4) as u32,
             &[
                 Arg::P(q.ptr()),
                 Arg::P(k.ptr()),
@@ -313,9 +313,9 @@ impl GpuDevice {
         need(k, nkv * n * d, "seer k")?;
         need(lse, nh * n, "seer lse")?;
         need(g, nh * nb * nb, "seer pooled")?;
-        if d % 2 != 0 || block * d * 4 > 160 * 1024 {
+        if d % 2 != 0 || block > 64 || d > 128 {
             return Err(GpuError::Invalid(format!(
-                "pooled_max_truth: block {block} x head dim {d}"
+                "pooled_max_truth: block {block} (at most 64) x head dim {d} (at most 128)"
             )));
         }
         if n == 0 {
@@ -326,7 +326,7 @@ impl GpuDevice {
             &format!("pooled_max_truth_{}", T::NAME),
             (nb as u32, nh as u32, 1),
             256,
-            (block * d * 4) as u32,
+            (2 * 64 * (d + 1) * 4) as u32,
             &[
                 Arg::P(q.ptr()),
                 Arg::P(k.ptr()),
