@@ -92,6 +92,9 @@ fn counted_kept_pairs_and_knobs_match_the_host_methods() {
     }
 }
 
+/// One KV group's Q (per q-head), K and V.
+type GroupQkv = (Vec<Array2<f32>>, Array2<f32>, Array2<f32>);
+
 /// Compares every method on one captured layer; accumulates counts into `stats`.
 #[derive(Debug, Default)]
 struct Stats {
@@ -126,7 +129,7 @@ impl Check<'_> {
             let run = run_of(name, &overrides(name));
             let gm = GpuMethod::of(&run, n).expect("device version");
             let block = gm.block();
-            let groups: Vec<(Vec<Array2<f32>>, Array2<f32>, Array2<f32>)> = (0..nkv)
+            let groups: Vec<GroupQkv> = (0..nkv)
                 .map(|g| {
                     (
                         (g * gs..(g + 1) * gs)

@@ -23,6 +23,9 @@ pub struct LayerTime {
     pub knob: f64,
 }
 
+/// Per length: `(tokens, wall ms of the whole forward with every method, dense attention ms)`.
+pub type Total = (usize, f64, f64);
+
 struct Hook<'a> {
     cfg: &'a SimConfig,
     methods: Vec<GpuMethod>,
@@ -104,7 +107,7 @@ pub fn run(
     lens: &[usize],
     sparsity: f64,
     names: &[String],
-) -> crate::Result<(Vec<LayerTime>, Vec<(usize, f64, f64)>)> {
+) -> crate::Result<(Vec<LayerTime>, Vec<Total>)> {
     let names: Vec<String> = if names.is_empty() {
         GPU_METHODS.iter().map(|s| s.to_string()).collect()
     } else {

@@ -223,7 +223,7 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             .chain(&out_rel_err)
             .chain(&cosine)
             .any(|x| x.is_nan())
-            || kept.iter().any(|&x| x == 0x7fc0_0000);
+            || kept.contains(&0x7fc0_0000);
         if unwritten {
             return Err(CoreError::Device(
                 "sparse measurement left NaN or unwritten per-query metrics".into(),
