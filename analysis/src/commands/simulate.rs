@@ -55,8 +55,8 @@ pub struct Args {
     /// 2048].
     #[arg(long)]
     calibration_len: Option<usize>,
-    /// Layers simulated at once on worker threads while the forward pass goes on (0: a quarter of
-    /// the CPU threads, fewer when memory is short). Per-method seconds overlap when above 1.
+    /// Layers simulated at once on worker threads while the forward pass goes on (0: half the CPU
+    /// threads, at least 2, fewer when memory is short). Per-method seconds overlap when above 1.
     #[arg(long, default_value_t = 0)]
     layer_jobs: usize,
     /// Layers to simulate: `all` or a list like `0,3,10-12`.

@@ -184,7 +184,7 @@ impl LayerJob {
                     let qb = cfg.query_block.max(1);
                     out.results.metrics.push(MetricRow {
                         input: 0,
-                        layer: layer,
+                        layer,
                         head: h,
                         kv_head: g,
                         method: m.label.clone(),
@@ -245,7 +245,7 @@ impl LayerJob {
                     p += 1;
                     out.results.iou.push(IouRow {
                         input: 0,
-                        layer: layer,
+                        layer,
                         kv_head: g,
                         budget: bi,
                         method_a: cfg.methods[a].label.clone(),
@@ -262,7 +262,7 @@ impl LayerJob {
             let hc = &heads[h];
             out.results.heads.push(HeadRow {
                 input: 0,
-                layer: layer,
+                layer,
                 head: h,
                 kv_head: g,
                 sink_mass: hc.mean_sink_mass() as f64,
