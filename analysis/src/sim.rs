@@ -494,7 +494,7 @@ pub fn summarize(rows: &[MetricRow]) -> Vec<MethodSummary> {
 }
 
 /// Layers simulated at once: `cfg.layer_jobs`, or when 0 half the rayon threads (at least 2, so
-/// that a method's serial stretches on one layer leave no core idle; at most 8), fewer when the
+/// that a method's serial stretches on one layer leave no core idle; at most 4), fewer when the
 /// machine's available memory would not hold that many layers' exact attention (`n^2 / 2` floats
 /// per q-head of a KV group, about three such buffers alive per layer at its peak).
 fn layer_workers(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -> usize {
@@ -504,7 +504,7 @@ fn layer_workers(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -> us
     let c = &model.config;
     let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1) as u64;
     let per_layer = 3 * gs * (n as u64 * (n as u64 + 1) / 2) * 4;
-    let by_threads = (rayon::current_num_threads() / 2).clamp(2, 8);
+    let by_threads = (rayon::current_num_threads() / 2).clamp(2, 4);
     let by_memory = available_memory()
         .map_or(1, |m| (m / 2 / per_layer.max(1)) as usize)
         .max(1);
