@@ -4,9 +4,16 @@
 //!
 //! [`LiveEngine`] owns the worker. The UI submits [`LiveRequest`]s; while one is computing, newer
 //! requests replace each other and only the latest runs next. The worker keeps the last layer's
-//! Q/K/V and exact capture, so changing a parameter does not reread or recapture.
+//! Q/K/V and exact per-query log-sum-exp (all of the exact capture that methods and metrics
+//! read, [`capture_lse`]), so changing a parameter does not reread or recapture.
+//!
+//! The UI thread never waits on the worker: [`LiveEngine::submit`] only sends on a channel (or
+//! parks the request while one computes) and [`LiveEngine::poll`], called once per frame, only
+//! `try_recv`s; reading Q/K/V and the capture happen on the worker. Dropping the engine does not
+//! join the worker either (it ends after its current request).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,9 +24,9 @@ use attnscope_analysis::bundle::SelectionRow;
 use attnscope_analysis::method::GroupInput;
 use attnscope_analysis::metrics::recall_only;
 use attnscope_analysis::registry;
-use attnscope_core::attention::LayerQkv;
-use attnscope_core::capture::{capture_layer, CaptureOptions, HeadCapture};
-use ndarray::Array2;
+use attnscope_core::attention::{prob_tile, TILE};
+use attnscope_core::capture::HeadCapture;
+use ndarray::{Array2, ArrayView2};
 
 /// The budget of a live re-selection.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,6 +121,8 @@ pub struct LiveResult {
     pub seconds: f64,
     /// Wall seconds of reading Q/K/V and the exact capture (0 when cached).
     pub capture_seconds: f64,
+    /// Of `capture_seconds`, the wall seconds of reading Q/K/V from the bundle.
+    pub read_seconds: f64,
 }
 
 impl LiveResult {
@@ -184,19 +193,17 @@ impl LiveSource {
 /// A captured layer kept by the worker between requests.
 struct LayerCache {
     input: usize,
-    layer: usize,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
-    /// Token-major `[n, heads * d]`, as the simulator's hook sees them.
-    q: Array2<f32>,
-    k: Array2<f32>,
-    v: Array2<f32>,
+    /// Q/K/V as read, head-major (`[heads, n, d]`): each head's `[n, d]` is contiguous, as in
+    /// the simulator's per-group copies.
+    saved: SavedLayer,
+    /// The exact statistics of each q-head; only `lse` is filled (see [`capture_lse`]).
     heads: Vec<HeadCapture>,
 }
 
 impl LayerCache {
-    fn load(src: &LiveSource, input: usize, layer: usize) -> Result<Self, String> {
+    /// Reads and captures a layer; also returns the seconds spent reading.
+    fn load(src: &LiveSource, input: usize, layer: usize) -> Result<(Self, f64), String> {
+        let t = Instant::now();
         let file = src
             .qkv_files
             .get(input)
@@ -208,10 +215,11 @@ impl LayerCache {
             .into_iter()
             .find(|l| l.layer == layer)
             .ok_or_else(|| format!("{file} holds no layer {layer}"))?;
-        Self::from_saved(saved, input, src.block)
+        let read = t.elapsed().as_secs_f64();
+        Ok((Self::from_saved(saved, input)?, read))
     }
 
-    fn from_saved(s: SavedLayer, input: usize, block: usize) -> Result<Self, String> {
+    fn from_saved(s: SavedLayer, input: usize) -> Result<Self, String> {
         let (n, d) = (s.n, s.head_dim);
         if s.n_kv_heads == 0 || !s.n_heads.is_multiple_of(s.n_kv_heads) || d == 0 {
             return Err(format!(
@@ -228,50 +236,96 @@ impl LayerCache {
                 s.layer
             ));
         }
-        let token_major = |x: &[f32], heads: usize| {
-            Array2::from_shape_fn((n, heads * d), |(i, c)| x[(c / d) * n * d + i * d + c % d])
-        };
-        let q = token_major(&s.q, s.n_heads);
-        let k = token_major(&s.k, s.n_kv_heads);
-        let v = token_major(&s.v, s.n_kv_heads);
-        let opts = CaptureOptions {
-            block,
-            ..CaptureOptions::default()
-        };
-        let qkv = LayerQkv {
-            layer: s.layer,
-            n_heads: s.n_heads,
-            n_kv_heads: s.n_kv_heads,
-            head_dim: d,
-            q: q.view(),
-            k: k.view(),
-            v: v.view(),
-        };
-        let (heads, _) = capture_layer(&qkv, &opts);
+        let heads = capture_lse(&s)
+            .into_iter()
+            .map(|lse| HeadCapture {
+                lse,
+                block_mass: Array2::zeros((0, 0)),
+                sink_mass: Vec::new(),
+                pooled: Array2::zeros((0, 0)),
+            })
+            .collect();
         Ok(Self {
             input,
-            layer: s.layer,
-            n_heads: s.n_heads,
-            n_kv_heads: s.n_kv_heads,
-            head_dim: d,
-            q,
-            k,
-            v,
+            saved: s,
             heads,
         })
     }
 
-    fn qkv(&self) -> LayerQkv<'_> {
-        LayerQkv {
-            layer: self.layer,
-            n_heads: self.n_heads,
-            n_kv_heads: self.n_kv_heads,
-            head_dim: self.head_dim,
-            q: self.q.view(),
-            k: self.k.view(),
-            v: self.v.view(),
-        }
+    /// The `[n, d]` slab of head `head` of a head-major tensor.
+    fn view(x: &[f32], head: usize, n: usize, d: usize) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape((n, d), &x[head * n * d..(head + 1) * n * d])
+            .expect("sizes checked at load")
     }
+
+    fn q_head(&self, h: usize) -> ArrayView2<'_, f32> {
+        Self::view(&self.saved.q, h, self.saved.n, self.saved.head_dim)
+    }
+
+    fn k_head(&self, g: usize) -> ArrayView2<'_, f32> {
+        Self::view(&self.saved.k, g, self.saved.n, self.saved.head_dim)
+    }
+
+    fn v_head(&self, g: usize) -> ArrayView2<'_, f32> {
+        Self::view(&self.saved.v, g, self.saved.n, self.saved.head_dim)
+    }
+}
+
+/// The exact per-query log-sum-exp of every q-head of a saved layer, bit for bit what
+/// `attnscope_core::capture::capture_layer` (the simulator's capture) records: the same
+/// [`prob_tile`] over the same 64-query tiles. It is the only part of the exact capture that the
+/// methods (oracles) and the metrics read; the rest of `capture_layer`'s work (the dense output
+/// `P V`, the `[n, n / block]` block masses, the sink mass and the pooled map, which the bundle's
+/// tables already hold) is skipped: half the floating-point work and ~0.9 GB less memory at 32k
+/// tokens x 14 heads. Tiles are spread over the machine's cores, longest first.
+fn capture_lse(s: &SavedLayer) -> Vec<Vec<f32>> {
+    let (n, d) = (s.n, s.head_dim);
+    let gs = s.n_heads / s.n_kv_heads.max(1);
+    let scale = 1.0 / (d as f32).sqrt();
+    // Longest tiles (the last queries see the most keys) first, for balance.
+    let mut tiles: Vec<(usize, usize)> = (0..s.n_heads)
+        .flat_map(|h| (0..n).step_by(TILE).map(move |t0| (h, t0)))
+        .collect();
+    tiles.sort_by_key(|&(h, t0)| (std::cmp::Reverse(t0), h));
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |p| p.get())
+        .min(tiles.len().max(1));
+    let done: Vec<Vec<(usize, usize, Vec<f32>)>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                sc.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(h, t0)) = tiles.get(i) else {
+                            break;
+                        };
+                        let t1 = (t0 + TILE).min(n);
+                        let q = LayerCache::view(&s.q, h, n, d);
+                        let k = LayerCache::view(&s.k, h / gs, n, d);
+                        let (_, lse) = prob_tile(
+                            q.slice(ndarray::s![t0..t1, ..]),
+                            k.slice(ndarray::s![..t1, ..]),
+                            t0,
+                            scale,
+                        );
+                        out.push((h, t0, lse));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut lse = vec![vec![0f32; n]; s.n_heads];
+    for (h, t0, l) in done.into_iter().flatten() {
+        lse[h][t0..t0 + l.len()].copy_from_slice(&l);
+    }
+    lse
 }
 
 /// Runs `req` on a cached (or freshly captured) layer.
@@ -284,18 +338,20 @@ fn compute(
     let t0 = Instant::now();
     let info = registry::find(&req.method).map_err(|e| e.to_string())?;
     let method = info.build_with(&req.overrides).map_err(|e| e.to_string())?;
+    let mut read_seconds = 0.0;
     if cache
         .as_ref()
-        .is_none_or(|c| c.input != req.input || c.layer != req.layer)
+        .is_none_or(|c| c.input != req.input || c.saved.layer != req.layer)
     {
         *cache = None;
-        *cache = Some(LayerCache::load(src, req.input, req.layer)?);
+        let (c, read) = LayerCache::load(src, req.input, req.layer)?;
+        *cache = Some(c);
+        read_seconds = read;
     }
     let capture_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let c = cache.as_ref().ok_or("no layer")?;
-    let qkv = c.qkv();
-    let n = qkv.len();
+    let n = c.saved.n;
     let empty = Vec::new();
     let punct = src.punct.get(req.input).unwrap_or(&empty);
     let newline = src.newline.get(req.input).unwrap_or(&empty);
@@ -306,15 +362,16 @@ fn compute(
             req.input
         ));
     }
-    let gs = c.n_heads / c.n_kv_heads;
-    let mut heads = Vec::with_capacity(c.n_heads);
-    for g in 0..c.n_kv_heads {
+    let (n_heads, n_kv_heads) = (c.saved.n_heads, c.saved.n_kv_heads);
+    let gs = n_heads / n_kv_heads;
+    let mut heads = Vec::with_capacity(n_heads);
+    for g in 0..n_kv_heads {
         let input = GroupInput {
-            layer: c.layer,
+            layer: c.saved.layer,
             kv_head: g,
-            q: (g * gs..(g + 1) * gs).map(|h| qkv.q_head(h)).collect(),
-            k: qkv.k_head(g),
-            v: qkv.v_head(g),
+            q: (g * gs..(g + 1) * gs).map(|h| c.q_head(h)).collect(),
+            k: c.k_head(g),
+            v: c.v_head(g),
             punct,
             newline,
             truth: c.heads[g * gs..(g + 1) * gs].iter().collect(),
@@ -338,7 +395,7 @@ fn compute(
                     .chunks(qb)
                     .map(|ch| ch.iter().sum::<f32>() / ch.len() as f32)
                     .collect(),
-                selection: SelectionRow::compact(sel, qb, (c.layer, h, g), &req.method, 0),
+                selection: SelectionRow::compact(sel, qb, (c.saved.layer, h, g), &req.method, 0),
             });
         }
     }
@@ -348,6 +405,7 @@ fn compute(
         heads,
         seconds: t1.elapsed().as_secs_f64(),
         capture_seconds,
+        read_seconds,
     })
 }
 
@@ -484,5 +542,102 @@ impl LiveEngine {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         !self.busy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attnscope_core::attention::LayerQkv;
+    use attnscope_core::capture::{capture_layer, CaptureOptions};
+
+    /// The live path (log-sum-exp only, head-major views) gives bit for bit what the simulator's
+    /// path (the full capture, token-major layer views) gives, for every registered method.
+    #[test]
+    fn lse_only_capture_matches_the_full_capture_for_every_method() {
+        let (n, d, heads, kv, block, layer) = (300, 16, 4, 2, 16, 2);
+        let punct: Vec<bool> = (0..n).map(|i| i % 7 == 3).collect();
+        let newline: Vec<bool> = (0..n).map(|i| i % 50 == 49).collect();
+        let saved = crate::synthetic::synthetic_qkv(layer, heads, kv, d, &punct, 5);
+        let tm = |x: &[f32], h: usize| {
+            Array2::from_shape_fn((n, h * d), |(i, c)| x[(c / d) * n * d + i * d + c % d])
+        };
+        let (q, k, v) = (tm(&saved.q, heads), tm(&saved.k, kv), tm(&saved.v, kv));
+        let qkv = LayerQkv {
+            layer,
+            n_heads: heads,
+            n_kv_heads: kv,
+            head_dim: d,
+            q: q.view(),
+            k: k.view(),
+            v: v.view(),
+        };
+        let opts = CaptureOptions {
+            block,
+            ..CaptureOptions::default()
+        };
+        let (full, _) = capture_layer(&qkv, &opts);
+        let mut cache = Some(LayerCache::from_saved(saved, 0).expect("valid"));
+        for (a, b) in full.iter().zip(&cache.as_ref().expect("cached").heads) {
+            assert_eq!(a.lse, b.lse, "log-sum-exp bit for bit");
+        }
+        let src = LiveSource {
+            dir: PathBuf::new(),
+            qkv_files: vec![None],
+            punct: vec![punct.clone()],
+            newline: vec![newline.clone()],
+            block,
+        };
+        let gs = heads / kv;
+        for info in registry::METHODS {
+            let req = LiveRequest {
+                input: 0,
+                layer,
+                method: info.name.into(),
+                overrides: Vec::new(),
+                budget: LiveBudget::Sparsity(0.7),
+            };
+            let live = compute(&src, &mut cache, &req, 1).expect("computes");
+            assert!(live.capture_seconds < 0.5, "the layer stays cached");
+            let method = info.build_with(&[]).expect("defaults");
+            for g in 0..kv {
+                let input = GroupInput {
+                    layer,
+                    kv_head: g,
+                    q: (g * gs..(g + 1) * gs).map(|h| qkv.q_head(h)).collect(),
+                    k: qkv.k_head(g),
+                    v: qkv.v_head(g),
+                    punct: &punct,
+                    newline: &newline,
+                    truth: full[g * gs..(g + 1) * gs].iter().collect(),
+                    capture_block: block,
+                    cache: Default::default(),
+                };
+                let prep = method.prepare(&input);
+                let cal = resolve(
+                    method.as_ref(),
+                    prep.as_ref(),
+                    Budget::Sparsity(0.7),
+                    n,
+                    None,
+                );
+                for (hi, sel) in cal.selections.iter().enumerate() {
+                    let h = g * gs + hi;
+                    let r = recall_only(input.q[hi], input.k, &full[h].lse, sel);
+                    let got = live.head(h).expect("every head");
+                    let name = info.name;
+                    assert_eq!(got.knob, cal.knob, "{name} H{h} knob");
+                    assert_eq!(got.sparsity, sparsity_of(std::slice::from_ref(sel), n));
+                    assert_eq!(
+                        got.recall,
+                        mean(r.iter().map(|&x| f64::from(x))),
+                        "{name} H{h}"
+                    );
+                    let want = SelectionRow::compact(sel, block, (layer, h, g), name, 0);
+                    assert_eq!(got.selection.offsets, want.offsets, "{name} H{h}");
+                    assert_eq!(got.selection.blocks, want.blocks, "{name} H{h}");
+                }
+            }
+        }
     }
 }

@@ -1,14 +1,18 @@
 //! Synthetic run bundles of any size for the viewer's benchmarks and tests: pooled maps with a
 //! sink column, a decaying diagonal band and a few vertical stripes (rows sum to 1), metric rows,
-//! IoU rows, frequency shares, tokens and block selections, written with the real bundle writer.
+//! IoU rows, frequency shares, tokens and block selections, written with the real bundle writer,
+//! and optionally captured post-RoPE Q/K/V of chosen layers ([`synthetic_qkv`]), written by the
+//! simulator's own `--save-qkv` writer so live re-selection can run on them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use attnscope_analysis::bundle::qkv::{write_qkv, SavedLayer};
 use attnscope_analysis::bundle::{
-    BudgetInfo, Bundle, DataInfo, Format, InputInfo, Manifest, ManifestMethod, ModelInfo,
-    SelectionRow, TokenRow,
+    qkv_file_name, BudgetInfo, Bundle, DataInfo, Format, InputInfo, Manifest, ManifestMethod,
+    ModelInfo, QkvFile, SelectionRow, TokenRow,
 };
+use attnscope_analysis::error::AnalysisError;
 use attnscope_analysis::sim::{HeadRow, IouRow, MetricRow, SimResults};
 use attnscope_analysis::testing::SplitMix;
 
@@ -26,6 +30,9 @@ pub struct Spec {
     pub sparsities: Vec<f64>,
     /// Methods (first k) whose budget-0 selections are written.
     pub selection_methods: usize,
+    /// Layers whose post-RoPE Q/K/V are written (`qkv-input0.safetensors`, as
+    /// `attnscope simulate --save-qkv` writes them), for live re-selection.
+    pub qkv_layers: Vec<usize>,
 }
 
 impl Spec {
@@ -43,6 +50,18 @@ impl Spec {
                 .to_vec(),
             sparsities: vec![0.9, 0.95],
             selection_methods: 2,
+            qkv_layers: Vec::new(),
+        }
+    }
+
+    /// The live re-selection benchmark's bundle: one layer of the same model at 32k tokens with
+    /// its captured Q/K/V (151 MB) and little else (maps of the 14 heads, no selections).
+    pub fn qwen_32k_live() -> Self {
+        Self {
+            layers: 1,
+            selection_methods: 0,
+            qkv_layers: vec![0],
+            ..Self::qwen_32k()
         }
     }
 
@@ -58,6 +77,7 @@ impl Spec {
             methods: ["phsa", "infllm-v2"].map(String::from).to_vec(),
             sparsities: vec![0.8],
             selection_methods: 2,
+            qkv_layers: Vec::new(),
         }
     }
 }
@@ -117,6 +137,139 @@ fn synthetic_selection(
         row.push_query_block(&blocks, &frac);
     }
     row
+}
+
+/// Rotary base of the synthetic Q/K (Qwen2.5's `rope_theta`).
+pub const SYNTHETIC_ROPE_THETA: f64 = 1e6;
+
+/// Synthetic post-RoPE Q/K/V of one layer, head-major (`[heads, n, d]`, `[kv_heads, n, d]`) as
+/// `--save-qkv` stores them. Random, but shaped so that attention is far from uniform. Per KV
+/// group, before the rotation (rotate-half pairs `(c, c + d/2)`, base [`SYNTHETIC_ROPE_THETA`],
+/// so low chunks turn fast and high chunks barely turn over 32k tokens):
+///
+/// - a **sink**: key 0 carries a large component (27) along a direction of the slowest chunks
+///   (the last eighth) that every query shares with weight 3 x U(0.6, 1.3) per q-head: a sink
+///   logit of about 6 to 13, so the sink takes from a few percent to most of a query's mass;
+/// - **topics**: the text is cut into segments of 64 to 1023 tokens, each with one of 8 topic
+///   directions (slow chunks); keys carry 5 x salience (U(0.5, 1.5), 2% of tokens 2.5: heavy
+///   hitters) times their segment's topic, queries 5 x U(0.6, 1.4) times theirs: a query
+///   favours earlier segments of its own topic (logit about +3, vertical stripes and blocks);
+/// - a **local** part: one vector of norm 5 on the fast chunks (the first 7/16) shared by the
+///   group's queries (weight U(0.5, 1.5) per q-head) and keys; after the rotation its score is a
+///   sum of cosines of the distance, a recency band of about a hundred tokens;
+/// - **punctuation**: keys of punctuation tokens add 4 x a punctuation direction that queries
+///   weigh by 2 x U(0, 1) (what PHSA's punctuation representative can pick up);
+/// - uniform noise of standard deviation 0.3 on every coordinate; values are U(-1, 1).
+pub fn synthetic_qkv(
+    layer: usize,
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    punct: &[bool],
+    seed: u64,
+) -> SavedLayer {
+    let n = punct.len();
+    let kv_heads = kv_heads.max(1);
+    let gs = heads / kv_heads;
+    let half = d / 2;
+    let mut rng = SplitMix(seed ^ (layer as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    // Chunk bands: local [0, 7/16), punctuation [7/16, 10/16), topics [9/16, 7/8), sink [7/8, 1).
+    let band = |a: usize, b: usize| (half * a / 16, (half * b / 16).max(half * a / 16 + 1));
+    let (local, punct_band, topic_band, sink_band) =
+        (band(0, 7), band(7, 10), band(9, 14), band(14, 16));
+    let direction = |rng: &mut SplitMix, (c0, c1): (usize, usize), norm: f32| {
+        let mut v = vec![0f32; d];
+        for c in c0..c1.min(half) {
+            v[c] = rng.normal();
+            v[c + half] = rng.normal();
+        }
+        let s = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+        v.iter_mut().for_each(|x| *x *= norm / s);
+        v
+    };
+    // Segments and their topics.
+    let mut topic_of = vec![0usize; n];
+    let mut i = 0;
+    while i < n {
+        let len = 64 + (rng.next_u64() % 960) as usize;
+        let t = (rng.next_u64() % 8) as usize;
+        topic_of[i..(i + len).min(n)].fill(t);
+        i += len;
+    }
+    // Rotation angles per (position, chunk).
+    let (cos, sin): (Vec<f32>, Vec<f32>) = (0..n)
+        .flat_map(|i| {
+            (0..half).map(move |c| {
+                let a = i as f64 * SYNTHETIC_ROPE_THETA.powf(-(c as f64) / half as f64);
+                (a.cos() as f32, a.sin() as f32)
+            })
+        })
+        .unzip();
+    let rotate = |x: &mut [f32], i: usize| {
+        for c in 0..half {
+            let (co, si) = (cos[i * half + c], sin[i * half + c]);
+            let (a, b) = (x[c], x[c + half]);
+            x[c] = a * co - b * si;
+            x[c + half] = a * si + b * co;
+        }
+    };
+    let noise = |rng: &mut SplitMix| (rng.uniform() - 0.5) * 0.3 * 12f32.sqrt();
+    let mut q = vec![0f32; heads * n * d];
+    let mut k = vec![0f32; kv_heads * n * d];
+    let mut v = vec![0f32; kv_heads * n * d];
+    for g in 0..kv_heads {
+        let sink = direction(&mut rng, sink_band, 1.0);
+        let loc = direction(&mut rng, local, 5.0);
+        let pun = direction(&mut rng, punct_band, 1.0);
+        let topics: Vec<Vec<f32>> = (0..8)
+            .map(|_| direction(&mut rng, topic_band, 1.0))
+            .collect();
+        for i in 0..n {
+            let row = &mut k[(g * n + i) * d..(g * n + i + 1) * d];
+            let salience = if rng.uniform() < 0.02 {
+                2.5
+            } else {
+                0.5 + rng.uniform()
+            };
+            let (t, p, s0) = (
+                &topics[topic_of[i]],
+                if punct[i] { 4.0 } else { 0.0 },
+                if i == 0 { 27.0 } else { 0.0 },
+            );
+            for c in 0..d {
+                row[c] =
+                    5.0 * salience * t[c] + loc[c] + p * pun[c] + s0 * sink[c] + noise(&mut rng);
+            }
+            rotate(row, i);
+            for x in &mut v[(g * n + i) * d..(g * n + i + 1) * d] {
+                *x = 2.0 * rng.uniform() - 1.0;
+            }
+        }
+        for h in g * gs..(g + 1) * gs {
+            let a = 3.0 * (0.6 + 0.7 * rng.uniform());
+            let w = 5.0 * (0.6 + 0.8 * rng.uniform());
+            let m = 0.5 + rng.uniform();
+            let pw = 2.0 * rng.uniform();
+            for i in 0..n {
+                let row = &mut q[(h * n + i) * d..(h * n + i + 1) * d];
+                let t = &topics[topic_of[i]];
+                for c in 0..d {
+                    row[c] = a * sink[c] + w * t[c] + m * loc[c] + pw * pun[c] + noise(&mut rng);
+                }
+                rotate(row, i);
+            }
+        }
+    }
+    SavedLayer {
+        layer,
+        n_heads: heads,
+        n_kv_heads: kv_heads,
+        head_dim: d,
+        n,
+        q,
+        k,
+        v,
+    }
 }
 
 /// Writes a synthetic bundle into `dir` (which must not hold a finished run).
@@ -218,7 +371,7 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
             is_needle_query: false,
         })
         .collect();
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: Format::Parquet,
         run_id: "synthetic".into(),
         model: ModelInfo {
@@ -274,6 +427,26 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
         device: "synthetic".into(),
         ..Manifest::default()
     };
+    if !spec.qkv_layers.is_empty() {
+        // As `attnscope simulate --save-qkv` does: one file per input, listed in the manifest.
+        std::fs::create_dir_all(dir).map_err(|e| AnalysisError::File {
+            path: dir.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        let punct: Vec<bool> = tokens.iter().map(|t| t.is_punct).collect();
+        let layers: Vec<SavedLayer> = spec
+            .qkv_layers
+            .iter()
+            .map(|&l| synthetic_qkv(l, spec.heads, spec.kv_heads, spec.head_dim, &punct, 11))
+            .collect();
+        let file = qkv_file_name(0);
+        write_qkv(&dir.join(&file), 0, &layers)?;
+        manifest.qkv = vec![QkvFile {
+            input: 0,
+            file,
+            layers: spec.qkv_layers.clone(),
+        }];
+    }
     let mut b = Bundle {
         dir: dir.to_path_buf(),
         manifest,
@@ -295,6 +468,66 @@ mod tests {
             let s: f32 = m[q * 8..q * 8 + 8].iter().sum();
             assert!((s - 1.0).abs() < 1e-5);
             assert!(m[q * 8 + q + 1..q * 8 + 8].iter().all(|&x| x == 0.0));
+        }
+    }
+
+    /// The synthetic Q/K give attention with a sink, a recency band and concentrated mass, far
+    /// from uniform (checked with the simulator's exact capture).
+    #[test]
+    fn synthetic_qkv_attention_is_not_uniform() {
+        use attnscope_core::attention::LayerQkv;
+        use attnscope_core::capture::{capture_layer, CaptureOptions};
+        let (n, d, heads, kv) = (2048, 64, 4, 2);
+        let punct: Vec<bool> = (0..n).map(|i| i % 9 == 8).collect();
+        let s = synthetic_qkv(3, heads, kv, d, &punct, 11);
+        assert_eq!((s.layer, s.n, s.head_dim), (3, n, d));
+        assert_eq!(
+            (s.q.len(), s.k.len(), s.v.len()),
+            (heads * n * d, kv * n * d, kv * n * d)
+        );
+        let tm = |x: &[f32], h: usize| {
+            ndarray::Array2::from_shape_fn((n, h * d), |(i, c)| x[(c / d) * n * d + i * d + c % d])
+        };
+        let (q, k, v) = (tm(&s.q, heads), tm(&s.k, kv), tm(&s.v, kv));
+        let qkv = LayerQkv {
+            layer: 3,
+            n_heads: heads,
+            n_kv_heads: kv,
+            head_dim: d,
+            q: q.view(),
+            k: k.view(),
+            v: v.view(),
+        };
+        let (caps, _) = capture_layer(&qkv, &CaptureOptions::default());
+        let nb = n / 64;
+        for (h, c) in caps.iter().enumerate() {
+            // Over the last 512 queries: sink mass, mass of the own + previous block, and mass
+            // of the top 10% of blocks (uniform attention would give about 0.1).
+            let rows = n - 512..n;
+            let m = rows.len() as f32;
+            let sink: f32 = rows.clone().map(|i| c.sink_mass[i]).sum::<f32>() / m;
+            let local: f32 = rows
+                .clone()
+                .map(|i| c.block_mass[[i, i / 64]] + c.block_mass[[i, (i / 64).max(1) - 1]])
+                .sum::<f32>()
+                / m;
+            let top: f32 = rows
+                .map(|i| {
+                    let mut b: Vec<f32> = (0..nb).map(|j| c.block_mass[[i, j]]).collect();
+                    b.sort_by(|x, y| y.total_cmp(x));
+                    b[..nb / 10].iter().sum::<f32>()
+                })
+                .sum::<f32>()
+                / m;
+            eprintln!("head {h}: sink {sink:.3}, local {local:.3}, top 10% of blocks {top:.3}");
+            assert!((0.01..0.99).contains(&sink), "head {h}: sink mass {sink}");
+            // The two nearest blocks get more than an average block of the rest.
+            let rest = (1.0 - sink - local).max(0.0) / (nb - 3) as f32;
+            assert!(
+                local / 2.0 > 2.0 * rest,
+                "head {h}: local {local}, rest {rest}"
+            );
+            assert!(top > 0.5, "head {h}: top 10% of blocks hold {top}");
         }
     }
 }
