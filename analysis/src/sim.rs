@@ -493,22 +493,55 @@ pub fn summarize(rows: &[MetricRow]) -> Vec<MethodSummary> {
         .collect()
 }
 
+/// Host bytes one layer job needs at its peak on the CPU path: the exact attention of a KV
+/// group's q-heads (`n (n + 1) / 2` floats each) plus, alive beside it, the packed per-pair
+/// rankings of the top-p methods (rtpurbo-proxy: scores and ranking; oracle-topp: ranking) and
+/// a margin of one more such buffer for the others' chunked scores; and the layer's captured
+/// block masses `P` (every q-head, `n x n / block` floats).
+pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
+    let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1) as u64;
+    let packed = n as u64 * (n as u64 + 1) / 2 * 4;
+    let has = |name: &str| cfg.methods.iter().any(|m| m.info.name == name);
+    let units = 2 + 2 * u64::from(has("rtpurbo-proxy")) + u64::from(has("oracle-topp"));
+    let blocks = n.div_ceil(cfg.capture_block.max(1)) as u64;
+    units * gs * packed + c.n_heads as u64 * n as u64 * blocks * 4
+}
+
 /// Layers simulated at once: `cfg.layer_jobs`, or when 0 half the rayon threads (at least 2, so
 /// that a method's serial stretches on one layer leave no core idle; at most 4), fewer when the
-/// machine's available memory would not hold that many layers' exact attention (`n^2 / 2` floats
-/// per q-head of a KV group, about three such buffers alive per layer at its peak).
+/// machine's available memory would not hold that many layer jobs ([`layer_job_bytes`]).
 fn layer_workers(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -> usize {
     if cfg.layer_jobs > 0 {
         return cfg.layer_jobs;
     }
-    let c = &model.config;
-    let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1) as u64;
-    let per_layer = 3 * gs * (n as u64 * (n as u64 + 1) / 2) * 4;
+    let per_layer = layer_job_bytes(cfg, &model.config, n);
     let by_threads = (rayon::current_num_threads() / 2).clamp(2, 4);
     let by_memory = available_memory()
-        .map_or(1, |m| (m / 2 / per_layer.max(1)) as usize)
+        .map_or(1, |m| (m * 3 / 4 / per_layer.max(1)) as usize)
         .max(1);
     by_threads.min(by_memory)
+}
+
+/// Refuses a CPU run whose one layer job would not fit in the available memory (rather than
+/// letting the system kill it hours in).
+fn check_host_memory(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -> Result<()> {
+    if model.device() != attnscope_core::Device::Cpu {
+        return Ok(());
+    }
+    let need = layer_job_bytes(cfg, &model.config, n);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    match available_memory() {
+        Some(have) if need > have => Err(crate::AnalysisError::Input(format!(
+            "simulating {n} tokens on the CPU needs about {:.1} GiB per layer (the exact attention of \
+             a KV group's {} q-heads and the methods' per-pair rankings); {:.1} GiB are available. \
+             Use a shorter --len, fewer token-level methods (rtpurbo-proxy and oracle-topp need the \
+             most), or --device cuda",
+            gib(need),
+            model.config.n_heads / model.config.n_kv_heads.max(1),
+            gib(have)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// `MemAvailable` of `/proc/meminfo` in bytes (Linux), if readable.
@@ -542,6 +575,7 @@ pub fn simulate(
             "punctuation masks do not match the token count".into(),
         ));
     }
+    check_host_memory(cfg, model, ids.len())?;
     let fits: Vec<&MethodRun> = cfg
         .methods
         .iter()
