@@ -20,7 +20,7 @@ if [ "$MODE" = tests ] || [ "$MODE" = all ]; then
         echo "=== $t"
         timeout 300 /tmp/bins/$t --test-threads=1 --nocapture 2>&1 | tee "$OUT/$t.log"
     done
-    M=phsa,infllm-v2,nsa,moba,quest,seer-oracle
+    M=phsa,infllm-v2,nsa,moba,quest,seer-oracle,oracle-topk-block
     for d in cpu cuda; do
         /usr/bin/time -f "simulate --device $d: %e s wall" $B simulate --model carry/smollm2-4l.gguf \
             --text carry/alice29.txt --len 2048 --methods $M --sparsity 0.9 --device $d \

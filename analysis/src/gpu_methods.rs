@@ -1,12 +1,18 @@
 //! Block methods scored and measured on the GPU.
 //!
 //! On a GPU forward pass (`attnscope simulate --device cuda`) the block methods `phsa`,
-//! `infllm-v2`, `nsa`, `moba`, `quest` and `seer-oracle` do not run on the host: their block
+//! `infllm-v2`, `nsa`, `moba`, `quest`, `seer-oracle` and `oracle-topk-block` do not run on the
+//! host: their block
 //! representatives (O(n d), cheap) are computed here exactly as the CPU methods compute them,
 //! the device ([`DeviceLayer::block_select_measure`]) scores every query's key blocks, keeps the
 //! forced blocks and the top-k others, and measures each selection against the exact dense
 //! attention (recall, output error, cosine, kept pairs per query). `seer-oracle` reads the
 //! device's pooled ground truth ([`DeviceLayer::pooled_max_truth`]) and ranks its rows here.
+//! `oracle-topk-block` ranks the device capture's block mass `P[i, b]` itself with the same row
+//! kernel (nothing forced, [`DeviceLayer::block_mass_select_measure`]); its kept pairs depend on
+//! whether each query's own block is among its top k, so the device returns that rank per
+//! (q-head, query) ([`DeviceLayer::block_mass_ranks`]) and the knob is calibrated on the host per
+//! KV group, as the host method does.
 //! The CPU methods (`analysis/src/methods/`) define the rules; `tests/gpu_block_methods.rs`
 //! compares both on random data and on a real model.
 //!
@@ -57,6 +63,10 @@ pub enum GpuMethod {
     SeerOracle {
         block: usize,
     },
+    /// Top-k blocks of the capture's block mass (device version only at the capture block).
+    OracleTopKBlock {
+        block: usize,
+    },
 }
 
 /// Compressed keys of InfLLM v2 and NSA: mean of `[16 t, 16 t + 32)`.
@@ -64,7 +74,15 @@ const STRIDE: usize = 16;
 const WINDOW: usize = 32;
 
 /// Names of the methods with a device version.
-pub const GPU_METHODS: &[&str] = &["phsa", "infllm-v2", "nsa", "moba", "quest", "seer-oracle"];
+pub const GPU_METHODS: &[&str] = &[
+    "phsa",
+    "infllm-v2",
+    "nsa",
+    "moba",
+    "quest",
+    "seer-oracle",
+    "oracle-topk-block",
+];
 
 /// False when `ATTNSCOPE_GPU_METHODS=0` asks for the host path.
 pub fn enabled() -> bool {
@@ -104,7 +122,19 @@ impl GpuMethod {
             "seer-oracle" if !p.flag("mode") && p.count("block") <= 64 => Self::SeerOracle {
                 block: p.count("block").max(1),
             },
+            "oracle-topk-block" => Self::OracleTopKBlock {
+                block: p.count("block").max(1),
+            },
             _ => return None,
+        })
+    }
+
+    /// [`GpuMethod::of`] within a run of `cfg`: `oracle-topk-block` runs on the device only when
+    /// its block is the capture block (the device's `P[i, b]`; other blocks stay on the host).
+    pub fn for_run(cfg: &SimConfig, run: &MethodRun, n: usize) -> Option<Self> {
+        Self::of(run, n).filter(|g| match *g {
+            Self::OracleTopKBlock { block } => block == cfg.capture_block.max(1),
+            _ => true,
         })
     }
 
@@ -115,7 +145,8 @@ impl GpuMethod {
             | Self::InfLlmV2 { block, .. }
             | Self::Nsa { block, .. }
             | Self::Moba { block }
-            | Self::SeerOracle { block } => block,
+            | Self::SeerOracle { block }
+            | Self::OracleTopKBlock { block } => block,
             Self::Quest { page } => page,
         }
     }
@@ -139,7 +170,7 @@ impl GpuMethod {
     }
 
     /// The representatives of one KV head's keys `k` (`[n, d]`): `(reps [m, d], minima)`;
-    /// `None` for the seer oracle (no representatives).
+    /// `None` for the oracles (no representatives).
     pub fn representatives(
         &self,
         k: ArrayView2<f32>,
@@ -159,7 +190,7 @@ impl GpuMethod {
                 let (lo, hi) = page_min_max(k, page);
                 (hi, Some(lo))
             }
-            Self::SeerOracle { .. } => return None,
+            Self::SeerOracle { .. } | Self::OracleTopKBlock { .. } => return None,
         })
     }
 
@@ -589,7 +620,11 @@ pub fn run_layer(
     if !enabled() || has_needles || cfg.budgets.iter().any(|b| matches!(b, Budget::TopP(_))) {
         return Ok(None);
     }
-    let methods: Vec<Option<GpuMethod>> = cfg.methods.iter().map(|m| GpuMethod::of(m, n)).collect();
+    let methods: Vec<Option<GpuMethod>> = cfg
+        .methods
+        .iter()
+        .map(|m| GpuMethod::for_run(cfg, m, n))
+        .collect();
     if methods.iter().all(Option::is_none) {
         return Ok(None);
     }
@@ -626,7 +661,9 @@ pub fn run_method(
     let qb = cfg.query_block.max(1);
     let block = gm.block();
     let mut out: Vec<Vec<GroupOut>> = Vec::with_capacity(cfg.budgets.len());
-    if let GpuMethod::SeerOracle { .. } = gm {
+    if let GpuMethod::OracleTopKBlock { .. } = gm {
+        out = oracle_topk_block(cfg, run, block, qkv, device, keep_selections)?;
+    } else if let GpuMethod::SeerOracle { .. } = gm {
         let nb = n.div_ceil(block);
         let truth = device.pooled_max_truth(block)?;
         let ranked: Vec<Vec<Vec<u32>>> = (0..nh)
@@ -776,6 +813,84 @@ pub fn run_method(
     Ok(out)
 }
 
+/// `oracle-topk-block` on one layer (`[budget][kv group]`): own-block ranks from the device,
+/// the knob of each KV group calibrated on the host from counted kept pairs (as the host method),
+/// then per q-head the top-k blocks of `P` and their measurement on the device.
+fn oracle_topk_block(
+    cfg: &SimConfig,
+    run: &MethodRun,
+    block: usize,
+    qkv: &LayerQkv<'_>,
+    device: &mut dyn DeviceLayer,
+    keep_selections: bool,
+) -> attnscope_core::Result<Vec<Vec<GroupOut>>> {
+    use crate::methods::oracle_topk_block::block_topk_kept;
+    let n = qkv.len();
+    let (nh, nkv) = (qkv.n_heads, qkv.n_kv_heads);
+    let gs = nh / nkv;
+    let qb = cfg.query_block.max(1);
+    let ranks = device.block_mass_ranks(block)?;
+    if ranks.len() != nh * n {
+        return Err(attnscope_core::CoreError::Device(format!(
+            "{} own-block ranks for {nh} heads x {n} queries",
+            ranks.len()
+        )));
+    }
+    let rank = |h: usize| &ranks[h * n..(h + 1) * n];
+    let mut chosen: Vec<Vec<Chosen>> = Vec::with_capacity(cfg.budgets.len());
+    for &budget in &cfg.budgets {
+        let mut per_group = Vec::with_capacity(nkv);
+        for g in 0..nkv {
+            let sparsity = |x: f64| {
+                let k = x.max(0.0).round() as usize;
+                let kept: u64 = (g * gs..(g + 1) * gs)
+                    .map(|h| block_topk_kept(rank(h), block, k))
+                    .sum();
+                sparsity_of_kept(kept, gs, n)
+            };
+            per_group.push(
+                resolve_counted(run.selector.as_ref(), budget, n, &sparsity).ok_or_else(|| {
+                    attnscope_core::CoreError::Input("top-p budgets run on the host".into())
+                })?,
+            );
+        }
+        chosen.push(per_group);
+    }
+    let ks: Vec<Vec<usize>> = chosen
+        .iter()
+        .map(|per_group| {
+            (0..nh)
+                .map(|h| (per_group[h / gs].knob.max(0.0).round() as usize).max(1))
+                .collect()
+        })
+        .collect();
+    let measured = device.block_mass_select_measure(block, &ks, keep_selections)?;
+    let mut out = Vec::with_capacity(measured.len());
+    for (bi, (m, per_group)) in measured.iter().zip(&chosen).enumerate() {
+        let mut groups = Vec::with_capacity(nkv);
+        for (g, ch) in per_group.iter().enumerate() {
+            let hs = g * gs..(g + 1) * gs;
+            let rows = hs
+                .clone()
+                .map(|h| metric_row(m, h, n, (qkv.layer, h, g), &run.label, bi, ch, qb))
+                .collect();
+            let selections = match (&m.blocks, keep_selections) {
+                (Some(blocks), true) => hs
+                    .map(|h| selection_of(blocks, h, n, m.width, block, 1))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            groups.push(GroupOut {
+                rows,
+                selections,
+                seconds: 0.0,
+            });
+        }
+        out.push(groups);
+    }
+    Ok(out)
+}
+
 /// Where each method of `cfg` runs over `n` tokens: `cuda` for the methods [`run_layer`] takes on
 /// a GPU forward pass (`gpu` true), else `cpu`.
 pub fn method_devices(
@@ -789,7 +904,7 @@ pub fn method_devices(
     cfg.methods
         .iter()
         .map(|m| {
-            let d = if on && GpuMethod::of(m, n).is_some() {
+            let d = if on && GpuMethod::for_run(cfg, m, n).is_some() {
                 "cuda"
             } else {
                 "cpu"

@@ -7,12 +7,16 @@
 //! the device selections equal the host's except at score near-ties (the fraction of differing
 //! query rows is printed and must stay tiny), and per query recall, output error and cosine agree
 //! to 1e-3 where the selections agree; outputs are poisoned with NaN before every launch and a
-//! NaN is an error.
+//! NaN is an error. `oracle-topk-block` ranks the device capture's own `P[i, b]` (the same values
+//! the host method reads from the downloaded capture): its own-block ranks must equal the host's,
+//! its selections must be identical, and its per-query metrics agree to 1e-5 (recall, cosine) and
+//! 5e-5 (relative output error).
 #![cfg(feature = "cuda")]
 
 use attnscope_analysis::budget::{resolve, sparsity_of_kept, Budget};
 use attnscope_analysis::gpu_methods::{resolve_counted, selection_of, GpuMethod, RowCounts};
 use attnscope_analysis::method::GroupInput;
+use attnscope_analysis::methods::oracle_topk_block::{block_topk_kept, own_block_rank};
 use attnscope_analysis::metrics::{evaluate_with, DenseHead};
 use attnscope_analysis::registry;
 use attnscope_analysis::selection::Selection;
@@ -22,7 +26,25 @@ use attnscope_core::attention::{AttentionHook, BlockLists, DeviceLayer, HookActi
 use attnscope_core::capture::CaptureOptions;
 use ndarray::{s, Array2};
 
-const METHODS: [&str; 6] = ["phsa", "infllm-v2", "nsa", "moba", "quest", "seer-oracle"];
+const METHODS: [&str; 7] = [
+    "phsa",
+    "infllm-v2",
+    "nsa",
+    "moba",
+    "quest",
+    "seer-oracle",
+    "oracle-topk-block",
+];
+
+/// Per-query own-block ranks of one head from its block mass `[n, nb]` (the host rule).
+fn host_ranks(mass: &Array2<f32>, block: usize) -> Vec<u32> {
+    (0..mass.nrows())
+        .map(|i| {
+            let row: Vec<f32> = mass.row(i).iter().take(i / block + 1).copied().collect();
+            own_block_rank(&row)
+        })
+        .collect()
+}
 
 fn run_of(name: &str, overrides: &[(String, f64)]) -> MethodRun {
     let info = registry::find(name).expect("registered");
@@ -46,12 +68,46 @@ fn overrides(name: &str) -> Vec<(String, f64)> {
 fn counted_kept_pairs_and_knobs_match_the_host_methods() {
     let runs: Vec<MethodRun> = METHODS
         .iter()
-        .filter(|&&m| m != "seer-oracle")
+        .filter(|&&m| m != "seer-oracle" && m != "oracle-topk-block")
         .map(|m| run_of(m, &overrides(m)))
         .collect();
+    let oracle = run_of("oracle-topk-block", &[]);
     for (n, group, seed) in [(300usize, 3usize, 5u64), (1000, 2, 9), (777, 1, 3)] {
         let data = GroupData::random(n, 16, group, seed);
         let input = data.input();
+        // The oracle: counts from the own-block ranks (what the device returns) per KV group.
+        {
+            let gm = GpuMethod::of(&oracle, n).expect("device version");
+            let block = gm.block();
+            let ranks: Vec<Vec<u32>> = (0..group)
+                .map(|h| host_ranks(&data.truth[h].block_mass, block))
+                .collect();
+            let prep = oracle.selector.prepare(&input);
+            let counted =
+                |k: usize| -> u64 { ranks.iter().map(|r| block_topk_kept(r, block, k)).sum() };
+            for k in [1usize, 2, 3, 5, 8, 13, 40, 1000] {
+                let (kept, heads) = prep.kept_pairs_at(k as f64).expect("counted");
+                assert_eq!(heads, group);
+                assert_eq!(counted(k), kept, "oracle-topk-block n {n} k {k}");
+                let built: u64 = prep.select(k as f64).iter().map(|s| s.kept_pairs()).sum();
+                assert_eq!(built, kept, "oracle-topk-block n {n} k {k}: selections");
+            }
+            let sparsity =
+                |x: f64| sparsity_of_kept(counted(x.max(0.0).round() as usize), group, n);
+            for b in [
+                Budget::Sparsity(0.5),
+                Budget::Sparsity(0.8),
+                Budget::Sparsity(0.95),
+                Budget::Tokens(256),
+            ] {
+                let cpu = resolve(oracle.selector.as_ref(), prep.as_ref(), b, n, None);
+                let dev =
+                    resolve_counted(oracle.selector.as_ref(), b, n, &sparsity).expect("budget");
+                assert_eq!(cpu.knob, dev.knob, "oracle-topk-block n {n} {b:?}");
+                assert_eq!(cpu.sparsity, dev.sparsity, "oracle-topk-block n {n} {b:?}");
+                assert_eq!(cpu.reached, dev.reached, "oracle-topk-block n {n} {b:?}");
+            }
+        }
         for run in &runs {
             let name = run.label.as_str();
             let gm = GpuMethod::of(run, n).expect("device version");
@@ -105,6 +161,9 @@ struct Stats {
     worst_err: f64,
     worst_cos: f64,
     per_method: Vec<(String, u64, u64)>,
+    /// `oracle-topk-block` alone: worst |recall|, |out err|, |cosine| differences, rank rows.
+    oracle_worst: (f64, f64, f64),
+    oracle_ranks: u64,
 }
 
 struct Check<'a> {
@@ -180,8 +239,32 @@ impl Check<'_> {
                 cpu_knob.push(cal.knob);
                 cpu_sel.extend(cal.selections);
             }
-            // Device: the same knob (block methods: one for all groups; seer: per group).
-            let (gpu_sel, m): (Vec<Selection>, _) = if name == "seer-oracle" {
+            // Device: the same knob (block methods: one for all groups; oracles: per group).
+            let (gpu_sel, m): (Vec<Selection>, _) = if name == "oracle-topk-block" {
+                let ranks = device.block_mass_ranks(block).expect("own block ranks");
+                for h in 0..nh {
+                    let want = host_ranks(&heads[h].block_mass, block);
+                    assert_eq!(
+                        &ranks[h * n..(h + 1) * n],
+                        &want[..],
+                        "{name} layer {} head {h}: own-block ranks differ from the host's",
+                        qkv.layer
+                    );
+                }
+                self.stats.oracle_ranks += (nh * n) as u64;
+                let ks: Vec<usize> = (0..nh)
+                    .map(|h| (cpu_knob[h / gs].round() as usize).max(1))
+                    .collect();
+                let m = device
+                    .block_mass_select_measure(block, &[ks], true)
+                    .expect("device oracle")
+                    .remove(0);
+                let blocks = m.blocks.clone().expect("blocks kept");
+                let sels = (0..nh)
+                    .map(|h| selection_of(&blocks, h, n, m.width, block, 1))
+                    .collect();
+                (sels, m)
+            } else if name == "seer-oracle" {
                 let nb = n.div_ceil(block);
                 let truth = device.pooled_max_truth(block).expect("pooled truth");
                 assert!(truth.iter().all(|x| x.is_finite()), "pooled truth NaN");
@@ -272,6 +355,18 @@ impl Check<'_> {
                     self.stats.worst_recall = self.stats.worst_recall.max(dr);
                     self.stats.worst_err = self.stats.worst_err.max(de);
                     self.stats.worst_cos = self.stats.worst_cos.max(dc);
+                    if name == "oracle-topk-block" {
+                        let w = &mut self.stats.oracle_worst;
+                        *w = (w.0.max(dr), w.1.max(de), w.2.max(dc));
+                        assert!(
+                            dr <= 1e-5 && de <= 5e-5 && dc <= 1e-5,
+                            "{name} layer {} head {h} query {i}: recall {r} vs {}, err {e} vs {}, cos {cs} vs {}",
+                            qkv.layer,
+                            c.recall[i],
+                            c.out_rel_err[i],
+                            c.cosine[i]
+                        );
+                    }
                     assert!(
                         dr <= 1e-3 && de <= 1e-3 && dc <= 1e-3,
                         "{name} layer {} head {h} query {i}: recall {r} vs {}, err {e} vs {}, cos {cs} vs {}",
@@ -282,6 +377,12 @@ impl Check<'_> {
                     );
                 }
             }
+            // The oracle ranks the same P values on both sides: no row may differ.
+            assert!(
+                name != "oracle-topk-block" || differ == 0,
+                "{name} layer {}: {differ} query rows differ",
+                qkv.layer
+            );
             self.stats.rows += rows;
             self.stats.rows_differ += differ;
             self.stats.queries += rows - differ;
@@ -312,6 +413,12 @@ impl Check<'_> {
                 *differ as f64 / (*rows).max(1) as f64
             );
         }
+        let w = self.stats.oracle_worst;
+        println!(
+            "  oracle-topk-block: {} own-block ranks equal the host's; worst |diff| recall {:.2e}, \
+             out err {:.2e}, cosine {:.2e}",
+            self.stats.oracle_ranks, w.0, w.1, w.2
+        );
         let frac = self.stats.rows_differ as f64 / self.stats.rows.max(1) as f64;
         assert!(frac < 1e-3, "{what}: {frac:.2e} of the selections differ");
     }

@@ -1,7 +1,9 @@
 //! The invariant matrix: every registered method, on random and on real Q/K, at two sparsity
 //! budgets and a token budget: causal, every query keeps a key, deterministic, one selection per
 //! q-head of the right length, token budgets respected, calibration honest about what it reached,
-//! and a full budget gives exactly dense attention (recall 1, output error 0).
+//! and a full budget gives exactly dense attention (recall 1, output error 0). On the same data,
+//! `oracle-topk-block` bounds every per-query block method: per q-head and query, its recall at
+//! the number of blocks the method keeps is at least the method's.
 
 use attnscope_analysis::budget::{resolve, sparsity_of, Budget, SPARSITY_TOLERANCE};
 use attnscope_analysis::metrics::{evaluate, DenseHead};
@@ -122,8 +124,8 @@ fn every_method_on_random_qk() {
     check_all(&GroupData::random(520, 16, 3, 7), "random");
 }
 
-#[test]
-fn every_method_on_real_smollm2_qk() {
+/// Layer 5 of SmolLM2-135M (first KV group) on 520 tokens of a repeated Alice paragraph.
+fn smollm2_layer5() -> GroupData {
     let files = fetch::model_path("smollm2-135m").unwrap_or_else(|| {
         fetch::fetch_model("smollm2-135m", &mut |m| eprintln!("{m}")).expect("fetch")
     });
@@ -161,8 +163,111 @@ fn every_method_on_real_smollm2_qk() {
         .iter()
         .map(|p| p.contains('\n') && p.trim().is_empty())
         .collect();
-    check_all(
-        &GroupData::from_qkv(q, k, v, punct, newline, g, 64),
-        "smollm2 layer 5",
-    );
+    GroupData::from_qkv(q, k, v, punct, newline, g, 64)
+}
+
+#[test]
+fn every_method_on_real_smollm2_qk() {
+    check_all(&smollm2_layer5(), "smollm2 layer 5");
+}
+
+/// Per-query block methods (each keeps whole aligned key blocks, clipped at the query, which the
+/// check verifies), their settings here and their block size.
+type BlockMethod = (&'static str, &'static [(&'static str, f64)], usize);
+const BLOCK_METHODS: &[BlockMethod] = &[
+    ("phsa", &[], 64),
+    ("phsa-fit", &[], 64),
+    ("infllm-v2", &[], 64),
+    ("nsa", &[], 64),
+    ("moba", &[("block", 64.0)], 64),
+    ("quest", &[], 16),
+    ("seer-oracle", &[], 64),
+    ("xattention", &[], 128),
+];
+
+/// For every per-query block method at two sparsities, every q-head and query: the method keeps
+/// whole blocks (`c_i` of them), and `oracle-topk-block` (same block) at `k = c_i` reaches at
+/// least its recall. Returns (method, mean recall, mean oracle recall) lines.
+fn check_oracle_bound(data: &GroupData, label: &str) {
+    use std::collections::HashMap;
+    let n = data.k.nrows();
+    let oracle_info = attnscope_analysis::registry::find("oracle-topk-block").expect("registered");
+    // Oracle recall per (block, head, k), per query; computed on first use.
+    let mut cache: HashMap<(usize, usize, usize), Vec<f32>> = HashMap::new();
+    for &(name, overrides, block) in BLOCK_METHODS {
+        let info = attnscope_analysis::registry::find(name).expect("registered");
+        let o: Vec<(String, f64)> = overrides.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let method = info.build_with(&o).expect("builds");
+        let oracle = oracle_info
+            .build_with(&[("block".to_string(), block as f64)])
+            .expect("builds");
+        let input = data.input();
+        let prep = method.prepare(&input);
+        let oprep = oracle.prepare(&input);
+        let (mut sum_m, mut sum_o, mut count) = (0f64, 0f64, 0usize);
+        for target in [0.5, 0.8] {
+            let cal = resolve(
+                method.as_ref(),
+                prep.as_ref(),
+                Budget::Sparsity(target),
+                n,
+                None,
+            );
+            for (h, sel) in cal.selections.iter().enumerate() {
+                let m = evaluate(&dense_head(data, h), sel);
+                for i in 0..n {
+                    // Kept blocks of query i, each whole (clipped at i).
+                    let mut blocks: Vec<usize> = Vec::new();
+                    let mut kept = 0usize;
+                    for (s, e) in sel.keys_of(i) {
+                        for b in (s as usize / block)..=((e as usize - 1) / block) {
+                            if blocks.last() != Some(&b) {
+                                blocks.push(b);
+                            }
+                        }
+                        kept += (e - s) as usize;
+                    }
+                    let whole: usize = blocks
+                        .iter()
+                        .map(|&b| ((b + 1) * block).min(i + 1) - b * block)
+                        .sum();
+                    assert_eq!(
+                        kept, whole,
+                        "{name} ({label}): query {i} keeps part of a {block}-token block"
+                    );
+                    let c = blocks.len();
+                    let rec = cache.entry((block, h, c)).or_insert_with(|| {
+                        let s = &oprep.select(c as f64)[h];
+                        evaluate(&dense_head(data, h), s).recall
+                    });
+                    assert!(
+                        rec[i] + 1e-5 >= m.recall[i],
+                        "{name} ({label}) sparsity {target} head {h} query {i}: {c} blocks \
+                         recall {} above oracle-topk-block's {}",
+                        m.recall[i],
+                        rec[i]
+                    );
+                    sum_m += m.recall[i] as f64;
+                    sum_o += rec[i] as f64;
+                    count += 1;
+                }
+            }
+        }
+        println!(
+            "{label}: {name:<12} block {block:>3}: mean recall {:.4}, oracle-topk-block at the \
+             same blocks per query {:.4}",
+            sum_m / count as f64,
+            sum_o / count as f64
+        );
+    }
+}
+
+#[test]
+fn oracle_topk_block_bounds_block_methods_on_random_qk() {
+    check_oracle_bound(&GroupData::random(520, 16, 3, 7), "random");
+}
+
+#[test]
+fn oracle_topk_block_bounds_block_methods_on_real_smollm2_qk() {
+    check_oracle_bound(&smollm2_layer5(), "smollm2 layer 5");
 }

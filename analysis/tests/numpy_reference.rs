@@ -21,6 +21,8 @@
 //!   (the chunks overlapping block b; [4b-1, 4b+3] for B = 64). Exact equal block scores (two
 //!   blocks sharing their best chunk) are broken toward the lower block index.
 //! - moba / quest: top_k counts blocks / pages beyond the query's own one; per q-head.
+//! - oracle-topk-block: per query the k blocks of largest P[i, b] (the own block a candidate,
+//!   nothing forced), whole blocks clipped at the query.
 //! - top-k ties in general: lower index first.
 
 use std::collections::BTreeMap;
@@ -501,4 +503,11 @@ fn streaming_matches() {
 #[test]
 fn oracle_topk_matches() {
     check_method(&["oracle_topk"]);
+}
+
+#[test]
+fn oracle_topk_block_matches() {
+    // Block 32 sums the true probabilities itself; block 64 reads the capture's P (capture block
+    // 64 in the fixture).
+    check_method(&["oracle_topk_block_b32", "oracle_topk_block_b64"]);
 }

@@ -226,6 +226,35 @@ pub trait DeviceLayer {
         ))
     }
 
+    /// For the block-level top-k oracle: per q-head and query (`[n_heads * n]`), the rank of
+    /// the query's own key block among its causal blocks ordered by the layer's exact block mass
+    /// `P[i, b]` at `block` (descending, ties to the lower block; 0 = best). Uses the device
+    /// capture's `P` when [`DeviceLayer::capture`] ran at `block`, else computes `P` on the
+    /// device (after [`DeviceLayer::dense`]); nothing n x n is copied back.
+    fn block_mass_ranks(&mut self, block: usize) -> Result<Vec<u32>> {
+        let _ = block;
+        Err(CoreError::Device(
+            "block mass ranks are not available on this device".into(),
+        ))
+    }
+
+    /// The block-level top-k oracle on the device: per q-head `h` and query, the `top_k[s][h]`
+    /// key blocks of largest `P[i, b]` at `block` (ties to the lower block, nothing forced),
+    /// measured against the exact dense attention, one [`SparseMeasure`] per selection `s`
+    /// (kept blocks `[n_heads, n, width]` when `keep_blocks`). `P` as in
+    /// [`DeviceLayer::block_mass_ranks`].
+    fn block_mass_select_measure(
+        &mut self,
+        block: usize,
+        top_k: &[Vec<usize>],
+        keep_blocks: bool,
+    ) -> Result<Vec<SparseMeasure>> {
+        let _ = (block, top_k, keep_blocks);
+        Err(CoreError::Device(
+            "block selection is not available on this device".into(),
+        ))
+    }
+
     /// SeerAttention's oracle target of every q-head, `[n_heads, nb, nb]` row-major
     /// (`nb = ceil(n / block)`): entry `(h, r, c)`, `c <= r`, is the largest exact attention
     /// probability of any query of block `r` on any causal key of block `c` (0 above the

@@ -139,6 +139,26 @@ extern "C" __global__ void block_rows(const float* L, int G, int nq, int m, int 
     }
 }
 
+// Block-level top-k oracle: rank[t] (t = h n + i) = the number of blocks b < own = i / block
+// with P[h, i, b] >= P[h, i, own] in f32 total order, i.e. the own block's place (0 = best) in
+// the row's ranking (descending, ties to the lower block): whether the partial own block is among
+// the top k, the one score-dependent part of the kept-pair count. One warp per row; P is the
+// capture's [nh][n][nb]; rank is u32 bits in an f32 buffer (poisoned with NaN by the caller).
+extern "C" __global__ void own_block_rank(const float* P, int nh, int n, int nb, int block,
+                                          u32* rank) {
+    int lane = threadIdx.x & 31;
+    i64 t = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (t >= (i64)nh * n) return;
+    int i = (int)(t % n);
+    int own = i / block;
+    const float* row = P + t * nb;
+    u32 o = ordered_bits(row[own]);
+    u32 c = 0;
+    for (int b = lane; b < own; b += 32) c += ordered_bits(row[b]) >= o ? 1u : 0u;
+    for (int off = 16; off > 0; off >>= 1) c += __shfl_xor_sync(FULL_MASK, c, off);
+    if (lane == 0) rank[t] = c;
+}
+
 // Per (q-head, query), one warp: recall, output error and cosine of the kept keys.
 //   sel      [n_sel][rows][width] kept blocks; q-head h reads selection head h / heads_per_sel,
 //            query i reads row i / qblock; a block b covers keys [b unit, (b + 1) unit) & <= i

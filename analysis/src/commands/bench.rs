@@ -49,7 +49,8 @@ pub struct Args {
     #[arg(long)]
     kernels: bool,
     /// GPU only: time the device block methods (scoring, top-k and metrics) per layer instead:
-    /// `all` (phsa, infllm-v2, nsa, moba, quest, seer-oracle) or a comma-separated list.
+    /// `all` (phsa, infllm-v2, nsa, moba, quest, seer-oracle, oracle-topk-block) or a
+    /// comma-separated list.
     #[arg(long, num_args = 0..=1, default_missing_value = "all")]
     block_methods: Option<String>,
     /// Target sparsity of `--block-methods`.

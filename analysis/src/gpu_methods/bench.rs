@@ -145,7 +145,7 @@ pub fn run(
             .methods
             .iter()
             .map(|m| {
-                GpuMethod::of(m, n).ok_or_else(|| {
+                GpuMethod::for_run(&cfg, m, n).ok_or_else(|| {
                     crate::AnalysisError::Input(format!(
                         "{}: no device version with these settings",
                         m.label

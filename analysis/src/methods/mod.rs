@@ -14,6 +14,7 @@ pub mod minference_vs;
 pub mod moba;
 pub mod nsa;
 pub mod oracle_topk;
+pub mod oracle_topk_block;
 pub mod oracle_topp;
 pub mod phsa;
 pub mod phsa_fit;
@@ -48,5 +49,6 @@ pub static ALL: &[MethodInfo] = &[
     snapkv::INFO,
     blasst::INFO,
     oracle_topk::INFO,
+    oracle_topk_block::INFO,
     oracle_topp::INFO,
 ];

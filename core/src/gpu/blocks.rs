@@ -108,6 +108,7 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             block: spec.block,
             n_init: spec.n_init,
             local: spec.local,
+            force_own: true,
         };
         let widths: Vec<usize> = top_k
             .iter()
@@ -140,7 +141,7 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
                     }
                 }
                 for ((sel, &w), &k) in sels.iter_mut().zip(&widths).zip(top_k) {
-                    dev.block_rows(&logits, hps, rows, i0, &rule, k, w, n, sel, sh * n * w)
+                    dev.block_rows(&logits, 0, hps, rows, i0, &rule, k, w, n, sel, sh * n * w)
                         .map_err(ge)?;
                 }
             }
@@ -252,6 +253,82 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             lists.qblock,
             lists.heads_per_sel,
         )
+    }
+
+    /// See [`crate::attention::DeviceLayer::block_mass_ranks`]; `p` is the layer's capture at
+    /// `block` (`[nh, n, nb]`).
+    pub fn block_mass_ranks(&self, p: &DBuf<f32>, block: usize) -> Result<Vec<u32>> {
+        let ge = gpu_err;
+        let len = self.nh * self.n;
+        let mut r = self.dev.alloc::<f32>(len, "own block ranks").map_err(ge)?;
+        self.dev.poison(&mut r).map_err(ge)?;
+        self.dev
+            .own_block_ranks(p, self.nh, self.n, block, &mut r)
+            .map_err(ge)?;
+        let ranks: Vec<u32> = self
+            .dev
+            .download(&r)
+            .map_err(ge)?
+            .into_iter()
+            .map(f32::to_bits)
+            .collect();
+        if ranks.contains(&0x7fc0_0000) {
+            return Err(CoreError::Device("own block ranks left unwritten".into()));
+        }
+        Ok(ranks)
+    }
+
+    /// See [`crate::attention::DeviceLayer::block_mass_select_measure`]; `p` is the layer's
+    /// capture at `block` (`[nh, n, nb]`).
+    pub fn block_mass_select_measure(
+        &self,
+        p: &DBuf<f32>,
+        block: usize,
+        top_k: &[Vec<usize>],
+        keep_blocks: bool,
+    ) -> Result<Vec<SparseMeasure>> {
+        let ge = gpu_err;
+        let dev = self.dev;
+        let (nh, n) = (self.nh, self.n);
+        let block = block.max(1);
+        let nb = n.div_ceil(block);
+        if top_k.iter().any(|ks| ks.len() != nh) {
+            return Err(CoreError::Input(format!(
+                "block mass top-k: one k per q-head ({nh}) for every selection"
+            )));
+        }
+        if n == 0 {
+            return Ok(top_k.iter().map(|_| SparseMeasure::default()).collect());
+        }
+        // P itself is the score: no scaling, no softmax, every causal block (the own one too)
+        // a candidate, nothing forced.
+        let rule = RowRule {
+            m: nb,
+            scale: 1.0,
+            vis_window: 1,
+            vis_stride: block,
+            softmax: false,
+            pool: RowPool::Identity,
+            block,
+            n_init: 0,
+            local: 0,
+            force_own: false,
+        };
+        let mut out = Vec::with_capacity(top_k.len());
+        for ks in top_k {
+            let w = ks.iter().copied().max().unwrap_or(1).min(nb).max(1);
+            let mut sel = dev.alloc::<u32>(nh * n * w, "kept blocks").map_err(ge)?;
+            for (h, &k) in ks.iter().enumerate() {
+                dev.block_rows(p, h * n * nb, 1, n, 0, &rule, k, w, n, &mut sel, h * n * w)
+                    .map_err(ge)?;
+            }
+            let mut r = self.measure(&sel, w, block, 1, 1)?;
+            if keep_blocks {
+                r.blocks = Some(dev.download(&sel).map_err(ge)?);
+            }
+            out.push(r);
+        }
+        Ok(out)
     }
 
     /// See [`crate::attention::DeviceLayer::pooled_max_truth`].

@@ -477,6 +477,7 @@ impl GpuModel {
                         b: &mut b,
                         cap: &mut cap,
                         done: false,
+                        captured: false,
                     };
                     let action = hook.on_layer_device(&qkv, &mut ctx)?;
                     let done = ctx.done;
@@ -630,6 +631,8 @@ struct LayerCtx<'a, T> {
     b: &'a mut Bufs<T>,
     cap: &'a mut Option<CapBufs>,
     done: bool,
+    /// `cap.p` holds this layer's block mass (at `cap.block`).
+    captured: bool,
 }
 
 impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
@@ -648,6 +651,7 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
             .ok_or_else(|| CoreError::Device("capture buffers".into()))?;
         m.capture_layer(self.b, cb, opts)?;
         self.done = true;
+        self.captured = true;
         let nb = n.div_ceil(block);
         let ge = gpu_err;
         let lse = dev.download(&self.b.lse).map_err(ge)?;
@@ -726,9 +730,77 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
     fn pooled_max_truth(&mut self, block: usize) -> Result<Vec<f32>> {
         self.tensors()?.pooled_max_truth(block)
     }
+
+    fn block_mass_ranks(&mut self, block: usize) -> Result<Vec<u32>> {
+        self.block_mass(block)?;
+        let cb = self
+            .cap
+            .as_ref()
+            .ok_or_else(|| CoreError::Device("capture buffers".into()))?;
+        self.tensors()?.block_mass_ranks(&cb.p, cb.block)
+    }
+
+    fn block_mass_select_measure(
+        &mut self,
+        block: usize,
+        top_k: &[Vec<usize>],
+        keep_blocks: bool,
+    ) -> Result<Vec<crate::attention::SparseMeasure>> {
+        self.block_mass(block)?;
+        let cb = self
+            .cap
+            .as_ref()
+            .ok_or_else(|| CoreError::Device("capture buffers".into()))?;
+        self.tensors()?
+            .block_mass_select_measure(&cb.p, cb.block, top_k, keep_blocks)
+    }
 }
 
 impl<T: GpuFloat> LayerCtx<'_, T> {
+    /// Makes `cap.p` hold this layer's block mass at `block`: the capture's when it ran at that
+    /// block, else the capture pass alone on the device (the LSE of [`DeviceLayer::dense`] or
+    /// [`DeviceLayer::capture`]).
+    fn block_mass(&mut self, block: usize) -> Result<()> {
+        let block = block.max(1);
+        if !self.done {
+            return Err(CoreError::Device(
+                "block mass needs the layer's attention first (DeviceLayer::capture or dense)"
+                    .into(),
+            ));
+        }
+        if self.captured && self.cap.as_ref().is_some_and(|cb| cb.block == block) {
+            return Ok(());
+        }
+        let m = self.model;
+        let n = self.b.lse.len() / m.config.n_heads;
+        if self.cap.as_ref().is_none_or(|cb| cb.block != block) {
+            *self.cap = Some(m.cap_bufs(n, block)?);
+        }
+        let cb = self
+            .cap
+            .as_mut()
+            .ok_or_else(|| CoreError::Device("capture buffers".into()))?;
+        let opts = CaptureOptions {
+            block,
+            ..CaptureOptions::default()
+        };
+        m.dev
+            .capture(
+                &self.b.qh,
+                &self.b.kh,
+                &self.b.lse,
+                &mut cb.p,
+                &mut cb.sink,
+                m.shape(n),
+                block,
+                opts.sink_tokens,
+                m.attention_kernel(&opts),
+            )
+            .map_err(gpu_err)?;
+        self.captured = true;
+        Ok(())
+    }
+
     /// The layer's device tensors, once [`DeviceLayer::capture`] has computed the LSE and the
     /// dense output.
     fn tensors(&self) -> Result<super::blocks::LayerTensors<'_, T>> {

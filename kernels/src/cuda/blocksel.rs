@@ -58,12 +58,19 @@ pub struct RowRule {
     pub block: usize,
     pub n_init: usize,
     pub local: usize,
+    /// The own block (and the `local` blocks before it) are forced; false: only the `n_init`
+    /// first blocks are (then `local` must be 0), and the own block is a candidate.
+    pub force_own: bool,
 }
 
 impl RowRule {
     /// Forced blocks a row can have at most.
     pub fn max_forced(&self) -> usize {
-        self.n_init + self.local + 1
+        if self.force_own {
+            self.n_init + self.local + 1
+        } else {
+            self.n_init
+        }
     }
 }
 
@@ -144,13 +151,14 @@ impl GpuDevice {
     }
 
     /// Scores and selects rows `i0 .. i0 + nq` of one selection head: `logits` holds
-    /// `[heads, nq, m]` unscaled representative logits; `out` from element `out_off` on
-    /// (`[n, width]`) receives each row's forced blocks then its `k` best candidates, padded with
-    /// `u32::MAX`.
+    /// `[heads, nq, m]` unscaled representative logits from element `logits_off` on; `out` from
+    /// element `out_off` on (`[n, width]`) receives each row's forced blocks then its `k` best
+    /// candidates, padded with `u32::MAX`.
     #[allow(clippy::too_many_arguments)]
     pub fn block_rows(
         &self,
         logits: &DBuf<f32>,
+        logits_off: usize,
         heads: usize,
         nq: usize,
         i0: usize,
@@ -161,9 +169,17 @@ impl GpuDevice {
         out: &mut DBuf<u32>,
         out_off: usize,
     ) -> Result<()> {
-        need(logits, heads * nq * rule.m, "block_rows logits")?;
+        need(
+            logits,
+            logits_off + heads * nq * rule.m,
+            "block_rows logits",
+        )?;
         need(out, out_off + n * width, "block_rows out")?;
-        if i0 + nq > n || rule.block == 0 || rule.vis_stride == 0 {
+        if i0 + nq > n
+            || rule.block == 0
+            || rule.vis_stride == 0
+            || (!rule.force_own && rule.local > 0)
+        {
             return Err(GpuError::Invalid("block_rows: bad rows or rule".into()));
         }
         if nq == 0 {
@@ -192,7 +208,7 @@ impl GpuDevice {
             256,
             smem as u32,
             &[
-                Arg::P(logits.ptr()),
+                Arg::P(logits.ptr_at(logits_off)),
                 i(heads),
                 i(nq),
                 i(rule.m),
@@ -205,7 +221,12 @@ impl GpuDevice {
                 i(per),
                 i(rule.block),
                 i(rule.n_init),
-                i(rule.local),
+                // local = -1: neither the own block nor any before it is forced.
+                if rule.force_own {
+                    i(rule.local)
+                } else {
+                    Arg::I(-1)
+                },
                 i(k),
                 i(width),
                 i(p2),
@@ -291,6 +312,41 @@ impl GpuDevice {
                 Arg::P(out.1.ptr()),
                 Arg::P(out.2.ptr()),
                 Arg::P(out.3.ptr()),
+            ],
+        )
+    }
+
+    /// Per row of the capture's block mass `p` (`[heads, n, nb]`, `nb = ceil(n / block)`), the
+    /// rank of the query's own block among its causal blocks (descending mass, ties to the lower
+    /// block; 0 = best) into `rank` (`[heads, n]`, u32 bits in an f32 buffer).
+    pub fn own_block_ranks(
+        &self,
+        p: &DBuf<f32>,
+        heads: usize,
+        n: usize,
+        block: usize,
+        rank: &mut DBuf<f32>,
+    ) -> Result<()> {
+        let nb = n.div_ceil(block.max(1));
+        need(p, heads * n * nb, "own_block_rank P")?;
+        need(rank, heads * n, "own_block_rank out")?;
+        if heads * n == 0 {
+            return Ok(());
+        }
+        let warps = 8usize;
+        self.launch(
+            &BLOCKSEL,
+            "own_block_rank",
+            ((heads * n).div_ceil(warps) as u32, 1, 1),
+            (32 * warps) as u32,
+            0,
+            &[
+                Arg::P(p.ptr()),
+                i(heads),
+                i(n),
+                i(nb),
+                i(block.max(1)),
+                Arg::P(rank.ptr()),
             ],
         )
     }
