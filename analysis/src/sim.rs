@@ -499,12 +499,33 @@ pub fn summarize(rows: &[MetricRow]) -> Vec<MethodSummary> {
 /// a margin of one more such buffer for the others' chunked scores; and the layer's captured
 /// block masses `P` (every q-head, `n x n / block` floats).
 pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
-    let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1) as u64;
-    let packed = n as u64 * (n as u64 + 1) / 2 * 4;
-    let has = |name: &str| cfg.methods.iter().any(|m| m.info.name == name);
-    let units = 2 + 2 * u64::from(has("rtpurbo-proxy")) + u64::from(has("oracle-topp"));
+    let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1);
+    let methods: u64 = cfg
+        .methods
+        .iter()
+        .map(|m| method_group_bytes(m.info.name, n, gs))
+        .sum();
     let blocks = n.div_ceil(cfg.capture_block.max(1)) as u64;
-    units * gs * packed + c.n_heads as u64 * n as u64 * blocks * 4
+    2 * packed_bytes(n) * gs as u64 + methods + c.n_heads as u64 * n as u64 * blocks * 4
+}
+
+/// Bytes of one head's packed causal pairs (`n (n + 1) / 2` floats).
+fn packed_bytes(n: usize) -> u64 {
+    n as u64 * (n as u64 + 1) / 2 * 4
+}
+
+/// Host bytes of per-pair buffers `method` keeps for a KV group of `gs` q-heads over `n` tokens
+/// beyond the runner's own exact attention (used to plan memory): rtpurbo-proxy's indexer scores
+/// and rankings, oracle-topp's rankings, and the exact attention itself for the oracles when they
+/// run alone (the live re-selection of the viewer).
+pub fn method_group_bytes(method: &str, n: usize, gs: usize) -> u64 {
+    let per_head = match method {
+        "rtpurbo-proxy" => 2,
+        "oracle-topp" => 2,
+        "oracle-topk" | "oracle-topk-block" => 1,
+        _ => 0,
+    };
+    per_head * gs as u64 * packed_bytes(n)
 }
 
 /// Layers simulated at once: `cfg.layer_jobs`, or when 0 half the rayon threads (at least 2, so
@@ -545,7 +566,7 @@ fn check_host_memory(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -
 }
 
 /// `MemAvailable` of `/proc/meminfo` in bytes (Linux), if readable.
-fn available_memory() -> Option<u64> {
+pub fn available_memory() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -364,6 +364,21 @@ fn compute(
     }
     let (n_heads, n_kv_heads) = (c.saved.n_heads, c.saved.n_kv_heads);
     let gs = n_heads / n_kv_heads;
+    // Methods that rank every causal pair keep per-pair buffers for a whole KV group: refuse
+    // rather than let the system kill the viewer (oracle-topk needs 15 GB at 32k x 7 heads).
+    let need = attnscope_analysis::sim::method_group_bytes(&req.method, n, gs);
+    if let Some(have) = attnscope_analysis::sim::available_memory() {
+        if need > have {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            return Err(format!(
+                "{} at {n} tokens needs about {:.1} GiB for the {gs} q-heads of a KV group; \
+                 {:.1} GiB are available",
+                req.method,
+                gib(need),
+                gib(have)
+            ));
+        }
+    }
     let mut heads = Vec::with_capacity(n_heads);
     for g in 0..n_kv_heads {
         let input = GroupInput {
