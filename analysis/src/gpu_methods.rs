@@ -24,7 +24,7 @@
 use attnscope_core::attention::{
     BlockLists, BlockPool, BlockScoring, DeviceLayer, LayerQkv, SparseMeasure,
 };
-use ndarray::{s, Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 
 use crate::budget::{sparsity_of_kept, sparsity_of_tokens, Budget, SPARSITY_TOLERANCE};
 use crate::method::{Knob, Selector};
@@ -184,10 +184,13 @@ impl GpuMethod {
                 newline: nl,
                 ..
             } => (phsa_reps(k, punct, newline, lambda, block, nl), None),
-            Self::InfLlmV2 { .. } | Self::Nsa { .. } => (window_means(k), None),
+            Self::InfLlmV2 { .. } | Self::Nsa { .. } => (
+                crate::methods::common::window_means(k, WINDOW, STRIDE),
+                None,
+            ),
             Self::Moba { block } => (crate::methods::common::block_means(k, block), None),
             Self::Quest { page } => {
-                let (lo, hi) = page_min_max(k, page);
+                let (lo, hi) = crate::methods::quest::page_min_max(k, page);
                 (hi, Some(lo))
             }
             Self::SeerOracle { .. } | Self::OracleTopKBlock { .. } => return None,
@@ -257,39 +260,6 @@ fn phsa_reps(
         rep.zip_mut_with(&pm, |m, &p| *m = lambda * *m + (1.0 - lambda) * p);
     }
     reps
-}
-
-/// Mean keys of the complete windows `[16 t, 16 t + 32)` (InfLLM v2's `K1`, NSA's `K_cmp`).
-fn window_means(k: ArrayView2<f32>) -> Array2<f32> {
-    let n = k.nrows();
-    let m = if n >= WINDOW {
-        (n - WINDOW) / STRIDE + 1
-    } else {
-        0
-    };
-    let mut out = Array2::zeros((m, k.ncols()));
-    for t in 0..m {
-        let w = k.slice(s![t * STRIDE..t * STRIDE + WINDOW, ..]);
-        if let Some(mean) = w.mean_axis(Axis(0)) {
-            out.row_mut(t).assign(&mean);
-        }
-    }
-    out
-}
-
-/// Quest's element-wise key minimum and maximum per page.
-fn page_min_max(k: ArrayView2<f32>, page: usize) -> (Array2<f32>, Array2<f32>) {
-    let pages = k.nrows().div_ceil(page);
-    let mut lo = Array2::from_elem((pages, k.ncols()), f32::INFINITY);
-    let mut hi = Array2::from_elem((pages, k.ncols()), f32::NEG_INFINITY);
-    for (j, row) in k.outer_iter().enumerate() {
-        let p = j / page;
-        for (c, &x) in row.iter().enumerate() {
-            lo[[p, c]] = lo[[p, c]].min(x);
-            hi[[p, c]] = hi[[p, c]].max(x);
-        }
-    }
-    (lo, hi)
 }
 
 /// Per query, the causal pairs of its forced blocks and its number of candidate blocks under a

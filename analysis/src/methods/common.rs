@@ -220,6 +220,25 @@ pub fn rank_blocks_per_query(
     }
 }
 
+/// Mean keys of the complete windows `[t * stride, t * stride + window)`, `[m, d]` (InfLLM v2's
+/// compressed keys `K1` / `K2`, NSA's `K_cmp`; the GPU path uploads the same arrays).
+pub fn window_means(k: ArrayView2<f32>, window: usize, stride: usize) -> Array2<f32> {
+    let n = k.nrows();
+    let m = if n >= window {
+        (n - window) / stride + 1
+    } else {
+        0
+    };
+    let mut out = Array2::zeros((m, k.ncols()));
+    for t in 0..m {
+        let w = k.slice(ndarray::s![t * stride..t * stride + window, ..]);
+        if let Some(mean) = w.mean_axis(ndarray::Axis(0)) {
+            out.row_mut(t).assign(&mean);
+        }
+    }
+    out
+}
+
 /// Queries per chunk when token methods score keys as matrix products.
 pub const TOKEN_CHUNK: usize = 64;
 

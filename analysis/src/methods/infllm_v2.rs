@@ -5,7 +5,7 @@
 //! `r_ib = max over j in [4b - 1, 4b + 3] of s_ij`; keep block 0 + local blocks + top-k.
 //! One selection shared by the group.
 
-use ndarray::{s, Array2};
+use ndarray::Array2;
 
 use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
@@ -52,24 +52,6 @@ struct InfLlmV2 {
     dense_below: usize,
 }
 
-/// Mean-pooled keys over windows of `window` tokens with stride `stride` (full windows only).
-fn pooled_keys(k: ndarray::ArrayView2<f32>, window: usize, stride: usize) -> Array2<f32> {
-    let n = k.nrows();
-    let m = if n >= window {
-        (n - window) / stride + 1
-    } else {
-        0
-    };
-    let mut out = Array2::zeros((m, k.ncols()));
-    for j in 0..m {
-        let w = k.slice(s![j * stride..j * stride + window, ..]);
-        if let Some(mean) = w.mean_axis(ndarray::Axis(0)) {
-            out.row_mut(j).assign(&mean);
-        }
-    }
-    out
-}
-
 fn lse(xs: impl Iterator<Item = f32> + Clone) -> f32 {
     let m = xs.clone().fold(f32::NEG_INFINITY, f32::max);
     if m == f32::NEG_INFINITY {
@@ -105,8 +87,8 @@ impl Selector for InfLlmV2 {
             });
         }
         let scale = g.scale();
-        let k1 = pooled_keys(g.k, WINDOW, STRIDE);
-        let k2 = pooled_keys(g.k, COARSE_WINDOW, COARSE_STRIDE);
+        let k1 = super::common::window_means(g.k, WINDOW, STRIDE);
+        let k2 = super::common::window_means(g.k, COARSE_WINDOW, COARSE_STRIDE);
         let l1: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&k1.t()) * scale).collect();
         let l2: Vec<Array2<f32>> = if self.coarse {
             g.q.iter().map(|q| q.dot(&k2.t()) * scale).collect()

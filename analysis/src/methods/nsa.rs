@@ -13,7 +13,7 @@
 //! the one before it are the 2 local blocks (`local_blocks = 1` counts blocks *before* the own
 //! block, as everywhere in this crate), and `top_k = 13` more, 16 blocks = 1024 keys in all.
 
-use ndarray::{s, Array2, ArrayView2, Axis};
+use ndarray::Array2;
 
 use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
@@ -50,24 +50,6 @@ struct Nsa {
     block: usize,
     n_init: usize,
     local: usize,
-}
-
-/// Mean keys of the complete windows `[t * STRIDE, t * STRIDE + WINDOW)`: `[m, d]`.
-fn compressed_keys(k: ArrayView2<f32>) -> Array2<f32> {
-    let n = k.nrows();
-    let m = if n >= WINDOW {
-        (n - WINDOW) / STRIDE + 1
-    } else {
-        0
-    };
-    let mut out = Array2::zeros((m, k.ncols()));
-    for t in 0..m {
-        let w = k.slice(s![t * STRIDE..t * STRIDE + WINDOW, ..]);
-        if let Some(mean) = w.mean_axis(Axis(0)) {
-            out.row_mut(t).assign(&mean);
-        }
-    }
-    out
 }
 
 /// Windows visible to query `i` (those ending at or before it), at most `m`.
@@ -109,7 +91,7 @@ impl Selector for Nsa {
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
         let block = self.block;
         let per_block = block / STRIDE;
-        let kc = compressed_keys(g.k);
+        let kc = super::common::window_means(g.k, WINDOW, STRIDE);
         let m = kc.nrows();
         let scale = g.scale();
         let logits: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&kc.t()) * scale).collect();

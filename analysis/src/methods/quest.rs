@@ -42,7 +42,7 @@ struct Quest {
 }
 
 /// Element-wise key minimum and maximum of each page: `([pages, d], [pages, d])`.
-fn page_min_max(k: ArrayView2<f32>, page: usize) -> (Array2<f32>, Array2<f32>) {
+pub(crate) fn page_min_max(k: ArrayView2<f32>, page: usize) -> (Array2<f32>, Array2<f32>) {
     let pages = k.nrows().div_ceil(page);
     let mut lo = Array2::from_elem((pages, k.ncols()), f32::INFINITY);
     let mut hi = Array2::from_elem((pages, k.ncols()), f32::NEG_INFINITY);
