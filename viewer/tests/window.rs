@@ -54,26 +54,40 @@ fn window_opens_under_xvfb_with_a_nontrivial_screenshot() {
         eprintln!("notice: Xvfb is not installed (apt-get install xvfb); skipping the window test");
         return;
     };
-    let display = format!(":{}", 90 + std::process::id() % 100);
-    let server = Command::new(xvfb)
+    // `-displayfd 1`: Xvfb picks a free display (skipping ones whose lock or socket is left over
+    // from a killed server) and prints its number once it accepts connections.
+    let mut server = Command::new(xvfb)
         .args([
-            display.as_str(),
+            "-displayfd",
+            "1",
             "-screen",
             "0",
             "1400x900x24",
             "-nolisten",
             "tcp",
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start Xvfb");
+    let out = server.stdout.take().expect("Xvfb stdout");
     let _server = Guard(server);
-    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{}", &display[1..]));
-    let t = Instant::now();
-    while !socket.exists() && t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let number = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("Xvfb did not report its display in 20 s");
+    let number = number.trim();
+    assert!(
+        !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()),
+        "Xvfb reported no display number ({number:?})"
+    );
+    let display = format!(":{number}");
     let tmp = tempfile::tempdir().expect("tmp");
     let shot = tmp.path().join("window.png");
     let viewer = Command::new(env!("CARGO_BIN_EXE_attnscope-viewer"))
