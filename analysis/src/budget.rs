@@ -68,16 +68,25 @@ fn probe(prep: &dyn Prepared, x: f64, n: usize) -> (Option<Vec<Selection>>, f64)
     }
 }
 
-/// Finds the knob value whose selections come closest to `target` sparsity.
-pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, n: usize) -> Calibrated {
+/// The bisection on a method's knob towards `target` sparsity, shared by [`calibrate`] and the
+/// GPU path's counted calibration: `probe(x)` returns what it built at `x` (selections, or
+/// nothing when it only counted) and the sparsity there. Stops within a quarter of
+/// [`SPARSITY_TOLERANCE`]; returns the probed value closest to the target (the first of equals)
+/// with its payload and sparsity, `None` if the range was empty.
+pub fn search_knob<T>(
+    knob: &Knob,
+    target: f64,
+    n: usize,
+    mut probe: impl FnMut(f64) -> (T, f64),
+) -> Option<(f64, T, f64)> {
     let (mut lo, mut hi) = (knob.min, knob.max_for(n).max(knob.min));
-    let mut best: Option<(f64, Option<Vec<Selection>>, f64)> = None;
-    let mut consider = |x: f64, sels: Option<Vec<Selection>>, s: f64| {
+    let mut best: Option<(f64, T, f64)> = None;
+    let mut consider = |x: f64, payload: T, s: f64| {
         let better = best
             .as_ref()
             .is_none_or(|b| (s - target).abs() < (b.2 - target).abs());
         if better {
-            best = Some((x, sels, s));
+            best = Some((x, payload, s));
         }
     };
     let iterations = if knob.integer { 64 } else { 40 };
@@ -87,9 +96,9 @@ pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, n: usize) -> Cal
         } else {
             (lo + hi) / 2.0
         };
-        let (sels, s) = probe(prep, mid, n);
+        let (payload, s) = probe(mid);
         let too_dense = s < target;
-        consider(mid, sels, s);
+        consider(mid, payload, s);
         if (s - target).abs() <= SPARSITY_TOLERANCE / 4.0 {
             break;
         }
@@ -101,12 +110,18 @@ pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, n: usize) -> Cal
         }
         if knob.integer && hi - lo <= 1.0 {
             for x in [lo, hi] {
-                let (sels, s) = probe(prep, x, n);
-                consider(x, sels, s);
+                let (payload, s) = probe(x);
+                consider(x, payload, s);
             }
             break;
         }
     }
+    best
+}
+
+/// Finds the knob value whose selections come closest to `target` sparsity.
+pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, n: usize) -> Calibrated {
+    let best = search_knob(knob, target, n, |x| probe(prep, x, n));
     let (knob_value, selections, sparsity) = match best {
         Some((x, Some(sels), s)) => (x, sels, s),
         // Counted without selections: build them once, at the chosen value.

@@ -26,7 +26,9 @@ use attnscope_core::attention::{
 };
 use ndarray::{Array2, ArrayView2, Axis};
 
-use crate::budget::{sparsity_of_kept, sparsity_of_tokens, Budget, SPARSITY_TOLERANCE};
+use crate::budget::{
+    search_knob, sparsity_of_kept, sparsity_of_tokens, Budget, SPARSITY_TOLERANCE,
+};
 use crate::method::{Knob, Selector};
 use crate::metrics::kl;
 use crate::selection::{Range, Selection};
@@ -339,47 +341,16 @@ pub struct Chosen {
     pub reached: bool,
 }
 
-/// The bisection of [`crate::budget::calibrate`] on counted sparsities (`sparsity(x)`), so that
-/// it lands on the same knob value as the host path.
+/// [`crate::budget::calibrate`]'s bisection ([`search_knob`]) on counted sparsities
+/// (`sparsity(x)`), so that it lands on the same knob value as the host path.
 pub fn calibrate_counted(
     knob: &Knob,
     target: f64,
     n: usize,
     sparsity: &dyn Fn(f64) -> f64,
 ) -> Chosen {
-    let (mut lo, mut hi) = (knob.min, knob.max_for(n).max(knob.min));
-    let mut best: Option<(f64, f64)> = None;
-    let mut consider = |x: f64, s: f64| {
-        if best.is_none_or(|b| (s - target).abs() < (b.1 - target).abs()) {
-            best = Some((x, s));
-        }
-    };
-    let iterations = if knob.integer { 64 } else { 40 };
-    for _ in 0..iterations {
-        let mid = if knob.integer {
-            ((lo + hi) / 2.0).floor()
-        } else {
-            (lo + hi) / 2.0
-        };
-        let s = sparsity(mid);
-        let too_dense = s < target;
-        consider(mid, s);
-        if (s - target).abs() <= SPARSITY_TOLERANCE / 4.0 {
-            break;
-        }
-        if too_dense == knob.denser_when_larger {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-        if knob.integer && hi - lo <= 1.0 {
-            for x in [lo, hi] {
-                consider(x, sparsity(x));
-            }
-            break;
-        }
-    }
-    let (x, s) = best.unwrap_or((knob.min, sparsity(knob.min)));
+    let (x, (), s) = search_knob(knob, target, n, |x| ((), sparsity(x)))
+        .unwrap_or_else(|| (knob.min, (), sparsity(knob.min)));
     Chosen {
         knob: x,
         sparsity: s,
@@ -744,33 +715,23 @@ pub fn run_method(
             );
         }
         for (bi, (m, ch)) in measured.iter().zip(&chosen).enumerate() {
-            let mut groups = Vec::with_capacity(nkv);
-            for g in 0..nkv {
-                let hs = g * gs..(g + 1) * gs;
-                let rows = hs
-                    .clone()
-                    .map(|h| metric_row(m, h, n, (qkv.layer, h, g), &run.label, bi, ch, qb))
-                    .collect();
-                let selections = match (&m.blocks, keep_selections) {
-                    (Some(blocks), true) => {
-                        if spec.group_shared {
-                            let s = selection_of(blocks, g, n, m.width, block, 1);
-                            vec![s; gs]
-                        } else {
-                            hs.clone()
-                                .map(|h| selection_of(blocks, h, n, m.width, block, 1))
-                                .collect()
-                        }
-                    }
-                    _ => Vec::new(),
-                };
-                groups.push(GroupOut {
-                    rows,
-                    selections,
-                    seconds: 0.0,
-                });
-            }
-            out.push(groups);
+            let shape = Shape {
+                n,
+                nkv,
+                gs,
+                block,
+                qb,
+                layer: qkv.layer,
+                bi,
+            };
+            out.push(group_outs(
+                m,
+                &shape,
+                &run.label,
+                |_| ch,
+                spec.group_shared,
+                keep_selections,
+            ));
         }
     }
     // Wall time split evenly over budgets and groups (the runner adds it per group).
@@ -781,6 +742,55 @@ pub fn run_method(
         }
     }
     Ok(out)
+}
+
+/// Where a device measurement belongs: tokens, KV groups and their size, block, query block of
+/// the per-block recalls, layer and budget index.
+struct Shape {
+    n: usize,
+    nkv: usize,
+    gs: usize,
+    block: usize,
+    qb: usize,
+    layer: usize,
+    bi: usize,
+}
+
+/// One budget's device measurement as the runner's per-group output: a metric row per q-head
+/// (with the knob chosen for its group) and, when kept, the selections (one per KV group when
+/// the method shares it across the group's q-heads).
+fn group_outs<'c>(
+    m: &SparseMeasure,
+    sh: &Shape,
+    label: &str,
+    chosen: impl Fn(usize) -> &'c Chosen,
+    group_shared: bool,
+    keep_selections: bool,
+) -> Vec<GroupOut> {
+    (0..sh.nkv)
+        .map(|g| {
+            let hs = g * sh.gs..(g + 1) * sh.gs;
+            let ch = chosen(g);
+            let rows = hs
+                .clone()
+                .map(|h| metric_row(m, h, sh.n, (sh.layer, h, g), label, sh.bi, ch, sh.qb))
+                .collect();
+            let selections = match (&m.blocks, keep_selections) {
+                (Some(blocks), true) if group_shared => {
+                    vec![selection_of(blocks, g, sh.n, m.width, sh.block, 1); sh.gs]
+                }
+                (Some(blocks), true) => hs
+                    .map(|h| selection_of(blocks, h, sh.n, m.width, sh.block, 1))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            GroupOut {
+                rows,
+                selections,
+                seconds: 0.0,
+            }
+        })
+        .collect()
 }
 
 /// `oracle-topk-block` on one layer (`[budget][kv group]`): own-block ranks from the device,
@@ -837,26 +847,23 @@ fn oracle_topk_block(
     let measured = device.block_mass_select_measure(block, &ks, keep_selections)?;
     let mut out = Vec::with_capacity(measured.len());
     for (bi, (m, per_group)) in measured.iter().zip(&chosen).enumerate() {
-        let mut groups = Vec::with_capacity(nkv);
-        for (g, ch) in per_group.iter().enumerate() {
-            let hs = g * gs..(g + 1) * gs;
-            let rows = hs
-                .clone()
-                .map(|h| metric_row(m, h, n, (qkv.layer, h, g), &run.label, bi, ch, qb))
-                .collect();
-            let selections = match (&m.blocks, keep_selections) {
-                (Some(blocks), true) => hs
-                    .map(|h| selection_of(blocks, h, n, m.width, block, 1))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            groups.push(GroupOut {
-                rows,
-                selections,
-                seconds: 0.0,
-            });
-        }
-        out.push(groups);
+        let shape = Shape {
+            n,
+            nkv,
+            gs,
+            block,
+            qb,
+            layer: qkv.layer,
+            bi,
+        };
+        out.push(group_outs(
+            m,
+            &shape,
+            &run.label,
+            |g| &per_group[g],
+            false,
+            keep_selections,
+        ));
     }
     Ok(out)
 }

@@ -55,17 +55,7 @@ pub fn evaluate(head: &DenseHead<'_>, sel: &Selection) -> QueryMetrics {
                     }
                 }
             }
-            let dense = head.dense_out.row(i);
-            let (mut diff2, mut dn2, mut sn2, mut dot) = (0f32, 0f32, 0f32, 0f32);
-            for (c, &od) in dense.iter().enumerate() {
-                let os = if mass > 0.0 { o[c] / mass } else { 0.0 };
-                diff2 += (os - od) * (os - od);
-                dn2 += od * od;
-                sn2 += os * os;
-                dot += os * od;
-            }
-            let rel = diff2.sqrt() / dn2.sqrt().max(f32::MIN_POSITIVE);
-            let cos = dot / (sn2.sqrt() * dn2.sqrt()).max(f32::MIN_POSITIVE);
+            let (rel, cos) = output_error(&o, mass, head.dense_out.row(i));
             (mass.min(1.0), rel, cos, kept)
         })
         .collect();

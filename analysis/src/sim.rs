@@ -235,7 +235,8 @@ impl std::fmt::Debug for SimHook<'_> {
     }
 }
 
-fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+/// Mean of `xs`, NaN when empty (the per-head and per-method aggregates of every table).
+pub fn mean(xs: impl Iterator<Item = f64>) -> f64 {
     let (s, c) = xs.fold((0.0, 0usize), |(s, c), x| (s + x, c + 1));
     if c == 0 {
         f64::NAN

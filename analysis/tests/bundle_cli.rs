@@ -3,25 +3,15 @@
 //! (`scripts/check_bundle.py`, skipped with a notice when pyarrow is missing), an interrupted run
 //! resumed, `report` in every format and across runs, and bad bundles named clearly.
 
+mod common;
+
+use common::attnscope_env as attnscope;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use attnscope_analysis::bundle::Bundle;
-
-fn attnscope(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_attnscope"));
-    c.args(args).env("RUST_BACKTRACE", "0");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("run attnscope");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 const RUN_ARGS: &[&str] = &[
     "simulate",

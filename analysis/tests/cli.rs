@@ -1,20 +1,9 @@
 //! The `attnscope` binary as a user runs it: simulate + report on the real SmolLM2 (fetched
 //! through the registries when missing), and clear errors for bad input.
 
-use std::process::Command;
+mod common;
 
-fn attnscope(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_attnscope"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run attnscope");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::attnscope;
 
 #[test]
 fn simulate_then_report_json() {
@@ -164,4 +153,64 @@ fn bad_input_is_named() {
         assert!(!ok, "{args:?} should fail");
         assert!(err.contains(want), "{args:?}: expected '{want}' in: {err}");
     }
+}
+
+/// Layers simulated on several worker threads (`--layer-jobs`) give the same bundle numbers as
+/// one layer at a time; phsa-fit with no `--calibration-text` fits on the default held-out text,
+/// which the manifest records.
+#[test]
+fn layer_jobs_do_not_change_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut reports = Vec::new();
+    for jobs in ["1", "3"] {
+        let run = dir.path().join(format!("run{jobs}"));
+        let run_s = run.to_str().expect("utf-8 path");
+        let (ok, _, err) = attnscope(&[
+            "simulate",
+            "--model",
+            "smollm2-135m",
+            "--text",
+            "alice29",
+            "--len",
+            "320",
+            "--layers",
+            "0,4,9,15",
+            "--methods",
+            "phsa-fit,infllm-v2,h2o,oracle-topp",
+            "--sparsity",
+            "0.6",
+            "--calibration-len",
+            "256",
+            "--layer-jobs",
+            jobs,
+            "--out",
+            run_s,
+            "--run-id",
+            "same",
+            "--quiet",
+        ]);
+        assert!(ok, "simulate --layer-jobs {jobs} failed: {err}");
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("manifest.json")).expect("manifest"),
+        )
+        .expect("manifest is JSON");
+        assert_eq!(manifest["calibration"]["text"], "plrabn12", "{manifest}");
+        assert_eq!(manifest["calibration"]["n_tokens"], 256);
+        let (ok, out, err) = attnscope(&["report", run_s, "--json"]);
+        assert!(ok, "report failed: {err}");
+        let mut v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        v.as_object_mut().expect("object").remove("run");
+        let b = attnscope_analysis::bundle::Bundle::read(&run).expect("read bundle");
+        reports.push((v, b.results.metrics, b.results.iou, b.results.heads));
+    }
+    assert!(reports[0].0["methods"]
+        .as_array()
+        .is_some_and(|m| m.len() == 4));
+    let layers: Vec<usize> = reports[0].1.iter().map(|r| r.layer).collect();
+    assert!(
+        layers.windows(2).all(|w| w[0] <= w[1]),
+        "rows not in layer order"
+    );
+    // Row by row, in order: every table of the bundle, not only the report's averages.
+    assert_eq!(reports[0], reports[1], "--layer-jobs changed the results");
 }

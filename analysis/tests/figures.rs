@@ -2,9 +2,12 @@
 //! written as PNG and SVG, and each PNG is a valid, non-trivial image (expected size, many
 //! colours, ink on a good share of the pixels).
 
+mod common;
+
+use common::attnscope;
+
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 
 use attnscope_analysis::bundle::Bundle;
 use attnscope_analysis::figures::{render_all_with_notes, FigureOptions, ImageFormat};
@@ -17,19 +20,6 @@ const FIGURES: [&str; 6] = [
     "freq_energy",
     "attention_map",
 ];
-
-fn attnscope(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_attnscope"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run attnscope");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Decodes a PNG; returns (width, height, distinct colours, share of non-white pixels).
 fn png_stats(path: &Path) -> (u32, u32, usize, f64) {

@@ -24,6 +24,7 @@ use attnscope_analysis::bundle::SelectionRow;
 use attnscope_analysis::method::GroupInput;
 use attnscope_analysis::metrics::recall_only;
 use attnscope_analysis::registry;
+use attnscope_analysis::sim::mean;
 use attnscope_core::attention::{prob_tile, TILE};
 use attnscope_core::capture::HeadCapture;
 use ndarray::{Array2, ArrayView2};
@@ -139,15 +140,6 @@ impl LiveResult {
     /// The result of one q-head.
     pub fn head(&self, h: usize) -> Option<&LiveHead> {
         self.heads.iter().find(|x| x.head == h)
-    }
-}
-
-fn mean(xs: impl Iterator<Item = f64>) -> f64 {
-    let (s, c) = xs.fold((0.0, 0usize), |(s, c), x| (s + x, c + 1));
-    if c == 0 {
-        f64::NAN
-    } else {
-        s / c as f64
     }
 }
 
