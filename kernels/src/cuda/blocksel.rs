@@ -8,27 +8,13 @@ use cudarc::cublas::result::gemm_ex;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 
 use super::buffer::{DBuf, GpuFloat};
-use super::device::{grid_for, Arg, GpuDevice, GpuError, Result, Source};
+use super::device::{grid_for, i, need, Arg, GpuDevice, GpuError, Result, Source};
 
 pub(crate) static BLOCKSEL: Source = Source {
     name: "blocksel",
     code: include_str!("../../cu/blocksel.cu"),
     min_cc: 0,
 };
-
-fn need<T: cudarc::driver::DeviceRepr>(b: &DBuf<T>, len: usize, what: &str) -> Result<()> {
-    if b.len() < len {
-        return Err(GpuError::Invalid(format!(
-            "{what}: buffer of {} elements, {len} needed",
-            b.len()
-        )));
-    }
-    Ok(())
-}
-
-fn i(x: usize) -> Arg {
-    Arg::I(x as i32)
-}
 
 /// How the row kernel turns representative scores into block scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -47,6 +47,27 @@ pub enum GpuError {
 /// Result alias of the GPU layer.
 pub type Result<T, E = GpuError> = std::result::Result<T, E>;
 
+/// A launcher's size check: `b` must hold at least `len` elements, else an error naming `what`
+/// (a wrong shape is an error, never an out-of-bounds access).
+pub(crate) fn need<T: cudarc::driver::DeviceRepr>(
+    b: &DBuf<T>,
+    len: usize,
+    what: &str,
+) -> Result<()> {
+    if b.len() < len {
+        return Err(GpuError::Invalid(format!(
+            "{what}: buffer of {} elements, {len} needed",
+            b.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A count or offset as a kernel's `int` argument.
+pub(crate) fn i(x: usize) -> Arg {
+    Arg::I(x as i32)
+}
+
 pub(crate) fn driver_err(what: impl Into<String>) -> impl FnOnce(DriverError) -> GpuError {
     let what = what.into();
     move |e| GpuError::Driver {

@@ -2,21 +2,7 @@
 //! buffer sizes it is given, so a wrong shape is an error and never an out-of-bounds access.
 
 use super::buffer::{DBuf, GpuFloat};
-use super::device::{grid_for, Arg, GpuDevice, GpuError, Result, ELEMENTWISE};
-
-fn need<T: cudarc::driver::DeviceRepr>(b: &DBuf<T>, len: usize, what: &str) -> Result<()> {
-    if b.len() < len {
-        return Err(GpuError::Invalid(format!(
-            "{what}: buffer of {} elements, {len} needed",
-            b.len()
-        )));
-    }
-    Ok(())
-}
-
-fn i(x: usize) -> Arg {
-    Arg::I(x as i32)
-}
+use super::device::{grid_for, i, need, Arg, GpuDevice, Result, ELEMENTWISE};
 
 /// Grid of a row kernel: x blocks of 256 threads over `cols`, y over rows.
 fn rows_grid(rows: usize, cols: usize) -> (u32, u32, u32) {
