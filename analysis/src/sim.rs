@@ -1,7 +1,8 @@
 //! The simulation runner: an [`AttentionHook`] that, at every chosen layer, captures the exact
 //! dense attention, replays every method on the same post-RoPE Q/K for every KV group, calibrates
-//! each to the budget, and scores the selections with [`crate::metrics`]. Only one layer's data is
-//! alive at a time; the layer continues with the exact dense output.
+//! each to the budget, and scores the selections with [`crate::metrics`]. The layer continues with
+//! the exact dense output at once; its methods run as a layer job (`sim/layer.rs`) on a worker thread,
+//! at most `layer_jobs` layers' data alive at a time (sized to the available memory).
 
 use attnscope_core::attention::{AttentionHook, HookAction, LayerQkv};
 use attnscope_core::capture::{capture_layer, CaptureOptions, HeadCapture};
