@@ -34,6 +34,20 @@ pub struct DenseHead<'a> {
     pub dense_out: ArrayView2<'a, f32>,
 }
 
+impl QueryMetrics {
+    /// Columns from per-query `(recall, relative output error, cosine, kept keys)`.
+    fn from_rows(rows: Vec<(f32, f32, f32, u32)>) -> Self {
+        let mut m = Self::default();
+        for (r, e, c, k) in rows {
+            m.recall.push(r);
+            m.out_rel_err.push(e);
+            m.cosine.push(c);
+            m.kept.push(k);
+        }
+        m
+    }
+}
+
 /// Scores one selection against the exact dense attention of one head.
 pub fn evaluate(head: &DenseHead<'_>, sel: &Selection) -> QueryMetrics {
     let n = head.q.nrows();
@@ -59,14 +73,7 @@ pub fn evaluate(head: &DenseHead<'_>, sel: &Selection) -> QueryMetrics {
             (mass.min(1.0), rel, cos, kept)
         })
         .collect();
-    let mut m = QueryMetrics::default();
-    for (r, e, c, k) in rows {
-        m.recall.push(r);
-        m.out_rel_err.push(e);
-        m.cosine.push(c);
-        m.kept.push(k);
-    }
-    m
+    QueryMetrics::from_rows(rows)
 }
 
 /// True when this CPU has AVX2 and FMA (the fast paths' target features; results are the same
@@ -399,14 +406,7 @@ pub fn evaluate_with(head: &DenseHead<'_>, probs: &TrueProbs, sel: &Selection) -
             },
         )
         .collect();
-    let mut m = QueryMetrics::default();
-    for (r, e, c, k) in rows {
-        m.recall.push(r);
-        m.out_rel_err.push(e);
-        m.cosine.push(c);
-        m.kept.push(k);
-    }
-    m
+    QueryMetrics::from_rows(rows)
 }
 
 /// Recall `R_i` alone (no values or outputs needed): the true attention mass of each query's kept
