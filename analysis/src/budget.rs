@@ -77,7 +77,39 @@ pub fn search_knob<T>(
     knob: &Knob,
     target: f64,
     n: usize,
+    probe: impl FnMut(f64) -> (T, f64),
+) -> Option<(f64, T, f64)> {
+    search_knob_guided(knob, target, n, probe, None)
+}
+
+/// Exact probes spent on guesses from an estimate before [`search_knob_guided`] bisects.
+const GUIDED_PROBES: usize = 4;
+
+/// The `x` in `[lo, hi]` where the monotone `f` crosses `target` (bisection to a relative width
+/// of about `2^-40`).
+fn root_of(f: &dyn Fn(f64) -> f64, target: f64, lo: f64, hi: f64, denser_when_larger: bool) -> f64 {
+    let (mut lo, mut hi) = (lo, hi);
+    for _ in 0..40 {
+        let mid = (lo + hi) / 2.0;
+        if (f(mid) < target) == denser_when_larger {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    (lo + hi) / 2.0
+}
+
+/// [`search_knob`], first probing where `approx` (an estimate of the sparsity at `x`, monotone
+/// like it) meets the target, corrected by the difference it showed at the last probe, for up to
+/// [`GUIDED_PROBES`] probes; then it bisects within the bracket those probes left. The result
+/// meets the same tolerance as without `approx` (which is ignored for integer knobs).
+pub fn search_knob_guided<T>(
+    knob: &Knob,
+    target: f64,
+    n: usize,
     mut probe: impl FnMut(f64) -> (T, f64),
+    approx: Option<&dyn Fn(f64) -> f64>,
 ) -> Option<(f64, T, f64)> {
     let (mut lo, mut hi) = (knob.min, knob.max_for(n).max(knob.min));
     let mut best: Option<(f64, T, f64)> = None;
@@ -89,6 +121,27 @@ pub fn search_knob<T>(
             best = Some((x, payload, s));
         }
     };
+    if let (Some(approx), false) = (approx, knob.integer) {
+        let mut offset = 0.0;
+        for _ in 0..GUIDED_PROBES {
+            if hi <= lo {
+                break;
+            }
+            let f = |x: f64| approx(x) + offset;
+            let x = root_of(&f, target, lo, hi, knob.denser_when_larger);
+            let (payload, s) = probe(x);
+            consider(x, payload, s);
+            if (s - target).abs() <= SPARSITY_TOLERANCE / 4.0 {
+                return best;
+            }
+            if (s < target) == knob.denser_when_larger {
+                hi = x;
+            } else {
+                lo = x;
+            }
+            offset = s - approx(x);
+        }
+    }
     let iterations = if knob.integer { 64 } else { 40 };
     for _ in 0..iterations {
         let mid = if knob.integer {
@@ -121,7 +174,20 @@ pub fn search_knob<T>(
 
 /// Finds the knob value whose selections come closest to `target` sparsity.
 pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, n: usize) -> Calibrated {
-    let best = search_knob(knob, target, n, |x| probe(prep, x, n));
+    let approx = |x: f64| {
+        prep.approx_kept_pairs_at(x)
+            .map_or(f64::NAN, |(kept, heads)| {
+                1.0 - kept / (causal_pairs(n) * heads.max(1) as u64) as f64
+            })
+    };
+    let guided = prep.approx_kept_pairs_at(knob.min).is_some();
+    let best = search_knob_guided(
+        knob,
+        target,
+        n,
+        |x| probe(prep, x, n),
+        guided.then_some(&approx as &dyn Fn(f64) -> f64),
+    );
     let (knob_value, selections, sparsity) = match best {
         Some((x, Some(sels), s)) => (x, sels, s),
         // Counted without selections: build them once, at the chosen value.

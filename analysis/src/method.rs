@@ -111,6 +111,14 @@ pub trait Prepared: Send + Sync {
     fn kept_pairs_at(&self, _x: f64) -> Option<(u64, usize)> {
         None
     }
+
+    /// `(estimated kept causal pairs, number of selections)` at `x`: a cheap estimate of
+    /// [`Prepared::kept_pairs_at`] (monotone in `x` like it) from which calibration guesses where
+    /// the target lies before it counts exactly. Only the number of exact counts depends on it;
+    /// `None` (the default) makes calibration bisect.
+    fn approx_kept_pairs_at(&self, _x: f64) -> Option<(f64, usize)> {
+        None
+    }
 }
 
 /// A sparse-attention selection method.

@@ -23,6 +23,7 @@ pub mod rtpurbo_proxy;
 pub mod seer_oracle;
 pub mod snapkv;
 pub mod streaming;
+pub mod top_p;
 pub mod xattention;
 
 use crate::registry::MethodInfo;

@@ -1,11 +1,10 @@
 //! `oracle-topp`: per q-head and query, the smallest set of keys whose true attention mass
 //! reaches p (an upper bound for every method at the same sparsity).
 
-use super::common::{TopPRows, TopPSource};
+use super::top_p::{TopPHeads, TopPRows, TopPSource};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::metrics::TrueProbs;
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
-use crate::selection::Selection;
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "oracle-topp",
@@ -71,30 +70,6 @@ impl TopPSource for Source<'_> {
     }
 }
 
-/// Per q-head: the exact probabilities (shared with the runner's metrics) and the lazily
-/// sorted best keys of each query.
-struct Prep<'a> {
-    heads: Vec<(Source<'a>, TopPRows)>,
-}
-
-impl Prepared for Prep<'_> {
-    fn select(&self, p: f64) -> Vec<Selection> {
-        self.heads
-            .iter()
-            .map(|(src, rows)| rows.select(src, p))
-            .collect()
-    }
-
-    fn kept_pairs_at(&self, p: f64) -> Option<(u64, usize)> {
-        let kept = self
-            .heads
-            .iter()
-            .map(|(src, rows)| rows.kept_pairs(src, p))
-            .sum();
-        Some((kept, self.heads.len()))
-    }
-}
-
 impl Selector for OracleTopP {
     fn knob(&self) -> Knob {
         Knob {
@@ -108,7 +83,7 @@ impl Selector for OracleTopP {
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
-        Box::new(Prep {
+        Box::new(TopPHeads {
             heads: g
                 .true_probs()
                 .iter()
@@ -122,9 +97,10 @@ impl Selector for OracleTopP {
 mod tests {
     use super::*;
     use crate::methods::common::rank_desc;
+    use crate::selection::Selection;
     use crate::testing::GroupData;
 
-    /// The oracles as first written: every row's true probabilities fully sorted.
+    /// The oracles written plainly: every row's true probabilities fully sorted and walked.
     fn reference(data: &GroupData, topk: Option<usize>, p: f64) -> Vec<Selection> {
         let g = data.input();
         let n = g.n();
@@ -132,11 +108,7 @@ mod tests {
             .map(|h| {
                 let mut b = Selection::builder(n, 1);
                 for i in 0..n {
-                    let probs: Vec<f32> = (0..=i)
-                        .map(|j| {
-                            (g.q[h].row(i).dot(&g.k.row(j)) * g.scale() - g.truth[h].lse[i]).exp()
-                        })
-                        .collect();
+                    let probs = g.true_probs()[h].row(i).to_vec();
                     let order = rank_desc(&probs);
                     let k = match topk {
                         Some(k) => k.min(order.len()),

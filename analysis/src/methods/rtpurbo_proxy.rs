@@ -16,11 +16,10 @@
 use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;
 
-use super::common::{TopPRows, TopPSource, SCORE_CHUNK};
+use super::top_p::{TopPHeads, TopPRows, TopPSource};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::metrics::{dot_exact, exact_exp};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
-use crate::selection::Selection;
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "rtpurbo-proxy",
@@ -112,11 +111,9 @@ fn log_sum_exp(xs: &[f32]) -> f32 {
     m + xs.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln() as f32
 }
 
-/// One q-head's indexer: projected queries, each query's indexer scores over its causal keys
-/// (packed rows, `i (i + 1) / 2` onwards) and their log-sum-exp.
+/// One q-head's indexer: each query's indexer scores over its causal keys (packed rows,
+/// `i (i + 1) / 2` onwards) and their log-sum-exp.
 struct Head {
-    /// Projected queries `[n, r]`, already multiplied by `1 / sqrt d`.
-    qp: Array2<f32>,
     scores: Vec<f32>,
     lse: Vec<f32>,
 }
@@ -128,60 +125,34 @@ impl Head {
     }
 }
 
-fn head_scores(qp: &Array2<f32>, kp: &Array2<f32>, lo: usize, hi: usize) -> Array2<f32> {
-    qp.slice(s![lo..hi, ..]).dot(&kp.slice(s![..hi, ..]).t())
-}
-
-/// A head with the group's projected keys: the ranking of a [`TopPRows`].
-struct Source<'x> {
-    h: &'x Head,
-    kp: &'x Array2<f32>,
-    /// The projected keys laid out by dimension, `[r, n]` row-major.
-    kt: &'x [f32],
-}
-
-impl TopPSource for Source<'_> {
+/// A head's indexer as the ranking of a [`TopPRows`]: the score of a key is `q' . k'` exactly
+/// as ndarray's `dot` computes it, its mass `exp(score - lse)`.
+impl TopPSource for Head {
     fn chunk(&self, lo: usize, hi: usize, f: &mut dyn FnMut(usize, &[f32])) {
         for i in lo..hi {
-            f(i, self.h.row(i));
+            f(i, self.row(i));
         }
     }
 
-    /// The indexer probability: `q' . k'` exactly as ndarray's dot computes it, minus the LSE.
-    fn mass(&self, i: usize, j: usize, _s: f32) -> f64 {
-        let (q, k) = (self.h.qp.row(i), self.kp.row(j));
-        let d = match (q.as_slice(), k.as_slice()) {
-            (Some(q), Some(k)) => dot_exact(q, k),
-            _ => q.dot(&k),
-        };
-        ((d - self.h.lse[i]) as f64).exp()
+    fn mass(&self, i: usize, _j: usize, s: f32) -> f64 {
+        ((s - self.lse[i]) as f64).exp()
     }
 
     /// The same `f32` argument, with a vectorizable `exp` within a few ulp.
-    fn approx_masses(&self, i: usize, _s: &[f32], keys: &[u32], out: &mut [f64]) {
-        let q = self.h.qp.row(i);
-        match (q.as_slice(), self.kp.as_slice()) {
-            (Some(q), Some(kp)) => approx_masses(q, kp, self.h.lse[i], keys, out),
-            _ => {
-                for (o, &j) in out.iter_mut().zip(keys) {
-                    *o = self.mass(i, j as usize, 0.0);
-                }
-            }
+    fn approx_masses(&self, i: usize, s: &[f32], keys: &[u32], out: &mut [f64]) {
+        let lse = self.lse[i];
+        for (o, &j) in out.iter_mut().zip(keys) {
+            *o = (s[j as usize] - lse) as f64;
         }
+        exp_in_place(out);
     }
 
-    /// Every key at once, from the keys' coordinates laid out by dimension (eight keys per
-    /// vector, each key's arithmetic that of [`dot_exact`]).
     fn approx_masses_row(&self, i: usize, s: &[f32], out: &mut [f64]) {
-        match self.h.qp.row(i).as_slice() {
-            Some(q) if q.len() == 16 => {
-                masses_row16(q, self.kt, self.h.lse[i], &mut out[..s.len()])
-            }
-            _ => {
-                let all: Vec<u32> = (0..s.len() as u32).collect();
-                self.approx_masses(i, s, &all, out);
-            }
+        let lse = self.lse[i];
+        for (o, &x) in out.iter_mut().zip(s) {
+            *o = (x - lse) as f64;
         }
+        exp_in_place(out);
     }
 
     fn approx_error(&self) -> f64 {
@@ -190,21 +161,41 @@ impl TopPSource for Source<'_> {
 
     /// Quarter octaves of `exp(s - lse)` below 1 (monotone in the score).
     fn buckets(&self, i: usize, s: &[f32], out: &mut [u8]) {
-        let lse = self.h.lse[i];
+        let lse = self.lse[i];
         for (o, &x) in out.iter_mut().zip(s) {
             *o = ((lse - x) * (4.0 / std::f32::consts::LN_2)).clamp(0.0, 255.0) as u8;
         }
     }
 }
 
-/// `exp((q . k_j - lse) as f64)` for keys `0..out.len()`, `q` of 16 dimensions and the keys laid
-/// out by dimension (`kt[c * n + j]`): [`dot_exact`]'s arithmetic per key, eight keys per vector.
+/// [`exact_exp::exp_f64`] of every element, vectorized where the CPU allows.
+fn exp_in_place(x: &mut [f64]) {
+    #[inline(always)]
+    fn generic(x: &mut [f64]) {
+        for v in x.iter_mut() {
+            *v = exact_exp::exp_f64(*v);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(x: &mut [f64]) {
+        generic(x);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::metrics::simd_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        unsafe { avx2(x) };
+        return;
+    }
+    generic(x);
+}
+
+/// `q . k_j` for keys `0..out.len()`, `q` of 16 dimensions and the keys laid out by dimension
+/// (`kt[c * n + j]`): [`dot_exact`]'s arithmetic per key, eight keys per vector.
 #[inline(always)]
-fn masses_row16_generic(q: &[f32], kt: &[f32], lse: f32, out: &mut [f64]) {
-    let m = out.len();
+fn scores_row16_generic(q: &[f32], kt: &[f32], out: &mut [f32]) {
     let n = kt.len() / 16;
-    let mut args = vec![0f32; m];
-    for (jb, a) in args.chunks_mut(8).enumerate() {
+    for (jb, a) in out.chunks_mut(8).enumerate() {
         let j0 = jb * 8;
         let w = a.len();
         let mut p = [[0f32; 8]; 8];
@@ -223,100 +214,33 @@ fn masses_row16_generic(q: &[f32], kt: &[f32], lse: f32, out: &mut [f64]) {
             sum += p[1][t] + p[5][t];
             sum += p[2][t] + p[6][t];
             sum += p[3][t] + p[7][t];
-            a[t] = sum - lse;
+            a[t] = sum;
         }
     }
-    for (o, &x) in out.iter_mut().zip(&args) {
-        *o = exact_exp::exp_f64(x as f64);
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn masses_row16_avx2(q: &[f32], kt: &[f32], lse: f32, out: &mut [f64]) {
-    masses_row16_generic(q, kt, lse, out);
+unsafe fn scores_row16_avx2(q: &[f32], kt: &[f32], out: &mut [f32]) {
+    scores_row16_generic(q, kt, out);
 }
 
-fn masses_row16(q: &[f32], kt: &[f32], lse: f32, out: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::metrics::simd_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        unsafe { masses_row16_avx2(q, kt, lse, out) };
+/// The indexer scores `dot_exact(q, k_j)` of keys `0..out.len()` (`kp`: `[_, r]` row-major,
+/// `kt`: the same keys laid out by dimension).
+fn scores_row(q: &[f32], kp: &[f32], kt: &[f32], out: &mut [f32]) {
+    if q.len() == 16 {
+        #[cfg(target_arch = "x86_64")]
+        if crate::metrics::simd_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            unsafe { scores_row16_avx2(q, kt, out) };
+            return;
+        }
+        scores_row16_generic(q, kt, out);
         return;
     }
-    masses_row16_generic(q, kt, lse, out);
-}
-
-/// `exp((q . k_j - lse) as f64)` for keys `keys` of contiguous `[_, r]` keys `kp`, with
-/// [`exact_exp::exp_f64`].
-#[inline(always)]
-fn approx_masses_generic(q: &[f32], kp: &[f32], lse: f32, keys: &[u32], out: &mut [f64]) {
     let r = q.len();
-    for (o, &j) in out.iter_mut().zip(keys) {
-        let j = j as usize;
-        *o = (dot_exact(q, &kp[j * r..(j + 1) * r]) - lse) as f64;
-    }
-    for o in out.iter_mut() {
-        *o = exact_exp::exp_f64(*o);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn approx_masses_avx2(q: &[f32], kp: &[f32], lse: f32, keys: &[u32], out: &mut [f64]) {
-    approx_masses_generic(q, kp, lse, keys, out);
-}
-
-fn approx_masses(q: &[f32], kp: &[f32], lse: f32, keys: &[u32], out: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::metrics::simd_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        unsafe { approx_masses_avx2(q, kp, lse, keys, out) };
-        return;
-    }
-    approx_masses_generic(q, kp, lse, keys, out);
-}
-
-struct Prep {
-    kp: Array2<f32>,
-    kt: Vec<f32>,
-    /// Per q-head: the indexer and the lazily sorted best keys of each query.
-    heads: Vec<(Head, TopPRows)>,
-}
-
-impl Prepared for Prep {
-    fn select(&self, p: f64) -> Vec<Selection> {
-        self.heads
-            .iter()
-            .map(|(h, rows)| {
-                rows.select(
-                    &Source {
-                        h,
-                        kp: &self.kp,
-                        kt: &self.kt,
-                    },
-                    p,
-                )
-            })
-            .collect()
-    }
-
-    fn kept_pairs_at(&self, p: f64) -> Option<(u64, usize)> {
-        let kept = self
-            .heads
-            .iter()
-            .map(|(h, rows)| {
-                rows.kept_pairs(
-                    &Source {
-                        h,
-                        kp: &self.kp,
-                        kt: &self.kt,
-                    },
-                    p,
-                )
-            })
-            .sum();
-        Some((kept, self.heads.len()))
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_exact(q, &kp[j * r..(j + 1) * r]);
     }
 }
 
@@ -337,50 +261,47 @@ impl Selector for RtpurboProxy {
         let _ = self.cap;
         let basis = key_basis(g.k, self.rank);
         let kp = g.k.dot(&basis);
+        let kt: Vec<f32> = kp.t().iter().copied().collect();
+        let kc: Vec<f32> = kp.iter().copied().collect();
         let n = g.n();
         let heads =
             g.q.par_iter()
                 .map(|q| {
                     let qp = q.dot(&basis) * g.scale();
-                    // Every query's indexer scores, from the chunked products, and their LSE.
+                    let qc: Vec<f32> = qp.iter().copied().collect();
+                    let r = qp.ncols();
+                    // Every query's indexer scores, row by row, and their LSE.
                     let mut scores = crate::bigbuf::zeroed_f32(n * (n + 1) / 2);
-                    let mut parts: Vec<(usize, &mut [f32])> = Vec::new();
+                    let mut rows: Vec<(usize, &mut [f32])> = Vec::with_capacity(n);
                     let mut rest = scores.as_mut_slice();
-                    for c in 0..n.div_ceil(SCORE_CHUNK) {
-                        let (lo, hi) = (c * SCORE_CHUNK, ((c + 1) * SCORE_CHUNK).min(n));
-                        let (part, tail) = rest.split_at_mut(hi * (hi + 1) / 2 - lo * (lo + 1) / 2);
-                        parts.push((c, part));
+                    for i in 0..n {
+                        let (row, tail) = rest.split_at_mut(i + 1);
+                        rows.push((i, row));
                         rest = tail;
                     }
-                    let lse: Vec<f32> = parts
+                    // Longest rows first keeps the parallel split balanced.
+                    rows.reverse();
+                    let mut lse: Vec<(usize, f32)> = rows
                         .into_par_iter()
-                        .flat_map_iter(|(c, part)| {
-                            let (lo, hi) = (c * SCORE_CHUNK, ((c + 1) * SCORE_CHUNK).min(n));
-                            let s = head_scores(&qp, &kp, lo, hi);
-                            let mut at = 0;
-                            (lo..hi)
-                                .map(|i| {
-                                    let row = &mut part[at..at + i + 1];
-                                    at += i + 1;
-                                    for (o, &x) in row.iter_mut().zip(s.row(i - lo)) {
-                                        *o = x;
-                                    }
-                                    exact_exp::log_sum_exp(row)
-                                })
-                                .collect::<Vec<_>>()
+                        .with_min_len(8)
+                        .map(|(i, row)| {
+                            scores_row(&qc[i * r..(i + 1) * r], &kc, &kt, row);
+                            (i, exact_exp::log_sum_exp(row))
                         })
                         .collect();
-                    (Head { qp, scores, lse }, TopPRows::new(n))
+                    lse.sort_unstable_by_key(|x| x.0);
+                    let lse = lse.into_iter().map(|x| x.1).collect();
+                    (Head { scores, lse }, TopPRows::new(n))
                 })
                 .collect();
-        let kt: Vec<f32> = kp.t().iter().copied().collect();
-        Box::new(Prep { kp, kt, heads })
+        Box::new(TopPHeads { heads })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::selection::Selection;
     use crate::testing::GroupData;
     use ndarray::array;
 
@@ -471,11 +392,12 @@ mod tests {
 #[cfg(test)]
 mod reference_tests {
     use super::*;
-    use crate::methods::common::{top_tokens, TOKEN_CHUNK};
+    use crate::methods::common::top_tokens;
+    use crate::selection::Selection;
     use crate::testing::GroupData;
 
-    /// The proxy as first written: every row fully ranked by the chunked indexer scores, masses
-    /// summed along that order with ndarray's dot.
+    /// The proxy written plainly: every row's indexer scores from ndarray's dot, fully ranked,
+    /// their exact masses summed along that order.
     fn reference(data: &GroupData, rank: usize, p: f64) -> Vec<Selection> {
         let g = data.input();
         let n = g.n();
@@ -485,27 +407,23 @@ mod reference_tests {
             .map(|q| {
                 let qp = q.dot(&basis) * g.scale();
                 let mut b = Selection::builder(n, 1);
-                for c in 0..n.div_ceil(TOKEN_CHUNK) {
-                    let (lo, hi) = (c * TOKEN_CHUNK, ((c + 1) * TOKEN_CHUNK).min(n));
-                    let s = head_scores(&qp, &kp, lo, hi);
-                    for i in lo..hi {
-                        if p >= 1.0 {
-                            b.push_ranges([(0, i as u32 + 1)]);
-                            continue;
-                        }
-                        let row: Vec<f32> = s.row(i - lo).iter().take(i + 1).copied().collect();
-                        let lse = log_sum_exp(&row);
-                        let mut mass = 0f64;
-                        let mut kept = Vec::new();
-                        for j in top_tokens(&row, i + 1) {
-                            if mass >= p && !kept.is_empty() {
-                                break;
-                            }
-                            mass += ((qp.row(i).dot(&kp.row(j as usize)) - lse) as f64).exp();
-                            kept.push(j as usize);
-                        }
-                        b.push_tokens(kept);
+                for i in 0..n {
+                    if p >= 1.0 {
+                        b.push_ranges([(0, i as u32 + 1)]);
+                        continue;
                     }
+                    let row: Vec<f32> = (0..=i).map(|j| qp.row(i).dot(&kp.row(j))).collect();
+                    let lse = log_sum_exp(&row);
+                    let mut mass = 0f64;
+                    let mut kept = Vec::new();
+                    for j in top_tokens(&row, i + 1) {
+                        if mass >= p && !kept.is_empty() {
+                            break;
+                        }
+                        mass += ((row[j as usize] - lse) as f64).exp();
+                        kept.push(j as usize);
+                    }
+                    b.push_tokens(kept);
                 }
                 b.finish()
             })
