@@ -76,18 +76,10 @@ pub fn evaluate(head: &DenseHead<'_>, sel: &Selection) -> QueryMetrics {
     QueryMetrics::from_rows(rows)
 }
 
-/// True when this CPU has AVX2 and FMA (the fast paths' target features; results are the same
-/// without them).
-pub(crate) fn simd_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
+/// Exponentials that match the platform's `f32::exp` / `f64::exp` results bit for bit while
+/// running in vectorized loops (in the core crate, for the capture pass too).
+pub use attnscope_core::exact_exp;
+pub(crate) use attnscope_core::exact_exp::simd_fma;
 
 /// `x . y` computed exactly as ndarray's 1-D `dot` does for contiguous `f32` slices (eight
 /// interleaved partial sums, then `((p0 + p4) + (p1 + p5)) + ...`, then up to 7 remaining
@@ -151,7 +143,7 @@ fn exp_row(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) {
 #[derive(Debug, Clone, Default)]
 pub struct TrueProbs {
     n: usize,
-    data: Vec<f32>,
+    data: crate::bigbuf::PooledF32,
 }
 
 /// Queries per matrix product in [`TrueProbs::compute`]. A product's entries do not depend on how
@@ -163,9 +155,9 @@ impl TrueProbs {
     pub fn compute(q: ArrayView2<f32>, k: ArrayView2<f32>, lse: &[f32]) -> Self {
         let (n, d) = k.dim();
         let scale = 1.0 / (d as f32).sqrt();
-        let mut data = crate::bigbuf::zeroed_f32(n * (n + 1) / 2);
+        let mut data = crate::bigbuf::PooledF32::new(n * (n + 1) / 2);
         let mut parts: Vec<(usize, &mut [f32])> = Vec::with_capacity(n.div_ceil(PROB_CHUNK));
-        let mut rest = data.as_mut_slice();
+        let mut rest = &mut data[..];
         for c in 0..n.div_ceil(PROB_CHUNK) {
             let (lo, hi) = (c * PROB_CHUNK, ((c + 1) * PROB_CHUNK).min(n));
             let (part, tail) = rest.split_at_mut(hi * (hi + 1) / 2 - lo * (lo + 1) / 2);
@@ -624,190 +616,6 @@ mod tests {
                     let want = iou(sels[a], sels[b]);
                     assert!((got[p] - want).abs() < 1e-12, "pair ({a}, {b})");
                     p += 1;
-                }
-            }
-        }
-    }
-}
-
-/// Exponentials that match the platform's `f32::exp` / `f64::exp` results bit for bit while
-/// running in vectorized loops: a close `f64` approximation decides the rounded result wherever
-/// it provably can, and the few values too close to a rounding boundary go to the platform's
-/// own function.
-#[allow(clippy::excessive_precision)]
-pub mod exact_exp {
-    const SHIFT: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52: rounds to an integer in the low bits
-    const LN2_HI: f64 = 0.693_147_180_369_123_816_49;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
-
-    /// `2^k * P(r)` with `x = k ln 2 + r`, `P` the Taylor series of `e^r` to `r^DEG` (Horner,
-    /// fused multiply-adds); 0 below `x = -708`. Vectorizable: no branches, no calls (compile
-    /// the caller with FMA, see [`super::simd_fma`], or `mul_add` becomes a library call).
-    #[inline(always)]
-    fn exp_poly<const DEG: usize>(x: f64) -> f64 {
-        const INV_FACT: [f64; 14] = [
-            1.0,
-            1.0,
-            0.5,
-            1.0 / 6.0,
-            1.0 / 24.0,
-            1.0 / 120.0,
-            1.0 / 720.0,
-            1.0 / 5_040.0,
-            1.0 / 40_320.0,
-            1.0 / 362_880.0,
-            1.0 / 3_628_800.0,
-            1.0 / 39_916_800.0,
-            1.0 / 479_001_600.0,
-            1.0 / 6_227_020_800.0,
-        ];
-        let xc = x.clamp(-708.0, 709.0);
-        let kd = xc * std::f64::consts::LOG2_E + SHIFT;
-        let k = (kd.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
-        let kd = kd - SHIFT;
-        let r = (-kd).mul_add(LN2_LO, (-kd).mul_add(LN2_HI, xc));
-        let mut p = INV_FACT[DEG];
-        for c in (0..DEG).rev() {
-            p = p.mul_add(r, INV_FACT[c]);
-        }
-        let scale = f64::from_bits((k.wrapping_add(1023) as u64) << 52);
-        if x >= -708.0 {
-            p * scale
-        } else {
-            0.0
-        }
-    }
-
-    /// `e^x` within 1e-15 (relative) for `x >= -708`, 0 below.
-    #[inline(always)]
-    pub fn exp_f64(x: f64) -> f64 {
-        exp_poly::<13>(x)
-    }
-
-    /// `e^x` within 1e-11 (relative) for `x >= -708`, 0 below.
-    #[inline(always)]
-    pub fn exp_f64_coarse(x: f64) -> f64 {
-        exp_poly::<9>(x)
-    }
-
-    /// The platform's `f32::exp` of every `x`, in `out`. The platform's `expf` rounds a `f64`
-    /// value within `2e-10` (relative) of `e^x`; this approximation is within `1e-11`, so
-    /// wherever every value within `4e-10` of it rounds to the same `f32`, that is the result.
-    #[inline(always)]
-    pub fn expf_into(x: &[f32], out: &mut [f32]) {
-        const EPS: f64 = 4e-10;
-        for (o, &a) in out.iter_mut().zip(x) {
-            let y = exp_f64_coarse(a as f64);
-            let (lo, hi) = ((y * (1.0 - EPS)) as f32, (y * (1.0 + EPS)) as f32);
-            // Far from underflow only, where the platform takes the same path throughout.
-            *o = if lo == hi && a > -87.0 { lo } else { f32::NAN };
-        }
-        for (o, &a) in out.iter_mut().zip(x) {
-            if o.is_nan() {
-                *o = a.exp();
-            }
-        }
-    }
-
-    /// `m + ln(sum_j e^(x_j - m)) as f32` with `m` the maximum, the terms in `f64` summed in
-    /// order (bit for bit what a plain loop with `f64::exp` gives).
-    pub fn log_sum_exp(xs: &[f32]) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        if super::simd_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
-            return unsafe { log_sum_exp_avx2(xs) };
-        }
-        log_sum_exp_generic(xs)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn log_sum_exp_avx2(xs: &[f32]) -> f32 {
-        log_sum_exp_generic(xs)
-    }
-
-    #[inline(always)]
-    fn log_sum_exp_generic(xs: &[f32]) -> f32 {
-        let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exact = || m + xs.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln() as f32;
-        if !m.is_finite() {
-            return exact();
-        }
-        let mut lanes = [0f64; 8];
-        let chunks = xs.chunks_exact(8);
-        let rest = chunks.remainder();
-        for c in chunks {
-            for l in 0..8 {
-                lanes[l] += exp_f64((c[l] - m) as f64);
-            }
-        }
-        let mut sum: f64 = lanes.iter().sum();
-        for &x in rest {
-            sum += exp_f64((x - m) as f64);
-        }
-        // Both sums hold terms within a few ulp of each other, each rounded at most n times:
-        // their logs differ by less than `delta`; if no f32 rounding boundary lies that close,
-        // the cast agrees.
-        let y = sum.ln();
-        let delta = 4e-16 * xs.len() as f64 + 1e-14;
-        if (y - delta) as f32 == (y + delta) as f32 {
-            m + y as f32
-        } else {
-            exact()
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use crate::testing::SplitMix;
-
-        #[test]
-        fn matches_the_platform_bit_for_bit() {
-            let mut rng = SplitMix(99);
-            let mut xs: Vec<f32> = (0..400_000)
-                .map(|t| match t % 4 {
-                    0 => -rng.uniform() * 30.0,
-                    1 => -rng.uniform() * 120.0,
-                    2 => (rng.uniform() - 0.5) * 2.0,
-                    _ => -rng.uniform() * 1e-3,
-                })
-                .collect();
-            xs.extend([
-                0.0,
-                -0.0,
-                -87.0,
-                -87.5,
-                -103.9,
-                -104.0,
-                -150.0,
-                1.0,
-                88.0,
-                f32::NEG_INFINITY,
-            ]);
-            let mut out = vec![0f32; xs.len()];
-            expf_into(&xs, &mut out);
-            for (x, o) in xs.iter().zip(&out) {
-                assert_eq!(o.to_bits(), x.exp().to_bits(), "exp({x})");
-            }
-            for t in 0..200_000 {
-                let x = -(t as f64) * 0.0035 + (t % 7) as f64 * 1e-5;
-                let want = x.exp();
-                let rel = (exp_f64(x) - want).abs() / want;
-                assert!(rel < 1e-15, "{x}: {rel}");
-                let rel = (exp_f64_coarse(x) - want).abs() / want;
-                assert!(rel < 1e-11, "{x}: {rel}");
-            }
-            for len in [1, 3, 17, 1000, 8192] {
-                for _ in 0..20 {
-                    let row: Vec<f32> = (0..len).map(|_| rng.normal() * 6.0).collect();
-                    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let want = m + row
-                        .iter()
-                        .map(|&x| ((x - m) as f64).exp())
-                        .sum::<f64>()
-                        .ln() as f32;
-                    assert_eq!(log_sum_exp(&row).to_bits(), want.to_bits());
                 }
             }
         }

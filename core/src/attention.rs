@@ -361,26 +361,58 @@ pub fn prob_tile(
 ) -> (Array2<f32>, Vec<f32>) {
     let mut p = q_tile.dot(&k_prefix.t());
     let mut lse = Vec::with_capacity(p.nrows());
+    let mut scratch = vec![0f32; p.ncols()];
     for (r, mut row) in p.outer_iter_mut().enumerate() {
         let i = t0 + r;
         let row = row.as_slice_mut().expect("fresh arrays are contiguous");
         let (vis, masked) = row.split_at_mut(i + 1);
         masked.fill(0.0);
-        let mut m = f32::NEG_INFINITY;
-        for x in vis.iter_mut() {
-            *x *= scale;
-            m = m.max(*x);
-        }
-        let mut sum = 0.0f32;
-        for x in vis.iter_mut() {
-            *x = (*x - m).exp();
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
-        vis.iter_mut().for_each(|x| *x *= inv);
-        lse.push(m + sum.ln());
+        lse.push(softmax_row(vis, scale, &mut scratch[..i + 1]));
     }
     (p, lse)
+}
+
+/// Scales `x` by `scale`, replaces it with its softmax and returns its log-sum-exp: the maximum
+/// `m`, the platform's `f32::exp(x - m)` ([`crate::exact_exp::expf_into`]), their sum in eight
+/// interleaved partial sums, then `m + ln(sum)`. `tmp` is scratch of `x.len()`.
+fn softmax_row(x: &mut [f32], scale: f32, tmp: &mut [f32]) -> f32 {
+    #[inline(always)]
+    fn generic(x: &mut [f32], scale: f32, tmp: &mut [f32]) -> f32 {
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        for c in x.chunks_mut(8) {
+            for (l, v) in c.iter_mut().enumerate() {
+                *v *= scale;
+                lanes[l] = lanes[l].max(*v);
+            }
+        }
+        let m = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for (t, &v) in tmp.iter_mut().zip(x.iter()) {
+            *t = v - m;
+        }
+        crate::exact_exp::expf_into(tmp, x);
+        let mut sums = [0f32; 8];
+        for c in x.chunks(8) {
+            for (l, &v) in c.iter().enumerate() {
+                sums[l] += v;
+            }
+        }
+        let sum = ((sums[0] + sums[4]) + (sums[1] + sums[5]))
+            + ((sums[2] + sums[6]) + (sums[3] + sums[7]));
+        let inv = 1.0 / sum;
+        x.iter_mut().for_each(|v| *v *= inv);
+        m + sum.ln()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(x: &mut [f32], scale: f32, tmp: &mut [f32]) -> f32 {
+        generic(x, scale, tmp)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::exact_exp::simd_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        return unsafe { avx2(x, scale, tmp) };
+    }
+    generic(x, scale, tmp)
 }
 
 /// The (head, tile start) pairs of an `n`-token layer, for parallel sweeps.

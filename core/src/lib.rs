@@ -20,6 +20,7 @@ pub mod capture;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod exact_exp;
 pub mod gguf;
 pub mod gpu;
 pub mod model;

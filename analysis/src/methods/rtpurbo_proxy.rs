@@ -114,7 +114,7 @@ fn log_sum_exp(xs: &[f32]) -> f32 {
 /// One q-head's indexer: each query's indexer scores over its causal keys (packed rows,
 /// `i (i + 1) / 2` onwards) and their log-sum-exp.
 struct Head {
-    scores: Vec<f32>,
+    scores: crate::bigbuf::PooledF32,
     lse: Vec<f32>,
 }
 
@@ -271,9 +271,9 @@ impl Selector for RtpurboProxy {
                     let qc: Vec<f32> = qp.iter().copied().collect();
                     let r = qp.ncols();
                     // Every query's indexer scores, row by row, and their LSE.
-                    let mut scores = crate::bigbuf::zeroed_f32(n * (n + 1) / 2);
+                    let mut scores = crate::bigbuf::PooledF32::new(n * (n + 1) / 2);
                     let mut rows: Vec<(usize, &mut [f32])> = Vec::with_capacity(n);
-                    let mut rest = scores.as_mut_slice();
+                    let mut rest = &mut scores[..];
                     for i in 0..n {
                         let (row, tail) = rest.split_at_mut(i + 1);
                         rows.push((i, row));
