@@ -85,13 +85,18 @@ pub fn search_knob<T>(
 /// Exact probes spent on guesses from an estimate before [`search_knob_guided`] bisects.
 const GUIDED_PROBES: usize = 4;
 
-/// The `x` in `[lo, hi]` where the monotone `f` crosses `target` (bisection to a relative width
-/// of about `2^-40`).
+/// The `x` in `[lo, hi]` where the monotone `f` crosses `target`: bisection until `f` is within
+/// a sixteenth of [`SPARSITY_TOLERANCE`] of it (an estimate is not worth more), or the bracket is
+/// `2^-40` of the range.
 fn root_of(f: &dyn Fn(f64) -> f64, target: f64, lo: f64, hi: f64, denser_when_larger: bool) -> f64 {
     let (mut lo, mut hi) = (lo, hi);
     for _ in 0..40 {
         let mid = (lo + hi) / 2.0;
-        if (f(mid) < target) == denser_when_larger {
+        let y = f(mid);
+        if (y - target).abs() <= SPARSITY_TOLERANCE / 16.0 {
+            return mid;
+        }
+        if (y < target) == denser_when_larger {
             hi = mid;
         } else {
             lo = mid;

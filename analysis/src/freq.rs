@@ -17,26 +17,6 @@ pub struct FreqDominance {
     pub agreement: Vec<f32>,
 }
 
-/// Indices of the `k` largest values (ties by lower index), ascending.
-fn top_k_set(xs: &[f32], k: usize) -> Vec<u32> {
-    use crate::methods::common::token_key;
-    let k = k.min(xs.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    let mut keys: Vec<u64> = xs
-        .iter()
-        .enumerate()
-        .map(|(j, &x)| token_key(x, j as u32))
-        .collect();
-    if k < keys.len() {
-        keys.select_nth_unstable(k - 1);
-    }
-    let mut idx: Vec<u32> = keys[..k].iter().map(|&x| x as u32).collect();
-    idx.sort_unstable();
-    idx
-}
-
 /// Frequency-chunk dominance of a head from its queries and keys (`[n, d]`, post-RoPE).
 pub fn freq_dominance(
     q: ArrayView2<f32>,
@@ -72,11 +52,11 @@ pub fn freq_dominance(
                 .collect();
             let counts = m > top_k;
             let agree: Vec<f64> = if counts {
-                let truth = top_k_set(&total, top_k);
+                let truth = crate::methods::common::top_token_set(&total, top_k);
                 chunk
                     .iter()
                     .map(|s| {
-                        let mine = top_k_set(s, top_k);
+                        let mine = crate::methods::common::top_token_set(s, top_k);
                         let inter = mine
                             .iter()
                             .filter(|j| truth.binary_search(j).is_ok())

@@ -255,8 +255,21 @@ pub(crate) fn token_key(score: f32, idx: u32) -> u64 {
     (u64::from(!ordered) << 32) | u64::from(idx)
 }
 
+/// `x` as a `u32` whose order is `f32::total_cmp`'s.
+#[inline(always)]
+fn ordered_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
 /// The `k` best indices of `scores` in [`rank_desc`] order (the same set as [`top_tokens`]),
-/// ascending by index: no ranking among them is needed to select them.
+/// ascending by index. For small `k` the best `k` (score, index) keys are selected and sorted;
+/// otherwise the `k`-th best value is selected over the values alone and one scan keeps every
+/// index above it and, of those equal to it, the lowest ones (no sort of the kept keys).
 pub fn top_token_set(scores: &[f32], k: usize) -> Vec<u32> {
     let k = k.min(scores.len());
     if k == 0 {
@@ -265,12 +278,41 @@ pub fn top_token_set(scores: &[f32], k: usize) -> Vec<u32> {
     if k == scores.len() {
         return (0..k as u32).collect();
     }
-    let mut keys: Vec<u64> = (0..scores.len() as u32)
-        .map(|j| token_key(scores[j as usize], j))
-        .collect();
-    keys.select_nth_unstable(k - 1);
-    let mut top: Vec<u32> = keys[..k].iter().map(|&x| x as u32).collect();
-    top.sort_unstable();
+    if k * 16 < scores.len() {
+        // Few kept: select them with their indices and sort those.
+        let mut keys: Vec<u64> = (0..scores.len() as u32)
+            .map(|j| token_key(scores[j as usize], j))
+            .collect();
+        keys.select_nth_unstable(k - 1);
+        let mut top: Vec<u32> = keys[..k].iter().map(|&x| x as u32).collect();
+        top.sort_unstable();
+        return top;
+    }
+    // Ascending order of `!ordered_bits` is descending score order.
+    let mut keys: Vec<u32> = scores.iter().map(|&x| !ordered_bits(x)).collect();
+    let (_, &mut cut, _) = keys.select_nth_unstable(k - 1);
+    let cut = !cut;
+    let mut top: Vec<u32> = Vec::with_capacity(k + 8);
+    let mut ties = 0usize;
+    for (j, &x) in scores.iter().enumerate() {
+        let o = ordered_bits(x);
+        if o >= cut {
+            top.push(j as u32);
+            ties += usize::from(o == cut);
+        }
+    }
+    if top.len() > k {
+        // Too many ties at the cut: keep the lowest indices among them.
+        let mut keep = ties - (top.len() - k);
+        top.retain(|&j| {
+            if ordered_bits(scores[j as usize]) != cut {
+                return true;
+            }
+            let kept = keep > 0;
+            keep = keep.saturating_sub(1);
+            kept
+        });
+    }
     top
 }
 

@@ -50,8 +50,10 @@ enum TopPPlan {
     Keys(Vec<u32>),
 }
 
-/// Per-thread buffers of one row's buckets and masses.
+/// Per-task buffers of one row's buckets and masses (allocated on first use: counting from
+/// histograms that exist needs none).
 struct Scratch {
+    n: usize,
     bucket: Vec<u8>,
     mass: Vec<f64>,
 }
@@ -59,9 +61,19 @@ struct Scratch {
 impl Scratch {
     fn new(n: usize) -> Self {
         Self {
-            bucket: vec![0; n],
-            mass: vec![0.0; n],
+            n,
+            bucket: Vec::new(),
+            mass: Vec::new(),
         }
+    }
+
+    /// Both buffers, `m` long (at most the `n` asked for).
+    fn get(&mut self, m: usize) -> (&mut [u8], &mut [f64]) {
+        if self.bucket.is_empty() {
+            self.bucket = vec![0; self.n];
+            self.mass = vec![0.0; self.n];
+        }
+        (&mut self.bucket[..m], &mut self.mass[..m])
     }
 }
 
@@ -82,16 +94,27 @@ struct TopPRow {
 
 impl TopPRow {
     fn init(&mut self, i: usize, s: &[f32], src: &dyn TopPSource, sc: &mut Scratch) {
-        let m = s.len();
-        let (bucket, mass) = (&mut sc.bucket[..m], &mut sc.mass[..m]);
+        let (bucket, mass) = sc.get(s.len());
         src.buckets(i, s, bucket);
         src.approx_masses_row(i, s, mass);
-        let mut count = [0u32; 256];
-        let mut sum = [0f64; 256];
-        for (&b, &x) in bucket.iter().zip(mass.iter()) {
-            count[b as usize] += 1;
-            sum[b as usize] += x;
+        // Four interleaved histograms, so that consecutive keys of one bucket do not wait on
+        // each other's updates (sums in any order are within the bound `plan` allows for).
+        let mut counts = [[0u32; 256]; 4];
+        let mut sums = [[0f64; 256]; 4];
+        let (bc, mc) = (bucket.chunks_exact(4), mass.chunks_exact(4));
+        let (br, mr) = (bc.remainder(), mc.remainder());
+        for (b4, m4) in bc.zip(mc) {
+            for l in 0..4 {
+                counts[l][b4[l] as usize] += 1;
+                sums[l][b4[l] as usize] += m4[l];
+            }
         }
+        for (&b, &x) in br.iter().zip(mr) {
+            counts[0][b as usize] += 1;
+            sums[0][b as usize] += x;
+        }
+        let count: [u32; 256] = std::array::from_fn(|b| counts.iter().map(|c| c[b]).sum());
+        let sum: [f64; 256] = std::array::from_fn(|b| sums.iter().map(|c| c[b]).sum());
         let first = count.iter().position(|&c| c > 0).unwrap_or(0);
         let last = count.iter().rposition(|&c| c > 0).unwrap_or(0);
         self.first = first;
@@ -134,7 +157,7 @@ impl TopPRow {
         if self.sorted.as_ref().is_some_and(|x| x.0 == b) {
             return;
         }
-        let bucket = &mut sc.bucket[..s.len()];
+        let (bucket, _) = sc.get(s.len());
         src.buckets(i, s, bucket);
         let mut k: Vec<u64> = Vec::with_capacity((self.before[e + 1] - self.before[e]) as usize);
         for (j, &x) in bucket.iter().enumerate() {
@@ -144,7 +167,8 @@ impl TopPRow {
         }
         k.sort_unstable();
         let keys: Vec<u32> = k.into_iter().map(|x| x as u32).collect();
-        let mass = &mut sc.mass[..keys.len()];
+        let (_, mass) = sc.get(s.len());
+        let mass = &mut mass[..keys.len()];
         src.approx_masses(i, s, &keys, mass);
         let mut acc = self.sums[e];
         let cum = mass
@@ -274,7 +298,7 @@ impl TopPRow {
                 };
                 let mut tail = sorted[..*t].to_vec();
                 tail.sort_unstable();
-                let bucket_of = &mut sc.bucket[..s.len()];
+                let (bucket_of, _) = sc.get(s.len());
                 src.buckets(i, s, bucket_of);
                 let mut out = Vec::with_capacity(self.count(plan, s.len()));
                 let mut rest = tail.into_iter().peekable();
