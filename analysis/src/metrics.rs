@@ -79,7 +79,6 @@ pub fn evaluate(head: &DenseHead<'_>, sel: &Selection) -> QueryMetrics {
 /// Exponentials that match the platform's `f32::exp` / `f64::exp` results bit for bit while
 /// running in vectorized loops (in the core crate, for the capture pass too).
 pub use attnscope_core::exact_exp;
-pub(crate) use attnscope_core::exact_exp::simd_fma;
 
 /// `x . y` computed exactly as ndarray's 1-D `dot` does for contiguous `f32` slices (eight
 /// interleaved partial sums, then `((p0 + p4) + (p1 + p5)) + ...`, then up to 7 remaining
@@ -110,28 +109,18 @@ pub fn dot_exact(x: &[f32], y: &[f32]) -> f32 {
     sum
 }
 
-/// `out[j] = exp(args[j] * scale - lse)` with the platform's `f32::exp` results
-/// ([`exact_exp::expf_into`]); `args` is overwritten.
-fn exp_row(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) {
-    #[inline(always)]
-    fn generic(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) {
-        for a in args.iter_mut() {
-            *a = *a * scale - lse;
-        }
-        exact_exp::expf_into(args, out);
+attnscope_core::simd_fn! {
+    /// `out[j] = exp(args[j] * scale - lse)` with the platform's `f32::exp` results
+    /// ([`exact_exp::expf_into`]); `args` is overwritten.
+    fn exp_row(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) => exp_row_generic
+}
+
+#[inline(always)]
+fn exp_row_generic(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) {
+    for a in args.iter_mut() {
+        *a = *a * scale - lse;
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) {
-        generic(args, scale, lse, out);
-    }
-    #[cfg(target_arch = "x86_64")]
-    if simd_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        unsafe { avx2(args, scale, lse, out) };
-        return;
-    }
-    generic(args, scale, lse, out);
+    exact_exp::expf_into(args, out);
 }
 
 /// The exact dense attention `A_ij = exp(q_i . k_j / sqrt d - LSE_i)` of one q-head over every
@@ -253,31 +242,14 @@ fn accumulate_generic(
     (mass, kept)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn accumulate_avx2(
-    probs: &[f32],
-    v: &[f32],
-    ranges: &[crate::selection::Range],
-    lim: u32,
-    o: &mut [f32],
-) -> (f32, u32) {
-    accumulate_generic(probs, v, ranges, lim, o)
-}
-
-fn accumulate(
-    probs: &[f32],
-    v: &[f32],
-    ranges: &[crate::selection::Range],
-    lim: u32,
-    o: &mut [f32],
-) -> (f32, u32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked above).
-        return unsafe { accumulate_avx2(probs, v, ranges, lim, o) };
-    }
-    accumulate_generic(probs, v, ranges, lim, o)
+attnscope_core::simd_fn! {
+    fn accumulate(
+        probs: &[f32],
+        v: &[f32],
+        ranges: &[crate::selection::Range],
+        lim: u32,
+        o: &mut [f32],
+    ) -> (f32, u32) => accumulate_generic
 }
 
 /// Relative output error and cosine of the renormalized sparse output `o / mass` against the
@@ -473,20 +445,8 @@ fn iou_chunk_generic(sels: &[&Selection], lo: usize, hi: usize) -> Vec<f64> {
     sums
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "popcnt,avx2")]
-unsafe fn iou_chunk_avx2(sels: &[&Selection], lo: usize, hi: usize) -> Vec<f64> {
-    iou_chunk_generic(sels, lo, hi)
-}
-
-fn iou_chunk(sels: &[&Selection], lo: usize, hi: usize) -> Vec<f64> {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
-    {
-        // SAFETY: the CPU supports AVX2 and POPCNT (checked above).
-        return unsafe { iou_chunk_avx2(sels, lo, hi) };
-    }
-    iou_chunk_generic(sels, lo, hi)
+attnscope_core::simd_fn! {
+    fn iou_chunk(sels: &[&Selection], lo: usize, hi: usize) -> Vec<f64> => iou_chunk_generic
 }
 
 /// [`iou`] of every pair of `sels` (`(0, 1), (0, 2), ..., (1, 2), ...`: pairs `a < b` in

@@ -372,47 +372,38 @@ pub fn prob_tile(
     (p, lse)
 }
 
-/// Scales `x` by `scale`, replaces it with its softmax and returns its log-sum-exp: the maximum
-/// `m`, the platform's `f32::exp(x - m)` ([`crate::exact_exp::expf_into`]), their sum in eight
-/// interleaved partial sums, then `m + ln(sum)`. `tmp` is scratch of `x.len()`.
-fn softmax_row(x: &mut [f32], scale: f32, tmp: &mut [f32]) -> f32 {
-    #[inline(always)]
-    fn generic(x: &mut [f32], scale: f32, tmp: &mut [f32]) -> f32 {
-        let mut lanes = [f32::NEG_INFINITY; 8];
-        for c in x.chunks_mut(8) {
-            for (l, v) in c.iter_mut().enumerate() {
-                *v *= scale;
-                lanes[l] = lanes[l].max(*v);
-            }
+crate::simd_fn! {
+    /// Scales `x` by `scale`, replaces it with its softmax and returns its log-sum-exp: the
+    /// maximum `m`, the platform's `f32::exp(x - m)` ([`crate::exact_exp::expf_into`]), their
+    /// sum in eight interleaved partial sums, then `m + ln(sum)`. `tmp` is scratch of `x.len()`.
+    fn softmax_row(x: &mut [f32], scale: f32, tmp: &mut [f32]) -> f32 => softmax_row_generic
+}
+
+#[inline(always)]
+fn softmax_row_generic(x: &mut [f32], scale: f32, tmp: &mut [f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    for c in x.chunks_mut(8) {
+        for (l, v) in c.iter_mut().enumerate() {
+            *v *= scale;
+            lanes[l] = lanes[l].max(*v);
         }
-        let m = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        for (t, &v) in tmp.iter_mut().zip(x.iter()) {
-            *t = v - m;
+    }
+    let m = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for (t, &v) in tmp.iter_mut().zip(x.iter()) {
+        *t = v - m;
+    }
+    crate::exact_exp::expf_into(tmp, x);
+    let mut sums = [0f32; 8];
+    for c in x.chunks(8) {
+        for (l, &v) in c.iter().enumerate() {
+            sums[l] += v;
         }
-        crate::exact_exp::expf_into(tmp, x);
-        let mut sums = [0f32; 8];
-        for c in x.chunks(8) {
-            for (l, &v) in c.iter().enumerate() {
-                sums[l] += v;
-            }
-        }
-        let sum = ((sums[0] + sums[4]) + (sums[1] + sums[5]))
-            + ((sums[2] + sums[6]) + (sums[3] + sums[7]));
-        let inv = 1.0 / sum;
-        x.iter_mut().for_each(|v| *v *= inv);
-        m + sum.ln()
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(x: &mut [f32], scale: f32, tmp: &mut [f32]) -> f32 {
-        generic(x, scale, tmp)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::exact_exp::simd_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { avx2(x, scale, tmp) };
-    }
-    generic(x, scale, tmp)
+    let sum =
+        ((sums[0] + sums[4]) + (sums[1] + sums[5])) + ((sums[2] + sums[6]) + (sums[3] + sums[7]));
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
+    m + sum.ln()
 }
 
 /// The (head, tile start) pairs of an `n`-token layer, for parallel sweeps.

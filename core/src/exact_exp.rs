@@ -3,17 +3,73 @@
 //! it provably can, and the few values too close to a rounding boundary go to the platform's
 //! own function (the capture pass and the simulator's exact attention and metrics use them).
 
-/// True when this CPU has AVX2 and FMA (the fast paths' target features; results are the same
-/// without them).
-pub fn simd_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// The widest vectors the hot loops are compiled for on this CPU (see [`crate::simd_fn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimdLevel {
+    /// AVX-512 (F, VL, BW, DQ) with AVX2, FMA and POPCNT.
+    Avx512,
+    /// AVX2 with FMA and POPCNT.
+    Avx2,
+    /// Baseline x86-64 or another architecture.
+    None,
+}
+
+/// This CPU's [`SimdLevel`], detected once; `ATTNSCOPE_SIMD=avx2` or `none` caps it (results
+/// are the same at every level: the loops are written lane by lane, without fused operations
+/// that the narrower levels lack).
+pub fn simd_level() -> SimdLevel {
+    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = std::env::var("ATTNSCOPE_SIMD").unwrap_or_default();
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let avx2 = has!("avx2") && has!("fma") && has!("popcnt");
+            let avx512 =
+                avx2 && has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq");
+            match cap.as_str() {
+                "none" => SimdLevel::None,
+                _ if avx512 && cap != "avx2" => SimdLevel::Avx512,
+                _ if avx2 => SimdLevel::Avx2,
+                _ => SimdLevel::None,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = cap;
+            SimdLevel::None
+        }
+    })
+}
+
+/// Defines `fn name(args) -> ret` that runs `generic(args)` (an `#[inline(always)]` function)
+/// compiled for the widest [`SimdLevel`] of this CPU: AVX-512, AVX2 with FMA, or baseline.
+#[macro_export]
+macro_rules! simd_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $generic:path) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,popcnt")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma,popcnt")]
+                unsafe fn narrow($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                match $crate::exact_exp::simd_level() {
+                    // SAFETY: the CPU has every feature `wide` enables (checked by simd_level).
+                    $crate::exact_exp::SimdLevel::Avx512 => return unsafe { wide($($arg),*) },
+                    // SAFETY: the CPU has every feature `narrow` enables (checked by simd_level).
+                    $crate::exact_exp::SimdLevel::Avx2 => return unsafe { narrow($($arg),*) },
+                    $crate::exact_exp::SimdLevel::None => {}
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
 }
 
 const SHIFT: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52: rounds to an integer in the low bits
@@ -24,7 +80,7 @@ const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
 
 /// `2^k * P(r)` with `x = k ln 2 + r`, `P` the Taylor series of `e^r` to `r^DEG` (Horner,
 /// fused multiply-adds); 0 below `x = -708`. Vectorizable: no branches, no calls (compile
-/// the caller with FMA, see [`simd_fma`], or `mul_add` becomes a library call).
+/// the caller with FMA, see [`crate::simd_fn`], or `mul_add` becomes a library call).
 #[inline(always)]
 fn exp_poly<const DEG: usize>(x: f64) -> f64 {
     const INV_FACT: [f64; 14] = [
@@ -91,21 +147,10 @@ pub fn expf_into(x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `m + ln(sum_j e^(x_j - m)) as f32` with `m` the maximum, the terms in `f64` summed in
-/// order (bit for bit what a plain loop with `f64::exp` gives).
-pub fn log_sum_exp(xs: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if simd_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        return unsafe { log_sum_exp_avx2(xs) };
-    }
-    log_sum_exp_generic(xs)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn log_sum_exp_avx2(xs: &[f32]) -> f32 {
-    log_sum_exp_generic(xs)
+crate::simd_fn! {
+    /// `m + ln(sum_j e^(x_j - m)) as f32` with `m` the maximum, the terms in `f64` summed in
+    /// order (bit for bit what a plain loop with `f64::exp` gives).
+    pub fn log_sum_exp(xs: &[f32]) -> f32 => log_sum_exp_generic
 }
 
 #[inline(always)]

@@ -168,26 +168,16 @@ impl TopPSource for Head {
     }
 }
 
-/// [`exact_exp::exp_f64`] of every element, vectorized where the CPU allows.
-fn exp_in_place(x: &mut [f64]) {
-    #[inline(always)]
-    fn generic(x: &mut [f64]) {
-        for v in x.iter_mut() {
-            *v = exact_exp::exp_f64(*v);
-        }
+attnscope_core::simd_fn! {
+    /// [`exact_exp::exp_f64`] of every element, vectorized where the CPU allows.
+    fn exp_in_place(x: &mut [f64]) => exp_in_place_generic
+}
+
+#[inline(always)]
+fn exp_in_place_generic(x: &mut [f64]) {
+    for v in x.iter_mut() {
+        *v = exact_exp::exp_f64(*v);
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(x: &mut [f64]) {
-        generic(x);
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::metrics::simd_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked above).
-        unsafe { avx2(x) };
-        return;
-    }
-    generic(x);
 }
 
 /// `q . k_j` for keys `0..out.len()`, `q` of 16 dimensions and the keys laid out by dimension
@@ -219,23 +209,15 @@ fn scores_row16_generic(q: &[f32], kt: &[f32], out: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn scores_row16_avx2(q: &[f32], kt: &[f32], out: &mut [f32]) {
-    scores_row16_generic(q, kt, out);
+attnscope_core::simd_fn! {
+    fn scores_row16(q: &[f32], kt: &[f32], out: &mut [f32]) => scores_row16_generic
 }
 
 /// The indexer scores `dot_exact(q, k_j)` of keys `0..out.len()` (`kp`: `[_, r]` row-major,
 /// `kt`: the same keys laid out by dimension).
 fn scores_row(q: &[f32], kp: &[f32], kt: &[f32], out: &mut [f32]) {
     if q.len() == 16 {
-        #[cfg(target_arch = "x86_64")]
-        if crate::metrics::simd_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
-            unsafe { scores_row16_avx2(q, kt, out) };
-            return;
-        }
-        scores_row16_generic(q, kt, out);
+        scores_row16(q, kt, out);
         return;
     }
     let r = q.len();
