@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::attnscope;
+use common::{attnscope, attnscope_env};
 
 #[test]
 fn simulate_then_report_json() {
@@ -159,37 +159,44 @@ fn bad_input_is_named() {
 /// one layer at a time; phsa-fit with no `--calibration-text` fits on the default held-out text,
 /// which the manifest records.
 #[test]
-fn layer_jobs_do_not_change_results() {
+fn layer_jobs_and_vector_widths_do_not_change_results() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut reports = Vec::new();
-    for jobs in ["1", "3"] {
+    // Layer jobs, and the hot loops' vector builds (AVX-512 where the CPU has it, AVX2, none).
+    for (jobs, simd) in [("1", ""), ("3", "none"), ("2", "avx2")] {
         let run = dir.path().join(format!("run{jobs}"));
         let run_s = run.to_str().expect("utf-8 path");
-        let (ok, _, err) = attnscope(&[
-            "simulate",
-            "--model",
-            "smollm2-135m",
-            "--text",
-            "alice29",
-            "--len",
-            "320",
-            "--layers",
-            "0,4,9,15",
-            "--methods",
-            "phsa-fit,infllm-v2,h2o,oracle-topp",
-            "--sparsity",
-            "0.6",
-            "--calibration-len",
-            "256",
-            "--layer-jobs",
-            jobs,
-            "--out",
-            run_s,
-            "--run-id",
-            "same",
-            "--quiet",
-        ]);
-        assert!(ok, "simulate --layer-jobs {jobs} failed: {err}");
+        let (ok, _, err) = attnscope_env(
+            &[
+                "simulate",
+                "--model",
+                "smollm2-135m",
+                "--text",
+                "alice29",
+                "--len",
+                "320",
+                "--layers",
+                "0,4,9,15",
+                "--methods",
+                "phsa-fit,infllm-v2,h2o,oracle-topp,rtpurbo-proxy,oracle-topk",
+                "--sparsity",
+                "0.6",
+                "--calibration-len",
+                "256",
+                "--layer-jobs",
+                jobs,
+                "--out",
+                run_s,
+                "--run-id",
+                "same",
+                "--quiet",
+            ],
+            &[("ATTNSCOPE_SIMD", simd)],
+        );
+        assert!(
+            ok,
+            "simulate --layer-jobs {jobs} (SIMD {simd:?}) failed: {err}"
+        );
         let manifest: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(run.join("manifest.json")).expect("manifest"),
         )
@@ -205,12 +212,19 @@ fn layer_jobs_do_not_change_results() {
     }
     assert!(reports[0].0["methods"]
         .as_array()
-        .is_some_and(|m| m.len() == 4));
+        .is_some_and(|m| m.len() == 6));
     let layers: Vec<usize> = reports[0].1.iter().map(|r| r.layer).collect();
     assert!(
         layers.windows(2).all(|w| w[0] <= w[1]),
         "rows not in layer order"
     );
     // Row by row, in order: every table of the bundle, not only the report's averages.
-    assert_eq!(reports[0], reports[1], "--layer-jobs changed the results");
+    assert_eq!(
+        reports[0], reports[1],
+        "--layer-jobs 3 or no SIMD changed the results"
+    );
+    assert_eq!(
+        reports[0], reports[2],
+        "--layer-jobs 2 or AVX2 changed the results"
+    );
 }
