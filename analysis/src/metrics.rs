@@ -137,7 +137,7 @@ pub struct TrueProbs {
 
 /// Queries per matrix product in [`TrueProbs::compute`]. A product's entries do not depend on how
 /// the queries are chunked (each is the same sequence of operations over the head dimension).
-pub const PROB_CHUNK: usize = 128;
+pub const PROB_CHUNK: usize = 256;
 
 impl TrueProbs {
     /// Computes every causal probability of a head (`q`, `k` `[n, d]`, `lse` per query).
@@ -192,7 +192,7 @@ impl TrueProbs {
 }
 
 /// `o += p * v` and `mass += p` over the keys of `ranges` below `lim` (in order), the
-/// accumulation of [`evaluate`]; `d` is `o.len()`, `o` starts at zero.
+/// accumulation of [`evaluate`] with fused multiply-adds; `d` is `o.len()`, `o` starts at zero.
 #[inline(always)]
 fn accumulate_generic(
     probs: &[f32],
@@ -218,7 +218,7 @@ fn accumulate_generic(
                     .try_into()
                     .expect("rows of 64");
                 for c in 0..64 {
-                    acc[c] += p * vr[c];
+                    acc[c] = p.mul_add(vr[c], acc[c]);
                 }
             }
         }
@@ -234,7 +234,7 @@ fn accumulate_generic(
                 let p = probs[j];
                 mass += p;
                 for (oc, &vc) in o.iter_mut().zip(&v[j * d..(j + 1) * d]) {
-                    *oc += p * vc;
+                    *oc = p.mul_add(vc, *oc);
                 }
             }
         }
