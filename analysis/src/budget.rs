@@ -288,4 +288,67 @@ mod tests {
             }
         }
     }
+
+    /// The top-p methods' histogram estimates: monotone in `p`, close to the exact count, and a
+    /// guided calibration reaches every target with fewer exact counts than bisection.
+    #[test]
+    fn guided_calibration_meets_the_tolerance_with_fewer_counts() {
+        let n = 400;
+        let data = GroupData::random(n, 32, 3, 29);
+        for name in ["oracle-topp", "rtpurbo-proxy"] {
+            let method = crate::registry::find(name)
+                .expect("registered")
+                .build_with(&[])
+                .expect("defaults build");
+            let input = data.input();
+            let prep = method.prepare(&input);
+            let knob = method.knob();
+            let mut last = 0.0;
+            for t in 0..=40 {
+                let p = f64::from(t) / 40.0;
+                let (approx, _) = prep.approx_kept_pairs_at(p).expect("estimates");
+                let (exact, _) = prep.kept_pairs_at(p).expect("counts");
+                assert!(approx >= last, "{name}: estimate not monotone at p = {p}");
+                last = approx;
+                let rel = (approx - exact as f64).abs() / exact as f64;
+                assert!(
+                    rel < 0.05,
+                    "{name}: estimate {approx} vs {exact} at p = {p}"
+                );
+            }
+            let approx = |x: f64| {
+                let (kept, heads) = prep.approx_kept_pairs_at(x).expect("estimates");
+                1.0 - kept / (causal_pairs(n) * heads as u64) as f64
+            };
+            for target in [0.5, 0.8, 0.9, 0.95] {
+                let (mut guided_counts, mut plain_counts) = (0, 0);
+                let mut count = |x: f64, calls: &mut usize| {
+                    *calls += 1;
+                    let (kept, heads) = prep.kept_pairs_at(x).expect("counts");
+                    ((), sparsity_of_kept(kept, heads, n))
+                };
+                let guided = search_knob_guided(
+                    &knob,
+                    target,
+                    n,
+                    |x| count(x, &mut guided_counts),
+                    Some(&approx),
+                )
+                .expect("a value");
+                let plain = search_knob(&knob, target, n, |x| count(x, &mut plain_counts))
+                    .expect("a value");
+                for (how, r) in [("guided", guided), ("bisection", plain)] {
+                    assert!(
+                        (r.2 - target).abs() <= SPARSITY_TOLERANCE,
+                        "{name} {how}: sparsity {} for target {target}",
+                        r.2
+                    );
+                }
+                assert!(
+                    guided_counts < plain_counts,
+                    "{name} target {target}: {guided_counts} guided counts vs {plain_counts}"
+                );
+            }
+        }
+    }
 }
