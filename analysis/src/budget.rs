@@ -322,7 +322,7 @@ mod tests {
             };
             for target in [0.5, 0.8, 0.9, 0.95] {
                 let (mut guided_counts, mut plain_counts) = (0, 0);
-                let mut count = |x: f64, calls: &mut usize| {
+                let count = |x: f64, calls: &mut usize| {
                     *calls += 1;
                     let (kept, heads) = prep.kept_pairs_at(x).expect("counts");
                     ((), sparsity_of_kept(kept, heads, n))
