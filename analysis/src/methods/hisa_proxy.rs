@@ -160,9 +160,7 @@ impl Selector for HisaProxy {
         // Scores of complete blocks: [n, n_blocks] summed over heads.
         let mut bs = Array2::<f32>::zeros((n, means.nrows()));
         for q in &g.q {
-            bs.zip_mut_with(&attnscope_core::ops::matmul_t(*q, means.view()), |o, &x| {
-                *o += x.max(0.0)
-            });
+            bs.zip_mut_with(&q.dot(&means.t()), |o, &x| *o += x.max(0.0));
         }
         let force = self.force_ends;
         // `cap` bounded the stored rankings of earlier versions; selections are exact either way.

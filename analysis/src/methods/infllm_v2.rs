@@ -89,14 +89,9 @@ impl Selector for InfLlmV2 {
         let scale = g.scale();
         let k1 = super::common::window_means(g.k, WINDOW, STRIDE);
         let k2 = super::common::window_means(g.k, COARSE_WINDOW, COARSE_STRIDE);
-        let l1: Vec<Array2<f32>> =
-            g.q.iter()
-                .map(|q| attnscope_core::ops::matmul_t(*q, k1.view()) * scale)
-                .collect();
+        let l1: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&k1.t()) * scale).collect();
         let l2: Vec<Array2<f32>> = if self.coarse {
-            g.q.iter()
-                .map(|q| attnscope_core::ops::matmul_t(*q, k2.view()) * scale)
-                .collect()
+            g.q.iter().map(|q| q.dot(&k2.t()) * scale).collect()
         } else {
             Vec::new()
         };

@@ -57,7 +57,7 @@ impl Selector for Moba {
         let heads =
             g.q.iter()
                 .map(|q| {
-                    let gate: Array2<f32> = attnscope_core::ops::matmul_t(*q, means.view());
+                    let gate: Array2<f32> = q.dot(&means.t());
                     rank_blocks_per_query(g.n(), block, 0, 0, |i| {
                         gate.row(i)
                             .iter()

@@ -94,10 +94,7 @@ impl Selector for Nsa {
         let kc = super::common::window_means(g.k, WINDOW, STRIDE);
         let m = kc.nrows();
         let scale = g.scale();
-        let logits: Vec<Array2<f32>> =
-            g.q.iter()
-                .map(|q| attnscope_core::ops::matmul_t(*q, kc.view()) * scale)
-                .collect();
+        let logits: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&kc.t()) * scale).collect();
         let rows = rank_blocks_per_query(g.n(), block, self.n_init, self.local, |i| {
             let vis = visible_windows(i, m);
             let mut p = vec![0f32; vis];

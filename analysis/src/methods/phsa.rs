@@ -67,10 +67,7 @@ impl Phsa {
         }
         let reps = self.representatives(g);
         let scale = g.scale();
-        let logits: Vec<Array2<f32>> =
-            g.q.iter()
-                .map(|q| attnscope_core::ops::matmul_t(*q, reps.view()) * scale)
-                .collect();
+        let logits: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&reps.t()) * scale).collect();
         let block = self.block;
         let rows = rank_blocks_per_query(g.n(), block, self.n_init, self.local, |i| {
             let complete = i / block; // blocks 0..complete end at or before the query's block

@@ -60,8 +60,7 @@ pub(crate) fn page_min_max(k: ArrayView2<f32>, page: usize) -> (Array2<f32>, Arr
 fn page_scores(q: ArrayView2<f32>, lo: &Array2<f32>, hi: &Array2<f32>) -> Array2<f32> {
     let pos = q.mapv(|x| x.max(0.0));
     let neg = q.mapv(|x| x.min(0.0));
-    attnscope_core::ops::matmul_t(pos.view(), hi.view())
-        + attnscope_core::ops::matmul_t(neg.view(), lo.view())
+    pos.dot(&hi.t()) + neg.dot(&lo.t())
 }
 
 impl Selector for Quest {

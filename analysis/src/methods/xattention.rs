@@ -77,8 +77,7 @@ fn block_mass(
     let d = q.ncols();
     let qr = reshape(q, stride, true);
     let kr = reshape(k, stride, false);
-    let logits = attnscope_core::ops::matmul_t(qr.view(), kr.view())
-        * (1.0 / ((d as f32).sqrt() * stride as f32));
+    let logits = qr.dot(&kr.t()) * (1.0 / ((d as f32).sqrt() * stride as f32));
     let per = block / stride;
     let rows = q.nrows().div_ceil(block);
     (0..rows)
