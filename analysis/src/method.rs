@@ -89,6 +89,19 @@ pub struct Knob {
 }
 
 impl Knob {
+    /// A count of tokens or blocks (`tokens_per_unit` tokens each) from `min` on: integer, more
+    /// keys as it grows, its range growing with the input.
+    pub fn count(name: &'static str, min: f64, tokens_per_unit: usize) -> Self {
+        Self {
+            name,
+            min,
+            max: 1e9,
+            integer: true,
+            denser_when_larger: true,
+            tokens_per_unit,
+        }
+    }
+
     /// The knob's upper bound for an `n`-token input: counts scale with the input.
     pub fn max_for(&self, n: usize) -> f64 {
         if self.tokens_per_unit > 0 {

@@ -496,10 +496,9 @@ pub fn summarize(rows: &[MetricRow]) -> Vec<MethodSummary> {
 }
 
 /// Host bytes one layer job needs at its peak on the CPU path: the exact attention of a KV
-/// group's q-heads (`n (n + 1) / 2` floats each) plus, alive beside it, the packed per-pair
-/// rankings of the top-p methods (rtpurbo-proxy: scores and ranking; oracle-topp: ranking) and
-/// a margin of one more such buffer for the others' chunked scores; and the layer's captured
-/// block masses `P` (every q-head, `n x n / block` floats).
+/// group's q-heads (`n (n + 1) / 2` floats each) plus, alive beside it, the methods' own
+/// buffers ([`method_group_bytes`]) and a margin of one more packed buffer for the others' chunked
+/// scores; and the layer's captured block masses `P` (every q-head, `n x n / block` floats).
 pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
     let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1);
     let methods: u64 = cfg
@@ -517,17 +516,17 @@ fn packed_bytes(n: usize) -> u64 {
 }
 
 /// Host bytes of per-pair buffers `method` keeps for a KV group of `gs` q-heads over `n` tokens
-/// beyond the runner's own exact attention (used to plan memory): rtpurbo-proxy's indexer scores
-/// and rankings, oracle-topp's rankings, and the exact attention itself for the oracles when they
-/// run alone (the live re-selection of the viewer).
+/// beyond the runner's own exact attention (used to plan memory): rtpurbo-proxy's indexer scores,
+/// the top-p methods' per-query histograms (at most 257 counts and sums each), and the exact
+/// attention itself for the oracles when they run alone (the live re-selection of the viewer).
 pub fn method_group_bytes(method: &str, n: usize, gs: usize) -> u64 {
+    let histograms = n as u64 * 257 * 12;
     let per_head = match method {
-        "rtpurbo-proxy" => 2,
-        "oracle-topp" => 2,
-        "oracle-topk" | "oracle-topk-block" => 1,
+        "rtpurbo-proxy" | "oracle-topp" => packed_bytes(n) + histograms,
+        "oracle-topk" | "oracle-topk-block" => packed_bytes(n),
         _ => 0,
     };
-    per_head * gs as u64 * packed_bytes(n)
+    per_head * gs as u64
 }
 
 /// Layers simulated at once: `cfg.layer_jobs`, or when 0 half the rayon threads (at least 2, so
@@ -556,8 +555,8 @@ fn check_host_memory(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -
     match available_memory() {
         Some(have) if need > have => Err(crate::AnalysisError::Input(format!(
             "simulating {n} tokens on the CPU needs about {:.1} GiB per layer (the exact attention of \
-             a KV group's {} q-heads and the methods' per-pair rankings); {:.1} GiB are available. \
-             Use a shorter --len, fewer token-level methods (rtpurbo-proxy and oracle-topp need the \
+             a KV group's {} q-heads and the methods' per-pair buffers); {:.1} GiB are available. \
+             Use a shorter --len, fewer token-level methods (rtpurbo-proxy and the oracles need the \
              most), or --device cuda",
             gib(need),
             model.config.n_heads / model.config.n_kv_heads.max(1),

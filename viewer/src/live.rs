@@ -566,10 +566,7 @@ mod tests {
         let punct: Vec<bool> = (0..n).map(|i| i % 7 == 3).collect();
         let newline: Vec<bool> = (0..n).map(|i| i % 50 == 49).collect();
         let saved = crate::synthetic::synthetic_qkv(layer, heads, kv, d, &punct, 5);
-        let tm = |x: &[f32], h: usize| {
-            Array2::from_shape_fn((n, h * d), |(i, c)| x[(c / d) * n * d + i * d + c % d])
-        };
-        let (q, k, v) = (tm(&saved.q, heads), tm(&saved.k, kv), tm(&saved.v, kv));
+        let (q, k, v) = saved.token_major();
         let qkv = LayerQkv {
             layer,
             n_heads: heads,

@@ -485,10 +485,7 @@ mod tests {
             (s.q.len(), s.k.len(), s.v.len()),
             (heads * n * d, kv * n * d, kv * n * d)
         );
-        let tm = |x: &[f32], h: usize| {
-            ndarray::Array2::from_shape_fn((n, h * d), |(i, c)| x[(c / d) * n * d + i * d + c % d])
-        };
-        let (q, k, v) = (tm(&s.q, heads), tm(&s.k, kv), tm(&s.v, kv));
+        let (q, k, v) = s.token_major();
         let qkv = LayerQkv {
             layer: 3,
             n_heads: heads,

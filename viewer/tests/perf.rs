@@ -22,6 +22,33 @@ fn head_map() -> OpenOptions {
     }
 }
 
+/// The benchmark bundle of `spec`: in the folder `keep_env` names when set (written there once,
+/// then reused), else in a temporary folder (returned so that it lives as long as the test).
+/// Returns the folder and its size in bytes.
+fn bench_bundle(
+    keep_env: &str,
+    spec: &Spec,
+    what: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, u64) {
+    let keep = std::env::var_os(keep_env).map(std::path::PathBuf::from);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = keep.unwrap_or_else(|| tmp.path().join("run"));
+    if !dir.join("manifest.json").is_file() {
+        let t = Instant::now();
+        synthetic::write(&dir, spec).expect("write");
+        eprintln!(
+            "wrote the synthetic {what} bundle in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let bytes: u64 = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    (tmp, dir, bytes)
+}
+
 #[test]
 fn small_synthetic_bundle_opens_pans_and_zooms() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -43,23 +70,8 @@ fn small_synthetic_bundle_opens_pans_and_zooms() {
 #[test]
 #[ignore = "benchmark: writes a ~400 MB bundle; run with --release --ignored --nocapture"]
 fn viewer_32k_open_and_frame_time() {
-    let keep = std::env::var_os("ATTNSCOPE_VIEWER_BENCH_DIR").map(std::path::PathBuf::from);
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = keep.unwrap_or_else(|| tmp.path().join("run"));
     let spec = Spec::qwen_32k();
-    if !dir.join("manifest.json").is_file() {
-        let t = Instant::now();
-        synthetic::write(&dir, &spec).expect("write");
-        eprintln!(
-            "wrote the synthetic 32k bundle in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-    }
-    let bytes: u64 = std::fs::read_dir(&dir)
-        .expect("dir")
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let (_tmp, dir, bytes) = bench_bundle("ATTNSCOPE_VIEWER_BENCH_DIR", &spec, "32k");
     // Open as the app does: background thread, the first frame drawn once the small tables
     // are in, then the maps and selections.
     let t = Instant::now();
@@ -169,23 +181,8 @@ fn small_synthetic_bundle_with_qkv_recomputes_live() {
 #[test]
 #[ignore = "benchmark: writes a ~170 MB bundle and captures 14 heads at 32k; run with --release --ignored --nocapture"]
 fn live_32k_reselection() {
-    let keep = std::env::var_os("ATTNSCOPE_VIEWER_LIVE_BENCH_DIR").map(std::path::PathBuf::from);
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = keep.unwrap_or_else(|| tmp.path().join("run"));
     let spec = Spec::qwen_32k_live();
-    if !dir.join("manifest.json").is_file() {
-        let t = Instant::now();
-        synthetic::write(&dir, &spec).expect("write");
-        eprintln!(
-            "wrote the synthetic 32k live bundle in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-    }
-    let bytes: u64 = std::fs::read_dir(&dir)
-        .expect("dir")
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let (_tmp, dir, bytes) = bench_bundle("ATTNSCOPE_VIEWER_LIVE_BENCH_DIR", &spec, "32k live");
     eprintln!(
         "bundle: {:.0} MB, {} tokens, {} q-heads / {} KV heads, head dim {}",
         bytes as f64 / 1e6,

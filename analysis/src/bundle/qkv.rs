@@ -52,6 +52,28 @@ impl SavedLayer {
             v: head_major(qkv.v, qkv.n_kv_heads, d),
         }
     }
+
+    /// Q, K, V back in the hook's token-major order (`[n, heads * head_dim]`), for a
+    /// [`LayerQkv`] view.
+    pub fn token_major(
+        &self,
+    ) -> (
+        ndarray::Array2<f32>,
+        ndarray::Array2<f32>,
+        ndarray::Array2<f32>,
+    ) {
+        let (n, d) = (self.n, self.head_dim);
+        let tm = |x: &[f32], heads: usize| {
+            ndarray::Array2::from_shape_fn((n, heads * d), |(i, c)| {
+                x[(c / d) * n * d + i * d + c % d]
+            })
+        };
+        (
+            tm(&self.q, self.n_heads),
+            tm(&self.k, self.n_kv_heads),
+            tm(&self.v, self.n_kv_heads),
+        )
+    }
 }
 
 fn le_bytes(v: &[f32]) -> Vec<u8> {

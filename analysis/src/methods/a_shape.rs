@@ -66,14 +66,7 @@ impl Prepared for Prep {
 
 impl Selector for AShape {
     fn knob(&self) -> Knob {
-        Knob {
-            name: "local",
-            min: 1.0,
-            max: 1e9,
-            integer: true,
-            denser_when_larger: true,
-            tokens_per_unit: 1,
-        }
+        Knob::count("local", 1.0, 1)
     }
 
     /// `None` when `tokens` cannot hold the init tokens plus the query itself: the runner then

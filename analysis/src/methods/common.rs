@@ -164,14 +164,7 @@ pub fn softmax_inplace(xs: &mut [f32]) {
 
 /// The count knob of block methods: extra blocks beyond the forced ones.
 pub fn block_knob(block: usize) -> crate::method::Knob {
-    crate::method::Knob {
-        name: "top_k",
-        min: 0.0,
-        max: 1e9,
-        integer: true,
-        denser_when_larger: true,
-        tokens_per_unit: block,
-    }
+    crate::method::Knob::count("top_k", 0.0, block)
 }
 
 /// Extra blocks that make `tokens` keys per query with `n_init + local + 1` forced blocks.

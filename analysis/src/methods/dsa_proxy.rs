@@ -76,14 +76,7 @@ impl Prepared for Prep<'_> {
 
 impl Selector for DsaProxy {
     fn knob(&self) -> Knob {
-        Knob {
-            name: "k",
-            min: 1.0,
-            max: 1e9,
-            integer: true,
-            denser_when_larger: true,
-            tokens_per_unit: 1,
-        }
+        Knob::count("k", 1.0, 1)
     }
 
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {

@@ -141,14 +141,7 @@ impl Fasa {
 
 impl Selector for Fasa {
     fn knob(&self) -> Knob {
-        Knob {
-            name: "budget",
-            min: 1.0,
-            max: 1e9,
-            integer: true,
-            denser_when_larger: true,
-            tokens_per_unit: 1,
-        }
+        Knob::count("budget", 1.0, 1)
     }
 
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {

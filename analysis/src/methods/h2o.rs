@@ -157,14 +157,7 @@ impl Prepared for Prep<'_> {
 
 impl Selector for H2o {
     fn knob(&self) -> Knob {
-        Knob {
-            name: "cache",
-            min: 1.0,
-            max: 1e9,
-            integer: true,
-            denser_when_larger: true,
-            tokens_per_unit: 1,
-        }
+        Knob::count("cache", 1.0, 1)
     }
 
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {

@@ -175,14 +175,7 @@ impl Prepared for Prep<'_> {
 
 impl Selector for OracleTopKBlock {
     fn knob(&self) -> Knob {
-        Knob {
-            name: "k",
-            min: 1.0,
-            max: 1e9,
-            integer: true,
-            denser_when_larger: true,
-            tokens_per_unit: self.block,
-        }
+        Knob::count("k", 1.0, self.block)
     }
 
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {

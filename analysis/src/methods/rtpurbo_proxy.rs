@@ -10,8 +10,9 @@
 //! offline-trained projection; no key after the query is ever selected).
 //!
 //! GQA: each q-head selects (its own projected queries, the group's shared key basis).
-//! `p >= 1` keeps every causal key. Rankings are stored for the best `cap` keys per query; a
-//! query whose top-p set is longer is re-scored exactly, so results do not depend on `cap`.
+//! `p >= 1` keeps every causal key. The scores are stored per causal pair; each query keeps a
+//! histogram of its keys by mass ([`super::top_p`]), so `cap` (kept for compatibility) no longer
+//! bounds anything and results never depended on it.
 
 use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;

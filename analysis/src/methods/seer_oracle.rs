@@ -161,14 +161,7 @@ impl Selector for SeerOracle {
                 tokens_per_unit: 0,
             }
         } else {
-            Knob {
-                name: "top_k",
-                min: 1.0,
-                max: 1e9,
-                integer: true,
-                denser_when_larger: true,
-                tokens_per_unit: self.block,
-            }
+            Knob::count("top_k", 1.0, self.block)
         }
     }
 

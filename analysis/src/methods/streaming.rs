@@ -59,14 +59,7 @@ impl Prepared for Prep {
 
 impl Selector for Streaming {
     fn knob(&self) -> Knob {
-        Knob {
-            name: "window",
-            min: 1.0,
-            max: 1e9,
-            integer: true,
-            denser_when_larger: true,
-            tokens_per_unit: 1,
-        }
+        Knob::count("window", 1.0, 1)
     }
 
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {

@@ -196,9 +196,9 @@ impl TopPRow {
         self.ensure(i, s, src, sc);
         let total = *self.sums.last().expect("initialized");
         // Sums of m non-negative terms in any order are within m 2^-53 (relative) of the real
-        // sum: the exact walk (n terms) and these sums (n terms and 256 bucket sums) differ by
+        // sum: the exact walk (n terms) and these sums (n terms, 4 x 256 partial histograms merged) differ by
         // less than the sum of both bounds, plus the approximate masses' own error.
-        let eps = (2.3e-16 * (2 * n + 256) as f64 + 2.0 * src.approx_error()) * total.max(1.0);
+        let eps = (2.3e-16 * (2 * n + 1024) as f64 + 2.0 * src.approx_error()) * total.max(1.0);
         let e = self.crossing(p);
         if e == self.sums.len() - 1 {
             return if total < p - eps {

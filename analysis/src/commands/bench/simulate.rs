@@ -15,7 +15,6 @@ use attnscope_analysis::registry;
 use attnscope_analysis::sim::{summarize, MethodRun, SimConfig, SimHook};
 use attnscope_core::attention::{AttentionHook, HookAction, LayerQkv};
 use attnscope_datasets::punct::{is_punct_piece, PunctOptions};
-use ndarray::Array2;
 use serde_json::json;
 
 use super::super::{input, model_arg};
@@ -68,11 +67,6 @@ fn masks_path(cache: &std::path::Path) -> PathBuf {
     let mut p = cache.as_os_str().to_owned();
     p.push(".masks.json");
     PathBuf::from(p)
-}
-
-/// Head-major `[heads, n, d]` back to token-major `[n, heads * d]`.
-fn token_major(v: &[f32], heads: usize, n: usize, d: usize) -> Array2<f32> {
-    Array2::from_shape_fn((n, heads * d), |(i, c)| v[(c / d) * n * d + i * d + c % d])
 }
 
 /// User and system CPU seconds of this process so far (Linux `/proc/self/stat`).
@@ -205,11 +199,7 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
     let cpu0 = cpu_seconds();
     let t = Instant::now();
     for l in &saved {
-        let (q, k, v) = (
-            token_major(&l.q, l.n_heads, l.n, l.head_dim),
-            token_major(&l.k, l.n_kv_heads, l.n, l.head_dim),
-            token_major(&l.v, l.n_kv_heads, l.n, l.head_dim),
-        );
+        let (q, k, v) = l.token_major();
         let qkv = LayerQkv {
             layer: l.layer,
             n_heads: l.n_heads,
