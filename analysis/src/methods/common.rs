@@ -248,66 +248,7 @@ pub(crate) fn token_key(score: f32, idx: u32) -> u64 {
     (u64::from(!ordered) << 32) | u64::from(idx)
 }
 
-/// `x` as a `u32` whose order is `f32::total_cmp`'s.
-#[inline(always)]
-fn ordered_bits(x: f32) -> u32 {
-    let b = x.to_bits();
-    if b >> 31 == 1 {
-        !b
-    } else {
-        b | 0x8000_0000
-    }
-}
-
-/// The `k` best indices of `scores` in [`rank_desc`] order (the same set as [`top_tokens`]),
-/// ascending by index. For small `k` the best `k` (score, index) keys are selected and sorted;
-/// otherwise the `k`-th best value is selected over the values alone and one scan keeps every
-/// index above it and, of those equal to it, the lowest ones (no sort of the kept keys).
-pub fn top_token_set(scores: &[f32], k: usize) -> Vec<u32> {
-    let k = k.min(scores.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    if k == scores.len() {
-        return (0..k as u32).collect();
-    }
-    if k * 16 < scores.len() {
-        // Few kept: select them with their indices and sort those.
-        let mut keys: Vec<u64> = (0..scores.len() as u32)
-            .map(|j| token_key(scores[j as usize], j))
-            .collect();
-        keys.select_nth_unstable(k - 1);
-        let mut top: Vec<u32> = keys[..k].iter().map(|&x| x as u32).collect();
-        top.sort_unstable();
-        return top;
-    }
-    // Ascending order of `!ordered_bits` is descending score order.
-    let mut keys: Vec<u32> = scores.iter().map(|&x| !ordered_bits(x)).collect();
-    let (_, &mut cut, _) = keys.select_nth_unstable(k - 1);
-    let cut = !cut;
-    let mut top: Vec<u32> = Vec::with_capacity(k + 8);
-    let mut ties = 0usize;
-    for (j, &x) in scores.iter().enumerate() {
-        let o = ordered_bits(x);
-        if o >= cut {
-            top.push(j as u32);
-            ties += usize::from(o == cut);
-        }
-    }
-    if top.len() > k {
-        // Too many ties at the cut: keep the lowest indices among them.
-        let mut keep = ties - (top.len() - k);
-        top.retain(|&j| {
-            if ordered_bits(scores[j as usize]) != cut {
-                return true;
-            }
-            let kept = keep > 0;
-            keep = keep.saturating_sub(1);
-            kept
-        });
-    }
-    top
-}
+pub use super::top_set::top_token_set;
 
 /// Sorted token positions as merged runs `[start, end)`.
 pub fn token_runs(sorted: &[u32]) -> Vec<crate::selection::Range> {
@@ -400,33 +341,4 @@ pub fn last_queries_vertical_slash(
         }
     }
     (vertical, slash)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::SplitMix;
-
-    #[test]
-    fn top_token_set_is_the_rank_desc_prefix() {
-        let mut rng = SplitMix(21);
-        for (len, levels) in [(40, 0), (700, 0), (3000, 5), (5000, 0), (2048, 1)] {
-            // `levels` > 0: few distinct values, so ties straddle every cut.
-            let xs: Vec<f32> = (0..len)
-                .map(|_| {
-                    if levels > 0 {
-                        (rng.next_u64() % levels) as f32
-                    } else {
-                        rng.normal()
-                    }
-                })
-                .collect();
-            let all = rank_desc(&xs);
-            for k in [1, 7, 48, 64, 100, 333, len / 2, len - 1, len] {
-                let mut want = all[..k.min(len)].to_vec();
-                want.sort_unstable();
-                assert_eq!(top_token_set(&xs, k), want, "len {len} k {k}");
-            }
-        }
-    }
 }

@@ -24,6 +24,7 @@ pub mod seer_oracle;
 pub mod snapkv;
 pub mod streaming;
 pub mod top_p;
+pub mod top_set;
 pub mod xattention;
 
 use crate::registry::MethodInfo;
