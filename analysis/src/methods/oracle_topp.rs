@@ -57,17 +57,24 @@ impl TopPSource for Source<'_> {
 
     /// About a quarter octave per bucket, from the float's bits (monotone in the probability).
     fn buckets(&self, _i: usize, s: &[f32], out: &mut [u8]) {
-        const ONE: u32 = 0x3F80_0000; // 1.0f32
-        for (o, &x) in out.iter_mut().zip(s) {
-            *o = if x >= 1.0 {
-                0
-            } else if x > 0.0 {
-                ((ONE - x.to_bits()) >> 21).min(255) as u8
-            } else {
-                255
-            };
-        }
+        probability_buckets(s, out);
     }
+}
+
+#[inline(always)]
+fn probability_buckets_generic(s: &[f32], out: &mut [u8]) {
+    const ONE: u32 = 0x3F80_0000; // 1.0f32
+    for (o, &x) in out.iter_mut().zip(s) {
+        // Branch-free: 0 from 1 up, 255 for zero (and NaN), the exponent and two mantissa bits
+        // below 1 otherwise.
+        let below = (ONE.wrapping_sub(x.to_bits()) >> 21).min(255);
+        let b = if x >= 1.0 { 0 } else { below };
+        *o = if x > 0.0 { b as u8 } else { 255 };
+    }
+}
+
+attnscope_core::simd_fn! {
+    fn probability_buckets(s: &[f32], out: &mut [u8]) => probability_buckets_generic
 }
 
 impl Selector for OracleTopP {

@@ -162,11 +162,23 @@ impl TopPSource for Head {
 
     /// Quarter octaves of `exp(s - lse)` below 1 (monotone in the score).
     fn buckets(&self, i: usize, s: &[f32], out: &mut [u8]) {
-        let lse = self.lse[i];
-        for (o, &x) in out.iter_mut().zip(s) {
-            *o = ((lse - x) * (4.0 / std::f32::consts::LN_2)).clamp(0.0, 255.0) as u8;
-        }
+        quarter_octaves(self.lse[i], s, out);
     }
+}
+
+#[inline(always)]
+fn quarter_octaves_generic(lse: f32, s: &[f32], out: &mut [u8]) {
+    for (o, &x) in out.iter_mut().zip(s) {
+        // Rounded to an integer by adding 2^23 (its low byte is then the value: 16 lanes at a
+        // time, where a float-to-integer `as` is converted lane by lane).
+        let v = ((lse - x) * (4.0 / std::f32::consts::LN_2)).clamp(0.0, 255.0);
+        *o = (v + 8_388_608.0).to_bits() as u8;
+    }
+}
+
+attnscope_core::simd_fn! {
+    /// Quarter octaves of `exp(s - lse)` below 1, capped at 255.
+    fn quarter_octaves(lse: f32, s: &[f32], out: &mut [u8]) => quarter_octaves_generic
 }
 
 attnscope_core::simd_fn! {

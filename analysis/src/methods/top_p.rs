@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use super::common::{token_key, token_runs, top_k_pairs, TOKEN_CHUNK};
+use super::top_set::{for_each_equal, ranked_through};
 use crate::method::Prepared;
 use crate::selection::Selection;
 
@@ -160,11 +161,7 @@ impl TopPRow {
         let (bucket, _) = sc.get(s.len());
         src.buckets(i, s, bucket);
         let mut k: Vec<u64> = Vec::with_capacity((self.before[e + 1] - self.before[e]) as usize);
-        for (j, &x) in bucket.iter().enumerate() {
-            if x as usize == b {
-                k.push(token_key(s[j], j as u32));
-            }
-        }
+        for_each_equal(bucket, b as u8, |j| k.push(token_key(s[j], j as u32)));
         k.sort_unstable();
         let keys: Vec<u32> = k.into_iter().map(|x| x as u32).collect();
         let (_, mass) = sc.get(s.len());
@@ -282,35 +279,16 @@ impl TopPRow {
     }
 
     /// The kept keys, ascending.
-    fn keys(
-        &self,
-        plan: &TopPPlan,
-        i: usize,
-        s: &[f32],
-        src: &dyn TopPSource,
-        sc: &mut Scratch,
-    ) -> Vec<u32> {
+    fn keys(&self, plan: &TopPPlan, s: &[f32]) -> Vec<u32> {
         match plan {
             TopPPlan::All => (0..s.len() as u32).collect(),
-            TopPPlan::Prefix { bucket, t } => {
+            TopPPlan::Prefix { t, .. } => {
+                // The buckets before the sorted one rank above all of its keys, and those after
+                // it below: the kept keys are exactly those ranked at or before its t-th.
                 let Some((_, sorted, _)) = &self.sorted else {
                     unreachable!("a prefix plan sorts its bucket")
                 };
-                let mut tail = sorted[..*t].to_vec();
-                tail.sort_unstable();
-                let (bucket_of, _) = sc.get(s.len());
-                src.buckets(i, s, bucket_of);
-                let mut out = Vec::with_capacity(self.count(plan, s.len()));
-                let mut rest = tail.into_iter().peekable();
-                for (j, &b) in bucket_of.iter().enumerate() {
-                    if (b as usize) < *bucket {
-                        out.push(j as u32);
-                    } else if rest.peek() == Some(&(j as u32)) {
-                        out.push(j as u32);
-                        rest.next();
-                    }
-                }
-                out
+                ranked_through(s, sorted[*t - 1])
             }
             TopPPlan::Keys(k) => {
                 let mut k = k.clone();
@@ -396,7 +374,7 @@ impl TopPRows {
         } else {
             self.map_rows(src, |row, i, s, sc| {
                 let plan = row.plan(p, i, s, src, sc);
-                token_runs(&row.keys(&plan, i, s, src, sc))
+                token_runs(&row.keys(&plan, s))
             })
         };
         Selection::from_rows(self.n, 1, rows)

@@ -231,6 +231,28 @@ mod avx512 {
         }
         (m + t, ties + tt)
     }
+
+    #[target_feature(enable = "avx512f,avx512bw,bmi1")]
+    pub(super) unsafe fn for_each_equal(bytes: &[u8], b: u8, f: &mut impl FnMut(usize)) {
+        let bv = _mm512_set1_epi8(b as i8);
+        let chunks = bytes.chunks_exact(64);
+        let tail = chunks.remainder();
+        let done = bytes.len() - tail.len();
+        for (c, x) in chunks.enumerate() {
+            // SAFETY: `x` holds 64 bytes.
+            let mut mask =
+                _mm512_cmpeq_epi8_mask(unsafe { _mm512_loadu_si512(x.as_ptr().cast()) }, bv);
+            while mask != 0 {
+                f(c * 64 + mask.trailing_zeros() as usize);
+                mask &= mask - 1;
+            }
+        }
+        for (j, &x) in tail.iter().enumerate() {
+            if x == b {
+                f(done + j);
+            }
+        }
+    }
 }
 
 /// The `k` best indices of `scores` in [`rank_desc`](super::common::rank_desc) order, ascending by
@@ -260,6 +282,35 @@ pub fn top_token_set(scores: &[f32], k: usize) -> Vec<u32> {
         });
     }
     top
+}
+
+/// Every index of `scores` ranked at or before index `last` in
+/// [`rank_desc`](super::common::rank_desc) order (higher scores first, ties by lower index),
+/// ascending.
+pub(crate) fn ranked_through(scores: &[f32], last: u32) -> Vec<u32> {
+    let cut = ordered_bits(scores[last as usize]);
+    let mut out = vec![0u32; scores.len() + 16];
+    let (m, ties) = gather(scores, cut, &mut out);
+    out.truncate(m);
+    if ties > 1 {
+        out.retain(|&j| j <= last || ordered_bits(scores[j as usize]) != cut);
+    }
+    out
+}
+
+/// Calls `f(j)` for every `j` with `bytes[j] == b`, ascending.
+pub(crate) fn for_each_equal(bytes: &[u8], b: u8, mut f: impl FnMut(usize)) {
+    #[cfg(target_arch = "x86_64")]
+    if attnscope_core::exact_exp::simd_level() == attnscope_core::exact_exp::SimdLevel::Avx512 {
+        // SAFETY: the CPU has AVX-512 F/BW (checked by simd_level).
+        unsafe { avx512::for_each_equal(bytes, b, &mut f) };
+        return;
+    }
+    for (j, &x) in bytes.iter().enumerate() {
+        if x == b {
+            f(j);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -299,6 +350,40 @@ mod tests {
                 })
                 .collect();
             check(&xs, &[1, 7, 48, 64, 100, 333, len / 2, len - 1, len]);
+        }
+    }
+
+    #[test]
+    fn ranked_through_is_a_rank_desc_prefix() {
+        let mut rng = SplitMix(8);
+        for levels in [0u64, 3] {
+            let xs: Vec<f32> = (0..1000)
+                .map(|_| {
+                    if levels > 0 {
+                        (rng.next_u64() % levels) as f32
+                    } else {
+                        rng.normal()
+                    }
+                })
+                .collect();
+            let all = rank_desc(&xs);
+            for t in [0, 1, 5, 333, 998, 999] {
+                let mut want = all[..=t].to_vec();
+                want.sort_unstable();
+                assert_eq!(ranked_through(&xs, all[t]), want, "levels {levels} t {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn for_each_equal_finds_every_match() {
+        let mut rng = SplitMix(3);
+        let bytes: Vec<u8> = (0..1000).map(|_| (rng.next_u64() % 7) as u8).collect();
+        for len in [0, 63, 64, 65, 1000] {
+            let mut got = Vec::new();
+            for_each_equal(&bytes[..len], 3, |j| got.push(j));
+            let want: Vec<usize> = (0..len).filter(|&j| bytes[j] == 3).collect();
+            assert_eq!(got, want, "len {len}");
         }
     }
 
