@@ -35,6 +35,7 @@ pub struct GroupInput<'a> {
 #[derive(Debug, Default)]
 pub struct GroupCache {
     probs: std::sync::OnceLock<Vec<crate::metrics::TrueProbs>>,
+    kt: std::sync::OnceLock<ndarray::Array2<f32>>,
 }
 
 impl GroupInput<'_> {
@@ -46,6 +47,16 @@ impl GroupInput<'_> {
     /// Head dimension.
     pub fn head_dim(&self) -> usize {
         self.k.ncols()
+    }
+
+    /// The keys transposed (`[d, n]`), computed on first use: score products take
+    /// `kt().slice(s![.., ..hi])` for the same bits as `k.slice(s![..hi, ..]).t()`, faster
+    /// ([`attnscope_core::ops::transposed`]).
+    pub fn kt(&self) -> ArrayView2<'_, f32> {
+        self.cache
+            .kt
+            .get_or_init(|| attnscope_core::ops::transposed(self.k))
+            .view()
     }
 
     /// Q-heads in the group.

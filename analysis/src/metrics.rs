@@ -144,6 +144,7 @@ impl TrueProbs {
     pub fn compute(q: ArrayView2<f32>, k: ArrayView2<f32>, lse: &[f32]) -> Self {
         let (n, d) = k.dim();
         let scale = 1.0 / (d as f32).sqrt();
+        let kt = attnscope_core::ops::transposed(k);
         let mut data = crate::bigbuf::PooledF32::new(n * (n + 1) / 2);
         let mut parts: Vec<(usize, &mut [f32])> = Vec::with_capacity(n.div_ceil(PROB_CHUNK));
         let mut rest = &mut data[..];
@@ -159,7 +160,7 @@ impl TrueProbs {
             let (lo, hi) = (c * PROB_CHUNK, ((c + 1) * PROB_CHUNK).min(n));
             let mut s = q
                 .slice(ndarray::s![lo..hi, ..])
-                .dot(&k.slice(ndarray::s![..hi, ..]).t());
+                .dot(&kt.slice(ndarray::s![.., ..hi]));
             let mut at = 0;
             for i in lo..hi {
                 let args = &mut s
@@ -204,25 +205,43 @@ fn accumulate_generic(
     let d = o.len();
     let (mut mass, mut kept) = (0f32, 0u32);
     if d == 64 {
-        // A fixed width keeps the accumulator in registers.
-        let mut acc = [0f32; 64];
+        // A fixed width keeps the accumulators in registers; two of them (pairs of keys within
+        // each range, the odd one last), so that consecutive keys' multiply-adds do not wait on
+        // each other.
+        let (mut a0, mut a1) = ([0f32; 64], [0f32; 64]);
+        let (mut m0, mut m1) = (0f32, 0f32);
+        let row =
+            |j: usize| -> &[f32; 64] { v[j * 64..(j + 1) * 64].try_into().expect("rows of 64") };
         for &(s, e) in ranges {
             if s >= lim {
                 break;
             }
             let (s, e) = (s as usize, e.min(lim) as usize);
             kept += (e - s) as u32;
-            for (j, &p) in probs[s..e].iter().enumerate() {
-                mass += p;
-                let vr: &[f32; 64] = v[(s + j) * 64..(s + j + 1) * 64]
-                    .try_into()
-                    .expect("rows of 64");
+            let mut j = s;
+            while j + 1 < e {
+                let (p, q) = (probs[j], probs[j + 1]);
+                let (vp, vq) = (row(j), row(j + 1));
+                m0 += p;
+                m1 += q;
                 for c in 0..64 {
-                    acc[c] = p.mul_add(vr[c], acc[c]);
+                    a0[c] = p.mul_add(vp[c], a0[c]);
+                    a1[c] = q.mul_add(vq[c], a1[c]);
+                }
+                j += 2;
+            }
+            if j < e {
+                let (p, vp) = (probs[j], row(j));
+                m0 += p;
+                for c in 0..64 {
+                    a0[c] = p.mul_add(vp[c], a0[c]);
                 }
             }
         }
-        o.copy_from_slice(&acc);
+        mass = m0 + m1;
+        for (oc, (x, y)) in o.iter_mut().zip(a0.iter().zip(&a1)) {
+            *oc = x + y;
+        }
     } else {
         for &(s, e) in ranges {
             if s >= lim {

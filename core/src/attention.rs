@@ -55,6 +55,13 @@ impl<'a> LayerQkv<'a> {
         self.k.slice_move(s![.., g * d..(g + 1) * d])
     }
 
+    /// Every KV head's keys transposed (`[head_dim, n]` each, [`crate::ops::transposed`]).
+    pub fn keys_transposed(&self) -> Vec<Array2<f32>> {
+        (0..self.n_kv_heads)
+            .map(|g| crate::ops::transposed(self.k_head(g)))
+            .collect()
+    }
+
     /// `[n, head_dim]` values of KV head `g`.
     pub fn v_head(&self, g: usize) -> ArrayView2<'a, f32> {
         let d = self.head_dim;
@@ -351,15 +358,16 @@ impl AttentionHook for NoHook {
 }
 
 /// Exact causal softmax probabilities of queries `t0..t0 + q_tile.nrows()` over keys `0..t1`
-/// (`k_prefix` holds exactly those keys). Returns `probs [t, t1]` (zero above the diagonal) and
-/// the per-query log-sum-exp of the scaled scores.
+/// (`kt_prefix` `[d, t1]` holds exactly those keys, transposed: see [`crate::ops::transposed`]).
+/// Returns `probs [t, t1]` (zero above the diagonal) and the per-query log-sum-exp of the scaled
+/// scores.
 pub fn prob_tile(
     q_tile: ArrayView2<f32>,
-    k_prefix: ArrayView2<f32>,
+    kt_prefix: ArrayView2<f32>,
     t0: usize,
     scale: f32,
 ) -> (Array2<f32>, Vec<f32>) {
-    let mut p = q_tile.dot(&k_prefix.t());
+    let mut p = q_tile.dot(&kt_prefix);
     let mut lse = Vec::with_capacity(p.nrows());
     let mut scratch = vec![0f32; p.ncols()];
     for (r, mut row) in p.outer_iter_mut().enumerate() {
@@ -431,6 +439,7 @@ pub fn assemble_heads(
 /// Exact dense causal attention of a layer: `[n, n_heads * head_dim]`.
 pub fn dense_attention(qkv: &LayerQkv<'_>) -> Array2<f32> {
     let n = qkv.len();
+    let kts = qkv.keys_transposed();
     let blocks = head_tiles(qkv.n_heads, n)
         .into_par_iter()
         .map(|(h, t0)| {
@@ -439,7 +448,7 @@ pub fn dense_attention(qkv: &LayerQkv<'_>) -> Array2<f32> {
             let q = qkv.q_head(h);
             let (p, _) = prob_tile(
                 q.slice(s![t0..t1, ..]),
-                qkv.k_head(g).slice(s![..t1, ..]),
+                kts[g].slice(s![.., ..t1]),
                 t0,
                 qkv.scale(),
             );

@@ -81,13 +81,19 @@ struct TileStats {
     out: Array2<f32>,
 }
 
-fn tile_stats(qkv: &LayerQkv<'_>, h: usize, t0: usize, block: usize, sink: usize) -> TileStats {
+fn tile_stats(
+    qkv: &LayerQkv<'_>,
+    kts: &[Array2<f32>],
+    (h, t0): (usize, usize),
+    block: usize,
+    sink: usize,
+) -> TileStats {
     let n = qkv.len();
     let t1 = (t0 + TILE).min(n);
     let g = qkv.kv_of(h);
     let (p, lse) = prob_tile(
         qkv.q_head(h).slice(s![t0..t1, ..]),
-        qkv.k_head(g).slice(s![..t1, ..]),
+        kts[g].slice(s![.., ..t1]),
         t0,
         qkv.scale(),
     );
@@ -116,9 +122,15 @@ pub fn capture_layer(qkv: &LayerQkv<'_>, opts: &CaptureOptions) -> (Vec<HeadCapt
     let n = qkv.len();
     let block = opts.block.max(1);
     let n_blocks = n.div_ceil(block);
+    let kts = qkv.keys_transposed();
     let tiles: Vec<((usize, usize), TileStats)> = head_tiles(qkv.n_heads, n)
         .into_par_iter()
-        .map(|(h, t0)| ((h, t0), tile_stats(qkv, h, t0, block, opts.sink_tokens)))
+        .map(|(h, t0)| {
+            (
+                (h, t0),
+                tile_stats(qkv, &kts, (h, t0), block, opts.sink_tokens),
+            )
+        })
         .collect();
     let mut heads: Vec<HeadCapture> = (0..qkv.n_heads)
         .map(|_| HeadCapture {

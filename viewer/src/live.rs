@@ -279,6 +279,9 @@ fn capture_lse(s: &SavedLayer) -> Vec<Vec<f32>> {
         .flat_map(|h| (0..n).step_by(TILE).map(move |t0| (h, t0)))
         .collect();
     tiles.sort_by_key(|&(h, t0)| (std::cmp::Reverse(t0), h));
+    let kts: Vec<ndarray::Array2<f32>> = (0..s.n_kv_heads)
+        .map(|g| attnscope_core::ops::transposed(LayerCache::view(&s.k, g, n, d)))
+        .collect();
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
         .map_or(1, |p| p.get())
@@ -295,10 +298,10 @@ fn capture_lse(s: &SavedLayer) -> Vec<Vec<f32>> {
                         };
                         let t1 = (t0 + TILE).min(n);
                         let q = LayerCache::view(&s.q, h, n, d);
-                        let k = LayerCache::view(&s.k, h / gs, n, d);
+                        let kt = &kts[h / gs];
                         let (_, lse) = prob_tile(
                             q.slice(ndarray::s![t0..t1, ..]),
-                            k.slice(ndarray::s![..t1, ..]),
+                            kt.slice(ndarray::s![.., ..t1]),
                             t0,
                             scale,
                         );

@@ -95,7 +95,7 @@ impl Blasst {
             .into_par_iter()
             .flat_map_iter(|c| {
                 let (lo, hi) = (c * chunk, ((c + 1) * chunk).min(n));
-                let logits = q.slice(s![lo..hi, ..]).dot(&g.k.slice(s![..hi, ..]).t());
+                let logits = q.slice(s![lo..hi, ..]).dot(&g.kt().slice(s![.., ..hi]));
                 let mut tiles = Vec::new();
                 for t0 in (lo..hi).step_by(self.tile) {
                     let t1 = (t0 + self.tile).min(hi);

@@ -45,10 +45,10 @@ struct DsaProxy {
 
 /// The proxy index scores `sum_h ReLU(q_ih . k_j)` of queries `lo..hi` against keys `0..hi`.
 pub(crate) fn dsa_scores(g: &GroupInput<'_>, lo: usize, hi: usize) -> Array2<f32> {
-    let keys = g.k.slice(s![..hi, ..]);
+    let keys = g.kt().slice_move(s![.., ..hi]);
     let mut out = Array2::<f32>::zeros((hi - lo, hi));
     for q in &g.q {
-        let l = q.slice(s![lo..hi, ..]).dot(&keys.t());
+        let l = q.slice(s![lo..hi, ..]).dot(&keys);
         out.zip_mut_with(&l, |o, &x| *o += x.max(0.0));
     }
     out

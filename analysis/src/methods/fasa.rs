@@ -98,8 +98,9 @@ struct Prep<'a> {
     heads: Vec<Array2<f32>>,
 }
 
-fn scores(qm: &Array2<f32>, k: ArrayView2<f32>, lo: usize, hi: usize) -> Array2<f32> {
-    qm.slice(s![lo..hi, ..]).dot(&k.slice(s![..hi, ..]).t())
+/// `kt`: the keys transposed ([`GroupInput::kt`]).
+fn scores(qm: &Array2<f32>, kt: ArrayView2<f32>, lo: usize, hi: usize) -> Array2<f32> {
+    qm.slice(s![lo..hi, ..]).dot(&kt.slice(s![.., ..hi]))
 }
 
 impl Prepared for Prep<'_> {
@@ -107,7 +108,7 @@ impl Prepared for Prep<'_> {
         let b = x.max(1.0).round() as usize;
         self.heads
             .iter()
-            .map(|qm| top_k_selection(self.g.n(), b, &|lo, hi| scores(qm, self.g.k, lo, hi)))
+            .map(|qm| top_k_selection(self.g.n(), b, &|lo, hi| scores(qm, self.g.kt(), lo, hi)))
             .collect()
     }
 

@@ -73,7 +73,7 @@ struct Prep<'a> {
 fn slab_logits(g: &GroupInput<'_>, h: usize, lo: usize, hi: usize) -> Array2<f32> {
     g.q[h]
         .slice(s![lo..hi, ..])
-        .dot(&g.k.slice(s![..hi, ..]).t())
+        .dot(&g.kt().slice(s![.., ..hi]))
         * g.scale()
 }
 

@@ -57,7 +57,7 @@ fn pooled_truth(g: &GroupInput<'_>, h: usize, block: usize) -> Vec<Vec<f32>> {
             let (glo, ghi) = (r0 * block, (r1 * block).min(n));
             let logits = g.q[h]
                 .slice(s![glo..ghi, ..])
-                .dot(&g.k.slice(s![..ghi, ..]).t());
+                .dot(&g.kt().slice(s![.., ..ghi]));
             (r0..r1)
                 .into_par_iter()
                 .map(|r| {

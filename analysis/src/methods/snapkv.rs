@@ -113,7 +113,7 @@ impl SnapKv {
                     qw.slice_mut(s![x * w..(x + 1) * w, ..])
                         .assign(&q.slice(s![t - w..t, ..]));
                 }
-                let logits = qw.dot(&g.k.slice(s![..t_max, ..]).t());
+                let logits = qw.dot(&g.kt().slice(s![.., ..t_max]));
                 rs.into_iter()
                     .map(|r| {
                         let t = r * stride;
