@@ -194,14 +194,15 @@ fn exp_in_place_generic(x: &mut [f64]) {
 }
 
 /// `q . k_j` for keys `0..out.len()`, `q` of 16 dimensions and the keys laid out by dimension
-/// (`kt[c * n + j]`): [`dot_exact`]'s arithmetic per key, eight keys per vector.
+/// (`kt[c * n + j]`): [`dot_exact`]'s arithmetic per key, sixteen keys per vector.
 #[inline(always)]
 fn scores_row16_generic(q: &[f32], kt: &[f32], out: &mut [f32]) {
+    const W: usize = 16;
     let n = kt.len() / 16;
-    for (jb, a) in out.chunks_mut(8).enumerate() {
-        let j0 = jb * 8;
+    for (jb, a) in out.chunks_mut(W).enumerate() {
+        let j0 = jb * W;
         let w = a.len();
-        let mut p = [[0f32; 8]; 8];
+        let mut p = [[0f32; W]; 8];
         for (l, pl) in p.iter_mut().enumerate() {
             let (k1, k2) = (
                 &kt[l * n + j0..l * n + j0 + w],
