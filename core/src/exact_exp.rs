@@ -122,6 +122,18 @@ pub fn exp_f64(x: f64) -> f64 {
     exp_poly::<13>(x)
 }
 
+#[inline(always)]
+fn exp_f64_slice_generic(x: &mut [f64]) {
+    for v in x.iter_mut() {
+        *v = exp_f64(*v);
+    }
+}
+
+crate::simd_fn! {
+    /// [`exp_f64`] of every element, vectorized where the CPU allows.
+    pub fn exp_f64_slice(x: &mut [f64]) => exp_f64_slice_generic
+}
+
 /// `e^x` within 1e-11 (relative) for `x >= -708`, 0 below.
 #[inline(always)]
 pub fn exp_f64_coarse(x: f64) -> f64 {

@@ -151,14 +151,41 @@ pub fn top_k_pairs(n: usize, k: usize) -> u64 {
 
 /// Softmax of `xs` in place (max-subtracted).
 pub fn softmax_inplace(xs: &mut [f32]) {
+    let mut e = vec![0f32; xs.len()];
+    softmax_with(xs, &mut e);
+}
+
+attnscope_core::simd_fn! {
+    /// [`softmax_inplace`] with a scratch buffer as long as `xs`.
+    fn softmax_with(xs: &mut [f32], e: &mut [f32]) => softmax_with_generic
+}
+
+#[inline(always)]
+fn softmax_with_generic(xs: &mut [f32], e: &mut [f32]) {
     let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
     for x in xs.iter_mut() {
-        *x = (*x - m).exp();
-        sum += *x;
+        *x -= m;
+    }
+    // The platform's `f32::exp` values, vectorized; summed in eight interleaved lanes.
+    attnscope_core::exact_exp::expf_into(xs, e);
+    let mut lanes = [0f32; 8];
+    let chunks = e.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            lanes[l] += c[l];
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for &x in rest {
+        sum += x;
     }
     if sum > 0.0 {
-        xs.iter_mut().for_each(|x| *x /= sum);
+        for (x, &y) in xs.iter_mut().zip(e.iter()) {
+            *x = y / sum;
+        }
+    } else {
+        xs.copy_from_slice(e);
     }
 }
 

@@ -90,8 +90,11 @@ impl Prep<'_> {
         let n = self.g.n();
         let r = ((c as f64 * self.recent_frac).round() as usize).clamp(1, c);
         let hv = c - r;
+        // Accumulated scores: of the heavy tokens in `heavy_acc` (beside `heavy`, so that the
+        // eviction scans contiguous values), of the others in `acc`.
         let mut acc = vec![0f64; n];
         let mut heavy: Vec<u32> = Vec::new();
+        let mut heavy_acc: Vec<f64> = Vec::new();
         let mut w: Vec<f64> = Vec::new();
         let mut b = Selection::builder(n, 1);
         for lo in (0..n).step_by(SLAB) {
@@ -101,27 +104,30 @@ impl Prep<'_> {
                 let w_lo = (t + 1).saturating_sub(r);
                 if t >= r {
                     heavy.push((t - r) as u32);
+                    heavy_acc.push(acc[t - r]);
                 }
                 if heavy.len() > hv {
                     // Least accumulated score; ties evict the older token.
-                    let mut worst = 0;
-                    for (x, &j) in heavy.iter().enumerate() {
-                        if acc[j as usize] < acc[heavy[worst] as usize] {
-                            worst = x;
-                        }
-                    }
+                    let worst = first_min(&heavy_acc);
                     heavy.remove(worst);
+                    heavy_acc.remove(worst);
                 }
+                let nh = heavy.len();
                 for s in &slabs {
                     let row = s.row(t - lo);
-                    let keys = heavy.iter().map(|&j| j as usize).chain(w_lo..=t);
+                    let row = row.as_slice().expect("fresh arrays are contiguous");
                     w.clear();
-                    w.extend(keys.clone().map(|j| row[j] as f64));
+                    w.extend(heavy.iter().map(|&j| row[j as usize] as f64));
+                    w.extend(row[w_lo..=t].iter().map(|&x| x as f64));
                     let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    w.iter_mut().for_each(|x| *x = (*x - m).exp());
+                    w.iter_mut().for_each(|x| *x -= m);
+                    attnscope_core::exact_exp::exp_f64_slice(&mut w);
                     let z: f64 = w.iter().sum();
-                    for (j, &e) in keys.zip(&w) {
-                        acc[j] += e / z;
+                    for (a, &e) in heavy_acc.iter_mut().zip(&w[..nh]) {
+                        *a += e / z;
+                    }
+                    for (a, &e) in acc[w_lo..=t].iter_mut().zip(&w[nh..]) {
+                        *a += e / z;
                     }
                 }
                 b.push_ranges(
@@ -134,6 +140,12 @@ impl Prep<'_> {
         }
         b.finish()
     }
+}
+
+/// The first position of the least value.
+fn first_min(xs: &[f64]) -> usize {
+    let m = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    xs.iter().position(|&x| x == m).unwrap_or(0)
 }
 
 impl Prepared for Prep<'_> {

@@ -145,7 +145,7 @@ impl TopPSource for Head {
         for (o, &j) in out.iter_mut().zip(keys) {
             *o = (s[j as usize] - lse) as f64;
         }
-        exp_in_place(out);
+        exact_exp::exp_f64_slice(out);
     }
 
     fn approx_masses_row(&self, i: usize, s: &[f32], out: &mut [f64]) {
@@ -153,7 +153,7 @@ impl TopPSource for Head {
         for (o, &x) in out.iter_mut().zip(s) {
             *o = (x - lse) as f64;
         }
-        exp_in_place(out);
+        exact_exp::exp_f64_slice(out);
     }
 
     fn approx_error(&self) -> f64 {
@@ -179,18 +179,6 @@ fn quarter_octaves_generic(lse: f32, s: &[f32], out: &mut [u8]) {
 attnscope_core::simd_fn! {
     /// Quarter octaves of `exp(s - lse)` below 1, capped at 255.
     fn quarter_octaves(lse: f32, s: &[f32], out: &mut [u8]) => quarter_octaves_generic
-}
-
-attnscope_core::simd_fn! {
-    /// [`exact_exp::exp_f64`] of every element, vectorized where the CPU allows.
-    fn exp_in_place(x: &mut [f64]) => exp_in_place_generic
-}
-
-#[inline(always)]
-fn exp_in_place_generic(x: &mut [f64]) {
-    for v in x.iter_mut() {
-        *v = exact_exp::exp_f64(*v);
-    }
 }
 
 /// `q . k_j` for keys `0..out.len()`, `q` of 16 dimensions and the keys laid out by dimension
