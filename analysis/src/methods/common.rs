@@ -219,15 +219,18 @@ pub fn rank_blocks_per_query(
             forced.sort_unstable();
             forced.dedup();
             let scores = score_row(i);
-            let mut cand: Vec<(u32, f32)> = scores
+            // Descending score (`total_cmp`), ties by lower block: the ascending order of
+            // `token_key`, sorted without a comparator.
+            let mut cand: Vec<u64> = scores
                 .iter()
                 .enumerate()
                 .take(own + 1)
                 .filter_map(|(b, s)| s.map(|s| (b as u32, s)))
                 .filter(|(b, _)| forced.binary_search(b).is_err())
+                .map(|(b, s)| token_key(s, b))
                 .collect();
-            cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            (forced, cand.into_iter().map(|(b, _)| b).collect())
+            cand.sort_unstable();
+            (forced, cand.into_iter().map(|x| x as u32).collect())
         })
         .collect();
     let (forced, ranked) = rows.into_iter().unzip();

@@ -12,6 +12,7 @@
 //! paper's 1024-4096 tokens are `top_k = 63-255` here (default 63).
 //! Quest leaves its first two layers dense; that is a run-level choice, not applied here.
 
+use rayon::prelude::*;
 use ndarray::{Array2, ArrayView2};
 
 use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
@@ -76,7 +77,7 @@ impl Selector for Quest {
         let page = self.page;
         let (lo, hi) = page_min_max(g.k, page);
         let heads =
-            g.q.iter()
+            g.q.par_iter()
                 .map(|q| {
                     let u = page_scores(*q, &lo, &hi);
                     rank_blocks_per_query(g.n(), page, 0, 0, |i| {

@@ -180,7 +180,7 @@ impl Selector for SeerOracle {
                             .enumerate()
                             .map(|(c, s)| (c as u32, s))
                             .collect();
-                        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                        ranked.sort_unstable_by_key(|&(c, s)| super::common::token_key(s, c));
                         ranked
                     })
                     .collect()

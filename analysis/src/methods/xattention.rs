@@ -107,7 +107,7 @@ struct Row {
 fn rank_row(r: usize, w: &[f32]) -> Row {
     let forced: Vec<u32> = if r == 0 { vec![0] } else { vec![0, r as u32] };
     let mut ranked: Vec<(u32, f32)> = (1..r).map(|c| (c as u32, w[c])).collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.sort_unstable_by_key(|&(c, s)| super::common::token_key(s, c));
     Row {
         forced_mass: forced.iter().map(|&c| w[c as usize]).sum(),
         total: w.iter().sum(),
