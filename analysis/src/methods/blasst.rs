@@ -68,15 +68,21 @@ struct Prep {
 
 impl Blasst {
     /// Gaps of one query from its logits over keys `0..=i`.
+    #[cfg(test)]
     fn row_gaps(&self, logits: &[f32]) -> Vec<f32> {
-        let maxes: Vec<f32> = logits
-            .chunks(self.block)
-            .map(|c| c.iter().copied().fold(f32::NEG_INFINITY, f32::max))
-            .collect();
-        let mut gaps = vec![0f32; maxes.len()];
+        let mut maxes = Vec::new();
+        block_maxes(logits, self.block, 1.0, &mut maxes);
+        let mut gaps = vec![f32::INFINITY; maxes.len()];
+        self.min_gaps(&maxes, &mut gaps);
+        gaps
+    }
+
+    /// Lowers `tile[b]` to the gap of block `b` given the row's block maxima: the running
+    /// maximum of the blocks visited before it (in visiting order) minus its own.
+    fn min_gaps(&self, maxes: &[f32], tile: &mut [f32]) {
         let mut run = f32::NEG_INFINITY;
         let mut visit = |b: usize| {
-            gaps[b] = run - maxes[b];
+            tile[b] = tile[b].min(run - maxes[b]);
             run = run.max(maxes[b]);
         };
         if self.reverse {
@@ -84,7 +90,6 @@ impl Blasst {
         } else {
             (0..maxes.len()).for_each(&mut visit);
         }
-        gaps
     }
 
     /// Per tile of queries: the smallest gap over its rows for every block.
@@ -97,19 +102,15 @@ impl Blasst {
                 let (lo, hi) = (c * chunk, ((c + 1) * chunk).min(n));
                 let logits = q.slice(s![lo..hi, ..]).dot(&g.kt().slice(s![.., ..hi]));
                 let mut tiles = Vec::new();
+                let mut maxes = Vec::new();
                 for t0 in (lo..hi).step_by(self.tile) {
                     let t1 = (t0 + self.tile).min(hi);
                     let mut tile = vec![f32::INFINITY; (t1 - 1) / self.block + 1];
                     for i in t0..t1 {
-                        let row: Vec<f32> = logits
-                            .row(i - lo)
-                            .iter()
-                            .take(i + 1)
-                            .map(|&x| x * scale)
-                            .collect();
-                        for (t, gap) in tile.iter_mut().zip(self.row_gaps(&row)) {
-                            *t = t.min(gap);
-                        }
+                        let row = logits.row(i - lo);
+                        let row = row.as_slice().expect("fresh arrays are contiguous");
+                        block_maxes(&row[..=i], self.block, scale, &mut maxes);
+                        self.min_gaps(&maxes, &mut tile);
                     }
                     tiles.push(tile);
                 }
@@ -117,6 +118,43 @@ impl Blasst {
             })
             .collect()
     }
+}
+
+/// The scaled maximum of each block of `block` logits (the last may be shorter): the maximum of
+/// `x * scale` for `scale > 0`, which is the scaled maximum exactly (rounding is monotone).
+#[inline(always)]
+fn block_maxes_generic(logits: &[f32], block: usize, scale: f32, out: &mut Vec<f32>) {
+    out.clear();
+    for c in logits.chunks(block) {
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        let whole = c.chunks_exact(16);
+        let rest = whole.remainder();
+        for v in whole {
+            for l in 0..16 {
+                lanes[l] = lanes[l].max(v[l]);
+            }
+        }
+        let m = rest
+            .iter()
+            .chain(&lanes)
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        out.push(m * scale);
+    }
+}
+
+attnscope_core::simd_fn! {
+    fn block_maxes(logits: &[f32], block: usize, scale: f32, out: &mut Vec<f32>) => block_maxes_generic
+}
+
+/// Causal pairs of queries `t0..t1` with keys `s..e`: `sum_i clamp(i + 1 - s, 0, e - s)`, in
+/// closed form (rows on the diagonal block count an arithmetic series, rows below it all keys).
+fn block_pairs(s: usize, e: usize, t0: usize, t1: usize) -> u64 {
+    let tri = |x: usize| (x * (x + 1) / 2) as u64;
+    let (a, b) = (t0.max(s), t1.min(e - 1));
+    let partial = if b > a { tri(b - s) - tri(a - s) } else { 0 };
+    let full = t1.saturating_sub(t0.max(e - 1)) as u64 * (e - s) as u64;
+    partial + full
 }
 
 /// The gap threshold of `log_lambda`: blocks with `gap <= thr` are kept.
@@ -144,11 +182,7 @@ impl Prepared for Prep {
                         gaps.iter()
                             .enumerate()
                             .filter(|(_, &g)| g <= thr)
-                            .map(|(k, _)| {
-                                (t0..t1)
-                                    .map(|i| (((k + 1) * bs).min(i + 1)).saturating_sub(k * bs))
-                                    .sum::<usize>() as u64
-                            })
+                            .map(|(k, _)| block_pairs(k * bs, (k + 1) * bs, t0, t1))
                             .sum::<u64>()
                     })
                     .sum::<u64>()
@@ -206,6 +240,18 @@ mod tests {
     use super::*;
     use crate::selection::causal_pairs;
     use crate::testing::GroupData;
+
+    #[test]
+    fn block_pairs_closed_form_counts_every_row() {
+        for (s, e) in [(0usize, 1usize), (0, 4), (4, 8), (8, 11)] {
+            for t0 in 0usize..14 {
+                for t1 in t0..16 {
+                    let want: usize = (t0..t1).map(|i| (e.min(i + 1)).saturating_sub(s)).sum();
+                    assert_eq!(block_pairs(s, e, t0, t1), want as u64, "{s} {e} {t0} {t1}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn gaps_follow_the_running_max() {

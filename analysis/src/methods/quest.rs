@@ -12,8 +12,8 @@
 //! paper's 1024-4096 tokens are `top_k = 63-255` here (default 63).
 //! Quest leaves its first two layers dense; that is a run-level choice, not applied here.
 
-use rayon::prelude::*;
 use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
 
 use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
