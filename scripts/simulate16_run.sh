@@ -24,9 +24,17 @@ if [ -f $M/attnscope_base.xz ]; then
   done
 fi
 export ATTNSCOPE_HOME=$H
-/usr/bin/time -f "wall %e s, user %U s, sys %S s, maxrss %M KB" /tmp/attnscope simulate \
-  --model smollm2-135m --text alice29 --len 8192 --methods all --sparsity 0.9 --out /tmp/run16 \
-  > $OUT/simulate16.log 2>&1
-tail -3 $OUT/simulate16.log
-/tmp/attnscope report /tmp/run16 --json > $OUT/report16.json
-/tmp/attnscope report /tmp/run16 | tail -30
+# The full run: the new binary with the default layer jobs, then (when given) the baseline
+# binary and the new one with JOBS layer jobs, all on this lease.
+full() { # name binary extra-args...
+  local name=$1 bin=$2; shift 2
+  /usr/bin/time -f "wall %e s, user %U s, sys %S s, maxrss %M KB" $bin simulate \
+    --model smollm2-135m --text alice29 --len 8192 --methods all --sparsity 0.9 \
+    --out /tmp/run_$name "$@" > $OUT/simulate16_$name.log 2>&1
+  echo "$name: $(tail -1 $OUT/simulate16_$name.log)"
+  $bin report /tmp/run_$name --json > $OUT/report16_$name.json
+}
+full new /tmp/attnscope
+[ -f /tmp/attnscope_base ] && full base /tmp/attnscope_base
+[ -n "${JOBS:-}" ] && full jobs$JOBS /tmp/attnscope --layer-jobs $JOBS
+/tmp/attnscope report /tmp/run_new | tail -28
