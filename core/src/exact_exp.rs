@@ -26,7 +26,11 @@ pub fn simd_level() -> SimdLevel {
             use std::arch::is_x86_feature_detected as has;
             let avx2 = has!("avx2") && has!("fma") && has!("popcnt");
             let avx512 =
-                avx2 && has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq");
+                avx2 && has!("avx512f")
+                    && has!("avx512vl")
+                    && has!("avx512bw")
+                    && has!("avx512dq")
+                    && has!("avx512vpopcntdq");
             match cap.as_str() {
                 "none" => SimdLevel::None,
                 _ if avx512 && cap != "avx2" => SimdLevel::Avx512,
@@ -51,7 +55,7 @@ macro_rules! simd_fn {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,popcnt")]
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx512vpopcntdq,avx2,fma,popcnt")]
                 unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
                     $generic($($arg),*)
                 }
