@@ -25,12 +25,12 @@ pub fn simd_level() -> SimdLevel {
         {
             use std::arch::is_x86_feature_detected as has;
             let avx2 = has!("avx2") && has!("fma") && has!("popcnt");
-            let avx512 =
-                avx2 && has!("avx512f")
-                    && has!("avx512vl")
-                    && has!("avx512bw")
-                    && has!("avx512dq")
-                    && has!("avx512vpopcntdq");
+            let avx512 = avx2
+                && has!("avx512f")
+                && has!("avx512vl")
+                && has!("avx512bw")
+                && has!("avx512dq")
+                && has!("avx512vpopcntdq");
             match cap.as_str() {
                 "none" => SimdLevel::None,
                 _ if avx512 && cap != "avx2" => SimdLevel::Avx512,

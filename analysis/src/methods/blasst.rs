@@ -120,7 +120,7 @@ impl Blasst {
     }
 }
 
-/// The scaled maximum of each block of `block` logits (the last may be shorter): the maximum of
+/// The scaled maximum of each block of `block` values (the last may be shorter): the maximum of
 /// `x * scale` for `scale > 0`, which is the scaled maximum exactly (rounding is monotone).
 #[inline(always)]
 fn block_maxes_generic(logits: &[f32], block: usize, scale: f32, out: &mut Vec<f32>) {
@@ -144,7 +144,7 @@ fn block_maxes_generic(logits: &[f32], block: usize, scale: f32, out: &mut Vec<f
 }
 
 attnscope_core::simd_fn! {
-    fn block_maxes(logits: &[f32], block: usize, scale: f32, out: &mut Vec<f32>) => block_maxes_generic
+    pub(crate) fn block_maxes(logits: &[f32], block: usize, scale: f32, out: &mut Vec<f32>) => block_maxes_generic
 }
 
 /// Causal pairs of queries `t0..t1` with keys `s..e`: `sum_i clamp(i + 1 - s, 0, e - s)`, in

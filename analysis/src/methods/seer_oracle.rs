@@ -10,7 +10,6 @@
 //! (`mode = 1`, knob `threshold`; the best block is always kept). Nothing is forced: the oracle
 //! alone decides, and any kept block gives every query of the row at least one causal key.
 
-use ndarray::s;
 use rayon::prelude::*;
 
 use crate::method::{GroupInput, Knob, Prepared, Selector};
@@ -45,41 +44,30 @@ struct SeerOracle {
 }
 
 /// Row-normalized 2-D max-pooled true attention of one q-head: row `r` has `r + 1` key blocks.
+/// The exact probabilities are the group's shared ones ([`GroupInput::true_probs`]): the maximum
+/// of `exp(s * scale - lse)` over a block is that of its largest score, bit for bit (each step is
+/// monotone), so this is the pooling of the scores' maxima as first written.
 fn pooled_truth(g: &GroupInput<'_>, h: usize, block: usize) -> Vec<Vec<f32>> {
-    let (n, scale, lse) = (g.n(), g.scale(), &g.truth[h].lse);
-    let nb = n.div_ceil(block);
-    // Several query blocks per matrix product (its entries do not depend on the grouping).
-    let per = (super::common::SCORE_CHUNK / block).max(1);
-    (0..nb.div_ceil(per))
+    let n = g.n();
+    let probs = &g.true_probs()[h];
+    (0..n.div_ceil(block))
         .into_par_iter()
-        .flat_map(|gi| {
-            let (r0, r1) = (gi * per, ((gi + 1) * per).min(nb));
-            let (glo, ghi) = (r0 * block, (r1 * block).min(n));
-            let logits = g.q[h]
-                .slice(s![glo..ghi, ..])
-                .dot(&g.kt().slice(s![.., ..ghi]));
-            (r0..r1)
-                .into_par_iter()
-                .map(|r| {
-                    let (lo, hi) = (r * block, ((r + 1) * block).min(n));
-                    let mut pooled = vec![0f32; r + 1];
-                    for i in lo..hi {
-                        let row = logits.row(i - glo);
-                        // Key blocks 0..=r, each clipped causally to j <= i (block r starts at
-                        // lo <= i).
-                        for (c, p) in pooled.iter_mut().enumerate() {
-                            let keys = row.slice(s![c * block..((c + 1) * block).min(i + 1)]);
-                            let m = keys.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                            *p = p.max((m * scale - lse[i]).exp());
-                        }
-                    }
-                    let total: f32 = pooled.iter().sum();
-                    if total > 0.0 {
-                        pooled.iter_mut().for_each(|x| *x /= total);
-                    }
-                    pooled
-                })
-                .collect::<Vec<_>>()
+        .map(|r| {
+            let (lo, hi) = (r * block, ((r + 1) * block).min(n));
+            let mut pooled = vec![0f32; r + 1];
+            let mut maxes = Vec::with_capacity(r + 1);
+            for i in lo..hi {
+                // Key blocks 0..=r, each clipped causally to j <= i (block r starts at lo <= i).
+                super::blasst::block_maxes(probs.row(i), block, 1.0, &mut maxes);
+                for (p, &m) in pooled.iter_mut().zip(&maxes) {
+                    *p = p.max(m);
+                }
+            }
+            let total: f32 = pooled.iter().sum();
+            if total > 0.0 {
+                pooled.iter_mut().for_each(|x| *x /= total);
+            }
+            pooled
         })
         .collect()
 }
