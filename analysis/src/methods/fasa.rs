@@ -90,17 +90,21 @@ pub fn dominant_chunks(energy: &[f64], count: usize) -> Vec<usize> {
     idx
 }
 
-/// Per q-head: queries with non-dominant dimensions zeroed. Nothing else is stored: `select(b)`
-/// scores chunk by chunk and keeps each query's top `b` (the same set as a stored ranking's
-/// first `b`, so results do not depend on `cap`).
+/// Per q-head: the queries' and the keys' dominant dimensions only (`[n, m]` and `[m, n]`, in
+/// ascending dimension order). Nothing else is stored: `select(b)` scores chunk by chunk and keeps
+/// each query's top `b` (the same set as a stored ranking's first `b`, so results do not depend
+/// on `cap`).
 struct Prep<'a> {
     g: &'a GroupInput<'a>,
-    heads: Vec<Array2<f32>>,
+    heads: Vec<(Array2<f32>, Array2<f32>)>,
 }
 
-/// `kt`: the keys transposed ([`GroupInput::kt`]).
-fn scores(qm: &Array2<f32>, kt: ArrayView2<f32>, lo: usize, hi: usize) -> Array2<f32> {
-    qm.slice(s![lo..hi, ..]).dot(&kt.slice(s![.., ..hi]))
+/// Scores of queries `lo..hi` against keys `0..hi` from the dominant dimensions (`q` `[n, m]`,
+/// `kt` `[m, n]`). Each entry is the product over all dimensions with the others zeroed, bit for
+/// bit: a matrix product sums its terms in dimension order, and a zero term leaves a sum that
+/// started at `+0` unchanged.
+fn scores(q: &Array2<f32>, kt: &Array2<f32>, lo: usize, hi: usize) -> Array2<f32> {
+    q.slice(s![lo..hi, ..]).dot(&kt.slice(s![.., ..hi]))
 }
 
 impl Prepared for Prep<'_> {
@@ -108,7 +112,7 @@ impl Prepared for Prep<'_> {
         let b = x.max(1.0).round() as usize;
         self.heads
             .iter()
-            .map(|qm| top_k_selection(self.g.n(), b, &|lo, hi| scores(qm, self.g.kt(), lo, hi)))
+            .map(|(q, kt)| top_k_selection(self.g.n(), b, &|lo, hi| scores(q, kt, lo, hi)))
             .collect()
     }
 
@@ -154,13 +158,17 @@ impl Selector for Fasa {
         let heads = (0..g.group_size())
             .into_par_iter()
             .map(|h| {
-                let mut qm = Array2::<f32>::zeros(g.q[h].raw_dim());
-                for c in self.head_chunks(g, h).into_iter().filter(|&c| c < half) {
-                    for col in [c, c + half] {
-                        qm.column_mut(col).assign(&g.q[h].column(col));
-                    }
-                }
-                qm
+                let mut dims: Vec<usize> = self
+                    .head_chunks(g, h)
+                    .into_iter()
+                    .filter(|&c| c < half)
+                    .flat_map(|c| [c, c + half])
+                    .collect();
+                dims.sort_unstable();
+                dims.dedup();
+                let q = g.q[h].select(ndarray::Axis(1), &dims);
+                let kt = g.kt().select(ndarray::Axis(0), &dims);
+                (q, kt)
             })
             .collect();
         // `cap` bounded the stored rankings of earlier versions; selections are exact either way.
