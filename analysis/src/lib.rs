@@ -19,6 +19,7 @@ pub mod error;
 pub mod figures;
 pub mod freq;
 pub mod gpu_methods;
+pub mod logits;
 pub mod method;
 pub mod methods;
 pub mod metrics;

@@ -36,6 +36,7 @@ pub struct GroupInput<'a> {
 pub struct GroupCache {
     probs: std::sync::OnceLock<Vec<crate::metrics::TrueProbs>>,
     kt: std::sync::OnceLock<ndarray::Array2<f32>>,
+    logits: std::sync::OnceLock<Vec<crate::logits::Logits>>,
 }
 
 impl GroupInput<'_> {
@@ -69,13 +70,38 @@ impl GroupInput<'_> {
         1.0 / (self.head_dim() as f32).sqrt()
     }
 
-    /// The exact dense attention of every q-head of the group (computed once, then shared).
+    /// The exact dense attention of every q-head of the group (computed once, then shared): from
+    /// the shared raw scores when they exist ([`GroupInput::logits`]), else from its own
+    /// products (the same bits either way; the viewer's live re-selection of an oracle needs no
+    /// raw scores kept).
     pub fn true_probs(&self) -> &[crate::metrics::TrueProbs] {
         use rayon::prelude::*;
         self.cache.probs.get_or_init(|| {
             (0..self.group_size())
                 .into_par_iter()
-                .map(|h| crate::metrics::TrueProbs::compute(self.q[h], self.k, &self.truth[h].lse))
+                .map(|h| match self.cache.logits.get() {
+                    Some(l) => crate::metrics::TrueProbs::from_logits(
+                        &l[h],
+                        self.scale(),
+                        &self.truth[h].lse,
+                    ),
+                    None => {
+                        crate::metrics::TrueProbs::compute(self.q[h], self.k, &self.truth[h].lse)
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Every q-head's raw causal scores, computed once on first use and shared by the exact
+    /// attention and the methods that score every pair ([`crate::logits`]).
+    pub fn logits(&self) -> &[crate::logits::Logits] {
+        use rayon::prelude::*;
+        self.cache.logits.get_or_init(|| {
+            let kt = self.kt();
+            (0..self.group_size())
+                .into_par_iter()
+                .map(|h| crate::logits::Logits::compute(self.q[h], kt))
                 .collect()
         })
     }

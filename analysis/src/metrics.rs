@@ -175,6 +175,26 @@ impl TrueProbs {
         Self { n, data }
     }
 
+    /// [`TrueProbs::compute`] from the head's raw scores, computed once for the group
+    /// ([`crate::logits::Logits`]): the same products, so the same bits.
+    pub fn from_logits(logits: &crate::logits::Logits, scale: f32, lse: &[f32]) -> Self {
+        let n = logits.len();
+        let mut data = crate::bigbuf::PooledF32::new(n * (n + 1) / 2);
+        crate::logits::packed_chunks(n, &mut data)
+            .into_par_iter()
+            .for_each(|(lo, hi, part)| {
+                let mut args = vec![0f32; hi];
+                let mut at = 0;
+                for i in lo..hi {
+                    let args = &mut args[..=i];
+                    args.copy_from_slice(logits.row(i));
+                    exp_row(args, scale, lse[i], &mut part[at..at + i + 1]);
+                    at += i + 1;
+                }
+            });
+        Self { n, data }
+    }
+
     /// Tokens.
     pub fn len(&self) -> usize {
         self.n

@@ -495,10 +495,11 @@ pub fn summarize(rows: &[MetricRow]) -> Vec<MethodSummary> {
         .collect()
 }
 
-/// Host bytes one layer job needs at its peak on the CPU path: the exact attention of a KV
-/// group's q-heads (`n (n + 1) / 2` floats each) plus, alive beside it, the methods' own
-/// buffers ([`method_group_bytes`]) and a margin of one more packed buffer for the others' chunked
-/// scores; and the layer's captured block masses `P` (every q-head, `n x n / block` floats).
+/// Host bytes one layer job needs at its peak on the CPU path: the raw scores and the exact
+/// attention of a KV group's q-heads (`n (n + 1) / 2` floats each, [`crate::logits`]) plus, alive
+/// beside them, the methods' own buffers ([`method_group_bytes`]) and a margin of one more packed
+/// buffer for the others' chunked scores; and the layer's captured block masses `P` (every
+/// q-head, `n x n / block` floats).
 pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
     let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1);
     let methods: u64 = cfg
@@ -507,7 +508,7 @@ pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usiz
         .map(|m| method_group_bytes(m.info.name, n, gs))
         .sum();
     let blocks = n.div_ceil(cfg.capture_block.max(1)) as u64;
-    2 * packed_bytes(n) * gs as u64 + methods + c.n_heads as u64 * n as u64 * blocks * 4
+    3 * packed_bytes(n) * gs as u64 + methods + c.n_heads as u64 * n as u64 * blocks * 4
 }
 
 /// Bytes of one head's packed causal pairs (`n (n + 1) / 2` floats).

@@ -17,7 +17,6 @@
 //! (lambda ~ a / L); the runner's calibration plays that role, and the fixed default is
 //! lambda = 1e-3. At `log_lambda <= -1000` nothing is skipped (dense).
 
-use ndarray::s;
 use rayon::prelude::*;
 
 use crate::method::{GroupInput, Knob, Prepared, Selector};
@@ -40,8 +39,6 @@ pub const INFO: MethodInfo = MethodInfo {
 
 /// The dense end of the knob.
 const DENSE_LOG_LAMBDA: f64 = -1000.0;
-/// Queries scored per matrix product.
-const CHUNK: usize = super::common::SCORE_CHUNK;
 
 fn build(p: &Params) -> Box<dyn Selector> {
     Box::new(Blasst {
@@ -92,29 +89,21 @@ impl Blasst {
         }
     }
 
-    /// Per tile of queries: the smallest gap over its rows for every block.
-    fn head_gaps(&self, q: ndarray::ArrayView2<f32>, g: &GroupInput<'_>) -> Vec<Vec<f32>> {
-        let (n, scale) = (g.n(), g.scale());
-        let chunk = CHUNK.div_ceil(self.tile) * self.tile;
-        (0..n.div_ceil(chunk))
+    /// Per tile of queries: the smallest gap over its rows for every block, from the head's
+    /// shared logits ([`GroupInput::logits`]).
+    fn head_gaps(&self, logits: &crate::logits::Logits, scale: f32) -> Vec<Vec<f32>> {
+        let n = logits.len();
+        (0..n.div_ceil(self.tile))
             .into_par_iter()
-            .flat_map_iter(|c| {
-                let (lo, hi) = (c * chunk, ((c + 1) * chunk).min(n));
-                let logits = q.slice(s![lo..hi, ..]).dot(&g.kt().slice(s![.., ..hi]));
-                let mut tiles = Vec::new();
+            .map(|r| {
+                let (t0, t1) = (r * self.tile, ((r + 1) * self.tile).min(n));
+                let mut tile = vec![f32::INFINITY; (t1 - 1) / self.block + 1];
                 let mut maxes = Vec::new();
-                for t0 in (lo..hi).step_by(self.tile) {
-                    let t1 = (t0 + self.tile).min(hi);
-                    let mut tile = vec![f32::INFINITY; (t1 - 1) / self.block + 1];
-                    for i in t0..t1 {
-                        let row = logits.row(i - lo);
-                        let row = row.as_slice().expect("fresh arrays are contiguous");
-                        block_maxes(&row[..=i], self.block, scale, &mut maxes);
-                        self.min_gaps(&maxes, &mut tile);
-                    }
-                    tiles.push(tile);
+                for i in t0..t1 {
+                    block_maxes(logits.row(i), self.block, scale, &mut maxes);
+                    self.min_gaps(&maxes, &mut tile);
                 }
-                tiles
+                tile
             })
             .collect()
     }
@@ -230,7 +219,11 @@ impl Selector for Blasst {
             n: g.n(),
             block: self.block,
             tile: self.tile,
-            heads: g.q.iter().map(|q| self.head_gaps(*q, g)).collect(),
+            heads: g
+                .logits()
+                .iter()
+                .map(|l| self.head_gaps(l, g.scale()))
+                .collect(),
         })
     }
 }

@@ -13,7 +13,7 @@
 //! Memory: rankings keep the best `cap` keys per query; a query that needs more is re-scored
 //! exactly on demand, so selections do not depend on `cap` (only memory and time do).
 
-use ndarray::{s, Array2};
+use ndarray::Array2;
 
 use super::common::{top_k_pairs, top_k_selection};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
@@ -43,15 +43,31 @@ struct DsaProxy {
     cap: usize,
 }
 
-/// The proxy index scores `sum_h ReLU(q_ih . k_j)` of queries `lo..hi` against keys `0..hi`.
+/// The proxy index scores `sum_h ReLU(q_ih . k_j)` (heads in order, from zero) of queries
+/// `lo..hi` against their causal keys `0..=i` (zero beyond), from the group's shared logits.
 pub(crate) fn dsa_scores(g: &GroupInput<'_>, lo: usize, hi: usize) -> Array2<f32> {
-    let keys = g.kt().slice_move(s![.., ..hi]);
+    let logits = g.logits();
     let mut out = Array2::<f32>::zeros((hi - lo, hi));
-    for q in &g.q {
-        let l = q.slice(s![lo..hi, ..]).dot(&keys);
-        out.zip_mut_with(&l, |o, &x| *o += x.max(0.0));
+    for (r, mut row) in out.outer_iter_mut().enumerate() {
+        let i = lo + r;
+        let row = &mut row.as_slice_mut().expect("fresh arrays are contiguous")[..=i];
+        for l in logits {
+            relu_add(row, l.row(i));
+        }
     }
     out
+}
+
+#[inline(always)]
+fn relu_add_generic(acc: &mut [f32], x: &[f32]) {
+    for (o, &v) in acc.iter_mut().zip(x) {
+        *o += v.max(0.0);
+    }
+}
+
+attnscope_core::simd_fn! {
+    /// `acc += max(x, 0)` element by element.
+    fn relu_add(acc: &mut [f32], x: &[f32]) => relu_add_generic
 }
 
 /// Nothing is stored: `select(k)` scores the group chunk by chunk and keeps each query's top `k`

@@ -17,12 +17,9 @@
 //! GQA: by default each q-head replays its own cache from its own attention (H2O is per head);
 //! `group_shared` = 1 sums the group's probabilities into one score and shares one cache.
 //!
-//! Cost per knob value: `O(n * C)` for the replay, plus the causal logits `q . k` (computed once
-//! and kept when they fit in `cache_mb`, else recomputed per replay in slabs of 64 queries).
+//! Cost per knob value: `O(n * C)` for the replay; the causal logits `q . k` are the group's
+//! shared ones ([`GroupInput::logits`]), computed once.
 
-use std::borrow::Cow;
-
-use ndarray::{s, Array2};
 use rayon::prelude::*;
 
 use crate::method::{GroupInput, Knob, Prepared, Selector};
@@ -37,14 +34,11 @@ pub const INFO: MethodInfo = MethodInfo {
     params: &[
         ParamSpec { name: "recent_frac", default: 0.5, min: 0.0, max: 1.0, integer: false, help: "share of the cache kept for recent tokens (paper: 10% heavy + 10% recent)" },
         ParamSpec { name: "group_shared", default: 0.0, min: 0.0, max: 1.0, integer: true, help: "one cache per KV group from group-summed scores (default: per q-head)" },
-        ParamSpec { name: "cache_mb", default: 1024.0, min: 0.0, max: 1e7, integer: false, help: "memory for keeping the group's causal logits between knob values" },
+        ParamSpec { name: "cache_mb", default: 1024.0, min: 0.0, max: 1e7, integer: false, help: "unused (earlier versions kept logits up to this size; the group's shared logits are read now)" },
         ParamSpec { name: "cache", default: 1638.0, min: 1.0, max: 1e9, integer: true, help: "keys per query C, own token included (paper: 20% of the length; 1638 = 20% of 8192)" },
     ],
     build,
 };
-
-/// Queries per slab of logits.
-const SLAB: usize = 64;
 
 fn build(p: &Params) -> Box<dyn Selector> {
     Box::new(H2o {
@@ -65,26 +59,9 @@ struct Prep<'a> {
     g: &'a GroupInput<'a>,
     recent_frac: f64,
     shared: bool,
-    /// Kept logits `[head][slab]` (`[SLAB, hi]` each), when they fit.
-    slabs: Option<Vec<Vec<Array2<f32>>>>,
-}
-
-/// Scaled logits `q_t . k_j / sqrt d` of head `h` for queries `lo..hi` against keys `0..hi`.
-fn slab_logits(g: &GroupInput<'_>, h: usize, lo: usize, hi: usize) -> Array2<f32> {
-    g.q[h]
-        .slice(s![lo..hi, ..])
-        .dot(&g.kt().slice(s![.., ..hi]))
-        * g.scale()
 }
 
 impl Prep<'_> {
-    fn slab(&self, h: usize, lo: usize) -> Cow<'_, Array2<f32>> {
-        match &self.slabs {
-            Some(s) => Cow::Borrowed(&s[h][lo / SLAB]),
-            None => Cow::Owned(slab_logits(self.g, h, lo, (lo + SLAB).min(self.g.n()))),
-        }
-    }
-
     /// The H2O replay with cache `c`, scores summed over `heads`.
     fn replay(&self, heads: &[usize], c: usize) -> Selection {
         let n = self.g.n();
@@ -97,46 +74,45 @@ impl Prep<'_> {
         let mut heavy_acc: Vec<f64> = Vec::new();
         let mut w: Vec<f64> = Vec::new();
         let mut b = Selection::builder(n, 1);
-        for lo in (0..n).step_by(SLAB) {
-            let slabs: Vec<Cow<'_, Array2<f32>>> =
-                heads.iter().map(|&h| self.slab(h, lo)).collect();
-            for t in lo..(lo + SLAB).min(n) {
-                let w_lo = (t + 1).saturating_sub(r);
-                if t >= r {
-                    heavy.push((t - r) as u32);
-                    heavy_acc.push(acc[t - r]);
-                }
-                if heavy.len() > hv {
-                    // Least accumulated score; ties evict the older token.
-                    let worst = first_min(&heavy_acc);
-                    heavy.remove(worst);
-                    heavy_acc.remove(worst);
-                }
-                let nh = heavy.len();
-                for s in &slabs {
-                    let row = s.row(t - lo);
-                    let row = row.as_slice().expect("fresh arrays are contiguous");
-                    w.clear();
-                    w.extend(heavy.iter().map(|&j| row[j as usize] as f64));
-                    w.extend(row[w_lo..=t].iter().map(|&x| x as f64));
-                    let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    w.iter_mut().for_each(|x| *x -= m);
-                    attnscope_core::exact_exp::exp_f64_slice(&mut w);
-                    let z: f64 = w.iter().sum();
-                    for (a, &e) in heavy_acc.iter_mut().zip(&w[..nh]) {
-                        *a += e / z;
-                    }
-                    for (a, &e) in acc[w_lo..=t].iter_mut().zip(&w[nh..]) {
-                        *a += e / z;
-                    }
-                }
-                b.push_ranges(
-                    heavy
-                        .iter()
-                        .map(|&j| (j, j + 1))
-                        .chain([(w_lo as u32, t as u32 + 1)]),
-                );
+        let scale = self.g.scale();
+        let logits: Vec<&crate::logits::Logits> =
+            heads.iter().map(|&h| &self.g.logits()[h]).collect();
+        for t in 0..n {
+            let w_lo = (t + 1).saturating_sub(r);
+            if t >= r {
+                heavy.push((t - r) as u32);
+                heavy_acc.push(acc[t - r]);
             }
+            if heavy.len() > hv {
+                // Least accumulated score; ties evict the older token.
+                let worst = first_min(&heavy_acc);
+                heavy.remove(worst);
+                heavy_acc.remove(worst);
+            }
+            let nh = heavy.len();
+            for l in &logits {
+                // The scaled logits `q_t . k_j / sqrt d` of the cached keys.
+                let row = l.row(t);
+                w.clear();
+                w.extend(heavy.iter().map(|&j| (row[j as usize] * scale) as f64));
+                w.extend(row[w_lo..=t].iter().map(|&x| (x * scale) as f64));
+                let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                w.iter_mut().for_each(|x| *x -= m);
+                attnscope_core::exact_exp::exp_f64_slice(&mut w);
+                let z: f64 = w.iter().sum();
+                for (a, &e) in heavy_acc.iter_mut().zip(&w[..nh]) {
+                    *a += e / z;
+                }
+                for (a, &e) in acc[w_lo..=t].iter_mut().zip(&w[nh..]) {
+                    *a += e / z;
+                }
+            }
+            b.push_ranges(
+                heavy
+                    .iter()
+                    .map(|&j| (j, j + 1))
+                    .chain([(w_lo as u32, t as u32 + 1)]),
+            );
         }
         b.finish()
     }
@@ -177,34 +153,12 @@ impl Selector for H2o {
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
-        let n = g.n();
-        let floats = g.group_size() as f64 * (n as f64 * (n + SLAB) as f64 / 2.0);
-        let slabs = (floats * 4.0 <= self.cache_mb * (1u64 << 20) as f64).then(|| {
-            // Several slabs per matrix product (its entries do not depend on the grouping).
-            let per = (super::common::SCORE_CHUNK / SLAB).max(1);
-            (0..g.group_size())
-                .map(|h| {
-                    (0..n)
-                        .step_by(SLAB * per)
-                        .collect::<Vec<_>>()
-                        .into_par_iter()
-                        .flat_map_iter(|glo| {
-                            let ghi = (glo + SLAB * per).min(n);
-                            let l = slab_logits(g, h, glo, ghi);
-                            (glo..ghi).step_by(SLAB).map(move |lo| {
-                                let hi = (lo + SLAB).min(n);
-                                l.slice(s![lo - glo..hi - glo, ..hi]).to_owned()
-                            })
-                        })
-                        .collect()
-                })
-                .collect()
-        });
+        // `cache_mb` bounded the logits earlier versions kept; the group's shared ones are read.
+        let _ = self.cache_mb;
         Box::new(Prep {
             g,
             recent_frac: self.recent_frac,
             shared: self.shared,
-            slabs,
         })
     }
 }
@@ -213,6 +167,7 @@ impl Selector for H2o {
 mod tests {
     use super::*;
     use crate::testing::GroupData;
+    use ndarray::Array2;
     use std::collections::BTreeSet;
 
     fn run(data: &GroupData, frac: f64, shared: bool, cache_mb: f64, c: f64) -> Vec<Selection> {

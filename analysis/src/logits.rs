@@ -1,0 +1,97 @@
+//! The raw causal scores `q_i . k_j` of one q-head (packed lower triangle, row `i` holding keys
+//! `0..=i`), computed once per KV group ([`GroupInput::logits`](crate::method::GroupInput::logits))
+//! and read by everything that needs them: the exact attention ([`crate::metrics::TrueProbs`]),
+//! h2o, blasst, dsa-proxy and hisa-proxy. Each comes from matrix products of [`ROW_CHUNK`]
+//! queries against the keys transposed, and a product's entries do not depend on which rows or
+//! columns it holds (each is the same sequence of operations over the head dimension), so every
+//! reader sees the bits its own product would have given.
+
+use ndarray::ArrayView2;
+use rayon::prelude::*;
+
+use crate::bigbuf::PooledF32;
+
+/// Queries per matrix product.
+pub const ROW_CHUNK: usize = 256;
+
+/// One q-head's raw causal scores (see the module documentation).
+#[derive(Debug, Clone, Default)]
+pub struct Logits {
+    n: usize,
+    data: PooledF32,
+}
+
+/// Splits a packed buffer of `n` rows into the parts of [`ROW_CHUNK`]-query chunks, longest first
+/// (for a balanced parallel split): `(chunk, rows lo..hi, part)`.
+pub fn packed_chunks(n: usize, data: &mut [f32]) -> Vec<(usize, usize, &mut [f32])> {
+    let mut parts = Vec::with_capacity(n.div_ceil(ROW_CHUNK));
+    let mut rest = data;
+    for c in 0..n.div_ceil(ROW_CHUNK) {
+        let (lo, hi) = (c * ROW_CHUNK, ((c + 1) * ROW_CHUNK).min(n));
+        let (part, tail) = rest.split_at_mut(hi * (hi + 1) / 2 - lo * (lo + 1) / 2);
+        parts.push((lo, hi, part));
+        rest = tail;
+    }
+    parts.reverse();
+    parts
+}
+
+impl Logits {
+    /// The scores of queries `q` (`[n, d]`) against keys `kt` (`[d, n]`, the keys transposed).
+    pub fn compute(q: ArrayView2<f32>, kt: ArrayView2<f32>) -> Self {
+        let n = q.nrows();
+        let mut data = PooledF32::new(n * (n + 1) / 2);
+        packed_chunks(n, &mut data)
+            .into_par_iter()
+            .for_each(|(lo, hi, part)| {
+                let s = q
+                    .slice(ndarray::s![lo..hi, ..])
+                    .dot(&kt.slice(ndarray::s![.., ..hi]));
+                let mut at = 0;
+                for (r, row) in s.outer_iter().enumerate() {
+                    let i = lo + r;
+                    let row = row.as_slice().expect("fresh arrays are contiguous");
+                    part[at..at + i + 1].copy_from_slice(&row[..=i]);
+                    at += i + 1;
+                }
+            });
+        Self { n, data }
+    }
+
+    /// Tokens.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True for zero tokens.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// `q_i . k_j` for `j <= i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let start = i * (i + 1) / 2;
+        &self.data[start..start + i + 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::GroupData;
+
+    #[test]
+    fn rows_hold_the_bits_of_any_product_of_the_same_entries() {
+        // Chunks of ROW_CHUNK queries here; one product per query elsewhere.
+        let data = GroupData::random(600, 16, 1, 4);
+        let (q, k) = (data.q_head(0), data.k.view());
+        let kt = attnscope_core::ops::transposed(k);
+        let l = Logits::compute(q, kt.view());
+        for i in [0, 1, 255, 256, 300, 599] {
+            let one = q
+                .slice(ndarray::s![i..i + 1, ..])
+                .dot(&kt.slice(ndarray::s![.., ..i + 1]));
+            assert_eq!(l.row(i), one.as_slice().expect("contiguous"), "row {i}");
+        }
+    }
+}
