@@ -161,11 +161,11 @@ impl Prepared for Prep {
         let (bs, tile, n) = (self.block, self.tile, self.n);
         let kept = self
             .heads
-            .iter()
+            .par_iter()
             .map(|rows| {
                 rows.par_iter()
                     .enumerate()
-                    .with_min_len(64)
+                    .with_min_len(8)
                     .map(|(r, gaps)| {
                         let (t0, t1) = (r * tile, ((r + 1) * tile).min(n));
                         gaps.iter()
@@ -184,7 +184,7 @@ impl Prepared for Prep {
         let thr = gap_threshold(log_lambda);
         let bs = self.block;
         self.heads
-            .iter()
+            .par_iter()
             .map(|rows| {
                 let mut b = Selection::builder(self.n, self.tile);
                 for (r, gaps) in rows.iter().enumerate() {

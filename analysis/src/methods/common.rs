@@ -117,7 +117,8 @@ impl Prepared for RankedHeads {
             let s = self.heads[0].take(k);
             vec![s; self.group_size]
         } else {
-            self.heads.iter().map(|r| r.take(k)).collect()
+            use rayon::prelude::*;
+            self.heads.par_iter().map(|r| r.take(k)).collect()
         }
     }
 

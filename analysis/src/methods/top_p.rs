@@ -390,7 +390,7 @@ pub struct TopPHeads<S> {
 impl<S: TopPSource + Send> Prepared for TopPHeads<S> {
     fn select(&self, p: f64) -> Vec<Selection> {
         self.heads
-            .iter()
+            .par_iter()
             .map(|(src, rows)| rows.select(src, p))
             .collect()
     }
@@ -405,9 +405,12 @@ impl<S: TopPSource + Send> Prepared for TopPHeads<S> {
 }
 
 impl<S: TopPSource> TopPHeads<S> {
-    /// `f` summed over the q-heads, with the number of q-heads.
-    fn over_heads<T: std::iter::Sum>(&self, f: impl Fn(&S, &TopPRows) -> T) -> (T, usize) {
-        let total = self.heads.iter().map(|(src, rows)| f(src, rows)).sum();
-        (total, self.heads.len())
+    /// `f` of the q-heads computed in parallel, summed in head order (the same sum every run).
+    fn over_heads<T: std::iter::Sum + Send>(
+        &self,
+        f: impl Fn(&S, &TopPRows) -> T + Sync,
+    ) -> (T, usize) {
+        let each: Vec<T> = self.heads.par_iter().map(|(src, rows)| f(src, rows)).collect();
+        (each.into_iter().sum(), self.heads.len())
     }
 }
