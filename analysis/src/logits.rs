@@ -14,34 +14,74 @@ use crate::bigbuf::PooledF32;
 /// Queries per matrix product.
 pub const ROW_CHUNK: usize = 256;
 
-/// One q-head's raw causal scores (see the module documentation).
+/// Per-pair values of one q-head over its causal pairs, packed: row `i` holds keys `0..=i`
+/// (`n (n + 1) / 2` floats, from [`PooledF32`]).
 #[derive(Debug, Clone, Default)]
-pub struct Logits {
+pub struct PackedRows {
     n: usize,
     data: PooledF32,
 }
 
-/// Splits a packed buffer of `n` rows into the parts of [`ROW_CHUNK`]-query chunks, longest first
-/// (for a balanced parallel split): `(chunk, rows lo..hi, part)`.
-pub fn packed_chunks(n: usize, data: &mut [f32]) -> Vec<(usize, usize, &mut [f32])> {
-    let mut parts = Vec::with_capacity(n.div_ceil(ROW_CHUNK));
-    let mut rest = data;
-    for c in 0..n.div_ceil(ROW_CHUNK) {
-        let (lo, hi) = (c * ROW_CHUNK, ((c + 1) * ROW_CHUNK).min(n));
-        let (part, tail) = rest.split_at_mut(hi * (hi + 1) / 2 - lo * (lo + 1) / 2);
-        parts.push((lo, hi, part));
-        rest = tail;
+impl PackedRows {
+    /// `n` rows of zeros.
+    pub fn zeroed(n: usize) -> Self {
+        Self {
+            n,
+            data: PooledF32::new(n * (n + 1) / 2),
+        }
     }
-    parts.reverse();
-    parts
+
+    /// Tokens.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True for zero tokens.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The values of query `i` over keys `0..=i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let start = i * (i + 1) / 2;
+        &self.data[start..start + i + 1]
+    }
+
+    /// The rows of [`ROW_CHUNK`]-query chunks, longest first (for a balanced parallel split):
+    /// `(rows lo..hi, their packed values)`.
+    pub fn chunks_mut(&mut self) -> Vec<(usize, usize, &mut [f32])> {
+        let n = self.n;
+        let mut parts = Vec::with_capacity(n.div_ceil(ROW_CHUNK));
+        let mut rest = &mut self.data[..];
+        for c in 0..n.div_ceil(ROW_CHUNK) {
+            let (lo, hi) = (c * ROW_CHUNK, ((c + 1) * ROW_CHUNK).min(n));
+            let (part, tail) = rest.split_at_mut(hi * (hi + 1) / 2 - lo * (lo + 1) / 2);
+            parts.push((lo, hi, part));
+            rest = tail;
+        }
+        parts.reverse();
+        parts
+    }
+}
+
+/// One q-head's raw causal scores (see the module documentation).
+#[derive(Debug, Clone, Default)]
+pub struct Logits {
+    rows: PackedRows,
+}
+
+impl std::ops::Deref for Logits {
+    type Target = PackedRows;
+    fn deref(&self) -> &PackedRows {
+        &self.rows
+    }
 }
 
 impl Logits {
     /// The scores of queries `q` (`[n, d]`) against keys `kt` (`[d, n]`, the keys transposed).
     pub fn compute(q: ArrayView2<f32>, kt: ArrayView2<f32>) -> Self {
-        let n = q.nrows();
-        let mut data = PooledF32::new(n * (n + 1) / 2);
-        packed_chunks(n, &mut data)
+        let mut rows = PackedRows::zeroed(q.nrows());
+        rows.chunks_mut()
             .into_par_iter()
             .for_each(|(lo, hi, part)| {
                 let s = q
@@ -55,23 +95,7 @@ impl Logits {
                     at += i + 1;
                 }
             });
-        Self { n, data }
-    }
-
-    /// Tokens.
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// True for zero tokens.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    /// `q_i . k_j` for `j <= i`.
-    pub fn row(&self, i: usize) -> &[f32] {
-        let start = i * (i + 1) / 2;
-        &self.data[start..start + i + 1]
+        Self { rows }
     }
 }
 

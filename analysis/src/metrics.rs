@@ -131,56 +131,51 @@ fn exp_row_generic(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) {
 /// to within the rounding of the score (a few `1e-7`, relative).
 #[derive(Debug, Clone, Default)]
 pub struct TrueProbs {
-    n: usize,
-    data: crate::bigbuf::PooledF32,
+    rows: crate::logits::PackedRows,
+}
+
+impl std::ops::Deref for TrueProbs {
+    type Target = crate::logits::PackedRows;
+    /// `row(i)`: `A_ij` for `j <= i`.
+    fn deref(&self) -> &crate::logits::PackedRows {
+        &self.rows
+    }
 }
 
 /// Queries per matrix product in [`TrueProbs::compute`]. A product's entries do not depend on how
 /// the queries are chunked (each is the same sequence of operations over the head dimension).
-pub const PROB_CHUNK: usize = 256;
+pub const PROB_CHUNK: usize = crate::logits::ROW_CHUNK;
 
 impl TrueProbs {
     /// Computes every causal probability of a head (`q`, `k` `[n, d]`, `lse` per query).
     pub fn compute(q: ArrayView2<f32>, k: ArrayView2<f32>, lse: &[f32]) -> Self {
-        let (n, d) = k.dim();
-        let scale = 1.0 / (d as f32).sqrt();
+        let scale = 1.0 / (k.ncols() as f32).sqrt();
         let kt = attnscope_core::ops::transposed(k);
-        let mut data = crate::bigbuf::PooledF32::new(n * (n + 1) / 2);
-        let mut parts: Vec<(usize, &mut [f32])> = Vec::with_capacity(n.div_ceil(PROB_CHUNK));
-        let mut rest = &mut data[..];
-        for c in 0..n.div_ceil(PROB_CHUNK) {
-            let (lo, hi) = (c * PROB_CHUNK, ((c + 1) * PROB_CHUNK).min(n));
-            let (part, tail) = rest.split_at_mut(hi * (hi + 1) / 2 - lo * (lo + 1) / 2);
-            parts.push((c, part));
-            rest = tail;
-        }
-        // Longest rows first keeps the parallel split balanced.
-        parts.reverse();
-        parts.into_par_iter().for_each(|(c, part)| {
-            let (lo, hi) = (c * PROB_CHUNK, ((c + 1) * PROB_CHUNK).min(n));
-            let mut s = q
-                .slice(ndarray::s![lo..hi, ..])
-                .dot(&kt.slice(ndarray::s![.., ..hi]));
-            let mut at = 0;
-            for i in lo..hi {
-                let args = &mut s
-                    .row_mut(i - lo)
-                    .into_slice()
-                    .expect("fresh arrays are contiguous")[..=i];
-                let out = &mut part[at..at + i + 1];
-                at += i + 1;
-                exp_row(args, scale, lse[i], out);
-            }
-        });
-        Self { n, data }
+        let mut rows = crate::logits::PackedRows::zeroed(k.nrows());
+        rows.chunks_mut()
+            .into_par_iter()
+            .for_each(|(lo, hi, part)| {
+                let mut s = q
+                    .slice(ndarray::s![lo..hi, ..])
+                    .dot(&kt.slice(ndarray::s![.., ..hi]));
+                let mut at = 0;
+                for i in lo..hi {
+                    let args = &mut s
+                        .row_mut(i - lo)
+                        .into_slice()
+                        .expect("fresh arrays are contiguous")[..=i];
+                    exp_row(args, scale, lse[i], &mut part[at..at + i + 1]);
+                    at += i + 1;
+                }
+            });
+        Self { rows }
     }
 
     /// [`TrueProbs::compute`] from the head's raw scores, computed once for the group
     /// ([`crate::logits::Logits`]): the same products, so the same bits.
     pub fn from_logits(logits: &crate::logits::Logits, scale: f32, lse: &[f32]) -> Self {
-        let n = logits.len();
-        let mut data = crate::bigbuf::PooledF32::new(n * (n + 1) / 2);
-        crate::logits::packed_chunks(n, &mut data)
+        let mut rows = crate::logits::PackedRows::zeroed(logits.len());
+        rows.chunks_mut()
             .into_par_iter()
             .for_each(|(lo, hi, part)| {
                 let mut args = vec![0f32; hi];
@@ -192,23 +187,7 @@ impl TrueProbs {
                     at += i + 1;
                 }
             });
-        Self { n, data }
-    }
-
-    /// Tokens.
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// True for zero tokens.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    /// `A_ij` for `j <= i`.
-    pub fn row(&self, i: usize) -> &[f32] {
-        let start = i * (i + 1) / 2;
-        &self.data[start..start + i + 1]
+        Self { rows }
     }
 }
 

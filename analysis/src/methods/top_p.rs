@@ -410,7 +410,11 @@ impl<S: TopPSource> TopPHeads<S> {
         &self,
         f: impl Fn(&S, &TopPRows) -> T + Sync,
     ) -> (T, usize) {
-        let each: Vec<T> = self.heads.par_iter().map(|(src, rows)| f(src, rows)).collect();
+        let each: Vec<T> = self
+            .heads
+            .par_iter()
+            .map(|(src, rows)| f(src, rows))
+            .collect();
         (each.into_iter().sum(), self.heads.len())
     }
 }
