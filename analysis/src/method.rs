@@ -86,7 +86,7 @@ impl GroupInput<'_> {
                         &self.truth[h].lse,
                     ),
                     None => {
-                        crate::metrics::TrueProbs::compute(self.q[h], self.k, &self.truth[h].lse)
+                        crate::metrics::TrueProbs::compute(self.q[h], self.kt(), &self.truth[h].lse)
                     }
                 })
                 .collect()

@@ -125,7 +125,7 @@ fn exp_row_generic(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) {
 
 /// The exact dense attention `A_ij = exp(q_i . k_j / sqrt d - LSE_i)` of one q-head over every
 /// causal pair, row `i` holding keys `0..=i` (packed lower triangle, `n (n + 1) / 2` floats).
-/// The scores come from matrix products of [`PROB_CHUNK`] queries against their causal keys (the
+/// The scores come from matrix products of [`crate::logits::ROW_CHUNK`] queries against their causal keys (the
 /// products the capture pass computes the LSE from), the exponentials are the platform's
 /// `f32::exp`. [`evaluate`] computes each score as a separate dot product instead: the two agree
 /// to within the rounding of the score (a few `1e-7`, relative).
@@ -142,16 +142,12 @@ impl std::ops::Deref for TrueProbs {
     }
 }
 
-/// Queries per matrix product in [`TrueProbs::compute`]. A product's entries do not depend on how
-/// the queries are chunked (each is the same sequence of operations over the head dimension).
-pub const PROB_CHUNK: usize = crate::logits::ROW_CHUNK;
-
 impl TrueProbs {
-    /// Computes every causal probability of a head (`q`, `k` `[n, d]`, `lse` per query).
-    pub fn compute(q: ArrayView2<f32>, k: ArrayView2<f32>, lse: &[f32]) -> Self {
-        let scale = 1.0 / (k.ncols() as f32).sqrt();
-        let kt = attnscope_core::ops::transposed(k);
-        let mut rows = crate::logits::PackedRows::zeroed(k.nrows());
+    /// Computes every causal probability of a head (`q` `[n, d]`, `kt` the keys transposed
+    /// `[d, n]`, `lse` per query) without keeping the raw scores.
+    pub fn compute(q: ArrayView2<f32>, kt: ArrayView2<f32>, lse: &[f32]) -> Self {
+        let scale = 1.0 / (kt.nrows() as f32).sqrt();
+        let mut rows = crate::logits::PackedRows::zeroed(kt.ncols());
         rows.chunks_mut()
             .into_par_iter()
             .for_each(|(lo, hi, part)| {
@@ -530,6 +526,19 @@ mod tests {
                     let got = dot_exact(&a.to_vec(), &b.to_vec());
                     assert_eq!(got.to_bits(), want.to_bits(), "d {d} ({i}, {j})");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn probabilities_from_shared_scores_have_the_bits_of_their_own_products() {
+        let data = GroupData::random(600, 64, 2, 5);
+        let g = data.input();
+        for h in 0..g.group_size() {
+            let own = TrueProbs::compute(g.q[h], g.kt(), &g.truth[h].lse);
+            let shared = TrueProbs::from_logits(&g.logits()[h], g.scale(), &g.truth[h].lse);
+            for i in 0..g.n() {
+                assert_eq!(own.row(i), shared.row(i), "q-head {h} query {i}");
             }
         }
     }

@@ -19,6 +19,8 @@
 
 use rayon::prelude::*;
 
+use super::common::block_maxes;
+
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
@@ -107,33 +109,6 @@ impl Blasst {
             })
             .collect()
     }
-}
-
-/// The scaled maximum of each block of `block` values (the last may be shorter): the maximum of
-/// `x * scale` for `scale > 0`, which is the scaled maximum exactly (rounding is monotone).
-#[inline(always)]
-fn block_maxes_generic(logits: &[f32], block: usize, scale: f32, out: &mut Vec<f32>) {
-    out.clear();
-    for c in logits.chunks(block) {
-        let mut lanes = [f32::NEG_INFINITY; 16];
-        let whole = c.chunks_exact(16);
-        let rest = whole.remainder();
-        for v in whole {
-            for l in 0..16 {
-                lanes[l] = lanes[l].max(v[l]);
-            }
-        }
-        let m = rest
-            .iter()
-            .chain(&lanes)
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max);
-        out.push(m * scale);
-    }
-}
-
-attnscope_core::simd_fn! {
-    pub(crate) fn block_maxes(logits: &[f32], block: usize, scale: f32, out: &mut Vec<f32>) => block_maxes_generic
 }
 
 /// Causal pairs of queries `t0..t1` with keys `s..e`: `sum_i clamp(i + 1 - s, 0, e - s)`, in

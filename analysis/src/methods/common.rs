@@ -274,12 +274,38 @@ pub const SCORE_CHUNK: usize = 256;
 /// A key whose ascending order is descending `score` (as `f32::total_cmp`), then ascending `idx`:
 /// the order of [`rank_desc`], sortable without a comparator.
 pub(crate) fn token_key(score: f32, idx: u32) -> u64 {
-    let b = score.to_bits();
-    let ordered = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
-    (u64::from(!ordered) << 32) | u64::from(idx)
+    (u64::from(!super::top_set::ordered_bits(score)) << 32) | u64::from(idx)
 }
 
 pub use super::top_set::top_token_set;
+
+/// The scaled maximum of each block of `block` values (the last may be shorter), into `out`: the
+/// maximum of `x * scale` for `scale > 0`, which is the scaled maximum exactly (rounding is
+/// monotone). Blasst's block maxima of the logits, seer-oracle's pooling of the exact attention.
+#[inline(always)]
+fn block_maxes_generic(values: &[f32], block: usize, scale: f32, out: &mut Vec<f32>) {
+    out.clear();
+    for c in values.chunks(block) {
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        let whole = c.chunks_exact(16);
+        let rest = whole.remainder();
+        for v in whole {
+            for l in 0..16 {
+                lanes[l] = lanes[l].max(v[l]);
+            }
+        }
+        let m = rest
+            .iter()
+            .chain(&lanes)
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        out.push(m * scale);
+    }
+}
+
+attnscope_core::simd_fn! {
+    pub(crate) fn block_maxes(values: &[f32], block: usize, scale: f32, out: &mut Vec<f32>) => block_maxes_generic
+}
 
 /// Sorted token positions as merged runs `[start, end)`.
 pub fn token_runs(sorted: &[u32]) -> Vec<crate::selection::Range> {

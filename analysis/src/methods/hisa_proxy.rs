@@ -119,8 +119,9 @@ impl Prepared for Prep<'_> {
                     .into_par_iter()
                     .map(|i| match &s {
                         Some(s) => {
-                            let r: Vec<f32> = s.row(i - lo).iter().take(i + 1).copied().collect();
-                            self.row(i, k, m, &r)
+                            let r = s.row(i - lo);
+                            let r = r.as_slice().expect("fresh arrays are contiguous");
+                            self.row(i, k, m, &r[..=i])
                         }
                         None => vec![(0, i as u32 + 1)],
                     })

@@ -58,7 +58,7 @@ fn pooled_truth(g: &GroupInput<'_>, h: usize, block: usize) -> Vec<Vec<f32>> {
             let mut maxes = Vec::with_capacity(r + 1);
             for i in lo..hi {
                 // Key blocks 0..=r, each clipped causally to j <= i (block r starts at lo <= i).
-                super::blasst::block_maxes(probs.row(i), block, 1.0, &mut maxes);
+                super::common::block_maxes(probs.row(i), block, 1.0, &mut maxes);
                 for (p, &m) in pooled.iter_mut().zip(&maxes) {
                     *p = p.max(m);
                 }

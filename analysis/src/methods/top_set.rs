@@ -319,6 +319,20 @@ mod tests {
     use crate::methods::common::rank_desc;
     use crate::testing::SplitMix;
 
+    /// `len` normal values, or (`levels` > 0) integers below `levels`: few distinct values, so
+    /// ties straddle every cut.
+    fn random_row(rng: &mut SplitMix, len: usize, levels: u64) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                if levels > 0 {
+                    (rng.next_u64() % levels) as f32
+                } else {
+                    rng.normal()
+                }
+            })
+            .collect()
+    }
+
     fn check(xs: &[f32], ks: &[usize]) {
         let all = rank_desc(xs);
         for &k in ks {
@@ -339,16 +353,7 @@ mod tests {
             (2048, 1),
             (9000, 0),
         ] {
-            // `levels` > 0: few distinct values, so ties straddle every cut.
-            let xs: Vec<f32> = (0..len)
-                .map(|_| {
-                    if levels > 0 {
-                        (rng.next_u64() % levels) as f32
-                    } else {
-                        rng.normal()
-                    }
-                })
-                .collect();
+            let xs = random_row(&mut rng, len, levels);
             check(&xs, &[1, 7, 48, 64, 100, 333, len / 2, len - 1, len]);
         }
     }
@@ -357,15 +362,7 @@ mod tests {
     fn ranked_through_is_a_rank_desc_prefix() {
         let mut rng = SplitMix(8);
         for levels in [0u64, 3] {
-            let xs: Vec<f32> = (0..1000)
-                .map(|_| {
-                    if levels > 0 {
-                        (rng.next_u64() % levels) as f32
-                    } else {
-                        rng.normal()
-                    }
-                })
-                .collect();
+            let xs = random_row(&mut rng, 1000, levels);
             let all = rank_desc(&xs);
             for t in [0, 1, 5, 333, 998, 999] {
                 let mut want = all[..=t].to_vec();
