@@ -15,6 +15,8 @@ cp $M/alice29.txt $M/plrabn12.txt $H/corpora/canterbury/
 xz -dc $M/attnscope.xz > /tmp/attnscope && chmod +x /tmp/attnscope
 if [ -f $M/attnscope_base.xz ]; then
   xz -dc $M/attnscope_base.xz > /tmp/attnscope_base && chmod +x /tmp/attnscope_base
+fi
+if [ -f $M/attnscope_base.xz ] && [ -f $M/l3.safetensors ]; then
   for b in base new; do
     bin=/tmp/attnscope; [ $b = base ] && bin=/tmp/attnscope_base
     $bin bench --simulate --lens 8192 --layers 3 --qkv-cache $M/l3.safetensors \
@@ -22,17 +24,40 @@ if [ -f $M/attnscope_base.xz ]; then
   done
 fi
 export ATTNSCOPE_HOME=$H
+# CPU use of the whole machine every half second during a full run (from /proc/stat).
+sample_cpu() {
+  local prev="" t0; t0=$(date +%s.%N)
+  while :; do
+    read -r _ u n s i w x y z _ < /proc/stat
+    local busy=$((u + n + s + x + y + z)) all=$((u + n + s + i + w + x + y + z))
+    if [ -n "$prev" ]; then
+      set -- $prev
+      awk -v t="$(date +%s.%N)" -v t0="$t0" -v b=$((busy - $1)) -v a=$((all - $2)) -v c="$(nproc)" \
+        'BEGIN { if (a > 0) printf "%.1f %.2f\n", t - t0, c * b / a }'
+    fi
+    prev="$busy $all"; sleep 0.5
+  done
+}
 # The full run: the new binary with the default layer jobs, then (when given) the baseline
-# binary and the new one with JOBS layer jobs, all on this lease.
+# binary, an alternative one and the new one with JOBS layer jobs, all on this lease.
 full() { # name binary extra-args...
   local name=$1 bin=$2; shift 2
+  sample_cpu > $OUT/cpu_$name.txt & local sampler=$!
   /usr/bin/time -f "wall %e s, user %U s, sys %S s, maxrss %M KB" $bin simulate \
     --model smollm2-135m --text alice29 --len 8192 --methods all --sparsity 0.9 \
     --out /tmp/run_$name "$@" > $OUT/simulate16_$name.log 2>&1
-  echo "$name: $(tail -1 $OUT/simulate16_$name.log)"; grep "^method time" $OUT/simulate16_$name.log > $OUT/method_time_$name.txt; rm $OUT/simulate16_$name.log
+  echo "$name: $(tail -1 $OUT/simulate16_$name.log)" | tee -a $OUT/times.txt
+  grep "^method time\|^pipeline" $OUT/simulate16_$name.log | sed "s/^/$name: /" >> $OUT/times.txt
+  rm $OUT/simulate16_$name.log
+  [ $name = new ] && cp /tmp/run_$name/manifest.json $OUT/manifest_$name.json
+  kill $sampler
   $bin report /tmp/run_$name --json > $OUT/report16_$name.json
 }
 full new /tmp/attnscope
 [ -f /tmp/attnscope_base ] && full base /tmp/attnscope_base
+if [ -f $M/attnscope_alt.xz ]; then
+  xz -dc $M/attnscope_alt.xz > /tmp/attnscope_alt && chmod +x /tmp/attnscope_alt
+  full alt /tmp/attnscope_alt
+fi
 [ -n "${JOBS:-}" ] && full jobs$JOBS /tmp/attnscope --layer-jobs $JOBS
 /tmp/attnscope report /tmp/run_new | tail -28

@@ -3,6 +3,24 @@
 
 mod commands;
 
+/// mimalloc instead of the system allocator: the simulator's layer jobs allocate and free large
+/// per-row buffers on many threads at once; glibc (even with its thresholds raised) spent 3x the
+/// system time of mimalloc on a layer replay (BENCHMARKS.md, Simulator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` of mimalloc.h (v2, the version built): how long freed memory stays
+/// mapped before it is given back to the system.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory a second (the default is 10 ms) before mimalloc gives it back: the methods of
+/// a layer run on short-lived threads, and each gave its pages back only for the next to fault
+/// them in again (3-5x the system time of a layer replay).
+fn tune_allocator() {
+    // SAFETY: sets a plain integer option of the allocator; any value is valid.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
+}
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -41,19 +59,6 @@ enum Command {
     Sample(commands::sample::Args),
     /// Open a run in the desktop viewer (runs the attnscope-viewer binary).
     View(commands::view::Args),
-}
-
-/// glibc's allocator returns freed blocks above a dynamic threshold to the kernel at once, so the
-/// simulator's per-head buffers (tens of MB, allocated and freed at a high rate) were faulted in
-/// and zeroed again and again: a quarter of an 8k run's CPU time was system time. Keep blocks up
-/// to 32 MiB on the heap and keep up to 4 GiB of freed heap for reuse.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
 }
 
 fn main() -> anyhow::Result<()> {

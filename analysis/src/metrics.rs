@@ -310,7 +310,30 @@ pub fn evaluate_with(head: &DenseHead<'_>, probs: &TrueProbs, sel: &Selection) -
 }
 
 /// Recall `R_i` alone (no values or outputs needed): the true attention mass of each query's kept
-/// keys, from post-RoPE `q`, `k` (`[n, d]`) and the per-query log-sum-exp.
+/// keys, summed from the head's exact probabilities (as [`evaluate_with`] sums them, up to the
+/// order of the additions).
+pub fn recall_with(probs: &TrueProbs, sel: &Selection) -> Vec<f32> {
+    let qb = sel.query_block();
+    (0..probs.len())
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|i| {
+            let row = probs.row(i);
+            let lim = i as u32 + 1;
+            let mut mass = 0f32;
+            for &(s, e) in sel.row_ranges(i / qb) {
+                if s >= lim {
+                    break;
+                }
+                mass += row[s as usize..e.min(lim) as usize].iter().sum::<f32>();
+            }
+            mass.min(1.0)
+        })
+        .collect()
+}
+
+/// Recall `R_i` from post-RoPE `q`, `k` (`[n, d]`) and the per-query log-sum-exp, one kept pair
+/// at a time (no per-pair buffer: the viewer's live re-selection).
 pub fn recall_only(
     q: ArrayView2<f32>,
     k: ArrayView2<f32>,
@@ -584,6 +607,28 @@ mod tests {
                                 "d {d} head {h} query {i} {name}: {x} vs {y}"
                             );
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn recall_alone_is_the_recall_of_the_full_evaluation() {
+        // Every method's selections (token and block rows), d 64 (the paired sums) and 16.
+        for d in [64, 16] {
+            let data = GroupData::random(260, d, 3, 5 + d as u64);
+            let probs = data.input().true_probs().to_vec();
+            for sels in method_selections(&data) {
+                for (h, sel) in sels.iter().enumerate() {
+                    let want = evaluate_with(&head(&data, h), &probs[h], sel).recall;
+                    let got = recall_with(&probs[h], sel);
+                    assert_eq!(got.len(), want.len());
+                    for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (x - y).abs() <= 1e-5,
+                            "d {d} head {h} query {i}: {x} vs {y}"
+                        );
                     }
                 }
             }

@@ -58,6 +58,9 @@ pub struct SimConfig {
     /// Layers simulated at once on worker threads while the forward pass goes on (0: automatic,
     /// see [`simulate`]).
     pub layer_jobs: usize,
+    /// Methods run side by side within a KV group (0: all of them; 1: one after another, which
+    /// keeps each method's CPU seconds apart in a profile).
+    pub method_jobs: usize,
 }
 
 /// Metrics of one (layer, q-head, method, budget).
@@ -132,6 +135,48 @@ pub struct SimResults {
     /// Settings fitted on calibration text (methods labelled ours).
     #[serde(default)]
     pub fitted: Vec<FittedRow>,
+    /// How the run's wall time was spent (not saved).
+    #[serde(skip)]
+    pub pipeline: Pipeline,
+}
+
+/// When each stage of [`simulate`] ran, in wall seconds from its start: the calibration pass of
+/// methods that fit settings, the forward pass, and each layer job (handed over by the forward
+/// pass, started by a worker, finished).
+#[derive(Debug, Default, Clone)]
+pub struct Pipeline {
+    pub workers: usize,
+    pub calibration_s: f64,
+    pub forward_end_s: f64,
+    pub end_s: f64,
+    /// `(layer, handed over, started, finished)`.
+    pub layers: Vec<(usize, f64, f64, f64)>,
+}
+
+impl Pipeline {
+    /// One line: the stages and how many layer jobs ran at once on average while any ran.
+    pub fn summary(&self) -> String {
+        let busy: f64 = self.layers.iter().map(|l| l.3 - l.2).sum();
+        let first = self
+            .layers
+            .iter()
+            .map(|l| l.2)
+            .fold(f64::INFINITY, f64::min);
+        let last = self.layers.iter().map(|l| l.3).fold(0.0, f64::max);
+        let wait: f64 = self.layers.iter().map(|l| l.2 - l.1).sum();
+        format!(
+            "pipeline: calibration {:.1} s, forward pass done at {:.1} s, layer jobs {:.1}-{:.1} s \
+             ({} workers, {:.2} busy on average, {:.1} s handed-over layers waited), end {:.1} s",
+            self.calibration_s,
+            self.forward_end_s,
+            if first.is_finite() { first } else { 0.0 },
+            last,
+            self.workers,
+            if last > first { busy / (last - first) } else { 0.0 },
+            wait,
+            self.end_s
+        )
+    }
 }
 
 /// The hook that runs the simulation layer by layer.
@@ -145,6 +190,10 @@ pub struct SimHook<'a> {
     pub profile: Profile,
     /// Layer jobs go to these workers when set (see [`simulate`]); else they run in the hook.
     jobs: Option<std::sync::mpsc::SyncSender<LayerJob>>,
+    /// The simulation's start (the origin of [`Pipeline`] times).
+    start: std::time::Instant,
+    /// The calibration pass running beside the simulation, if any.
+    gate: Option<&'a CalibrationGate>,
 }
 
 impl<'a> SimHook<'a> {
@@ -163,11 +212,15 @@ impl<'a> SimHook<'a> {
             results: SimResults::default(),
             profile: Profile::default(),
             jobs: None,
+            start: std::time::Instant::now(),
+            gate: None,
         }
     }
 
     fn ctx(&self) -> Ctx<'a> {
         Ctx {
+            start: self.start,
+            gate: self.gate,
             cfg: self.cfg,
             punct: self.punct,
             newline: self.newline,
@@ -218,6 +271,11 @@ impl Profile {
     /// A start mark: now, in wall and CPU time.
     pub fn mark() -> (std::time::Instant, f64) {
         (std::time::Instant::now(), cpu_seconds())
+    }
+
+    /// Adds `wall` seconds to `name` (work that ran beside other work: no CPU seconds of its own).
+    pub fn add_wall(&mut self, name: &str, wall: f64) {
+        self.seconds.entry(name.to_string()).or_default().0 += wall;
     }
 
     /// Adds the time since `mark` to `name`; returns the wall seconds.
@@ -298,6 +356,59 @@ struct CalibrationHook<'a> {
     cfg: &'a SimConfig,
     punct: &'a [bool],
     newline: &'a [bool],
+    /// Told of every layer passed, when the simulation runs beside this pass.
+    gate: Option<&'a CalibrationGate>,
+}
+
+/// How far a calibration pass running beside the simulation has gone: a layer job of a method
+/// that fits settings waits until the calibration text has been through its layer.
+#[derive(Debug, Default)]
+pub(crate) struct CalibrationGate {
+    state: std::sync::Mutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// Layers `0..passed` are calibrated.
+    passed: usize,
+    finished: bool,
+    failed: bool,
+}
+
+impl CalibrationGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Layer `layer` and those before it are calibrated.
+    fn pass(&self, layer: usize) {
+        let mut st = self.lock();
+        st.passed = st.passed.max(layer + 1);
+        self.changed.notify_all();
+    }
+
+    /// The pass ended (successfully or not).
+    fn finish(&self, ok: bool) {
+        let mut st = self.lock();
+        st.finished = true;
+        st.failed = !ok;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `layer` is calibrated or the pass ended; false when it failed.
+    pub(crate) fn wait(&self, layer: usize) -> bool {
+        let mut st = self.lock();
+        while !st.finished && st.passed <= layer {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        !st.failed
+    }
+
+    /// True once the pass failed.
+    fn failed(&self) -> bool {
+        self.lock().failed
+    }
 }
 
 impl AttentionHook for CalibrationHook<'_> {
@@ -308,6 +419,9 @@ impl AttentionHook for CalibrationHook<'_> {
             .as_ref()
             .is_none_or(|ls| ls.contains(&qkv.layer))
         {
+            if let Some(gate) = self.gate {
+                gate.pass(qkv.layer);
+            }
             return Ok(HookAction::Dense);
         }
         let opts = CaptureOptions {
@@ -340,6 +454,9 @@ impl AttentionHook for CalibrationHook<'_> {
                 );
                 m.selector.calibrate(&input, budget);
             }
+        }
+        if let Some(gate) = self.gate {
+            gate.pass(qkv.layer);
         }
         Ok(HookAction::DenseOutput(dense))
     }
@@ -405,6 +522,11 @@ impl AttentionHook for SimHook<'_> {
     }
 
     fn on_layer(&mut self, qkv: &LayerQkv<'_>) -> attnscope_core::Result<HookAction> {
+        if self.gate.is_some_and(CalibrationGate::failed) {
+            return Err(attnscope_core::CoreError::Input(
+                "stopped: the calibration pass beside the simulation failed".into(),
+            ));
+        }
         if !self.wants(qkv.layer) {
             return Ok(HookAction::Dense);
         }
@@ -429,7 +551,7 @@ impl SimHook<'_> {
                 .qkv
                 .push(crate::bundle::qkv::SavedLayer::from_layer(qkv));
         }
-        let job = LayerJob::new(qkv, heads, dense.clone()).with_gpu(gpu);
+        let job = LayerJob::new(qkv, heads, dense.clone(), self.start).with_gpu(gpu);
         match &self.jobs {
             Some(tx) => {
                 // A closed channel means a worker died; its panic surfaces when it is joined.
@@ -599,34 +721,84 @@ pub fn simulate(
         ));
     }
     check_host_memory(cfg, model, ids.len())?;
+    let start = std::time::Instant::now();
     let fits: Vec<&MethodRun> = cfg
         .methods
         .iter()
         .filter(|m| m.selector.needs_calibration())
         .collect();
-    if let Some(m) = fits.first() {
-        let Some(cal) = &cfg.calibration else {
-            return Err(crate::AnalysisError::Input(format!(
-                "method '{}' fits its settings on calibration text: pass --calibration-text",
-                m.label
-            )));
-        };
-        let mut hook = CalibrationHook {
+    let calibration = match fits.first() {
+        Some(m) => match &cfg.calibration {
+            Some(cal) => Some(cal),
+            None => {
+                return Err(crate::AnalysisError::Input(format!(
+                    "method '{}' fits its settings on calibration text: pass --calibration-text",
+                    m.label
+                )))
+            }
+        },
+        None => None,
+    };
+    let calibration_hook = |gate| {
+        calibration.map(|cal| CalibrationHook {
             cfg,
             punct: &cal.punct,
             newline: &cal.newline,
-        };
-        model.forward(&cal.ids, &mut hook)?;
+            gate,
+        })
+    };
+    // On the CPU the calibration pass runs beside the simulation (layer jobs of a fitting method
+    // wait for their layer's calibration); on a GPU it runs first.
+    let gate = CalibrationGate::default();
+    let beside = calibration.is_some() && model.device() == attnscope_core::Device::Cpu;
+    if !beside {
+        if let (Some(cal), Some(mut hook)) = (calibration, calibration_hook(None)) {
+            model.forward(&cal.ids, &mut hook)?;
+        }
     }
+    let mut calibration_s = start.elapsed().as_secs_f64();
     let mut hook = SimHook::new(cfg, punct, newline, needles);
+    hook.start = start;
+    if beside {
+        hook.gate = Some(&gate);
+    }
     let workers = layer_workers(cfg, model, ids.len());
     let ctx = hook.ctx();
     // The forward pass hands each captured layer to a free worker and goes on with the next
     // layer; a rendezvous channel bounds the layers alive at once to `workers` (+ the one being
     // captured). Each worker's methods still run in parallel on rayon's pool.
+    let mut forward_end_s = 0.0;
     let (tx, rx) = std::sync::mpsc::sync_channel::<LayerJob>(0);
     let rx = std::sync::Mutex::new(rx);
     let outs = std::thread::scope(|scope| -> Result<Vec<LayerOut>> {
+        let calibrating = beside.then(|| {
+            let (gate, mut cal_hook) = (&gate, calibration_hook(Some(&gate)));
+            let ids = calibration.map(|c| c.ids.as_slice()).unwrap_or_default();
+            scope.spawn(move || -> Result<f64> {
+                // Its own few threads: in the shared pool its parallel loops would queue behind
+                // the layer jobs', while the first layer jobs wait for it.
+                let threads = (rayon::current_num_threads() / 4).max(1);
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| {
+                        crate::AnalysisError::Input(format!(
+                            "no threads for the calibration pass: {e}"
+                        ))
+                    });
+                let r = match (pool, cal_hook.as_mut()) {
+                    (Ok(pool), Some(h)) => pool
+                        .install(|| model.forward(ids, h))
+                        .map(|_| ())
+                        .map_err(crate::AnalysisError::from),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), None) => Ok(()),
+                };
+                gate.finish(r.is_ok());
+                r?;
+                Ok(start.elapsed().as_secs_f64())
+            })
+        });
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let (rx, ctx) = (&rx, ctx);
@@ -649,10 +821,17 @@ pub fn simulate(
         hook.jobs = Some(tx);
         let forward = model.forward_with_progress(ids, &mut hook, progress);
         hook.jobs = None;
+        forward_end_s = start.elapsed().as_secs_f64();
         let mut outs = Vec::new();
         for h in handles {
             match h.join() {
                 Ok(o) => outs.extend(o),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        if let Some(c) = calibrating {
+            match c.join() {
+                Ok(r) => calibration_s = r?,
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
@@ -661,7 +840,14 @@ pub fn simulate(
     })?;
     let mut outs = outs;
     outs.sort_by_key(|o| o.layer);
+    let mut pipeline = Pipeline {
+        workers,
+        calibration_s,
+        forward_end_s,
+        ..Pipeline::default()
+    };
     for o in outs {
+        pipeline.layers.push(o.span);
         hook.absorb(o);
     }
     for m in fits {
@@ -677,5 +863,7 @@ pub fn simulate(
                 }),
         );
     }
+    pipeline.end_s = start.elapsed().as_secs_f64();
+    hook.results.pipeline = pipeline;
     Ok(hook.results)
 }

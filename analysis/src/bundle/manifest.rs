@@ -204,6 +204,13 @@ pub struct Timings {
     pub total_s: f64,
     /// Per method: scoring, calibration and metrics, summed over layers, groups and inputs.
     pub method_s: BTreeMap<String, f64>,
+    /// Per simulated input: its pipeline in one line (calibration, forward pass, layer jobs).
+    #[serde(default)]
+    pub pipeline: Vec<String>,
+    /// Per simulated input and layer: `[input, layer, handed over, started, finished]`, seconds
+    /// from the start of that input's simulation.
+    #[serde(default)]
+    pub layer_spans: Vec<[f64; 5]>,
 }
 
 /// A table file of the bundle.

@@ -59,6 +59,10 @@ pub struct Args {
     /// threads, at least 2, fewer when memory is short). Per-method seconds overlap when above 1.
     #[arg(long, default_value_t = 0)]
     layer_jobs: usize,
+    /// Methods run side by side within a KV group (0: all of them; 1: one after another, so that
+    /// the per-method seconds do not overlap within a layer).
+    #[arg(long, default_value_t = 0)]
+    method_jobs: usize,
     /// Layers to simulate: `all` or a list like `0,3,10-12`.
     #[arg(long, default_value = "all")]
     layers: String,
@@ -297,6 +301,7 @@ pub fn run(a: Args) -> Result<()> {
         selection_budgets,
         save_qkv,
         layer_jobs: a.layer_jobs,
+        method_jobs: a.method_jobs,
         calibration: match calibration_spec(&a, &cfg_methods_fit) {
             Some((spec, len)) => {
                 let args = input::InputArgs {
@@ -609,6 +614,17 @@ fn run_inputs(
                 &mut |_| bar.inc(1),
             )?;
             bar.finish_and_clear();
+            if !a.quiet {
+                eprintln!("{}", results.pipeline.summary());
+            }
+            manifest.timings.pipeline.push(results.pipeline.summary());
+            manifest.timings.layer_spans.extend(
+                results
+                    .pipeline
+                    .layers
+                    .iter()
+                    .map(|&(l, h, s, f)| [i as f64, l as f64, h, s, f]),
+            );
             tag_input(&mut results, i);
             let toks = token_rows(i, &inp, &punct, &newline);
             let qkv = if results.qkv.is_empty() {

@@ -135,6 +135,7 @@ pub fn run(
         save_qkv: Vec::new(),
         calibration: None,
         layer_jobs: 0,
+        method_jobs: 0,
     };
     let mut times = Vec::new();
     let mut totals = Vec::new();

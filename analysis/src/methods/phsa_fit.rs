@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use super::phsa::Phsa;
 use crate::budget::{resolve, Budget};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::metrics::recall_only;
+use crate::metrics::recall_with;
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 
 pub const INFO: MethodInfo = MethodInfo {
@@ -98,6 +98,8 @@ impl Selector for PhsaFit {
 
     fn calibrate(&self, g: &GroupInput<'_>, budget: Budget) {
         let n = g.n();
+        // The exact attention of the group, once for every lambda of the grid.
+        let probs = g.true_probs();
         let recalls: Vec<f64> = self
             .grid
             .iter()
@@ -110,7 +112,7 @@ impl Selector for PhsaFit {
                     .iter()
                     .enumerate()
                     .map(|(h, sel)| {
-                        let r = recall_only(g.q[h], g.k, &g.truth[h].lse, sel);
+                        let r = recall_with(&probs[h], sel);
                         r.iter().map(|&x| x as f64).sum::<f64>() / n as f64
                     })
                     .sum();

@@ -18,6 +18,10 @@ use crate::selection::Selection;
 /// What every layer job reads: the run's configuration and the input's masks and needles.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ctx<'a> {
+    /// The origin of the [`super::Pipeline`] times.
+    pub start: std::time::Instant,
+    /// The calibration pass running beside the simulation, if any.
+    pub gate: Option<&'a super::CalibrationGate>,
     pub cfg: &'a SimConfig,
     pub punct: &'a [bool],
     pub newline: &'a [bool],
@@ -30,6 +34,8 @@ pub(crate) struct LayerOut {
     pub layer: usize,
     pub results: SimResults,
     pub profile: Profile,
+    /// `(layer, handed over, started, finished)`, seconds from the simulation's start.
+    pub span: (usize, f64, f64, f64),
 }
 
 /// One captured layer, owned.
@@ -50,7 +56,12 @@ pub(crate) struct LayerJob {
 
 impl LayerJob {
     /// Copies the layer's Q/K/V (per KV group, contiguous) beside its capture.
-    pub fn new(qkv: &LayerQkv<'_>, heads: Vec<HeadCapture>, dense: Array2<f32>) -> Self {
+    pub fn new(
+        qkv: &LayerQkv<'_>,
+        heads: Vec<HeadCapture>,
+        dense: Array2<f32>,
+        start: std::time::Instant,
+    ) -> Self {
         Self {
             layer: qkv.layer,
             n: qkv.len(),
@@ -64,6 +75,7 @@ impl LayerJob {
             dense,
             out: LayerOut {
                 layer: qkv.layer,
+                span: (qkv.layer, start.elapsed().as_secs_f64(), 0.0, 0.0),
                 ..LayerOut::default()
             },
             gpu: None,
@@ -79,9 +91,23 @@ impl LayerJob {
     /// Every method on every KV group of the layer.
     pub fn run(mut self, ctx: &Ctx<'_>) -> LayerOut {
         let mut out = std::mem::take(&mut self.out);
+        // Methods that fit settings need this layer's calibration first. When that pass failed
+        // the run stops with its error: nothing of this layer is kept.
+        let fits = ctx
+            .cfg
+            .methods
+            .iter()
+            .any(|m| m.selector.needs_calibration());
+        if let (true, Some(gate)) = (fits, ctx.gate) {
+            if !gate.wait(self.layer) {
+                return out;
+            }
+        }
+        out.span.2 = ctx.start.elapsed().as_secs_f64();
         for g in 0..self.n_kv_heads {
             self.group(ctx, g, &mut out);
         }
+        out.span.3 = ctx.start.elapsed().as_secs_f64();
         out
     }
 
@@ -131,23 +157,49 @@ impl LayerJob {
             &[][..]
         } else {
             // The raw scores first, so that the exact attention and every method scoring all
-            // pairs share one set of products (the memory plan counts them).
+            // pairs share one set of products (the memory plan counts them). Everything the
+            // group caches is built here, before the methods run side by side: none of them
+            // then waits on another's first use.
+            input.kt();
             input.logits();
             input.true_probs()
         };
         out.profile.add("(exact attention)", t);
-        let mut prepared = Vec::with_capacity(cfg.methods.len());
-        for (mi, m) in cfg.methods.iter().enumerate() {
-            if on_gpu(mi) {
-                prepared.push(None);
-                continue;
+        // The methods run side by side, `method_jobs` at a time (each is parallel inside as
+        // well): one method's serial stretches and the ends of its parallel loops leave the
+        // threads to the others. Results are kept in method order.
+        let wave = match cfg.method_jobs {
+            0 => cfg.methods.len().max(1),
+            j => j,
+        };
+        let mut prepared: Vec<Option<Box<dyn crate::method::Prepared + '_>>> =
+            Vec::with_capacity(cfg.methods.len());
+        // One at a time, a method's CPU seconds are its own (the process's over its run).
+        let alone = wave == 1;
+        for (w, ms) in cfg.methods.chunks(wave).enumerate() {
+            let mark = Profile::mark();
+            let done = side_by_side(ms, |i, m| {
+                if on_gpu(w * wave + i) {
+                    return (None, 0.0);
+                }
+                let t = std::time::Instant::now();
+                let p = m.selector.prepare(&input);
+                (Some(p), t.elapsed().as_secs_f64())
+            });
+            for ((p, secs), m) in done.into_iter().zip(ms) {
+                if p.is_some() {
+                    *out.results
+                        .method_seconds
+                        .entry(m.label.clone())
+                        .or_default() += secs;
+                    if alone {
+                        out.profile.add(&m.label, mark);
+                    } else {
+                        out.profile.add_wall(&m.label, secs);
+                    }
+                }
+                prepared.push(p);
             }
-            let t = Profile::mark();
-            prepared.push(Some(m.selector.prepare(&input)));
-            *out.results
-                .method_seconds
-                .entry(m.label.clone())
-                .or_default() += out.profile.add(&m.label, t);
         }
         for (bi, &budget) in cfg.budgets.iter().enumerate() {
             let top_p_sparsity = match budget {
@@ -160,60 +212,49 @@ impl LayerJob {
                 }),
                 _ => None,
             };
+            let run = MethodRunCtx {
+                cfg,
+                ctx,
+                layer,
+                g,
+                hs: &hs,
+                n,
+                bi,
+                budget,
+                top_p_sparsity,
+                dense_heads: &dense_heads,
+                probs,
+            };
             let mut sels: Vec<Vec<Selection>> = Vec::new();
-            for (mi, (m, prep)) in cfg.methods.iter().zip(&prepared).enumerate() {
-                let Some(prep) = prep else {
-                    if let Some(x) = gpu {
-                        x.take(mi, bi, g, &m.label, &mut out.results, &mut sels);
+            for (w, ms) in cfg.methods.chunks(wave).enumerate() {
+                let mark = Profile::mark();
+                let done: Vec<Option<MethodOut>> = side_by_side(ms, |i, m| {
+                    prepared[w * wave + i]
+                        .as_ref()
+                        .map(|prep| run.method(m, prep.as_ref()))
+                });
+                for (i, (m, res)) in ms.iter().zip(done).enumerate() {
+                    match res {
+                        Some(r) => {
+                            out.results.metrics.extend(r.rows);
+                            sels.push(r.selections);
+                            *out.results
+                                .method_seconds
+                                .entry(m.label.clone())
+                                .or_default() += r.seconds;
+                            if alone {
+                                out.profile.add(&m.label, mark);
+                            } else {
+                                out.profile.add_wall(&m.label, r.seconds);
+                            }
+                        }
+                        None => {
+                            if let Some(x) = gpu {
+                                x.take(w * wave + i, bi, g, &m.label, &mut out.results, &mut sels);
+                            }
+                        }
                     }
-                    continue;
-                };
-                let t = Profile::mark();
-                let cal = resolve(
-                    m.selector.as_ref(),
-                    prep.as_ref(),
-                    budget,
-                    n,
-                    top_p_sparsity,
-                );
-                for (hi, &h) in hs.iter().enumerate() {
-                    let sel = &cal.selections[hi];
-                    let qm = evaluate_with(&dense_heads[hi], &probs[hi], sel);
-                    let needle = mean(ctx.needles.iter().flat_map(|nd| {
-                        nd.queries
-                            .iter()
-                            .filter_map(|&i| needle_recall(&dense_heads[hi], sel, i, nd.span))
-                    }));
-                    let qb = cfg.query_block.max(1);
-                    out.results.metrics.push(MetricRow {
-                        input: 0,
-                        layer,
-                        head: h,
-                        kv_head: g,
-                        method: m.label.clone(),
-                        budget: bi,
-                        knob: cal.knob,
-                        target_sparsity: cal.target,
-                        sparsity: sparsity_of(std::slice::from_ref(sel), n),
-                        recall: mean(qm.recall.iter().map(|&r| r as f64)),
-                        info_loss: mean(qm.recall.iter().map(|&r| 1.0 - r as f64)),
-                        kl: mean(qm.recall.iter().map(|&r| kl(r.max(f32::MIN_POSITIVE)))),
-                        out_rel_err: mean(qm.out_rel_err.iter().map(|&e| e as f64)),
-                        cosine: mean(qm.cosine.iter().map(|&c| c as f64)),
-                        needle_recall: (!needle.is_nan()).then_some(needle),
-                        reached: cal.reached,
-                        recall_by_query_block: qm
-                            .recall
-                            .chunks(qb)
-                            .map(|c| c.iter().sum::<f32>() / c.len() as f32)
-                            .collect(),
-                    });
                 }
-                sels.push(cal.selections);
-                *out.results
-                    .method_seconds
-                    .entry(m.label.clone())
-                    .or_default() += out.profile.add(&m.label, t);
             }
             let t = Profile::mark();
             if cfg.selection_budgets.contains(&bi) {
@@ -276,5 +317,111 @@ impl LayerJob {
             });
         }
         out.profile.add("(frequency)", t);
+    }
+}
+
+/// `f(i, item)` for every item, each on its own thread (on this one when there is only one),
+/// results in order. Plain threads rather than rayon tasks: a rayon worker waiting inside one
+/// method's parallel loop would take up another method's long task meanwhile, and the first
+/// method would wait for it to end (a layer job once took the whole run that way). Plain threads
+/// only wait; their parallel loops share rayon's pool.
+fn side_by_side<'t, T: Sync, R: Send>(
+    items: &'t [T],
+    f: impl Fn(usize, &'t T) -> R + Sync,
+) -> Vec<R> {
+    if items.len() <= 1 {
+        return items.iter().enumerate().map(|(i, x)| f(i, x)).collect();
+    }
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| scope.spawn(move || f(i, x)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// What one method's run on one budget of a KV group reads.
+struct MethodRunCtx<'r, 'a> {
+    cfg: &'r SimConfig,
+    ctx: &'r Ctx<'a>,
+    layer: usize,
+    g: usize,
+    hs: &'r [usize],
+    n: usize,
+    bi: usize,
+    budget: Budget,
+    top_p_sparsity: Option<f64>,
+    dense_heads: &'r [DenseHead<'r>],
+    probs: &'r [crate::metrics::TrueProbs],
+}
+
+/// One method's metric rows and selections on one budget of a KV group, and its wall seconds.
+struct MethodOut {
+    rows: Vec<MetricRow>,
+    selections: Vec<Selection>,
+    seconds: f64,
+}
+
+impl MethodRunCtx<'_, '_> {
+    /// Calibrates method `m` (prepared as `prep`) to the budget and measures its selections.
+    fn method(&self, m: &super::MethodRun, prep: &dyn crate::method::Prepared) -> MethodOut {
+        let (cfg, n) = (self.cfg, self.n);
+        let t = std::time::Instant::now();
+        let cal = resolve(
+            m.selector.as_ref(),
+            prep,
+            self.budget,
+            n,
+            self.top_p_sparsity,
+        );
+        let mut rows = Vec::with_capacity(self.hs.len());
+        for (hi, &h) in self.hs.iter().enumerate() {
+            let sel = &cal.selections[hi];
+            let dh = &self.dense_heads[hi];
+            let qm = evaluate_with(dh, &self.probs[hi], sel);
+            let needle = mean(self.ctx.needles.iter().flat_map(|nd| {
+                nd.queries
+                    .iter()
+                    .filter_map(|&i| needle_recall(dh, sel, i, nd.span))
+            }));
+            let qb = cfg.query_block.max(1);
+            rows.push(MetricRow {
+                input: 0,
+                layer: self.layer,
+                head: h,
+                kv_head: self.g,
+                method: m.label.clone(),
+                budget: self.bi,
+                knob: cal.knob,
+                target_sparsity: cal.target,
+                sparsity: sparsity_of(std::slice::from_ref(sel), n),
+                recall: mean(qm.recall.iter().map(|&r| r as f64)),
+                info_loss: mean(qm.recall.iter().map(|&r| 1.0 - r as f64)),
+                kl: mean(qm.recall.iter().map(|&r| kl(r.max(f32::MIN_POSITIVE)))),
+                out_rel_err: mean(qm.out_rel_err.iter().map(|&e| e as f64)),
+                cosine: mean(qm.cosine.iter().map(|&c| c as f64)),
+                needle_recall: (!needle.is_nan()).then_some(needle),
+                reached: cal.reached,
+                recall_by_query_block: qm
+                    .recall
+                    .chunks(qb)
+                    .map(|c| c.iter().sum::<f32>() / c.len() as f32)
+                    .collect(),
+            });
+        }
+        MethodOut {
+            rows,
+            selections: cal.selections,
+            seconds: t.elapsed().as_secs_f64(),
+        }
     }
 }

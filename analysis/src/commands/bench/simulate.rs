@@ -41,6 +41,10 @@ pub struct SimArgs {
     /// --simulate: write the method summary and per-method seconds as JSON to this file.
     #[arg(long)]
     pub summary: Option<PathBuf>,
+    /// --simulate: methods run side by side within a KV group (0: all; 1: one after another, so
+    /// that each method's CPU seconds are its own).
+    #[arg(long, default_value_t = 0)]
+    pub method_jobs: usize,
 }
 
 /// Saves the post-RoPE Q/K/V of chosen layers during a forward pass.
@@ -194,6 +198,7 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
         save_qkv: Vec::new(),
         calibration: None,
         layer_jobs: 1,
+        method_jobs: a.method_jobs,
     };
     let mut hook = SimHook::new(&cfg, &punct, &newline, &[]);
     let cpu0 = cpu_seconds();
