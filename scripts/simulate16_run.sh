@@ -51,7 +51,10 @@ full() { # name binary extra-args...
   rm $OUT/simulate16_$name.log
   [ $name = new ] && cp /tmp/run_$name/manifest.json $OUT/manifest_$name.json
   kill $sampler
-  $bin report /tmp/run_$name --json > $OUT/report16_$name.json
+  $bin report /tmp/run_$name --json > /tmp/report16_$name.json
+  echo "$name: report md5 $(md5sum < /tmp/report16_$name.json)" >> $OUT/times.txt
+  [ $name = new ] && cp /tmp/report16_$name.json $OUT/
+  rm -rf /tmp/run_$name
 }
 full new /tmp/attnscope
 [ -f /tmp/attnscope_base ] && full base /tmp/attnscope_base

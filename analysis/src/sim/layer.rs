@@ -320,11 +320,11 @@ impl LayerJob {
     }
 }
 
-/// `f(i, item)` for every item, each on its own thread (on this one when there is only one),
-/// results in order. Plain threads rather than rayon tasks: a rayon worker waiting inside one
-/// method's parallel loop would take up another method's long task meanwhile, and the first
-/// method would wait for it to end (a layer job once took the whole run that way). Plain threads
-/// only wait; their parallel loops share rayon's pool.
+/// `f(i, item)` for every item, each a task of its own on rayon's pool, results in order. One
+/// task per item rather than a parallel iterator: a worker waiting inside one method's parallel
+/// loop steals the oldest task it finds, and a parallel iterator's oldest task is half of the
+/// remaining items, which the waiting method would then wait out (a layer job once took the
+/// whole run that way); a single method is the most it can take here.
 fn side_by_side<'t, T: Sync, R: Send>(
     items: &'t [T],
     f: impl Fn(usize, &'t T) -> R + Sync,
@@ -332,21 +332,17 @@ fn side_by_side<'t, T: Sync, R: Send>(
     if items.len() <= 1 {
         return items.iter().enumerate().map(|(i, x)| f(i, x)).collect();
     }
-    std::thread::scope(|scope| {
+    let mut slots: Vec<Option<R>> = items.iter().map(|_| None).collect();
+    rayon::scope(|scope| {
         let f = &f;
-        let handles: Vec<_> = items
-            .iter()
-            .enumerate()
-            .map(|(i, x)| scope.spawn(move || f(i, x)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
+        for ((i, x), slot) in items.iter().enumerate().zip(slots.iter_mut()) {
+            scope.spawn(move |_| *slot = Some(f(i, x)));
+        }
+    });
+    slots
+        .into_iter()
+        .map(|r| r.expect("every task of the scope ran"))
+        .collect()
 }
 
 /// What one method's run on one budget of a KV group reads.
