@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The 16-core simulator benchmark on the device machine (no network, 64 MiB per call), in the
-# third of three calls: carry/m1/p1 and carry/m2/p2 (the first 2 x 46.5 MB of the SmolLM2 GGUF)
+# third of three calls: carry/m1/p1 and carry/m2/p2 (the first 2 x 40 MB of the SmolLM2 GGUF)
 # were copied to /tmp/parts by the two calls before; this call carries carry/m3 with the rest
 # (p3), the release binary (attnscope.xz), a baseline binary (attnscope_base.xz, optional), the
 # texts, and a saved layer (l3.safetensors) for the one-layer replay A/B.
