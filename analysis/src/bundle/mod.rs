@@ -99,29 +99,37 @@ pub fn write_tables(
     ctx: &TableContext,
     format: Format,
 ) -> Result<Vec<TableInfo>> {
+    use rayon::prelude::*;
     use tables::*;
-    Ok(vec![
-        write_one(
-            dir,
-            Table::Metrics,
-            &results.metrics,
-            format,
-            ctx,
-            metrics_batch,
-        )?,
-        write_one(dir, Table::Iou, &results.iou, format, ctx, iou_batch)?,
-        write_one(dir, Table::Heads, &results.heads, format, ctx, heads_batch)?,
-        write_one(dir, Table::Tokens, tokens, format, ctx, tokens_batch)?,
-        write_one(dir, Table::Maps, &results.heads, format, ctx, maps_batch)?,
-        write_one(
-            dir,
-            Table::Selections,
-            &results.selections,
-            format,
-            ctx,
-            selections_batch,
-        )?,
-    ])
+    // The tables are independent files: written side by side.
+    type Writer<'w> = Box<dyn Fn() -> Result<TableInfo> + Send + Sync + 'w>;
+    let writers: Vec<Writer<'_>> = vec![
+        Box::new(|| {
+            write_one(
+                dir,
+                Table::Metrics,
+                &results.metrics,
+                format,
+                ctx,
+                metrics_batch,
+            )
+        }),
+        Box::new(|| write_one(dir, Table::Iou, &results.iou, format, ctx, iou_batch)),
+        Box::new(|| write_one(dir, Table::Heads, &results.heads, format, ctx, heads_batch)),
+        Box::new(|| write_one(dir, Table::Tokens, tokens, format, ctx, tokens_batch)),
+        Box::new(|| write_one(dir, Table::Maps, &results.heads, format, ctx, maps_batch)),
+        Box::new(|| {
+            write_one(
+                dir,
+                Table::Selections,
+                &results.selections,
+                format,
+                ctx,
+                selections_batch,
+            )
+        }),
+    ];
+    writers.par_iter().map(|w| w()).collect()
 }
 
 /// Reads the tables listed in `infos` from `dir`, checking that each file exists, is readable
