@@ -63,4 +63,6 @@ if [ -f $M/attnscope_alt.xz ]; then
   full alt /tmp/attnscope_alt
 fi
 [ -n "${JOBS:-}" ] && full jobs$JOBS /tmp/attnscope --layer-jobs $JOBS
+# REPEAT=1: the new binary once more, after the others (the lease's speed drifts).
+[ -n "${REPEAT:-}" ] && full again /tmp/attnscope
 /tmp/attnscope report /tmp/run_new | tail -28
