@@ -39,7 +39,7 @@ sample_cpu() {
   done
 }
 # The full run: the new binary with the default layer jobs, then (when given) the baseline
-# binary, an alternative one and the new one with JOBS layer jobs, all on this lease.
+# binary, an alternative one and the new one with each of JOBS (a list) layer jobs, all on this lease.
 full() { # name binary extra-args...
   local name=$1 bin=$2; shift 2
   sample_cpu > $OUT/cpu_$name.txt & local sampler=$!
@@ -62,7 +62,7 @@ if [ -f $M/attnscope_alt.xz ]; then
   xz -dc $M/attnscope_alt.xz > /tmp/attnscope_alt && chmod +x /tmp/attnscope_alt
   full alt /tmp/attnscope_alt
 fi
-[ -n "${JOBS:-}" ] && full jobs$JOBS /tmp/attnscope --layer-jobs $JOBS
+for j in ${JOBS:-}; do full jobs$j /tmp/attnscope --layer-jobs $j; done
 # REPEAT=1: the new binary once more, after the others (the lease's speed drifts).
 [ -n "${REPEAT:-}" ] && full again /tmp/attnscope
 /tmp/attnscope report /tmp/run_new | tail -28
