@@ -14,8 +14,15 @@ use crate::error::Result;
 use crate::method::{GroupInput, Selector};
 use crate::registry::MethodInfo;
 
+mod calibration;
 mod layer;
+mod memory;
+mod timing;
+use calibration::{CalibrationGate, CalibrationHook};
 use layer::{Ctx, LayerJob, LayerOut};
+pub use memory::{available_memory, layer_job_bytes, method_group_bytes};
+use memory::{check_host_memory, layer_workers};
+pub use timing::{cpu_seconds, Pipeline, Profile};
 
 /// One method as configured for a run.
 #[derive(Debug)]
@@ -140,45 +147,6 @@ pub struct SimResults {
     pub pipeline: Pipeline,
 }
 
-/// When each stage of [`simulate`] ran, in wall seconds from its start: the calibration pass of
-/// methods that fit settings, the forward pass, and each layer job (handed over by the forward
-/// pass, started by a worker, finished).
-#[derive(Debug, Default, Clone)]
-pub struct Pipeline {
-    pub workers: usize,
-    pub calibration_s: f64,
-    pub forward_end_s: f64,
-    pub end_s: f64,
-    /// `(layer, handed over, started, finished)`.
-    pub layers: Vec<(usize, f64, f64, f64)>,
-}
-
-impl Pipeline {
-    /// One line: the stages and how many layer jobs ran at once on average while any ran.
-    pub fn summary(&self) -> String {
-        let busy: f64 = self.layers.iter().map(|l| l.3 - l.2).sum();
-        let first = self
-            .layers
-            .iter()
-            .map(|l| l.2)
-            .fold(f64::INFINITY, f64::min);
-        let last = self.layers.iter().map(|l| l.3).fold(0.0, f64::max);
-        let wait: f64 = self.layers.iter().map(|l| l.2 - l.1).sum();
-        format!(
-            "pipeline: calibration {:.1} s, forward pass done at {:.1} s, layer jobs {:.1}-{:.1} s \
-             ({} workers, {:.2} busy on average, {:.1} s handed-over layers waited), end {:.1} s",
-            self.calibration_s,
-            self.forward_end_s,
-            if first.is_finite() { first } else { 0.0 },
-            last,
-            self.workers,
-            if last > first { busy / (last - first) } else { 0.0 },
-            wait,
-            self.end_s
-        )
-    }
-}
-
 /// The hook that runs the simulation layer by layer.
 pub struct SimHook<'a> {
     pub cfg: &'a SimConfig,
@@ -246,48 +214,6 @@ impl<'a> SimHook<'a> {
     }
 }
 
-/// Process CPU seconds so far (user + system, every thread; Linux `/proc/self/stat`, 10 ms
-/// ticks), 0 where unavailable.
-pub fn cpu_seconds() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let Some(rest) = s.rfind(')').map(|p| &s[p + 2..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
-}
-
-/// Wall and process CPU seconds spent per method (by label) and per phase of the runner
-/// (`(capture)`, `(exact attention)`, `(iou)`, `(selections table)`, `(frequency)`).
-#[derive(Debug, Default, Clone)]
-pub struct Profile {
-    pub seconds: std::collections::BTreeMap<String, (f64, f64)>,
-}
-
-impl Profile {
-    /// A start mark: now, in wall and CPU time.
-    pub fn mark() -> (std::time::Instant, f64) {
-        (std::time::Instant::now(), cpu_seconds())
-    }
-
-    /// Adds `wall` seconds to `name` (work that ran beside other work: no CPU seconds of its own).
-    pub fn add_wall(&mut self, name: &str, wall: f64) {
-        self.seconds.entry(name.to_string()).or_default().0 += wall;
-    }
-
-    /// Adds the time since `mark` to `name`; returns the wall seconds.
-    pub fn add(&mut self, name: &str, mark: (std::time::Instant, f64)) -> f64 {
-        let wall = mark.0.elapsed().as_secs_f64();
-        let e = self.seconds.entry(name.to_string()).or_default();
-        e.0 += wall;
-        e.1 += cpu_seconds() - mark.1;
-        wall
-    }
-}
-
 impl std::fmt::Debug for SimHook<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimHook").finish_non_exhaustive()
@@ -347,118 +273,6 @@ fn group_input<'a>(
         truth: heads[g * gs..(g + 1) * gs].iter().collect(),
         capture_block,
         cache: Default::default(),
-    }
-}
-
-/// The calibration pass: methods that fit settings (ours) see every chosen layer of the
-/// calibration text, at the run's first budget.
-struct CalibrationHook<'a> {
-    cfg: &'a SimConfig,
-    punct: &'a [bool],
-    newline: &'a [bool],
-    /// Told of every layer passed, when the simulation runs beside this pass.
-    gate: Option<&'a CalibrationGate>,
-}
-
-/// How far a calibration pass running beside the simulation has gone: a layer job of a method
-/// that fits settings waits until the calibration text has been through its layer.
-#[derive(Debug, Default)]
-pub(crate) struct CalibrationGate {
-    state: std::sync::Mutex<GateState>,
-    changed: std::sync::Condvar,
-}
-
-#[derive(Debug, Default)]
-struct GateState {
-    /// Layers `0..passed` are calibrated.
-    passed: usize,
-    finished: bool,
-    failed: bool,
-}
-
-impl CalibrationGate {
-    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Layer `layer` and those before it are calibrated.
-    fn pass(&self, layer: usize) {
-        let mut st = self.lock();
-        st.passed = st.passed.max(layer + 1);
-        self.changed.notify_all();
-    }
-
-    /// The pass ended (successfully or not).
-    fn finish(&self, ok: bool) {
-        let mut st = self.lock();
-        st.finished = true;
-        st.failed = !ok;
-        self.changed.notify_all();
-    }
-
-    /// Waits until `layer` is calibrated or the pass ended; false when it failed.
-    pub(crate) fn wait(&self, layer: usize) -> bool {
-        let mut st = self.lock();
-        while !st.finished && st.passed <= layer {
-            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-        !st.failed
-    }
-
-    /// True once the pass failed.
-    fn failed(&self) -> bool {
-        self.lock().failed
-    }
-}
-
-impl AttentionHook for CalibrationHook<'_> {
-    fn on_layer(&mut self, qkv: &LayerQkv<'_>) -> attnscope_core::Result<HookAction> {
-        if !self
-            .cfg
-            .layers
-            .as_ref()
-            .is_none_or(|ls| ls.contains(&qkv.layer))
-        {
-            if let Some(gate) = self.gate {
-                gate.pass(qkv.layer);
-            }
-            return Ok(HookAction::Dense);
-        }
-        let opts = CaptureOptions {
-            block: self.cfg.capture_block,
-            ..CaptureOptions::default()
-        };
-        let (heads, dense) = capture_layer(qkv, &opts);
-        let budget = self
-            .cfg
-            .budgets
-            .first()
-            .copied()
-            .unwrap_or(Budget::Sparsity(0.9));
-        for m in self
-            .cfg
-            .methods
-            .iter()
-            .filter(|m| m.selector.needs_calibration())
-        {
-            for g in 0..qkv.n_kv_heads {
-                let tensors = GroupTensors::new(qkv, g);
-                let input = group_input(
-                    qkv.layer,
-                    &tensors,
-                    &heads,
-                    g,
-                    self.punct,
-                    self.newline,
-                    self.cfg.capture_block,
-                );
-                m.selector.calibrate(&input, budget);
-            }
-        }
-        if let Some(gate) = self.gate {
-            gate.pass(qkv.layer);
-        }
-        Ok(HookAction::DenseOutput(dense))
     }
 }
 
@@ -615,86 +429,6 @@ pub fn summarize(rows: &[MetricRow]) -> Vec<MethodSummary> {
             }
         })
         .collect()
-}
-
-/// Host bytes one layer job needs at its peak on the CPU path: the raw scores and the exact
-/// attention of a KV group's q-heads (`n (n + 1) / 2` floats each, [`crate::logits`]) plus, alive
-/// beside them, the methods' own buffers ([`method_group_bytes`]) and a margin of one more packed
-/// buffer for the others' chunked scores; and the layer's captured block masses `P` (every
-/// q-head, `n x n / block` floats).
-pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
-    let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1);
-    let methods: u64 = cfg
-        .methods
-        .iter()
-        .map(|m| method_group_bytes(m.info.name, n, gs))
-        .sum();
-    let blocks = n.div_ceil(cfg.capture_block.max(1)) as u64;
-    3 * packed_bytes(n) * gs as u64 + methods + c.n_heads as u64 * n as u64 * blocks * 4
-}
-
-/// Bytes of one head's packed causal pairs (`n (n + 1) / 2` floats).
-fn packed_bytes(n: usize) -> u64 {
-    n as u64 * (n as u64 + 1) / 2 * 4
-}
-
-/// Host bytes of per-pair buffers `method` keeps for a KV group of `gs` q-heads over `n` tokens
-/// beyond the runner's own exact attention (used to plan memory): rtpurbo-proxy's indexer scores,
-/// the top-p methods' per-query histograms (at most 257 counts and sums each), and the exact
-/// attention itself for the oracles when they run alone (the live re-selection of the viewer).
-pub fn method_group_bytes(method: &str, n: usize, gs: usize) -> u64 {
-    let histograms = n as u64 * 257 * 12;
-    let per_head = match method {
-        "rtpurbo-proxy" | "oracle-topp" => packed_bytes(n) + histograms,
-        "oracle-topk" | "oracle-topk-block" => packed_bytes(n),
-        _ => 0,
-    };
-    per_head * gs as u64
-}
-
-/// Layers simulated at once: `cfg.layer_jobs`, or when 0 half the rayon threads (at least 2, so
-/// that a method's serial stretches on one layer leave no core idle; at most 4), fewer when the
-/// machine's available memory would not hold that many layer jobs ([`layer_job_bytes`]).
-fn layer_workers(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -> usize {
-    if cfg.layer_jobs > 0 {
-        return cfg.layer_jobs;
-    }
-    let per_layer = layer_job_bytes(cfg, &model.config, n);
-    let by_threads = (rayon::current_num_threads() / 2).clamp(2, 4);
-    let by_memory = available_memory()
-        .map_or(1, |m| (m * 3 / 4 / per_layer.max(1)) as usize)
-        .max(1);
-    by_threads.min(by_memory)
-}
-
-/// Refuses a CPU run whose one layer job would not fit in the available memory (rather than
-/// letting the system kill it hours in).
-fn check_host_memory(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -> Result<()> {
-    if model.device() != attnscope_core::Device::Cpu {
-        return Ok(());
-    }
-    let need = layer_job_bytes(cfg, &model.config, n);
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    match available_memory() {
-        Some(have) if need > have => Err(crate::AnalysisError::Input(format!(
-            "simulating {n} tokens on the CPU needs about {:.1} GiB per layer (the exact attention of \
-             a KV group's {} q-heads and the methods' per-pair buffers); {:.1} GiB are available. \
-             Use a shorter --len, fewer token-level methods (rtpurbo-proxy and the oracles need the \
-             most), or --device cuda",
-            gib(need),
-            model.config.n_heads / model.config.n_kv_heads.max(1),
-            gib(have)
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// `MemAvailable` of `/proc/meminfo` in bytes (Linux), if readable.
-pub fn available_memory() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Runs the simulation over `ids` with `model`.

@@ -155,15 +155,16 @@ fn bad_input_is_named() {
     }
 }
 
-/// Layers simulated on several worker threads (`--layer-jobs`) give the same bundle numbers as
-/// one layer at a time; phsa-fit with no `--calibration-text` fits on the default held-out text,
-/// which the manifest records.
+/// Layers simulated on several worker threads (`--layer-jobs`), and methods run one after another
+/// instead of side by side (`--method-jobs 1`), give the same bundle numbers as one layer at a
+/// time; phsa-fit with no `--calibration-text` fits on the default held-out text (in a pass beside
+/// the simulation), which the manifest records.
 #[test]
 fn layer_jobs_and_vector_widths_do_not_change_results() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut reports = Vec::new();
     // Layer jobs, and the hot loops' vector builds (AVX-512 where the CPU has it, AVX2, none).
-    for (jobs, simd) in [("1", ""), ("3", "none"), ("2", "avx2")] {
+    for (jobs, simd, method_jobs) in [("1", "", "0"), ("3", "none", "0"), ("2", "avx2", "1")] {
         let run = dir.path().join(format!("run{jobs}"));
         let run_s = run.to_str().expect("utf-8 path");
         let (ok, _, err) = attnscope_env(
@@ -185,6 +186,8 @@ fn layer_jobs_and_vector_widths_do_not_change_results() {
                 "256",
                 "--layer-jobs",
                 jobs,
+                "--method-jobs",
+                method_jobs,
                 "--out",
                 run_s,
                 "--run-id",
@@ -225,6 +228,6 @@ fn layer_jobs_and_vector_widths_do_not_change_results() {
     );
     assert_eq!(
         reports[0], reports[2],
-        "--layer-jobs 2 or AVX2 changed the results"
+        "--layer-jobs 2, --method-jobs 1 or AVX2 changed the results"
     );
 }

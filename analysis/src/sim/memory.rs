@@ -1,0 +1,88 @@
+//! How much host memory a layer job needs, and how many layer jobs the machine holds.
+
+use super::SimConfig;
+use crate::error::Result;
+
+/// Host bytes one layer job needs at its peak on the CPU path: the raw scores and the exact
+/// attention of a KV group's q-heads (`n (n + 1) / 2` floats each, [`crate::logits`]) plus, alive
+/// beside them, the methods' own buffers ([`method_group_bytes`]) and a margin of one more packed
+/// buffer for the others' chunked scores; and the layer's captured block masses `P` (every
+/// q-head, `n x n / block` floats).
+pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
+    let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1);
+    let methods: u64 = cfg
+        .methods
+        .iter()
+        .map(|m| method_group_bytes(m.info.name, n, gs))
+        .sum();
+    let blocks = n.div_ceil(cfg.capture_block.max(1)) as u64;
+    3 * packed_bytes(n) * gs as u64 + methods + c.n_heads as u64 * n as u64 * blocks * 4
+}
+
+/// Bytes of one head's packed causal pairs (`n (n + 1) / 2` floats).
+fn packed_bytes(n: usize) -> u64 {
+    n as u64 * (n as u64 + 1) / 2 * 4
+}
+
+/// Host bytes of per-pair buffers `method` keeps for a KV group of `gs` q-heads over `n` tokens
+/// beyond the runner's own exact attention (used to plan memory): rtpurbo-proxy's indexer scores,
+/// the top-p methods' per-query histograms (at most 257 counts and sums each), and the exact
+/// attention itself for the oracles when they run alone (the live re-selection of the viewer).
+pub fn method_group_bytes(method: &str, n: usize, gs: usize) -> u64 {
+    let histograms = n as u64 * 257 * 12;
+    let per_head = match method {
+        "rtpurbo-proxy" | "oracle-topp" => packed_bytes(n) + histograms,
+        "oracle-topk" | "oracle-topk-block" => packed_bytes(n),
+        _ => 0,
+    };
+    per_head * gs as u64
+}
+
+/// Layers simulated at once: `cfg.layer_jobs`, or when 0 half the rayon threads (at least 2, so
+/// that a method's serial stretches on one layer leave no core idle; at most 4), fewer when the
+/// machine's available memory would not hold that many layer jobs ([`layer_job_bytes`]).
+pub(super) fn layer_workers(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -> usize {
+    if cfg.layer_jobs > 0 {
+        return cfg.layer_jobs;
+    }
+    let per_layer = layer_job_bytes(cfg, &model.config, n);
+    let by_threads = (rayon::current_num_threads() / 2).clamp(2, 4);
+    let by_memory = available_memory()
+        .map_or(1, |m| (m * 3 / 4 / per_layer.max(1)) as usize)
+        .max(1);
+    by_threads.min(by_memory)
+}
+
+/// Refuses a CPU run whose one layer job would not fit in the available memory (rather than
+/// letting the system kill it hours in).
+pub(super) fn check_host_memory(
+    cfg: &SimConfig,
+    model: &attnscope_core::Model,
+    n: usize,
+) -> Result<()> {
+    if model.device() != attnscope_core::Device::Cpu {
+        return Ok(());
+    }
+    let need = layer_job_bytes(cfg, &model.config, n);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    match available_memory() {
+        Some(have) if need > have => Err(crate::AnalysisError::Input(format!(
+            "simulating {n} tokens on the CPU needs about {:.1} GiB per layer (the exact attention of \
+             a KV group's {} q-heads and the methods' per-pair buffers); {:.1} GiB are available. \
+             Use a shorter --len, fewer token-level methods (rtpurbo-proxy and the oracles need the \
+             most), or --device cuda",
+            gib(need),
+            model.config.n_heads / model.config.n_kv_heads.max(1),
+            gib(have)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `MemAvailable` of `/proc/meminfo` in bytes (Linux), if readable.
+pub fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
