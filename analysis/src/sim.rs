@@ -473,27 +473,17 @@ pub fn simulate(
         },
         None => None,
     };
-    let calibration_hook = |gate| {
-        calibration.map(|cal| CalibrationHook {
-            cfg,
-            punct: &cal.punct,
-            newline: &cal.newline,
-            gate,
-        })
-    };
     // On the CPU the calibration pass runs beside the simulation (layer jobs of a fitting method
     // wait for their layer's calibration); on a GPU it runs first.
     let gate = CalibrationGate::default();
-    let beside = calibration.is_some() && model.device() == attnscope_core::Device::Cpu;
-    if !beside {
-        if let (Some(cal), Some(mut hook)) = (calibration, calibration_hook(None)) {
-            model.forward(&cal.ids, &mut hook)?;
-        }
+    let beside = calibration.filter(|_| model.device() == attnscope_core::Device::Cpu);
+    if let (Some(cal), None) = (calibration, beside) {
+        model.forward(&cal.ids, &mut CalibrationHook::new(cfg, cal, None))?;
     }
     let mut calibration_s = start.elapsed().as_secs_f64();
     let mut hook = SimHook::new(cfg, punct, newline, needles);
     hook.start = start;
-    if beside {
+    if beside.is_some() {
         hook.gate = Some(&gate);
     }
     let workers = layer_workers(cfg, model, ids.len());
@@ -505,29 +495,24 @@ pub fn simulate(
     let (tx, rx) = std::sync::mpsc::sync_channel::<LayerJob>(0);
     let rx = std::sync::Mutex::new(rx);
     let outs = std::thread::scope(|scope| -> Result<Vec<LayerOut>> {
-        let calibrating = beside.then(|| {
-            let (gate, mut cal_hook) = (&gate, calibration_hook(Some(&gate)));
-            let ids = calibration.map(|c| c.ids.as_slice()).unwrap_or_default();
+        let calibrating = beside.map(|cal| {
+            let gate = &gate;
             scope.spawn(move || -> Result<f64> {
                 // Its own few threads: in the shared pool its parallel loops would queue behind
                 // the layer jobs', while the first layer jobs wait for it.
-                let threads = (rayon::current_num_threads() / 4).max(1);
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
+                let r = rayon::ThreadPoolBuilder::new()
+                    .num_threads((rayon::current_num_threads() / 4).max(1))
                     .build()
                     .map_err(|e| {
                         crate::AnalysisError::Input(format!(
                             "no threads for the calibration pass: {e}"
                         ))
+                    })
+                    .and_then(|pool| {
+                        let mut hook = CalibrationHook::new(cfg, cal, Some(gate));
+                        pool.install(|| model.forward(&cal.ids, &mut hook))?;
+                        Ok(())
                     });
-                let r = match (pool, cal_hook.as_mut()) {
-                    (Ok(pool), Some(h)) => pool
-                        .install(|| model.forward(ids, h))
-                        .map(|_| ())
-                        .map_err(crate::AnalysisError::from),
-                    (Err(e), _) => Err(e),
-                    (Ok(_), None) => Ok(()),
-                };
                 gate.finish(r.is_ok());
                 r?;
                 Ok(start.elapsed().as_secs_f64())

@@ -614,10 +614,11 @@ fn run_inputs(
                 &mut |_| bar.inc(1),
             )?;
             bar.finish_and_clear();
+            let pipeline = results.pipeline.summary();
             if !a.quiet {
-                eprintln!("{}", results.pipeline.summary());
+                eprintln!("{pipeline}");
             }
-            manifest.timings.pipeline.push(results.pipeline.summary());
+            manifest.timings.pipeline.push(pipeline);
             manifest.timings.layer_spans.extend(
                 results
                     .pipeline

@@ -4,17 +4,33 @@
 use attnscope_core::attention::{AttentionHook, HookAction, LayerQkv};
 use attnscope_core::capture::{capture_layer, CaptureOptions};
 
-use super::{group_input, GroupTensors, SimConfig};
+use super::{group_input, CalibrationText, GroupTensors, SimConfig};
 use crate::budget::Budget;
 
 /// The calibration pass: methods that fit settings (ours) see every chosen layer of the
 /// calibration text, at the run's first budget.
 pub(super) struct CalibrationHook<'a> {
-    pub(super) cfg: &'a SimConfig,
-    pub(super) punct: &'a [bool],
-    pub(super) newline: &'a [bool],
+    cfg: &'a SimConfig,
+    punct: &'a [bool],
+    newline: &'a [bool],
     /// Told of every layer passed, when the simulation runs beside this pass.
-    pub(super) gate: Option<&'a CalibrationGate>,
+    gate: Option<&'a CalibrationGate>,
+}
+
+impl<'a> CalibrationHook<'a> {
+    /// The pass over `text` for the fitting methods of `cfg`, telling `gate` of its progress.
+    pub(super) fn new(
+        cfg: &'a SimConfig,
+        text: &'a CalibrationText,
+        gate: Option<&'a CalibrationGate>,
+    ) -> Self {
+        Self {
+            cfg,
+            punct: &text.punct,
+            newline: &text.newline,
+            gate,
+        }
+    }
 }
 
 /// How far a calibration pass running beside the simulation has gone: a layer job of a method

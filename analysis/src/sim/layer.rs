@@ -38,6 +38,30 @@ pub(crate) struct LayerOut {
     pub span: (usize, f64, f64, f64),
 }
 
+impl LayerOut {
+    /// Adds `wall` seconds of method `label` to the run's method times and the profile. With
+    /// `alone` (the mark where the method started, when it ran by itself) the profile also gets
+    /// the process CPU seconds since then.
+    fn add_method_time(
+        &mut self,
+        label: &str,
+        wall: f64,
+        alone: Option<(std::time::Instant, f64)>,
+    ) {
+        *self
+            .results
+            .method_seconds
+            .entry(label.to_string())
+            .or_default() += wall;
+        match alone {
+            Some(mark) => {
+                self.profile.add(label, mark);
+            }
+            None => self.profile.add_wall(label, wall),
+        }
+    }
+}
+
 /// One captured layer, owned.
 pub(crate) struct LayerJob {
     layer: usize,
@@ -188,15 +212,7 @@ impl LayerJob {
             });
             for ((p, secs), m) in done.into_iter().zip(ms) {
                 if p.is_some() {
-                    *out.results
-                        .method_seconds
-                        .entry(m.label.clone())
-                        .or_default() += secs;
-                    if alone {
-                        out.profile.add(&m.label, mark);
-                    } else {
-                        out.profile.add_wall(&m.label, secs);
-                    }
+                    out.add_method_time(&m.label, secs, alone.then_some(mark));
                 }
                 prepared.push(p);
             }
@@ -238,15 +254,7 @@ impl LayerJob {
                         Some(r) => {
                             out.results.metrics.extend(r.rows);
                             sels.push(r.selections);
-                            *out.results
-                                .method_seconds
-                                .entry(m.label.clone())
-                                .or_default() += r.seconds;
-                            if alone {
-                                out.profile.add(&m.label, mark);
-                            } else {
-                                out.profile.add_wall(&m.label, r.seconds);
-                            }
+                            out.add_method_time(&m.label, r.seconds, alone.then_some(mark));
                         }
                         None => {
                             if let Some(x) = gpu {
