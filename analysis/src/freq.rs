@@ -35,25 +35,30 @@ pub fn freq_dominance(
         .map(|&i| {
             let qi = q.row(i);
             let m = i + 1;
-            let mut chunk = vec![vec![0f32; m]; half];
+            let counts = m > top_k;
+            // One chunk's scores at a time (a buffer that stays in cache), with its energy and
+            // top set; the total sums the chunks in order.
+            let mut chunk = vec![0f32; m];
             let mut total = vec![0f32; m];
-            for (c, out) in chunk.iter_mut().enumerate() {
+            let mut energy = Vec::with_capacity(half);
+            let mut tops = Vec::with_capacity(if counts { half } else { 0 });
+            for c in 0..half {
                 let (a, b) = (qi[c], qi[c + half]);
                 let (k1, k2) = (&kt[c][..m], &kt[c + half][..m]);
                 for j in 0..m {
                     let s = a * k1[j] + b * k2[j];
-                    out[j] = s;
+                    chunk[j] = s;
                     total[j] += s;
                 }
+                energy.push(sum_of_squares(&chunk));
+                if counts {
+                    tops.push(crate::methods::common::top_token_set(&chunk, top_k));
+                }
             }
-            let energy: Vec<f64> = chunk.iter().map(|s| sum_of_squares(s)).collect();
-            let counts = m > top_k;
             let agree: Vec<f64> = if counts {
                 let truth = crate::methods::common::top_token_set(&total, top_k);
-                chunk
-                    .iter()
-                    .map(|s| {
-                        let mine = crate::methods::common::top_token_set(s, top_k);
+                tops.iter()
+                    .map(|mine| {
                         let inter = mine
                             .iter()
                             .filter(|j| truth.binary_search(j).is_ok())

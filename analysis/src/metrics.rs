@@ -285,28 +285,52 @@ fn output_error(o: &[f32], mass: f32, dense: ndarray::ArrayView1<f32>) -> (f32, 
 /// [`evaluate`] from precomputed exact probabilities of the head (same values, same
 /// accumulation order, so the same bits), without recomputing any score.
 pub fn evaluate_with(head: &DenseHead<'_>, probs: &TrueProbs, sel: &Selection) -> QueryMetrics {
+    evaluate_many(head, probs, &[sel])
+        .pop()
+        .expect("one selection, one result")
+}
+
+/// [`evaluate_with`] of several selections of one head (each result has the same bits as that
+/// selection evaluated alone), query by query: every selection reads the query's row of exact
+/// probabilities while it is in cache, instead of each one streaming all rows from memory.
+pub fn evaluate_many(
+    head: &DenseHead<'_>,
+    probs: &TrueProbs,
+    sels: &[&Selection],
+) -> Vec<QueryMetrics> {
     let n = head.q.nrows();
     let d = head.q.ncols();
+    let m = sels.len();
+    if m == 0 {
+        return Vec::new();
+    }
     let v: std::borrow::Cow<'_, [f32]> = match head.v.as_slice() {
         Some(v) => v.into(),
         None => head.v.iter().copied().collect::<Vec<_>>().into(),
     };
-    let qb = sel.query_block();
-    let rows: Vec<(f32, f32, f32, u32)> = (0..n)
-        .into_par_iter()
+    // Query-major cells: entry `i * m + s` is selection `s` on query `i`.
+    let mut cells = vec![(0f32, 0f32, 0f32, 0u32); n * m];
+    cells
+        .par_chunks_mut(m)
+        .enumerate()
         .with_min_len(16)
-        .map_init(
+        .for_each_init(
             || vec![0f32; d],
-            |o, i| {
-                o.iter_mut().for_each(|x| *x = 0.0);
-                let ranges = sel.row_ranges(i / qb);
-                let (mass, kept) = accumulate(probs.row(i), &v, ranges, i as u32 + 1, o);
-                let (rel, cos) = output_error(o, mass, head.dense_out.row(i));
-                (mass.min(1.0), rel, cos, kept)
+            |o, (i, cell)| {
+                let row = probs.row(i);
+                let dense = head.dense_out.row(i);
+                for (c, sel) in cell.iter_mut().zip(sels) {
+                    o.iter_mut().for_each(|x| *x = 0.0);
+                    let ranges = sel.row_ranges(i / sel.query_block());
+                    let (mass, kept) = accumulate(row, &v, ranges, i as u32 + 1, o);
+                    let (rel, cos) = output_error(o, mass, dense);
+                    *c = (mass.min(1.0), rel, cos, kept);
+                }
             },
-        )
-        .collect();
-    QueryMetrics::from_rows(rows)
+        );
+    (0..m)
+        .map(|s| QueryMetrics::from_rows(cells.iter().skip(s).step_by(m).copied().collect()))
+        .collect()
 }
 
 /// Recall `R_i` alone (no values or outputs needed): the true attention mass of each query's kept
@@ -610,6 +634,25 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn many_selections_at_once_give_each_one_s_bits() {
+        for d in [64, 16] {
+            let data = GroupData::random(230, d, 3, 21 + d as u64);
+            let probs = data.input().true_probs().to_vec();
+            let all = method_selections(&data);
+            for h in 0..3 {
+                let sels: Vec<&Selection> = all.iter().map(|s| &s[h]).collect();
+                let many = evaluate_many(&head(&data, h), &probs[h], &sels);
+                assert_eq!(many.len(), sels.len());
+                for (got, sel) in many.iter().zip(&sels) {
+                    let want = evaluate_with(&head(&data, h), &probs[h], sel);
+                    assert_eq!(got, &want, "d {d} head {h}");
+                }
+            }
+            assert!(evaluate_many(&head(&data, 0), &probs[0], &[]).is_empty());
         }
     }
 

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::budget::{resolve, sparsity_of, Budget};
 use crate::freq::freq_dominance;
-use crate::metrics::{evaluate_with, iou_pairs, kl, needle_recall, DenseHead};
+use crate::metrics::{evaluate_many, iou_pairs, kl, needle_recall, DenseHead, QueryMetrics};
 use crate::selection::Selection;
 
 /// What every layer job reads: the run's configuration and the input's masks and needles.
@@ -241,25 +241,42 @@ impl LayerJob {
                 dense_heads: &dense_heads,
                 probs,
             };
-            let mut sels: Vec<Vec<Selection>> = Vec::new();
+            // Selections first, method by method (side by side)...
+            let mut done: Vec<Option<MethodOut>> = Vec::with_capacity(cfg.methods.len());
             for (w, ms) in cfg.methods.chunks(wave).enumerate() {
                 let mark = Profile::mark();
-                let done: Vec<Option<MethodOut>> = side_by_side(ms, |i, m| {
+                let wave_out: Vec<Option<MethodOut>> = side_by_side(ms, |i, m| {
                     prepared[w * wave + i]
                         .as_ref()
                         .map(|prep| run.method(m, prep.as_ref()))
                 });
-                for (i, (m, res)) in ms.iter().zip(done).enumerate() {
-                    match res {
-                        Some(r) => {
-                            out.results.metrics.extend(r.rows);
-                            sels.push(r.selections);
-                            out.add_method_time(&m.label, r.seconds, alone.then_some(mark));
-                        }
-                        None => {
-                            if let Some(x) = gpu {
-                                x.take(w * wave + i, bi, g, &m.label, &mut out.results, &mut sels);
-                            }
+                for (m, res) in ms.iter().zip(wave_out) {
+                    if let Some(r) = &res {
+                        out.add_method_time(&m.label, r.seconds, alone.then_some(mark));
+                    }
+                    done.push(res);
+                }
+            }
+            // ...then every host method's metrics in one pass per q-head, query by query (the
+            // query's exact probabilities are read once for all methods).
+            let t = Profile::mark();
+            let metrics = run.metrics(&done);
+            out.profile.add("(metrics)", t);
+            let mut sels: Vec<Vec<Selection>> = Vec::with_capacity(done.len());
+            for (mi, (m, (res, rows))) in cfg
+                .methods
+                .iter()
+                .zip(done.into_iter().zip(metrics))
+                .enumerate()
+            {
+                match res {
+                    Some(r) => {
+                        out.results.metrics.extend(rows);
+                        sels.push(r.cal.selections);
+                    }
+                    None => {
+                        if let Some(x) = gpu {
+                            x.take(mi, bi, g, &m.label, &mut out.results, &mut sels);
                         }
                     }
                 }
@@ -368,64 +385,84 @@ struct MethodRunCtx<'r, 'a> {
     probs: &'r [crate::metrics::TrueProbs],
 }
 
-/// One method's metric rows and selections on one budget of a KV group, and its wall seconds.
+/// One method's selections on one budget of a KV group (calibrated), and its wall seconds.
 struct MethodOut {
-    rows: Vec<MetricRow>,
-    selections: Vec<Selection>,
+    cal: crate::budget::Calibrated,
     seconds: f64,
 }
 
 impl MethodRunCtx<'_, '_> {
-    /// Calibrates method `m` (prepared as `prep`) to the budget and measures its selections.
+    /// Calibrates method `m` (prepared as `prep`) to the budget.
     fn method(&self, m: &super::MethodRun, prep: &dyn crate::method::Prepared) -> MethodOut {
-        let (cfg, n) = (self.cfg, self.n);
         let t = std::time::Instant::now();
         let cal = resolve(
             m.selector.as_ref(),
             prep,
             self.budget,
-            n,
+            self.n,
             self.top_p_sparsity,
         );
-        let mut rows = Vec::with_capacity(self.hs.len());
-        for (hi, &h) in self.hs.iter().enumerate() {
-            let sel = &cal.selections[hi];
-            let dh = &self.dense_heads[hi];
-            let qm = evaluate_with(dh, &self.probs[hi], sel);
-            let needle = mean(self.ctx.needles.iter().flat_map(|nd| {
-                nd.queries
-                    .iter()
-                    .filter_map(|&i| needle_recall(dh, sel, i, nd.span))
-            }));
-            let qb = cfg.query_block.max(1);
-            rows.push(MetricRow {
-                input: 0,
-                layer: self.layer,
-                head: h,
-                kv_head: self.g,
-                method: m.label.clone(),
-                budget: self.bi,
-                knob: cal.knob,
-                target_sparsity: cal.target,
-                sparsity: sparsity_of(std::slice::from_ref(sel), n),
-                recall: mean(qm.recall.iter().map(|&r| r as f64)),
-                info_loss: mean(qm.recall.iter().map(|&r| 1.0 - r as f64)),
-                kl: mean(qm.recall.iter().map(|&r| kl(r.max(f32::MIN_POSITIVE)))),
-                out_rel_err: mean(qm.out_rel_err.iter().map(|&e| e as f64)),
-                cosine: mean(qm.cosine.iter().map(|&c| c as f64)),
-                needle_recall: (!needle.is_nan()).then_some(needle),
-                reached: cal.reached,
-                recall_by_query_block: qm
-                    .recall
-                    .chunks(qb)
-                    .map(|c| c.iter().sum::<f32>() / c.len() as f32)
-                    .collect(),
-            });
-        }
         MethodOut {
-            rows,
-            selections: cal.selections,
+            cal,
             seconds: t.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// The metric rows of every method that ran on the host (`done`, in method order; empty
+    /// for the others), each q-head's selections evaluated together ([`evaluate_many`]).
+    fn metrics(&self, done: &[Option<MethodOut>]) -> Vec<Vec<MetricRow>> {
+        let ran: Vec<usize> = (0..done.len()).filter(|&mi| done[mi].is_some()).collect();
+        let cal = |mi: usize| &done[mi].as_ref().expect("ran on the host").cal;
+        let mut rows: Vec<Vec<MetricRow>> = done.iter().map(|_| Vec::new()).collect();
+        for hi in 0..self.hs.len() {
+            let dh = &self.dense_heads[hi];
+            let sels: Vec<&Selection> = ran.iter().map(|&mi| &cal(mi).selections[hi]).collect();
+            let all = evaluate_many(dh, &self.probs[hi], &sels);
+            for ((&mi, qm), sel) in ran.iter().zip(all).zip(sels) {
+                rows[mi].push(self.row(mi, hi, cal(mi), sel, &qm));
+            }
+        }
+        rows
+    }
+
+    /// Method `mi`'s row of the group's q-head `hi` from its per-query metrics.
+    fn row(
+        &self,
+        mi: usize,
+        hi: usize,
+        cal: &crate::budget::Calibrated,
+        sel: &Selection,
+        qm: &QueryMetrics,
+    ) -> MetricRow {
+        let dh = &self.dense_heads[hi];
+        let needle = mean(self.ctx.needles.iter().flat_map(|nd| {
+            nd.queries
+                .iter()
+                .filter_map(|&i| needle_recall(dh, sel, i, nd.span))
+        }));
+        let qb = self.cfg.query_block.max(1);
+        MetricRow {
+            input: 0,
+            layer: self.layer,
+            head: self.hs[hi],
+            kv_head: self.g,
+            method: self.cfg.methods[mi].label.clone(),
+            budget: self.bi,
+            knob: cal.knob,
+            target_sparsity: cal.target,
+            sparsity: sparsity_of(std::slice::from_ref(sel), self.n),
+            recall: mean(qm.recall.iter().map(|&r| r as f64)),
+            info_loss: mean(qm.recall.iter().map(|&r| 1.0 - r as f64)),
+            kl: mean(qm.recall.iter().map(|&r| kl(r.max(f32::MIN_POSITIVE)))),
+            out_rel_err: mean(qm.out_rel_err.iter().map(|&e| e as f64)),
+            cosine: mean(qm.cosine.iter().map(|&c| c as f64)),
+            needle_recall: (!needle.is_nan()).then_some(needle),
+            reached: cal.reached,
+            recall_by_query_block: qm
+                .recall
+                .chunks(qb)
+                .map(|c| c.iter().sum::<f32>() / c.len() as f32)
+                .collect(),
         }
     }
 }
