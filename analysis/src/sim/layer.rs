@@ -414,6 +414,10 @@ impl MethodRunCtx<'_, '_> {
         let ran: Vec<usize> = (0..done.len()).filter(|&mi| done[mi].is_some()).collect();
         let cal = |mi: usize| &done[mi].as_ref().expect("ran on the host").cal;
         let mut rows: Vec<Vec<MetricRow>> = done.iter().map(|_| Vec::new()).collect();
+        if ran.is_empty() {
+            // Every method ran on the device: there are no host probabilities to read.
+            return rows;
+        }
         for hi in 0..self.hs.len() {
             let dh = &self.dense_heads[hi];
             let sels: Vec<&Selection> = ran.iter().map(|&mi| &cal(mi).selections[hi]).collect();
