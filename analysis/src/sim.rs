@@ -136,7 +136,8 @@ pub struct SimResults {
     /// Captured Q/K/V of the layers in `SimConfig::save_qkv`.
     #[serde(skip)]
     pub qkv: Vec<crate::bundle::qkv::SavedLayer>,
-    /// Wall seconds per method (scoring, calibration and metrics), summed over layers and groups.
+    /// Wall seconds per method (scoring and calibration; on a GPU metrics too), summed over
+    /// layers and groups. The host methods' metrics are the profile's `(metrics)` phase.
     #[serde(default)]
     pub method_seconds: std::collections::BTreeMap<String, f64>,
     /// Settings fitted on calibration text (methods labelled ours).

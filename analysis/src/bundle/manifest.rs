@@ -202,7 +202,8 @@ pub struct Timings {
     pub inputs_s: Vec<f64>,
     pub write_s: f64,
     pub total_s: f64,
-    /// Per method: scoring, calibration and metrics, summed over layers, groups and inputs.
+    /// Per method: scoring and calibration (on a GPU, metrics too), summed over layers, groups
+    /// and inputs. The host methods' metrics are one shared pass per group, not counted here.
     pub method_s: BTreeMap<String, f64>,
     /// Per simulated input: its pipeline in one line (calibration, forward pass, layer jobs).
     #[serde(default)]

@@ -54,9 +54,7 @@ impl LayerOut {
             .entry(label.to_string())
             .or_default() += wall;
         match alone {
-            Some(mark) => {
-                self.profile.add(label, mark);
-            }
+            Some(mark) => self.profile.add(label, mark),
             None => self.profile.add_wall(label, wall),
         }
     }
@@ -411,19 +409,21 @@ impl MethodRunCtx<'_, '_> {
     /// The metric rows of every method that ran on the host (`done`, in method order; empty
     /// for the others), each q-head's selections evaluated together ([`evaluate_many`]).
     fn metrics(&self, done: &[Option<MethodOut>]) -> Vec<Vec<MetricRow>> {
-        let ran: Vec<usize> = (0..done.len()).filter(|&mi| done[mi].is_some()).collect();
-        let cal = |mi: usize| &done[mi].as_ref().expect("ran on the host").cal;
+        let ran: Vec<(usize, &crate::budget::Calibrated)> = done
+            .iter()
+            .enumerate()
+            .filter_map(|(mi, r)| r.as_ref().map(|r| (mi, &r.cal)))
+            .collect();
         let mut rows: Vec<Vec<MetricRow>> = done.iter().map(|_| Vec::new()).collect();
         if ran.is_empty() {
             // Every method ran on the device: there are no host probabilities to read.
             return rows;
         }
         for hi in 0..self.hs.len() {
-            let dh = &self.dense_heads[hi];
-            let sels: Vec<&Selection> = ran.iter().map(|&mi| &cal(mi).selections[hi]).collect();
-            let all = evaluate_many(dh, &self.probs[hi], &sels);
-            for ((&mi, qm), sel) in ran.iter().zip(all).zip(sels) {
-                rows[mi].push(self.row(mi, hi, cal(mi), sel, &qm));
+            let sels: Vec<&Selection> = ran.iter().map(|(_, cal)| &cal.selections[hi]).collect();
+            let all = evaluate_many(&self.dense_heads[hi], &self.probs[hi], &sels);
+            for ((&(mi, cal), qm), sel) in ran.iter().zip(all).zip(sels) {
+                rows[mi].push(self.row(mi, hi, cal, sel, &qm));
             }
         }
         rows

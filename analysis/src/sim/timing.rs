@@ -55,7 +55,8 @@ pub fn cpu_seconds() -> f64 {
 }
 
 /// Wall and process CPU seconds spent per method (by label) and per phase of the runner
-/// (`(capture)`, `(exact attention)`, `(iou)`, `(selections table)`, `(frequency)`).
+/// (`(capture)`, `(exact attention)`, `(metrics)`, `(iou)`, `(selections table)`,
+/// `(frequency)`).
 #[derive(Debug, Default, Clone)]
 pub struct Profile {
     pub seconds: std::collections::BTreeMap<String, (f64, f64)>,
@@ -72,12 +73,10 @@ impl Profile {
         self.seconds.entry(name.to_string()).or_default().0 += wall;
     }
 
-    /// Adds the time since `mark` to `name`; returns the wall seconds.
-    pub fn add(&mut self, name: &str, mark: (std::time::Instant, f64)) -> f64 {
-        let wall = mark.0.elapsed().as_secs_f64();
+    /// Adds the time since `mark` to `name`.
+    pub fn add(&mut self, name: &str, mark: (std::time::Instant, f64)) {
         let e = self.seconds.entry(name.to_string()).or_default();
-        e.0 += wall;
+        e.0 += mark.0.elapsed().as_secs_f64();
         e.1 += cpu_seconds() - mark.1;
-        wall
     }
 }
