@@ -356,6 +356,46 @@ pub fn recall_with(probs: &TrueProbs, sel: &Selection) -> Vec<f32> {
         .collect()
 }
 
+/// Recall `R_i` of a selection that keeps whole key blocks of `block` tokens (each kept range
+/// starts on a block boundary and ends on one or at the query's causal limit), summed from the
+/// capture's per-block masses `block_mass[i, b]` (query `i`'s exact probabilities summed over
+/// block `b`'s visible keys, [`attnscope_core::capture::HeadCapture::block_mass`]) instead of from
+/// every probability: the same sum, added in another order. `None` when a kept range cuts a block
+/// (the caller then sums the probabilities with [`recall_with`]).
+pub fn recall_from_block_mass(
+    block_mass: ndarray::ArrayView2<f32>,
+    block: usize,
+    sel: &Selection,
+) -> Option<Vec<f32>> {
+    let n = sel.len();
+    if block == 0 || block_mass.nrows() != n || block_mass.ncols() != n.div_ceil(block) {
+        return None;
+    }
+    let qb = sel.query_block();
+    let b = block as u32;
+    (0..n)
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|i| {
+            let lim = i as u32 + 1;
+            let masses = block_mass.row(i);
+            let mut mass = 0f32;
+            for &(s, e) in sel.row_ranges(i / qb) {
+                if s >= lim {
+                    break;
+                }
+                let e = e.min(lim);
+                if s % b != 0 || (e % b != 0 && e != lim) {
+                    return None;
+                }
+                let (lo, hi) = ((s / b) as usize, e.div_ceil(b) as usize);
+                mass += masses.slice(ndarray::s![lo..hi]).sum();
+            }
+            Some(mass.min(1.0))
+        })
+        .collect()
+}
+
 /// Recall `R_i` from post-RoPE `q`, `k` (`[n, d]`) and the per-query log-sum-exp, one kept pair
 /// at a time (no per-pair buffer: the viewer's live re-selection).
 pub fn recall_only(
@@ -675,6 +715,41 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn recall_from_block_masses_is_the_recall_of_whole_block_selections() {
+        // Capture blocks of 64 (GroupData): block methods of 64-token blocks are summed from the
+        // block masses, token methods are refused (their ranges cut blocks).
+        let data = GroupData::random(300, 16, 3, 17);
+        let probs = data.input().true_probs().to_vec();
+        let all = method_selections(&data);
+        let mut summed = Vec::new();
+        for (info, sels) in crate::registry::METHODS.iter().zip(&all) {
+            for (h, sel) in sels.iter().enumerate() {
+                let bm = data.truth[h].block_mass.view();
+                let Some(got) = recall_from_block_mass(bm, 64, sel) else {
+                    continue;
+                };
+                let want = recall_with(&probs[h], sel);
+                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (x - y).abs() <= 1e-5,
+                        "{} head {h} query {i}: {x} vs {y}",
+                        info.name
+                    );
+                }
+                summed.push(info.name);
+                // Blocks of another size do not fit the same masses.
+                assert!(recall_from_block_mass(bm, 32, sel).is_none());
+            }
+        }
+        for name in ["phsa", "phsa-fit", "infllm-v2", "moba"] {
+            assert!(summed.contains(&name), "{name} was not summed from blocks");
+        }
+        for name in ["oracle-topk", "h2o", "rtpurbo-proxy"] {
+            assert!(!summed.contains(&name), "{name} cuts blocks");
         }
     }
 

@@ -1,9 +1,12 @@
 //! `phsa-fit` (ours): PHSA with lambda fitted per layer on calibration text. Before the run, every
 //! (layer, KV group) of the calibration text is scored with PHSA at each lambda of a grid, at the
 //! run's first budget (calibrated to the same sparsity as every method); each layer keeps the
-//! lambda whose mean recall over its groups and q-heads is highest. On the evaluation text the
-//! method is PHSA with that layer's lambda (the default lambda for layers never calibrated).
-//! Needs `attnscope simulate --calibration-text SRC`; the fitted values are reported in the run.
+//! lambda whose mean recall over its groups and q-heads is highest. PHSA keeps whole blocks, so
+//! with blocks that are multiples of the capture block the recalls are summed from the capture's
+//! block masses ([`crate::metrics::recall_from_block_mass`]); other blocks read the exact
+//! attention. On the evaluation text the method is PHSA with that layer's lambda (the default
+//! lambda for layers never calibrated). Needs `attnscope simulate --calibration-text SRC`; the
+//! fitted values are reported in the run.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -11,7 +14,7 @@ use std::sync::Mutex;
 use super::phsa::Phsa;
 use crate::budget::{resolve, Budget};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::metrics::recall_with;
+use crate::metrics::{recall_from_block_mass, recall_with};
 use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 
 pub const INFO: MethodInfo = MethodInfo {
@@ -98,8 +101,13 @@ impl Selector for PhsaFit {
 
     fn calibrate(&self, g: &GroupInput<'_>, budget: Budget) {
         let n = g.n();
-        // The exact attention of the group, once for every lambda of the grid.
-        let probs = g.true_probs();
+        // Recall of whole blocks from the capture's block masses; the group's exact attention
+        // (computed once, for every lambda of the grid) only when a range cuts a capture block.
+        let recall = |h: usize, sel: &crate::selection::Selection| {
+            let masses = g.truth[h].block_mass.view();
+            recall_from_block_mass(masses, g.capture_block, sel)
+                .unwrap_or_else(|| recall_with(&g.true_probs()[h], sel))
+        };
         let recalls: Vec<f64> = self
             .grid
             .iter()
@@ -112,7 +120,7 @@ impl Selector for PhsaFit {
                     .iter()
                     .enumerate()
                     .map(|(h, sel)| {
-                        let r = recall_with(&probs[h], sel);
+                        let r = recall(h, sel);
                         r.iter().map(|&x| x as f64).sum::<f64>() / n as f64
                     })
                     .sum();
