@@ -44,12 +44,14 @@ pub fn freq_dominance(
             let mut tops = Vec::with_capacity(if counts { half } else { 0 });
             for c in 0..half {
                 let (a, b) = (qi[c], qi[c + half]);
-                let (k1, k2) = (&kt[c][..m], &kt[c + half][..m]);
-                for j in 0..m {
-                    let s = a * k1[j] + b * k2[j];
-                    chunk[j] = s;
-                    total[j] += s;
-                }
+                pair_scores(
+                    a,
+                    b,
+                    &kt[c][..m],
+                    &kt[c + half][..m],
+                    &mut chunk,
+                    &mut total,
+                );
                 energy.push(sum_of_squares(&chunk));
                 if counts {
                     tops.push(crate::methods::common::top_token_set(&chunk, top_k));
@@ -96,6 +98,28 @@ pub fn freq_dominance(
             })
             .collect(),
     }
+}
+
+/// One rotary pair's scores `chunk[j] = a k1[j] + b k2[j]` (a product and a sum, never fused),
+/// added to `total`.
+#[inline(always)]
+fn pair_scores_generic(
+    a: f32,
+    b: f32,
+    k1: &[f32],
+    k2: &[f32],
+    chunk: &mut [f32],
+    total: &mut [f32],
+) {
+    for (((c, t), &x), &y) in chunk.iter_mut().zip(total.iter_mut()).zip(k1).zip(k2) {
+        let s = a * x + b * y;
+        *c = s;
+        *t += s;
+    }
+}
+
+attnscope_core::simd_fn! {
+    fn pair_scores(a: f32, b: f32, k1: &[f32], k2: &[f32], chunk: &mut [f32], total: &mut [f32]) => pair_scores_generic
 }
 
 /// `sum x^2` in `f64`, in eight interleaved partial sums (vectorized where the CPU allows).

@@ -86,11 +86,15 @@ impl SelectionRow {
             kb.clear();
             kf.clear();
             for &k in &touched {
-                // Causal pairs of the (query block, key block) tile.
-                let (k0, k1) = (k * b, (k + 1) * b);
-                let pairs: u64 = (q0..q1)
-                    .map(|i| (k1.min(i + 1)).saturating_sub(k0) as u64)
-                    .sum();
+                // Causal pairs of the (query block, key block) tile: every pair of a key block
+                // before the query block (whole blocks: it ends at or before `q0 <= n`), the
+                // lower triangle of the diagonal tile, none after it.
+                let rows = (q1 - q0) as u64;
+                let pairs: u64 = match k.cmp(&qb) {
+                    std::cmp::Ordering::Less => rows * b as u64,
+                    std::cmp::Ordering::Equal => rows * (rows + 1) / 2,
+                    std::cmp::Ordering::Greater => 0,
+                };
                 kb.push(k as u32);
                 kf.push(if pairs == 0 {
                     0.0
@@ -151,5 +155,18 @@ mod tests {
         assert_eq!(r.blocks_of(1), &[1]);
         // 4 kept of the diagonal tile's 10 causal pairs.
         assert!((r.fraction_of(1)[0] - 0.4).abs() < 1e-6);
+        // Dense over 10 tokens (a short last block): every causal tile is whole.
+        let mut b = Selection::builder(10, 1);
+        for i in 0..10u32 {
+            b.push_ranges([(0, i + 1)]);
+        }
+        let r = SelectionRow::compact(&b.finish(), 4, (0, 0, 0), "x", 0);
+        for q in 0..3 {
+            assert_eq!(r.blocks_of(q), (0..=q as u32).collect::<Vec<_>>());
+            assert!(
+                r.fraction_of(q).iter().all(|&f| f == 1.0),
+                "query block {q}"
+            );
+        }
     }
 }
