@@ -39,7 +39,8 @@ sample_cpu() {
   done
 }
 # The full run: the new binary with the default layer jobs, then (when given) the baseline
-# binary, an alternative one and the new one with each of JOBS (a list) layer jobs, all on this lease.
+# binary, an alternative one, the new one with each of JOBS (a list) layer jobs and each of
+# THREADS (a list) rayon threads, all on this lease.
 full() { # name binary extra-args...
   local name=$1 bin=$2; shift 2
   sample_cpu > $OUT/cpu_$name.txt & local sampler=$!
@@ -63,6 +64,8 @@ if [ -f $M/attnscope_alt.xz ]; then
   full alt /tmp/attnscope_alt
 fi
 for j in ${JOBS:-}; do full jobs$j /tmp/attnscope --layer-jobs $j; done
+# THREADS (a list): the new binary with each rayon pool size.
+for t in ${THREADS:-}; do RAYON_NUM_THREADS=$t full threads$t /tmp/attnscope; done
 # REPEAT=1: the new binary once more, after the others (the lease's speed drifts).
 [ -n "${REPEAT:-}" ] && full again /tmp/attnscope
 /tmp/attnscope report /tmp/run_new | tail -28

@@ -78,6 +78,11 @@ impl std::ops::Deref for Logits {
 }
 
 impl Logits {
+    /// Scores already computed row by row ([`crate::metrics::TrueProbs::compute_with_logits`]).
+    pub(crate) fn from_rows(rows: PackedRows) -> Self {
+        Self { rows }
+    }
+
     /// The scores of queries `q` (`[n, d]`) against keys `kt` (`[d, n]`, the keys transposed).
     pub fn compute(q: ArrayView2<f32>, kt: ArrayView2<f32>) -> Self {
         let mut rows = PackedRows::zeroed(q.nrows());

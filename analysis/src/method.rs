@@ -93,6 +93,30 @@ impl GroupInput<'_> {
         })
     }
 
+    /// Both the raw scores and the exact attention of every q-head, from one pass over the
+    /// products ([`crate::metrics::TrueProbs::compute_with_logits`]; the same bits as
+    /// [`GroupInput::logits`] then [`GroupInput::true_probs`]): what the simulator builds before
+    /// its methods run. Either one already computed is kept, and the other built from it.
+    pub fn exact_attention(&self) -> (&[crate::logits::Logits], &[crate::metrics::TrueProbs]) {
+        use rayon::prelude::*;
+        if self.cache.logits.get().is_none() && self.cache.probs.get().is_none() {
+            let kt = self.kt();
+            let (logits, probs): (Vec<_>, Vec<_>) = (0..self.group_size())
+                .into_par_iter()
+                .map(|h| {
+                    crate::metrics::TrueProbs::compute_with_logits(
+                        self.q[h],
+                        kt,
+                        &self.truth[h].lse,
+                    )
+                })
+                .unzip();
+            let _ = self.cache.logits.set(logits);
+            let _ = self.cache.probs.set(probs);
+        }
+        (self.logits(), self.true_probs())
+    }
+
     /// Every q-head's raw causal scores, computed once on first use and shared by the exact
     /// attention and the methods that score every pair ([`crate::logits`]).
     pub fn logits(&self) -> &[crate::logits::Logits] {

@@ -167,6 +167,41 @@ impl TrueProbs {
         Self { rows }
     }
 
+    /// The head's raw scores ([`crate::logits::Logits::compute`]) and its exact attention in one
+    /// pass: each chunk's products are copied out as scores and turned into probabilities while
+    /// they are in cache, instead of being read back from memory. The same bits as
+    /// [`crate::logits::Logits::compute`] followed by [`TrueProbs::from_logits`].
+    pub fn compute_with_logits(
+        q: ArrayView2<f32>,
+        kt: ArrayView2<f32>,
+        lse: &[f32],
+    ) -> (crate::logits::Logits, Self) {
+        let scale = 1.0 / (kt.nrows() as f32).sqrt();
+        let n = kt.ncols();
+        let mut scores = crate::logits::PackedRows::zeroed(n);
+        let mut rows = crate::logits::PackedRows::zeroed(n);
+        scores
+            .chunks_mut()
+            .into_par_iter()
+            .zip(rows.chunks_mut())
+            .for_each(|((lo, hi, raw), (_, _, part))| {
+                let mut s = q
+                    .slice(ndarray::s![lo..hi, ..])
+                    .dot(&kt.slice(ndarray::s![.., ..hi]));
+                let mut at = 0;
+                for i in lo..hi {
+                    let args = &mut s
+                        .row_mut(i - lo)
+                        .into_slice()
+                        .expect("fresh arrays are contiguous")[..=i];
+                    raw[at..at + i + 1].copy_from_slice(args);
+                    exp_row(args, scale, lse[i], &mut part[at..at + i + 1]);
+                    at += i + 1;
+                }
+            });
+        (crate::logits::Logits::from_rows(scores), Self { rows })
+    }
+
     /// [`TrueProbs::compute`] from the head's raw scores, computed once for the group
     /// ([`crate::logits::Logits`]): the same products, so the same bits.
     pub fn from_logits(logits: &crate::logits::Logits, scale: f32, lse: &[f32]) -> Self {
@@ -626,6 +661,23 @@ mod tests {
             let shared = TrueProbs::from_logits(&g.logits()[h], g.scale(), &g.truth[h].lse);
             for i in 0..g.n() {
                 assert_eq!(own.row(i), shared.row(i), "q-head {h} query {i}");
+            }
+        }
+        // Scores and probabilities from one pass: the same bits as each built on its own.
+        let fresh = data.input();
+        let (logits, probs) = fresh.exact_attention();
+        for h in 0..g.group_size() {
+            for i in 0..g.n() {
+                assert_eq!(
+                    logits[h].row(i),
+                    g.logits()[h].row(i),
+                    "q-head {h} query {i}"
+                );
+                assert_eq!(
+                    probs[h].row(i),
+                    g.true_probs()[h].row(i),
+                    "q-head {h} query {i}"
+                );
             }
         }
     }

@@ -62,6 +62,9 @@ impl SelectionRow {
         let b = row.block;
         let n = sel.len();
         let nb = n.div_ceil(b);
+        // Key blocks by shift when the block is a power of two (a division per range otherwise).
+        let shift = b.is_power_of_two().then(|| b.trailing_zeros());
+        let block_of = |x: usize| shift.map_or(x / b, |s| x >> s);
         let mut kept = vec![0u64; nb];
         let mut touched: Vec<usize> = Vec::new();
         let (mut kb, mut kf) = (Vec::new(), Vec::new());
@@ -72,7 +75,7 @@ impl SelectionRow {
                     let (s, e) = (s as usize, e as usize);
                     let mut x = s;
                     while x < e {
-                        let k = x / b;
+                        let k = block_of(x);
                         let end = e.min((k + 1) * b);
                         if kept[k] == 0 {
                             touched.push(k);

@@ -183,8 +183,7 @@ impl LayerJob {
             // group caches is built here, before the methods run side by side: none of them
             // then waits on another's first use.
             input.kt();
-            input.logits();
-            input.true_probs()
+            input.exact_attention().1
         };
         out.profile.add("(exact attention)", t);
         // The methods run side by side, `method_jobs` at a time (each is parallel inside as
