@@ -146,24 +146,8 @@ impl TrueProbs {
     /// Computes every causal probability of a head (`q` `[n, d]`, `kt` the keys transposed
     /// `[d, n]`, `lse` per query) without keeping the raw scores.
     pub fn compute(q: ArrayView2<f32>, kt: ArrayView2<f32>, lse: &[f32]) -> Self {
-        let scale = 1.0 / (kt.nrows() as f32).sqrt();
         let mut rows = crate::logits::PackedRows::zeroed(kt.ncols());
-        rows.chunks_mut()
-            .into_par_iter()
-            .for_each(|(lo, hi, part)| {
-                let mut s = q
-                    .slice(ndarray::s![lo..hi, ..])
-                    .dot(&kt.slice(ndarray::s![.., ..hi]));
-                let mut at = 0;
-                for i in lo..hi {
-                    let args = &mut s
-                        .row_mut(i - lo)
-                        .into_slice()
-                        .expect("fresh arrays are contiguous")[..=i];
-                    exp_row(args, scale, lse[i], &mut part[at..at + i + 1]);
-                    at += i + 1;
-                }
-            });
+        fill_from_products(q, kt, lse, &mut rows, None);
         Self { rows }
     }
 
@@ -176,29 +160,10 @@ impl TrueProbs {
         kt: ArrayView2<f32>,
         lse: &[f32],
     ) -> (crate::logits::Logits, Self) {
-        let scale = 1.0 / (kt.nrows() as f32).sqrt();
         let n = kt.ncols();
         let mut scores = crate::logits::PackedRows::zeroed(n);
         let mut rows = crate::logits::PackedRows::zeroed(n);
-        scores
-            .chunks_mut()
-            .into_par_iter()
-            .zip(rows.chunks_mut())
-            .for_each(|((lo, hi, raw), (_, _, part))| {
-                let mut s = q
-                    .slice(ndarray::s![lo..hi, ..])
-                    .dot(&kt.slice(ndarray::s![.., ..hi]));
-                let mut at = 0;
-                for i in lo..hi {
-                    let args = &mut s
-                        .row_mut(i - lo)
-                        .into_slice()
-                        .expect("fresh arrays are contiguous")[..=i];
-                    raw[at..at + i + 1].copy_from_slice(args);
-                    exp_row(args, scale, lse[i], &mut part[at..at + i + 1]);
-                    at += i + 1;
-                }
-            });
+        fill_from_products(q, kt, lse, &mut rows, Some(&mut scores));
         (crate::logits::Logits::from_rows(scores), Self { rows })
     }
 
@@ -220,6 +185,50 @@ impl TrueProbs {
             });
         Self { rows }
     }
+}
+
+/// Probabilities `exp(q_i . k_j / sqrt d - LSE_i)` of every causal pair into `probs` (and the raw
+/// scores into `raw`, when given), from matrix products of [`crate::logits::ROW_CHUNK`] queries
+/// against their causal keys.
+fn fill_from_products(
+    q: ArrayView2<f32>,
+    kt: ArrayView2<f32>,
+    lse: &[f32],
+    probs: &mut crate::logits::PackedRows,
+    raw: Option<&mut crate::logits::PackedRows>,
+) {
+    let scale = 1.0 / (kt.nrows() as f32).sqrt();
+    let raw_parts: Vec<Option<&mut [f32]>> = match raw {
+        Some(r) => r
+            .chunks_mut()
+            .into_iter()
+            .map(|(_, _, p)| Some(p))
+            .collect(),
+        None => (0..kt.ncols().div_ceil(crate::logits::ROW_CHUNK))
+            .map(|_| None)
+            .collect(),
+    };
+    probs
+        .chunks_mut()
+        .into_par_iter()
+        .zip(raw_parts)
+        .for_each(|((lo, hi, part), mut raw)| {
+            let mut s = q
+                .slice(ndarray::s![lo..hi, ..])
+                .dot(&kt.slice(ndarray::s![.., ..hi]));
+            let mut at = 0;
+            for i in lo..hi {
+                let args = &mut s
+                    .row_mut(i - lo)
+                    .into_slice()
+                    .expect("fresh arrays are contiguous")[..=i];
+                if let Some(r) = raw.as_deref_mut() {
+                    r[at..at + i + 1].copy_from_slice(args);
+                }
+                exp_row(args, scale, lse[i], &mut part[at..at + i + 1]);
+                at += i + 1;
+            }
+        });
 }
 
 /// `o += p * v` and `mass += p` over the keys of `ranges` below `lim` (in order), the
