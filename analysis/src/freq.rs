@@ -43,15 +43,8 @@ pub fn freq_dominance(
             let mut energy = Vec::with_capacity(half);
             let mut tops = Vec::with_capacity(if counts { half } else { 0 });
             for c in 0..half {
-                let (a, b) = (qi[c], qi[c + half]);
-                pair_scores(
-                    a,
-                    b,
-                    &kt[c][..m],
-                    &kt[c + half][..m],
-                    &mut chunk,
-                    &mut total,
-                );
+                let (k1, k2) = (&kt[c][..m], &kt[c + half][..m]);
+                pair_scores((qi[c], qi[c + half]), k1, k2, &mut chunk, &mut total);
                 energy.push(sum_of_squares(&chunk));
                 if counts {
                     tops.push(crate::methods::common::top_token_set(&chunk, top_k));
@@ -104,8 +97,7 @@ pub fn freq_dominance(
 /// added to `total`.
 #[inline(always)]
 fn pair_scores_generic(
-    a: f32,
-    b: f32,
+    (a, b): (f32, f32),
     k1: &[f32],
     k2: &[f32],
     chunk: &mut [f32],
@@ -119,7 +111,13 @@ fn pair_scores_generic(
 }
 
 attnscope_core::simd_fn! {
-    fn pair_scores(a: f32, b: f32, k1: &[f32], k2: &[f32], chunk: &mut [f32], total: &mut [f32]) => pair_scores_generic
+    fn pair_scores(
+        q: (f32, f32),
+        k1: &[f32],
+        k2: &[f32],
+        chunk: &mut [f32],
+        total: &mut [f32],
+    ) => pair_scores_generic
 }
 
 /// `sum x^2` in `f64`, in eight interleaved partial sums (vectorized where the CPU allows).

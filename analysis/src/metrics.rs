@@ -802,7 +802,7 @@ mod tests {
                     );
                 }
                 summed.push(info.name);
-                // Blocks of another size do not fit the same masses.
+                // Masses of 64-token blocks read as 32-token ones: refused (their shape differs).
                 assert!(recall_from_block_mass(bm, 32, sel).is_none());
             }
         }

@@ -101,35 +101,20 @@ pub fn write_tables(
 ) -> Result<Vec<TableInfo>> {
     use rayon::prelude::*;
     use tables::*;
-    // The tables are independent files: written side by side.
-    type Writer<'w> = Box<dyn Fn() -> Result<TableInfo> + Send + Sync + 'w>;
-    let writers: Vec<Writer<'_>> = vec![
-        Box::new(|| {
-            write_one(
-                dir,
-                Table::Metrics,
-                &results.metrics,
-                format,
-                ctx,
-                metrics_batch,
-            )
-        }),
-        Box::new(|| write_one(dir, Table::Iou, &results.iou, format, ctx, iou_batch)),
-        Box::new(|| write_one(dir, Table::Heads, &results.heads, format, ctx, heads_batch)),
-        Box::new(|| write_one(dir, Table::Tokens, tokens, format, ctx, tokens_batch)),
-        Box::new(|| write_one(dir, Table::Maps, &results.heads, format, ctx, maps_batch)),
-        Box::new(|| {
-            write_one(
-                dir,
-                Table::Selections,
-                &results.selections,
-                format,
-                ctx,
-                selections_batch,
-            )
-        }),
-    ];
-    writers.par_iter().map(|w| w()).collect()
+    // The tables are independent files: written side by side (in `Table::ALL` order).
+    Table::ALL
+        .par_iter()
+        .map(|&t| match t {
+            Table::Metrics => write_one(dir, t, &results.metrics, format, ctx, metrics_batch),
+            Table::Iou => write_one(dir, t, &results.iou, format, ctx, iou_batch),
+            Table::Heads => write_one(dir, t, &results.heads, format, ctx, heads_batch),
+            Table::Tokens => write_one(dir, t, tokens, format, ctx, tokens_batch),
+            Table::Maps => write_one(dir, t, &results.heads, format, ctx, maps_batch),
+            Table::Selections => {
+                write_one(dir, t, &results.selections, format, ctx, selections_batch)
+            }
+        })
+        .collect()
 }
 
 /// Reads the tables listed in `infos` from `dir`, checking that each file exists, is readable

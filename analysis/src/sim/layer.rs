@@ -178,10 +178,10 @@ impl LayerJob {
         let probs = if (0..cfg.methods.len()).all(on_gpu) {
             &[][..]
         } else {
-            // The raw scores first, so that the exact attention and every method scoring all
-            // pairs share one set of products (the memory plan counts them). Everything the
-            // group caches is built here, before the methods run side by side: none of them
-            // then waits on another's first use.
+            // The raw scores and the exact attention from one set of products, shared by every
+            // method scoring all pairs (the memory plan counts them). Everything the group
+            // caches is built here, before the methods run side by side: none of them then
+            // waits on another's first use.
             input.kt();
             input.exact_attention().1
         };
