@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GPU benchmark, attnscope against PyTorch on the same GPU in one run (BENCHMARKS.md, ## GPU).
+"""GPU benchmark, attnscope against PyTorch on the same GPU in one run (BENCHMARKS.md, "GPU").
 
 For the Qwen2.5-0.5B shape (24 layers, 14/2 heads, head dim 64) and the Qwen2.5-1.5B shape
 (28 layers, 12/2 heads, head dim 128), random bf16 weights, at 4k..32k tokens:
@@ -10,7 +10,8 @@ For the Qwen2.5-0.5B shape (24 layers, 14/2 heads, head dim 64) and the Qwen2.5-
     medians; eager attention with output_attentions=True until it runs out of memory;
   * the device's ceilings measured here: a bf16 8192^3 matmul and a 4 GiB device-to-device copy;
   * the attention/capture kernels' TFLOP/s and bytes against those ceilings.
-Prints a table last; writes every number to --out (JSON).
+Prints a table last; writes every number to --out (JSON). Needs a CUDA GPU, torch with CUDA and
+transformers; scripts/gpu_check.sh runs it with the packed release binary.
 
     python3 scripts/gpu_bench.py --bin target/release/attnscope --out bench.json
 """

@@ -3,11 +3,12 @@
 
 The quantized tensor bytes are copied unchanged (token embeddings, output norm and blocks
 0..N-1), every metadata field is kept, and `<arch>.block_count` is set to N, so attnscope loads
-it as a shallower model with real weights and the real tokenizer. Used to carry real SmolLM2
-activations to a GPU machine under the 64 MiB transfer limit (the full GGUF is 98 MB):
+it as a shallower model with real weights and the real tokenizer. scripts/gpu_pack.sh uses it so
+that the GPU checks run on real SmolLM2 weights and activations from a small file (the full GGUF
+is 98 MB):
 
     python3 scripts/gpu_truncate_gguf.py \
-        ~/.cache/attnscope/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf carry/smollm2-4l.gguf 4
+        ~/.cache/attnscope/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf gpu-inputs/smollm2-4l.gguf 4
 """
 import sys
 

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark in one go, on any Linux host with a CUDA GPU (driver, cuBLAS and
+# NVRTC libraries installed), run from the repository root of a checkout of the same commit (the
+# GPU tests read their fixtures from core/tests/fixtures):
+#
+#   scripts/gpu_check.sh [DIR]
+#
+# DIR: the inputs folder made by scripts/gpu_pack.sh on the build machine, default
+# $ATTNSCOPE_GPU_DIR, else gpu-inputs/. It holds bins.tar.xz (the release attnscope binary and the
+# test binaries gpu_kernels, gpu_forward, gpu_sim, gpu_block_methods), smollm2-4l.gguf (a
+# truncated real SmolLM2 GGUF, scripts/gpu_truncate_gguf.py) and alice29.txt; with
+# SmolLM2-135M-Instruct.Q4_1.gguf and plrabn12.txt as well (gpu_pack.sh --full-model) the CPU
+# simulator benchmark runs on this host's cores too.
+#
+# Steps, in order (ATTNSCOPE_GPU_STEPS, a space-separated list, picks some; default all):
+#   tests     the GPU test binaries against the CPU reference (outputs poisoned with NaN)
+#   simulate  `attnscope simulate` on the truncated model with --device cpu and --device cuda:
+#             `report --json` compared number by number (largest difference printed, recalls must
+#             agree to 1e-3), the manifest's method_devices, and the sha256 of every bundle file
+#             of both runs
+#   blocks    `attnscope bench --block-methods` (device block methods, ms per layer, 4k-32k tokens)
+#   profile   the GPU stage profile of one forward pass at 32k tokens (ATTNSCOPE_GPU_PROFILE=1)
+#   torch     scripts/gpu_bench.py: attnscope against PyTorch SDPA and the device's ceilings
+#             (needs python3 with torch and transformers; skipped otherwise)
+#   cpu       scripts/simulate_bench.sh on this host's CPU (only with the full model in DIR)
+# Logs and JSON go to $OUT (default gpu-check-out/); a summary table is printed last. The exit
+# status is 1 when a check failed.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd) || exit 1
+# DIR and OUT are taken relative to the current folder, then the script works from the root.
+DIR=${1:-${ATTNSCOPE_GPU_DIR:-gpu-inputs}}
+OUT=${OUT:-gpu-check-out}
+[ -d "$DIR" ] || { echo "gpu_check.sh: no inputs folder $DIR (run scripts/gpu_pack.sh)" >&2; exit 1; }
+mkdir -p "$OUT" || exit 1
+OUT=$(cd "$OUT" && pwd)
+DIR=$(cd "$DIR" && pwd)
+cd "$ROOT" || exit 1
+STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate blocks profile torch cpu}
+BLOCK_LENS=${ATTNSCOPE_GPU_BLOCK_LENS:-4096,8192,16384,32768}
+TESTS=(gpu_kernels gpu_forward gpu_sim gpu_block_methods)
+METHODS=phsa,infllm-v2,nsa,moba,quest,seer-oracle,oracle-topk-block
+
+for f in bins.tar.xz smollm2-4l.gguf alice29.txt; do
+    [ -f "$DIR/$f" ] || { echo "gpu_check.sh: $DIR/$f is missing (run scripts/gpu_pack.sh)" >&2; exit 1; }
+done
+[ -d core/tests/fixtures ] || { echo "gpu_check.sh: run it from a repository checkout" >&2; exit 1; }
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/bins"
+tar -xJf "$DIR/bins.tar.xz" -C "$WORK/bins"
+B=$WORK/bins/attnscope
+
+for lib in /usr/local/cuda/lib64 /usr/local/nvidia/lib64; do
+    [ -d "$lib" ] && export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+done
+export ATTNSCOPE_BIN=$B ATTNSCOPE_GPU_MODEL=$DIR/smollm2-4l.gguf ATTNSCOPE_GPU_TEXT=$DIR/alice29.txt
+export RUST_BACKTRACE=1 PYTHONUNBUFFERED=1
+
+SUMMARY=$WORK/summary.tsv
+FAILED=0
+# summary CHECK RESULT LOG
+summary() { printf '%s\t%s\t%s\n' "$1" "$2" "${3##*/}" >> "$SUMMARY"; }
+printf 'check\tresult\tlog (in %s)\n' "$OUT" > "$SUMMARY"
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+
+{
+    if command -v nvidia-smi > /dev/null; then
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -4
+    else
+        echo "no nvidia-smi"
+    fi
+    echo "CPU: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    [ -f "$DIR/inputs.txt" ] && cat "$DIR/inputs.txt"
+} | tee "$OUT/device.txt"
+if ! nvidia-smi -L > /dev/null 2>&1; then
+    echo "gpu_check.sh: nvidia-smi finds no GPU; the GPU tests will only print SKIPPED" >&2
+fi
+
+if want tests; then
+    for t in "${TESTS[@]}"; do
+        echo "=== $t"
+        log=$OUT/$t.log
+        timeout 900 "$WORK/bins/$t" --test-threads=1 --nocapture > "$log" 2>&1
+        rc=$?
+        grep -E '^test |differ \(|rel err|abs err|recalls|SKIPPED' "$log" | head -60
+        res=$(grep -h '^test result' "$log" | tail -1 | sed 's/^test result: //; s/; 0 ignored.*//')
+        skipped=$(grep -c 'SKIPPED' "$log")
+        if [ "$rc" -ne 0 ]; then
+            FAILED=1; summary "$t" "FAILED (exit $rc) ${res}" "$log"
+        elif [ "$skipped" -gt 0 ]; then
+            summary "$t" "${res}, $skipped SKIPPED" "$log"
+        else
+            summary "$t" "$res" "$log"
+        fi
+    done
+fi
+
+if want simulate; then
+    echo "=== simulate --device cpu vs --device cuda ($METHODS, 2048 tokens)"
+    log=$OUT/simulate.log
+    : > "$log"
+    ok=1
+    for d in cpu cuda; do
+        # Both runs use the folder name `run`: the report names the run's folder.
+        mkdir -p "$WORK/$d"
+        t0=$(date +%s.%N)
+        if ! "$B" simulate --model "$ATTNSCOPE_GPU_MODEL" --text "$ATTNSCOPE_GPU_TEXT" --len 2048 \
+                --methods "$METHODS" --sparsity 0.9 --device "$d" --precision f32 \
+                --out "$WORK/$d/run" --quiet --force >> "$log" 2>&1; then
+            ok=0; echo "simulate --device $d failed" | tee -a "$log"; continue
+        fi
+        echo "simulate --device $d: $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}') s wall" \
+            | tee -a "$log"
+        "$B" report "$WORK/$d/run" --json > "$OUT/report_$d.json" 2>> "$log" || ok=0
+        cp "$WORK/$d/run/manifest.json" "$OUT/manifest_$d.json"
+    done
+    if [ "$ok" = 1 ]; then
+        python3 - "$OUT/report_cpu.json" "$OUT/report_cuda.json" "$OUT/manifest_cuda.json" \
+            > "$WORK/compare.txt" 2>&1 <<'PY'
+import json, sys
+
+def leaves(v, path, out):
+    """Every number of the report, keyed by its path (list items named by their "name")."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            leaves(x, f"{path}/{k}", out)
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            name = x.get("name") if isinstance(x, dict) else None
+            leaves(x, f"{path}[{name if isinstance(name, str) else i}]", out)
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        out[path] = float(v)
+
+skip = ("seconds", "time", "timing", "wall")
+a, b = {}, {}
+leaves(json.load(open(sys.argv[1])), "", a)
+leaves(json.load(open(sys.argv[2])), "", b)
+a = {k: x for k, x in a.items() if not any(s in k.lower() for s in skip)}
+b = {k: x for k, x in b.items() if not any(s in k.lower() for s in skip)}
+if not a or set(a) != set(b):
+    print(f"FAIL: the reports differ in shape ({len(set(a) ^ set(b))} paths in one only)")
+    sys.exit(1)
+diffs = sorted(((abs(a[k] - b[k]), k) for k in a), reverse=True)
+rec = [d for d in diffs if d[1].endswith("/recall")]
+worst_rec = rec[0][0] if rec else float("nan")
+ok = bool(rec) and worst_rec <= 1e-3
+print(f"{len(a)} numbers compared, {len(rec)} recalls; largest recall difference {worst_rec:.2e}; "
+      f"largest difference of any number {diffs[0][0]:.2e} ({diffs[0][1]})")
+for d, k in diffs[:5]:
+    print(f"  {d:.2e}  {k}")
+devices = json.load(open(sys.argv[3])).get("method_devices")
+print(f"manifest method_devices (cuda run): {devices}")
+print("OK" if ok else "FAIL: a recall differs by more than 1e-3")
+sys.exit(0 if ok else 1)
+PY
+        rc=$?
+        tee -a "$log" < "$WORK/compare.txt"
+        line=$(head -1 "$WORK/compare.txt" | sed 's/^[0-9]* numbers compared, //; s/ ([^()]*)$//')
+        {
+            echo "== sha256 of the bundle files (cpu | cuda)"
+            (cd "$WORK" && find cpu/run cuda/run -type f | sed 's|^[a-z]*/run/||' | sort -u) |
+            while read -r f; do
+                c=""; [ -f "$WORK/cpu/run/$f" ] && c=$(sha256sum < "$WORK/cpu/run/$f" | cut -d" " -f1)
+                g=""; [ -f "$WORK/cuda/run/$f" ] && g=$(sha256sum < "$WORK/cuda/run/$f" | cut -d" " -f1)
+                same=differ; [ -n "$c" ] && [ "$c" = "$g" ] && same=same
+                printf '%-28s %-64s %-64s %s\n' "$f" "${c:--}" "${g:--}" "$same"
+            done
+        } | tee -a "$log"
+        if [ "$rc" -eq 0 ]; then summary "simulate cpu vs cuda" "$line" "$log"
+        else FAILED=1; summary "simulate cpu vs cuda" "FAILED: $line" "$log"; fi
+    else
+        FAILED=1; summary "simulate cpu vs cuda" "FAILED (a run failed)" "$log"
+    fi
+fi
+
+if want blocks; then
+    echo "=== bench --block-methods (qwen2.5-0.5b shape, $BLOCK_LENS tokens)"
+    log=$OUT/bench_blocks.log
+    if "$B" bench --random-config qwen2.5-0.5b --device cuda --precision bf16 --lens "$BLOCK_LENS" \
+            --block-methods --block-sparsity 0.9 > "$log" 2>&1; then
+        cat "$log"
+        # The last length's "all" row: ms per layer of all device block methods together.
+        res=$(awk '/tokens, .* layers/ {n = $0} $1 == "all" {a = $2} END {
+                   split(n, p, "|"); printf "all methods %s ms/layer at%s", a, p[4]}' "$log")
+        summary "block methods bench" "$res" "$log"
+    else
+        tail -20 "$log"; FAILED=1; summary "block methods bench" "FAILED" "$log"
+    fi
+fi
+
+if want profile; then
+    for s in qwen2.5-0.5b qwen2.5-1.5b; do
+        echo "=== stage profile $s, 32k tokens (forward, then forward + capture)"
+        log=$OUT/profile_$s.log
+        if ATTNSCOPE_GPU_PROFILE=1 "$B" bench --random-config "$s" --device cuda --precision bf16 \
+                --lens 32768 --capture --repeat 1 > "$OUT/profile_$s.out" 2> "$log"; then
+            # The first profiles are the warm-up passes.
+            awk '/GPU stage profile/ {c++} c >= 3' "$log"
+            summary "stage profile $s" "ok" "$log"
+        else
+            tail -20 "$log"; FAILED=1; summary "stage profile $s" "FAILED" "$log"
+        fi
+    done
+fi
+
+if want torch; then
+    echo "=== scripts/gpu_bench.py (attnscope vs PyTorch SDPA)"
+    log=$OUT/gpu_bench.log
+    if ! python3 -c "import torch, transformers; assert torch.cuda.is_available()" 2> /dev/null; then
+        echo "python3 with torch (CUDA) and transformers is missing: skipped"
+        summary "attnscope vs PyTorch" "skipped (no torch with CUDA, or no transformers)" ""
+    elif python3 scripts/gpu_bench.py --bin "$B" --out "$OUT/gpu_bench.json" > "$log" 2>&1; then
+        sed -n '/^# /,$p' "$log"
+        res=$(python3 - "$OUT/gpu_bench.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+parts = []
+for shape, x in r["shapes"].items():
+    ours = {row["tokens"]: row["ms"] for row in x["attnscope"] if row.get("mode") == "forward"}
+    sd = {row["tokens"]: row["ms"] for row in x["sdpa"] if "ms" in row}
+    n = max(set(ours) & set(sd), default=None)
+    if n:
+        parts.append(f"{shape} {n}: fwd/sdpa {ours[n] / sd[n]:.2f}")
+print("; ".join(parts) or "no rows")
+PY
+)
+        summary "attnscope vs PyTorch" "$res" "$log"
+    else
+        tail -20 "$log"; FAILED=1; summary "attnscope vs PyTorch" "FAILED" "$log"
+    fi
+fi
+
+if want cpu; then
+    if [ -f "$DIR/SmolLM2-135M-Instruct.Q4_1.gguf" ] && [ -f "$DIR/plrabn12.txt" ]; then
+        echo "=== simulator on the CPU: all methods, SmolLM2, 8k tokens ($(nproc) cores)"
+        home=$WORK/home
+        mkdir -p "$home/models/smollm2-135m" "$home/corpora/canterbury"
+        cp "$DIR/SmolLM2-135M-Instruct.Q4_1.gguf" "$home/models/smollm2-135m/"
+        cp "$DIR/alice29.txt" "$DIR/plrabn12.txt" "$home/corpora/canterbury/"
+        log=$OUT/simulate_cpu.log
+        if ATTNSCOPE_HOME=$home scripts/simulate_bench.sh --bin "$B" --runs "${ATTNSCOPE_CPU_RUNS:-2}" \
+                --out "$OUT/simulate_cpu" 2>&1 | tee "$log"; then
+            summary "simulator CPU, 8k, all methods" "$(grep '^binary under test' "$log" | sed 's/^[^:]*: //')" "$log"
+        else
+            FAILED=1; summary "simulator CPU, 8k, all methods" "FAILED" "$log"
+        fi
+    else
+        summary "simulator CPU, 8k, all methods" "skipped (no full model in $DIR: gpu_pack.sh --full-model)" ""
+    fi
+fi
+
+echo
+echo "=== summary ($(head -1 "$OUT/device.txt"))"
+column -t -s $'\t' "$SUMMARY" 2>/dev/null || cat "$SUMMARY"
+cp "$SUMMARY" "$OUT/summary.tsv"
+exit $FAILED
