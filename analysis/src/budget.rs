@@ -4,19 +4,9 @@
 //! A budget is a fixed number of keys per query, a target sparsity, or top-p. Calibration searches
 //! a method's one knob (bisection; integer knobs by binary search) for the requested sparsity.
 
+pub use crate::method::Budget;
 use crate::method::{Knob, Prepared, Selector};
 use crate::selection::{causal_pairs, Selection};
-
-/// How much attention each method may keep.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Budget {
-    /// Keys per query, forced keys included.
-    Tokens(usize),
-    /// Target fraction of causal pairs skipped.
-    Sparsity(f64),
-    /// The sparsity that exact top-p over the true attention reaches at this `p`.
-    TopP(f64),
-}
 
 /// Achieved sparsity must be within this of the target (0.2 percentage points).
 pub const SPARSITY_TOLERANCE: f64 = 0.002;

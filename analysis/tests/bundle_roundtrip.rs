@@ -8,10 +8,10 @@ use attnscope_analysis::bundle::partial::{DoneInput, Pending};
 use attnscope_analysis::bundle::qkv::{read_qkv, write_qkv, SavedLayer};
 use attnscope_analysis::bundle::{
     context_of, dir_state, prepare_out, schema, BudgetInfo, Bundle, DirState, Format, InputInfo,
-    Manifest, ManifestMethod, Partial, SelectionRow, Table, TableWriter, TokenRow,
+    Manifest, ManifestMethod, Partial, Table, TableWriter,
 };
+use attnscope_analysis::results::{HeadRow, IouRow, MetricRow, SelectionRow, SimResults, TokenRow};
 use attnscope_analysis::selection::Selection;
-use attnscope_analysis::sim::{HeadRow, IouRow, MetricRow, SimResults};
 
 /// A small deterministic pseudo-random source.
 struct Lcg(u64);

@@ -1,4 +1,5 @@
-//! Block methods on the GPU (`analysis/src/gpu_methods.rs`) against their CPU definitions.
+//! Methods with a device scoring (`analysis/src/device/`) against their CPU definitions: every
+//! registered method that declares one ([`Selector::device_scoring`]).
 //!
 //! Without a GPU (SKIPPED notice for the device parts): the score-independent kept-pair counts
 //! and the knob calibration of the device path equal the host methods' on random data.
@@ -14,8 +15,8 @@
 #![cfg(feature = "cuda")]
 
 use attnscope_analysis::budget::{resolve, sparsity_of_kept, Budget};
-use attnscope_analysis::gpu_methods::{resolve_counted, selection_of, GpuMethod, RowCounts};
-use attnscope_analysis::method::GroupInput;
+use attnscope_analysis::device::{block_scoring, resolve_counted, selection_of, RowCounts};
+use attnscope_analysis::method::{DeviceScoring, GroupInput, HeadKeys};
 use attnscope_analysis::methods::oracle_topk_block::{block_topk_kept, own_block_rank};
 use attnscope_analysis::metrics::{evaluate_with, DenseHead};
 use attnscope_analysis::registry;
@@ -26,7 +27,34 @@ use attnscope_core::attention::{AttentionHook, BlockLists, DeviceLayer, HookActi
 use attnscope_core::capture::CaptureOptions;
 use ndarray::{s, Array2};
 
-use attnscope_analysis::gpu_methods::GPU_METHODS as METHODS;
+/// Every registered method with a device scoring at its defaults (on a long input, past any
+/// dense fallback).
+fn device_methods() -> Vec<&'static str> {
+    registry::METHODS
+        .iter()
+        .filter(|m| {
+            let s = m.build_with(&overrides(m.name)).expect("builds");
+            s.device_scoring(1 << 20).is_some()
+        })
+        .map(|m| m.name)
+        .collect()
+}
+
+/// The device scoring of `run` over `n` tokens.
+fn scoring(run: &MethodRun, n: usize) -> DeviceScoring {
+    run.selector.device_scoring(n).expect("device scoring")
+}
+
+/// The representatives of `run` over keys `k` and their device scoring rule at head dim `d`:
+/// `(reps, minima, rows)`.
+fn reps_of(run: &MethodRun, keys: &HeadKeys<'_>) -> (Vec<f32>, Vec<f32>, usize) {
+    let r = run.selector.representatives(keys).expect("representatives");
+    (
+        r.reps.iter().copied().collect(),
+        r.minima.iter().flat_map(|m| m.iter().copied()).collect(),
+        r.reps.nrows(),
+    )
+}
 
 /// Per-query own-block ranks of one head from its block mass `[n, nb]` (the host rule).
 fn host_ranks(mass: &Array2<f32>, block: usize) -> Vec<u32> {
@@ -58,19 +86,20 @@ fn overrides(name: &str) -> Vec<(String, f64)> {
 
 #[test]
 fn counted_kept_pairs_and_knobs_match_the_host_methods() {
-    let runs: Vec<MethodRun> = METHODS
+    let all: Vec<MethodRun> = device_methods()
         .iter()
-        .filter(|&&m| m != "seer-oracle" && m != "oracle-topk-block")
         .map(|m| run_of(m, &overrides(m)))
         .collect();
+    let rep = |r: &&MethodRun| matches!(scoring(r, 1 << 20), DeviceScoring::Representatives(_));
+    let runs: Vec<&MethodRun> = all.iter().filter(rep).collect();
+    assert!(runs.len() >= 5, "representative rules: {}", runs.len());
     let oracle = run_of("oracle-topk-block", &[]);
     for (n, group, seed) in [(300usize, 3usize, 5u64), (1000, 2, 9), (777, 1, 3)] {
         let data = GroupData::random(n, 16, group, seed);
         let input = data.input();
         // The oracle: counts from the own-block ranks (what the device returns) per KV group.
         {
-            let gm = GpuMethod::of(&oracle, n).expect("device version");
-            let block = gm.block();
+            let block = scoring(&oracle, n).block();
             let ranks: Vec<Vec<u32>> = (0..group)
                 .map(|h| host_ranks(&data.truth[h].block_mass, block))
                 .collect();
@@ -102,15 +131,16 @@ fn counted_kept_pairs_and_knobs_match_the_host_methods() {
         }
         for run in &runs {
             let name = run.label.as_str();
-            let gm = GpuMethod::of(run, n).expect("device version");
-            let (reps, mins) = gm
-                .representatives(input.k, input.punct, input.newline)
-                .expect("representatives");
-            let (rf, mf): (Vec<f32>, Vec<f32>) = (
-                reps.iter().copied().collect(),
-                mins.iter().flat_map(|m| m.iter().copied()).collect(),
-            );
-            let spec = gm.scoring(&rf, (!mf.is_empty()).then_some(&mf[..]), reps.nrows(), 16);
+            let DeviceScoring::Representatives(rule) = scoring(run, n) else {
+                unreachable!("filtered above")
+            };
+            let keys = HeadKeys {
+                k: input.k,
+                punct: input.punct,
+                newline: input.newline,
+            };
+            let (rf, mf, m) = reps_of(run, &keys);
+            let spec = block_scoring(&rule, &rf, (!mf.is_empty()).then_some(&mf[..]), m, 16);
             let counts = RowCounts::new(&spec, n);
             let prep = run.selector.prepare(&input);
             for k in [0usize, 1, 2, 3, 5, 8, 13, 40, 1000] {
@@ -176,10 +206,10 @@ impl Check<'_> {
         let (n, d) = (qkv.len(), qkv.head_dim);
         let (nh, nkv) = (qkv.n_heads, qkv.n_kv_heads);
         let gs = nh / nkv;
-        for &name in METHODS {
+        for name in device_methods() {
             let run = run_of(name, &overrides(name));
-            let gm = GpuMethod::of(&run, n).expect("device version");
-            let block = gm.block();
+            let sc = scoring(&run, n);
+            let block = sc.block();
             let groups: Vec<GroupQkv> = (0..nkv)
                 .map(|g| {
                     (
@@ -232,7 +262,8 @@ impl Check<'_> {
                 cpu_sel.extend(cal.selections);
             }
             // Device: the same knob (block methods: one for all groups; oracles: per group).
-            let (gpu_sel, m): (Vec<Selection>, _) = if name == "oracle-topk-block" {
+            let (gpu_sel, m): (Vec<Selection>, _) = if let DeviceScoring::BlockMassTopK { .. } = sc
+            {
                 let ranks = device.block_mass_ranks(block).expect("own block ranks");
                 for h in 0..nh {
                     let want = host_ranks(&heads[h].block_mass, block);
@@ -256,7 +287,7 @@ impl Check<'_> {
                     .map(|h| selection_of(&blocks, h, n, m.width, block, 1))
                     .collect();
                 (sels, m)
-            } else if name == "seer-oracle" {
+            } else if let DeviceScoring::TileMaxTopK { rank, .. } = sc {
                 let nb = n.div_ceil(block);
                 let truth = device.pooled_max_truth(block).expect("pooled truth");
                 assert!(truth.iter().all(|x| x.is_finite()), "pooled truth NaN");
@@ -268,10 +299,7 @@ impl Check<'_> {
                     .clamp(1, nb);
                 let mut all = vec![u32::MAX; nh * nb * width];
                 for h in 0..nh {
-                    let ranked = attnscope_analysis::gpu_methods::seer_ranked(
-                        &truth[h * nb * nb..(h + 1) * nb * nb],
-                        nb,
-                    );
+                    let ranked = rank(&truth[h * nb * nb..(h + 1) * nb * nb], nb);
                     let k = (cpu_knob[h / gs].round() as usize).max(1);
                     for (r, row) in ranked.iter().enumerate() {
                         for (e, &c) in row.iter().take(k.min(width)).enumerate() {
@@ -293,6 +321,9 @@ impl Check<'_> {
                     .collect();
                 (sels, m)
             } else {
+                let DeviceScoring::Representatives(rule) = sc else {
+                    unreachable!("the other scorings are handled above")
+                };
                 assert!(
                     cpu_knob.iter().all(|&x| x == cpu_knob[0]),
                     "{name}: knob differs between groups"
@@ -302,16 +333,18 @@ impl Check<'_> {
                 let mut mins = Vec::new();
                 let mut mr = 0;
                 for (_, kk, _) in &groups {
-                    let (r, lo) = gm
-                        .representatives(kk.view(), self.punct, self.newline)
-                        .expect("reps");
-                    mr = r.nrows();
-                    reps.extend(r.iter().copied());
-                    if let Some(lo) = lo {
-                        mins.extend(lo.iter().copied());
-                    }
+                    let keys = HeadKeys {
+                        k: kk.view(),
+                        punct: self.punct,
+                        newline: self.newline,
+                    };
+                    let (r, lo, m) = reps_of(&run, &keys);
+                    mr = m;
+                    reps.extend(r);
+                    mins.extend(lo);
                 }
-                let spec = gm.scoring(&reps, (!mins.is_empty()).then_some(&mins[..]), mr, d);
+                let spec =
+                    block_scoring(&rule, &reps, (!mins.is_empty()).then_some(&mins[..]), mr, d);
                 let mut out = device
                     .block_select_measure(&spec, &[k], true)
                     .expect("device block selection");
@@ -325,6 +358,8 @@ impl Check<'_> {
                     .collect();
                 (sels, m)
             };
+            // Block-mass top-k ranks the same P values on both sides: tighter bounds.
+            let exact = matches!(sc, DeviceScoring::BlockMassTopK { .. });
             let (mut rows, mut differ) = (0u64, 0u64);
             for h in 0..nh {
                 let c = &cpu_metrics[h];
@@ -348,7 +383,7 @@ impl Check<'_> {
                     self.stats.worst_err = self.stats.worst_err.max(de);
                     self.stats.worst_cos = self.stats.worst_cos.max(dc);
                     // The oracle ranks the same P values on both sides: tighter bounds.
-                    let (tr, te, tc) = if name == "oracle-topk-block" {
+                    let (tr, te, tc) = if exact {
                         let w = &mut self.stats.oracle_worst;
                         *w = (w.0.max(dr), w.1.max(de), w.2.max(dc));
                         (1e-5, 5e-5, 1e-5)
@@ -367,7 +402,7 @@ impl Check<'_> {
             }
             // The oracle ranks the same P values on both sides: no row may differ.
             assert!(
-                name != "oracle-topk-block" || differ == 0,
+                !exact || differ == 0,
                 "{name} layer {}: {differ} query rows differ",
                 qkv.layer
             );

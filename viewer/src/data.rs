@@ -8,10 +8,8 @@ use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use attnscope_analysis::bundle::io::read_json;
-use attnscope_analysis::bundle::{
-    read_table, tables, Bundle, Manifest, SelectionRow, Table, TokenRow, FORMAT_VERSION,
-};
-use attnscope_analysis::sim::{IouRow, MetricRow, SimResults};
+use attnscope_analysis::bundle::{read_table, tables, Bundle, Manifest, Table, FORMAT_VERSION};
+use attnscope_analysis::results::{IouRow, MetricRow, SelectionRow, SimResults, TokenRow};
 
 /// A per-head statistic that does not depend on a method.
 #[derive(Debug, Clone)]

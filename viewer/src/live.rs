@@ -20,11 +20,11 @@ use std::time::Instant;
 
 use attnscope_analysis::budget::{resolve, sparsity_of, Budget};
 use attnscope_analysis::bundle::qkv::{read_qkv, SavedLayer};
-use attnscope_analysis::bundle::SelectionRow;
 use attnscope_analysis::method::GroupInput;
 use attnscope_analysis::metrics::recall_only;
 use attnscope_analysis::registry;
-use attnscope_analysis::sim::mean;
+use attnscope_analysis::results::mean;
+use attnscope_analysis::results::SelectionRow;
 use attnscope_core::attention::{prob_tile, TILE};
 use attnscope_core::capture::HeadCapture;
 use ndarray::{Array2, ArrayView2};
@@ -361,7 +361,7 @@ fn compute(
     let gs = n_heads / n_kv_heads;
     // Methods that rank every causal pair keep per-pair buffers for a whole KV group: refuse
     // rather than let the system kill the viewer (oracle-topk needs 15 GB at 32k x 7 heads).
-    let need = attnscope_analysis::sim::method_group_bytes(&req.method, n, gs);
+    let need = method.pair_bytes(n, gs);
     if let Some(have) = attnscope_analysis::sim::available_memory() {
         if need > have {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;

@@ -10,10 +10,10 @@ use std::path::Path;
 use attnscope_analysis::bundle::qkv::{write_qkv, SavedLayer};
 use attnscope_analysis::bundle::{
     qkv_file_name, BudgetInfo, Bundle, DataInfo, Format, InputInfo, Manifest, ManifestMethod,
-    ModelInfo, QkvFile, SelectionRow, TokenRow,
+    ModelInfo, QkvFile,
 };
 use attnscope_analysis::error::AnalysisError;
-use attnscope_analysis::sim::{HeadRow, IouRow, MetricRow, SimResults};
+use attnscope_analysis::results::{HeadRow, IouRow, MetricRow, SelectionRow, SimResults, TokenRow};
 use attnscope_analysis::testing::SplitMix;
 
 /// Shape of a synthetic bundle.
@@ -147,11 +147,11 @@ pub const SYNTHETIC_ROPE_THETA: f64 = 1e6;
 /// group, before the rotation (rotate-half pairs `(c, c + d/2)`, base [`SYNTHETIC_ROPE_THETA`],
 /// so low chunks turn fast and high chunks barely turn over 32k tokens):
 ///
-/// - a **sink**: key 0 carries a large component (27) along a direction of the slowest chunks
+/// - a **sink**: key 0 has a large component (27) along a direction of the slowest chunks
 ///   (the last eighth) that every query shares with weight 3 x U(0.6, 1.3) per q-head: a sink
 ///   logit of about 6 to 13, so the sink takes from a few percent to most of a query's mass;
 /// - **topics**: the text is cut into segments of 64 to 1023 tokens, each with one of 8 topic
-///   directions (slow chunks); keys carry 5 x salience (U(0.5, 1.5), 2% of tokens 2.5: heavy
+///   directions (slow chunks); keys get 5 x salience (U(0.5, 1.5), 2% of tokens 2.5: heavy
 ///   hitters) times their segment's topic, queries 5 x U(0.6, 1.4) times theirs: a query
 ///   favours earlier segments of its own topic (logit about +3, vertical stripes and blocks);
 /// - a **local** part: one vector of norm 5 on the fast chunks (the first 7/16) shared by the

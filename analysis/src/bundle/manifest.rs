@@ -49,7 +49,7 @@ pub struct Manifest {
     pub selection_budgets: Vec<usize>,
     pub device: String,
     /// Where each method's scoring and metrics ran (`cpu`, or `cuda` for the block methods
-    /// scored on the GPU, see `gpu_methods`), by method name.
+    /// scored on the GPU, see [`crate::device`]), by method name.
     pub method_devices: BTreeMap<String, String>,
     pub timings: Timings,
     pub format: Format,
@@ -59,7 +59,7 @@ pub struct Manifest {
     pub qkv: Vec<QkvFile>,
     /// Settings fitted on calibration text by methods labelled ours (e.g. `phsa-fit`'s lambda
     /// per layer).
-    pub fitted: Vec<crate::sim::FittedRow>,
+    pub fitted: Vec<crate::results::FittedRow>,
     /// The calibration text those settings were fitted on.
     pub calibration: Option<CalibrationInfo>,
     pub warnings: Vec<String>,

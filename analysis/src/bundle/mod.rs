@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use attnscope_analysis::bundle::{Bundle, Format, Manifest};
-//! use attnscope_analysis::sim::SimResults;
+//! use attnscope_analysis::results::SimResults;
 //! let dir = tempfile::tempdir().unwrap();
 //! let mut b = Bundle {
 //!     dir: dir.path().join("run"),
@@ -24,14 +24,15 @@
 //! assert!(b.write(false).is_err()); // refuses to overwrite without force
 //! ```
 
+mod describe;
 pub mod io;
 pub mod manifest;
 pub mod partial;
 pub mod qkv;
 pub mod schema;
-pub mod selections;
 pub mod stats;
 pub mod tables;
+mod writer;
 
 use std::path::{Path, PathBuf};
 
@@ -41,11 +42,11 @@ pub use io::{read_table, Format, TableWriter};
 pub use manifest::*;
 pub use partial::{dir_state, prepare_out, DirState, Partial};
 pub use schema::Table;
-pub use selections::SelectionRow;
-pub use tables::{TableContext, TokenRow};
+pub use tables::TableContext;
+pub use writer::{BundleWriter, OutMode};
 
 use crate::error::Result;
-use crate::sim::SimResults;
+use crate::results::{SimResults, TokenRow};
 use io::{file_err, read_json, write_json};
 
 /// A run bundle in memory.

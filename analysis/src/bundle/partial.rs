@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::io::{file_err, read_json, write_json, Format};
 use super::manifest::{InputInfo, QkvFile, TableInfo};
-use super::tables::{TableContext, TokenRow};
+use super::tables::TableContext;
 use super::{read_tables, write_tables};
 use crate::error::{AnalysisError, Result};
-use crate::sim::SimResults;
+use crate::results::{SimResults, TokenRow};
 
 const PARTIAL: &str = ".partial";
 
@@ -38,7 +38,7 @@ pub struct DoneInput {
     pub tables: Vec<TableInfo>,
     /// Settings fitted on calibration text (see `Manifest::fitted`).
     #[serde(default)]
-    pub fitted: Vec<crate::sim::FittedRow>,
+    pub fitted: Vec<crate::results::FittedRow>,
 }
 
 /// The state of an output folder.

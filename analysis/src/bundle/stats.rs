@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use crate::sim::{IouRow, MetricRow};
+use crate::results::{IouRow, MetricRow};
 
 /// Resampling unit of the bootstrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

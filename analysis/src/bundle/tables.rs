@@ -11,28 +11,11 @@ use arrow_array::{
     UInt32Array,
 };
 use arrow_schema::{DataType, Field};
-use serde::{Deserialize, Serialize};
 
 use super::io::file_err;
 use super::schema::{schema, Table};
-use super::selections::SelectionRow;
 use crate::error::Result;
-use crate::sim::{HeadRow, IouRow, MetricRow};
-
-/// Per-token data of an input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TokenRow {
-    pub input: usize,
-    pub position: usize,
-    pub id: u32,
-    pub piece: String,
-    pub is_punct: bool,
-    pub is_newline: bool,
-    pub char_start: Option<usize>,
-    pub char_end: Option<usize>,
-    pub is_needle: bool,
-    pub is_needle_query: bool,
-}
+use crate::results::{HeadRow, IouRow, MetricRow, SelectionRow, TokenRow};
 
 /// Values the tables repeat from the manifest (run id, method parameters, budget labels).
 #[derive(Debug, Clone, Default)]

@@ -7,7 +7,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::{font, method_style, subtitle, title, Dr, Figure};
 use crate::bundle::stats::il_by_layer;
 use crate::bundle::Bundle;
-use crate::sim::summarize;
+use crate::results::summarize;
 
 /// One method's line.
 pub(crate) struct Line {
@@ -123,7 +123,7 @@ fn legend_width(lines: &[Line]) -> u32 {
     (longest * 12 + 90).clamp(160, 420)
 }
 
-fn method_lines(b: &Bundle, f: impl Fn(&crate::sim::MethodSummary) -> (f64, f64)) -> Vec<Line> {
+fn method_lines(b: &Bundle, f: impl Fn(&crate::results::MethodSummary) -> (f64, f64)) -> Vec<Line> {
     let all = summarize(&b.results.metrics);
     b.manifest
         .methods

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use super::common::block_maxes;
 
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
 
 pub const INFO: MethodInfo = MethodInfo {

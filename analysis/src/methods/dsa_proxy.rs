@@ -17,7 +17,7 @@ use ndarray::Array2;
 
 use super::common::{top_k_pairs, top_k_selection};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
 
 pub const INFO: MethodInfo = MethodInfo {

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::common::{top_k_pairs, top_k_selection};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
 
 pub const INFO: MethodInfo = MethodInfo {

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use super::common::{block_means, last_queries_vertical_slash, rank_desc, softmax_inplace};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
 
 pub const INFO: MethodInfo = MethodInfo {

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use super::common::{block_means, rank_desc, token_runs, top_k_pairs, top_token_set, SCORE_CHUNK};
 use super::dsa_proxy::dsa_scores;
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::{Range, Selection};
 
 pub const INFO: MethodInfo = MethodInfo {

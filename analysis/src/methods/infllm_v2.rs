@@ -8,8 +8,10 @@
 use ndarray::Array2;
 
 use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
+use crate::method::{DeviceScoring, HeadKeys, RepresentativeRule, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
+use attnscope_core::attention::BlockPool;
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "infllm-v2",
@@ -135,6 +137,31 @@ impl Selector for InfLlmV2 {
         Box::new(RankedHeads {
             heads: vec![rows],
             group_size: g.group_size(),
+        })
+    }
+
+    /// Stage-1 scores with the exact LSE over the compressed keys, max-pooled to blocks; the
+    /// coarse-LSE variant and the dense fallback stay on the host.
+    fn device_scoring(&self, n: usize) -> Option<DeviceScoring> {
+        (!self.coarse && n >= self.dense_below).then_some(DeviceScoring::Representatives(
+            RepresentativeRule {
+                block: self.block,
+                n_init: self.n_init,
+                local: self.local,
+                vis_window: WINDOW,
+                vis_stride: STRIDE,
+                softmax: true,
+                scaled: true,
+                pool: BlockPool::Max(self.block / STRIDE),
+                group_shared: true,
+            },
+        ))
+    }
+
+    fn representatives(&self, keys: &HeadKeys<'_>) -> Option<Representatives> {
+        Some(Representatives {
+            reps: super::common::window_means(keys.k, WINDOW, STRIDE),
+            minima: None,
         })
     }
 }

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::common::{last_queries_vertical_slash, rank_desc};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::{Range, Selection};
 
 pub const INFO: MethodInfo = MethodInfo {

@@ -16,8 +16,10 @@ use ndarray::Array2;
 use super::common::{
     block_k_for_tokens, block_knob, block_means, rank_blocks_per_query, RankedHeads,
 };
+use crate::method::{DeviceScoring, HeadKeys, RepresentativeRule, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
+use attnscope_core::attention::BlockPool;
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "moba",
@@ -70,6 +72,28 @@ impl Selector for Moba {
         Box::new(RankedHeads {
             heads,
             group_size: g.group_size(),
+        })
+    }
+
+    /// The unscaled gate `q . mean(K_b)` per q-head over the complete earlier blocks.
+    fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {
+        Some(DeviceScoring::Representatives(RepresentativeRule {
+            block: self.block,
+            n_init: 0,
+            local: 0,
+            vis_window: self.block + 1,
+            vis_stride: self.block,
+            softmax: false,
+            scaled: false,
+            pool: BlockPool::Identity,
+            group_shared: false,
+        }))
+    }
+
+    fn representatives(&self, keys: &HeadKeys<'_>) -> Option<Representatives> {
+        Some(Representatives {
+            reps: block_means(keys.k, self.block),
+            minima: None,
         })
     }
 }

@@ -16,8 +16,10 @@
 use ndarray::Array2;
 
 use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
+use crate::method::{DeviceScoring, HeadKeys, RepresentativeRule, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
+use attnscope_core::attention::BlockPool;
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "nsa",
@@ -112,6 +114,27 @@ impl Selector for Nsa {
         Box::new(RankedHeads {
             heads: vec![rows],
             group_size: g.group_size(),
+        })
+    }
+
+    fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {
+        Some(DeviceScoring::Representatives(RepresentativeRule {
+            block: self.block,
+            n_init: self.n_init,
+            local: self.local,
+            vis_window: WINDOW,
+            vis_stride: STRIDE,
+            softmax: true,
+            scaled: true,
+            pool: BlockPool::Sum(self.block / STRIDE),
+            group_shared: true,
+        }))
+    }
+
+    fn representatives(&self, keys: &HeadKeys<'_>) -> Option<Representatives> {
+        Some(Representatives {
+            reps: super::common::window_means(keys.k, WINDOW, STRIDE),
+            minima: None,
         })
     }
 }

@@ -4,9 +4,10 @@
 use rayon::prelude::*;
 
 use super::common::{token_runs, top_k_pairs, top_token_set};
+use crate::method::packed_pair_bytes;
 use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::metrics::TrueProbs;
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::{Range, Selection};
 
 pub const INFO: MethodInfo = MethodInfo {
@@ -90,5 +91,10 @@ impl Selector for OracleTopK {
             n: g.n(),
             probs: g.true_probs(),
         })
+    }
+
+    /// The exact attention when it runs alone (the viewer's live re-selection).
+    fn pair_bytes(&self, n: usize, group_size: usize) -> u64 {
+        packed_pair_bytes(n) * group_size as u64
     }
 }

@@ -8,7 +8,7 @@
 //! `P` is the capture's [`HeadCapture::block_mass`](attnscope_core::capture::HeadCapture) when
 //! `B` is the capture block, else the exact sums of the true probabilities
 //! ([`GroupInput::true_probs`]). On a GPU forward pass the device ranks the device capture's `P`
-//! itself (`analysis/src/gpu_methods.rs`).
+//! itself ([`crate::device`]).
 //!
 //! Kept pairs depend on `n`, `B`, `k` and on one bit of the scores per query: whether the
 //! query's own (partial) block is among its top `k` ([`own_block_rank`]); they are counted from
@@ -20,8 +20,9 @@ use ndarray::Array2;
 use rayon::prelude::*;
 
 use super::common::top_token_set;
+use crate::method::{packed_pair_bytes, DeviceScoring};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::{Range, Selection};
 
 pub const INFO: MethodInfo = MethodInfo {
@@ -211,6 +212,18 @@ impl Selector for OracleTopKBlock {
             })
             .collect();
         Box::new(Prep { n, block: b, heads })
+    }
+
+    fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {
+        Some(DeviceScoring::BlockMassTopK {
+            block: self.block,
+            kept: block_topk_kept,
+        })
+    }
+
+    /// The exact attention when it runs alone (the viewer's live re-selection).
+    fn pair_bytes(&self, n: usize, group_size: usize) -> u64 {
+        packed_pair_bytes(n) * group_size as u64
     }
 }
 

@@ -2,9 +2,10 @@
 //! reaches p (an upper bound for every method at the same sparsity).
 
 use super::top_p::{TopPHeads, TopPRows, TopPSource};
+use crate::method::packed_pair_bytes;
 use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::metrics::TrueProbs;
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "oracle-topp",
@@ -97,6 +98,11 @@ impl Selector for OracleTopP {
                 .map(|probs| (Source { probs }, TopPRows::new(g.n())))
                 .collect(),
         })
+    }
+
+    /// Per-pair scores and per-query histograms (at most 257 counts and sums each).
+    fn pair_bytes(&self, n: usize, group_size: usize) -> u64 {
+        (packed_pair_bytes(n) + n as u64 * 257 * 12) * group_size as u64
     }
 }
 

@@ -11,8 +11,10 @@ use super::common::{
     block_k_for_tokens, block_knob, block_means, rank_blocks_per_query, softmax_inplace,
     RankedHeads,
 };
+use crate::method::{DeviceScoring, HeadKeys, RepresentativeRule, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
+use attnscope_core::attention::BlockPool;
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "phsa",
@@ -87,19 +89,30 @@ impl Phsa {
 
     /// The block representatives `M(B_b)`: `[n_blocks, d]`.
     pub fn representatives(&self, g: &GroupInput<'_>) -> Array2<f32> {
-        let mut reps = block_means(g.k, self.block);
+        self.representatives_of(&HeadKeys {
+            k: g.k,
+            punct: g.punct,
+            newline: g.newline,
+        })
+    }
+
+    /// `M(B_b) = lambda mean(K_B) + (1 - lambda) mean(K_B over punctuation)` of one KV head's
+    /// keys (the block mean when the block has no punctuation).
+    fn representatives_of(&self, keys: &HeadKeys<'_>) -> Array2<f32> {
+        let n = keys.k.nrows();
+        let mut reps = block_means(keys.k, self.block);
         for (b, mut rep) in reps.axis_iter_mut(Axis(0)).enumerate() {
             let lo = b * self.block;
-            let hi = (lo + self.block).min(g.n());
+            let hi = (lo + self.block).min(n);
             let punct: Vec<usize> = (lo..hi)
-                .filter(|&j| g.punct[j] || (self.newline && g.newline[j]))
+                .filter(|&j| keys.punct[j] || (self.newline && keys.newline[j]))
                 .collect();
             if punct.is_empty() {
                 continue;
             }
-            let mut pm = ndarray::Array1::<f32>::zeros(g.head_dim());
+            let mut pm = ndarray::Array1::<f32>::zeros(keys.k.ncols());
             for &j in &punct {
-                pm += &g.k.row(j);
+                pm += &keys.k.row(j);
             }
             pm /= punct.len() as f32;
             rep.zip_mut_with(&pm, |m, &p| *m = self.lambda * *m + (1.0 - self.lambda) * p);
@@ -124,6 +137,29 @@ impl Selector for Phsa {
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
         Box::new(self.rank(g))
+    }
+
+    /// The block softmax over the complete visible blocks (`i + 1 >= (j + 1) B`), summed over
+    /// the group's q-heads; the dense fallback stays on the host.
+    fn device_scoring(&self, n: usize) -> Option<DeviceScoring> {
+        (n >= self.dense_below).then_some(DeviceScoring::Representatives(RepresentativeRule {
+            block: self.block,
+            n_init: self.n_init,
+            local: self.local,
+            vis_window: self.block + 1,
+            vis_stride: self.block,
+            softmax: true,
+            scaled: true,
+            pool: BlockPool::Identity,
+            group_shared: true,
+        }))
+    }
+
+    fn representatives(&self, keys: &HeadKeys<'_>) -> Option<Representatives> {
+        Some(Representatives {
+            reps: self.representatives_of(keys),
+            minima: None,
+        })
     }
 }
 

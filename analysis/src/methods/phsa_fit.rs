@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use super::phsa::Phsa;
 use crate::budget::{resolve, Budget};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::metrics::{recall_from_block_mass, recall_with};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "phsa-fit",

@@ -16,8 +16,10 @@ use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
+use crate::method::{DeviceScoring, HeadKeys, RepresentativeRule, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
+use attnscope_core::attention::BlockPool;
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "quest",
@@ -88,6 +90,29 @@ impl Selector for Quest {
         Box::new(RankedHeads {
             heads,
             group_size: g.group_size(),
+        })
+    }
+
+    /// The upper bound `q+ . max + q- . min` per q-head over the complete earlier pages.
+    fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {
+        Some(DeviceScoring::Representatives(RepresentativeRule {
+            block: self.page,
+            n_init: 0,
+            local: 0,
+            vis_window: self.page + 1,
+            vis_stride: self.page,
+            softmax: false,
+            scaled: false,
+            pool: BlockPool::Identity,
+            group_shared: false,
+        }))
+    }
+
+    fn representatives(&self, keys: &HeadKeys<'_>) -> Option<Representatives> {
+        let (lo, hi) = page_min_max(keys.k, self.page);
+        Some(Representatives {
+            reps: hi,
+            minima: Some(lo),
         })
     }
 }

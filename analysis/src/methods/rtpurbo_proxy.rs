@@ -18,9 +18,10 @@ use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;
 
 use super::top_p::{TopPHeads, TopPRows, TopPSource};
+use crate::method::packed_pair_bytes;
 use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::metrics::{dot_exact, exact_exp};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "rtpurbo-proxy",
@@ -279,6 +280,11 @@ impl Selector for RtpurboProxy {
                 })
                 .collect();
         Box::new(TopPHeads { heads })
+    }
+
+    /// Per-pair scores and per-query histograms (at most 257 counts and sums each).
+    fn pair_bytes(&self, n: usize, group_size: usize) -> u64 {
+        (packed_pair_bytes(n) + n as u64 * 257 * 12) * group_size as u64
     }
 }
 

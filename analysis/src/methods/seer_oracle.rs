@@ -12,8 +12,9 @@
 
 use rayon::prelude::*;
 
+use crate::method::DeviceScoring;
 use crate::method::{GroupInput, Knob, Prepared, Selector};
-use crate::registry::{MethodInfo, MethodKind, ParamSpec, Params};
+use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
 
 pub const INFO: MethodInfo = MethodInfo {
@@ -113,28 +114,67 @@ impl Prepared for Prep {
     /// Row `r` covers queries `rB..hi` (`L` of them): a kept block `c < r` gives `B L` pairs,
     /// the diagonal block `L (L + 1) / 2`.
     fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
-        let bs = self.block as u64;
         let kept = self
             .heads
             .iter()
             .flat_map(|rows| rows.iter().enumerate())
             .map(|(r, ranked)| {
-                let l = (self.n - r * self.block).min(self.block) as u64;
-                ranked
-                    .iter()
-                    .take(self.keep(ranked, x))
-                    .map(|e| {
-                        if e.0 as usize == r {
-                            l * (l + 1) / 2
-                        } else {
-                            bs * l
-                        }
-                    })
-                    .sum::<u64>()
+                let blocks = ranked.iter().take(self.keep(ranked, x)).map(|e| e.0);
+                row_kept_pairs(r, self.n, self.block, blocks)
             })
             .sum();
         Some((kept, self.heads.len()))
     }
+}
+
+/// Key blocks of one pooled row best first, with their scores (ties to the lower block).
+fn rank_row(row: Vec<f32>) -> Vec<(u32, f32)> {
+    let mut ranked: Vec<(u32, f32)> = row
+        .into_iter()
+        .enumerate()
+        .map(|(c, s)| (c as u32, s))
+        .collect();
+    ranked.sort_unstable_by_key(|&(c, s)| super::common::token_key(s, c));
+    ranked
+}
+
+/// Row `r` covers queries `rB..hi` (`L` of them): a kept block `c < r` gives `B L` pairs, the
+/// diagonal block `L (L + 1) / 2`.
+fn row_kept_pairs(r: usize, n: usize, block: usize, blocks: impl Iterator<Item = u32>) -> u64 {
+    let l = (n - r * block).min(block) as u64;
+    blocks
+        .map(|c| {
+            if c as usize == r {
+                l * (l + 1) / 2
+            } else {
+                block as u64 * l
+            }
+        })
+        .sum()
+}
+
+/// The ranked rows of one q-head from its tile-max map `[nb, nb]` (row `r` holds key blocks
+/// `0..=r`), normalized per row as [`pooled_truth`] does: key blocks best first.
+pub fn ranked_tile_rows(map: &[f32], nb: usize) -> Vec<Vec<u32>> {
+    (0..nb)
+        .map(|r| {
+            let mut row = map[r * nb..r * nb + r + 1].to_vec();
+            let total: f32 = row.iter().sum();
+            if total > 0.0 {
+                row.iter_mut().for_each(|x| *x /= total);
+            }
+            rank_row(row).into_iter().map(|e| e.0).collect()
+        })
+        .collect()
+}
+
+/// Kept causal pairs of one q-head's ranked rows at top-`k` (at least one block per row).
+pub fn tile_topk_kept(ranked: &[Vec<u32>], n: usize, block: usize, k: usize) -> u64 {
+    ranked
+        .iter()
+        .enumerate()
+        .map(|(r, row)| row_kept_pairs(r, n, block, row.iter().take(k.max(1)).copied()))
+        .sum()
 }
 
 impl Selector for SeerOracle {
@@ -162,15 +202,7 @@ impl Selector for SeerOracle {
             .map(|h| {
                 pooled_truth(g, h, self.block)
                     .into_iter()
-                    .map(|row| {
-                        let mut ranked: Vec<(u32, f32)> = row
-                            .into_iter()
-                            .enumerate()
-                            .map(|(c, s)| (c as u32, s))
-                            .collect();
-                        ranked.sort_unstable_by_key(|&(c, s)| super::common::token_key(s, c));
-                        ranked
-                    })
+                    .map(rank_row)
                     .collect()
             })
             .collect();
@@ -179,6 +211,16 @@ impl Selector for SeerOracle {
             block: self.block,
             threshold_mode: self.threshold_mode,
             heads,
+        })
+    }
+
+    /// The top-k mode at blocks of at most 64 tokens (the device's tile map); the threshold
+    /// mode stays on the host.
+    fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {
+        (!self.threshold_mode && self.block <= 64).then_some(DeviceScoring::TileMaxTopK {
+            block: self.block,
+            rank: ranked_tile_rows,
+            kept: tile_topk_kept,
         })
     }
 }

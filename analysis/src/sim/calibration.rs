@@ -4,8 +4,10 @@
 use attnscope_core::attention::{AttentionHook, HookAction, LayerQkv};
 use attnscope_core::capture::{capture_layer, CaptureOptions};
 
-use super::{group_input, CalibrationText, GroupTensors, SimConfig};
+use super::hook::{group_input, GroupTensors};
+use super::SimConfig;
 use crate::budget::Budget;
+use crate::input::SimInput;
 
 /// The calibration pass: methods that fit settings (ours) see every chosen layer of the
 /// calibration text, at the run's first budget.
@@ -21,7 +23,7 @@ impl<'a> CalibrationHook<'a> {
     /// The pass over `text` for the fitting methods of `cfg`, telling `gate` of its progress.
     pub(super) fn new(
         cfg: &'a SimConfig,
-        text: &'a CalibrationText,
+        text: &'a SimInput,
         gate: Option<&'a CalibrationGate>,
     ) -> Self {
         Self {

@@ -1,18 +1,18 @@
 //! One layer's simulation as a self-contained job: the layer's Q/K/V per KV group, its exact
 //! capture and dense output, owned, so that it can run on a worker thread while the forward pass
-//! goes on to the next layers (see [`super::simulate`]).
+//! goes on to the next layers (see [`super::Simulation`]).
 
 use attnscope_core::attention::LayerQkv;
 use attnscope_core::capture::HeadCapture;
 use ndarray::{s, Array2};
 
-use super::HeadRow;
-use super::{
-    group_input, mean, GroupTensors, IouRow, MetricRow, Needle, Profile, SimConfig, SimResults,
-};
+use super::hook::{group_input, GroupTensors};
+use super::{Profile, SimConfig};
 use crate::budget::{resolve, sparsity_of, Budget};
 use crate::freq::freq_dominance;
+use crate::input::SimInput;
 use crate::metrics::{evaluate_many, iou_pairs, kl, needle_recall, DenseHead, QueryMetrics};
+use crate::results::{mean, HeadRow, IouRow, MetricRow, SimResults};
 use crate::selection::Selection;
 
 /// What every layer job reads: the run's configuration and the input's masks and needles.
@@ -21,11 +21,9 @@ pub(crate) struct Ctx<'a> {
     /// The origin of the [`super::Pipeline`] times.
     pub start: std::time::Instant,
     /// The calibration pass running beside the simulation, if any.
-    pub gate: Option<&'a super::CalibrationGate>,
+    pub gate: Option<&'a super::calibration::CalibrationGate>,
     pub cfg: &'a SimConfig,
-    pub punct: &'a [bool],
-    pub newline: &'a [bool],
-    pub needles: &'a [Needle],
+    pub input: &'a SimInput,
 }
 
 /// What a layer produced: its result rows and where its time went.
@@ -72,8 +70,8 @@ pub(crate) struct LayerJob {
     /// Exact dense attention output `[n, n_heads * head_dim]`.
     dense: Array2<f32>,
     out: LayerOut,
-    /// Methods already scored and measured on the device (see [`crate::gpu_methods`]).
-    gpu: Option<crate::gpu_methods::GpuLayer>,
+    /// Methods already scored and measured on the device (see [`crate::device`]).
+    gpu: Option<crate::device::DeviceLayerOut>,
 }
 
 impl LayerJob {
@@ -105,7 +103,7 @@ impl LayerJob {
     }
 
     /// Takes the results of the methods the device ran on this layer.
-    pub fn with_gpu(mut self, gpu: Option<crate::gpu_methods::GpuLayer>) -> Self {
+    pub fn with_gpu(mut self, gpu: Option<crate::device::DeviceLayerOut>) -> Self {
         self.gpu = gpu;
         self
     }
@@ -146,17 +144,16 @@ impl LayerJob {
             .budgets
             .iter()
             .any(|b| matches!(b, Budget::TopP(_)))
-            .then(|| crate::registry::find("oracle-topp").ok())
-            .flatten()
-            .and_then(|info| info.build_with(&[]).ok());
+            .then(|| crate::registry::top_p_reference().ok())
+            .flatten();
         let tensors = &self.groups[g];
         let input = group_input(
             layer,
             tensors,
             heads,
             g,
-            ctx.punct,
-            ctx.newline,
+            &ctx.input.punct,
+            &ctx.input.newline,
             cfg.capture_block,
         );
         let dense_heads: Vec<DenseHead<'_>> = hs
@@ -284,10 +281,10 @@ impl LayerJob {
                 let tasks: Vec<(usize, usize)> = (0..sels.len())
                     .flat_map(|m| (0..hs.len()).map(move |hi| (m, hi)))
                     .collect();
-                let rows: Vec<crate::bundle::SelectionRow> = tasks
+                let rows: Vec<crate::results::SelectionRow> = tasks
                     .par_iter()
                     .map(|&(m, hi)| {
-                        crate::bundle::SelectionRow::compact(
+                        crate::results::SelectionRow::compact(
                             &sels[m][hi],
                             cfg.capture_block,
                             (layer, hs[hi], g),
@@ -438,10 +435,13 @@ impl MethodRunCtx<'_, '_> {
         qm: &QueryMetrics,
     ) -> MetricRow {
         let dh = &self.dense_heads[hi];
-        let needle = mean(self.ctx.needles.iter().flat_map(|nd| {
-            nd.queries
+        let input = self.ctx.input;
+        let needle = mean(input.needles.iter().flat_map(|nd| {
+            let span = (nd.tokens.start, nd.tokens.end);
+            input
+                .question
                 .iter()
-                .filter_map(|&i| needle_recall(dh, sel, i, nd.span))
+                .filter_map(move |&i| needle_recall(dh, sel, i, span))
         }));
         let qb = self.cfg.query_block.max(1);
         MetricRow {

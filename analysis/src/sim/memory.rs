@@ -2,10 +2,11 @@
 
 use super::SimConfig;
 use crate::error::Result;
+use crate::method::packed_pair_bytes;
 
 /// Host bytes one layer job needs at its peak on the CPU path: the raw scores and the exact
 /// attention of a KV group's q-heads (`n (n + 1) / 2` floats each, [`crate::logits`]) plus, alive
-/// beside them, the methods' own buffers ([`method_group_bytes`]) and a margin of one more packed
+/// beside them, the methods' own buffers ([`crate::method::Selector::pair_bytes`]) and a margin of one more packed
 /// buffer for the others' chunked scores; and the layer's captured block masses `P` (every
 /// q-head, `n x n / block` floats).
 pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
@@ -13,29 +14,10 @@ pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usiz
     let methods: u64 = cfg
         .methods
         .iter()
-        .map(|m| method_group_bytes(m.info.name, n, gs))
+        .map(|m| m.selector.pair_bytes(n, gs))
         .sum();
     let blocks = n.div_ceil(cfg.capture_block.max(1)) as u64;
-    3 * packed_bytes(n) * gs as u64 + methods + c.n_heads as u64 * n as u64 * blocks * 4
-}
-
-/// Bytes of one head's packed causal pairs (`n (n + 1) / 2` floats).
-fn packed_bytes(n: usize) -> u64 {
-    n as u64 * (n as u64 + 1) / 2 * 4
-}
-
-/// Host bytes of per-pair buffers `method` keeps for a KV group of `gs` q-heads over `n` tokens
-/// beyond the runner's own exact attention (used to plan memory): rtpurbo-proxy's indexer scores,
-/// the top-p methods' per-query histograms (at most 257 counts and sums each), and the exact
-/// attention itself for the oracles when they run alone (the live re-selection of the viewer).
-pub fn method_group_bytes(method: &str, n: usize, gs: usize) -> u64 {
-    let histograms = n as u64 * 257 * 12;
-    let per_head = match method {
-        "rtpurbo-proxy" | "oracle-topp" => packed_bytes(n) + histograms,
-        "oracle-topk" | "oracle-topk-block" => packed_bytes(n),
-        _ => 0,
-    };
-    per_head * gs as u64
+    3 * packed_pair_bytes(n) * gs as u64 + methods + c.n_heads as u64 * n as u64 * blocks * 4
 }
 
 /// Layers simulated at once: `cfg.layer_jobs`, or when 0 half the rayon threads (at least 2, so

@@ -1,4 +1,4 @@
-//! Frequencies: the share of q.k energy carried by each rotary frequency chunk of the selected
+//! Frequencies: the share of q.k energy of each rotary frequency chunk of the selected
 //! head (index 0 = highest frequency), against the layer's mean, and each chunk's top-k
 //! agreement with the full scores.
 

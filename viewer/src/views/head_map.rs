@@ -5,7 +5,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use attnscope_analysis::bundle::SelectionRow;
+use attnscope_analysis::results::SelectionRow;
 use egui::{Color32, ColorImage, Ui};
 use egui_plot::{Bar, BarChart, Legend, Plot};
 

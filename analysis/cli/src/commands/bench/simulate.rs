@@ -11,10 +11,11 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use attnscope_analysis::budget::Budget;
 use attnscope_analysis::bundle::qkv::{read_qkv, write_qkv, SavedLayer};
+use attnscope_analysis::input::SimInput;
 use attnscope_analysis::registry;
-use attnscope_analysis::sim::{summarize, MethodRun, SimConfig, SimHook};
+use attnscope_analysis::results::summarize;
+use attnscope_analysis::sim::{MethodRun, SimConfig, SimHook};
 use attnscope_core::attention::{AttentionHook, HookAction, LayerQkv};
-use attnscope_datasets::punct::{is_punct_piece, PunctOptions};
 use serde_json::json;
 
 use super::super::{input, model_arg};
@@ -114,21 +115,7 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
             tokenizer: None,
         };
         let inp = input::prepare(&args, &model, true)?;
-        let plain = PunctOptions {
-            newlines: false,
-            ..PunctOptions::default()
-        };
-        let punct: Vec<bool> = inp
-            .pieces
-            .iter()
-            .map(|p| is_punct_piece(p, &plain))
-            .collect();
-        let newline: Vec<bool> = inp
-            .pieces
-            .iter()
-            .zip(&punct)
-            .map(|(p, &pu)| !pu && is_punct_piece(p, &PunctOptions::default()))
-            .collect();
+        let (punct, newline) = (inp.punct.clone(), inp.newline.clone());
         if let Some(&bad) = a.layers.iter().find(|&&l| l >= model.config.n_layers) {
             bail!(
                 "layer {bad} is out of range: the model has {} layers",
@@ -186,21 +173,18 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
             selector,
         });
     }
-    let cfg = SimConfig {
+    let mut cfg = SimConfig::new(
         methods,
-        budgets: a.sparsity.iter().map(|&s| Budget::Sparsity(s)).collect(),
-        layers: None,
-        capture_block: 64,
-        freq_top_k: 64,
-        freq_queries: 256,
-        query_block: 64,
-        selection_budgets: vec![0],
-        save_qkv: Vec::new(),
-        calibration: None,
-        layer_jobs: 1,
-        method_jobs: a.method_jobs,
+        a.sparsity.iter().map(|&s| Budget::Sparsity(s)).collect(),
+    );
+    cfg.layer_jobs = 1;
+    cfg.method_jobs = a.method_jobs;
+    let replayed = SimInput {
+        punct,
+        newline,
+        ..SimInput::default()
     };
-    let mut hook = SimHook::new(&cfg, &punct, &newline, &[]);
+    let mut hook = SimHook::new(&cfg, &replayed);
     let cpu0 = cpu_seconds();
     let t = Instant::now();
     for l in &saved {

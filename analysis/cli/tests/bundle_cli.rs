@@ -116,7 +116,7 @@ fn pyarrow_and_pandas_read_the_bundle() {
     let dir = bundle();
     let b = Bundle::read(dir).expect("read");
     let mut mean = serde_json::Map::new();
-    for s in attnscope_analysis::sim::summarize(&b.results.metrics) {
+    for s in attnscope_analysis::results::summarize(&b.results.metrics) {
         mean.insert(format!("{}|{}", s.name, s.budget), s.info_loss.into());
     }
     let expect = serde_json::json!({

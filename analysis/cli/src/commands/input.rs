@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use attnscope_analysis::sim::Needle;
+use attnscope_analysis::input::SimInput;
 use attnscope_core::Model;
 use attnscope_datasets::text::{self, Text, TextOptions, TextSource};
 use attnscope_datasets::{fetch, tasks, DatasetError, TaskParams};
@@ -33,16 +33,6 @@ pub struct InputArgs {
     pub tokenizer: Option<PathBuf>,
 }
 
-/// Token ids with their pieces and the needles synthetic tasks mark.
-pub struct PreparedInput {
-    pub name: String,
-    pub ids: Vec<u32>,
-    pub pieces: Vec<String>,
-    pub needles: Vec<Needle>,
-    /// Character offsets `[start, end)` of each token in the input text.
-    pub offsets: Vec<(usize, usize)>,
-}
-
 fn load_text(spec: &str, quiet: bool) -> Result<Text> {
     let src = TextSource::parse(spec)?;
     match text::load(&src, &TextOptions::default()) {
@@ -61,9 +51,9 @@ fn load_text(spec: &str, quiet: bool) -> Result<Text> {
     }
 }
 
-/// Builds the input sample (exactly `len` tokens) and the needles the model must retrieve: each
-/// target needle's token span, read by the queries of the question at the end.
-pub fn prepare(a: &InputArgs, model: &Model, quiet: bool) -> Result<PreparedInput> {
+/// Builds the input (exactly `len` tokens) and the needles the model must retrieve: each target
+/// needle's token span, read by the queries of the question at the end.
+pub fn prepare(a: &InputArgs, model: &Model, quiet: bool) -> Result<SimInput> {
     if a.len > model.config.max_context {
         bail!(
             "--len {} is more than the model's context of {} tokens",
@@ -80,32 +70,7 @@ pub fn prepare(a: &InputArgs, model: &Model, quiet: bool) -> Result<PreparedInpu
             eprintln!("warning: {w}");
         }
     }
-    let question = sample.task.question.as_deref().and_then(|q| {
-        let byte = sample.text.rfind(q)?;
-        let start = sample.text[..byte].chars().count();
-        let first = sample.offsets.iter().position(|o| o.end > start)?;
-        Some((first..sample.ids.len()).collect::<Vec<usize>>())
-    });
-    let needles = match question {
-        Some(queries) => sample
-            .task
-            .needles
-            .iter()
-            .filter(|n| n.target)
-            .map(|n| Needle {
-                span: (n.tokens.start, n.tokens.end),
-                queries: queries.clone(),
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    Ok(PreparedInput {
-        name: format!("{} ({}, seed {})", a.dataset, hay.name, a.seed),
-        ids: sample.ids,
-        pieces: sample.pieces,
-        needles,
-        offsets: sample.offsets.iter().map(|o| (o.start, o.end)).collect(),
-    })
+    Ok(SimInput::from_sample(&sample))
 }
 
 /// Resolves `--text` to a file: an existing path, or a corpus text name (fetched when missing).

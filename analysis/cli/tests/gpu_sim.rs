@@ -29,7 +29,7 @@ fn attnscope(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// Every (json path, number) under objects that carry a "recall".
+/// Every (json path, number) under objects that have a "recall".
 fn numbers(v: &Value, path: String, out: &mut Vec<(String, f64)>) {
     match v {
         Value::Object(m) => {

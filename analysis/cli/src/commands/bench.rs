@@ -205,7 +205,7 @@ fn gpu(a: Args) -> Result<()> {
             l => l.split(',').map(|x| x.trim().to_string()).collect(),
         };
         let label = format!("{name} | {} | {}", gm.device().label(), a.precision);
-        return attnscope_analysis::gpu_methods::bench::print(
+        return attnscope_analysis::device::bench::print(
             gm,
             &ids,
             &a.lens,

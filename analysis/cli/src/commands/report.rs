@@ -9,7 +9,7 @@ use attnscope_analysis::bundle::stats::{
     il_by_layer, mean_iou, relative_reduction, Reduction, Unit,
 };
 use attnscope_analysis::bundle::Bundle;
-use attnscope_analysis::sim::{summarize, MethodSummary};
+use attnscope_analysis::results::{summarize, MethodSummary};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]

@@ -7,6 +7,11 @@ use attnscope_core::capture::HeadCapture;
 
 use crate::selection::Selection;
 
+mod device;
+mod info;
+pub use device::{DeviceScoring, HeadKeys, RepresentativeRule, Representatives};
+pub use info::{MethodInfo, MethodKind, ParamSpec, Params};
+
 /// What a method sees: one layer, one KV group.
 #[derive(Debug)]
 pub struct GroupInput<'a> {
@@ -131,6 +136,16 @@ impl GroupInput<'_> {
     }
 }
 
+/// One method as configured for a run.
+#[derive(Debug)]
+pub struct MethodRun {
+    /// The name in result rows: the method's name, or `name[param=value]` for sweep members.
+    pub label: String,
+    pub info: &'static MethodInfo,
+    pub overrides: Vec<(String, f64)>,
+    pub selector: Box<dyn Selector>,
+}
+
 /// How a method's one budget knob behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Knob {
@@ -215,10 +230,57 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
     }
 
     /// Sees one (layer, KV group) of the calibration text at the run's first budget.
-    fn calibrate(&self, _g: &GroupInput<'_>, _budget: crate::budget::Budget) {}
+    fn calibrate(&self, _g: &GroupInput<'_>, _budget: Budget) {}
 
     /// Settings fitted by [`Selector::calibrate`]: `(layer, parameter, value)`.
     fn fitted(&self) -> Vec<(usize, String, f64)> {
         Vec::new()
+    }
+
+    /// How the method scores on a device over `n` tokens, when it can ([`DeviceScoring`]);
+    /// `None` (the default) keeps it on the host. Settings that only the host implements (a
+    /// dense fallback, a variant) answer `None` for the inputs they concern.
+    fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {
+        None
+    }
+
+    /// The key-block representatives of one KV head, for a
+    /// [`DeviceScoring::Representatives`] rule (the same ones the host path scores).
+    fn representatives(&self, _keys: &HeadKeys<'_>) -> Option<Representatives> {
+        None
+    }
+
+    /// Host bytes of the per-pair buffers the method keeps for a KV group of `group_size`
+    /// q-heads over `n` tokens, beyond the runner's own exact attention (the memory plan reads
+    /// it); 0 (the default) for methods whose buffers are O(n d).
+    fn pair_bytes(&self, _n: usize, _group_size: usize) -> u64 {
+        0
+    }
+}
+
+/// Bytes of one head's packed causal pairs (`n (n + 1) / 2` floats).
+pub fn packed_pair_bytes(n: usize) -> u64 {
+    n as u64 * (n as u64 + 1) / 2 * 4
+}
+
+/// How much attention each method may keep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// Keys per query, forced keys included.
+    Tokens(usize),
+    /// Target fraction of causal pairs skipped.
+    Sparsity(f64),
+    /// The sparsity that exact top-p over the true attention reaches at this `p`.
+    TopP(f64),
+}
+
+impl Budget {
+    /// The label of result rows and reports: `sparsity=0.9`, `tokens=896` or `top_p=0.9`.
+    pub fn label(&self) -> String {
+        match self {
+            Budget::Tokens(k) => format!("tokens={k}"),
+            Budget::Sparsity(s) => format!("sparsity={s}"),
+            Budget::TopP(p) => format!("top_p={p}"),
+        }
     }
 }

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use attnscope_core::attention::{AttentionHook, DeviceLayer, HookAction, LayerQkv};
 
-use super::{run_method, GpuMethod, GPU_METHODS};
+use super::{run_method, scoring_of, DevicePlan};
 use crate::budget::Budget;
-use crate::sim::{MethodRun, SimConfig};
+use crate::method::{DeviceScoring, MethodRun};
+use crate::results::MetricRow;
 
 /// One method's time and means over a layer.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -27,8 +28,9 @@ pub struct LayerTime {
 pub type Total = (usize, f64, f64);
 
 struct Hook<'a> {
-    cfg: &'a SimConfig,
-    methods: Vec<GpuMethod>,
+    plan: DevicePlan<'a>,
+    runs: &'a [MethodRun],
+    methods: Vec<DeviceScoring>,
     punct: Vec<bool>,
     newline: Vec<bool>,
     times: Vec<LayerTime>,
@@ -50,23 +52,15 @@ impl AttentionHook for Hook<'_> {
         device.dense()?;
         // The dense pass is asynchronous; the first method's copies wait for it.
         self.dense_ms += t.elapsed().as_secs_f64() * 1e3;
-        for (run, gm) in self.cfg.methods.iter().zip(&self.methods) {
+        for (run, scoring) in self.runs.iter().zip(&self.methods) {
             let t = Instant::now();
-            let r = run_method(
-                self.cfg,
-                run,
-                gm,
-                qkv,
-                device,
-                &self.punct,
-                &self.newline,
-                false,
-            );
+            let keys = (&self.punct[..], &self.newline[..]);
+            let r = run_method(&self.plan, run, scoring, qkv, device, keys, false);
             let ms = t.elapsed().as_secs_f64() * 1e3;
             match r {
                 Ok(out) => {
                     let rows: Vec<_> = out.iter().flatten().flat_map(|g| g.rows.iter()).collect();
-                    let mean = |f: &dyn Fn(&crate::sim::MetricRow) -> f64| {
+                    let mean = |f: &dyn Fn(&MetricRow) -> f64| {
                         rows.iter().map(|r| f(r)).sum::<f64>() / rows.len().max(1) as f64
                     };
                     self.times.push(LayerTime {
@@ -108,45 +102,46 @@ pub fn run(
     sparsity: f64,
     names: &[String],
 ) -> crate::Result<(Vec<LayerTime>, Vec<Total>)> {
-    let names: Vec<String> = if names.is_empty() {
-        GPU_METHODS.iter().map(|s| s.to_string()).collect()
-    } else {
-        names.to_vec()
-    };
+    let n_max = lens.iter().copied().max().unwrap_or(0).min(ids.len());
     let mut methods = Vec::new();
-    for name in &names {
-        let info = crate::registry::find(name)?;
+    for info in crate::registry::METHODS {
+        let listed = names.iter().any(|x| x == info.name);
+        if !names.is_empty() && !listed {
+            continue;
+        }
+        let selector = info.build_with(&[])?;
+        // Every method with a device scoring at the longest length, unless named.
+        if names.is_empty() && selector.device_scoring(n_max).is_none() {
+            continue;
+        }
         methods.push(MethodRun {
-            label: name.clone(),
+            label: info.name.to_string(),
             info,
             overrides: Vec::new(),
-            selector: info.build_with(&[])?,
+            selector,
         });
     }
-    let cfg = SimConfig {
-        methods,
-        budgets: vec![Budget::Sparsity(sparsity)],
-        layers: None,
-        capture_block: 64,
-        freq_top_k: 64,
-        freq_queries: 0,
+    if let Some(bad) = names
+        .iter()
+        .find(|x| !methods.iter().any(|m| &m.label == *x))
+    {
+        crate::registry::find(bad)?;
+    }
+    let budgets = [Budget::Sparsity(sparsity)];
+    let plan = DevicePlan {
+        budgets: &budgets,
         query_block: 64,
-        selection_budgets: Vec::new(),
-        save_qkv: Vec::new(),
-        calibration: None,
-        layer_jobs: 0,
-        method_jobs: 0,
+        capture_block: 64,
     };
     let mut times = Vec::new();
     let mut totals = Vec::new();
     for &len in lens {
         let ids = &ids[..len.min(ids.len())];
         let n = ids.len();
-        let gms: Vec<GpuMethod> = cfg
-            .methods
+        let scorings: Vec<DeviceScoring> = methods
             .iter()
             .map(|m| {
-                GpuMethod::for_run(&cfg, m, n).ok_or_else(|| {
+                scoring_of(&plan, m, n).ok_or_else(|| {
                     crate::AnalysisError::Input(format!(
                         "{}: no device version with these settings",
                         m.label
@@ -155,8 +150,9 @@ pub fn run(
             })
             .collect::<crate::Result<_>>()?;
         let mut hook = Hook {
-            cfg: &cfg,
-            methods: gms,
+            plan,
+            runs: &methods,
+            methods: scorings,
             punct: synthetic_punct(n),
             newline: vec![false; n],
             times: Vec::new(),

@@ -1,0 +1,501 @@
+//! `attnscope simulate`: replay every method on a real model's exact attention and measure it.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use attnscope_analysis::budget::Budget;
+use attnscope_analysis::bundle::{
+    BundleWriter, CalibrationInfo, Format, InputInfo, Manifest, OutMode,
+};
+use attnscope_analysis::input::SimInput;
+use attnscope_analysis::registry;
+use attnscope_analysis::sim::{MethodRun, SimConfig, Simulation};
+
+use super::{input, model_arg};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model: a registry name (fetched when missing), a HF folder, or a .gguf file.
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    #[command(flatten)]
+    input: input::InputArgs,
+    /// Methods: `all` or a comma-separated list (see `attnscope methods`).
+    #[arg(long, default_value = "all")]
+    methods: String,
+    /// Target sparsities, comma-separated (e.g. 0.9,0.95,0.973); each method is calibrated to them.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["budget_tokens", "top_p"])]
+    sparsity: Vec<f64>,
+    /// Keys per query, forced keys included.
+    #[arg(long, conflicts_with = "top_p")]
+    budget_tokens: Option<usize>,
+    /// Match the sparsity exact top-p over the true attention reaches at this p.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// A method parameter, `method.name=value` (repeatable), e.g. `phsa.lambda=0.3`.
+    #[arg(long = "param")]
+    params: Vec<String>,
+    /// Run a method once per value of one parameter, e.g. `phsa.lambda=0,0.25,0.5,0.75,1`
+    /// (repeatable); rows are labelled `phsa[lambda=0.25]`.
+    #[arg(long)]
+    sweep: Vec<String>,
+    /// Calibration text for methods that fit settings on it (phsa-fit): a corpus text name or a
+    /// file; use a different text from --text. Default when such a method runs: plrabn12 (lcet10
+    /// when --text is plrabn12).
+    #[arg(long)]
+    calibration_text: Option<String>,
+    /// Tokens of calibration text [default: --len with --calibration-text, else --len capped at
+    /// 2048].
+    #[arg(long)]
+    calibration_len: Option<usize>,
+    /// Layers simulated at once on worker threads while the forward pass goes on (0: half the CPU
+    /// threads, at least 2, fewer when memory is short). Per-method seconds overlap when above 1.
+    #[arg(long, default_value_t = 0)]
+    layer_jobs: usize,
+    /// Methods run side by side within a KV group (0: all of them; 1: one after another, so that
+    /// the per-method seconds do not overlap within a layer).
+    #[arg(long, default_value_t = 0)]
+    method_jobs: usize,
+    /// Layers to simulate: `all` or a list like `0,3,10-12`.
+    #[arg(long, default_value = "all")]
+    layers: String,
+    /// Key block size of the captured block masses and pooled maps.
+    #[arg(long, default_value_t = 64)]
+    capture_block: usize,
+    /// Several seeds in one run, e.g. `0,1,2` (a different paragraph of the text, or a different
+    /// task instance, per seed); overrides --seed. Rows hold the input index.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Several texts in one run (corpus names or files), each with every seed; overrides --text.
+    #[arg(long, value_delimiter = ',')]
+    texts: Vec<String>,
+    /// Table format of the bundle: `parquet` or `ipc` (Arrow IPC: faster, larger).
+    #[arg(long, default_value = "parquet")]
+    format: String,
+    /// Budgets whose per-query-block kept blocks go to the `selections` table: budget indices
+    /// (`0,2`), `all` or `none`.
+    #[arg(long, default_value = "0")]
+    selections: String,
+    /// Save the post-RoPE Q/K/V of these simulated layers (e.g. `3,20`) as safetensors, for live
+    /// re-selection in the viewer.
+    #[arg(long, value_name = "LAYERS")]
+    save_qkv: Option<String>,
+    /// Run id stored in the bundle's manifest and `metrics.run` (default: the folder's name).
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Output run directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Overwrite an existing run directory.
+    #[arg(long)]
+    force: bool,
+    /// Continue an interrupted run in --out with the same options (finished inputs are kept).
+    #[arg(long, conflicts_with = "force")]
+    resume: bool,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+    /// Where the forward pass runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: attnscope_core::Device,
+    /// Storage on the GPU: f32 (exact, matches the CPU path) or bf16 (fast).
+    #[arg(long, default_value = "f32")]
+    precision: attnscope_core::device::Precision,
+}
+
+fn parse_layers(spec: &str, n_layers: usize) -> Result<Option<Vec<usize>>> {
+    if spec == "all" {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>()?, b.parse::<usize>()?),
+            None => {
+                let x = part
+                    .parse::<usize>()
+                    .with_context(|| format!("--layers: '{part}'"))?;
+                (x, x)
+            }
+        };
+        if a > b || b >= n_layers {
+            bail!(
+                "--layers: '{part}' is out of range; the model has layers 0..{}",
+                n_layers - 1
+            );
+        }
+        out.extend(a..=b);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(Some(out))
+}
+
+fn budgets(a: &Args) -> Result<Vec<Budget>> {
+    if let Some(k) = a.budget_tokens {
+        if k == 0 {
+            bail!("--budget-tokens must be at least 1");
+        }
+        if k > a.input.len {
+            bail!(
+                "--budget-tokens {k} is larger than the input of {} tokens (--len)",
+                a.input.len
+            );
+        }
+        return Ok(vec![Budget::Tokens(k)]);
+    }
+    if let Some(p) = a.top_p {
+        if !(0.0..=1.0).contains(&p) {
+            bail!("--top-p {p} is outside [0, 1]");
+        }
+        return Ok(vec![Budget::TopP(p)]);
+    }
+    let s = if a.sparsity.is_empty() {
+        vec![0.9]
+    } else {
+        a.sparsity.clone()
+    };
+    if let Some(bad) = s.iter().find(|x| !(0.0..1.0).contains(*x)) {
+        bail!("--sparsity {bad} is outside [0, 1)");
+    }
+    Ok(s.into_iter().map(Budget::Sparsity).collect())
+}
+
+/// Expands `--sweep method.param=v1,v2,...` into one run per value, labelled
+/// `method[param=value]`, each with the method's other `--param` overrides.
+fn sweep_runs(sweeps: &[String], ov: &[(String, String, f64)]) -> Result<Vec<MethodRun>> {
+    let mut runs = Vec::new();
+    for sw in sweeps {
+        let (lhs, values) = sw
+            .split_once('=')
+            .with_context(|| format!("--sweep '{sw}': expected method.param=v1,v2,..."))?;
+        let (m, name) = lhs
+            .split_once('.')
+            .with_context(|| format!("--sweep '{sw}': expected method.param=v1,v2,..."))?;
+        let info = registry::find(m)?;
+        for v in values.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            let x: f64 = v
+                .parse()
+                .with_context(|| format!("--sweep '{sw}': '{v}' is not a number"))?;
+            let mut mine: Vec<(String, f64)> = ov
+                .iter()
+                .filter(|(om, k, _)| om == m && k != name)
+                .map(|(_, k, v)| (k.clone(), *v))
+                .collect();
+            mine.push((name.to_string(), x));
+            runs.push(MethodRun {
+                label: format!("{m}[{name}={v}]"),
+                info,
+                selector: info.build_with(&mine)?,
+                overrides: mine,
+            });
+        }
+    }
+    Ok(runs)
+}
+
+/// Splits `method.name=value` overrides by method, checking method names.
+fn overrides(params: &[String]) -> Result<Vec<(String, String, f64)>> {
+    params
+        .iter()
+        .map(|p| {
+            let (lhs, v) = p
+                .split_once('=')
+                .with_context(|| format!("--param '{p}': expected method.name=value"))?;
+            let (m, name) = lhs
+                .split_once('.')
+                .with_context(|| format!("--param '{p}': expected method.name=value"))?;
+            registry::find(m)?;
+            let v: f64 = v
+                .parse()
+                .with_context(|| format!("--param '{p}': '{v}' is not a number"))?;
+            Ok((m.to_string(), name.to_string(), v))
+        })
+        .collect()
+}
+
+/// The calibration text and its length in tokens, when a method fits settings on one: the
+/// user's, or a held-out corpus text (a notice says which).
+fn calibration_spec(a: &Args, fit: &[String]) -> Option<(String, usize)> {
+    if let Some(spec) = &a.calibration_text {
+        return Some((spec.clone(), a.calibration_len.unwrap_or(a.input.len)));
+    }
+    if fit.is_empty() {
+        return None;
+    }
+    let spec = if a.input.text == "plrabn12" {
+        "lcet10"
+    } else {
+        "plrabn12"
+    };
+    let len = a.calibration_len.unwrap_or(a.input.len.min(2048));
+    if !a.quiet {
+        eprintln!(
+            "{} fit on calibration text: {spec}, {len} tokens (--calibration-text, --calibration-len)",
+            fit.join(", ")
+        );
+    }
+    Some((spec.to_string(), len))
+}
+
+/// `--selections`: budget indices, `all` or `none`.
+fn selection_budgets(spec: &str, n_budgets: usize) -> Result<Vec<usize>> {
+    match spec.trim() {
+        "all" => Ok((0..n_budgets).collect()),
+        "none" | "" => Ok(Vec::new()),
+        s => s
+            .split(',')
+            .map(|x| {
+                let i: usize = x.trim().parse().with_context(|| {
+                    format!("--selections '{x}': expected budget indices, all or none")
+                })?;
+                if i >= n_budgets {
+                    bail!("--selections {i}: the run has budgets 0..{}", n_budgets - 1);
+                }
+                Ok(i)
+            })
+            .collect(),
+    }
+}
+
+/// The inputs of a run: every text (`--texts`, else `--text`) with every seed (`--seeds`, else
+/// `--seed`).
+fn input_plan(a: &Args) -> Vec<InputInfo> {
+    let texts = if a.texts.is_empty() {
+        vec![a.input.text.clone()]
+    } else {
+        a.texts.clone()
+    };
+    let seeds = if a.seeds.is_empty() {
+        vec![a.input.seed]
+    } else {
+        a.seeds.clone()
+    };
+    texts
+        .iter()
+        .flat_map(|t| seeds.iter().map(move |&s| (t.clone(), s)))
+        .enumerate()
+        .map(|(index, (text, seed))| InputInfo {
+            index,
+            text,
+            seed,
+            ..InputInfo::default()
+        })
+        .collect()
+}
+
+/// The configured methods: every listed method with its `--param` overrides, then the sweeps.
+fn method_runs(a: &Args) -> Result<Vec<MethodRun>> {
+    let ov = overrides(&a.params)?;
+    let mut methods = Vec::new();
+    for info in registry::parse_list(&a.methods)? {
+        let mine: Vec<(String, f64)> = ov
+            .iter()
+            .filter(|(m, _, _)| m == info.name)
+            .map(|(_, k, v)| (k.clone(), *v))
+            .collect();
+        methods.push(MethodRun {
+            label: info.name.to_string(),
+            info,
+            selector: info.build_with(&mine)?,
+            overrides: mine,
+        });
+    }
+    methods.extend(sweep_runs(&a.sweep, &ov)?);
+    if methods.is_empty() {
+        bail!("--methods '{}': no methods given", a.methods);
+    }
+    Ok(methods)
+}
+
+/// The simulation's configuration from the options (the calibration text tokenized for `model`).
+fn sim_config(a: &Args, model: &attnscope_core::Model) -> Result<SimConfig> {
+    let budgets = budgets(a)?;
+    let layers = parse_layers(&a.layers, model.config.n_layers)?;
+    let save_qkv = match &a.save_qkv {
+        Some(spec) => {
+            let l = parse_layers(spec, model.config.n_layers)?
+                .unwrap_or_else(|| (0..model.config.n_layers).collect());
+            if let Some(bad) = l
+                .iter()
+                .find(|x| layers.as_ref().is_some_and(|ls| !ls.contains(x)))
+            {
+                bail!("--save-qkv {bad}: layer {bad} is not simulated (--layers)");
+            }
+            l
+        }
+        None => Vec::new(),
+    };
+    let methods = method_runs(a)?;
+    let fit: Vec<String> = methods
+        .iter()
+        .filter(|m| m.selector.needs_calibration())
+        .map(|m| m.label.clone())
+        .collect();
+    let calibration = match calibration_spec(a, &fit) {
+        Some((spec, len)) => {
+            let args = input::InputArgs {
+                dataset: "text".into(),
+                text: spec.clone(),
+                len,
+                seed: a.input.seed,
+                depth: None,
+                tokenizer: None,
+            };
+            let cal = input::prepare(&args, model, a.quiet)?;
+            Some(SimInput { name: spec, ..cal })
+        }
+        None => None,
+    };
+    let mut cfg = SimConfig::new(methods, budgets);
+    cfg.selection_budgets = selection_budgets(&a.selections, cfg.budgets.len())?;
+    cfg.layers = layers;
+    cfg.capture_block = a.capture_block.max(1);
+    cfg.query_block = cfg.capture_block;
+    cfg.save_qkv = save_qkv;
+    cfg.layer_jobs = a.layer_jobs;
+    cfg.method_jobs = a.method_jobs;
+    cfg.calibration = calibration;
+    Ok(cfg)
+}
+
+/// The manifest before the first input: the simulation's own description plus this command's
+/// run id, command line, data and table format.
+fn manifest(a: &Args, sim: &Simulation<'_>) -> Result<Manifest> {
+    let mut m = Manifest::for_simulation(sim, &a.model, a.input.len, a.input.dataset != "text");
+    m.run_id = a.run_id.clone().unwrap_or_else(|| {
+        a.out
+            .file_name()
+            .map_or_else(|| "run".into(), |f| f.to_string_lossy().into_owned())
+    });
+    m.command = std::env::args().collect();
+    m.format = a.format.parse()?;
+    m.data.dataset = a.input.dataset.clone();
+    m.data.len = a.input.len;
+    m.data.depth = a.input.depth;
+    m.calibration = sim.config().calibration.as_ref().map(|c| CalibrationInfo {
+        text: c.name.clone(),
+        n_tokens: c.ids.len(),
+    });
+    Ok(m)
+}
+
+/// The options that decide the results: a resumed run must have the same.
+fn fingerprint(a: &Args, m: &Manifest, cfg: &SimConfig) -> serde_json::Value {
+    serde_json::json!({
+        "model": a.model, "weights": m.model.source, "dataset": a.input.dataset,
+        "len": a.input.len, "depth": a.input.depth, "methods": m.methods,
+        "budgets": m.budgets, "layers": m.layers, "capture_block": cfg.capture_block,
+        "selections": cfg.selection_budgets, "save_qkv": cfg.save_qkv, "format": m.format,
+        "calibration_text": a.calibration_text, "calibration_len": a.calibration_len,
+    })
+}
+
+pub fn run(mut a: Args) -> Result<()> {
+    let started = Instant::now();
+    let _: Format = a.format.parse()?;
+    budgets(&a)?;
+    let mut model = model_arg::load(&a.model, a.input.tokenizer.as_deref(), a.quiet)?;
+    model.to_device(a.device, a.precision)?;
+    let load_s = started.elapsed().as_secs_f64();
+    let sim = Simulation::new(&model, sim_config(&a, &model)?)?;
+    let mut manifest = manifest(&a, &sim)?;
+    manifest.timings.load_s = load_s;
+    let plan = input_plan(&a);
+    let fingerprint = fingerprint(&a, &manifest, sim.config());
+    let mode = match (a.force, a.resume) {
+        (true, _) => OutMode::Force,
+        (_, true) => OutMode::Resume,
+        _ => OutMode::Fresh,
+    };
+    // A fresh run checks its first input before it writes anything.
+    let mut first = None;
+    if mode != OutMode::Resume {
+        first = Some(prepare_planned(&mut a, &plan[0], &model)?);
+    }
+    let mut writer = BundleWriter::try_new(&a.out, manifest, plan.clone(), fingerprint, mode)?;
+    if !a.quiet && !writer.resumed().is_empty() {
+        eprintln!(
+            "resuming {}: {} of {} inputs already finished",
+            a.out.display(),
+            writer.resumed().len(),
+            plan.len()
+        );
+    }
+    // Fault injection for tests: stop after this many inputs ran in this process.
+    let stop_after: Option<usize> = std::env::var("ATTNSCOPE_INTERRUPT_AFTER_INPUTS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut ran = 0usize;
+    for planned in &plan {
+        if writer.is_done(planned.index) {
+            continue;
+        }
+        let inp = match first.take() {
+            Some(x) if planned.index == 0 => x,
+            _ => prepare_planned(&mut a, planned, &model)?,
+        };
+        let (results, seconds) = simulate_input(&a, &sim, &inp, planned.index, plan.len())?;
+        writer.write_input(planned.index, &inp, results, seconds)?;
+        ran += 1;
+        if stop_after == Some(ran) {
+            bail!(
+                "interrupted after {ran} input(s) (ATTNSCOPE_INTERRUPT_AFTER_INPUTS); finish the \
+                 run with --resume"
+            );
+        }
+    }
+    let bundle = writer.close()?;
+    if !a.quiet {
+        eprintln!(
+            "wrote {} ({:.1} s)",
+            a.out.display(),
+            started.elapsed().as_secs_f64()
+        );
+        let mut t: Vec<(&String, &f64)> = bundle.manifest.timings.method_s.iter().collect();
+        t.sort_by(|a, b| b.1.total_cmp(a.1));
+        let parts: Vec<String> = t.iter().map(|(m, s)| format!("{m} {s:.1}s")).collect();
+        eprintln!("method time: {}", parts.join(", "));
+    }
+    super::report::print_text(&bundle)
+}
+
+/// The input of a planned (text, seed).
+fn prepare_planned(
+    a: &mut Args,
+    planned: &InputInfo,
+    model: &attnscope_core::Model,
+) -> Result<SimInput> {
+    a.input.text = planned.text.clone();
+    a.input.seed = planned.seed;
+    input::prepare(&a.input, model, a.quiet)
+}
+
+/// Simulates one input with a progress bar: its results and seconds.
+fn simulate_input(
+    a: &Args,
+    sim: &Simulation<'_>,
+    inp: &SimInput,
+    i: usize,
+    total: usize,
+) -> Result<(attnscope_analysis::results::SimResults, f64)> {
+    let n_sim = sim
+        .config()
+        .layers
+        .as_ref()
+        .map_or(sim.model().config.n_layers, |l| l.len());
+    let msg = if total > 1 {
+        format!("input {}/{total}: simulating {n_sim} layers", i + 1)
+    } else {
+        format!("simulating {n_sim} layers")
+    };
+    let bar = model_arg::bar(a.quiet, sim.model().config.n_layers as u64, &msg);
+    let t = Instant::now();
+    let results = sim.run_with_progress(inp, &mut |_| bar.inc(1))?;
+    bar.finish_and_clear();
+    if !a.quiet {
+        eprintln!("{}", results.pipeline.summary());
+    }
+    Ok((results, t.elapsed().as_secs_f64()))
+}

@@ -1,0 +1,213 @@
+//! The hook that runs the simulation inside the forward pass: at every chosen layer it captures
+//! the exact dense attention (on the host, or on the device with the device methods run there),
+//! hands the layer to a layer job ([`super::layer`]) and continues with the exact dense output.
+
+use attnscope_core::attention::{AttentionHook, HookAction, LayerQkv};
+use attnscope_core::capture::{capture_layer, CaptureOptions, HeadCapture};
+use ndarray::Array2;
+
+use super::calibration::CalibrationGate;
+use super::layer::{Ctx, LayerJob, LayerOut};
+use super::{Profile, SimConfig};
+use crate::input::SimInput;
+use crate::method::GroupInput;
+use crate::results::SimResults;
+
+/// The hook that runs the simulation layer by layer.
+pub struct SimHook<'a> {
+    pub cfg: &'a SimConfig,
+    pub input: &'a SimInput,
+    pub results: SimResults,
+    /// Where the time went (benchmarks): methods by label, the rest by phase.
+    pub profile: Profile,
+    /// Layer jobs go to these workers when set (see [`super::run::simulate`]); else they run in
+    /// the hook.
+    pub(super) jobs: Option<std::sync::mpsc::SyncSender<LayerJob>>,
+    /// The simulation's start (the origin of [`Pipeline`] times).
+    pub(super) start: std::time::Instant,
+    /// The calibration pass running beside the simulation, if any.
+    pub(super) gate: Option<&'a CalibrationGate>,
+}
+
+impl<'a> SimHook<'a> {
+    /// A hook that simulates each layer inside the forward pass (no worker threads).
+    pub fn new(cfg: &'a SimConfig, input: &'a SimInput) -> Self {
+        Self {
+            cfg,
+            input,
+            results: SimResults::default(),
+            profile: Profile::default(),
+            jobs: None,
+            start: std::time::Instant::now(),
+            gate: None,
+        }
+    }
+
+    pub(super) fn ctx(&self) -> Ctx<'a> {
+        Ctx {
+            start: self.start,
+            gate: self.gate,
+            cfg: self.cfg,
+            input: self.input,
+        }
+    }
+
+    /// Appends one layer's rows and times.
+    pub(super) fn absorb(&mut self, out: LayerOut) {
+        let r = out.results;
+        self.results.metrics.extend(r.metrics);
+        self.results.iou.extend(r.iou);
+        self.results.heads.extend(r.heads);
+        self.results.selections.extend(r.selections);
+        for (k, v) in r.method_seconds {
+            *self.results.method_seconds.entry(k).or_default() += v;
+        }
+        for (k, (w, c)) in out.profile.seconds {
+            let e = self.profile.seconds.entry(k).or_default();
+            e.0 += w;
+            e.1 += c;
+        }
+    }
+}
+
+impl std::fmt::Debug for SimHook<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHook").finish_non_exhaustive()
+    }
+}
+
+/// Contiguous copies of one KV group's Q (per q-head), K and V: matrix products pack them
+/// faster than strided views of the layer, and the values are the same.
+pub(super) struct GroupTensors {
+    pub q: Vec<Array2<f32>>,
+    pub k: Array2<f32>,
+    pub v: Array2<f32>,
+}
+
+impl GroupTensors {
+    pub(super) fn new(qkv: &LayerQkv<'_>, g: usize) -> Self {
+        let gs = qkv.n_heads / qkv.n_kv_heads;
+        Self {
+            q: (g * gs..(g + 1) * gs)
+                .map(|h| qkv.q_head(h).as_standard_layout().into_owned())
+                .collect(),
+            k: qkv.k_head(g).as_standard_layout().into_owned(),
+            v: qkv.v_head(g).as_standard_layout().into_owned(),
+        }
+    }
+}
+
+/// The method input of KV group `g` of a captured layer.
+pub(super) fn group_input<'a>(
+    layer: usize,
+    t: &'a GroupTensors,
+    heads: &'a [HeadCapture],
+    g: usize,
+    punct: &'a [bool],
+    newline: &'a [bool],
+    capture_block: usize,
+) -> GroupInput<'a> {
+    let gs = t.q.len();
+    GroupInput {
+        layer,
+        kv_head: g,
+        q: t.q.iter().map(|q| q.view()).collect(),
+        k: t.k.view(),
+        v: t.v.view(),
+        punct,
+        newline,
+        truth: heads[g * gs..(g + 1) * gs].iter().collect(),
+        capture_block,
+        cache: Default::default(),
+    }
+}
+
+impl SimHook<'_> {
+    fn wants(&self, l: usize) -> bool {
+        self.cfg.layers.as_ref().is_none_or(|ls| ls.contains(&l))
+    }
+
+    fn capture_opts(&self) -> CaptureOptions {
+        CaptureOptions {
+            block: self.cfg.capture_block,
+            ..CaptureOptions::default()
+        }
+    }
+}
+
+impl AttentionHook for SimHook<'_> {
+    /// On a GPU forward pass the exact capture is computed on the device; the methods and
+    /// metrics then run on the host exactly as in [`AttentionHook::on_layer`].
+    fn on_layer_device(
+        &mut self,
+        qkv: &LayerQkv<'_>,
+        device: &mut dyn attnscope_core::attention::DeviceLayer,
+    ) -> attnscope_core::Result<HookAction> {
+        if !self.wants(qkv.layer) {
+            return Ok(HookAction::Dense);
+        }
+        let (heads, dense) = device.capture(&self.capture_opts())?;
+        let plan = crate::device::DevicePlan {
+            budgets: &self.cfg.budgets,
+            query_block: self.cfg.query_block,
+            capture_block: self.cfg.capture_block,
+        };
+        let gpu = crate::device::run_layer(
+            &plan,
+            &self.cfg.methods,
+            qkv,
+            device,
+            (&self.input.punct, &self.input.newline),
+            !self.input.needles.is_empty(),
+        )?;
+        self.replay(qkv, heads, dense, gpu)
+    }
+
+    fn inspects(&self, layer: usize) -> bool {
+        self.wants(layer)
+    }
+
+    fn on_layer(&mut self, qkv: &LayerQkv<'_>) -> attnscope_core::Result<HookAction> {
+        if self.gate.is_some_and(CalibrationGate::failed) {
+            return Err(attnscope_core::CoreError::Input(
+                "stopped: the calibration pass beside the simulation failed".into(),
+            ));
+        }
+        if !self.wants(qkv.layer) {
+            return Ok(HookAction::Dense);
+        }
+        let t = Profile::mark();
+        let (heads, dense) = capture_layer(qkv, &self.capture_opts());
+        self.profile.add("(capture)", t);
+        self.replay(qkv, heads, dense, None)
+    }
+}
+
+impl SimHook<'_> {
+    /// Replays every method on one captured layer and continues with the exact dense output.
+    fn replay(
+        &mut self,
+        qkv: &LayerQkv<'_>,
+        heads: Vec<HeadCapture>,
+        dense: Array2<f32>,
+        gpu: Option<crate::device::DeviceLayerOut>,
+    ) -> attnscope_core::Result<HookAction> {
+        if self.cfg.save_qkv.contains(&qkv.layer) {
+            self.results
+                .qkv
+                .push(crate::results::SavedLayer::from_layer(qkv));
+        }
+        let job = LayerJob::new(qkv, heads, dense.clone(), self.start).with_gpu(gpu);
+        match &self.jobs {
+            Some(tx) => {
+                // A closed channel means a worker died; its panic surfaces when it is joined.
+                let _ = tx.send(job);
+            }
+            None => {
+                let out = job.run(&self.ctx());
+                self.absorb(out);
+            }
+        }
+        Ok(HookAction::DenseOutput(dense))
+    }
+}

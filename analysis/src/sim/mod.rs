@@ -1,0 +1,176 @@
+//! The simulation runner ([`Simulation`]): a hook in the forward pass ([`SimHook`]) that, at
+//! every chosen layer, captures the exact dense attention, replays every method on the same
+//! post-RoPE Q/K for every KV group, calibrates each to the budget, and scores the selections with
+//! [`crate::metrics`]. The layer continues with the exact dense output at once; its methods run as
+//! a layer job (`sim/layer.rs`) on a worker thread, at most `layer_jobs` layers' data alive at a
+//! time (sized to the available memory). Methods with a device scoring run on the GPU of a GPU
+//! forward pass ([`crate::device`]).
+
+use crate::budget::Budget;
+use crate::error::Result;
+use crate::input::SimInput;
+pub use crate::method::MethodRun;
+use crate::results::SimResults;
+pub use crate::timing::{cpu_seconds, Pipeline, Profile};
+
+mod calibration;
+mod hook;
+mod layer;
+mod memory;
+mod run;
+pub use hook::SimHook;
+pub use memory::{available_memory, layer_job_bytes};
+
+/// What to simulate.
+#[derive(Debug)]
+pub struct SimConfig {
+    pub methods: Vec<MethodRun>,
+    pub budgets: Vec<Budget>,
+    /// Layers to simulate (`None`: all).
+    pub layers: Option<Vec<usize>>,
+    /// Key block of the captured `P` and pooled maps.
+    pub capture_block: usize,
+    /// K of the frequency-chunk contextual agreement.
+    pub freq_top_k: usize,
+    /// Queries sampled per head for frequency dominance.
+    pub freq_queries: usize,
+    /// Query-block size of the per-query-block values kept for the viewer.
+    pub query_block: usize,
+    /// Budgets whose selections are compacted into `SimResults::selections`.
+    pub selection_budgets: Vec<usize>,
+    /// Layers whose post-RoPE Q/K/V are kept in `SimResults::qkv`.
+    pub save_qkv: Vec<usize>,
+    /// Calibration text for methods that fit settings (`None` when no method needs it).
+    pub calibration: Option<SimInput>,
+    /// Layers simulated at once on worker threads while the forward pass goes on (0: automatic,
+    /// see [`Simulation`]).
+    pub layer_jobs: usize,
+    /// Methods run side by side within a KV group (0: all of them; 1: one after another, which
+    /// keeps each method's CPU seconds apart in a profile).
+    pub method_jobs: usize,
+}
+
+impl SimConfig {
+    /// `methods` at `budgets` on every layer, with the defaults of `attnscope simulate`: capture
+    /// and query blocks of 64, frequency agreement at K = 64 over 256 sampled queries, the first
+    /// budget's selections kept, no Q/K/V saved, no calibration text, automatic layer and method
+    /// jobs.
+    pub fn new(methods: Vec<MethodRun>, budgets: Vec<Budget>) -> Self {
+        Self {
+            methods,
+            budgets,
+            layers: None,
+            capture_block: 64,
+            freq_top_k: 64,
+            freq_queries: 256,
+            query_block: 64,
+            selection_budgets: vec![0],
+            save_qkv: Vec::new(),
+            calibration: None,
+            layer_jobs: 0,
+            method_jobs: 0,
+        }
+    }
+
+    /// What the run asks of the device ([`crate::device`]).
+    pub fn device_plan(&self) -> crate::device::DevicePlan<'_> {
+        crate::device::DevicePlan {
+            budgets: &self.budgets,
+            query_block: self.query_block,
+            capture_block: self.capture_block,
+        }
+    }
+}
+
+/// The main job: a model and a configuration, run over any number of inputs.
+#[derive(Debug)]
+pub struct Simulation<'m> {
+    model: &'m attnscope_core::Model,
+    config: SimConfig,
+}
+
+impl<'m> Simulation<'m> {
+    /// Checks `config` against `model` (layers in range, budgets, blocks, calibration text for the
+    /// methods that fit settings) before anything runs.
+    pub fn new(model: &'m attnscope_core::Model, config: SimConfig) -> Result<Self> {
+        let input_err = |m: String| Err(crate::AnalysisError::Input(m));
+        let n_layers = model.config.n_layers;
+        if let Some(&bad) = config.layers.iter().flatten().find(|&&l| l >= n_layers) {
+            return input_err(format!(
+                "layer {bad} is out of range: the model has layers 0..{}",
+                n_layers - 1
+            ));
+        }
+        if config.methods.is_empty() {
+            return input_err("no methods to simulate".into());
+        }
+        if config.budgets.is_empty() {
+            return input_err("no budgets to simulate".into());
+        }
+        if config.capture_block == 0 || config.query_block == 0 {
+            return input_err("capture and query blocks must be at least 1 token".into());
+        }
+        if let Some(&bad) = config
+            .selection_budgets
+            .iter()
+            .find(|&&b| b >= config.budgets.len())
+        {
+            return input_err(format!(
+                "selections of budget {bad}: the run has budgets 0..{}",
+                config.budgets.len() - 1
+            ));
+        }
+        let fits = config
+            .methods
+            .iter()
+            .find(|m| m.selector.needs_calibration());
+        if let (Some(m), None) = (fits, &config.calibration) {
+            return input_err(format!(
+                "method '{}' fits its settings on calibration text: pass --calibration-text",
+                m.label
+            ));
+        }
+        Ok(Self { model, config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m attnscope_core::Model {
+        self.model
+    }
+
+    /// Simulates one input: every method on every chosen layer, all metrics.
+    pub fn run(&self, input: &SimInput) -> Result<SimResults> {
+        self.run_with_progress(input, &mut |_| {})
+    }
+
+    /// [`Simulation::run`], calling `progress` with each layer the forward pass finishes.
+    pub fn run_with_progress(
+        &self,
+        input: &SimInput,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<SimResults> {
+        run::simulate(self.model, input, &self.config, progress)
+    }
+
+    /// Where each method runs on an input of `n` tokens (with needles or not): `cuda` or `cpu`,
+    /// by label.
+    pub fn method_devices(
+        &self,
+        n: usize,
+        has_needles: bool,
+    ) -> std::collections::BTreeMap<String, String> {
+        let gpu = self.model.device() != attnscope_core::Device::Cpu;
+        crate::device::method_devices(
+            &self.config.device_plan(),
+            &self.config.methods,
+            n,
+            gpu,
+            has_needles,
+        )
+    }
+}

@@ -1,0 +1,165 @@
+//! One forward pass with the simulation: the calibration pass first (on a GPU) or beside it (on
+//! the CPU), layer jobs on worker threads while the forward pass goes on, and the rows of every
+//! layer gathered in layer order.
+
+use super::calibration::{CalibrationGate, CalibrationHook};
+use super::hook::SimHook;
+use super::layer::{LayerJob, LayerOut};
+use super::memory::{check_host_memory, layer_workers};
+use super::{Pipeline, SimConfig};
+use crate::error::Result;
+use crate::input::SimInput;
+use crate::method::MethodRun;
+use crate::results::{FittedRow, SimResults};
+
+/// Runs the simulation of `cfg` over `input` with `model`.
+pub(super) fn simulate(
+    model: &attnscope_core::Model,
+    input: &SimInput,
+    cfg: &SimConfig,
+    progress: &mut dyn FnMut(usize),
+) -> Result<SimResults> {
+    let ids = &input.ids;
+    if ids.is_empty() {
+        return Err(crate::AnalysisError::Input(format!(
+            "input '{}' has no tokens",
+            input.name
+        )));
+    }
+    if input.punct.len() != ids.len() || input.newline.len() != ids.len() {
+        return Err(crate::AnalysisError::Input(
+            "punctuation masks do not match the token count".into(),
+        ));
+    }
+    check_host_memory(cfg, model, ids.len())?;
+    let start = std::time::Instant::now();
+    let fits: Vec<&MethodRun> = cfg
+        .methods
+        .iter()
+        .filter(|m| m.selector.needs_calibration())
+        .collect();
+    let calibration = match fits.first() {
+        Some(m) => match &cfg.calibration {
+            Some(cal) => Some(cal),
+            None => {
+                return Err(crate::AnalysisError::Input(format!(
+                    "method '{}' fits its settings on calibration text: pass --calibration-text",
+                    m.label
+                )))
+            }
+        },
+        None => None,
+    };
+    // On the CPU the calibration pass runs beside the simulation (layer jobs of a fitting method
+    // wait for their layer's calibration); on a GPU it runs first.
+    let gate = CalibrationGate::default();
+    let beside = calibration.filter(|_| model.device() == attnscope_core::Device::Cpu);
+    if let (Some(cal), None) = (calibration, beside) {
+        model.forward(&cal.ids, &mut CalibrationHook::new(cfg, cal, None))?;
+    }
+    let mut calibration_s = start.elapsed().as_secs_f64();
+    let mut hook = SimHook::new(cfg, input);
+    hook.start = start;
+    if beside.is_some() {
+        hook.gate = Some(&gate);
+    }
+    let workers = layer_workers(cfg, model, ids.len());
+    let ctx = hook.ctx();
+    // The forward pass hands each captured layer to a free worker and goes on with the next
+    // layer; a rendezvous channel bounds the layers alive at once to `workers` (+ the one being
+    // captured). Each worker's methods still run in parallel on rayon's pool.
+    let mut forward_end_s = 0.0;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<LayerJob>(0);
+    let rx = std::sync::Mutex::new(rx);
+    let outs = std::thread::scope(|scope| -> Result<Vec<LayerOut>> {
+        let calibrating = beside.map(|cal| {
+            let gate = &gate;
+            scope.spawn(move || -> Result<f64> {
+                // Its own few threads: in the shared pool its parallel loops would queue behind
+                // the layer jobs', while the first layer jobs wait for it.
+                let r = rayon::ThreadPoolBuilder::new()
+                    .num_threads((rayon::current_num_threads() / 4).max(1))
+                    .build()
+                    .map_err(|e| {
+                        crate::AnalysisError::Input(format!(
+                            "no threads for the calibration pass: {e}"
+                        ))
+                    })
+                    .and_then(|pool| {
+                        let mut hook = CalibrationHook::new(cfg, cal, Some(gate));
+                        pool.install(|| model.forward(&cal.ids, &mut hook))?;
+                        Ok(())
+                    });
+                gate.finish(r.is_ok());
+                r?;
+                Ok(start.elapsed().as_secs_f64())
+            })
+        });
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (rx, ctx) = (&rx, ctx);
+                scope.spawn(move || {
+                    let mut outs = Vec::new();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => break,
+                        };
+                        match job {
+                            Ok(job) => outs.push(job.run(&ctx)),
+                            Err(_) => break,
+                        }
+                    }
+                    outs
+                })
+            })
+            .collect();
+        hook.jobs = Some(tx);
+        let forward = model.forward_with_progress(ids, &mut hook, progress);
+        hook.jobs = None;
+        forward_end_s = start.elapsed().as_secs_f64();
+        let mut outs = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(o) => outs.extend(o),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        if let Some(c) = calibrating {
+            match c.join() {
+                Ok(r) => calibration_s = r?,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        forward?;
+        Ok(outs)
+    })?;
+    let mut outs = outs;
+    outs.sort_by_key(|o| o.layer);
+    let mut pipeline = Pipeline {
+        workers,
+        calibration_s,
+        forward_end_s,
+        ..Pipeline::default()
+    };
+    for o in outs {
+        pipeline.layers.push(o.span);
+        hook.absorb(o);
+    }
+    for m in fits {
+        hook.results.fitted.extend(
+            m.selector
+                .fitted()
+                .into_iter()
+                .map(|(layer, param, value)| FittedRow {
+                    method: m.label.clone(),
+                    layer,
+                    param,
+                    value,
+                }),
+        );
+    }
+    pipeline.end_s = start.elapsed().as_secs_f64();
+    hook.results.pipeline = pipeline;
+    Ok(hook.results)
+}
