@@ -17,9 +17,12 @@
 
 pub mod attention;
 pub mod capture;
+pub mod capture_stats;
 pub mod config;
 pub mod device;
+pub mod device_layer;
 pub mod error;
+pub mod exact_attention;
 pub mod exact_exp;
 pub mod gguf;
 pub mod gpu;
