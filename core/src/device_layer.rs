@@ -57,9 +57,9 @@ pub trait DeviceLayer {
         ))
     }
 
-    /// For the block-level top-k oracle: per q-head and query (`[n_heads * n]`), the rank of
-    /// the query's own key block among its causal blocks ordered by the layer's exact block mass
-    /// `P[i, b]` at `block` (descending, ties to the lower block; 0 = best). Uses the device
+    /// Per q-head and query (`[n_heads * n]`), the rank of the query's own key block among its
+    /// causal blocks ordered by the layer's exact block mass `P[i, b]` at `block` (descending,
+    /// ties to the lower block; 0 = best). Uses the device
     /// capture's `P` when [`DeviceLayer::capture`] ran at `block`, else computes `P` on the
     /// device (after [`DeviceLayer::dense`]); nothing n x n is copied back.
     fn block_mass_ranks(&mut self, block: usize) -> Result<Vec<u32>> {
@@ -69,8 +69,8 @@ pub trait DeviceLayer {
         ))
     }
 
-    /// The block-level top-k oracle on the device: per q-head `h` and query, the `top_k[s][h]`
-    /// key blocks of largest `P[i, b]` at `block` (ties to the lower block, nothing forced),
+    /// Top-k block sets by exact block mass: per q-head `h` and query, the `top_k[s][h]` key
+    /// blocks of largest `P[i, b]` at `block` (ties to the lower block, nothing forced),
     /// measured against the exact dense attention, one [`SparseMeasure`] per selection `s`
     /// (kept blocks `[n_heads, n, width]` when `keep_blocks`). `P` as in
     /// [`DeviceLayer::block_mass_ranks`].
@@ -86,55 +86,76 @@ pub trait DeviceLayer {
         ))
     }
 
-    /// SeerAttention's oracle target of every q-head, `[n_heads, nb, nb]` row-major
-    /// (`nb = ceil(n / block)`): entry `(h, r, c)`, `c <= r`, is the largest exact attention
-    /// probability of any query of block `r` on any causal key of block `c` (0 above the
-    /// diagonal).
-    fn pooled_max_truth(&mut self, block: usize) -> Result<Vec<f32>> {
+    /// The block x block tile maxima of the exact attention of every q-head, `[n_heads, nb, nb]`
+    /// row-major (`nb = ceil(n / block)`): entry `(h, r, c)`, `c <= r`, is the largest exact
+    /// attention probability of any query of query block `r` on any causal key of key block `c`
+    /// (0 above the diagonal). Needs the exact LSE ([`DeviceLayer::capture`] or
+    /// [`DeviceLayer::dense`] first).
+    fn block_tile_max(&mut self, block: usize) -> Result<Vec<f32>> {
         let _ = block;
         Err(CoreError::Device(
-            "pooled truth is not available on this device".into(),
+            "block tile maxima are not available on this device".into(),
         ))
+    }
+
+    /// The former name of [`DeviceLayer::block_tile_max`] (same result); implement that one.
+    fn pooled_max_truth(&mut self, block: usize) -> Result<Vec<f32>> {
+        self.block_tile_max(block)
     }
 }
 
-/// How block scores pool representative scores (see [`BlockScoring`]).
+/// How the scores of the representatives pool into one score per key block (see
+/// [`BlockScoring`]); `per` is the number of representatives per block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockPool {
-    /// Block `b` scores as representative `b`.
+    /// One representative per block: block `b` scores as representative `b`.
     Identity,
-    /// Max over representatives `[per b - 1, per b + per - 1]` (InfLLM v2's max-pooling).
+    /// Max-pooling over a window of representatives: block `b` scores as the maximum over
+    /// representatives `[per b - 1, per b + per - 1]` (the window reaches one representative
+    /// back and overlaps the next block's).
     Max(usize),
-    /// Sum over representatives `[per b - 1, per (b + 1))` (NSA's overlapping windows).
+    /// Overlapping-sum pooling: block `b` scores as the sum over representatives
+    /// `[per b - 1, per (b + 1))` (one representative back, so neighbouring windows share one).
     Sum(usize),
 }
 
-/// A block method's scoring rule, in method-neutral terms. Per query `i` and head of a
-/// selection, the representative logits `x_j = scale * q_i . rep_j` (Quest's bound:
+/// A block scoring rule: block representatives in, pooled block scores and top-k block sets
+/// out. Per query `i` and head of a selection, the representative logits
+/// `x_j = scale * q_i . rep_j` (with element-wise bounds: the upper bound
 /// `q+ . max_j + q- . min_j`) of the visible representatives `j` (`i + 1 >= vis_window` and
 /// `j <= (i + 1 - vis_window) / vis_stride`) are softmax-normalized (or not), summed over the
-/// heads of the selection (a KV group, or one q-head), pooled to block scores, and the blocks
-/// below the candidate limit (`vis` for [`BlockPool::Identity`], the own block for
+/// heads of the selection (a KV group, or one q-head), pooled to block scores ([`BlockPool`]),
+/// and the blocks below the candidate limit (`vis` for [`BlockPool::Identity`], the own block for
 /// [`BlockPool::Sum`], the own block included for [`BlockPool::Max`]) that are not forced are
 /// ranked (higher first, ties by lower index). Forced: the first `n_init` blocks and the `local`
 /// blocks before the own block, and the own block.
 #[derive(Debug, Clone)]
 pub struct BlockScoring<'a> {
-    /// Representatives `[n_kv_heads, m, head_dim]`.
+    /// Representatives `[n_kv_heads, m, head_dim]` (the element-wise maxima when `reps_min` is
+    /// given).
     pub reps: &'a [f32],
-    /// Quest: element-wise minima (then `reps` are the maxima).
+    /// Element-wise minima `[n_kv_heads, m, head_dim]`: the logit is then the upper bound of
+    /// `q . k` over the box `[reps_min, reps]`.
     pub reps_min: Option<&'a [f32]>,
+    /// Representatives per KV head.
     pub m: usize,
+    /// Factor of every logit (e.g. `1 / sqrt(head_dim)`).
     pub scale: f32,
+    /// Tokens a representative covers: representative `j` becomes visible to query `i` once
+    /// `i + 1 >= vis_window + j vis_stride`.
     pub vis_window: usize,
+    /// Tokens between the starts of consecutive representatives.
     pub vis_stride: usize,
+    /// Softmax-normalize each head's representative logits before the head sum.
     pub softmax: bool,
     /// One selection per KV group (scores summed over its q-heads) instead of per q-head.
     pub group_shared: bool,
     pub pool: BlockPool,
     /// Tokens per selected block.
     pub block: usize,
+    /// Leading blocks always kept.
     pub n_init: usize,
+    /// Blocks right before the query's own block always kept.
     pub local: usize,
 }
 

@@ -1,4 +1,4 @@
-//! Block-method scoring and sparse measurement on the device, for [`DeviceLayer`]s of a GPU
+//! Block scoring and sparse measurement on the device, for [`DeviceLayer`]s of a GPU
 //! forward pass (see [`DeviceLayer::block_select_measure`]): representative logits by cuBLAS
 //! (f32, one chunk of queries at a time), the row kernel (softmax or raw scores, group sum,
 //! pooling, forced blocks, top-k), then the measurement kernel over the kept key blocks of every
@@ -75,7 +75,7 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             Some(r) => Some(dev.upload(r, "block minima")?),
             None => None,
         };
-        // f32 queries (Quest: their positive and negative parts).
+        // f32 queries (with element-wise bounds: their positive and negative parts).
         let (qa, qb) = if reps_min.is_some() {
             let mut pos = dev.alloc::<f32>(nh * n * d, "q+ (f32)")?;
             let mut neg = dev.alloc::<f32>(nh * n * d, "q- (f32)")?;
@@ -309,13 +309,13 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         Ok(out)
     }
 
-    /// See [`crate::device_layer::DeviceLayer::pooled_max_truth`].
-    pub fn pooled_max_truth(&self, block: usize) -> Result<Vec<f32>> {
+    /// See [`crate::device_layer::DeviceLayer::block_tile_max`].
+    pub fn block_tile_max(&self, block: usize) -> Result<Vec<f32>> {
         let nb = self.n.div_ceil(block.max(1));
         let mut g = self.dev.alloc::<f32>(self.nh * nb * nb, "pooled truth")?;
         self.dev.zero(&mut g)?;
         self.dev
-            .pooled_max_truth(self.q, self.k, self.lse, &mut g, self.shape(), block)?;
+            .block_tile_max(self.q, self.k, self.lse, &mut g, self.shape(), block)?;
         let v = self.dev.download(&g)?;
         if v.iter().any(|x| x.is_nan()) {
             return Err(CoreError::Device("pooled truth has NaN".into()));

@@ -724,8 +724,8 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
         self.tensors()?.measure_lists(lists)
     }
 
-    fn pooled_max_truth(&mut self, block: usize) -> Result<Vec<f32>> {
-        self.tensors()?.pooled_max_truth(block)
+    fn block_tile_max(&mut self, block: usize) -> Result<Vec<f32>> {
+        self.tensors()?.block_tile_max(block)
     }
 
     fn block_mass_ranks(&mut self, block: usize) -> Result<Vec<u32>> {
