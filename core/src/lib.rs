@@ -28,6 +28,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod rng;
 pub mod safetensors_io;
 pub mod tensor;
 pub mod tokenizer;
