@@ -1,4 +1,4 @@
-//! Launchers of `cu/blocksel.cu`: block-method scoring (representative logits through cuBLAS,
+//! Launchers of `cu/blocksel.cu`: block scoring (representative logits through cuBLAS,
 //! then one row kernel: softmax or raw, group sum, pooling, forced blocks, top-k) and the sparse
 //! measurement kernel (recall, output error and cosine of kept key blocks per query).
 
@@ -8,13 +8,7 @@ use cudarc::cublas::result::gemm_ex;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 
 use super::buffer::{DBuf, GpuFloat};
-use super::device::{grid_for, i, need, Arg, GpuDevice, GpuError, Result, Source};
-
-pub(crate) static BLOCKSEL: Source = Source {
-    name: "blocksel",
-    code: include_str!("../../cu/blocksel.cu"),
-    min_cc: 0,
-};
+use super::device::{grid_for, i, need, Arg, GpuDevice, GpuError, Result, BLOCKSEL};
 
 /// How the row kernel turns representative scores into block scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
