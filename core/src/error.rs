@@ -24,6 +24,11 @@ pub enum CoreError {
     /// The requested device is not available (no CUDA build, no driver, no GPU).
     #[error("device: {0}")]
     Device(String),
+    /// A GPU operation failed: the kernel layer's error says which operation and why (driver,
+    /// cuBLAS or NVRTC error, out of memory with the numbers, bad kernel arguments).
+    #[cfg(feature = "cuda")]
+    #[error("device: {0}")]
+    Gpu(#[from] attnscope_kernels::cuda::GpuError),
 }
 
 impl CoreError {

@@ -204,32 +204,15 @@ fn log_sum_exp_generic(xs: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
-    /// A small deterministic generator (64-bit LCG) of uniforms in `[0, 1)`.
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn uniform(&mut self) -> f32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (self.0 >> 40) as f32 / (1u64 << 24) as f32
-        }
-
-        fn normal(&mut self) -> f32 {
-            (0..4).map(|_| self.uniform()).sum::<f32>() * 1.732 - 3.464
-        }
-    }
-
     #[test]
     fn matches_the_platform_bit_for_bit() {
-        let mut rng = Lcg(99);
+        let mut rng = crate::rng::Rng::from_state(99);
         let mut xs: Vec<f32> = (0..400_000)
             .map(|t| match t % 4 {
-                0 => -rng.uniform() * 30.0,
-                1 => -rng.uniform() * 120.0,
-                2 => (rng.uniform() - 0.5) * 2.0,
-                _ => -rng.uniform() * 1e-3,
+                0 => -rng.unit_f32() * 30.0,
+                1 => -rng.unit_f32() * 120.0,
+                2 => (rng.unit_f32() - 0.5) * 2.0,
+                _ => -rng.unit_f32() * 1e-3,
             })
             .collect();
         xs.extend([
@@ -259,7 +242,7 @@ mod tests {
         }
         for len in [1, 3, 17, 1000, 8192] {
             for _ in 0..20 {
-                let row: Vec<f32> = (0..len).map(|_| rng.normal() * 6.0).collect();
+                let row: Vec<f32> = (0..len).map(|_| rng.normal_f32() * 6.0).collect();
                 let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let want = m + row
                     .iter()

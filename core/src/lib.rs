@@ -17,14 +17,18 @@
 
 pub mod attention;
 pub mod capture;
+pub mod capture_stats;
 pub mod config;
 pub mod device;
+pub mod device_layer;
 pub mod error;
+pub mod exact_attention;
 pub mod exact_exp;
 pub mod gguf;
 pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod rng;
 pub mod safetensors_io;
 pub mod tensor;
 pub mod tokenizer;

@@ -202,7 +202,7 @@ fn gpu_forward_matches_cpu_on_a_random_qwen2_with_flash_shapes() {
     let Some(_dev) = device("gpu_forward_matches_cpu_on_a_random_qwen2_with_flash_shapes") else {
         return;
     };
-    let mut rng = Rng(seed("gpu_random_qwen2"));
+    let mut rng = Rng::from_state(seed("gpu_random_qwen2"));
     for (d, heads, block) in [(64usize, 4usize, 64usize), (128, 2, 128)] {
         let cfg = ModelConfig {
             arch: Arch::Qwen2,
@@ -222,8 +222,8 @@ fn gpu_forward_matches_cpu_on_a_random_qwen2_with_flash_shapes() {
         };
         // Models are not Clone: draw the same weights twice.
         let wseed = rng.next_u64();
-        let cpu = random_model(&cfg, &mut Rng(wseed));
-        let mut g = random_model(&cfg, &mut Rng(wseed));
+        let cpu = random_model(&cfg, &mut Rng::from_state(wseed));
+        let mut g = random_model(&cfg, &mut Rng::from_state(wseed));
         let ids: Vec<u32> = (0..700).map(|_| rng.below(300) as u32).collect();
         let opts = CaptureOptions {
             block,

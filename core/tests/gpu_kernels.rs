@@ -222,7 +222,7 @@ fn gpu_elementwise_and_gemm_kernels_match_cpu() {
     let Some(dev) = device("gpu_elementwise_and_gemm_kernels_match_cpu") else {
         return;
     };
-    let mut rng = Rng(seed("gpu_elementwise"));
+    let mut rng = Rng::from_state(seed("gpu_elementwise"));
     elementwise::<f32>(&dev, &mut rng, 1e-5);
     elementwise::<bf16>(&dev, &mut rng, 1e-2);
 
@@ -366,7 +366,7 @@ fn gpu_attention_and_capture_f32_match_cpu() {
     let Some(dev) = device("gpu_attention_and_capture_f32_match_cpu") else {
         return;
     };
-    let mut rng = Rng(seed("gpu_attention_f32"));
+    let mut rng = Rng::from_state(seed("gpu_attention_f32"));
     for c in [
         Case {
             n: 200,
@@ -418,7 +418,7 @@ fn gpu_attention_and_capture_bf16_match_cpu() {
     let Some(dev) = device("gpu_attention_and_capture_bf16_match_cpu") else {
         return;
     };
-    let mut rng = Rng(seed("gpu_attention_bf16"));
+    let mut rng = Rng::from_state(seed("gpu_attention_bf16"));
     let (ma, _) = dev.compute_capability();
     if ma >= 8 {
         assert_eq!(AttnKernel::auto::<bf16>(&dev, 64, 64, 4), AttnKernel::Flash);

@@ -8,7 +8,7 @@ use attnscope_core::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, Result};
-use crate::punct::{is_punct_char, punct_mask, punct_rate, PunctOptions};
+use crate::punct::{punct_mask_in_text, punct_rate, PunctOptions};
 
 /// A half-open range `[start, end)` (token positions or character offsets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,27 +108,7 @@ impl Tokenized {
         opts: &PunctOptions,
     ) -> Self {
         let pieces = tok.pieces(&ids);
-        let mut punct = punct_mask(&pieces, opts);
-        if opts.partial_chars {
-            for (i, p) in pieces.iter().enumerate() {
-                if punct[i] || !p.contains('\u{FFFD}') {
-                    continue;
-                }
-                let Some(&(s, e)) = byte_offsets.get(i) else {
-                    continue;
-                };
-                let s = floor_boundary(text, s);
-                let mut e = e.clamp(s, text.len());
-                while !text.is_char_boundary(e) {
-                    e += 1;
-                }
-                let covered = &text[s..e];
-                punct[i] = covered.chars().next().is_some()
-                    && covered
-                        .chars()
-                        .all(|c| c.is_whitespace() || is_punct_char(c, opts));
-            }
-        }
+        let punct = punct_mask_in_text(&pieces, text, byte_offsets, opts);
         let offsets = char_offsets(text, byte_offsets);
         Self {
             ids,
@@ -161,14 +141,6 @@ pub(crate) fn encode_bytes(tok: &Tokenizer, text: &str) -> Result<IdsOffsets> {
         attnscope_core::CoreError::Input(format!("tokenizing with {}: {e}", tok.source().display()))
     })?;
     Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
-}
-
-fn floor_boundary(text: &str, mut b: usize) -> usize {
-    b = b.min(text.len());
-    while !text.is_char_boundary(b) {
-        b -= 1;
-    }
-    b
 }
 
 /// Byte offsets to character offsets (a start inside a character rounds down to it, an end

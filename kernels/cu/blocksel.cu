@@ -139,8 +139,8 @@ extern "C" __global__ void block_rows(const float* L, int G, int nq, int m, int 
     }
 }
 
-// Block-level top-k oracle: rank[t] (t = h n + i) = the number of blocks b < own = i / block
-// with P[h, i, b] >= P[h, i, own] in f32 total order, i.e. the own block's place (0 = best) in
+// Own-block rank by exact block mass: rank[t] (t = h n + i) = the number of blocks
+// b < own = i / block with P[h, i, b] >= P[h, i, own] in f32 total order, i.e. the own block's place (0 = best) in
 // the row's ranking (descending, ties to the lower block): whether the partial own block is among
 // the top k, the one score-dependent part of the kept-pair count. One warp per row; P is the
 // capture's [nh][n][nb]; rank is u32 bits in an f32 buffer (poisoned with NaN by the caller).
@@ -258,13 +258,13 @@ __device__ void measure_blocks(const T* q, const T* k, const T* v, const float* 
     }
 }
 
-// Seer oracle ground truth: G[h, r, c] = max over queries i of query block r and keys j <= i of
-// key block c of exp(q_i . k_j scale - lse_i), for c <= r (as exp of the largest logit of each
+// Block tile maxima of the exact attention: G[h, r, c] = max over queries i of query block r
+// and keys j <= i of key block c of exp(q_i . k_j scale - lse_i), for c <= r (as exp of the largest logit of each
 // query, the same value). One CTA of 256 threads per (r, h), grid (nb, nh); block <= 64. The
 // query block and each key block sit in shared memory (rows padded to d + 1); thread t holds
 // queries 4 (t / 16) + 0..3 and keys t % 16 + 16 * 0..3. Output [nh][nb][nb], c > r untouched.
 template <typename T>
-__device__ void pooled_max_truth(const T* q, const T* k, const float* lse, float* G, int nh, int nkv,
+__device__ void block_tile_max(const T* q, const T* k, const float* lse, float* G, int nh, int nkv,
                                  int n, int d, int block, float scale) {
     extern __shared__ float qsm[];  // [64][d + 1] queries, then [64][d + 1] keys
     __shared__ float red[8];
@@ -335,10 +335,10 @@ __device__ void pooled_max_truth(const T* q, const T* k, const float* lse, float
         measure_blocks<T>(q, k, v, lse, dense, sel, width, unit, qblock, hps, nh, nkv, n, d, scale, \
                           recall, rel, cosv, kept);                                                 \
     }                                                                                               \
-    extern "C" __global__ void pooled_max_truth_##S(const T* q, const T* k, const float* lse,       \
+    extern "C" __global__ void block_tile_max_##S(const T* q, const T* k, const float* lse,         \
                                                     float* G, int nh, int nkv, int n, int d,        \
                                                     int block, float scale) {                       \
-        pooled_max_truth<T>(q, k, lse, G, nh, nkv, n, d, block, scale);                             \
+        block_tile_max<T>(q, k, lse, G, nh, nkv, n, d, block, scale);                               \
     }
 
 INST_B(float, f32)

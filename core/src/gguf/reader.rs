@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use super::dequant::{dequantize, GgmlType};
-use super::{GgufMetadata, GgufValue};
+use super::value::{GgufMetadata, GgufValue};
 use crate::error::{CoreError, Result};
 use crate::tensor::HostTensor;
 

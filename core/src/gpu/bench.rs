@@ -7,8 +7,8 @@ use attnscope_kernels::cuda::{
 };
 use serde_json::{json, Value};
 
-use super::{gpu_err, GpuModel};
-use crate::capture::CaptureOptions;
+use super::forward::GpuModel;
+use crate::capture_stats::CaptureOptions;
 use crate::device::Precision;
 use crate::error::Result;
 
@@ -113,35 +113,31 @@ pub fn time_kernels<T: GpuFloat>(
     block: usize,
     repeats: usize,
 ) -> Result<Value> {
-    let ge = gpu_err;
     let (n, h, g, d) = (s.n, s.heads, s.kv_heads, s.head_dim);
     let nb = n.div_ceil(block);
     let mk = |len: usize, seed: u64| -> Result<DBuf<T>> {
-        let mut b = dev.alloc::<T>(len, "bench input").map_err(ge)?;
-        dev.fill_uniform(&mut b, seed, 2.0, 0.0).map_err(ge)?;
+        let mut b = dev.alloc::<T>(len, "bench input")?;
+        dev.fill_uniform(&mut b, seed, 2.0, 0.0)?;
         Ok(b)
     };
     let (q, k, v) = (mk(h * n * d, 11)?, mk(g * n * d, 12)?, mk(g * n * d, 13)?);
-    let mut out = dev.alloc::<T>(n * h * d, "bench out").map_err(ge)?;
-    let mut lse = dev.alloc::<f32>(h * n, "bench lse").map_err(ge)?;
-    let mut p = dev.alloc::<f32>(h * n * nb, "bench P").map_err(ge)?;
-    let mut sink = dev.alloc::<f32>(h * n, "bench sink").map_err(ge)?;
-    let mut pooled = dev.alloc::<f32>(h * nb * nb, "bench pooled").map_err(ge)?;
+    let mut out = dev.alloc::<T>(n * h * d, "bench out")?;
+    let mut lse = dev.alloc::<f32>(h * n, "bench lse")?;
+    let mut p = dev.alloc::<f32>(h * n * nb, "bench P")?;
+    let mut sink = dev.alloc::<f32>(h * n, "bench sink")?;
+    let mut pooled = dev.alloc::<f32>(h * nb * nb, "bench pooled")?;
     let kernel = AttnKernel::auto::<T>(dev, d, block, 4);
     let (mut ta, mut tc, mut tp) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..=repeats.max(1) {
-        let t = dev.timer().map_err(ge)?;
-        dev.attention(&q, &k, &v, &mut out, &mut lse, s, kernel)
-            .map_err(ge)?;
-        let a = t.stop_ms(dev).map_err(ge)?;
-        let t = dev.timer().map_err(ge)?;
-        dev.capture(&q, &k, &lse, &mut p, &mut sink, s, block, 4, kernel)
-            .map_err(ge)?;
-        let c = t.stop_ms(dev).map_err(ge)?;
-        let t = dev.timer().map_err(ge)?;
-        dev.pool_rows(&p, &mut pooled, h, n, nb, block)
-            .map_err(ge)?;
-        let pl = t.stop_ms(dev).map_err(ge)?;
+        let t = dev.timer()?;
+        dev.attention(&q, &k, &v, &mut out, &mut lse, s, kernel)?;
+        let a = t.stop_ms(dev)?;
+        let t = dev.timer()?;
+        dev.capture(&q, &k, &lse, &mut p, &mut sink, s, block, 4, kernel)?;
+        let c = t.stop_ms(dev)?;
+        let t = dev.timer()?;
+        dev.pool_rows(&p, &mut pooled, h, n, nb, block)?;
+        let pl = t.stop_ms(dev)?;
         if rep > 0 {
             ta.push(a);
             tc.push(c);
@@ -167,14 +163,12 @@ pub fn time_kernels<T: GpuFloat>(
                 }));
                 let (mut va, mut vc) = (Vec::new(), Vec::new());
                 for rep in 0..=repeats.max(1) {
-                    let t = dev.timer().map_err(ge)?;
-                    dev.attention(&q, &k, &v, &mut out, &mut lse, s, kernel)
-                        .map_err(ge)?;
-                    let x = t.stop_ms(dev).map_err(ge)?;
-                    let t = dev.timer().map_err(ge)?;
-                    dev.capture(&q, &k, &lse, &mut p, &mut sink, s, block, 4, kernel)
-                        .map_err(ge)?;
-                    let y = t.stop_ms(dev).map_err(ge)?;
+                    let t = dev.timer()?;
+                    dev.attention(&q, &k, &v, &mut out, &mut lse, s, kernel)?;
+                    let x = t.stop_ms(dev)?;
+                    let t = dev.timer()?;
+                    dev.capture(&q, &k, &lse, &mut p, &mut sink, s, block, 4, kernel)?;
+                    let y = t.stop_ms(dev)?;
                     if rep > 0 {
                         va.push(x);
                         vc.push(y);

@@ -1,17 +1,16 @@
-//! Block-method scoring and sparse measurement on the device, for [`DeviceLayer`]s of a GPU
+//! Block scoring and sparse measurement on the device, for [`DeviceLayer`]s of a GPU
 //! forward pass (see [`DeviceLayer::block_select_measure`]): representative logits by cuBLAS
 //! (f32, one chunk of queries at a time), the row kernel (softmax or raw scores, group sum,
 //! pooling, forced blocks, top-k), then the measurement kernel over the kept key blocks of every
 //! (q-head, query) against the exact dense attention. Outputs are poisoned with NaN before every
 //! launch, and a NaN that comes back is an error.
 //!
-//! [`DeviceLayer`]: crate::attention::DeviceLayer
-//! [`DeviceLayer::block_select_measure`]: crate::attention::DeviceLayer::block_select_measure
+//! [`DeviceLayer`]: crate::device_layer::DeviceLayer
+//! [`DeviceLayer::block_select_measure`]: crate::device_layer::DeviceLayer::block_select_measure
 
 use attnscope_kernels::cuda::{DBuf, GpuDevice, GpuFloat, RowPool, RowRule};
 
-use super::gpu_err;
-use crate::attention::{BlockLists, BlockPool, BlockScoring, SparseMeasure};
+use crate::device_layer::{BlockLists, BlockPool, BlockScoring, SparseMeasure};
 use crate::error::{CoreError, Result};
 
 /// One layer's device tensors a measurement reads (head-major Q `[nh, n, d]`, K and V
@@ -37,14 +36,13 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         (self.nh, self.nkv, self.n, self.d)
     }
 
-    /// See [`crate::attention::DeviceLayer::block_select_measure`].
+    /// See [`crate::device_layer::DeviceLayer::block_select_measure`].
     pub fn select_measure(
         &self,
         spec: &BlockScoring<'_>,
         top_k: &[usize],
         keep_blocks: bool,
     ) -> Result<Vec<SparseMeasure>> {
-        let ge = gpu_err;
         let dev = self.dev;
         let (nh, nkv, n, d) = self.shape();
         let m = spec.m;
@@ -72,23 +70,21 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         };
         let mut marks = Vec::new();
         mark("start", &mut marks);
-        let reps = dev.upload(spec.reps, "block representatives").map_err(ge)?;
+        let reps = dev.upload(spec.reps, "block representatives")?;
         let reps_min = match spec.reps_min {
-            Some(r) => Some(dev.upload(r, "block minima").map_err(ge)?),
+            Some(r) => Some(dev.upload(r, "block minima")?),
             None => None,
         };
-        // f32 queries (Quest: their positive and negative parts).
+        // f32 queries (with element-wise bounds: their positive and negative parts).
         let (qa, qb) = if reps_min.is_some() {
-            let mut pos = dev.alloc::<f32>(nh * n * d, "q+ (f32)").map_err(ge)?;
-            let mut neg = dev.alloc::<f32>(nh * n * d, "q- (f32)").map_err(ge)?;
-            dev.to_f32_mode(self.q, &mut pos, nh * n * d, 1)
-                .map_err(ge)?;
-            dev.to_f32_mode(self.q, &mut neg, nh * n * d, 2)
-                .map_err(ge)?;
+            let mut pos = dev.alloc::<f32>(nh * n * d, "q+ (f32)")?;
+            let mut neg = dev.alloc::<f32>(nh * n * d, "q- (f32)")?;
+            dev.to_f32_mode(self.q, &mut pos, nh * n * d, 1)?;
+            dev.to_f32_mode(self.q, &mut neg, nh * n * d, 2)?;
             (pos, Some(neg))
         } else {
-            let mut q = dev.alloc::<f32>(nh * n * d, "q (f32)").map_err(ge)?;
-            dev.to_f32_mode(self.q, &mut q, nh * n * d, 0).map_err(ge)?;
+            let mut q = dev.alloc::<f32>(nh * n * d, "q (f32)")?;
+            dev.to_f32_mode(self.q, &mut q, nh * n * d, 0)?;
             (q, None)
         };
         mark("upload, f32 q", &mut marks);
@@ -117,13 +113,10 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         let mut sels: Vec<DBuf<u32>> = widths
             .iter()
             .map(|&w| dev.alloc::<u32>(sel_heads * n * w, "kept blocks"))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(ge)?;
+            .collect::<std::result::Result<_, _>>()?;
         let per_row = hps * m.max(1) * 4;
         let nq = (LOGIT_BYTES / per_row).clamp(1, n);
-        let logits = dev
-            .alloc::<f32>(hps * nq * m.max(1), "representative logits")
-            .map_err(ge)?;
+        let logits = dev.alloc::<f32>(hps * nq * m.max(1), "representative logits")?;
         for sh in 0..sel_heads {
             for i0 in (0..n).step_by(nq) {
                 let rows = nq.min(n - i0);
@@ -132,17 +125,14 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
                     let kv = h / g;
                     let y = logits.ptr_at(hh * rows * m);
                     let x = qa.ptr_at((h * n + i0) * d);
-                    dev.sgemm_nt_raw(x, reps.ptr_at(kv * m * d), y, rows, d, m, 0.0)
-                        .map_err(ge)?;
+                    dev.sgemm_nt_raw(x, reps.ptr_at(kv * m * d), y, rows, d, m, 0.0)?;
                     if let (Some(neg), Some(mins)) = (&qb, &reps_min) {
                         let x = neg.ptr_at((h * n + i0) * d);
-                        dev.sgemm_nt_raw(x, mins.ptr_at(kv * m * d), y, rows, d, m, 1.0)
-                            .map_err(ge)?;
+                        dev.sgemm_nt_raw(x, mins.ptr_at(kv * m * d), y, rows, d, m, 1.0)?;
                     }
                 }
                 for ((sel, &w), &k) in sels.iter_mut().zip(&widths).zip(top_k) {
-                    dev.block_rows(&logits, 0, hps, rows, i0, &rule, k, w, n, sel, sh * n * w)
-                        .map_err(ge)?;
+                    dev.block_rows(&logits, 0, hps, rows, i0, &rule, k, w, n, sel, sh * n * w)?;
                 }
             }
         }
@@ -153,7 +143,7 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             let mut r = self.measure(sel, w, spec.block, 1, hps)?;
             mark("measure + copies", &mut marks);
             if keep_blocks {
-                r.blocks = Some(dev.download(sel).map_err(ge)?);
+                r.blocks = Some(dev.download(sel)?);
             }
             out.push(r);
         }
@@ -182,15 +172,13 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         qblock: usize,
         heads_per_sel: usize,
     ) -> Result<SparseMeasure> {
-        let ge = gpu_err;
         let dev = self.dev;
         let len = self.nh * self.n;
         let mut bufs: Vec<DBuf<f32>> = (0..4)
             .map(|_| dev.alloc::<f32>(len, "per-query metrics"))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(ge)?;
+            .collect::<std::result::Result<_, _>>()?;
         for b in bufs.iter_mut() {
-            dev.poison(b).map_err(ge)?;
+            dev.poison(b)?;
         }
         let [r, e, c, k] = &mut bufs[..] else {
             return Err(CoreError::Device("metric buffers".into()));
@@ -208,14 +196,12 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             qblock,
             heads_per_sel,
             (r, e, c, k),
-        )
-        .map_err(ge)?;
-        let recall = dev.download(&bufs[0]).map_err(ge)?;
-        let out_rel_err = dev.download(&bufs[1]).map_err(ge)?;
-        let cosine = dev.download(&bufs[2]).map_err(ge)?;
+        )?;
+        let recall = dev.download(&bufs[0])?;
+        let out_rel_err = dev.download(&bufs[1])?;
+        let cosine = dev.download(&bufs[2])?;
         let kept: Vec<u32> = dev
-            .download(&bufs[3])
-            .map_err(ge)?
+            .download(&bufs[3])?
             .into_iter()
             .map(f32::to_bits)
             .collect();
@@ -240,12 +226,9 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         })
     }
 
-    /// See [`crate::attention::DeviceLayer::measure_blocks`].
+    /// See [`crate::device_layer::DeviceLayer::measure_blocks`].
     pub fn measure_lists(&self, lists: &BlockLists<'_>) -> Result<SparseMeasure> {
-        let sel = self
-            .dev
-            .upload(lists.blocks, "block lists")
-            .map_err(gpu_err)?;
+        let sel = self.dev.upload(lists.blocks, "block lists")?;
         self.measure(
             &sel,
             lists.width,
@@ -255,20 +238,17 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         )
     }
 
-    /// See [`crate::attention::DeviceLayer::block_mass_ranks`]; `p` is the layer's capture at
+    /// See [`crate::device_layer::DeviceLayer::block_mass_ranks`]; `p` is the layer's capture at
     /// `block` (`[nh, n, nb]`).
     pub fn block_mass_ranks(&self, p: &DBuf<f32>, block: usize) -> Result<Vec<u32>> {
-        let ge = gpu_err;
         let len = self.nh * self.n;
-        let mut r = self.dev.alloc::<f32>(len, "own block ranks").map_err(ge)?;
-        self.dev.poison(&mut r).map_err(ge)?;
+        let mut r = self.dev.alloc::<f32>(len, "own block ranks")?;
+        self.dev.poison(&mut r)?;
         self.dev
-            .own_block_ranks(p, self.nh, self.n, block, &mut r)
-            .map_err(ge)?;
+            .own_block_ranks(p, self.nh, self.n, block, &mut r)?;
         let ranks: Vec<u32> = self
             .dev
-            .download(&r)
-            .map_err(ge)?
+            .download(&r)?
             .into_iter()
             .map(f32::to_bits)
             .collect();
@@ -278,7 +258,7 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         Ok(ranks)
     }
 
-    /// See [`crate::attention::DeviceLayer::block_mass_select_measure`]; `p` is the layer's
+    /// See [`crate::device_layer::DeviceLayer::block_mass_select_measure`]; `p` is the layer's
     /// capture at `block` (`[nh, n, nb]`).
     pub fn block_mass_select_measure(
         &self,
@@ -287,7 +267,6 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         top_k: &[Vec<usize>],
         keep_blocks: bool,
     ) -> Result<Vec<SparseMeasure>> {
-        let ge = gpu_err;
         let dev = self.dev;
         let (nh, n) = (self.nh, self.n);
         let block = block.max(1);
@@ -317,33 +296,27 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         let mut out = Vec::with_capacity(top_k.len());
         for ks in top_k {
             let w = ks.iter().copied().max().unwrap_or(1).min(nb).max(1);
-            let mut sel = dev.alloc::<u32>(nh * n * w, "kept blocks").map_err(ge)?;
+            let mut sel = dev.alloc::<u32>(nh * n * w, "kept blocks")?;
             for (h, &k) in ks.iter().enumerate() {
-                dev.block_rows(p, h * n * nb, 1, n, 0, &rule, k, w, n, &mut sel, h * n * w)
-                    .map_err(ge)?;
+                dev.block_rows(p, h * n * nb, 1, n, 0, &rule, k, w, n, &mut sel, h * n * w)?;
             }
             let mut r = self.measure(&sel, w, block, 1, 1)?;
             if keep_blocks {
-                r.blocks = Some(dev.download(&sel).map_err(ge)?);
+                r.blocks = Some(dev.download(&sel)?);
             }
             out.push(r);
         }
         Ok(out)
     }
 
-    /// See [`crate::attention::DeviceLayer::pooled_max_truth`].
-    pub fn pooled_max_truth(&self, block: usize) -> Result<Vec<f32>> {
-        let ge = gpu_err;
+    /// See [`crate::device_layer::DeviceLayer::block_tile_max`].
+    pub fn block_tile_max(&self, block: usize) -> Result<Vec<f32>> {
         let nb = self.n.div_ceil(block.max(1));
-        let mut g = self
-            .dev
-            .alloc::<f32>(self.nh * nb * nb, "pooled truth")
-            .map_err(ge)?;
-        self.dev.zero(&mut g).map_err(ge)?;
+        let mut g = self.dev.alloc::<f32>(self.nh * nb * nb, "pooled truth")?;
+        self.dev.zero(&mut g)?;
         self.dev
-            .pooled_max_truth(self.q, self.k, self.lse, &mut g, self.shape(), block)
-            .map_err(ge)?;
-        let v = self.dev.download(&g).map_err(ge)?;
+            .block_tile_max(self.q, self.k, self.lse, &mut g, self.shape(), block)?;
+        let v = self.dev.download(&g)?;
         if v.iter().any(|x| x.is_nan()) {
             return Err(CoreError::Device("pooled truth has NaN".into()));
         }

@@ -6,15 +6,14 @@ use std::sync::Arc;
 use attnscope_kernels::cuda::{bf16, AttnKernel, AttnShape, DBuf, GpuDevice, GpuFloat, RowLayout};
 use ndarray::Array2;
 
-use super::gpu_err;
 use super::plan::MemoryPlan;
 use super::weights::{weight_bytes, GpuWeights};
 use crate::attention::{sparse_attention, AttentionHook, DeviceLayer, HookAction, LayerQkv};
-use crate::capture::{CaptureOptions, HeadCapture};
+use crate::capture_stats::{CaptureOptions, HeadCapture};
 use crate::config::ModelConfig;
-use crate::device::Precision;
+use crate::device::{Device, Precision};
 use crate::error::{CoreError, Result};
-use crate::model::Model;
+use crate::model::{DeviceModel, Model};
 
 enum W {
     F32(GpuWeights<f32>),
@@ -39,6 +38,25 @@ impl std::fmt::Debug for GpuModel {
             self.precision,
             self.config.arch
         )
+    }
+}
+
+impl DeviceModel for GpuModel {
+    fn device(&self) -> Device {
+        Device::Cuda(self.dev.ordinal())
+    }
+
+    fn forward(
+        &self,
+        ids: &[u32],
+        hook: &mut dyn AttentionHook,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Array2<f32>> {
+        GpuModel::forward(self, ids, hook, progress)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -130,14 +148,14 @@ impl GpuModel {
     /// Uploads `model`'s weights to CUDA device `ordinal` at `precision` (refused, with the
     /// numbers, when they do not fit).
     pub fn from_model(model: &Model, ordinal: usize, precision: Precision) -> Result<Self> {
-        let dev = GpuDevice::open(ordinal).map_err(gpu_err)?;
+        let dev = GpuDevice::open(ordinal)?;
         let cfg = model.config.clone();
         Self::check_weights_fit(&dev, &cfg, precision)?;
         let w = match precision {
             Precision::F32 => W::F32(GpuWeights::upload(&dev, model)?),
             Precision::Bf16 => W::Bf16(GpuWeights::upload(&dev, model)?),
         };
-        dev.synchronize().map_err(gpu_err)?;
+        dev.synchronize()?;
         Ok(Self {
             dev,
             config: cfg,
@@ -154,13 +172,13 @@ impl GpuModel {
         precision: Precision,
         seed: u64,
     ) -> Result<Self> {
-        let dev = GpuDevice::open(ordinal).map_err(gpu_err)?;
+        let dev = GpuDevice::open(ordinal)?;
         Self::check_weights_fit(&dev, &config, precision)?;
         let w = match precision {
             Precision::F32 => W::F32(GpuWeights::random(&dev, &config, seed)?),
             Precision::Bf16 => W::Bf16(GpuWeights::random(&dev, &config, seed)?),
         };
-        dev.synchronize().map_err(gpu_err)?;
+        dev.synchronize()?;
         Ok(Self {
             dev,
             config,
@@ -174,18 +192,16 @@ impl GpuModel {
             Precision::F32 => weight_bytes::<f32>(cfg),
             Precision::Bf16 => weight_bytes::<bf16>(cfg),
         };
-        let free = dev.available_memory().map_err(gpu_err)?;
+        let free = dev.available_memory()?;
         if need + (256 << 20) > free {
             let hint = if precision == Precision::F32 {
                 "load with --precision bf16 (half the bytes), or use --device cpu"
             } else {
                 "use a GPU with more memory, or --device cpu"
             };
-            return Err(gpu_err(dev.oom(
-                &format!("the {precision} weights"),
-                need,
-                hint,
-            )));
+            return Err(dev
+                .oom(&format!("the {precision} weights"), need, hint)
+                .into());
         }
         Ok(())
     }
@@ -251,13 +267,16 @@ impl GpuModel {
     }
 
     fn check_plan(&self, plan: &MemoryPlan) -> Result<()> {
-        let free = self.dev.available_memory().map_err(gpu_err)?;
+        let free = self.dev.available_memory()?;
         if plan.run_bytes() > free {
-            return Err(gpu_err(self.dev.oom(
-                &format!("a run of {}", plan.describe()),
-                plan.run_bytes(),
-                "use a shorter input (--len), capture fewer layers (--layers), or --device cpu",
-            )));
+            return Err(self
+                .dev
+                .oom(
+                    &format!("a run of {}", plan.describe()),
+                    plan.run_bytes(),
+                    "use a shorter input (--len), capture fewer layers (--layers), or --device cpu",
+                )
+                .into());
         }
         Ok(())
     }
@@ -275,7 +294,7 @@ impl GpuModel {
             W::F32(w) => self.run(w, ids, Mode::Hook(hook), progress)?,
             W::Bf16(w) => self.run(w, ids, Mode::Hook(hook), progress)?,
         };
-        let v = self.dev.download(&hidden).map_err(gpu_err)?;
+        let v = self.dev.download(&hidden)?;
         Array2::from_shape_vec((ids.len(), self.config.hidden), v)
             .map_err(|e| CoreError::Device(format!("hidden states: {e}")))
     }
@@ -301,17 +320,17 @@ impl GpuModel {
         let plan = self.plan(n, capture, layers.len());
         self.check_plan(&plan)?;
         let mut kept = Vec::new();
-        let timer = self.dev.timer().map_err(gpu_err)?;
+        let timer = self.dev.timer()?;
         let mode = Mode::Device(capture, &mut kept);
         match &self.w {
             W::F32(w) => self.run(w, ids, mode, &mut |_| {})?,
             W::Bf16(w) => self.run(w, ids, mode, &mut |_| {})?,
         };
-        let device_ms = timer.stop_ms(&self.dev).map_err(gpu_err)?;
+        let device_ms = timer.stop_ms(&self.dev)?;
         let heads = self.config.n_heads;
         let mut sink_mass = Vec::new();
         for (_, b) in &kept {
-            let v = self.dev.download(b).map_err(gpu_err)?;
+            let v = self.dev.download(b)?;
             sink_mass.push(
                 v.chunks(n)
                     .take(heads)
@@ -331,7 +350,7 @@ impl GpuModel {
     }
 
     fn alloc<T: GpuFloat>(&self, len: usize, what: &str) -> Result<DBuf<T>> {
-        self.dev.alloc::<T>(len, what).map_err(gpu_err)
+        self.dev.alloc::<T>(len, what).map_err(CoreError::from)
     }
 
     fn bufs<T: GpuFloat>(&self, n: usize) -> Result<Bufs<T>> {
@@ -357,13 +376,16 @@ impl GpuModel {
         let block = block.max(1);
         let nb = n.div_ceil(block);
         let need = 4 * heads as u64 * (n as u64 * nb as u64 + n as u64 + (nb * nb) as u64);
-        let free = self.dev.available_memory().map_err(gpu_err)?;
+        let free = self.dev.available_memory()?;
         if need + (64 << 20) > free {
-            return Err(gpu_err(self.dev.oom(
-                &format!("capturing a layer at {n} tokens with block {block}"),
-                need,
-                "use a larger capture block, a shorter input (--len), or --device cpu",
-            )));
+            return Err(self
+                .dev
+                .oom(
+                    &format!("capturing a layer at {n} tokens with block {block}"),
+                    need,
+                    "use a larger capture block, a shorter input (--len), or --device cpu",
+                )
+                .into());
         }
         Ok(CapBufs {
             block,
@@ -401,8 +423,7 @@ impl GpuModel {
         if let Mode::Hook(_) = mode {
             self.check_plan(&self.plan(n, None, 0))?;
         }
-        let ge = gpu_err;
-        let ids_d = dev.upload(ids, "token ids").map_err(ge)?;
+        let ids_d = dev.upload(ids, "token ids")?;
         let mut b = self.bufs::<T>(n)?;
         let mut cap: Option<CapBufs> = None;
         let shape = self.shape(n);
@@ -412,20 +433,17 @@ impl GpuModel {
         };
         let mut prof = Profile::new(dev);
         // 1. Token embeddings.
-        dev.embed_gather(&w.embed, &ids_d, &mut b.x, n, h)
-            .map_err(ge)?;
+        dev.embed_gather(&w.embed, &ids_d, &mut b.x, n, h)?;
         for (l, lw) in w.layers.iter().enumerate() {
             Profile::mark(&mut prof, dev, "embedding, other");
             // 2. Pre-attention RMSNorm.
-            dev.rms_norm(&b.x, &mut b.xn, &lw.attn_norm, n, h, c.rms_eps)
-                .map_err(ge)?;
+            dev.rms_norm(&b.x, &mut b.xn, &lw.attn_norm, n, h, c.rms_eps)?;
             Profile::mark(&mut prof, dev, "rms norms");
             // 3. Q, K, V projections (one fused product), with biases where the architecture has them.
-            dev.linear(&b.xn, &lw.wqkv, &mut b.qkv, n, h, wq, 0.0)
-                .map_err(ge)?;
+            dev.linear(&b.xn, &lw.wqkv, &mut b.qkv, n, h, wq, 0.0)?;
             Profile::mark(&mut prof, dev, "qkv gemm");
             if let Some(bias) = &lw.bqkv {
-                dev.add_bias(&mut b.qkv, bias, n, wq, wq, 0).map_err(ge)?;
+                dev.add_bias(&mut b.qkv, bias, n, wq, wq, 0)?;
             }
             // 4. Per-head q/k RMSNorm (Qwen3).
             if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
@@ -436,27 +454,20 @@ impl GpuModel {
                     ld: wq,
                     col_off: off,
                 };
-                dev.rms_norm_inplace(&mut b.qkv, qn, lay(nh, 0), c.rms_eps)
-                    .map_err(ge)?;
-                dev.rms_norm_inplace(&mut b.qkv, kn, lay(nkv, qd), c.rms_eps)
-                    .map_err(ge)?;
+                dev.rms_norm_inplace(&mut b.qkv, qn, lay(nh, 0), c.rms_eps)?;
+                dev.rms_norm_inplace(&mut b.qkv, kn, lay(nkv, qd), c.rms_eps)?;
             }
             // 5. Rotary position embedding of q and k; then head-major copies for attention.
-            dev.rope(&mut b.qkv, &w.cos, &w.sin, n, nh, d, wq, 0)
-                .map_err(ge)?;
-            dev.rope(&mut b.qkv, &w.cos, &w.sin, n, nkv, d, wq, qd)
-                .map_err(ge)?;
-            dev.to_head_major(&b.qkv, &mut b.qh, n, nh, d, wq, 0)
-                .map_err(ge)?;
-            dev.to_head_major(&b.qkv, &mut b.kh, n, nkv, d, wq, qd)
-                .map_err(ge)?;
-            dev.to_head_major(&b.qkv, &mut b.vh, n, nkv, d, wq, qd + kvd)
-                .map_err(ge)?;
+            dev.rope(&mut b.qkv, &w.cos, &w.sin, n, nh, d, wq, 0)?;
+            dev.rope(&mut b.qkv, &w.cos, &w.sin, n, nkv, d, wq, qd)?;
+            dev.to_head_major(&b.qkv, &mut b.qh, n, nh, d, wq, 0)?;
+            dev.to_head_major(&b.qkv, &mut b.kh, n, nkv, d, wq, qd)?;
+            dev.to_head_major(&b.qkv, &mut b.vh, n, nkv, d, wq, qd + kvd)?;
             Profile::mark(&mut prof, dev, "bias, q/k norm, rope, split");
             // 6. Attention through the hook: dense, sparse, or the hook's exact output.
             match &mut mode {
                 Mode::Hook(hook) if hook.inspects(l) => {
-                    let host = dev.download(&b.qkv).map_err(ge)?;
+                    let host = dev.download(&b.qkv)?;
                     let host: Vec<f32> = host.into_iter().map(GpuFloat::to_f32).collect();
                     let all = Array2::from_shape_vec((n, wq), host)
                         .map_err(|e| CoreError::Device(format!("qkv: {e}")))?;
@@ -492,8 +503,7 @@ impl GpuModel {
                                     &mut b.lse,
                                     shape,
                                     dense_kernel,
-                                )
-                                .map_err(ge)?;
+                                )?;
                             }
                         }
                         HookAction::DenseOutput(out) => {
@@ -520,8 +530,8 @@ impl GpuModel {
                     self.capture_layer(&mut b, cb, opts)?;
                     let mut keep = self.alloc::<f32>(nh * n, "kept sink mass")?;
                     // A device-to-device copy of the sink mass (zeroed buffer + add).
-                    dev.zero(&mut keep).map_err(ge)?;
-                    dev.add_into(&mut keep, &cb.sink, nh * n).map_err(ge)?;
+                    dev.zero(&mut keep)?;
+                    dev.add_into(&mut keep, &cb.sink, nh * n)?;
                     kept.push((l, keep));
                 }
                 _ => {
@@ -533,33 +543,27 @@ impl GpuModel {
                         &mut b.lse,
                         shape,
                         dense_kernel,
-                    )
-                    .map_err(ge)?;
+                    )?;
                 }
             }
             Profile::mark(&mut prof, dev, "attention (+capture)");
             // 7. Output projection and residual (accumulated into the f32 stream by the GEMM).
-            dev.linear(&b.attn, &lw.wo, &mut b.x, n, qd, h, 1.0)
-                .map_err(ge)?;
+            dev.linear(&b.attn, &lw.wo, &mut b.x, n, qd, h, 1.0)?;
             Profile::mark(&mut prof, dev, "o gemm + residual");
             // 8. Post-attention RMSNorm, SiLU-gated MLP, residual.
-            dev.rms_norm(&b.x, &mut b.xn, &lw.mlp_norm, n, h, c.rms_eps)
-                .map_err(ge)?;
+            dev.rms_norm(&b.x, &mut b.xn, &lw.mlp_norm, n, h, c.rms_eps)?;
             Profile::mark(&mut prof, dev, "rms norms");
-            dev.linear(&b.xn, &lw.wgu, &mut b.gu, n, h, 2 * f, 0.0)
-                .map_err(ge)?;
+            dev.linear(&b.xn, &lw.wgu, &mut b.gu, n, h, 2 * f, 0.0)?;
             Profile::mark(&mut prof, dev, "gate|up gemm");
-            dev.silu_mul(&b.gu, &mut b.act, n, f).map_err(ge)?;
+            dev.silu_mul(&b.gu, &mut b.act, n, f)?;
             Profile::mark(&mut prof, dev, "silu-mul");
-            dev.linear(&b.act, &lw.wdown, &mut b.x, n, f, h, 1.0)
-                .map_err(ge)?;
+            dev.linear(&b.act, &lw.wdown, &mut b.x, n, f, h, 1.0)?;
             Profile::mark(&mut prof, dev, "down gemm + residual");
             progress(l);
         }
         // 9. Final RMSNorm.
         let mut out = self.alloc::<f32>(n * h, "final hidden states")?;
-        dev.rms_norm(&b.x, &mut out, &w.norm, n, h, c.rms_eps)
-            .map_err(ge)?;
+        dev.rms_norm(&b.x, &mut out, &w.norm, n, h, c.rms_eps)?;
         Profile::mark(&mut prof, dev, "embedding, other");
         if let Some(p) = prof {
             p.report(n);
@@ -581,11 +585,10 @@ impl GpuModel {
             )));
         }
         let flat: Vec<f32> = out.iter().copied().collect();
-        let tmp = self
-            .dev
-            .upload(&flat, "hook attention output")
-            .map_err(gpu_err)?;
-        self.dev.cast_from_f32(&tmp, dst, n * qd).map_err(gpu_err)
+        let tmp = self.dev.upload(&flat, "hook attention output")?;
+        self.dev
+            .cast_from_f32(&tmp, dst, n * qd)
+            .map_err(CoreError::from)
     }
 
     /// Attention (output + LSE), then the capture pass and the pooled map, all on the device.
@@ -599,8 +602,7 @@ impl GpuModel {
         let s = self.shape(b.lse.len() / self.config.n_heads);
         let kernel = self.attention_kernel(opts);
         let block = opts.block.max(1);
-        dev.attention(&b.qh, &b.kh, &b.vh, &mut b.attn, &mut b.lse, s, kernel)
-            .map_err(gpu_err)?;
+        dev.attention(&b.qh, &b.kh, &b.vh, &mut b.attn, &mut b.lse, s, kernel)?;
         dev.capture(
             &b.qh,
             &b.kh,
@@ -611,8 +613,7 @@ impl GpuModel {
             block,
             opts.sink_tokens,
             kernel,
-        )
-        .map_err(gpu_err)?;
+        )?;
         dev.pool_rows(
             &cb.p,
             &mut cb.pooled,
@@ -621,7 +622,7 @@ impl GpuModel {
             s.n.div_ceil(block),
             block,
         )
-        .map_err(gpu_err)
+        .map_err(CoreError::from)
     }
 }
 
@@ -653,14 +654,12 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
         self.done = true;
         self.captured = true;
         let nb = n.div_ceil(block);
-        let ge = gpu_err;
-        let lse = dev.download(&self.b.lse).map_err(ge)?;
-        let p = dev.download(&cb.p).map_err(ge)?;
-        let sink = dev.download(&cb.sink).map_err(ge)?;
-        let pooled = dev.download(&cb.pooled).map_err(ge)?;
+        let lse = dev.download(&self.b.lse)?;
+        let p = dev.download(&cb.p)?;
+        let sink = dev.download(&cb.sink)?;
+        let pooled = dev.download(&cb.pooled)?;
         let out: Vec<f32> = dev
-            .download(&self.b.attn)
-            .map_err(ge)?
+            .download(&self.b.attn)?
             .into_iter()
             .map(GpuFloat::to_f32)
             .collect();
@@ -695,40 +694,38 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
         let m = self.model;
         let s = m.shape(self.b.lse.len() / m.config.n_heads);
         let kernel = m.attention_kernel(&CaptureOptions::default());
-        m.dev
-            .attention(
-                &self.b.qh,
-                &self.b.kh,
-                &self.b.vh,
-                &mut self.b.attn,
-                &mut self.b.lse,
-                s,
-                kernel,
-            )
-            .map_err(gpu_err)?;
+        m.dev.attention(
+            &self.b.qh,
+            &self.b.kh,
+            &self.b.vh,
+            &mut self.b.attn,
+            &mut self.b.lse,
+            s,
+            kernel,
+        )?;
         self.done = true;
         // Waits, so that callers timing what follows do not count the attention.
-        m.dev.synchronize().map_err(gpu_err)
+        m.dev.synchronize().map_err(CoreError::from)
     }
 
     fn block_select_measure(
         &mut self,
-        spec: &crate::attention::BlockScoring<'_>,
+        spec: &crate::device_layer::BlockScoring<'_>,
         top_k: &[usize],
         keep_blocks: bool,
-    ) -> Result<Vec<crate::attention::SparseMeasure>> {
+    ) -> Result<Vec<crate::device_layer::SparseMeasure>> {
         self.tensors()?.select_measure(spec, top_k, keep_blocks)
     }
 
     fn measure_blocks(
         &mut self,
-        lists: &crate::attention::BlockLists<'_>,
-    ) -> Result<crate::attention::SparseMeasure> {
+        lists: &crate::device_layer::BlockLists<'_>,
+    ) -> Result<crate::device_layer::SparseMeasure> {
         self.tensors()?.measure_lists(lists)
     }
 
-    fn pooled_max_truth(&mut self, block: usize) -> Result<Vec<f32>> {
-        self.tensors()?.pooled_max_truth(block)
+    fn block_tile_max(&mut self, block: usize) -> Result<Vec<f32>> {
+        self.tensors()?.block_tile_max(block)
     }
 
     fn block_mass_ranks(&mut self, block: usize) -> Result<Vec<u32>> {
@@ -745,7 +742,7 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
         block: usize,
         top_k: &[Vec<usize>],
         keep_blocks: bool,
-    ) -> Result<Vec<crate::attention::SparseMeasure>> {
+    ) -> Result<Vec<crate::device_layer::SparseMeasure>> {
         self.block_mass(block)?;
         let cb = self
             .cap
@@ -784,19 +781,17 @@ impl<T: GpuFloat> LayerCtx<'_, T> {
             block,
             ..CaptureOptions::default()
         };
-        m.dev
-            .capture(
-                &self.b.qh,
-                &self.b.kh,
-                &self.b.lse,
-                &mut cb.p,
-                &mut cb.sink,
-                m.shape(n),
-                block,
-                opts.sink_tokens,
-                m.attention_kernel(&opts),
-            )
-            .map_err(gpu_err)?;
+        m.dev.capture(
+            &self.b.qh,
+            &self.b.kh,
+            &self.b.lse,
+            &mut cb.p,
+            &mut cb.sink,
+            m.shape(n),
+            block,
+            opts.sink_tokens,
+            m.attention_kernel(&opts),
+        )?;
         self.captured = true;
         Ok(())
     }

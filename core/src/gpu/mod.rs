@@ -47,20 +47,17 @@ pub use plan::MemoryPlan;
 pub use weights::rope_tables;
 
 use crate::device::{Device, Precision};
-use crate::error::{CoreError, Result};
+use crate::error::Result;
 use crate::model::Model;
 
 impl Model {
     /// Moves the forward pass to `device`: for `Device::Cuda(n)` the weights are uploaded at
     /// `precision` and later forward passes run there; `Device::Cpu` drops the GPU copy.
-    /// Without the `cuda` feature, a driver or a GPU this is a plain [`CoreError::Device`].
+    /// Without the `cuda` feature, a driver or a GPU this is a plain [`crate::CoreError::Device`].
     pub fn to_device(&mut self, device: Device, precision: Precision) -> Result<()> {
         match device {
             Device::Cpu => {
-                #[cfg(feature = "cuda")]
-                {
-                    self.gpu = None;
-                }
+                self.on_device = None;
                 Ok(())
             }
             Device::Cuda(ordinal) => {
@@ -68,13 +65,13 @@ impl Model {
                 #[cfg(feature = "cuda")]
                 {
                     let g = GpuModel::from_model(self, ordinal, precision)?;
-                    self.gpu = Some(std::sync::Arc::new(g));
+                    self.on_device = Some(std::sync::Arc::new(g));
                     Ok(())
                 }
                 #[cfg(not(feature = "cuda"))]
                 {
                     let _ = (ordinal, precision);
-                    Err(CoreError::Device(
+                    Err(crate::error::CoreError::Device(
                         "this build has no CUDA path; use --device cpu".into(),
                     ))
                 }
@@ -82,23 +79,11 @@ impl Model {
         }
     }
 
-    /// Where [`Model::forward`] runs.
-    pub fn device(&self) -> Device {
-        #[cfg(feature = "cuda")]
-        if let Some(g) = &self.gpu {
-            return Device::Cuda(g.device().ordinal());
-        }
-        Device::Cpu
-    }
-
     /// The GPU twin of this model, when [`Model::to_device`] moved it to a GPU.
     #[cfg(feature = "cuda")]
     pub fn gpu(&self) -> Option<&GpuModel> {
-        self.gpu.as_deref()
+        self.on_device
+            .as_deref()
+            .and_then(|twin| twin.as_any().downcast_ref::<GpuModel>())
     }
-}
-
-#[cfg(feature = "cuda")]
-pub(crate) fn gpu_err(e: attnscope_kernels::cuda::GpuError) -> CoreError {
-    CoreError::Device(e.to_string())
 }

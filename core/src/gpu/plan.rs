@@ -3,7 +3,7 @@
 
 use attnscope_kernels::cuda::human_bytes;
 
-use crate::capture::CaptureOptions;
+use crate::capture_stats::CaptureOptions;
 use crate::config::ModelConfig;
 use crate::device::Precision;
 

@@ -5,9 +5,8 @@
 use attnscope_kernels::cuda::{DBuf, GpuDevice, GpuFloat};
 use ndarray::{Array1, Array2};
 
-use super::gpu_err;
 use crate::config::ModelConfig;
-use crate::error::Result;
+use crate::error::{CoreError, Result};
 use crate::model::Model;
 use crate::ops::Linear;
 
@@ -74,11 +73,11 @@ pub fn rope_tables(head_dim: usize, theta: f32, positions: usize) -> (Vec<f32>, 
 
 fn up_t<T: GpuFloat>(dev: &GpuDevice, data: &[f32], what: &str) -> Result<DBuf<T>> {
     let v: Vec<T> = data.iter().map(|&x| T::from_f32(x)).collect();
-    dev.upload(&v, what).map_err(gpu_err)
+    dev.upload(&v, what).map_err(CoreError::from)
 }
 
 fn up_f32(dev: &GpuDevice, data: &[f32], what: &str) -> Result<DBuf<f32>> {
-    dev.upload(data, what).map_err(gpu_err)
+    dev.upload(data, what).map_err(CoreError::from)
 }
 
 fn slice2(a: &Array2<f32>) -> std::borrow::Cow<'_, [f32]> {
@@ -93,7 +92,7 @@ fn stacked<T: GpuFloat>(dev: &GpuDevice, parts: &[&Linear], what: &str) -> Resul
     for l in parts {
         v.extend(slice2(&l.weight).iter().map(|&x| T::from_f32(x)));
     }
-    dev.upload(&v, what).map_err(gpu_err)
+    dev.upload(&v, what).map_err(CoreError::from)
 }
 
 fn opt_vec(dev: &GpuDevice, v: &Option<Array1<f32>>, what: &str) -> Result<Option<DBuf<f32>>> {
@@ -152,9 +151,9 @@ impl<T: GpuFloat> GpuWeights<T> {
             s
         };
         let mut mat = |rows: usize, cols: usize, what: &str| -> Result<DBuf<T>> {
-            let mut b = dev.alloc::<T>(rows * cols, what).map_err(gpu_err)?;
+            let mut b = dev.alloc::<T>(rows * cols, what)?;
             let sc = 1.0 / (cols as f32).sqrt();
-            dev.fill_uniform(&mut b, next(), sc, 0.0).map_err(gpu_err)?;
+            dev.fill_uniform(&mut b, next(), sc, 0.0)?;
             Ok(b)
         };
         let ones =
@@ -162,11 +161,8 @@ impl<T: GpuFloat> GpuWeights<T> {
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for _ in 0..cfg.n_layers {
             let bqkv = if cfg.arch == crate::config::Arch::Qwen2 {
-                let mut b = dev
-                    .alloc::<f32>(qd + 2 * kvd, "qkv bias")
-                    .map_err(gpu_err)?;
-                dev.fill_uniform(&mut b, seed ^ 0xb1a5 ^ layers.len() as u64, 0.1, 0.0)
-                    .map_err(gpu_err)?;
+                let mut b = dev.alloc::<f32>(qd + 2 * kvd, "qkv bias")?;
+                dev.fill_uniform(&mut b, seed ^ 0xb1a5 ^ layers.len() as u64, 0.1, 0.0)?;
                 Some(b)
             } else {
                 None
@@ -184,11 +180,8 @@ impl<T: GpuFloat> GpuWeights<T> {
                 wdown: mat(h, f, "down weights")?,
             });
         }
-        let mut embed = dev
-            .alloc::<T>(cfg.vocab * h, "embeddings")
-            .map_err(gpu_err)?;
-        dev.fill_uniform(&mut embed, next(), 1.0, 0.0)
-            .map_err(gpu_err)?;
+        let mut embed = dev.alloc::<T>(cfg.vocab * h, "embeddings")?;
+        dev.fill_uniform(&mut embed, next(), 1.0, 0.0)?;
         let (cos, sin) = rope_tables(cfg.head_dim, cfg.rope_theta, cfg.max_context);
         Ok(Self {
             embed,

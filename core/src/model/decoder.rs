@@ -1,67 +1,13 @@
 //! The forward pass shared by every architecture family, in numbered steps. Architectures differ
-//! only in which optional parts their layers carry (see [`super::LayerSpec`]).
+//! only in which optional parts their layers carry (their `LayerSpec`, see [`super::llama`]).
 
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
-use super::{Layer, LayerSpec, Model, Presence};
+use super::Model;
 use crate::attention::{dense_attention, sparse_attention, AttentionHook, HookAction, LayerQkv};
-use crate::config::ModelConfig;
 use crate::error::{CoreError, Result};
-use crate::ops::{rms_norm, rms_norm_inplace, silu_mul, Linear};
-use crate::tensor::Weights;
-
-fn linear(w: &mut Weights, name: &str, out: usize, inp: usize, bias: Presence) -> Result<Linear> {
-    let weight = w.take(&format!("{name}.weight"), &[out, inp])?;
-    let b = match bias {
-        Presence::Required => Some(w.take(&format!("{name}.bias"), &[out])?),
-        Presence::Optional => w.take_opt(&format!("{name}.bias"), &[out])?,
-        Presence::Absent => None,
-    };
-    Ok(Linear::new(weight, b))
-}
-
-fn vector(w: &mut Weights, name: &str, len: usize, p: Presence) -> Result<Option<Array1<f32>>> {
-    let t = match p {
-        Presence::Required => Some(w.take(name, &[len])?),
-        Presence::Optional => w.take_opt(name, &[len])?,
-        Presence::Absent => None,
-    };
-    Ok(t.map(|t| Array1::from_vec(t.data)))
-}
-
-/// Takes layer `i`'s tensors out of `w`, checking every shape against the config.
-pub(crate) fn load_layer(
-    w: &mut Weights,
-    cfg: &ModelConfig,
-    spec: &LayerSpec,
-    i: usize,
-) -> Result<Layer> {
-    let p = format!("model.layers.{i}");
-    let (h, d, f) = (cfg.hidden, cfg.head_dim, cfg.intermediate);
-    let (qd, kvd) = (cfg.n_heads * d, cfg.n_kv_heads * d);
-    let req = |w: &mut Weights, name: &str, len| {
-        vector(w, name, len, Presence::Required)?
-            .ok_or_else(|| CoreError::format(cfg_path(w), format!("missing tensor '{name}'")))
-    };
-    Ok(Layer {
-        attn_norm: req(w, &format!("{p}.input_layernorm.weight"), h)?,
-        q: linear(w, &format!("{p}.self_attn.q_proj"), qd, h, spec.qkv_bias)?,
-        k: linear(w, &format!("{p}.self_attn.k_proj"), kvd, h, spec.qkv_bias)?,
-        v: linear(w, &format!("{p}.self_attn.v_proj"), kvd, h, spec.qkv_bias)?,
-        o: linear(w, &format!("{p}.self_attn.o_proj"), h, qd, Presence::Absent)?,
-        q_norm: vector(w, &format!("{p}.self_attn.q_norm.weight"), d, spec.qk_norm)?,
-        k_norm: vector(w, &format!("{p}.self_attn.k_norm.weight"), d, spec.qk_norm)?,
-        mlp_norm: req(w, &format!("{p}.post_attention_layernorm.weight"), h)?,
-        gate: linear(w, &format!("{p}.mlp.gate_proj"), f, h, Presence::Absent)?,
-        up: linear(w, &format!("{p}.mlp.up_proj"), f, h, Presence::Absent)?,
-        down: linear(w, &format!("{p}.mlp.down_proj"), h, f, Presence::Absent)?,
-    })
-}
-
-fn cfg_path(w: &Weights) -> std::path::PathBuf {
-    w.source.clone()
-}
+use crate::ops::{rms_norm, rms_norm_inplace, silu_mul};
 
 /// RMSNorm over each `head_dim` slice of `x` (`[n, heads * head_dim]`).
 fn head_norm(x: &mut Array2<f32>, weight: &Array1<f32>, head_dim: usize, eps: f32) {
@@ -113,9 +59,8 @@ impl Model {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Array2<f32>> {
         self.check_input(ids)?;
-        #[cfg(feature = "cuda")]
-        if let Some(gpu) = &self.gpu {
-            return gpu.forward(ids, hook, progress);
+        if let Some(twin) = &self.on_device {
+            return twin.forward(ids, hook, progress);
         }
         let cfg = &self.config;
         let n = ids.len();

@@ -3,38 +3,27 @@
 //! ([`llama`], [`qwen2`], [`qwen3`]); [`decoder`] holds the forward pass they share.
 
 pub mod decoder;
+mod layer;
 pub mod llama;
 pub mod qwen2;
 pub mod qwen3;
+
+pub use layer::Layer;
 
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2};
 
+use crate::attention::AttentionHook;
 use crate::config::{Arch, ModelConfig};
+use crate::device::Device;
 use crate::error::{CoreError, Result};
 use crate::gguf::model::load_gguf_model;
-use crate::ops::{to_array2, Linear, Rope};
+use crate::ops::{to_array2, Rope};
 use crate::safetensors_io::load_safetensors_dir;
 use crate::tensor::Weights;
 use crate::tokenizer::Tokenizer;
-
-/// One decoder layer's weights. Parts an architecture lacks are `None`.
-#[derive(Debug, Clone)]
-pub struct Layer {
-    pub attn_norm: Array1<f32>,
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
-    pub o: Linear,
-    /// Per-head RMSNorm of queries and keys before RoPE (Qwen3).
-    pub q_norm: Option<Array1<f32>>,
-    pub k_norm: Option<Array1<f32>>,
-    pub mlp_norm: Array1<f32>,
-    pub gate: Linear,
-    pub up: Linear,
-    pub down: Linear,
-}
+use layer::load_layer;
 
 /// A loaded model: config, f32 weights, RoPE tables and (when available) its tokenizer.
 #[derive(Debug)]
@@ -51,23 +40,28 @@ pub struct Model {
     /// `None` when the output head is tied to the embeddings.
     pub(crate) lm_head: Option<Array2<f32>>,
     pub(crate) rope: Rope,
-    /// The GPU copy of the weights after [`Model::to_device`]; forward passes then run there.
+    /// The device copy of the weights after [`Model::to_device`]; forward passes then run there.
+    pub(crate) on_device: Option<std::sync::Arc<dyn DeviceModel>>,
+}
+
+/// A model's twin on an accelerator (the GPU twin of [`crate::gpu`]): once
+/// [`Model::to_device`] installed one, [`Model::forward`] runs there. The model only knows this
+/// contract, so the device code depends on the model and never the other way round.
+pub(crate) trait DeviceModel: std::fmt::Debug + Send + Sync {
+    /// Where the twin runs.
+    fn device(&self) -> Device;
+
+    /// The forward pass of [`Model::forward_with_progress`] on the device (input already checked).
+    fn forward(
+        &self,
+        ids: &[u32],
+        hook: &mut dyn AttentionHook,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Array2<f32>>;
+
+    /// For typed access to the twin (`Model::gpu`).
     #[cfg(feature = "cuda")]
-    pub(crate) gpu: Option<std::sync::Arc<crate::gpu::GpuModel>>,
-}
-
-/// Which tensors of a layer an architecture has (its file's one decision).
-pub(crate) struct LayerSpec {
-    /// Q/K/V biases: required (Qwen2), optional (Llama `attention_bias`), or absent.
-    pub qkv_bias: Presence,
-    pub qk_norm: Presence,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Presence {
-    Required,
-    Optional,
-    Absent,
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl Model {
@@ -120,7 +114,7 @@ impl Model {
         let (v, h) = (config.vocab, config.hidden);
         let embed = w.take("model.embed_tokens.weight", &[v, h])?;
         let layers = (0..config.n_layers)
-            .map(|i| decoder::load_layer(&mut w, &config, &spec, i))
+            .map(|i| load_layer(&mut w, &config, &spec, i))
             .collect::<Result<Vec<_>>>()?;
         let norm = Array1::from_vec(w.take("model.norm.weight", &[h])?.data);
         let lm_head = if config.tie_embeddings {
@@ -146,9 +140,15 @@ impl Model {
             lm_head,
             rope,
             config,
-            #[cfg(feature = "cuda")]
-            gpu: None,
+            on_device: None,
         })
+    }
+
+    /// Where [`Model::forward`] runs.
+    pub fn device(&self) -> Device {
+        self.on_device
+            .as_ref()
+            .map_or(Device::Cpu, |twin| twin.device())
     }
 
     /// The model's tokenizer, or an error naming the model when it has none.

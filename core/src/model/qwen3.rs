@@ -1,6 +1,6 @@
 //! Qwen3: the Llama layer with an RMSNorm over each head of Q and of K before RoPE, no biases.
 
-use super::{LayerSpec, Presence};
+use super::layer::{LayerSpec, Presence};
 
 /// Qwen3 layers: per-head q/k RMSNorm required, no Q/K/V biases.
 pub(crate) const SPEC: LayerSpec = LayerSpec {

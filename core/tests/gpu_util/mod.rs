@@ -36,29 +36,18 @@ pub fn seed(test: &str) -> u64 {
     s
 }
 
-/// splitmix64-based uniform floats.
-pub struct Rng(pub u64);
+/// The project's generator ([`attnscope_core::rng::Rng`]; seed tests with `Rng::from_state`).
+pub use attnscope_core::rng::Rng;
 
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+/// Vectors of uniform floats from the project's generator.
+pub trait UniformVec {
+    /// `n` floats uniform in `[-scale, scale)` ([`Rng::signed_f32`]).
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32>;
+}
 
-    /// Uniform in [-scale, scale).
-    pub fn f(&mut self, scale: f32) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
-    }
-
-    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f(scale)).collect()
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
+impl UniformVec for Rng {
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.signed_f32(scale)).collect()
     }
 }
 

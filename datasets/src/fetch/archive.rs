@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use attnscope_core::gguf::reader::GgufFile;
 
-use super::{invalid, io_err, FetchError};
+use super::error::{invalid, io_err, FetchError};
 
 /// The one file in `dir` whose name ends with `suffix`.
 pub(super) fn single_file(dir: &Path, suffix: &str) -> Result<PathBuf, FetchError> {

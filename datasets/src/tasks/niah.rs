@@ -7,7 +7,7 @@
 //! - `niah-multiquery`: several keys, all asked.
 
 use super::compose::{NeedleSpec, Plan};
-use super::{Built, TaskParams};
+use super::params::{Built, TaskParams};
 use crate::error::{DatasetError, Result};
 use crate::rng::Rng;
 use crate::text::Text;

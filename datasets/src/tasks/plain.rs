@@ -1,7 +1,7 @@
 //! `text`: the haystack text itself, from a paragraph chosen by the seed, cut to the length.
 
 use super::compose::Plan;
-use super::{Built, TaskParams};
+use super::params::{Built, TaskParams};
 use crate::error::Result;
 use crate::rng::Rng;
 use crate::text::Text;

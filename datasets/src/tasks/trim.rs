@@ -2,8 +2,8 @@
 
 use attnscope_core::tokenizer::Tokenizer;
 
-use super::compose::{Layout, Rendered};
 use super::hay::count;
+use super::layout::{Layout, Rendered};
 use crate::error::{DatasetError, Result};
 use crate::sample::encode_bytes;
 

@@ -4,7 +4,7 @@
 
 use super::compose::{NeedleSpec, Plan};
 use super::niah::distinct_absent;
-use super::{Built, TaskParams};
+use super::params::{Built, TaskParams};
 use crate::error::{DatasetError, Result};
 use crate::rng::Rng;
 use crate::text::Text;

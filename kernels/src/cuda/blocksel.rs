@@ -1,4 +1,4 @@
-//! Launchers of `cu/blocksel.cu`: block-method scoring (representative logits through cuBLAS,
+//! Launchers of `cu/blocksel.cu`: block scoring (representative logits through cuBLAS,
 //! then one row kernel: softmax or raw, group sum, pooling, forced blocks, top-k) and the sparse
 //! measurement kernel (recall, output error and cosine of kept key blocks per query).
 
@@ -8,22 +8,16 @@ use cudarc::cublas::result::gemm_ex;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 
 use super::buffer::{DBuf, GpuFloat};
-use super::device::{grid_for, i, need, Arg, GpuDevice, GpuError, Result, Source};
-
-pub(crate) static BLOCKSEL: Source = Source {
-    name: "blocksel",
-    code: include_str!("../../cu/blocksel.cu"),
-    min_cc: 0,
-};
+use super::device::{grid_for, i, need, Arg, GpuDevice, GpuError, Result, BLOCKSEL};
 
 /// How the row kernel turns representative scores into block scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowPool {
     /// Block `b`'s score is representative `b`'s.
     Identity,
-    /// Max over representatives `[per b - 1, per b + per - 1]` (InfLLM v2).
+    /// Max-pooling: the max over representatives `[per b - 1, per b + per - 1]`.
     Max(usize),
-    /// Sum over representatives `[per b - 1, per (b + 1))` (NSA).
+    /// Overlapping-sum pooling: the sum over representatives `[per b - 1, per (b + 1))`.
     Sum(usize),
 }
 
@@ -337,10 +331,11 @@ impl GpuDevice {
         )
     }
 
-    /// SeerAttention's oracle target: `g [nh, nb, nb]` with `g[h, r, c]` (c <= r) the max over
-    /// queries of block `r` and causal keys of block `c` of the exact attention probability.
+    /// Block x block tile maxima of the exact attention: `g [nh, nb, nb]` with `g[h, r, c]`
+    /// (c <= r) the max over queries of block `r` and causal keys of block `c` of the exact
+    /// attention probability.
     #[allow(clippy::too_many_arguments)]
-    pub fn pooled_max_truth<T: GpuFloat>(
+    pub fn block_tile_max<T: GpuFloat>(
         &self,
         q: &DBuf<T>,
         k: &DBuf<T>,
@@ -351,13 +346,13 @@ impl GpuDevice {
     ) -> Result<()> {
         let (nh, nkv, n, d) = shape;
         let nb = n.div_ceil(block.max(1));
-        need(q, nh * n * d, "seer q")?;
-        need(k, nkv * n * d, "seer k")?;
-        need(lse, nh * n, "seer lse")?;
-        need(g, nh * nb * nb, "seer pooled")?;
+        need(q, nh * n * d, "block tile max q")?;
+        need(k, nkv * n * d, "block tile max k")?;
+        need(lse, nh * n, "block tile max lse")?;
+        need(g, nh * nb * nb, "block tile maxima")?;
         if d % 2 != 0 || block > 64 || d > 128 {
             return Err(GpuError::Invalid(format!(
-                "pooled_max_truth: block {block} (at most 64) x head dim {d} (at most 128)"
+                "block_tile_max: block {block} (at most 64) x head dim {d} (at most 128)"
             )));
         }
         if n == 0 {
@@ -365,7 +360,7 @@ impl GpuDevice {
         }
         self.launch(
             &BLOCKSEL,
-            &format!("pooled_max_truth_{}", T::NAME),
+            &format!("block_tile_max_{}", T::NAME),
             (nb as u32, nh as u32, 1),
             256,
             (2 * 64 * (d + 1) * 4) as u32,

@@ -13,7 +13,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 
 use super::buffer::{DBuf, GpuFloat};
-use super::human_bytes;
+use super::units::human_bytes;
 
 /// Errors of the GPU path. Every message says what failed and, where it can, what to do.
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +101,15 @@ pub(crate) static FLASH: Source = Source {
     min_cc: 80,
 };
 
+pub(crate) static BLOCKSEL: Source = Source {
+    name: "blocksel",
+    code: include_str!("../../cu/blocksel.cu"),
+    min_cc: 0,
+};
+
 /// Every kernel source, for compile checks.
 pub(crate) fn sources() -> [&'static Source; 4] {
-    [&ELEMENTWISE, &ROWWISE, &FLASH, &super::blocksel::BLOCKSEL]
+    [&ELEMENTWISE, &ROWWISE, &FLASH, &BLOCKSEL]
 }
 
 /// Compiles `src` to PTX for `arch` (e.g. `sm_90`): the NVRTC log is in the error.

@@ -9,6 +9,7 @@ mod blocksel;
 mod buffer;
 mod device;
 mod ops;
+mod units;
 
 pub use attention::{AttnKernel, AttnShape, FlashTuning};
 pub use blocksel::{RowPool, RowRule};
@@ -16,22 +17,7 @@ pub use buffer::{DBuf, GpuFloat};
 pub use device::{GpuDevice, GpuError, GpuMark, GpuTimer, Result};
 pub use half::bf16;
 pub use ops::RowLayout;
-
-/// Formats a byte count for messages (`1.23 GiB`).
-pub fn human_bytes(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut x = b as f64;
-    let mut i = 0;
-    while x >= 1024.0 && i + 1 < U.len() {
-        x /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{x:.2} {}", U[i])
-    }
-}
+pub use units::human_bytes;
 
 #[cfg(test)]
 mod tests {
