@@ -6,11 +6,10 @@ use attnscope_core::attention::{AttentionHook, HookAction, LayerQkv};
 use attnscope_core::capture::{capture_layer, CaptureOptions, HeadCapture};
 use ndarray::Array2;
 
-use super::calibration::CalibrationGate;
+use super::gate::CalibrationGate;
 use super::layer::{Ctx, LayerJob, LayerOut};
 use super::{Profile, SimConfig};
 use crate::input::SimInput;
-use crate::method::GroupInput;
 use crate::results::SimResults;
 
 /// The hook that runs the simulation layer by layer.
@@ -73,52 +72,6 @@ impl<'a> SimHook<'a> {
 impl std::fmt::Debug for SimHook<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimHook").finish_non_exhaustive()
-    }
-}
-
-/// Contiguous copies of one KV group's Q (per q-head), K and V: matrix products pack them
-/// faster than strided views of the layer, and the values are the same.
-pub(super) struct GroupTensors {
-    pub q: Vec<Array2<f32>>,
-    pub k: Array2<f32>,
-    pub v: Array2<f32>,
-}
-
-impl GroupTensors {
-    pub(super) fn new(qkv: &LayerQkv<'_>, g: usize) -> Self {
-        let gs = qkv.n_heads / qkv.n_kv_heads;
-        Self {
-            q: (g * gs..(g + 1) * gs)
-                .map(|h| qkv.q_head(h).as_standard_layout().into_owned())
-                .collect(),
-            k: qkv.k_head(g).as_standard_layout().into_owned(),
-            v: qkv.v_head(g).as_standard_layout().into_owned(),
-        }
-    }
-}
-
-/// The method input of KV group `g` of a captured layer.
-pub(super) fn group_input<'a>(
-    layer: usize,
-    t: &'a GroupTensors,
-    heads: &'a [HeadCapture],
-    g: usize,
-    punct: &'a [bool],
-    newline: &'a [bool],
-    capture_block: usize,
-) -> GroupInput<'a> {
-    let gs = t.q.len();
-    GroupInput {
-        layer,
-        kv_head: g,
-        q: t.q.iter().map(|q| q.view()).collect(),
-        k: t.k.view(),
-        v: t.v.view(),
-        punct,
-        newline,
-        truth: heads[g * gs..(g + 1) * gs].iter().collect(),
-        capture_block,
-        cache: Default::default(),
     }
 }
 

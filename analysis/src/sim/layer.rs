@@ -6,7 +6,7 @@ use attnscope_core::attention::LayerQkv;
 use attnscope_core::capture::HeadCapture;
 use ndarray::{s, Array2};
 
-use super::hook::{group_input, GroupTensors};
+use super::group::{group_input, GroupTensors};
 use super::{Profile, SimConfig};
 use crate::budget::{resolve, sparsity_of, Budget};
 use crate::freq::freq_dominance;
@@ -21,7 +21,7 @@ pub(crate) struct Ctx<'a> {
     /// The origin of the [`super::Pipeline`] times.
     pub start: std::time::Instant,
     /// The calibration pass running beside the simulation, if any.
-    pub gate: Option<&'a super::calibration::CalibrationGate>,
+    pub gate: Option<&'a super::gate::CalibrationGate>,
     pub cfg: &'a SimConfig,
     pub input: &'a SimInput,
 }

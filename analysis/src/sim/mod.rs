@@ -14,6 +14,8 @@ use crate::results::SimResults;
 pub use crate::timing::{cpu_seconds, Pipeline, Profile};
 
 mod calibration;
+mod gate;
+mod group;
 mod hook;
 mod layer;
 mod memory;

@@ -2,7 +2,8 @@
 //! the CPU), layer jobs on worker threads while the forward pass goes on, and the rows of every
 //! layer gathered in layer order.
 
-use super::calibration::{CalibrationGate, CalibrationHook};
+use super::calibration::CalibrationHook;
+use super::gate::CalibrationGate;
 use super::hook::SimHook;
 use super::layer::{LayerJob, LayerOut};
 use super::memory::{check_host_memory, layer_workers};

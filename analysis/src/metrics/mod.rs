@@ -9,7 +9,12 @@
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
-use crate::selection::{causal_pairs, intersect_len, Selection};
+use crate::selection::{causal_pairs, Selection};
+
+mod overlap;
+mod probs;
+pub use overlap::{iou, iou_pairs};
+pub use probs::{dot_exact, TrueProbs};
 
 /// Per-query metrics of one (layer, q-head, method).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -79,157 +84,6 @@ pub fn evaluate(head: &DenseHead<'_>, sel: &Selection) -> QueryMetrics {
 /// Exponentials that match the platform's `f32::exp` / `f64::exp` results bit for bit while
 /// running in vectorized loops (in the core crate, for the capture pass too).
 pub use attnscope_core::exact_exp;
-
-/// `x . y` computed exactly as ndarray's 1-D `dot` does for contiguous `f32` slices (eight
-/// interleaved partial sums, then `((p0 + p4) + (p1 + p5)) + ...`, then up to 7 remaining
-/// products), so that every score matches `q.row(i).dot(&k.row(j))` bit for bit.
-#[inline(always)]
-pub fn dot_exact(x: &[f32], y: &[f32]) -> f32 {
-    let len = x.len().min(y.len());
-    let (x, y) = (&x[..len], &y[..len]);
-    let mut p = [0f32; 8];
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
-    let (xr, yr) = (xc.remainder(), yc.remainder());
-    for (a, b) in xc.zip(yc) {
-        for l in 0..8 {
-            p[l] += a[l] * b[l];
-        }
-    }
-    let mut sum = 0f32;
-    sum += p[0] + p[4];
-    sum += p[1] + p[5];
-    sum += p[2] + p[6];
-    sum += p[3] + p[7];
-    for (i, (&a, &b)) in xr.iter().zip(yr).enumerate() {
-        if i >= 7 {
-            break;
-        }
-        sum += a * b;
-    }
-    sum
-}
-
-attnscope_core::simd_fn! {
-    /// `out[j] = exp(args[j] * scale - lse)` with the platform's `f32::exp` results
-    /// ([`exact_exp::expf_into`]); `args` is overwritten.
-    fn exp_row(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) => exp_row_generic
-}
-
-#[inline(always)]
-fn exp_row_generic(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) {
-    for a in args.iter_mut() {
-        *a = *a * scale - lse;
-    }
-    exact_exp::expf_into(args, out);
-}
-
-/// The exact dense attention `A_ij = exp(q_i . k_j / sqrt d - LSE_i)` of one q-head over every
-/// causal pair, row `i` holding keys `0..=i` (packed lower triangle, `n (n + 1) / 2` floats).
-/// The scores come from matrix products of [`crate::logits::ROW_CHUNK`] queries against their causal keys (the
-/// products the capture pass computes the LSE from), the exponentials are the platform's
-/// `f32::exp`. [`evaluate`] computes each score as a separate dot product instead: the two agree
-/// to within the rounding of the score (a few `1e-7`, relative).
-#[derive(Debug, Clone, Default)]
-pub struct TrueProbs {
-    rows: crate::logits::PackedRows,
-}
-
-impl std::ops::Deref for TrueProbs {
-    type Target = crate::logits::PackedRows;
-    /// `row(i)`: `A_ij` for `j <= i`.
-    fn deref(&self) -> &crate::logits::PackedRows {
-        &self.rows
-    }
-}
-
-impl TrueProbs {
-    /// Computes every causal probability of a head (`q` `[n, d]`, `kt` the keys transposed
-    /// `[d, n]`, `lse` per query) without keeping the raw scores.
-    pub fn compute(q: ArrayView2<f32>, kt: ArrayView2<f32>, lse: &[f32]) -> Self {
-        let mut rows = crate::logits::PackedRows::zeroed(kt.ncols());
-        fill_from_products(q, kt, lse, &mut rows, None);
-        Self { rows }
-    }
-
-    /// The head's raw scores ([`crate::logits::Logits::compute`]) and its exact attention in one
-    /// pass: each chunk's products are copied out as scores and turned into probabilities while
-    /// they are in cache, instead of being read back from memory. The same bits as
-    /// [`crate::logits::Logits::compute`] followed by [`TrueProbs::from_logits`].
-    pub fn compute_with_logits(
-        q: ArrayView2<f32>,
-        kt: ArrayView2<f32>,
-        lse: &[f32],
-    ) -> (crate::logits::Logits, Self) {
-        let n = kt.ncols();
-        let mut scores = crate::logits::PackedRows::zeroed(n);
-        let mut rows = crate::logits::PackedRows::zeroed(n);
-        fill_from_products(q, kt, lse, &mut rows, Some(&mut scores));
-        (crate::logits::Logits::from_rows(scores), Self { rows })
-    }
-
-    /// [`TrueProbs::compute`] from the head's raw scores, computed once for the group
-    /// ([`crate::logits::Logits`]): the same products, so the same bits.
-    pub fn from_logits(logits: &crate::logits::Logits, scale: f32, lse: &[f32]) -> Self {
-        let mut rows = crate::logits::PackedRows::zeroed(logits.len());
-        rows.chunks_mut()
-            .into_par_iter()
-            .for_each(|(lo, hi, part)| {
-                let mut args = vec![0f32; hi];
-                let mut at = 0;
-                for i in lo..hi {
-                    let args = &mut args[..=i];
-                    args.copy_from_slice(logits.row(i));
-                    exp_row(args, scale, lse[i], &mut part[at..at + i + 1]);
-                    at += i + 1;
-                }
-            });
-        Self { rows }
-    }
-}
-
-/// Probabilities `exp(q_i . k_j / sqrt d - LSE_i)` of every causal pair into `probs` (and the raw
-/// scores into `raw`, when given), from matrix products of [`crate::logits::ROW_CHUNK`] queries
-/// against their causal keys.
-fn fill_from_products(
-    q: ArrayView2<f32>,
-    kt: ArrayView2<f32>,
-    lse: &[f32],
-    probs: &mut crate::logits::PackedRows,
-    raw: Option<&mut crate::logits::PackedRows>,
-) {
-    let scale = 1.0 / (kt.nrows() as f32).sqrt();
-    let raw_parts: Vec<Option<&mut [f32]>> = match raw {
-        Some(r) => r
-            .chunks_mut()
-            .into_iter()
-            .map(|(_, _, p)| Some(p))
-            .collect(),
-        None => (0..kt.ncols().div_ceil(crate::logits::ROW_CHUNK))
-            .map(|_| None)
-            .collect(),
-    };
-    probs
-        .chunks_mut()
-        .into_par_iter()
-        .zip(raw_parts)
-        .for_each(|((lo, hi, part), mut raw)| {
-            let mut s = q
-                .slice(ndarray::s![lo..hi, ..])
-                .dot(&kt.slice(ndarray::s![.., ..hi]));
-            let mut at = 0;
-            for i in lo..hi {
-                let args = &mut s
-                    .row_mut(i - lo)
-                    .into_slice()
-                    .expect("fresh arrays are contiguous")[..=i];
-                if let Some(r) = raw.as_deref_mut() {
-                    r[at..at + i + 1].copy_from_slice(args);
-                }
-                exp_row(args, scale, lse[i], &mut part[at..at + i + 1]);
-                at += i + 1;
-            }
-        });
-}
 
 /// `o += p * v` and `mass += p` over the keys of `ranges` below `lim` (in order), the
 /// accumulation of [`evaluate`] with fused multiply-adds; `d` is `o.len()`, `o` starts at zero.
@@ -484,27 +338,6 @@ pub fn sparsity(sel: &Selection) -> f64 {
     1.0 - sel.kept_pairs() as f64 / causal_pairs(sel.len()) as f64
 }
 
-/// Mean over queries of `|S_a n S_b| / |S_a u S_b|` at token granularity.
-pub fn iou(a: &Selection, b: &Selection) -> f64 {
-    let n = a.len().min(b.len());
-    if n == 0 {
-        return 1.0;
-    }
-    let total: f64 = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let inter = intersect_len(a.keys_of(i), b.keys_of(i));
-            let union = a.kept_of(i) as u64 + b.kept_of(i) as u64 - inter;
-            if union == 0 {
-                1.0
-            } else {
-                inter as f64 / union as f64
-            }
-        })
-        .sum();
-    total / n as f64
-}
-
 /// Attention mass query `i` keeps on `span` (token range) relative to the mass the dense
 /// attention puts there: the needle recall of one query. `None` when the dense mass is zero.
 pub fn needle_recall(
@@ -527,92 +360,6 @@ pub fn needle_recall(
         }
     }
     (dense > 0.0).then(|| kept / dense)
-}
-
-/// Sets the bits of `[s, e)` in `words`.
-#[inline(always)]
-fn set_range(words: &mut [u64], s: usize, e: usize) {
-    if s >= e {
-        return;
-    }
-    let (ws, we) = (s / 64, (e - 1) / 64);
-    let lo = !0u64 << (s % 64);
-    let hi = !0u64 >> (63 - (e - 1) % 64);
-    if ws == we {
-        words[ws] |= lo & hi;
-    } else {
-        words[ws] |= lo;
-        words[ws + 1..we].iter_mut().for_each(|w| *w = !0);
-        words[we] |= hi;
-    }
-}
-
-/// Per-pair sums over queries `lo..hi` of `|S_a n S_b| / |S_a u S_b|` (pairs `a < b` in order).
-#[inline(always)]
-fn iou_chunk_generic(sels: &[&Selection], lo: usize, hi: usize) -> Vec<f64> {
-    let m = sels.len();
-    let words = hi.div_ceil(64);
-    let mut bits = vec![0u64; m * words];
-    let mut kept = vec![0u64; m];
-    let mut sums = vec![0f64; m * m.saturating_sub(1) / 2];
-    for i in lo..hi {
-        let w = i / 64 + 1;
-        for (a, sel) in sels.iter().enumerate() {
-            let row = &mut bits[a * words..a * words + w];
-            row.iter_mut().for_each(|x| *x = 0);
-            let mut k = 0u64;
-            for (s, e) in sel.keys_of(i) {
-                set_range(row, s as usize, e as usize);
-                k += (e - s) as u64;
-            }
-            kept[a] = k;
-        }
-        let mut p = 0;
-        for a in 0..m {
-            let ra = &bits[a * words..a * words + w];
-            for b in a + 1..m {
-                let rb = &bits[b * words..b * words + w];
-                let inter: u64 = ra
-                    .iter()
-                    .zip(rb)
-                    .map(|(x, y)| (x & y).count_ones() as u64)
-                    .sum();
-                let union = kept[a] + kept[b] - inter;
-                sums[p] += if union == 0 {
-                    1.0
-                } else {
-                    inter as f64 / union as f64
-                };
-                p += 1;
-            }
-        }
-    }
-    sums
-}
-
-attnscope_core::simd_fn! {
-    fn iou_chunk(sels: &[&Selection], lo: usize, hi: usize) -> Vec<f64> => iou_chunk_generic
-}
-
-/// [`iou`] of every pair of `sels` (`(0, 1), (0, 2), ..., (1, 2), ...`: pairs `a < b` in
-/// order), all at once from per-query bitsets of the kept keys.
-pub fn iou_pairs(sels: &[&Selection]) -> Vec<f64> {
-    let m = sels.len();
-    let pairs = m * m.saturating_sub(1) / 2;
-    let n = sels.iter().map(|s| s.len()).min().unwrap_or(0);
-    if n == 0 {
-        return vec![1.0; pairs];
-    }
-    const CHUNK: usize = 64;
-    let parts: Vec<Vec<f64>> = (0..n.div_ceil(CHUNK))
-        .into_par_iter()
-        .map(|c| iou_chunk(sels, c * CHUNK, ((c + 1) * CHUNK).min(n)))
-        .collect();
-    let mut total = vec![0f64; pairs];
-    for part in parts {
-        total.iter_mut().zip(part).for_each(|(t, x)| *t += x);
-    }
-    total.into_iter().map(|t| t / n as f64).collect()
 }
 
 #[cfg(test)]
