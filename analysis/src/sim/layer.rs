@@ -11,8 +11,9 @@ use super::{Profile, SimConfig};
 use crate::budget::{resolve, sparsity_of, Budget};
 use crate::freq::freq_dominance;
 use crate::input::SimInput;
+use crate::method::{GroupInput, Prepared};
 use crate::metrics::{evaluate_many, iou_pairs, kl, needle_recall, DenseHead, QueryMetrics};
-use crate::results::{mean, HeadRow, IouRow, MetricRow, SimResults};
+use crate::results::{mean, HeadRow, IouRow, MetricRow, SelectionRow, SimResults};
 use crate::selection::Selection;
 
 /// What every layer job reads: the run's configuration and the input's masks and needles.
@@ -131,13 +132,13 @@ impl LayerJob {
         out
     }
 
-    /// Simulates KV group `g` of the layer.
+    /// Simulates KV group `g` of the layer: every method prepared once, then per budget the
+    /// calibrated selections, their metrics, the selections table and IoU; then the per-head
+    /// statistics.
     fn group(&self, ctx: &Ctx<'_>, g: usize, out: &mut LayerOut) {
         let cfg = ctx.cfg;
-        let (n, d) = (self.n, self.head_dim);
+        let d = self.head_dim;
         let gs = self.n_heads / self.n_kv_heads;
-        let (heads, dense) = (&self.heads, &self.dense);
-        let layer = self.layer;
         let hs: Vec<usize> = (g * gs..(g + 1) * gs).collect();
         // Declared before `input` so that it outlives the scores it prepares from it.
         let oracle_topp = cfg
@@ -148,9 +149,9 @@ impl LayerJob {
             .flatten();
         let tensors = &self.groups[g];
         let input = group_input(
-            layer,
+            self.layer,
             tensors,
-            heads,
+            &self.heads,
             g,
             &ctx.input.punct,
             &ctx.input.newline,
@@ -163,14 +164,14 @@ impl LayerJob {
                 q: tensors.q[hi].view(),
                 k: tensors.k.view(),
                 v: tensors.v.view(),
-                lse: &heads[h].lse,
-                dense_out: dense.slice(s![.., h * d..(h + 1) * d]),
+                lse: &self.heads[h].lse,
+                dense_out: self.dense.slice(s![.., h * d..(h + 1) * d]),
             })
             .collect();
-        // The exact attention of every q-head, computed once: the oracles rank it and every
-        // method's metrics read it (not counted in any method's time).
         let gpu = self.gpu.as_ref();
         let on_gpu = |mi: usize| gpu.is_some_and(|x| x.handles(mi));
+        // The exact attention of every q-head, computed once: the oracles rank it and every
+        // method's metrics read it (not counted in any method's time).
         let t = Profile::mark();
         let probs = if (0..cfg.methods.len()).all(on_gpu) {
             &[][..]
@@ -183,149 +184,39 @@ impl LayerJob {
             input.exact_attention().1
         };
         out.profile.add("(exact attention)", t);
-        // The methods run side by side, `method_jobs` at a time (each is parallel inside as
-        // well): one method's serial stretches and the ends of its parallel loops leave the
-        // threads to the others. Results are kept in method order.
-        let wave = match cfg.method_jobs {
-            0 => cfg.methods.len().max(1),
-            j => j,
-        };
-        let mut prepared: Vec<Option<Box<dyn crate::method::Prepared + '_>>> =
-            Vec::with_capacity(cfg.methods.len());
-        // One at a time, a method's CPU seconds are its own (the process's over its run).
-        let alone = wave == 1;
-        for (w, ms) in cfg.methods.chunks(wave).enumerate() {
-            let mark = Profile::mark();
-            let done = side_by_side(ms, |i, m| {
-                if on_gpu(w * wave + i) {
-                    return (None, 0.0);
-                }
-                let t = std::time::Instant::now();
-                let p = m.selector.prepare(&input);
-                (Some(p), t.elapsed().as_secs_f64())
-            });
-            for ((p, secs), m) in done.into_iter().zip(ms) {
-                if p.is_some() {
-                    out.add_method_time(&m.label, secs, alone.then_some(mark));
-                }
-                prepared.push(p);
-            }
-        }
+        let prepared = prepare_all(cfg, &input, &on_gpu, out);
         for (bi, &budget) in cfg.budgets.iter().enumerate() {
-            let top_p_sparsity = match budget {
-                Budget::TopP(p) => oracle_topp.as_ref().map(|o| {
-                    let prep = o.prepare(&input);
-                    match prep.kept_pairs_at(p) {
-                        Some((kept, heads)) => crate::budget::sparsity_of_kept(kept, heads, n),
-                        None => sparsity_of(&prep.select(p), n),
-                    }
-                }),
-                _ => None,
-            };
             let run = MethodRunCtx {
                 cfg,
                 ctx,
-                layer,
+                layer: self.layer,
                 g,
                 hs: &hs,
-                n,
+                n: self.n,
                 bi,
                 budget,
-                top_p_sparsity,
+                top_p_sparsity: top_p_target(budget, oracle_topp.as_deref(), &input),
                 dense_heads: &dense_heads,
                 probs,
             };
-            // Selections first, method by method (side by side)...
-            let mut done: Vec<Option<MethodOut>> = Vec::with_capacity(cfg.methods.len());
-            for (w, ms) in cfg.methods.chunks(wave).enumerate() {
-                let mark = Profile::mark();
-                let wave_out: Vec<Option<MethodOut>> = side_by_side(ms, |i, m| {
-                    prepared[w * wave + i]
-                        .as_ref()
-                        .map(|prep| run.method(m, prep.as_ref()))
-                });
-                for (m, res) in ms.iter().zip(wave_out) {
-                    if let Some(r) = &res {
-                        out.add_method_time(&m.label, r.seconds, alone.then_some(mark));
-                    }
-                    done.push(res);
-                }
-            }
-            // ...then every host method's metrics in one pass per q-head, query by query (the
-            // query's exact probabilities are read once for all methods).
-            let t = Profile::mark();
-            let metrics = run.metrics(&done);
-            out.profile.add("(metrics)", t);
-            let mut sels: Vec<Vec<Selection>> = Vec::with_capacity(done.len());
-            for (mi, (m, (res, rows))) in cfg
-                .methods
-                .iter()
-                .zip(done.into_iter().zip(metrics))
-                .enumerate()
-            {
-                match res {
-                    Some(r) => {
-                        out.results.metrics.extend(rows);
-                        sels.push(r.cal.selections);
-                    }
-                    None => {
-                        if let Some(x) = gpu {
-                            x.take(mi, bi, g, &m.label, &mut out.results, &mut sels);
-                        }
-                    }
-                }
-            }
-            let t = Profile::mark();
-            if cfg.selection_budgets.contains(&bi) {
-                use rayon::prelude::*;
-                let tasks: Vec<(usize, usize)> = (0..sels.len())
-                    .flat_map(|m| (0..hs.len()).map(move |hi| (m, hi)))
-                    .collect();
-                let rows: Vec<crate::results::SelectionRow> = tasks
-                    .par_iter()
-                    .map(|&(m, hi)| {
-                        crate::results::SelectionRow::compact(
-                            &sels[m][hi],
-                            cfg.capture_block,
-                            (layer, hs[hi], g),
-                            &cfg.methods[m].label,
-                            bi,
-                        )
-                    })
-                    .collect();
-                out.results.selections.extend(rows);
-            }
-            out.profile.add("(selections table)", t);
-            let t = Profile::mark();
-            // IoU of every pair of methods, per q-head, then averaged over the group's q-heads.
-            let per_head: Vec<Vec<f64>> = (0..gs)
-                .map(|h| iou_pairs(&sels.iter().map(|s| &s[h]).collect::<Vec<_>>()))
-                .collect();
-            let mut p = 0;
-            for a in 0..sels.len() {
-                for b in a + 1..sels.len() {
-                    let v = mean(per_head.iter().map(|x| x[p]));
-                    p += 1;
-                    out.results.iou.push(IouRow {
-                        input: 0,
-                        layer,
-                        kv_head: g,
-                        budget: bi,
-                        method_a: cfg.methods[a].label.clone(),
-                        method_b: cfg.methods[b].label.clone(),
-                        iou: v,
-                    });
-                }
-            }
-            out.profile.add("(iou)", t);
+            let sels = run.selections_and_metrics(&prepared, gpu, out);
+            run.selection_rows(&sels, out);
+            run.iou_rows(&sels, out);
         }
+        self.head_rows(ctx, g, &input, out);
+    }
+
+    /// Sink mass, frequency dominance and the pooled map of every q-head of group `g`.
+    fn head_rows(&self, ctx: &Ctx<'_>, g: usize, input: &GroupInput<'_>, out: &mut LayerOut) {
+        let cfg = ctx.cfg;
+        let gs = self.n_heads / self.n_kv_heads;
         let t = Profile::mark();
-        for (hi, &h) in hs.iter().enumerate() {
+        for (hi, h) in (g * gs..(g + 1) * gs).enumerate() {
             let f = freq_dominance(input.q[hi], input.k, cfg.freq_top_k, cfg.freq_queries);
-            let hc = &heads[h];
+            let hc = &self.heads[h];
             out.results.heads.push(HeadRow {
                 input: 0,
-                layer,
+                layer: self.layer,
                 head: h,
                 kv_head: g,
                 sink_mass: hc.mean_sink_mass() as f64,
@@ -337,6 +228,65 @@ impl LayerJob {
         }
         out.profile.add("(frequency)", t);
     }
+}
+
+/// Methods run side by side, this many at a time (`method_jobs`; 0: all of them).
+fn wave(cfg: &SimConfig) -> usize {
+    match cfg.method_jobs {
+        0 => cfg.methods.len().max(1),
+        j => j,
+    }
+}
+
+/// Every host method prepared on the group (`None` for those the device ran), side by side,
+/// `method_jobs` at a time (each is parallel inside as well): one method's serial stretches and
+/// the ends of its parallel loops leave the threads to the others. Results in method order.
+fn prepare_all<'i>(
+    cfg: &'i SimConfig,
+    input: &'i GroupInput<'i>,
+    on_gpu: &(dyn Fn(usize) -> bool + Sync),
+    out: &mut LayerOut,
+) -> Vec<Option<Box<dyn Prepared + 'i>>> {
+    let wave = wave(cfg);
+    // One at a time, a method's CPU seconds are its own (the process's over its run).
+    let alone = wave == 1;
+    let mut prepared = Vec::with_capacity(cfg.methods.len());
+    for (w, ms) in cfg.methods.chunks(wave).enumerate() {
+        let mark = Profile::mark();
+        let done = side_by_side(ms, |i, m| {
+            if on_gpu(w * wave + i) {
+                return (None, 0.0);
+            }
+            let t = std::time::Instant::now();
+            let p = m.selector.prepare(input);
+            (Some(p), t.elapsed().as_secs_f64())
+        });
+        for ((p, secs), m) in done.into_iter().zip(ms) {
+            if p.is_some() {
+                out.add_method_time(&m.label, secs, alone.then_some(mark));
+            }
+            prepared.push(p);
+        }
+    }
+    prepared
+}
+
+/// The sparsity a top-p budget asks for: what exact top-p (`reference`) reaches on the group.
+fn top_p_target<'a>(
+    budget: Budget,
+    reference: Option<&'a dyn crate::method::Selector>,
+    input: &'a GroupInput<'a>,
+) -> Option<f64> {
+    let Budget::TopP(p) = budget else {
+        return None;
+    };
+    reference.map(|o| {
+        let prep = o.prepare(input);
+        match prep.kept_pairs_at(p) {
+            Some((kept, heads)) => crate::budget::sparsity_of_kept(kept, heads, input.n()),
+            None => sparsity_of(&prep.select(p), input.n()),
+        }
+    })
 }
 
 /// `f(i, item)` for every item, each a task of its own on rayon's pool, results in order. One
@@ -387,7 +337,7 @@ struct MethodOut {
 
 impl MethodRunCtx<'_, '_> {
     /// Calibrates method `m` (prepared as `prep`) to the budget.
-    fn method(&self, m: &super::MethodRun, prep: &dyn crate::method::Prepared) -> MethodOut {
+    fn method(&self, m: &super::MethodRun, prep: &dyn Prepared) -> MethodOut {
         let t = std::time::Instant::now();
         let cal = resolve(
             m.selector.as_ref(),
@@ -400,6 +350,112 @@ impl MethodRunCtx<'_, '_> {
             cal,
             seconds: t.elapsed().as_secs_f64(),
         }
+    }
+
+    /// Every method's calibrated selections on this budget: host methods side by side, then
+    /// their metrics in one pass, device methods' rows taken from `gpu`; the selections of every
+    /// method, in method order, per q-head.
+    fn selections_and_metrics(
+        &self,
+        prepared: &[Option<Box<dyn Prepared + '_>>],
+        gpu: Option<&crate::device::DeviceLayerOut>,
+        out: &mut LayerOut,
+    ) -> Vec<Vec<Selection>> {
+        let cfg = self.cfg;
+        let wave = wave(cfg);
+        let alone = wave == 1;
+        // Selections first, method by method (side by side)...
+        let mut done: Vec<Option<MethodOut>> = Vec::with_capacity(cfg.methods.len());
+        for (w, ms) in cfg.methods.chunks(wave).enumerate() {
+            let mark = Profile::mark();
+            let wave_out: Vec<Option<MethodOut>> = side_by_side(ms, |i, m| {
+                prepared[w * wave + i]
+                    .as_ref()
+                    .map(|prep| self.method(m, prep.as_ref()))
+            });
+            for (m, res) in ms.iter().zip(wave_out) {
+                if let Some(r) = &res {
+                    out.add_method_time(&m.label, r.seconds, alone.then_some(mark));
+                }
+                done.push(res);
+            }
+        }
+        // ...then every host method's metrics in one pass per q-head, query by query (the
+        // query's exact probabilities are read once for all methods).
+        let t = Profile::mark();
+        let metrics = self.metrics(&done);
+        out.profile.add("(metrics)", t);
+        let mut sels: Vec<Vec<Selection>> = Vec::with_capacity(done.len());
+        for (mi, (m, (res, rows))) in cfg
+            .methods
+            .iter()
+            .zip(done.into_iter().zip(metrics))
+            .enumerate()
+        {
+            match res {
+                Some(r) => {
+                    out.results.metrics.extend(rows);
+                    sels.push(r.cal.selections);
+                }
+                None => {
+                    if let Some(x) = gpu {
+                        x.take(mi, self.bi, self.g, &m.label, &mut out.results, &mut sels);
+                    }
+                }
+            }
+        }
+        sels
+    }
+
+    /// The selections table's rows of this budget, when it is one of `selection_budgets`.
+    fn selection_rows(&self, sels: &[Vec<Selection>], out: &mut LayerOut) {
+        use rayon::prelude::*;
+        let cfg = self.cfg;
+        let t = Profile::mark();
+        if cfg.selection_budgets.contains(&self.bi) {
+            let tasks: Vec<(usize, usize)> = (0..sels.len())
+                .flat_map(|m| (0..self.hs.len()).map(move |hi| (m, hi)))
+                .collect();
+            let rows: Vec<SelectionRow> = tasks
+                .par_iter()
+                .map(|&(m, hi)| {
+                    SelectionRow::compact(
+                        &sels[m][hi],
+                        cfg.capture_block,
+                        (self.layer, self.hs[hi], self.g),
+                        &cfg.methods[m].label,
+                        self.bi,
+                    )
+                })
+                .collect();
+            out.results.selections.extend(rows);
+        }
+        out.profile.add("(selections table)", t);
+    }
+
+    /// IoU of every pair of methods, per q-head, then averaged over the group's q-heads.
+    fn iou_rows(&self, sels: &[Vec<Selection>], out: &mut LayerOut) {
+        let t = Profile::mark();
+        let per_head: Vec<Vec<f64>> = (0..self.hs.len())
+            .map(|h| iou_pairs(&sels.iter().map(|s| &s[h]).collect::<Vec<_>>()))
+            .collect();
+        let mut p = 0;
+        for a in 0..sels.len() {
+            for b in a + 1..sels.len() {
+                let v = mean(per_head.iter().map(|x| x[p]));
+                p += 1;
+                out.results.iou.push(IouRow {
+                    input: 0,
+                    layer: self.layer,
+                    kv_head: self.g,
+                    budget: self.bi,
+                    method_a: self.cfg.methods[a].label.clone(),
+                    method_b: self.cfg.methods[b].label.clone(),
+                    iou: v,
+                });
+            }
+        }
+        out.profile.add("(iou)", t);
     }
 
     /// The metric rows of every method that ran on the host (`done`, in method order; empty

@@ -13,6 +13,36 @@ use crate::input::SimInput;
 use crate::method::MethodRun;
 use crate::results::{FittedRow, SimResults};
 
+/// Checks an input before a run: tokens, and flags of the same length.
+fn check_input(input: &SimInput) -> Result<()> {
+    if input.ids.is_empty() {
+        return Err(crate::AnalysisError::Input(format!(
+            "input '{}' has no tokens",
+            input.name
+        )));
+    }
+    if input.punct.len() != input.ids.len() || input.newline.len() != input.ids.len() {
+        return Err(crate::AnalysisError::Input(format!(
+            "input '{}': punctuation flags do not match its {} tokens",
+            input.name,
+            input.ids.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The calibration text, when a method fits settings on one (an error when none was given).
+fn calibration_text<'c>(cfg: &'c SimConfig, fits: &[&MethodRun]) -> Result<Option<&'c SimInput>> {
+    match (fits.first(), &cfg.calibration) {
+        (None, _) => Ok(None),
+        (Some(_), Some(cal)) => Ok(Some(cal)),
+        (Some(m), None) => Err(crate::AnalysisError::Input(format!(
+            "method '{}' fits its settings on calibration text: pass --calibration-text",
+            m.label
+        ))),
+    }
+}
+
 /// Runs the simulation of `cfg` over `input` with `model`.
 pub(super) fn simulate(
     model: &attnscope_core::Model,
@@ -20,37 +50,15 @@ pub(super) fn simulate(
     cfg: &SimConfig,
     progress: &mut dyn FnMut(usize),
 ) -> Result<SimResults> {
-    let ids = &input.ids;
-    if ids.is_empty() {
-        return Err(crate::AnalysisError::Input(format!(
-            "input '{}' has no tokens",
-            input.name
-        )));
-    }
-    if input.punct.len() != ids.len() || input.newline.len() != ids.len() {
-        return Err(crate::AnalysisError::Input(
-            "punctuation masks do not match the token count".into(),
-        ));
-    }
-    check_host_memory(cfg, model, ids.len())?;
+    check_input(input)?;
+    check_host_memory(cfg, model, input.len())?;
     let start = std::time::Instant::now();
     let fits: Vec<&MethodRun> = cfg
         .methods
         .iter()
         .filter(|m| m.selector.needs_calibration())
         .collect();
-    let calibration = match fits.first() {
-        Some(m) => match &cfg.calibration {
-            Some(cal) => Some(cal),
-            None => {
-                return Err(crate::AnalysisError::Input(format!(
-                    "method '{}' fits its settings on calibration text: pass --calibration-text",
-                    m.label
-                )))
-            }
-        },
-        None => None,
-    };
+    let calibration = calibration_text(cfg, &fits)?;
     // On the CPU the calibration pass runs beside the simulation (layer jobs of a fitting method
     // wait for their layer's calibration); on a GPU it runs first.
     let gate = CalibrationGate::default();
@@ -58,91 +66,19 @@ pub(super) fn simulate(
     if let (Some(cal), None) = (calibration, beside) {
         model.forward(&cal.ids, &mut CalibrationHook::new(cfg, cal, None))?;
     }
-    let mut calibration_s = start.elapsed().as_secs_f64();
     let mut hook = SimHook::new(cfg, input);
     hook.start = start;
     if beside.is_some() {
         hook.gate = Some(&gate);
     }
-    let workers = layer_workers(cfg, model, ids.len());
-    let ctx = hook.ctx();
-    // The forward pass hands each captured layer to a free worker and goes on with the next
-    // layer; a rendezvous channel bounds the layers alive at once to `workers` (+ the one being
-    // captured). Each worker's methods still run in parallel on rayon's pool.
-    let mut forward_end_s = 0.0;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<LayerJob>(0);
-    let rx = std::sync::Mutex::new(rx);
-    let outs = std::thread::scope(|scope| -> Result<Vec<LayerOut>> {
-        let calibrating = beside.map(|cal| {
-            let gate = &gate;
-            scope.spawn(move || -> Result<f64> {
-                // Its own few threads: in the shared pool its parallel loops would queue behind
-                // the layer jobs', while the first layer jobs wait for it.
-                let r = rayon::ThreadPoolBuilder::new()
-                    .num_threads((rayon::current_num_threads() / 4).max(1))
-                    .build()
-                    .map_err(|e| {
-                        crate::AnalysisError::Input(format!(
-                            "no threads for the calibration pass: {e}"
-                        ))
-                    })
-                    .and_then(|pool| {
-                        let mut hook = CalibrationHook::new(cfg, cal, Some(gate));
-                        pool.install(|| model.forward(&cal.ids, &mut hook))?;
-                        Ok(())
-                    });
-                gate.finish(r.is_ok());
-                r?;
-                Ok(start.elapsed().as_secs_f64())
-            })
-        });
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let (rx, ctx) = (&rx, ctx);
-                scope.spawn(move || {
-                    let mut outs = Vec::new();
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(r) => r.recv(),
-                            Err(_) => break,
-                        };
-                        match job {
-                            Ok(job) => outs.push(job.run(&ctx)),
-                            Err(_) => break,
-                        }
-                    }
-                    outs
-                })
-            })
-            .collect();
-        hook.jobs = Some(tx);
-        let forward = model.forward_with_progress(ids, &mut hook, progress);
-        hook.jobs = None;
-        forward_end_s = start.elapsed().as_secs_f64();
-        let mut outs = Vec::new();
-        for h in handles {
-            match h.join() {
-                Ok(o) => outs.extend(o),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        if let Some(c) = calibrating {
-            match c.join() {
-                Ok(r) => calibration_s = r?,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        forward?;
-        Ok(outs)
-    })?;
-    let mut outs = outs;
-    outs.sort_by_key(|o| o.layer);
+    let workers = layer_workers(cfg, model, input.len());
     let mut pipeline = Pipeline {
         workers,
-        calibration_s,
-        forward_end_s,
+        calibration_s: start.elapsed().as_secs_f64(),
         ..Pipeline::default()
     };
+    let mut outs = forward_with_workers(model, &mut hook, beside, &gate, &mut pipeline, progress)?;
+    outs.sort_by_key(|o| o.layer);
     for o in outs {
         pipeline.layers.push(o.span);
         hook.absorb(o);
@@ -163,4 +99,85 @@ pub(super) fn simulate(
     pipeline.end_s = start.elapsed().as_secs_f64();
     hook.results.pipeline = pipeline;
     Ok(hook.results)
+}
+
+/// The forward pass with `hook`, its layer jobs on `pipeline.workers` worker threads and the
+/// calibration pass (`beside`) on a thread of its own; the layers' outputs, in finishing order.
+/// The forward pass hands each captured layer to a free worker and goes on with the next layer;
+/// a rendezvous channel bounds the layers alive at once to `workers` (+ the one being captured).
+/// Each worker's methods still run in parallel on rayon's pool.
+fn forward_with_workers(
+    model: &attnscope_core::Model,
+    hook: &mut SimHook<'_>,
+    beside: Option<&SimInput>,
+    gate: &CalibrationGate,
+    pipeline: &mut Pipeline,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<LayerOut>> {
+    let (cfg, start, ctx) = (hook.cfg, hook.start, hook.ctx());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<LayerJob>(0);
+    let rx = std::sync::Mutex::new(rx);
+    std::thread::scope(|scope| -> Result<Vec<LayerOut>> {
+        let calibrating = beside.map(|cal| {
+            scope.spawn(move || -> Result<f64> {
+                calibrate_beside(model, cfg, cal, gate)?;
+                Ok(start.elapsed().as_secs_f64())
+            })
+        });
+        let handles: Vec<_> = (0..pipeline.workers)
+            .map(|_| {
+                let (rx, ctx) = (&rx, ctx);
+                scope.spawn(move || {
+                    let mut outs = Vec::new();
+                    while let Ok(Ok(job)) = rx.lock().map(|r| r.recv()) {
+                        outs.push(job.run(&ctx));
+                    }
+                    outs
+                })
+            })
+            .collect();
+        hook.jobs = Some(tx);
+        let forward = model.forward_with_progress(&hook.input.ids, hook, progress);
+        hook.jobs = None;
+        pipeline.forward_end_s = start.elapsed().as_secs_f64();
+        let mut outs = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(o) => outs.extend(o),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        if let Some(c) = calibrating {
+            match c.join() {
+                Ok(r) => pipeline.calibration_s = r?,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        forward?;
+        Ok(outs)
+    })
+}
+
+/// The calibration pass beside the simulation, on its own few threads (in the shared pool its
+/// parallel loops would queue behind the layer jobs', while the first layer jobs wait for it);
+/// `gate` learns of every layer and of the end.
+fn calibrate_beside(
+    model: &attnscope_core::Model,
+    cfg: &SimConfig,
+    cal: &SimInput,
+    gate: &CalibrationGate,
+) -> Result<()> {
+    let r = rayon::ThreadPoolBuilder::new()
+        .num_threads((rayon::current_num_threads() / 4).max(1))
+        .build()
+        .map_err(|e| {
+            crate::AnalysisError::Input(format!("no threads for the calibration pass: {e}"))
+        })
+        .and_then(|pool| {
+            let mut hook = CalibrationHook::new(cfg, cal, Some(gate));
+            pool.install(|| model.forward(&cal.ids, &mut hook))?;
+            Ok(())
+        });
+    gate.finish(r.is_ok());
+    r
 }

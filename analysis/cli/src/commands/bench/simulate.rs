@@ -86,8 +86,12 @@ fn cpu_seconds() -> Option<(f64, f64)> {
     ))
 }
 
-/// Runs `bench --simulate`.
-pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) -> Result<()> {
+/// The replayed layers' Q/K/V with the input's punctuation flags and where they came from:
+/// the cache file when it exists with its flags beside it (no model is read), else a forward
+/// pass of the model over `n` tokens of `text`, saved to the cache.
+type Replayed = (Vec<SavedLayer>, Vec<bool>, Vec<bool>, String);
+
+fn load_layers(model_spec: &str, text: &str, n: usize, a: &SimArgs) -> Result<Replayed> {
     let layers: Vec<String> = a.layers.iter().map(ToString::to_string).collect();
     // With --qkv-cache pointing at an existing file (and its masks beside it), no model is read:
     // the benchmark runs on machines that only hold those two files.
@@ -95,7 +99,7 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
         .qkv_cache
         .clone()
         .filter(|c| c.exists() && masks_path(c).exists());
-    let (saved, punct, newline, source) = if let Some(cache) = given {
+    Ok(if let Some(cache) = given {
         let (punct, newline): (Vec<bool>, Vec<bool>) =
             serde_json::from_str(&std::fs::read_to_string(masks_path(&cache))?)?;
         (
@@ -155,7 +159,11 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
             serde_json::to_string(&(&punct, &newline))?,
         )?;
         (saved, punct, newline, model.source.display().to_string())
-    };
+    })
+}
+
+/// The benchmarked methods at their defaults (methods that fit on calibration text left out).
+fn bench_methods(a: &SimArgs) -> Result<Vec<MethodRun>> {
     let mut methods = Vec::new();
     for info in registry::parse_list(&a.methods)? {
         let selector = info.build_with(&[])?;
@@ -173,6 +181,13 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
             selector,
         });
     }
+    Ok(methods)
+}
+
+/// Runs `bench --simulate`.
+pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) -> Result<()> {
+    let (saved, punct, newline, source) = load_layers(model_spec, text, n, a)?;
+    let methods = bench_methods(a)?;
     let mut cfg = SimConfig::new(
         methods,
         a.sparsity.iter().map(|&s| Budget::Sparsity(s)).collect(),
