@@ -97,7 +97,7 @@ fn root_of(f: &dyn Fn(f64) -> f64, target: f64, lo: f64, hi: f64, denser_when_la
 
 /// [`search_knob`], first probing where `approx` (an estimate of the sparsity at `x`, monotone
 /// like it) meets the target, corrected by the difference it showed at the last probe, for up to
-/// [`GUIDED_PROBES`] probes; then it bisects within the bracket those probes left. The result
+/// `GUIDED_PROBES` probes; then it bisects within the bracket those probes left. The result
 /// meets the same tolerance as without `approx` (which is ignored for integer knobs).
 pub fn search_knob_guided<T>(
     knob: &Knob,

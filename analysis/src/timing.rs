@@ -1,7 +1,7 @@
 //! Where a simulation's time went: the pipeline's stages and layer jobs ([`Pipeline`]), and wall
 //! and CPU seconds per method and phase ([`Profile`]).
 
-/// When each stage of [`simulate`] ran, in wall seconds from its start: the calibration pass of
+/// When each stage of [`crate::sim::Simulation::run`] ran, in wall seconds from its start: the calibration pass of
 /// methods that fit settings, the forward pass, and each layer job (handed over by the forward
 /// pass, started by a worker, finished).
 #[derive(Debug, Default, Clone)]

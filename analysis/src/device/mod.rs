@@ -11,7 +11,7 @@
 //!   blocks ([`RowCounts`]), so the knob is calibrated on the host before the device runs.
 //! - [`DeviceScoring::BlockMassTopK`] and [`DeviceScoring::TileMaxTopK`]: top-k key blocks of an
 //!   exact statistic the device computes (the block mass `P[i, b]`, the tile maximum of the
-//!   attention), with the knob calibrated from the method's own kept-pair count ([`oracles`]).
+//!   attention), with the knob calibrated from the method's own kept-pair count (`device/oracles.rs`).
 //!
 //! `tests/gpu_block_methods.rs` compares every device path with the host path. Set
 //! `ATTNSCOPE_GPU_METHODS=0` to run every method on the host.

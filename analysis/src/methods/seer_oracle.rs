@@ -154,7 +154,7 @@ fn row_kept_pairs(r: usize, n: usize, block: usize, blocks: impl Iterator<Item =
 }
 
 /// The ranked rows of one q-head from its tile-max map `[nb, nb]` (row `r` holds key blocks
-/// `0..=r`), normalized per row as [`pooled_truth`] does: key blocks best first.
+/// `0..=r`), normalized per row as the host's pooled truth is: key blocks best first.
 pub fn ranked_tile_rows(map: &[f32], nb: usize) -> Vec<Vec<u32>> {
     (0..nb)
         .map(|r| {

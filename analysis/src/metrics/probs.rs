@@ -53,7 +53,7 @@ fn exp_row_generic(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) {
 /// causal pair, row `i` holding keys `0..=i` (packed lower triangle, `n (n + 1) / 2` floats).
 /// The scores come from matrix products of [`crate::logits::ROW_CHUNK`] queries against their causal keys (the
 /// products the capture pass computes the LSE from), the exponentials are the platform's
-/// `f32::exp`. [`evaluate`] computes each score as a separate dot product instead: the two agree
+/// `f32::exp`. [`super::evaluate`] computes each score as a separate dot product instead: the two agree
 /// to within the rounding of the score (a few `1e-7`, relative).
 #[derive(Debug, Clone, Default)]
 pub struct TrueProbs {
