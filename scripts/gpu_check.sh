@@ -18,6 +18,9 @@
 #             `report --json` compared number by number (largest difference printed, recalls must
 #             agree to 1e-3), the manifest's method_devices, and the sha256 of every bundle file
 #             of both runs
+#   baseline  with another attnscope binary in DIR/baseline/attnscope (an earlier commit):
+#             `simulate --device cuda --methods all` with both binaries, every bundle table's
+#             sha256 and `report --json` compared (a change that must not change results)
 #   blocks    `attnscope bench --block-methods` (device block methods, ms per layer, 4k-32k tokens)
 #   profile   the GPU stage profile of one forward pass at 32k tokens (ATTNSCOPE_GPU_PROFILE=1)
 #   torch     scripts/gpu_bench.py: attnscope against PyTorch SDPA and the device's ceilings
@@ -35,7 +38,7 @@ mkdir -p "$OUT" || exit 1
 OUT=$(cd "$OUT" && pwd)
 DIR=$(cd "$DIR" && pwd)
 cd "$ROOT" || exit 1
-STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate blocks profile torch cpu}
+STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate baseline blocks profile torch cpu}
 BLOCK_LENS=${ATTNSCOPE_GPU_BLOCK_LENS:-4096,8192,16384,32768}
 TESTS=(gpu_kernels gpu_forward gpu_sim gpu_block_methods)
 METHODS=phsa,infllm-v2,nsa,moba,quest,seer-oracle,oracle-topk-block
@@ -170,6 +173,39 @@ PY
         else FAILED=1; summary "simulate cpu vs cuda" "FAILED: $line" "$log"; fi
     else
         FAILED=1; summary "simulate cpu vs cuda" "FAILED (a run failed)" "$log"
+    fi
+fi
+
+if want baseline && [ -x "$DIR/baseline/attnscope" ]; then
+    echo "=== simulate --device cuda --methods all: this binary against $DIR/baseline/attnscope"
+    log=$OUT/baseline.log
+    : > "$log"
+    ok=1
+    for which in base new; do
+        bin=$B; [ "$which" = base ] && bin=$DIR/baseline/attnscope
+        # Both runs write the same path (the report names the run's folder), then it is moved.
+        rm -rf "$WORK/cmp"
+        if ! "$bin" simulate --model "$ATTNSCOPE_GPU_MODEL" --text "$ATTNSCOPE_GPU_TEXT" --len 2048 \
+                --methods all --sparsity 0.9,0.95 --selections all --device cuda --precision f32 \
+                --out "$WORK/cmp/run" --quiet --force >> "$log" 2>&1; then
+            ok=0; echo "the $which binary failed" | tee -a "$log"; continue
+        fi
+        "$bin" report "$WORK/cmp/run" --json > "$OUT/report_cuda_$which.json" 2>> "$log" || ok=0
+        (cd "$WORK/cmp/run" && sha256sum ./*.parquet) > "$OUT/tables_cuda_$which.sha256"
+        mv "$WORK/cmp" "$WORK/cmp_$which"
+    done
+    if [ "$ok" = 1 ]; then
+        same=$(join <(sort -k2 "$OUT/tables_cuda_base.sha256" | awk '{print $2, $1}') \
+                    <(sort -k2 "$OUT/tables_cuda_new.sha256" | awk '{print $2, $1}') |
+               awk '$2 == $3 {s++} $2 != $3 {d = d " " $1} END {printf "%d identical;%s", s, d ? " differ:" d : " none differ"}')
+        cmp -s "$OUT/report_cuda_base.json" "$OUT/report_cuda_new.json" && rj="report --json identical" \
+            || rj="report --json differs"
+        echo "tables: $same; $rj" | tee -a "$log"
+        paste "$OUT/tables_cuda_base.sha256" "$OUT/tables_cuda_new.sha256" | tee -a "$log"
+        case "$same" in *"none differ"*) summary "cuda bundle vs baseline" "$same; $rj" "$log" ;;
+            *) FAILED=1; summary "cuda bundle vs baseline" "FAILED: $same; $rj" "$log" ;; esac
+    else
+        FAILED=1; summary "cuda bundle vs baseline" "FAILED (a run failed)" "$log"
     fi
 fi
 

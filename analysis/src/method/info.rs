@@ -121,6 +121,19 @@ impl MethodInfo {
         })
     }
 
+    /// Where the method runs at its defaults on a long input: `cpu`, or `cpu, cuda` when it
+    /// declares a device scoring ([`super::Selector::device_scoring`]).
+    pub fn devices(&self) -> &'static str {
+        let on_device = self
+            .build_with(&[])
+            .is_ok_and(|m| m.device_scoring(1 << 20).is_some());
+        if on_device {
+            "cpu, cuda"
+        } else {
+            "cpu"
+        }
+    }
+
     /// Builds the method with `overrides` applied.
     pub fn build_with(&self, overrides: &[(String, f64)]) -> Result<Box<dyn Selector>> {
         Ok((self.build)(&self.params(overrides)?))

@@ -1,4 +1,4 @@
-//! `attnscope methods`: the registry table (names, kinds, papers, parameters).
+//! `attnscope methods`: the registry table (names, kinds, papers, devices, parameters).
 
 use anyhow::Result;
 use attnscope_analysis::registry::METHODS;
@@ -15,29 +15,26 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     if a.markdown {
-        println!("| method | kind | selection rule | knob | paper |");
-        println!("|---|---|---|---|---|");
+        println!("| method | kind | selection rule | knob | devices | paper |");
+        println!("|---|---|---|---|---|---|");
         for m in METHODS {
             let knob = (m.build)(&m.params(&[])?).knob();
             println!(
-                "| `{}` | {} | {} | `{}` | {} |",
+                "| `{}` | {} | {} | `{}` | {} | {} |",
                 m.name,
-                format!("{:?}", m.kind).to_lowercase(),
+                m.kind.as_str(),
                 m.rule.replace('|', "/"),
                 knob.name,
+                m.devices(),
                 m.paper.replace('|', "/")
             );
         }
         return Ok(());
     }
     for m in METHODS {
-        println!(
-            "{:<16} {:<10} {}",
-            m.name,
-            format!("{:?}", m.kind).to_lowercase(),
-            m.rule
-        );
+        println!("{:<16} {:<10} {}", m.name, m.kind.as_str(), m.rule);
         println!("{:<16} {:<10} {}", "", "", m.paper);
+        println!("{:<16} {:<10} runs on: {}", "", "", m.devices());
         if a.params {
             for p in m.params {
                 println!(
