@@ -1,8 +1,8 @@
 //! The GPU forward pass against the CPU reference (marked `gpu_`; SKIPPED notice without a GPU):
 //! the tiny transformers fixtures of every architecture, a random Qwen2-shaped model with head
 //! dim 64 (the flash path in bf16), real SmolLM2 weights and activations when
-//! ATTNSCOPE_GPU_MODEL names a GGUF (e.g. carry/smollm2-4l.gguf from scripts/gpu_truncate_gguf.py;
-//! ATTNSCOPE_GPU_TEXT names the text), and the memory plan's refusal.
+//! ATTNSCOPE_GPU_MODEL names a GGUF (e.g. gpu-inputs/smollm2-4l.gguf from
+//! scripts/gpu_truncate_gguf.py; ATTNSCOPE_GPU_TEXT names the text), and the memory plan's refusal.
 #![cfg(feature = "cuda")]
 
 mod gpu_util;

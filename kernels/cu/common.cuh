@@ -1,5 +1,5 @@
 // Shared by every attnscope .cu file (prepended by the launcher; NVRTC sees one source).
-// No system headers: bf16 is carried as its 16 raw bits and converted by hand, which keeps the
+// No system headers: bf16 is stored as its 16 raw bits and converted by hand, which keeps the
 // sources compilable by any NVRTC without include paths.
 
 typedef unsigned short bf16_t;

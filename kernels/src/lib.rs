@@ -23,7 +23,7 @@
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
-/// True when this build carries the CUDA path (the `cuda` feature).
+/// True when this build includes the CUDA path (the `cuda` feature).
 pub const CUDA_BUILD: bool = cfg!(feature = "cuda");
 
 /// Checks that CUDA device `ordinal` can be used (opening it when it can); the error says why not.

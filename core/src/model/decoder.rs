@@ -1,5 +1,5 @@
 //! The forward pass shared by every architecture family, in numbered steps. Architectures differ
-//! only in which optional parts their layers carry (their `LayerSpec`, see [`super::llama`]).
+//! only in which optional parts their layers have (their `LayerSpec`, see [`super::llama`]).
 
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;

@@ -1,4 +1,4 @@
-//! One decoder layer's weights ([`Layer`]), which optional parts an architecture's layers carry
+//! One decoder layer's weights ([`Layer`]), which optional parts an architecture's layers have
 //! ([`LayerSpec`]), and loading a layer from weights under Hugging Face names ([`load_layer`]).
 
 use ndarray::Array1;
