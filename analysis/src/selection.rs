@@ -263,11 +263,11 @@ mod tests {
 #[cfg(test)]
 mod from_rows_tests {
     use super::*;
-    use crate::testing::SplitMix;
+    use attnscope_core::rng::Rng;
 
     #[test]
     fn parallel_rows_normalize_like_the_builder() {
-        let mut rng = SplitMix(5);
+        let mut rng = Rng::from_state(5);
         for (n, qb) in [(50usize, 1usize), (50, 4), (7, 3), (64, 64)] {
             let rows: Vec<Vec<Range>> = (0..n.div_ceil(qb))
                 .map(|_| {

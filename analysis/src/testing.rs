@@ -5,33 +5,9 @@ use ndarray::{Array2, ArrayView2};
 
 use attnscope_core::attention::LayerQkv;
 use attnscope_core::capture::{capture_layer, CaptureOptions, HeadCapture};
+use attnscope_core::rng::Rng;
 
 use crate::method::GroupInput;
-
-/// A small deterministic generator (splitmix64) so tests need no extra dependency.
-#[derive(Debug, Clone)]
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Approximately standard normal (sum of uniforms).
-    pub fn normal(&mut self) -> f32 {
-        (0..4).map(|_| self.uniform()).sum::<f32>() * 1.732 - 3.464
-    }
-}
 
 /// One KV group's owned tensors and exact dense statistics.
 #[derive(Debug, Clone)]
@@ -52,12 +28,12 @@ impl GroupData {
     /// Random Q/K/V with attention that is far from uniform (a few heavy keys, a sink at 0),
     /// and every 7th token marked punctuation.
     pub fn random(n: usize, d: usize, group: usize, seed: u64) -> Self {
-        let mut rng = SplitMix(seed);
-        let mut q = Array2::from_shape_fn((n, group * d), |_| rng.normal());
-        let mut k = Array2::from_shape_fn((n, d), |_| rng.normal());
-        let v = Array2::from_shape_fn((n, d), |_| rng.normal());
+        let mut rng = Rng::from_state(seed);
+        let mut q = Array2::from_shape_fn((n, group * d), |_| rng.normal_f32());
+        let mut k = Array2::from_shape_fn((n, d), |_| rng.normal_f32());
+        let v = Array2::from_shape_fn((n, d), |_| rng.normal_f32());
         // A sink and a few heavy hitters: keys aligned with a shared query direction.
-        let dir: Vec<f32> = (0..d).map(|_| rng.normal()).collect();
+        let dir: Vec<f32> = (0..d).map(|_| rng.normal_f32()).collect();
         for j in (0..n).filter(|j| *j == 0 || j % 97 == 13) {
             for c in 0..d {
                 k[[j, c]] += 1.5 * dir[c];

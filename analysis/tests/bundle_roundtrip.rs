@@ -12,21 +12,10 @@ use attnscope_analysis::bundle::{
 };
 use attnscope_analysis::results::{HeadRow, IouRow, MetricRow, SelectionRow, SimResults, TokenRow};
 use attnscope_analysis::selection::Selection;
-
-/// A small deterministic pseudo-random source.
-struct Lcg(u64);
-impl Lcg {
-    fn f(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use attnscope_core::rng::Rng;
 
 fn synthetic(dir: &Path, format: Format, n_inputs: usize) -> Bundle {
-    let mut r = Lcg(7);
+    let mut r = Rng::from_state(7);
     let methods = ["phsa", "infllm-v2", "streaming"];
     let (n, block, layers, heads) = (200usize, 64usize, [1usize, 4], 4usize);
     let nqb = n.div_ceil(block);
@@ -36,7 +25,7 @@ fn synthetic(dir: &Path, format: Format, n_inputs: usize) -> Bundle {
             for head in 0..heads {
                 for (mi, m) in methods.iter().enumerate() {
                     for budget in 0..2 {
-                        let recall = 0.5 + 0.5 * r.f();
+                        let recall = 0.5 + 0.5 * r.unit();
                         res.metrics.push(MetricRow {
                             input,
                             layer,
@@ -46,15 +35,15 @@ fn synthetic(dir: &Path, format: Format, n_inputs: usize) -> Bundle {
                             budget,
                             knob: (mi * 10 + budget) as f64,
                             target_sparsity: 0.5 + 0.2 * budget as f64,
-                            sparsity: r.f(),
+                            sparsity: r.unit(),
                             recall,
                             info_loss: 1.0 - recall,
                             kl: -recall.ln(),
-                            out_rel_err: r.f(),
-                            cosine: r.f(),
-                            needle_recall: (mi == 1).then(|| r.f()),
+                            out_rel_err: r.unit(),
+                            cosine: r.unit(),
+                            needle_recall: (mi == 1).then(|| r.unit()),
                             reached: mi != 2,
-                            recall_by_query_block: (0..nqb).map(|_| r.f() as f32).collect(),
+                            recall_by_query_block: (0..nqb).map(|_| r.unit() as f32).collect(),
                         });
                     }
                 }
@@ -64,10 +53,10 @@ fn synthetic(dir: &Path, format: Format, n_inputs: usize) -> Bundle {
                     layer,
                     head,
                     kv_head: head / 2,
-                    sink_mass: r.f(),
-                    energy_share: (0..32).map(|_| r.f() as f32).collect(),
+                    sink_mass: r.unit(),
+                    energy_share: (0..32).map(|_| r.unit() as f32).collect(),
                     agreement: Vec::new(),
-                    pooled: (0..nb * nb).map(|_| r.f() as f32).collect(),
+                    pooled: (0..nb * nb).map(|_| r.unit() as f32).collect(),
                     n_blocks: nb,
                 });
                 let mut b = Selection::builder(n, 1);
@@ -93,7 +82,7 @@ fn synthetic(dir: &Path, format: Format, n_inputs: usize) -> Bundle {
                     budget: 1,
                     method_a: "phsa".into(),
                     method_b: "streaming".into(),
-                    iou: r.f(),
+                    iou: r.unit(),
                 });
             }
         }
@@ -350,7 +339,7 @@ fn interrupted_runs_say_what_is_missing_and_resume() {
 #[test]
 fn captured_qkv_round_trips() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut r = Lcg(3);
+    let mut r = Rng::from_state(3);
     let layers: Vec<SavedLayer> = [2usize, 5]
         .iter()
         .map(|&layer| SavedLayer {
@@ -359,9 +348,9 @@ fn captured_qkv_round_trips() {
             n_kv_heads: 2,
             head_dim: 8,
             n: 10,
-            q: (0..4 * 10 * 8).map(|_| r.f() as f32).collect(),
-            k: (0..2 * 10 * 8).map(|_| r.f() as f32).collect(),
-            v: (0..2 * 10 * 8).map(|_| r.f() as f32).collect(),
+            q: (0..4 * 10 * 8).map(|_| r.unit() as f32).collect(),
+            k: (0..2 * 10 * 8).map(|_| r.unit() as f32).collect(),
+            v: (0..2 * 10 * 8).map(|_| r.unit() as f32).collect(),
         })
         .collect();
     let path = tmp.path().join("qkv-input0.safetensors");

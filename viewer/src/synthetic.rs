@@ -14,7 +14,7 @@ use attnscope_analysis::bundle::{
 };
 use attnscope_analysis::error::AnalysisError;
 use attnscope_analysis::results::{HeadRow, IouRow, MetricRow, SelectionRow, SimResults, TokenRow};
-use attnscope_analysis::testing::SplitMix;
+use attnscope_core::rng::Rng;
 
 /// Shape of a synthetic bundle.
 #[derive(Debug, Clone)]
@@ -83,18 +83,18 @@ impl Spec {
 }
 
 /// A pooled map of `nb` blocks: sink column + decaying diagonal + stripes, rows sum to 1.
-pub fn synthetic_map(nb: usize, rng: &mut SplitMix) -> Vec<f32> {
+pub fn synthetic_map(nb: usize, rng: &mut Rng) -> Vec<f32> {
     let stripes: Vec<usize> = (0..4)
         .map(|_| (rng.next_u64() as usize) % nb.max(1))
         .collect();
-    let decay = 0.05 + 0.3 * rng.uniform();
-    let sink = 0.5 + 4.0 * rng.uniform();
+    let decay = 0.05 + 0.3 * rng.unit_f32();
+    let sink = 0.5 + 4.0 * rng.unit_f32();
     let mut m = vec![0f32; nb * nb];
     for q in 0..nb {
         let row = &mut m[q * nb..q * nb + q + 1];
         for (k, x) in row.iter_mut().enumerate() {
             let d = (q - k) as f32;
-            let mut v = (-decay * d).exp() + 0.002 * rng.uniform();
+            let mut v = (-decay * d).exp() + 0.002 * rng.unit_f32();
             if k == 0 {
                 v += sink;
             }
@@ -118,7 +118,7 @@ fn synthetic_selection(
     head: (usize, usize, usize),
     method: &str,
     block: usize,
-    rng: &mut SplitMix,
+    rng: &mut Rng,
 ) -> SelectionRow {
     let (layer, h, kv) = head;
     let mut row = SelectionRow::new(0, layer, h, kv, method.to_string(), 0, block);
@@ -129,7 +129,7 @@ fn synthetic_selection(
         frac.clear();
         for k in 0..=q {
             let forced = k == 0 || q - k <= 2;
-            if forced || f64::from(rng.uniform()) < keep {
+            if forced || f64::from(rng.unit_f32()) < keep {
                 blocks.push(k as u32);
                 frac.push(1.0);
             }
@@ -172,16 +172,16 @@ pub fn synthetic_qkv(
     let kv_heads = kv_heads.max(1);
     let gs = heads / kv_heads;
     let half = d / 2;
-    let mut rng = SplitMix(seed ^ (layer as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = Rng::from_state(seed ^ (layer as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     // Chunk bands: local [0, 7/16), punctuation [7/16, 10/16), topics [9/16, 7/8), sink [7/8, 1).
     let band = |a: usize, b: usize| (half * a / 16, (half * b / 16).max(half * a / 16 + 1));
     let (local, punct_band, topic_band, sink_band) =
         (band(0, 7), band(7, 10), band(9, 14), band(14, 16));
-    let direction = |rng: &mut SplitMix, (c0, c1): (usize, usize), norm: f32| {
+    let direction = |rng: &mut Rng, (c0, c1): (usize, usize), norm: f32| {
         let mut v = vec![0f32; d];
         for c in c0..c1.min(half) {
-            v[c] = rng.normal();
-            v[c + half] = rng.normal();
+            v[c] = rng.normal_f32();
+            v[c + half] = rng.normal_f32();
         }
         let s = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
         v.iter_mut().for_each(|x| *x *= norm / s);
@@ -213,7 +213,7 @@ pub fn synthetic_qkv(
             x[c + half] = a * si + b * co;
         }
     };
-    let noise = |rng: &mut SplitMix| (rng.uniform() - 0.5) * 0.3 * 12f32.sqrt();
+    let noise = |rng: &mut Rng| (rng.unit_f32() - 0.5) * 0.3 * 12f32.sqrt();
     let mut q = vec![0f32; heads * n * d];
     let mut k = vec![0f32; kv_heads * n * d];
     let mut v = vec![0f32; kv_heads * n * d];
@@ -226,10 +226,10 @@ pub fn synthetic_qkv(
             .collect();
         for i in 0..n {
             let row = &mut k[(g * n + i) * d..(g * n + i + 1) * d];
-            let salience = if rng.uniform() < 0.02 {
+            let salience = if rng.unit_f32() < 0.02 {
                 2.5
             } else {
-                0.5 + rng.uniform()
+                0.5 + rng.unit_f32()
             };
             let (t, p, s0) = (
                 &topics[topic_of[i]],
@@ -242,14 +242,14 @@ pub fn synthetic_qkv(
             }
             rotate(row, i);
             for x in &mut v[(g * n + i) * d..(g * n + i + 1) * d] {
-                *x = 2.0 * rng.uniform() - 1.0;
+                *x = 2.0 * rng.unit_f32() - 1.0;
             }
         }
         for h in g * gs..(g + 1) * gs {
-            let a = 3.0 * (0.6 + 0.7 * rng.uniform());
-            let w = 5.0 * (0.6 + 0.8 * rng.uniform());
-            let m = 0.5 + rng.uniform();
-            let pw = 2.0 * rng.uniform();
+            let a = 3.0 * (0.6 + 0.7 * rng.unit_f32());
+            let w = 5.0 * (0.6 + 0.8 * rng.unit_f32());
+            let m = 0.5 + rng.unit_f32();
+            let pw = 2.0 * rng.unit_f32();
             for i in 0..n {
                 let row = &mut q[(h * n + i) * d..(h * n + i + 1) * d];
                 let t = &topics[topic_of[i]];
@@ -275,7 +275,7 @@ pub fn synthetic_qkv(
 /// Writes a synthetic bundle into `dir` (which must not hold a finished run).
 pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
     let nb = spec.n_tokens.div_ceil(spec.block);
-    let mut rng = SplitMix(7);
+    let mut rng = Rng::from_state(7);
     let mut results = SimResults::default();
     let gs = spec.heads / spec.kv_heads.max(1);
     let chunks = spec.head_dim / 2;
@@ -283,7 +283,7 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
         for h in 0..spec.heads {
             let kv = h / gs.max(1);
             let mut share: Vec<f32> = (0..chunks)
-                .map(|c| (c as f32 * 0.2).exp() * rng.uniform())
+                .map(|c| (c as f32 * 0.2).exp() * rng.unit_f32())
                 .collect();
             let s: f32 = share.iter().sum();
             share.iter_mut().for_each(|x| *x /= s);
@@ -292,16 +292,16 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
                 layer: l,
                 head: h,
                 kv_head: kv,
-                sink_mass: f64::from(rng.uniform()),
+                sink_mass: f64::from(rng.unit_f32()),
                 energy_share: share,
-                agreement: (0..chunks).map(|_| rng.uniform()).collect(),
+                agreement: (0..chunks).map(|_| rng.unit_f32()).collect(),
                 pooled: synthetic_map(nb, &mut rng),
                 n_blocks: nb,
             });
             for (mi, m) in spec.methods.iter().enumerate() {
                 for (bi, &sp) in spec.sparsities.iter().enumerate() {
                     let recall =
-                        (1.0 - sp * 0.3 - 0.05 * mi as f64 * rng.uniform() as f64).clamp(0.0, 1.0);
+                        (1.0 - sp * 0.3 - 0.05 * mi as f64 * rng.unit_f32() as f64).clamp(0.0, 1.0);
                     results.metrics.push(MetricRow {
                         input: 0,
                         layer: l,
@@ -346,7 +346,7 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
                             budget: bi,
                             method_a: spec.methods[a].clone(),
                             method_b: spec.methods[b].clone(),
-                            iou: f64::from(rng.uniform()),
+                            iou: f64::from(rng.unit_f32()),
                         });
                     }
                 }
@@ -462,7 +462,7 @@ mod tests {
 
     #[test]
     fn maps_are_causal_and_row_normalized() {
-        let mut rng = SplitMix(1);
+        let mut rng = Rng::from_state(1);
         let m = synthetic_map(8, &mut rng);
         for q in 0..8 {
             let s: f32 = m[q * 8..q * 8 + 8].iter().sum();

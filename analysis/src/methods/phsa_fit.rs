@@ -152,7 +152,8 @@ impl Selector for PhsaFit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{GroupData, SplitMix};
+    use crate::testing::GroupData;
+    use attnscope_core::rng::Rng;
     use ndarray::Array2;
 
     /// Block 3 holds one punctuation token whose key dominates attention; block 5 holds 64
@@ -161,10 +162,10 @@ mod tests {
     #[test]
     fn fits_the_lambda_that_keeps_the_most_attention() {
         let (n, d, b) = (512, 16, 64);
-        let mut rng = SplitMix(3);
+        let mut rng = Rng::from_state(3);
         let u: Vec<f32> = (0..d).map(|c| if c == 0 { 1.0 } else { 0.0 }).collect();
         let q = Array2::from_shape_fn((n, d), |(_, c)| 4.0 * u[c]);
-        let mut k = Array2::from_shape_fn((n, d), |_| 0.1 * rng.normal());
+        let mut k = Array2::from_shape_fn((n, d), |_| 0.1 * rng.normal_f32());
         let heavy = 3 * b + 10;
         for c in 0..d {
             k[[heavy, c]] += 20.0 * u[c];
@@ -172,7 +173,7 @@ mod tests {
                 k[[j, c]] += 3.0 * u[c];
             }
         }
-        let v = Array2::from_shape_fn((n, d), |_| rng.normal());
+        let v = Array2::from_shape_fn((n, d), |_| rng.normal_f32());
         let punct: Vec<bool> = (0..n).map(|j| j == heavy).collect();
         let data = GroupData::from_qkv(q, k, v, punct, vec![false; n], 1, 64);
         let info = &INFO;

@@ -317,17 +317,17 @@ pub(crate) fn for_each_equal(bytes: &[u8], b: u8, mut f: impl FnMut(usize)) {
 mod tests {
     use super::*;
     use crate::methods::common::rank_desc;
-    use crate::testing::SplitMix;
+    use attnscope_core::rng::Rng;
 
     /// `len` normal values, or (`levels` > 0) integers below `levels`: few distinct values, so
     /// ties straddle every cut.
-    fn random_row(rng: &mut SplitMix, len: usize, levels: u64) -> Vec<f32> {
+    fn random_row(rng: &mut Rng, len: usize, levels: u64) -> Vec<f32> {
         (0..len)
             .map(|_| {
                 if levels > 0 {
                     (rng.next_u64() % levels) as f32
                 } else {
-                    rng.normal()
+                    rng.normal_f32()
                 }
             })
             .collect()
@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn top_token_set_is_the_rank_desc_prefix() {
-        let mut rng = SplitMix(21);
+        let mut rng = Rng::from_state(21);
         for (len, levels) in [
             (40, 0),
             (700, 0),
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn ranked_through_is_a_rank_desc_prefix() {
-        let mut rng = SplitMix(8);
+        let mut rng = Rng::from_state(8);
         for levels in [0u64, 3] {
             let xs = random_row(&mut rng, 1000, levels);
             let all = rank_desc(&xs);
@@ -374,7 +374,7 @@ mod tests {
 
     #[test]
     fn for_each_equal_finds_every_match() {
-        let mut rng = SplitMix(3);
+        let mut rng = Rng::from_state(3);
         let bytes: Vec<u8> = (0..1000).map(|_| (rng.next_u64() % 7) as u8).collect();
         for len in [0, 63, 64, 65, 1000] {
             let mut got = Vec::new();
@@ -411,7 +411,7 @@ mod tests {
             })
             .collect();
         check(&edges, &[1, 3, 6, 7, 100, 4095]);
-        let mut rng = SplitMix(5);
+        let mut rng = Rng::from_state(5);
         let odd: Vec<f32> = (0..n)
             .map(|j| match j % 97 {
                 0 => f32::NAN,
@@ -419,7 +419,7 @@ mod tests {
                 2 => f32::NEG_INFINITY,
                 3 => -0.0,
                 4 => 0.0,
-                _ => rng.normal(),
+                _ => rng.normal_f32(),
             })
             .collect();
         check(&odd, &[1, 30, 42, 43, 44, 500, 4000]);
