@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use attnscope_analysis::bundle::io::read_json;
-use attnscope_analysis::bundle::{read_table, tables, Bundle, Manifest, Table, FORMAT_VERSION};
+use attnscope_analysis::bundle::{
+    check_table_file, read_table, tables, Bundle, Manifest, Table, FORMAT_VERSION,
+};
 use attnscope_analysis::results::{IouRow, MetricRow, SelectionRow, SimResults, TokenRow};
 
 /// A per-head statistic that does not depend on a method.
@@ -144,7 +146,7 @@ fn err(dir: &Path, e: impl std::fmt::Display) -> LoadError {
     }
 }
 
-/// Reads one table of a bundle, checking its row count against the manifest.
+/// Reads one table of a bundle, checking its SHA-256 and row count against the manifest.
 fn load_table(dir: &Path, m: &Manifest, t: Table) -> Result<(PathBuf, Vec<RecordBatch>), String> {
     let info = m
         .tables
@@ -152,13 +154,7 @@ fn load_table(dir: &Path, m: &Manifest, t: Table) -> Result<(PathBuf, Vec<Record
         .find(|i| i.name == t.name())
         .ok_or_else(|| format!("manifest.json lists no '{}' table", t.name()))?;
     let path = dir.join(&info.file);
-    if !path.is_file() {
-        return Err(format!(
-            "{}: missing table file (manifest.json lists it with {} rows)",
-            path.display(),
-            info.rows
-        ));
-    }
+    check_table_file(&path, info).map_err(|e| e.to_string())?;
     let batches = read_table(&path, m.format).map_err(|e| e.to_string())?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if rows != info.rows {

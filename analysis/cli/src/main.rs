@@ -60,9 +60,19 @@ enum Command {
     Sample(commands::sample::Args),
     /// Open a run in the desktop viewer (runs the attnscope-viewer binary).
     View(commands::view::Args),
+    /// Check run bundles: manifest, table checksums and row counts, rows against the manifest.
+    Verify(commands::verify::Args),
+}
+
+/// A closed pipe (`attnscope methods | head`) ends the program quietly, as for other command-line
+/// tools, instead of a panic in `println!`.
+fn quiet_broken_pipe() {
+    // SAFETY: restores the default action of one signal before any thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 fn main() -> anyhow::Result<()> {
+    quiet_broken_pipe();
     tune_allocator();
     // Matrix products are split over rayon's threads (`attnscope_core::ops::matmul_t`) and the
     // simulator runs many small products inside parallel loops: matrixmultiply's own pool (at
@@ -82,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         Command::Datasets(a) => commands::datasets::run(a),
         Command::Sample(a) => commands::sample::run(a),
         Command::View(a) => commands::view::run(a),
+        Command::Verify(a) => commands::verify::run(a),
     }
 }
 

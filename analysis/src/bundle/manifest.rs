@@ -221,6 +221,9 @@ pub struct TableInfo {
     pub file: String,
     pub rows: usize,
     pub bytes: u64,
+    /// SHA-256 of the file, hex (empty in bundles of earlier versions: then unchecked).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
 }
 
 /// A safetensors file of captured Q/K/V.

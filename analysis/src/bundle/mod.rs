@@ -9,12 +9,20 @@
 //! from an interrupted or truncated one (see [`partial`] for resuming).
 //!
 //! ```
-//! use attnscope_analysis::bundle::{Bundle, Format, Manifest};
+//! use attnscope_analysis::bundle::{BudgetInfo, Bundle, Format, Manifest, ManifestMethod};
 //! use attnscope_analysis::results::SimResults;
 //! let dir = tempfile::tempdir().unwrap();
+//! let manifest = Manifest {
+//!     format: Format::Parquet,
+//!     methods: vec![ManifestMethod { name: "phsa".into(), ..ManifestMethod::default() }],
+//!     budgets: vec![BudgetInfo { label: "sparsity=0.9".into(), ..BudgetInfo::default() }],
+//!     layers: vec![0],
+//!     capture_block: 64,
+//!     ..Manifest::default()
+//! };
 //! let mut b = Bundle {
 //!     dir: dir.path().join("run"),
-//!     manifest: Manifest { format: Format::Parquet, ..Manifest::default() },
+//!     manifest,
 //!     results: SimResults::default(),
 //!     tokens: Vec::new(),
 //! };
@@ -26,6 +34,7 @@
 
 mod describe;
 pub mod io;
+pub mod lock;
 pub mod manifest;
 pub mod partial;
 pub mod qkv;
@@ -40,7 +49,7 @@ use arrow_array::RecordBatch;
 
 pub use io::{read_table, Format, TableWriter};
 pub use manifest::*;
-pub use partial::{dir_state, prepare_out, DirState, Partial};
+pub use partial::{check_out, dir_state, prepare_out, DirState, Partial};
 pub use schema::Table;
 pub use tables::TableContext;
 pub use writer::{BundleWriter, OutMode};
@@ -83,12 +92,13 @@ fn write_one<T>(
         w.write(&to_batch(c, ctx)?)?;
     }
     let rows = w.close()?;
-    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let hash = sha256_file(&path)?;
     Ok(TableInfo {
         name: t.name().into(),
         file,
         rows,
-        bytes,
+        bytes: hash.bytes,
+        sha256: hash.sha256,
     })
 }
 
@@ -118,6 +128,33 @@ pub fn write_tables(
         .collect()
 }
 
+/// Checks that a listed table file exists and, when its listing has one, that its SHA-256 is
+/// the listed one.
+pub fn check_table_file(path: &Path, info: &TableInfo) -> Result<()> {
+    if !path.is_file() {
+        return Err(file_err(
+            path,
+            format!(
+                "missing table file (manifest.json lists it with {} rows)",
+                info.rows
+            ),
+        ));
+    }
+    if !info.sha256.is_empty() {
+        let got = sha256_file(path)?.sha256;
+        if got != info.sha256 {
+            return Err(file_err(
+                path,
+                format!(
+                    "damaged or changed: its SHA-256 is {got}, manifest.json lists {}",
+                    info.sha256
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the tables listed in `infos` from `dir`, checking that each file exists, is readable
 /// and has the rows the listing says.
 pub fn read_tables(
@@ -134,15 +171,7 @@ pub fn read_tables(
             )
         })?;
         let path = dir.join(&info.file);
-        if !path.is_file() {
-            return Err(file_err(
-                &path,
-                format!(
-                    "missing table file (manifest.json lists it with {} rows)",
-                    info.rows
-                ),
-            ));
-        }
+        check_table_file(&path, info)?;
         let batches = read_table(&path, format)?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if rows != info.rows {
@@ -234,10 +263,20 @@ impl Bundle {
         }
         // Check the version before the typed parse: a newer manifest may not parse at all.
         let raw: serde_json::Value = read_json(&mpath)?;
-        let version = raw
-            .get("format_version")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| file_err(&mpath, "no format_version: not an attnscope manifest"))?;
+        let version = match raw.get("format_version") {
+            None => {
+                return Err(file_err(
+                    &mpath,
+                    "no format_version: not an attnscope manifest",
+                ))
+            }
+            Some(v) => v.as_u64().ok_or_else(|| {
+                file_err(
+                    &mpath,
+                    format!("format_version {v} is not a version number"),
+                )
+            })?,
+        };
         if version > u64::from(FORMAT_VERSION) {
             return Err(file_err(
                 &mpath,
@@ -260,12 +299,14 @@ impl Bundle {
         }
         let manifest: Manifest = serde_json::from_value(raw)
             .map_err(|e| file_err(&mpath, format!("invalid manifest: {e}")))?;
+        check_manifest(&mpath, &manifest)?;
         let (results, tokens) = read_tables(
             dir,
             &manifest.tables,
             manifest.format,
             manifest.capture_block.max(1),
         )?;
+        check_rows(&mpath, &manifest, &results)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             results,
@@ -282,6 +323,54 @@ impl Bundle {
             .find(|q| q.input == input)
             .map(|q| qkv::read_qkv(&self.dir.join(&q.file)))
             .transpose()
+    }
+}
+
+/// Refuses a manifest without the parts every reader needs: methods, budgets, simulated layers,
+/// a capture block and the list of table files.
+fn check_manifest(path: &Path, m: &Manifest) -> Result<()> {
+    let missing = [
+        (m.methods.is_empty(), "methods"),
+        (m.budgets.is_empty(), "budgets"),
+        (m.layers.is_empty(), "layers"),
+        (m.capture_block == 0, "capture_block"),
+        (m.tables.is_empty(), "tables"),
+    ];
+    match missing.iter().find(|x| x.0) {
+        Some((_, what)) => Err(file_err(
+            path,
+            format!("lists no {what}: not a complete attnscope manifest"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Refuses rows that name a budget or method the manifest does not list.
+fn check_rows(path: &Path, m: &Manifest, r: &SimResults) -> Result<()> {
+    let known = |name: &str| m.methods.iter().any(|x| x.name == name);
+    let budget = |b: usize| b < m.budgets.len();
+    let bad = r
+        .metrics
+        .iter()
+        .find(|x| !budget(x.budget) || !known(&x.method))
+        .map(|x| (x.method.clone(), x.budget))
+        .or_else(|| {
+            r.iou
+                .iter()
+                .find(|x| !budget(x.budget) || !known(&x.method_a) || !known(&x.method_b))
+                .map(|x| (format!("{} / {}", x.method_a, x.method_b), x.budget))
+        });
+    match bad {
+        Some((method, b)) => Err(file_err(
+            path,
+            format!(
+                "the tables hold rows of method '{method}' at budget {b}, which the manifest \
+                 does not list ({} methods, {} budgets)",
+                m.methods.len(),
+                m.budgets.len()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

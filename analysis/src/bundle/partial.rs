@@ -44,12 +44,26 @@ pub struct DoneInput {
 /// The state of an output folder.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DirState {
-    /// No folder, or one without any bundle file.
+    /// No folder, or an empty one (a lock file aside).
     Free,
     /// A finished bundle (`manifest.json`).
     Complete,
     /// An interrupted run: the inputs finished of the total.
     Interrupted { done: Vec<usize>, total: usize },
+    /// Bundle files whose resume state is missing or unreadable.
+    Damaged { why: String },
+    /// A folder holding files that are not a bundle's.
+    Foreign { files: usize },
+}
+
+/// True for the names of the files a bundle writes (tables, manifest, Q/K/V, temporaries).
+fn is_bundle_file(name: &str) -> bool {
+    let stem = name.trim_end_matches(".partial");
+    stem == "manifest.json"
+        || (stem.starts_with("qkv-input") && stem.ends_with(".safetensors"))
+        || super::schema::Table::ALL.iter().any(|t| {
+            stem == format!("{}.parquet", t.name()) || stem == format!("{}.arrow", t.name())
+        })
 }
 
 /// Reads the state of `dir`.
@@ -57,12 +71,34 @@ pub fn dir_state(dir: &Path) -> DirState {
     if dir.join("manifest.json").is_file() {
         return DirState::Complete;
     }
-    match Partial::open(dir) {
-        Ok(Some(p)) => DirState::Interrupted {
-            done: p.done(),
-            total: p.pending.inputs.len(),
-        },
-        _ => DirState::Free,
+    if dir.join(PARTIAL).exists() {
+        return match Partial::open(dir) {
+            Ok(Some(p)) => DirState::Interrupted {
+                done: p.done(),
+                total: p.pending.inputs.len(),
+            },
+            Ok(None) => DirState::Damaged {
+                why: format!("{} has no pending.json", dir.join(PARTIAL).display()),
+            },
+            Err(e) => DirState::Damaged { why: e.to_string() },
+        };
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return DirState::Free;
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != super::lock::LOCK_FILE)
+        .collect();
+    if names.is_empty() {
+        DirState::Free
+    } else if names.iter().any(|n| is_bundle_file(n)) {
+        DirState::Damaged {
+            why: "bundle files without manifest.json or a resume state (.partial)".into(),
+        }
+    } else {
+        DirState::Foreign { files: names.len() }
     }
 }
 
@@ -191,14 +227,7 @@ pub fn clear_bundle(dir: &Path) -> Result<()> {
         return Ok(());
     };
     for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let stem = name.trim_end_matches(".partial");
-        let ours = stem == "manifest.json"
-            || (stem.starts_with("qkv-input") && stem.ends_with(".safetensors"))
-            || super::schema::Table::ALL.iter().any(|t| {
-                stem == format!("{}.parquet", t.name()) || stem == format!("{}.arrow", t.name())
-            });
-        if ours {
+        if is_bundle_file(&e.file_name().to_string_lossy()) {
             std::fs::remove_file(e.path()).map_err(|err| file_err(&e.path(), err))?;
         }
     }
@@ -209,26 +238,62 @@ pub fn clear_bundle(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks an output folder before a run: refuses a finished bundle or an interrupted run unless
-/// `force` (cleared) or `resume` (returned); creates the folder.
-pub fn prepare_out(dir: &Path, force: bool, resume: bool) -> Result<Option<Partial>> {
-    match dir_state(dir) {
-        DirState::Complete if force => clear_bundle(dir)?,
+/// Checks an output folder before a run, without touching it: refuses a finished bundle, an
+/// interrupted or damaged run, or a folder of other files, unless `force` (then
+/// [`prepare_out`] clears the bundle files and keeps the others) or, for an interrupted run,
+/// `resume`. Returns the folder's state.
+pub fn check_out(dir: &Path, force: bool, resume: bool) -> Result<DirState> {
+    let refuse = |msg: String| Err(AnalysisError::Input(msg));
+    let state = dir_state(dir);
+    match &state {
+        DirState::Interrupted { .. } if resume => {}
+        DirState::Damaged { why } if !force => {
+            return refuse(format!(
+                "{}: holds a damaged run ({why}); it cannot be resumed. Pass --force to start \
+                 over (bundle files are removed, other files kept)",
+                dir.display()
+            ))
+        }
+        _ if resume => {
+            return refuse(format!(
+                "{}: nothing to resume (no interrupted run there); run without --resume",
+                dir.display()
+            ))
+        }
+        DirState::Free => {}
+        _ if force => {}
         DirState::Complete => {
             return Err(file_err(
                 dir,
                 "already holds a finished run (manifest.json); pass --force to overwrite it",
             ))
         }
-        DirState::Interrupted { .. } if resume => return Partial::open(dir),
-        DirState::Interrupted { .. } if force => clear_bundle(dir)?,
         DirState::Interrupted { done, total } => {
-            return Err(AnalysisError::Input(format!(
+            return refuse(format!(
                 "{}. Pass --resume to continue it with the same options, or --force to start over",
-                describe_interrupted(dir, &done, total)
-            )))
+                describe_interrupted(dir, done, *total)
+            ))
         }
+        // Refused above unless --force, which the arm `_ if force` takes.
+        DirState::Damaged { .. } => {}
+        DirState::Foreign { files } => {
+            return refuse(format!(
+                "{}: holds {files} file(s) that are not an attnscope run; choose another --out, \
+                 or pass --force to write the run beside them (only bundle files are written)",
+                dir.display()
+            ))
+        }
+    }
+    Ok(state)
+}
+
+/// Prepares an output folder ([`check_out`]): the interrupted run when resuming, else a folder
+/// cleared of bundle files (with `force`) or new; creates the folder.
+pub fn prepare_out(dir: &Path, force: bool, resume: bool) -> Result<Option<Partial>> {
+    match check_out(dir, force, resume)? {
+        DirState::Interrupted { .. } if resume => return Partial::open(dir),
         DirState::Free => {}
+        _ => clear_bundle(dir)?,
     }
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
     Ok(None)

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::io::file_err;
 use super::io::write_json;
+use super::lock::OutputLock;
 use super::manifest::{
     hash_weights, now_unix, FileHash, InputInfo, Manifest, QkvFile, FORMAT_VERSION,
 };
-use super::partial::{prepare_out, DoneInput, Partial, Pending};
+use super::partial::{check_out, dir_state, prepare_out, DirState, DoneInput, Partial, Pending};
 use super::qkv::write_qkv;
 use super::{context_of, qkv_file_name, Bundle, TableContext};
 use crate::error::{AnalysisError, Result};
@@ -48,6 +50,8 @@ pub struct BundleWriter {
     written: BTreeMap<usize, Written>,
     hasher: Option<JoinHandle<(Result<Vec<FileHash>>, f64)>>,
     started: Instant,
+    /// Held until the writer is closed or dropped.
+    _lock: OutputLock,
 }
 
 impl BundleWriter {
@@ -71,17 +75,18 @@ impl BundleWriter {
                 "inputs must be numbered 0, 1, ... in order".into(),
             ));
         }
-        let resume = prepare_out(dir, mode == OutMode::Force, mode == OutMode::Resume)?;
-        let partial = match resume {
+        let (force, resume) = (mode == OutMode::Force, mode == OutMode::Resume);
+        // A folder of other files is refused before it is touched; then one writer at a time
+        // (a run in progress is named as such), and the folder's state is checked under the lock.
+        if let DirState::Foreign { .. } = dir_state(dir) {
+            check_out(dir, force, resume)?;
+        }
+        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        let lock = OutputLock::acquire(dir)?;
+        let partial = match prepare_out(dir, force, resume)? {
             Some(p) => {
                 p.check_same(&fingerprint, &plan)?;
                 p
-            }
-            None if mode == OutMode::Resume => {
-                return Err(AnalysisError::Input(format!(
-                    "{}: nothing to resume (no interrupted run there); run without --resume",
-                    dir.display()
-                )))
             }
             None => Partial::begin(
                 dir,
@@ -107,6 +112,7 @@ impl BundleWriter {
             written: BTreeMap::new(),
             hasher: Some(hasher),
             started: Instant::now(),
+            _lock: lock,
         })
     }
 

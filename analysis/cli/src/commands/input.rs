@@ -20,7 +20,7 @@ pub struct InputArgs {
     #[arg(long, default_value = "alice29")]
     pub text: String,
     /// Input length in model tokens (exact).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = at_least_one)]
     pub len: usize,
     /// Seed of synthetic tasks.
     #[arg(long, default_value_t = 0)]
@@ -31,6 +31,14 @@ pub struct InputArgs {
     /// A tokenizer.json to use instead of the model's own.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+}
+
+/// A whole number of at least 1 (option values such as --len).
+pub fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number of at least 1")),
+    }
 }
 
 fn load_text(spec: &str, quiet: bool) -> Result<Text> {

@@ -12,4 +12,5 @@ pub mod ppl;
 pub mod report;
 pub mod sample;
 pub mod simulate;
+pub mod verify;
 pub mod view;

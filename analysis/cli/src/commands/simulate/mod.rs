@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use attnscope_analysis::budget::Budget;
+use anyhow::{bail, Result};
 use attnscope_analysis::bundle::{
     BundleWriter, CalibrationInfo, Format, InputInfo, Manifest, OutMode,
 };
@@ -13,6 +12,9 @@ use attnscope_analysis::registry;
 use attnscope_analysis::sim::{MethodRun, SimConfig, Simulation};
 
 use super::{input, model_arg};
+
+mod options;
+use options::{budgets, not_the_knob, overrides, parse_layers, selection_budgets, sweep_runs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -104,117 +106,6 @@ pub struct Args {
     precision: attnscope_core::device::Precision,
 }
 
-fn parse_layers(spec: &str, n_layers: usize) -> Result<Option<Vec<usize>>> {
-    if spec == "all" {
-        return Ok(None);
-    }
-    let mut out = Vec::new();
-    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.parse::<usize>()?, b.parse::<usize>()?),
-            None => {
-                let x = part
-                    .parse::<usize>()
-                    .with_context(|| format!("--layers: '{part}'"))?;
-                (x, x)
-            }
-        };
-        if a > b || b >= n_layers {
-            bail!(
-                "--layers: '{part}' is out of range; the model has layers 0..{}",
-                n_layers - 1
-            );
-        }
-        out.extend(a..=b);
-    }
-    out.sort_unstable();
-    out.dedup();
-    Ok(Some(out))
-}
-
-fn budgets(a: &Args) -> Result<Vec<Budget>> {
-    if let Some(k) = a.budget_tokens {
-        if k == 0 {
-            bail!("--budget-tokens must be at least 1");
-        }
-        if k > a.input.len {
-            bail!(
-                "--budget-tokens {k} is larger than the input of {} tokens (--len)",
-                a.input.len
-            );
-        }
-        return Ok(vec![Budget::Tokens(k)]);
-    }
-    if let Some(p) = a.top_p {
-        if !(0.0..=1.0).contains(&p) {
-            bail!("--top-p {p} is outside [0, 1]");
-        }
-        return Ok(vec![Budget::TopP(p)]);
-    }
-    let s = if a.sparsity.is_empty() {
-        vec![0.9]
-    } else {
-        a.sparsity.clone()
-    };
-    if let Some(bad) = s.iter().find(|x| !(0.0..1.0).contains(*x)) {
-        bail!("--sparsity {bad} is outside [0, 1)");
-    }
-    Ok(s.into_iter().map(Budget::Sparsity).collect())
-}
-
-/// Expands `--sweep method.param=v1,v2,...` into one run per value, labelled
-/// `method[param=value]`, each with the method's other `--param` overrides.
-fn sweep_runs(sweeps: &[String], ov: &[(String, String, f64)]) -> Result<Vec<MethodRun>> {
-    let mut runs = Vec::new();
-    for sw in sweeps {
-        let (lhs, values) = sw
-            .split_once('=')
-            .with_context(|| format!("--sweep '{sw}': expected method.param=v1,v2,..."))?;
-        let (m, name) = lhs
-            .split_once('.')
-            .with_context(|| format!("--sweep '{sw}': expected method.param=v1,v2,..."))?;
-        let info = registry::find(m)?;
-        for v in values.split(',').map(str::trim).filter(|v| !v.is_empty()) {
-            let x: f64 = v
-                .parse()
-                .with_context(|| format!("--sweep '{sw}': '{v}' is not a number"))?;
-            let mut mine: Vec<(String, f64)> = ov
-                .iter()
-                .filter(|(om, k, _)| om == m && k != name)
-                .map(|(_, k, v)| (k.clone(), *v))
-                .collect();
-            mine.push((name.to_string(), x));
-            runs.push(MethodRun {
-                label: format!("{m}[{name}={v}]"),
-                info,
-                selector: info.build_with(&mine)?,
-                overrides: mine,
-            });
-        }
-    }
-    Ok(runs)
-}
-
-/// Splits `method.name=value` overrides by method, checking method names.
-fn overrides(params: &[String]) -> Result<Vec<(String, String, f64)>> {
-    params
-        .iter()
-        .map(|p| {
-            let (lhs, v) = p
-                .split_once('=')
-                .with_context(|| format!("--param '{p}': expected method.name=value"))?;
-            let (m, name) = lhs
-                .split_once('.')
-                .with_context(|| format!("--param '{p}': expected method.name=value"))?;
-            registry::find(m)?;
-            let v: f64 = v
-                .parse()
-                .with_context(|| format!("--param '{p}': '{v}' is not a number"))?;
-            Ok((m.to_string(), name.to_string(), v))
-        })
-        .collect()
-}
-
 /// The calibration text and its length in tokens, when a method fits settings on one: the
 /// user's, or a held-out corpus text (a notice says which).
 fn calibration_spec(a: &Args, fit: &[String]) -> Option<(String, usize)> {
@@ -237,26 +128,6 @@ fn calibration_spec(a: &Args, fit: &[String]) -> Option<(String, usize)> {
         );
     }
     Some((spec.to_string(), len))
-}
-
-/// `--selections`: budget indices, `all` or `none`.
-fn selection_budgets(spec: &str, n_budgets: usize) -> Result<Vec<usize>> {
-    match spec.trim() {
-        "all" => Ok((0..n_budgets).collect()),
-        "none" | "" => Ok(Vec::new()),
-        s => s
-            .split(',')
-            .map(|x| {
-                let i: usize = x.trim().parse().with_context(|| {
-                    format!("--selections '{x}': expected budget indices, all or none")
-                })?;
-                if i >= n_budgets {
-                    bail!("--selections {i}: the run has budgets 0..{}", n_budgets - 1);
-                }
-                Ok(i)
-            })
-            .collect(),
-    }
 }
 
 /// The inputs of a run: every text (`--texts`, else `--text`) with every seed (`--seeds`, else
@@ -285,6 +156,9 @@ fn input_plan(a: &Args) -> Vec<InputInfo> {
         .collect()
 }
 
+/// The most layer or method jobs one run takes (each holds a layer's buffers or a thread).
+const MAX_JOBS: usize = 256;
+
 /// The configured methods: every listed method with its `--param` overrides, then the sweeps.
 fn method_runs(a: &Args) -> Result<Vec<MethodRun>> {
     let ov = overrides(&a.params)?;
@@ -295,16 +169,23 @@ fn method_runs(a: &Args) -> Result<Vec<MethodRun>> {
             .filter(|(m, _, _)| m == info.name)
             .map(|(_, k, v)| (k.clone(), *v))
             .collect();
-        methods.push(MethodRun {
+        let run = MethodRun {
             label: info.name.to_string(),
             info,
             selector: info.build_with(&mine)?,
             overrides: mine,
-        });
+        };
+        for (name, _) in &run.overrides {
+            not_the_knob("--param", &run, name)?;
+        }
+        methods.push(run);
     }
     methods.extend(sweep_runs(&a.sweep, &ov)?);
     if methods.is_empty() {
-        bail!("--methods '{}': no methods given", a.methods);
+        bail!(
+            "--methods '{}': no methods given (all, or a list; see `attnscope methods`)",
+            a.methods
+        );
     }
     Ok(methods)
 }
@@ -312,10 +193,10 @@ fn method_runs(a: &Args) -> Result<Vec<MethodRun>> {
 /// The simulation's configuration from the options (the calibration text tokenized for `model`).
 fn sim_config(a: &Args, model: &attnscope_core::Model) -> Result<SimConfig> {
     let budgets = budgets(a)?;
-    let layers = parse_layers(&a.layers, model.config.n_layers)?;
+    let layers = parse_layers("--layers", &a.layers, model.config.n_layers)?;
     let save_qkv = match &a.save_qkv {
         Some(spec) => {
-            let l = parse_layers(spec, model.config.n_layers)?
+            let l = parse_layers("--save-qkv", spec, model.config.n_layers)?
                 .unwrap_or_else(|| (0..model.config.n_layers).collect());
             if let Some(bad) = l
                 .iter()
@@ -348,6 +229,17 @@ fn sim_config(a: &Args, model: &attnscope_core::Model) -> Result<SimConfig> {
         }
         None => None,
     };
+    if a.capture_block == 0 {
+        bail!("--capture-block 0: the block must be at least 1 token");
+    }
+    for (option, v) in [
+        ("--layer-jobs", a.layer_jobs),
+        ("--method-jobs", a.method_jobs),
+    ] {
+        if v > MAX_JOBS {
+            bail!("{option} {v}: at most {MAX_JOBS} (0: automatic)");
+        }
+    }
     let mut cfg = SimConfig::new(methods, budgets);
     cfg.selection_budgets = selection_budgets(&a.selections, cfg.budgets.len())?;
     cfg.layers = layers;
