@@ -87,6 +87,14 @@ pub struct Sample {
     pub offsets: Vec<Span>,
     pub task: TaskMeta,
     pub warnings: Vec<String>,
+    /// Character offset in the haystack text (as loaded, line ends normalized) where the hay of
+    /// this sample starts (see [`crate::tasks::TaskParams::offset`]).
+    #[serde(default)]
+    pub start_char: usize,
+    /// True when the hay ran past the end of the haystack text and continued from its top: from
+    /// offset 0 this means the text was shorter than the requested length and is repeated.
+    #[serde(default)]
+    pub repeated: bool,
 }
 
 /// The token-level view of a text: ids, pieces, mask and character offsets.
@@ -179,6 +187,18 @@ impl Sample {
         line("tokenizer", self.tokenizer.clone());
         line("seed", self.seed.to_string());
         line(
+            "start",
+            format!(
+                "character {}{}",
+                self.start_char,
+                if self.repeated {
+                    " (text repeated from its top)"
+                } else {
+                    ""
+                }
+            ),
+        );
+        line(
             "length",
             format!("{} tokens, {} chars", self.len, self.text.chars().count()),
         );
@@ -229,6 +249,7 @@ impl Sample {
         serde_json::json!({
             "dataset": self.dataset, "source": self.source, "tokenizer": self.tokenizer,
             "seed": self.seed, "len": self.len, "chars": self.text.chars().count(),
+            "start_char": self.start_char, "repeated": self.repeated,
             "punct_rate": self.punct_rate,
             "punct_tokens": self.punct.iter().filter(|&&p| p).count(),
             "question": self.task.question, "answers": self.task.answers,
