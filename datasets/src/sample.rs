@@ -142,13 +142,7 @@ pub(crate) type IdsOffsets = (Vec<u32>, Vec<(usize, usize)>);
 
 /// Ids and byte offsets of `text` in one pass.
 pub(crate) fn encode_bytes(tok: &Tokenizer, text: &str) -> Result<IdsOffsets> {
-    if text.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let enc = tok.inner().encode(text, false).map_err(|e| {
-        attnscope_core::CoreError::Input(format!("tokenizing with {}: {e}", tok.source().display()))
-    })?;
-    Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    Ok(tok.encode_bytes(text)?)
 }
 
 /// Byte offsets to character offsets (a start inside a character rounds down to it, an end

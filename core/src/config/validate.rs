@@ -238,7 +238,8 @@ mod tests {
 
     #[test]
     fn every_bad_number_names_key_value_and_file() {
-        let cases: Vec<(Box<dyn Fn(&mut ModelConfig)>, &str, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut ModelConfig)>;
+        let cases: Vec<(Edit, &str, &str)> = vec![
             (
                 Box::new(|c| c.rope_theta = f32::NAN),
                 "rope_theta = NaN",

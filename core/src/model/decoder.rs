@@ -90,8 +90,8 @@ impl Model {
                 head_norm(&mut k, kn, cfg.head_dim, cfg.rms_eps)?;
             }
             // 5. Rotary position embedding of q and k.
-            self.rope.apply(q.view_mut());
-            self.rope.apply(k.view_mut());
+            self.rope.apply(q.view_mut())?;
+            self.rope.apply(k.view_mut())?;
             // 6. Attention through the hook: dense, sparse, or the hook's exact output.
             let qkv = LayerQkv {
                 layer: l,
