@@ -81,6 +81,7 @@ fn tile_stats(
     let mut block_mass = Array2::zeros((t1 - t0, n_blocks));
     let mut sinks = Vec::with_capacity(t1 - t0);
     for (r, row) in p.outer_iter().enumerate() {
+        // Invariant: `p` is a fresh product (`prob_tile`), standard row-major layout.
         let row = row.as_slice().expect("fresh arrays are contiguous");
         let vis = &row[..=t0 + r];
         for (b, chunk) in vis.chunks(block).enumerate() {
@@ -142,6 +143,8 @@ fn pool_rows(m: ArrayView2<f32>, block: usize) -> Array2<f32> {
     let groups = m.nrows().div_ceil(block);
     let mut out = Array2::zeros((groups, m.ncols()));
     for (qb, chunk) in m.axis_chunks_iter(Axis(0), block).enumerate() {
+        // Invariant: `axis_chunks_iter` never yields an empty chunk (`capture_layer` passes
+        // `block.max(1)`), and `mean_axis` is `None` only for an empty axis.
         let mean = chunk.mean_axis(Axis(0)).expect("chunks are non-empty");
         out.row_mut(qb).assign(&mean);
     }

@@ -15,6 +15,20 @@ pub enum CoreError {
     /// A file is malformed, truncated, or disagrees with the model config.
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
+    /// A number read from a model file or config is out of range or inconsistent (NaN, zero,
+    /// negative, not a multiple of another): names the file, the key as spelled in that file, the
+    /// value and what was expected.
+    #[error("{path}: {key} = {value}: {why}")]
+    BadValue {
+        path: PathBuf,
+        key: String,
+        value: String,
+        why: String,
+    },
+    /// A non-finite value (NaN or infinity) appeared during a forward pass: where it first
+    /// appeared (e.g. `layer 3: non-finite value in the attention output (head 2, token 17)`).
+    #[error("{0}")]
+    NonFinite(String),
     /// A model architecture or feature this crate does not implement.
     #[error("{path}: unsupported {what}")]
     Unsupported { path: PathBuf, what: String },
@@ -45,6 +59,21 @@ impl CoreError {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// A [`CoreError::BadValue`]: `key` in `path` has `value`, which is wrong because `why`.
+    pub fn bad_value(
+        path: impl Into<PathBuf>,
+        key: impl Into<String>,
+        value: impl std::fmt::Display,
+        why: impl Into<String>,
+    ) -> Self {
+        Self::BadValue {
+            path: path.into(),
+            key: key.into(),
+            value: value.to_string(),
+            why: why.into(),
         }
     }
 

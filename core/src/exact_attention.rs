@@ -162,6 +162,7 @@ pub fn prob_tile(
     let mut scratch = vec![0f32; p.ncols()];
     for (r, mut row) in p.outer_iter_mut().enumerate() {
         let i = t0 + r;
+        // Invariant: `p` was just created by `dot`, so it has standard row-major layout.
         let row = row.as_slice_mut().expect("fresh arrays are contiguous");
         let (vis, masked) = row.split_at_mut(i + 1);
         masked.fill(0.0);

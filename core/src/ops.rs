@@ -5,6 +5,7 @@
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
 
+use crate::error::{CoreError, Result};
 use crate::tensor::HostTensor;
 
 /// A linear layer `y = x W^T + b` with `W` stored `[out, in]` as in PyTorch.
@@ -126,23 +127,40 @@ impl Rope {
         Self { head_dim, cos, sin }
     }
 
-    /// Rotates `x` (`[n, heads * head_dim]`, row `i` at position `i`) in place.
-    pub fn apply(&self, mut x: ArrayViewMut2<f32>) {
+    /// Rotates `x` (`[n, heads * head_dim]`, row `i` at position `i`) in place. An error when
+    /// `x` has more rows than the table has positions or a width that is not whole heads.
+    pub fn apply(&self, mut x: ArrayViewMut2<f32>) -> Result<()> {
         let (d, half) = (self.head_dim, self.head_dim / 2);
+        let (n, width) = x.dim();
+        if n > self.cos.nrows() || d == 0 || !width.is_multiple_of(d) {
+            return Err(CoreError::Input(format!(
+                "RoPE of a [{n}, {width}] array: the tables hold {} positions of head dim {d}",
+                self.cos.nrows()
+            )));
+        }
         x.axis_iter_mut(Axis(0))
             .into_par_iter()
             .enumerate()
             .for_each(|(p, mut row)| {
                 let (c, s) = (self.cos.row(p), self.sin.row(p));
-                let row = row.as_slice_mut().expect("contiguous rows");
-                for head in row.chunks_mut(d) {
+                let rotate = |head: &mut [f32]| {
                     for j in 0..half {
                         let (a, b) = (head[j], head[j + half]);
                         head[j] = a * c[j] - b * s[j];
                         head[j + half] = b * c[j] + a * s[j];
                     }
+                };
+                match row.as_slice_mut() {
+                    Some(row) => row.chunks_mut(d).for_each(rotate),
+                    None => {
+                        // A strided view (e.g. a column slice): rotate a copy and write it back.
+                        let mut tmp = row.to_vec();
+                        tmp.chunks_mut(d).for_each(rotate);
+                        row.iter_mut().zip(tmp).for_each(|(dst, v)| *dst = v);
+                    }
                 }
             });
+        Ok(())
     }
 
     /// Longest sequence the tables cover.
@@ -176,8 +194,19 @@ mod tests {
         let rope = Rope::new(8, 10_000.0, 4);
         let mut x = Array2::from_shape_fn((4, 16), |(i, j)| (i * 16 + j) as f32 * 0.1 - 3.0);
         let before = x.clone();
-        rope.apply(x.view_mut());
+        rope.apply(x.view_mut()).expect("fits the table");
         assert_eq!(x.row(0), before.row(0));
+        // A strided view rotates the same as a contiguous one.
+        let mut wide = Array2::zeros((4, 32));
+        wide.slice_mut(ndarray::s![.., ..16]).assign(&before);
+        rope.apply(wide.slice_mut(ndarray::s![.., ..16]))
+            .expect("strided");
+        assert_eq!(wide.slice(ndarray::s![.., ..16]), x);
+        // More rows than positions, or a width of partial heads: errors, not panics.
+        let mut long = Array2::zeros((5, 16));
+        assert!(rope.apply(long.view_mut()).is_err());
+        let mut odd = Array2::zeros((2, 12));
+        assert!(rope.apply(odd.view_mut()).is_err());
         for i in 0..4 {
             for h in 0..2 {
                 let n0: f32 = before

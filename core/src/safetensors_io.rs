@@ -14,21 +14,15 @@ use crate::error::{CoreError, Result};
 use crate::tensor::{HostTensor, Weights};
 
 /// The safetensors files of a HF folder, in a stable order.
+///
+/// Shards named by `model.safetensors.index.json` must be plain relative paths that stay inside
+/// the folder once symbolic links are resolved (`../../etc/passwd` or an absolute path is an error
+/// naming the index file and the shard); a shard that does not exist is an error too.
 pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let text = std::fs::read_to_string(&index).map_err(|e| CoreError::io(&index, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| CoreError::format(&index, format!("invalid JSON: {e}")))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| CoreError::format(&index, "no 'weight_map' object"))?;
-        let files: BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
-        if files.is_empty() {
-            return Err(CoreError::format(&index, "'weight_map' lists no file"));
-        }
-        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+        return shards_of_index(dir, &index, &text);
     }
     let single = dir.join("model.safetensors");
     if single.is_file() {
@@ -38,6 +32,71 @@ pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
         dir,
         "no model.safetensors and no model.safetensors.index.json in this folder",
     ))
+}
+
+/// The shard files listed in the `weight_map` of index document `text` (read from `index` in
+/// folder `dir`), checked to lie inside `dir`.
+pub fn shards_of_index(dir: &Path, index: &Path, text: &str) -> Result<Vec<PathBuf>> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| CoreError::format(index, format!("invalid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| CoreError::format(index, "no 'weight_map' object"))?;
+    let mut files = BTreeSet::new();
+    for (tensor, f) in map {
+        let f = f.as_str().ok_or_else(|| {
+            CoreError::format(
+                index,
+                format!("'weight_map' entry of tensor '{tensor}' is {f}, not a file name"),
+            )
+        })?;
+        files.insert(f);
+    }
+    if files.is_empty() {
+        return Err(CoreError::format(index, "'weight_map' lists no file"));
+    }
+    let root = dir.canonicalize().map_err(|e| CoreError::io(dir, e))?;
+    files
+        .into_iter()
+        .map(|f| shard_inside(&root, index, f).map(|_| dir.join(f)))
+        .collect()
+}
+
+/// The canonical path of `root.join(shard)`, after checking that `shard` is a relative path that,
+/// canonicalized, stays under the canonical folder `root`.
+fn shard_inside(root: &Path, index: &Path, shard: &str) -> Result<PathBuf> {
+    let outside = |why: &str| {
+        CoreError::format(
+            index,
+            format!("shard '{shard}' {why}; shards must be files inside the model folder"),
+        )
+    };
+    let rel = Path::new(shard);
+    if shard.is_empty() || rel.is_absolute() || rel.has_root() {
+        return Err(outside("is not a relative file name"));
+    }
+    if rel
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(outside("climbs out of the folder with '..'"));
+    }
+    let path = root.join(rel);
+    let real = path.canonicalize().map_err(|e| {
+        CoreError::format(
+            index,
+            format!("shard '{shard}' cannot be opened ({}): {e}", path.display()),
+        )
+    })?;
+    if !real.starts_with(root) {
+        return Err(outside(&format!(
+            "resolves to {}, outside {}",
+            real.display(),
+            root.display()
+        )));
+    }
+    Ok(real)
 }
 
 fn convert(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {

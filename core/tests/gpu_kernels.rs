@@ -109,8 +109,8 @@ fn elementwise<T: GpuFloat>(dev: &GpuDevice, rng: &mut Rng, tol: f64) {
     let rope = Rope::new(d, theta, n);
     let mut q = cpu.slice(s![.., ..qd]).to_owned();
     let mut k = cpu.slice(s![.., qd..qd + kvd]).to_owned();
-    rope.apply(q.view_mut());
-    rope.apply(k.view_mut());
+    rope.apply(q.view_mut()).expect("rope");
+    rope.apply(k.view_mut()).expect("rope");
     cpu.slice_mut(s![.., ..qd]).assign(&q);
     cpu.slice_mut(s![.., qd..qd + kvd]).assign(&k);
     let got = down(dev, &fb);

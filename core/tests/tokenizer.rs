@@ -296,3 +296,23 @@ fn errors_name_the_file_and_the_problem() {
     let err = tok.decode(&[1_000_000]).expect_err("id out of range");
     assert!(matches!(err, CoreError::Input(_)), "{err:?}");
 }
+
+/// Malformed sections that make the `tokenizers` library panic are errors naming the file.
+#[test]
+fn malformed_sections_are_errors_not_panics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        // A control character inside a string of the decoder section.
+        "{\"version\":\"1.0\",\"decoder\":{\"type\":\"ByteLevel\",\"x\":\"a\u{1}b\"}}".to_string(),
+        // A Precompiled normalizer without its fields.
+        serde_json::json!({"version": "1.0", "normalizer": {"type": "Precompiled"},
+            "model": {"type": "BPE", "vocab": {}, "merges": []}})
+        .to_string(),
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let p = dir.path().join(format!("t{i}.json"));
+        std::fs::write(&p, text).expect("write");
+        let e = Tokenizer::from_file(&p).expect_err("must fail").to_string();
+        assert!(e.contains(&p.display().to_string()), "{e}");
+    }
+}

@@ -87,6 +87,14 @@ pub struct Sample {
     pub offsets: Vec<Span>,
     pub task: TaskMeta,
     pub warnings: Vec<String>,
+    /// Character offset in the haystack text (as loaded, line ends normalized) where the hay of
+    /// this sample starts (see [`crate::tasks::TaskParams::offset`]).
+    #[serde(default)]
+    pub start_char: usize,
+    /// True when the hay ran past the end of the haystack text and continued from its top: from
+    /// offset 0 this means the text was shorter than the requested length and is repeated.
+    #[serde(default)]
+    pub repeated: bool,
 }
 
 /// The token-level view of a text: ids, pieces, mask and character offsets.
@@ -134,13 +142,7 @@ pub(crate) type IdsOffsets = (Vec<u32>, Vec<(usize, usize)>);
 
 /// Ids and byte offsets of `text` in one pass.
 pub(crate) fn encode_bytes(tok: &Tokenizer, text: &str) -> Result<IdsOffsets> {
-    if text.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let enc = tok.inner().encode(text, false).map_err(|e| {
-        attnscope_core::CoreError::Input(format!("tokenizing with {}: {e}", tok.source().display()))
-    })?;
-    Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    Ok(tok.encode_bytes(text)?)
 }
 
 /// Byte offsets to character offsets (a start inside a character rounds down to it, an end
@@ -178,6 +180,18 @@ impl Sample {
         line("source", self.source.clone());
         line("tokenizer", self.tokenizer.clone());
         line("seed", self.seed.to_string());
+        line(
+            "start",
+            format!(
+                "character {}{}",
+                self.start_char,
+                if self.repeated {
+                    " (text repeated from its top)"
+                } else {
+                    ""
+                }
+            ),
+        );
         line(
             "length",
             format!("{} tokens, {} chars", self.len, self.text.chars().count()),
@@ -229,6 +243,7 @@ impl Sample {
         serde_json::json!({
             "dataset": self.dataset, "source": self.source, "tokenizer": self.tokenizer,
             "seed": self.seed, "len": self.len, "chars": self.text.chars().count(),
+            "start_char": self.start_char, "repeated": self.repeated,
             "punct_rate": self.punct_rate,
             "punct_tokens": self.punct.iter().filter(|&&p| p).count(),
             "question": self.task.question, "answers": self.task.answers,

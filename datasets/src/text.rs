@@ -161,7 +161,8 @@ pub fn load(src: &TextSource, opts: &TextOptions) -> Result<Text> {
             let bytes = std::fs::read(p).map_err(io_err(p))?;
             let origin = p.display().to_string();
             let mut t = from_bytes(&bytes, &origin, opts)?;
-            t.text = jsonl_text(&t.text, &origin, &opts.jsonl_field)?;
+            // JSON strings may carry `\r\n` as escapes, which decoding the file cannot see.
+            t.text = normalize_line_ends(jsonl_text(&t.text, &origin, &opts.jsonl_field)?, opts);
             Ok(t)
         }
         TextSource::Stdin => {
@@ -216,7 +217,7 @@ fn load_corpus(name: &str, opts: &TextOptions) -> Result<Text> {
 pub fn from_bytes(bytes: &[u8], origin: &str, opts: &TextOptions) -> Result<Text> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut warnings = Vec::new();
-    let mut text = match std::str::from_utf8(bytes) {
+    let text = match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
         Err(e) if opts.latin1 => {
             warnings.push(format!(
@@ -232,9 +233,7 @@ pub fn from_bytes(bytes: &[u8], origin: &str, opts: &TextOptions) -> Result<Text
             })
         }
     };
-    if !opts.keep_crlf && text.contains('\r') {
-        text = text.replace("\r\n", "\n");
-    }
+    let text = normalize_line_ends(text, opts);
     if text.trim().is_empty() {
         return Err(DatasetError::Empty {
             origin: origin.to_string(),
@@ -245,6 +244,16 @@ pub fn from_bytes(bytes: &[u8], origin: &str, opts: &TextOptions) -> Result<Text
         text,
         warnings,
     })
+}
+
+/// `\r\n` line ends turned into `\n`, unless `opts.keep_crlf`. Every text this crate reads goes
+/// through here (by [`from_bytes`], and once more for the strings of a JSONL file).
+pub fn normalize_line_ends(text: String, opts: &TextOptions) -> String {
+    if !opts.keep_crlf && text.contains('\r') {
+        text.replace("\r\n", "\n")
+    } else {
+        text
+    }
 }
 
 /// The `field` strings of a JSONL document, joined by blank lines. Blank lines are skipped.

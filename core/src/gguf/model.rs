@@ -6,7 +6,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::reader::{GgufFile, GgufTensorInfo};
-use crate::config::{check_rope_scaling, Arch, ModelConfig};
+use crate::config::{check_rope_scaling, derived_head_dim, Arch, KeyStyle, ModelConfig};
 use crate::error::{CoreError, Result};
 use crate::tensor::{HostTensor, Weights};
 
@@ -134,12 +134,15 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
     let uint = |k: &str| -> Result<Option<usize>> {
         match f.get(&key(k)) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
-                CoreError::format(
-                    path,
-                    format!("metadata '{}' is {v:?}, not an integer", key(k)),
-                )
-            }),
+            Some(v) => v
+                .as_u64()
+                .map(|x| Some(usize::try_from(x).unwrap_or(usize::MAX)))
+                .ok_or_else(|| {
+                    CoreError::format(
+                        path,
+                        format!("metadata '{}' is {v:?}, not an integer", key(k)),
+                    )
+                }),
         }
     };
     let float = |k: &str| -> Result<Option<f64>> {
@@ -159,16 +162,28 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
     let scaling = f.get(&key("rope.scaling.type")).and_then(|v| v.as_str());
     check_rope_scaling(path, scaling)?;
 
+    let style = KeyStyle::Gguf { arch: arch_name };
     let hidden = need("embedding_length")?;
     let n_heads = need("attention.head_count")?;
-    if n_heads == 0 {
-        return Err(CoreError::format(path, "attention.head_count is 0"));
+    let head_dim = derived_head_dim(path, style, uint("attention.key_length")?, hidden, n_heads)?;
+    if let Some(v) = uint("attention.value_length")? {
+        if v != head_dim {
+            return Err(CoreError::bad_value(
+                path,
+                key("attention.value_length"),
+                v,
+                format!(
+                    "differs from the key length {head_dim}; only equal key and value head \
+                     sizes are implemented"
+                ),
+            ));
+        }
     }
     let embd = f
         .tensor_info("token_embd.weight")
         .ok_or_else(|| CoreError::format(path, "missing tensor 'token_embd.weight'"))?;
     let vocab = match embd.dims.as_slice() {
-        [_, rows] => *rows as usize,
+        [_, rows] => usize::try_from(*rows).unwrap_or(usize::MAX),
         d => {
             return Err(CoreError::format(
                 path,
@@ -186,7 +201,7 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
         n_layers: need("block_count")?,
         n_heads,
         n_kv_heads: uint("attention.head_count_kv")?.unwrap_or(n_heads),
-        head_dim: uint("attention.key_length")?.unwrap_or(hidden / n_heads),
+        head_dim,
         hidden,
         intermediate: need("feed_forward_length")?,
         vocab,
@@ -197,7 +212,7 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
         bos_token_id: token("bos_token_id"),
         eos_token_id: token("eos_token_id"),
     };
-    cfg.validate(path)?;
+    cfg.validate_as(path, style)?;
     Ok(cfg)
 }
 

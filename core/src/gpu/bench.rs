@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::forward::GpuModel;
 use crate::capture_stats::CaptureOptions;
 use crate::device::Precision;
-use crate::error::Result;
+use crate::error::{CoreError, Result};
 
 fn median(mut v: Vec<f32>) -> f32 {
     v.sort_by(f32::total_cmp);
@@ -33,6 +33,13 @@ pub fn bench(
     capture: bool,
     kernels: bool,
 ) -> Result<Vec<Value>> {
+    let longest = lens.iter().copied().max().unwrap_or(1);
+    if ids.is_empty() || longest > ids.len() {
+        return Err(CoreError::Input(format!(
+            "bench: {} token ids given, the longest length asks for {longest}",
+            ids.len()
+        )));
+    }
     let dev = model.device().clone();
     let cfg = &model.config;
     let opts = CaptureOptions::default();
@@ -75,6 +82,7 @@ pub fn bench(
                 last = Some(s);
             }
             let c = median(cap.clone());
+            // Invariant: `reps >= 1`, so the loop above ran and set `last`.
             let s = last.expect("at least one repeat");
             let sink: f64 = s.sink_mass.iter().flatten().sum::<f64>()
                 / s.sink_mass.iter().map(Vec::len).sum::<usize>().max(1) as f64;

@@ -4,19 +4,21 @@
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
+use super::finite::{check_attention, check_hidden};
 use super::Model;
 use crate::attention::{dense_attention, sparse_attention, AttentionHook, HookAction, LayerQkv};
 use crate::error::{CoreError, Result};
 use crate::ops::{rms_norm, rms_norm_inplace, silu_mul};
 
 /// RMSNorm over each `head_dim` slice of `x` (`[n, heads * head_dim]`).
-fn head_norm(x: &mut Array2<f32>, weight: &Array1<f32>, head_dim: usize, eps: f32) {
+fn head_norm(x: &mut Array2<f32>, weight: &Array1<f32>, head_dim: usize, eps: f32) -> Result<()> {
     let (n, width) = x.dim();
     let mut heads = x
         .view_mut()
-        .into_shape_with_order((n * width / head_dim, head_dim))
-        .expect("projection outputs are contiguous");
+        .into_shape_with_order((n * width / head_dim.max(1), head_dim))
+        .map_err(|e| CoreError::Input(format!("per-head norm of a [{n}, {width}] array: {e}")))?;
     rms_norm_inplace(heads.view_mut(), weight, eps);
+    Ok(())
 }
 
 impl Model {
@@ -60,7 +62,12 @@ impl Model {
     ) -> Result<Array2<f32>> {
         self.check_input(ids)?;
         if let Some(twin) = &self.on_device {
-            return twin.forward(ids, hook, progress);
+            let out = twin.forward(ids, hook, progress)?;
+            check_hidden(
+                &format!("{} forward pass, final norm", twin.device()),
+                out.view(),
+            )?;
+            return Ok(out);
         }
         let cfg = &self.config;
         let n = ids.len();
@@ -79,12 +86,12 @@ impl Model {
             let v = layer.v.forward(xn.view());
             // 4. Per-head q/k RMSNorm (Qwen3).
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                head_norm(&mut q, qn, cfg.head_dim, cfg.rms_eps);
-                head_norm(&mut k, kn, cfg.head_dim, cfg.rms_eps);
+                head_norm(&mut q, qn, cfg.head_dim, cfg.rms_eps)?;
+                head_norm(&mut k, kn, cfg.head_dim, cfg.rms_eps)?;
             }
             // 5. Rotary position embedding of q and k.
-            self.rope.apply(q.view_mut());
-            self.rope.apply(k.view_mut());
+            self.rope.apply(q.view_mut())?;
+            self.rope.apply(k.view_mut())?;
             // 6. Attention through the hook: dense, sparse, or the hook's exact output.
             let qkv = LayerQkv {
                 layer: l,
@@ -100,6 +107,14 @@ impl Model {
                 HookAction::Sparse(sel) => sparse_attention(&qkv, &sel)?,
                 HookAction::DenseOutput(out) => out,
             };
+            let width = cfg.n_heads * cfg.head_dim;
+            if attn.dim() != (n, width) {
+                return Err(CoreError::Input(format!(
+                    "layer {l}: the attention hook returned a {:?} output, expected [{n}, {width}]",
+                    attn.dim()
+                )));
+            }
+            check_attention(l, attn.view(), cfg.head_dim)?;
             // 7. Output projection and residual.
             x += &layer.o.forward(attn.view());
             // 8. Post-attention RMSNorm, SiLU-gated MLP, residual.
@@ -107,10 +122,14 @@ impl Model {
             let mut gate = layer.gate.forward(xn.view());
             silu_mul(&mut gate, &layer.up.forward(xn.view()));
             x += &layer.down.forward(gate.view());
+            // One pass over the layer's output: stop where a NaN or infinity first appears.
+            check_hidden(&format!("layer {l}"), x.view())?;
             progress(l);
         }
         // 9. Final RMSNorm.
-        Ok(rms_norm(x.view(), &self.norm, cfg.rms_eps))
+        let out = rms_norm(x.view(), &self.norm, cfg.rms_eps);
+        check_hidden("final norm", out.view())?;
+        Ok(out)
     }
 
     /// Logits `[rows, vocab]` of the given hidden states (tied or separate output head).
@@ -131,27 +150,45 @@ impl Model {
         self.nll_of_hidden(hidden.view(), ids)
     }
 
-    /// Mean NLL of next tokens given final hidden states (see [`Model::mean_nll`]).
+    /// Mean NLL of next tokens given final hidden states (see [`Model::mean_nll`]). Needs at
+    /// least 2 ids, one hidden row per id (or more) and ids inside the vocabulary; a non-finite
+    /// logit is an error naming the token and the vocabulary id.
     pub fn nll_of_hidden(&self, hidden: ArrayView2<f32>, ids: &[u32]) -> Result<(f64, usize)> {
+        if ids.len() < 2 {
+            return Err(CoreError::Input(
+                "perplexity needs at least 2 tokens".to_string(),
+            ));
+        }
         let n = ids.len() - 1;
-        let total: f64 = (0..n)
-            .step_by(256)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|r0| {
-                let r1 = (r0 + 256).min(n);
-                let logits = self.logits(hidden.slice(s![r0..r1, ..]));
-                logits
-                    .outer_iter()
-                    .enumerate()
-                    .map(|(r, row)| {
-                        let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                        let lse = m + row.iter().map(|&x| (x - m).exp()).sum::<f32>().ln();
-                        (lse - row[ids[r0 + r + 1] as usize]) as f64
-                    })
-                    .sum::<f64>()
-            })
-            .sum();
+        if hidden.nrows() < n || hidden.ncols() != self.config.hidden {
+            return Err(CoreError::Input(format!(
+                "perplexity of {} ids needs [{n}, {}] hidden states, got {:?}",
+                ids.len(),
+                self.config.hidden,
+                hidden.dim()
+            )));
+        }
+        self.check_input(ids)?;
+        let mut total = 0f64;
+        for r0 in (0..n).step_by(256) {
+            let r1 = (r0 + 256).min(n);
+            let logits = self.logits(hidden.slice(s![r0..r1, ..]));
+            if let Some((r, j)) = super::finite::first_non_finite(logits.view()) {
+                return Err(CoreError::NonFinite(format!(
+                    "output head: non-finite logit (token {}, vocabulary id {j})",
+                    r0 + r
+                )));
+            }
+            total += logits
+                .outer_iter()
+                .enumerate()
+                .map(|(r, row)| {
+                    let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let lse = m + row.iter().map(|&x| (x - m).exp()).sum::<f32>().ln();
+                    (lse - row[ids[r0 + r + 1] as usize]) as f64
+                })
+                .sum::<f64>();
+        }
         Ok((total / n as f64, n))
     }
 }

@@ -3,6 +3,7 @@
 //! ([`llama`], [`qwen2`], [`qwen3`]); [`decoder`] holds the forward pass they share.
 
 pub mod decoder;
+pub mod finite;
 mod layer;
 pub mod llama;
 pub mod qwen2;
@@ -106,6 +107,7 @@ impl Model {
 
     /// Builds a model from a config and weights under HF names (checks every shape).
     pub fn from_weights(config: ModelConfig, mut w: Weights) -> Result<Self> {
+        config.validate(&w.source)?;
         let spec = match config.arch {
             Arch::Llama => llama::SPEC,
             Arch::Qwen2 => qwen2::SPEC,

@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{CoreError, Result};
 use crate::gguf::GgufMetadata;
 
+/// Token ids with the byte offsets `(start, end)` of each token ([`Tokenizer::encode_bytes`]).
+pub type IdsAndOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// A text tokenizer that remembers the file it came from.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -43,8 +46,11 @@ impl Tokenizer {
     /// Loads a Hugging Face `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
-        let inner: tokenizers::Tokenizer = text
-            .parse()
+        // Parsed as JSON first: `tokenizers` 0.23 panics (instead of failing) on some syntax
+        // errors inside the `decoder` section.
+        let doc: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| CoreError::format(path, format!("not a valid tokenizer.json: {e}")))?;
+        let inner = deserialize(doc)
             .map_err(|e| CoreError::format(path, format!("not a valid tokenizer.json: {e}")))?;
         Ok(Self {
             inner,
@@ -57,7 +63,7 @@ impl Tokenizer {
     /// `path` is the GGUF file the metadata was read from; it names the file in errors.
     pub fn from_gguf(meta: &GgufMetadata, path: &Path) -> Result<Self> {
         let doc = from_gguf::tokenizer_json(meta, path)?;
-        let inner: tokenizers::Tokenizer = serde_json::from_value(doc).map_err(|e| {
+        let inner = deserialize(doc).map_err(|e| {
             CoreError::format(path, format!("tokenizer rebuilt from metadata: {e}"))
         })?;
         Ok(Self {
@@ -81,16 +87,32 @@ impl Tokenizer {
                 self.vocab_size()
             )));
         }
-        self.inner
-            .decode(ids, false)
+        guarded(|| self.inner.decode(ids, false))
+            .and_then(|r| r.map_err(|e| e.to_string()))
             .map_err(|e| CoreError::Input(format!("decoding {} ids: {e}", ids.len())))
+    }
+
+    /// Ids and byte offsets `(start, end)` in `text` of each token, in one pass (no special
+    /// tokens). Empty text gives no tokens (unlike [`Tokenizer::encode`], which refuses it).
+    pub fn encode_bytes(&self, text: &str) -> Result<IdsAndOffsets> {
+        if text.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let enc = guarded(|| self.inner.encode(text, false).map_err(|e| e.to_string()))
+            .and_then(|r| r)
+            .map_err(|e| {
+                CoreError::Input(format!("tokenizing with {}: {e}", self.source.display()))
+            })?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
     /// The decoded text of each token on its own. Byte-level tokens that hold part of a UTF-8
     /// sequence come out lossy (U+FFFD); unknown ids give an empty string.
     pub fn pieces(&self, ids: &[u32]) -> Vec<String> {
         ids.iter()
-            .map(|&id| self.inner.decode(&[id], false).unwrap_or_default())
+            .map(|&id| {
+                guarded(|| self.inner.decode(&[id], false).unwrap_or_default()).unwrap_or_default()
+            })
             .collect()
     }
 
@@ -125,11 +147,15 @@ impl Tokenizer {
         if text.is_empty() {
             return Err(CoreError::Input("empty text: nothing to tokenize".into()));
         }
-        let enc = if char_offsets {
-            self.inner.encode_char_offsets(text, false)
-        } else {
-            self.inner.encode(text, false)
-        }
+        let enc = guarded(|| {
+            if char_offsets {
+                self.inner.encode_char_offsets(text, false)
+            } else {
+                self.inner.encode(text, false)
+            }
+            .map_err(|e| e.to_string())
+        })
+        .and_then(|r| r)
         .map_err(|e| CoreError::Input(format!("tokenizing with {}: {e}", self.source.display())))?;
         if enc.get_ids().is_empty() {
             return Err(CoreError::Input(format!(
@@ -140,4 +166,24 @@ impl Tokenizer {
         }
         Ok(enc)
     }
+}
+
+/// A `tokenizers::Tokenizer` from its JSON document, with a panic inside the library (some of its
+/// deserializers unwrap on malformed sections) turned into an error.
+fn deserialize(doc: serde_json::Value) -> std::result::Result<tokenizers::Tokenizer, String> {
+    guarded(|| serde_json::from_value::<tokenizers::Tokenizer>(doc).map_err(|e| e.to_string()))
+        .and_then(|r| r)
+}
+
+/// Runs a call into `tokenizers` and turns a panic (the library unwraps on some malformed
+/// input) into an error message, so a bad tokenizer file never takes the program down.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        format!("the tokenizers library failed on this input ({msg})")
+    })
 }

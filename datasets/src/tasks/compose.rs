@@ -52,6 +52,16 @@ pub(crate) struct Plan {
     pub needles: Vec<NeedleSpec>,
 }
 
+/// Where the haystack window of [`fit`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// A paragraph (then a sentence) chosen from the seed.
+    Seeded,
+    /// Byte `byte` of the haystack. `explicit` (the caller's offset): no other start is tried;
+    /// otherwise (the default top of the text) a failed fit falls back to [`Start::Seeded`].
+    Fixed { byte: usize, explicit: bool },
+}
+
 /// A fitted text: exactly `len` tokens.
 #[derive(Debug, Clone)]
 pub(crate) struct Fitted {
@@ -63,7 +73,15 @@ pub(crate) struct Fitted {
     /// Per needle: how many hay tokens come before it, over all hay tokens.
     pub needle_depths: Vec<f64>,
     pub warnings: Vec<String>,
+    /// Byte offset in the haystack text where the window started.
+    pub start_byte: usize,
+    /// Whether the window ran past the end of the haystack and continued from its top.
+    pub repeated: bool,
 }
+
+/// Starts tried from a [`Start::Fixed`] (the given character and the next ones) before giving up
+/// (explicit) or falling back to seeded paragraphs.
+const FIXED_TRIES: usize = 4;
 
 /// Hay tokens every needle task keeps at least.
 pub(crate) const MIN_HAY_TOKENS: usize = 16;
@@ -77,6 +95,7 @@ pub(crate) fn fit(
     seed: u64,
     task: &str,
     repeat: bool,
+    start_at: Start,
 ) -> Result<Fitted> {
     // Needles in layout order (by depth, stable).
     let mut order: Vec<usize> = (0..plan.needles.len()).collect();
@@ -122,7 +141,24 @@ pub(crate) fn fit(
                 .filter(|&p| p + want0 <= text.len())
                 .collect();
         }
-        let start = if start_try >= 3 && !sentence_fits.is_empty() {
+        // A fixed start is tried as given, then a character later (up to FIXED_TRIES - 1
+        // characters): one character moves which cuts land (SmolLM2 spends two tokens on most CJK
+        // characters). The caller records the start actually used.
+        let fixed_start = match start_at {
+            Start::Fixed { byte, .. } if start_try < FIXED_TRIES => text
+                .get(byte..)
+                .and_then(|rest| rest.char_indices().nth(start_try))
+                .map(|(b, _)| byte + b),
+            Start::Fixed { explicit: true, .. } => break,
+            _ => None,
+        };
+        if fixed_start.is_none() && start_try < FIXED_TRIES && start_at != Start::Seeded {
+            // The text ends within the next characters: no more fixed starts.
+            continue;
+        }
+        let start = if let Some(b) = fixed_start {
+            b
+        } else if start_try >= 3 && !sentence_fits.is_empty() {
             rng.choose(&sentence_fits).copied().unwrap_or(0)
         } else if !fits.is_empty() {
             rng.choose(&fits).copied().unwrap_or(0)
@@ -136,14 +172,25 @@ pub(crate) fn fit(
         // Token density where the window will be.
         let mut bpt = bytes_per_token(tok, text, start, (start + want0).min(text.len()))?;
         let mut want = ((need + overshoot) as f64 * bpt * 1.04).ceil() as usize + 16;
-        if start + want > text.len() && (start + want0 <= text.len() || start == 0) {
+        if start + want > text.len()
+            && (start + want0 <= text.len() || start == 0 || fixed_start.is_some())
+        {
             // Use the text to its end before reusing it.
             want = text.len() - start;
         }
         for _attempt in 0..4 {
             let (w, wrapped) = window(&hay.text, start, want);
             if wrapped {
+                let from = text[..start].chars().count();
                 if !repeat {
+                    if start > 0 && matches!(start_at, Start::Fixed { explicit: true, .. }) {
+                        return Err(DatasetError::Param(format!(
+                            "--offset {from}: the text of '{}' from character {from} to its end \
+                             is shorter than the {need} tokens needed; use a smaller offset, or \
+                             let it continue from the top of the text (leave out --no-repeat)",
+                            hay.name
+                        )));
+                    }
                     return Err(DatasetError::HaystackTooShort {
                         source_name: hay.name.clone(),
                         len,
@@ -151,11 +198,19 @@ pub(crate) fn fit(
                         have,
                     });
                 }
-                let msg = format!(
-                    "haystack '{}' (about {have} tokens) is shorter than the {need} tokens \
-                     needed; its text is reused",
-                    hay.name
-                );
+                let msg = if start > 0 && have > need + overshoot {
+                    format!(
+                        "the text of '{}' from character {from} to its end is shorter than the \
+                         {need} tokens needed; it continues from the top of the text",
+                        hay.name
+                    )
+                } else {
+                    format!(
+                        "haystack '{}' (about {have} tokens) is shorter than the {need} tokens \
+                         needed; its text is reused",
+                        hay.name
+                    )
+                };
                 if !warnings.contains(&msg) {
                     warnings.push(msg);
                 }
@@ -180,7 +235,10 @@ pub(crate) fn fit(
             };
             match fitted {
                 Ok((layout, r, ids, offs)) => {
-                    return Ok(finish(plan, &order, layout, r, ids, offs, warnings))
+                    let mut f = finish(plan, &order, layout, r, ids, offs, warnings);
+                    f.start_byte = start;
+                    f.repeated = wrapped;
+                    return Ok(f);
                 }
                 Err(e @ DatasetError::Length { .. }) => {
                     last_err = Some(e);
@@ -248,5 +306,7 @@ fn finish(
         needle_bytes,
         needle_depths,
         warnings,
+        start_byte: 0,
+        repeated: false,
     }
 }

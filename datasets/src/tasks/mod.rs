@@ -38,6 +38,7 @@ use crate::rng::Rng;
 use crate::sample::{char_offsets, Needle, Sample, Span, TaskMeta, Tokenized};
 use crate::text::Text;
 
+use compose::Start;
 use niah::Variant;
 use params::Built;
 
@@ -68,7 +69,8 @@ const DEPTH: ParamInfo = ParamInfo {
 static TASKS: [TaskInfo; 6] = [
     TaskInfo {
         name: "text",
-        summary: "the haystack text itself (from a seeded paragraph), cut to the length",
+        summary: "the haystack text itself, cut to the length: from --offset (characters), else \
+                  from the top with seed 0, else from a paragraph chosen by the seed",
         params: &[],
         build: plain::build,
     },
@@ -169,9 +171,13 @@ pub fn generate(name: &str, tok: &Tokenizer, hay: &Text, p: &TaskParams) -> Resu
             return Err(DatasetError::Param(format!("--depth {d}: must be in 0..1")));
         }
     }
+    let start = start_of(name, hay, p)?;
     let mut rng = Rng::new(p.seed, name);
     let built = (info.build)(p, &mut rng, hay)?;
-    let fitted = compose::fit(tok, hay, &built.plan, p.len, p.seed, name, p.repeat)?;
+    let fitted = compose::fit(tok, hay, &built.plan, p.len, p.seed, name, p.repeat, start)?;
+    let start_char = hay.text[..fitted.start_byte.min(hay.text.len())]
+        .chars()
+        .count();
     let t = Tokenized::new(
         tok,
         &fitted.text,
@@ -214,12 +220,26 @@ pub fn generate(name: &str, tok: &Tokenizer, hay: &Text, p: &TaskParams) -> Resu
     answer_spans.sort_by_key(|s| (s.start, s.end));
     let mut params = built.params;
     params.insert("repeat".into(), p.repeat.into());
+    if let Some(o) = p.offset {
+        params.insert("offset".into(), o.into());
+    }
     let tokenizer = tok.source().file_name().map_or_else(
         || tok.source().display().to_string(),
         |f| f.to_string_lossy().into_owned(),
     );
     let mut warnings = hay.warnings.clone();
     warnings.extend(fitted.warnings);
+    let asked = match start {
+        Start::Fixed { byte, .. } => Some(hay.text[..byte].chars().count()),
+        Start::Seeded => None,
+    };
+    if let Some(c) = asked.filter(|&c| c != start_char) {
+        warnings.push(format!(
+            "no exact {}-token cut from character {c} of '{}'; the sample starts at character \
+             {start_char}",
+            p.len, hay.name
+        ));
+    }
     Ok(Sample {
         dataset: name.into(),
         source: hay.name.clone(),
@@ -241,5 +261,32 @@ pub fn generate(name: &str, tok: &Tokenizer, hay: &Text, p: &TaskParams) -> Resu
             params,
         },
         warnings,
+        start_char,
+        repeated: fitted.repeated,
+    })
+}
+
+/// Where the haystack window starts (the rules are on [`TaskParams::offset`]).
+fn start_of(name: &str, hay: &Text, p: &TaskParams) -> Result<Start> {
+    Ok(match p.offset {
+        Some(c) => {
+            let byte = hay.text.char_indices().nth(c).map(|(b, _)| b);
+            let Some(byte) = byte else {
+                return Err(DatasetError::Param(format!(
+                    "--offset {c}: the text '{}' has only {} characters",
+                    hay.name,
+                    hay.text.chars().count()
+                )));
+            };
+            Start::Fixed {
+                byte,
+                explicit: true,
+            }
+        }
+        None if name == "text" && p.seed == 0 => Start::Fixed {
+            byte: 0,
+            explicit: false,
+        },
+        None => Start::Seeded,
     })
 }

@@ -27,6 +27,25 @@ pub struct TaskParams {
     pub chains: Option<usize>,
     /// Reuse the haystack text (with a warning) when it is too short; else refuse.
     pub repeat: bool,
+    /// Where the haystack window starts, in characters (Unicode scalar values) of the loaded,
+    /// line-end-normalized [`crate::text::Text::text`]; it must be below the text's character
+    /// count.
+    ///
+    /// - `Some(c)`: the window starts at character `c`, for every task. When the text from `c` to
+    ///   its end is too short, the window continues from the top of the text (with a warning; an
+    ///   error when `repeat` is false). When no cut of the text from `c` has exactly `len` tokens
+    ///   (a tokenizer that spends two tokens on every character of a CJK text can miss odd or even
+    ///   lengths), the next characters `c + 1 ..= c + 3` are tried, with a warning; then the
+    ///   sample fails.
+    /// - `None`, task `text`, seed 0 (the default): as `Some(0)`, the top of the text, except that
+    ///   when the first four characters all fail, a paragraph chosen from the seed is used (with a
+    ///   warning).
+    ///
+    /// The start actually used is [`crate::sample::Sample::start_char`].
+    /// - `None`, task `text`, seed != 0: a paragraph chosen from the seed (the behaviour before
+    ///   this option existed).
+    /// - `None`, synthetic tasks (needles): a paragraph chosen from the seed, as before.
+    pub offset: Option<usize>,
     pub punct: PunctOptions,
 }
 
@@ -40,6 +59,7 @@ impl TaskParams {
             hops: None,
             chains: None,
             repeat: true,
+            offset: None,
             punct: PunctOptions::default(),
         }
     }

@@ -1,4 +1,7 @@
-//! `text`: the haystack text itself, from a paragraph chosen by the seed, cut to the length.
+//! `text`: the haystack text itself, cut to the length. It starts at `TaskParams::offset`
+//! (characters) when given, else at the top of the text for seed 0, else at a paragraph chosen by
+//! the seed (the rules: [`super::TaskParams::offset`]); the sample records the start it used and
+//! whether the text was repeated (`Sample::start_char`, `Sample::repeated`).
 
 use super::compose::Plan;
 use super::params::{Built, TaskParams};

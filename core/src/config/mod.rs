@@ -1,11 +1,15 @@
 //! Model configuration: the numbers a forward pass needs, read from a Hugging Face
 //! `config.json` or from GGUF metadata (see [`crate::gguf`]).
 
+mod validate;
+
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
+pub(crate) use validate::derived_head_dim;
+pub use validate::{KeyStyle, MAX_DIM, MAX_RMS_EPS};
 
 /// Architecture families with a forward pass in [`crate::model`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,8 +87,11 @@ struct HfConfig {
 
 fn first_id(v: &Option<serde_json::Value>) -> Option<u32> {
     match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| x as u32),
-        Some(serde_json::Value::Array(a)) => a.first().and_then(|x| x.as_u64()).map(|x| x as u32),
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|x| u32::try_from(x).ok()),
+        Some(serde_json::Value::Array(a)) => a
+            .first()
+            .and_then(|x| x.as_u64())
+            .and_then(|x| u32::try_from(x).ok()),
         _ => None,
     }
 }
@@ -134,13 +141,15 @@ impl ModelConfig {
                     .and_then(|t| t.as_f64())
             })
             .unwrap_or(10_000.0);
-        if hf.num_attention_heads == 0 {
-            return Err(CoreError::format(path, "num_attention_heads is 0"));
-        }
+        let style = KeyStyle::HfJson;
         let n_kv_heads = hf.num_key_value_heads.unwrap_or(hf.num_attention_heads);
-        let head_dim = hf
-            .head_dim
-            .unwrap_or(hf.hidden_size / hf.num_attention_heads);
+        let head_dim = derived_head_dim(
+            path,
+            style,
+            hf.head_dim,
+            hf.hidden_size,
+            hf.num_attention_heads,
+        )?;
         let cfg = Self {
             arch,
             n_layers: hf.num_hidden_layers,
@@ -157,29 +166,8 @@ impl ModelConfig {
             bos_token_id: first_id(&hf.bos_token_id),
             eos_token_id: first_id(&hf.eos_token_id),
         };
-        cfg.validate(path)?;
+        cfg.validate_as(path, style)?;
         Ok(cfg)
-    }
-
-    /// Checks the numbers for consistency; `path` names the file they came from.
-    pub fn validate(&self, path: &Path) -> Result<()> {
-        let bad = |m: String| Err(CoreError::format(path, m));
-        if self.n_layers == 0 || self.hidden == 0 || self.vocab == 0 || self.head_dim == 0 {
-            return bad(format!("degenerate config: {self:?}"));
-        }
-        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            return bad(format!(
-                "{} attention heads are not a multiple of {} key/value heads",
-                self.n_heads, self.n_kv_heads
-            ));
-        }
-        if !self.head_dim.is_multiple_of(2) {
-            return bad(format!(
-                "head dim {} is odd; RoPE needs pairs",
-                self.head_dim
-            ));
-        }
-        Ok(())
     }
 
     /// Query heads per key/value head (the GQA group size).
@@ -187,14 +175,15 @@ impl ModelConfig {
         self.n_heads / self.n_kv_heads
     }
 
-    /// Parameter count implied by the config (embeddings counted once when tied).
+    /// Parameter count implied by the config (embeddings counted once when tied; saturates at
+    /// `u64::MAX` for configs that [`ModelConfig::validate`] would refuse).
     pub fn param_count(&self) -> u64 {
         let (h, d, f) = (
-            self.hidden as u64,
-            self.head_dim as u64,
-            self.intermediate as u64,
+            self.hidden as u128,
+            self.head_dim as u128,
+            self.intermediate as u128,
         );
-        let (nh, nkv) = (self.n_heads as u64, self.n_kv_heads as u64);
+        let (nh, nkv) = (self.n_heads as u128, self.n_kv_heads as u128);
         let mut attn = h * nh * d * 2 + h * nkv * d * 2;
         if self.arch == Arch::Qwen2 {
             attn += nh * d + 2 * nkv * d;
@@ -203,8 +192,11 @@ impl ModelConfig {
             attn += 2 * d;
         }
         let layer = attn + 3 * h * f + 2 * h;
-        let emb = self.vocab as u64 * h;
+        let emb = self.vocab as u128 * h;
         let head = if self.tie_embeddings { 0 } else { emb };
-        self.n_layers as u64 * layer + emb + head + h
+        let total = (self.n_layers as u128)
+            .saturating_mul(layer)
+            .saturating_add(emb + head + h);
+        u64::try_from(total).unwrap_or(u64::MAX)
     }
 }
