@@ -25,6 +25,21 @@ pub struct SimInput {
     pub question: Vec<usize>,
     /// Character offsets `[start, end)` of each token in the input text.
     pub offsets: Vec<(usize, usize)>,
+    /// Where in its text the input starts, in characters (0 for token inputs).
+    pub start_char: usize,
+    /// True when the text was shorter than the input and continued from its top.
+    pub repeated: bool,
+}
+
+/// SHA-256 of token ids (little-endian `u32`s), hex: the one fingerprint of a token sequence
+/// (the manifest's inputs and `attnscope ppl --json` print it).
+pub fn ids_sha256(ids: &[u32]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for id in ids {
+        h.update(id.to_le_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Punctuation flags (newline-only tokens excluded) and newline-only flags of token pieces, both
@@ -91,6 +106,8 @@ impl SimInput {
             needles,
             question,
             offsets: sample.offsets.iter().map(|o| (o.start, o.end)).collect(),
+            start_char: sample.start_char,
+            repeated: sample.repeated,
             ..Self::from_tokens(name, sample.ids.clone(), sample.pieces.clone())
         }
     }

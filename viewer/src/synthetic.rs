@@ -393,7 +393,7 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
                 text: "synthetic".into(),
                 seed: 0,
                 n_tokens: spec.n_tokens,
-                n_needles: 0,
+                ..InputInfo::default()
             }],
         },
         n_tokens: spec.n_tokens,

@@ -237,3 +237,127 @@ fn a_closed_pipe_ends_the_program_quietly() {
         out.status
     );
 }
+
+#[test]
+fn ppl_and_simulate_read_a_text_file_to_the_same_ids() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // A text file with CRLF line ends: both commands read `\r\n` as `\n`.
+    let crlf = tmp.path().join("crlf.txt");
+    let lines: Vec<String> = (0..400)
+        .map(|i| {
+            format!("Line {i}: Alice was beginning to get very tired of sitting by her sister.")
+        })
+        .collect();
+    std::fs::write(&crlf, lines.join("\r\n")).expect("write");
+    let f = crlf.to_str().expect("utf-8");
+    let (ok, out, err) = attnscope(&["ppl", "--text", f, "--max-tokens", "512", "--json"]);
+    assert!(ok, "ppl failed: {err}");
+    let ppl: serde_json::Value = serde_json::from_str(out.trim()).expect("ppl --json");
+    let run = tmp.path().join("run");
+    let (ok, _, err) = attnscope(&[
+        "simulate",
+        "--text",
+        f,
+        "--len",
+        "512",
+        "--layers",
+        "0",
+        "--methods",
+        "streaming",
+        "--sparsity",
+        "0.5",
+        "--quiet",
+        "--out",
+        run.to_str().expect("utf-8"),
+    ]);
+    assert!(ok, "simulate failed: {err}");
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let input = &m["data"]["inputs"][0];
+    assert_eq!(input["start_char"], 0, "{input}");
+    assert_eq!(input["repeated"], false, "{input}");
+    assert_eq!(input["ids_sha256"], ppl["ids_sha256"], "{input} vs {ppl}");
+    // An explicit start is used and recorded.
+    let run2 = tmp.path().join("run2");
+    let (ok, _, err) = attnscope(&[
+        "simulate",
+        "--text",
+        f,
+        "--len",
+        "256",
+        "--offset",
+        "1000",
+        "--layers",
+        "0",
+        "--methods",
+        "streaming",
+        "--sparsity",
+        "0.5",
+        "--quiet",
+        "--out",
+        run2.to_str().expect("utf-8"),
+    ]);
+    assert!(ok, "simulate --offset failed: {err}");
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run2.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let start = m["data"]["inputs"][0]["start_char"]
+        .as_u64()
+        .expect("start_char");
+    assert!((1000..=1003).contains(&start), "start {start}");
+}
+
+#[test]
+fn bad_options_name_the_option_and_the_range() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let x = tmp.path().join("x");
+    let x = x.to_str().expect("utf-8");
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--len", "-1"], &["--len", "at least 1"]),
+        (&["--len", "0"], &["--len", "at least 1"]),
+        (
+            &["--layers=-1"],
+            &["--layers", "layer number", "layers 0..29"],
+        ),
+        (&["--layers", ""], &["--layers", "no layers"]),
+        (
+            &["--layers", "3", "--save-qkv", "99"],
+            &["--save-qkv", "out of range"],
+        ),
+        (
+            &["--capture-block", "0"],
+            &["--capture-block 0", "at least 1"],
+        ),
+        (&["--sparsity", "0.5,0.5"], &["--sparsity 0.5", "twice"]),
+        (
+            &["--layer-jobs", "20000"],
+            &["--layer-jobs 20000", "at most 256"],
+        ),
+        (&["--methods", ""], &["--methods", "no methods"]),
+        (
+            &["--param", "phsa.top_k=3"],
+            &["phsa.top_k", "budget knob", "--budget-tokens"],
+        ),
+        (&["--sweep", "phsa.top_k=2,4"], &["--sweep", "budget knob"]),
+    ];
+    for (extra, wants) in cases {
+        let mut args = vec!["simulate", "--out", x];
+        if !extra.contains(&"--len") {
+            args.extend(["--len", "64"]);
+        }
+        if !extra.contains(&"--methods") {
+            args.extend(["--methods", "phsa,streaming"]);
+        }
+        args.extend_from_slice(extra);
+        let (ok, _, err) = attnscope(&args);
+        assert!(!ok, "{args:?} was accepted");
+        for want in *wants {
+            assert!(err.contains(want), "{args:?}: expected '{want}' in {err}");
+        }
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!Path::new(x).exists(), "a refused run wrote its folder");
+}

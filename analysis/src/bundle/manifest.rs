@@ -169,6 +169,12 @@ pub struct InputInfo {
     pub seed: u64,
     pub n_tokens: usize,
     pub n_needles: usize,
+    /// Where the input starts in its text, in characters of the line-end-normalized text.
+    pub start_char: usize,
+    /// True when the text was shorter than the input and continued from its top.
+    pub repeated: bool,
+    /// SHA-256 of the input's token ids ([`crate::input::ids_sha256`]).
+    pub ids_sha256: String,
 }
 
 /// One method of a run with its parameters.

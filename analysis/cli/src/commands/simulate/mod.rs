@@ -65,8 +65,9 @@ pub struct Args {
     /// Key block size of the captured block masses and pooled maps.
     #[arg(long, default_value_t = 64)]
     capture_block: usize,
-    /// Several seeds in one run, e.g. `0,1,2` (a different paragraph of the text, or a different
-    /// task instance, per seed); overrides --seed. Rows hold the input index.
+    /// Several seeds in one run, e.g. `0,1,2` (seed 0 starts at the top of the text, other seeds
+    /// at a paragraph chosen by the seed; a different task instance per seed); overrides --seed.
+    /// Rows hold the input index.
     #[arg(long, value_delimiter = ',')]
     seeds: Vec<u64>,
     /// Several texts in one run (corpus names or files), each with every seed; overrides --text.
@@ -217,12 +218,9 @@ fn sim_config(a: &Args, model: &attnscope_core::Model) -> Result<SimConfig> {
     let calibration = match calibration_spec(a, &fit) {
         Some((spec, len)) => {
             let args = input::InputArgs {
-                dataset: "text".into(),
-                text: spec.clone(),
-                len,
-                seed: a.input.seed,
-                depth: None,
-                tokenizer: None,
+                keep_crlf: a.input.keep_crlf,
+                latin1: a.input.latin1,
+                ..input::InputArgs::plain(&spec, len, a.input.seed)
             };
             let cal = input::prepare(&args, model, a.quiet)?;
             Some(SimInput { name: spec, ..cal })
@@ -281,6 +279,7 @@ fn fingerprint(a: &Args, m: &Manifest, cfg: &SimConfig) -> serde_json::Value {
         "budgets": m.budgets, "layers": m.layers, "capture_block": cfg.capture_block,
         "selections": cfg.selection_budgets, "save_qkv": cfg.save_qkv, "format": m.format,
         "calibration_text": a.calibration_text, "calibration_len": a.calibration_len,
+        "offset": a.input.offset, "keep_crlf": a.input.keep_crlf, "latin1": a.input.latin1,
     })
 }
 
