@@ -158,8 +158,21 @@ impl Drop for TableWriter {
     }
 }
 
-/// Reads every record batch of a table file, naming the file in any error.
+/// Reads every record batch of a table file, naming the file in any error. The Arrow and
+/// Parquet readers can panic on some damaged files; such a panic is turned into that error too.
 pub fn read_table(path: &Path, format: Format) -> Result<Vec<RecordBatch>> {
+    std::panic::catch_unwind(|| read_batches(path, format)).unwrap_or_else(|_| {
+        Err(file_err(
+            path,
+            format!(
+                "not a readable {} table (damaged: the reader failed on it)",
+                format.ext()
+            ),
+        ))
+    })
+}
+
+fn read_batches(path: &Path, format: Format) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).map_err(|e| file_err(path, e))?;
     let bad = |e: &dyn std::fmt::Display| {
         file_err(

@@ -336,13 +336,30 @@ fn check_manifest(path: &Path, m: &Manifest) -> Result<()> {
         (m.capture_block == 0, "capture_block"),
         (m.tables.is_empty(), "tables"),
     ];
-    match missing.iter().find(|x| x.0) {
-        Some((_, what)) => Err(file_err(
+    if let Some((_, what)) = missing.iter().find(|x| x.0) {
+        return Err(file_err(
             path,
             format!("lists no {what}: not a complete attnscope manifest"),
-        )),
-        None => Ok(()),
+        ));
     }
+    // Every file a manifest names lies in the bundle folder itself.
+    let files = m
+        .tables
+        .iter()
+        .map(|t| &t.file)
+        .chain(m.qkv.iter().map(|q| &q.file));
+    for f in files {
+        let plain = Path::new(f).file_name().is_some_and(|n| n == f.as_str());
+        if !plain || f.starts_with('.') {
+            return Err(file_err(
+                path,
+                format!(
+                    "names the file '{f}', which is not a plain file name in the bundle folder"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses rows that name a budget or method the manifest does not list.

@@ -150,6 +150,7 @@ impl BundleWriter {
             )));
         }
         results.tag_input(index);
+        check_finite(index, &results)?;
         let tokens = input.token_rows(index);
         let qkv = if results.qkv.is_empty() {
             None
@@ -272,4 +273,44 @@ impl BundleWriter {
         }
         m.created_unix = now_unix();
     }
+}
+
+/// Refuses rows holding a non-finite number: no NaN reaches a bundle or a printed table. The
+/// error names the input, layer, head, method and column of the first one.
+fn check_finite(index: usize, r: &SimResults) -> Result<()> {
+    for m in &r.metrics {
+        let cols = [
+            ("knob", m.knob),
+            ("sparsity", m.sparsity),
+            ("recall", m.recall),
+            ("info_loss", m.info_loss),
+            ("kl", m.kl),
+            ("out_rel_err", m.out_rel_err),
+            ("cosine", m.cosine),
+            ("needle_recall", m.needle_recall.unwrap_or(0.0)),
+        ];
+        if let Some((col, v)) = cols.iter().find(|c| !c.1.is_finite()) {
+            return Err(AnalysisError::Input(format!(
+                "input {index}, layer {}, head {}, method {}: {col} is {v}; the run stops here \
+                 rather than write it",
+                m.layer, m.head, m.method
+            )));
+        }
+    }
+    let heads = r.heads.iter().find(|h| {
+        !h.sink_mass.is_finite()
+            || h.energy_share
+                .iter()
+                .chain(&h.agreement)
+                .chain(&h.pooled)
+                .any(|x| !x.is_finite())
+    });
+    if let Some(h) = heads {
+        return Err(AnalysisError::Input(format!(
+            "input {index}, layer {}, head {}: non-finite head statistics (sink mass {}); the run \
+             stops here rather than write them",
+            h.layer, h.head, h.sink_mass
+        )));
+    }
+    Ok(())
 }

@@ -1,0 +1,219 @@
+//! Fuzzing the bundle reader (property-based, stable CI; core/FUZZING.md has the long-run
+//! commands): a small real bundle is written, then its manifest or one of its table files is
+//! damaged (truncated, bits flipped, bytes overwritten, JSON values replaced), and
+//! `Bundle::read` must answer `Ok` or an error, never panic or hang. Table files are fuzzed with
+//! their checksum removed from the manifest, so that the Parquet and Arrow readers themselves
+//! see the damaged bytes.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use attnscope_analysis::bundle::{BudgetInfo, Bundle, Format, Manifest, ManifestMethod};
+use attnscope_analysis::results::{HeadRow, IouRow, MetricRow, SimResults, TokenRow};
+use proptest::prelude::*;
+
+/// Cases per property: `ATTNSCOPE_FUZZ_CASES`, else `PROPTEST_CASES`, else 64.
+fn cases() -> u32 {
+    ["ATTNSCOPE_FUZZ_CASES", "PROPTEST_CASES"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.trim().parse().ok())
+        .unwrap_or(64)
+}
+
+/// A small bundle with rows in every table but the selections.
+fn write_bundle(dir: &Path, format: Format) {
+    let metric = |layer, head, method: &str, budget| MetricRow {
+        input: 0,
+        layer,
+        head,
+        kv_head: head / 2,
+        method: method.into(),
+        budget,
+        knob: 3.0,
+        target_sparsity: 0.5,
+        sparsity: 0.5,
+        recall: 0.9,
+        info_loss: 0.1,
+        kl: 0.1,
+        out_rel_err: 0.2,
+        cosine: 0.98,
+        needle_recall: None,
+        reached: true,
+        recall_by_query_block: vec![0.9, 0.8],
+    };
+    let results = SimResults {
+        metrics: (0..4)
+            .flat_map(|h| [metric(1, h, "phsa", 0), metric(1, h, "streaming", 1)])
+            .collect(),
+        iou: vec![IouRow {
+            input: 0,
+            layer: 1,
+            kv_head: 0,
+            budget: 0,
+            method_a: "phsa".into(),
+            method_b: "streaming".into(),
+            iou: 0.4,
+        }],
+        heads: (0..4)
+            .map(|h| HeadRow {
+                input: 0,
+                layer: 1,
+                head: h,
+                kv_head: h / 2,
+                sink_mass: 0.3,
+                energy_share: vec![0.5, 0.5],
+                agreement: vec![0.1, 0.2],
+                pooled: vec![1.0, 0.0, 0.5, 0.5],
+                n_blocks: 2,
+            })
+            .collect(),
+        ..SimResults::default()
+    };
+    let tokens = (0..100)
+        .map(|p| TokenRow {
+            input: 0,
+            position: p,
+            id: p as u32,
+            piece: if p % 7 == 0 { "." } else { " w" }.into(),
+            is_punct: p % 7 == 0,
+            is_newline: false,
+            char_start: Some(p * 2),
+            char_end: Some(p * 2 + 2),
+            is_needle: false,
+            is_needle_query: false,
+        })
+        .collect();
+    let manifest = Manifest {
+        run_id: "fuzz".into(),
+        n_tokens: 100,
+        capture_block: 64,
+        format,
+        methods: ["phsa", "streaming"]
+            .iter()
+            .map(|m| ManifestMethod {
+                name: m.to_string(),
+                kind: "published".into(),
+                params: Default::default(),
+            })
+            .collect(),
+        budgets: (0..2)
+            .map(|i| BudgetInfo {
+                index: i,
+                label: format!("sparsity=0.{}", 5 + i),
+                kind: "sparsity".into(),
+                value: 0.5 + 0.1 * i as f64,
+            })
+            .collect(),
+        layers: vec![1],
+        ..Manifest::default()
+    };
+    let mut b = Bundle {
+        dir: dir.to_path_buf(),
+        manifest,
+        results,
+        tokens,
+    };
+    b.write(false).expect("write the bundle");
+}
+
+/// One edit of a byte string: `kind` picks truncation, a bit flip, an overwritten byte run or a
+/// duplicated run; `at` (0..1) where; `v` the value.
+fn mutate(bytes: &mut Vec<u8>, kind: u8, at: f64, v: u8) {
+    if bytes.is_empty() {
+        return;
+    }
+    let i = ((bytes.len() - 1) as f64 * at) as usize;
+    match kind % 4 {
+        0 => bytes.truncate(i),
+        1 => bytes[i] ^= 1 << (v % 8),
+        2 => {
+            let end = (i + 1 + v as usize % 16).min(bytes.len());
+            bytes[i..end].iter_mut().for_each(|b| *b = v);
+        }
+        _ => {
+            let end = (i + 1 + v as usize % 64).min(bytes.len());
+            let run = bytes[i..end].to_vec();
+            bytes.splice(i..i, run);
+        }
+    }
+}
+
+/// `Bundle::read` on a thread: a panic or no answer within 20 s fails the case.
+fn read_within(dir: &Path) {
+    let dir = dir.to_path_buf();
+    let (tx, rx) = mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let _ = tx.send(Bundle::read(&dir).map(|_| ()).map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Err(e)) => assert!(!e.is_empty(), "an error without a message"),
+        Ok(Ok(())) => {}
+        Err(_) => {
+            let panicked = h.join().is_err();
+            panic!(
+                "Bundle::read {}",
+                if panicked { "panicked" } else { "hung" }
+            );
+        }
+    }
+}
+
+/// A fresh copy of the bundle in `dir` (written once per process).
+fn fresh(dir: &Path, format: Format) {
+    let _ = std::fs::remove_dir_all(dir);
+    write_bundle(dir, format);
+}
+
+const TABLES: [&str; 5] = ["metrics", "iou", "heads", "tokens", "maps"];
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn damaged_manifests_are_refused_or_read(
+        edits in prop::collection::vec((any::<u8>(), 0.0..1.0f64, any::<u8>()), 1..4),
+    ) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("b");
+        fresh(&dir, Format::Parquet);
+        let path = dir.join("manifest.json");
+        let mut bytes = std::fs::read(&path).expect("read");
+        for (k, at, v) in edits {
+            mutate(&mut bytes, k, at, v);
+        }
+        std::fs::write(&path, bytes).expect("write");
+        read_within(&dir);
+    }
+
+    #[test]
+    fn damaged_tables_are_refused_or_read(
+        table in 0..TABLES.len(),
+        ipc in any::<bool>(),
+        edits in prop::collection::vec((any::<u8>(), 0.0..1.0f64, any::<u8>()), 1..4),
+    ) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("b");
+        let format = if ipc { Format::Ipc } else { Format::Parquet };
+        fresh(&dir, format);
+        // Without its checksum the damaged file reaches the table reader itself.
+        let mpath = dir.join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&mpath).expect("read")).expect("json");
+        for t in m["tables"].as_array_mut().expect("tables") {
+            t["sha256"] = "".into();
+        }
+        std::fs::write(&mpath, m.to_string()).expect("write");
+        let path = dir.join(format!("{}.{}", TABLES[table], format.ext()));
+        let mut bytes = std::fs::read(&path).expect("read");
+        for (k, at, v) in edits {
+            mutate(&mut bytes, k, at, v);
+        }
+        std::fs::write(&path, bytes).expect("write");
+        read_within(&dir);
+    }
+}
