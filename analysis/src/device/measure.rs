@@ -95,6 +95,26 @@ pub(super) struct Shape {
     pub bi: usize,
 }
 
+impl Shape {
+    /// Budget `bi` of a layer's selections of `block`-token blocks within `plan`.
+    pub(super) fn of(
+        qkv: &attnscope_core::attention::LayerQkv<'_>,
+        plan: &super::DevicePlan<'_>,
+        block: usize,
+        bi: usize,
+    ) -> Self {
+        Self {
+            n: qkv.len(),
+            nkv: qkv.n_kv_heads,
+            gs: qkv.n_heads / qkv.n_kv_heads,
+            block,
+            qb: plan.query_block.max(1),
+            layer: qkv.layer,
+            bi,
+        }
+    }
+}
+
 /// One budget's device measurement as the runner's per-group output: a metric row per q-head
 /// (with the knob chosen for its group) and, when kept, the selections (one per KV group when
 /// the method shares it across the group's q-heads).

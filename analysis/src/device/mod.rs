@@ -275,15 +275,7 @@ fn representatives(
         .zip(&chosen)
         .enumerate()
         .map(|(bi, (m, ch))| {
-            let shape = Shape {
-                n,
-                nkv,
-                gs,
-                block: rule.block,
-                qb: plan.query_block.max(1),
-                layer: qkv.layer,
-                bi,
-            };
+            let shape = Shape::of(qkv, plan, rule.block, bi);
             group_outs(
                 m,
                 &shape,

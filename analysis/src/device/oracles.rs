@@ -82,15 +82,7 @@ pub(super) fn block_mass_topk(
         .zip(&chosen)
         .enumerate()
         .map(|(bi, (m, per_group))| {
-            let shape = Shape {
-                n,
-                nkv,
-                gs,
-                block,
-                qb: plan.query_block.max(1),
-                layer: qkv.layer,
-                bi,
-            };
+            let shape = Shape::of(qkv, plan, block, bi);
             group_outs(
                 m,
                 &shape,
