@@ -161,7 +161,7 @@ pub fn load(src: &TextSource, opts: &TextOptions) -> Result<Text> {
             let bytes = std::fs::read(p).map_err(io_err(p))?;
             let origin = p.display().to_string();
             let mut t = from_bytes(&bytes, &origin, opts)?;
-            // JSON strings may carry `\r\n` as escapes, which decoding the file cannot see.
+            // JSON strings may hold `\r\n` as escapes, which decoding the file cannot see.
             t.text = normalize_line_ends(jsonl_text(&t.text, &origin, &opts.jsonl_field)?, opts);
             Ok(t)
         }

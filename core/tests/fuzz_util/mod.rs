@@ -1,4 +1,4 @@
-//! Shared helpers of the property-based fuzz tests (core/tests/fuzz_*.rs, see core/FUZZING.md):
+//! Shared code of the property-based fuzz tests (core/tests/fuzz_*.rs, see core/FUZZING.md):
 //! the case count (`ATTNSCOPE_FUZZ_CASES`, default 256), a per-case deadline so a hang fails the
 //! test instead of stalling CI, byte mutations of real fixtures and arbitrary JSON values.
 #![allow(dead_code)]

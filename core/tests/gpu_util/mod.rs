@@ -1,4 +1,4 @@
-//! Shared helpers of the GPU tests (core/tests/gpu_*.rs): the device or a printed skip notice,
+//! Shared code of the GPU tests (core/tests/gpu_*.rs): the device or a printed skip notice,
 //! fresh random inputs (seed printed; ATTNSCOPE_TEST_SEED repeats a run), error measures.
 #![allow(dead_code)]
 

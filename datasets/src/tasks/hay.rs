@@ -1,4 +1,4 @@
-//! Haystack text helpers: paragraph and sentence starts, the seeded window, token density.
+//! Haystack text utilities: paragraph and sentence starts, the seeded window, token density.
 
 use attnscope_core::tokenizer::Tokenizer;
 
