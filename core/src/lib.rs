@@ -29,6 +29,7 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod rng;
+pub mod rope;
 pub mod safetensors_io;
 pub mod tensor;
 pub mod tokenizer;

@@ -1,11 +1,12 @@
-//! CPU f32 building blocks of the forward pass: linear layers, RMSNorm, RoPE, SiLU gating.
+//! CPU f32 building blocks of the forward pass: linear layers, RMSNorm, RoPE ([`Rope`], from
+//! [`crate::rope`]), SiLU gating.
 //! Matrix products: [`matmul_t`], matrixmultiply's SGEMM kernels on row chunks spread over
 //! rayon's threads.
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
 
-use crate::error::{CoreError, Result};
+pub use crate::rope::Rope;
 use crate::tensor::HostTensor;
 
 /// A linear layer `y = x W^T + b` with `W` stored `[out, in]` as in PyTorch.
@@ -96,77 +97,6 @@ pub fn rms_norm_inplace(mut x: ArrayViewMut2<f32>, weight: &Array1<f32>, eps: f3
                 .and(weight)
                 .for_each(|v, &w| *v = *v * inv * w);
         });
-}
-
-/// Rotary position embedding tables (rotate-half convention, as in Hugging Face models).
-#[derive(Debug, Clone)]
-pub struct Rope {
-    head_dim: usize,
-    /// `cos[p, j]`, `sin[p, j]` for position `p` and frequency index `j < head_dim / 2`.
-    cos: Array2<f32>,
-    sin: Array2<f32>,
-}
-
-impl Rope {
-    /// Tables for positions `0..max_pos` with base `theta`.
-    pub fn new(head_dim: usize, theta: f32, max_pos: usize) -> Self {
-        let half = head_dim / 2;
-        let inv_freq: Vec<f64> = (0..half)
-            .map(|j| 1.0 / (theta as f64).powf(2.0 * j as f64 / head_dim as f64))
-            .collect();
-        let mut cos = Array2::zeros((max_pos, half));
-        let mut sin = Array2::zeros((max_pos, half));
-        for p in 0..max_pos {
-            for j in 0..half {
-                // HF computes the angle in f32: position (f32) * inv_freq (f32).
-                let ang = (p as f32) * (inv_freq[j] as f32);
-                cos[[p, j]] = ang.cos();
-                sin[[p, j]] = ang.sin();
-            }
-        }
-        Self { head_dim, cos, sin }
-    }
-
-    /// Rotates `x` (`[n, heads * head_dim]`, row `i` at position `i`) in place. An error when
-    /// `x` has more rows than the table has positions or a width that is not whole heads.
-    pub fn apply(&self, mut x: ArrayViewMut2<f32>) -> Result<()> {
-        let (d, half) = (self.head_dim, self.head_dim / 2);
-        let (n, width) = x.dim();
-        if n > self.cos.nrows() || d == 0 || !width.is_multiple_of(d) {
-            return Err(CoreError::Input(format!(
-                "RoPE of a [{n}, {width}] array: the tables hold {} positions of head dim {d}",
-                self.cos.nrows()
-            )));
-        }
-        x.axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(p, mut row)| {
-                let (c, s) = (self.cos.row(p), self.sin.row(p));
-                let rotate = |head: &mut [f32]| {
-                    for j in 0..half {
-                        let (a, b) = (head[j], head[j + half]);
-                        head[j] = a * c[j] - b * s[j];
-                        head[j + half] = b * c[j] + a * s[j];
-                    }
-                };
-                match row.as_slice_mut() {
-                    Some(row) => row.chunks_mut(d).for_each(rotate),
-                    None => {
-                        // A strided view (e.g. a column slice): rotate a copy and write it back.
-                        let mut tmp = row.to_vec();
-                        tmp.chunks_mut(d).for_each(rotate);
-                        row.iter_mut().zip(tmp).for_each(|(dst, v)| *dst = v);
-                    }
-                }
-            });
-        Ok(())
-    }
-
-    /// Longest sequence the tables cover.
-    pub fn max_positions(&self) -> usize {
-        self.cos.nrows()
-    }
 }
 
 /// `silu(gate) * up`, element-wise, written into `gate`.

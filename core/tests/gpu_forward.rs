@@ -215,6 +215,7 @@ fn gpu_forward_matches_cpu_on_a_random_qwen2_with_flash_shapes() {
             vocab: 300,
             rms_eps: 1e-6,
             rope_theta: 1_000_000.0,
+            rope_scaling: Default::default(),
             max_context: 1024,
             tie_embeddings: true,
             bos_token_id: None,

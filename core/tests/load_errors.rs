@@ -116,11 +116,11 @@ fn unknown_architecture_and_rope_scaling() {
         let p = d.join("config.json");
         let mut v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
-        v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+        v["rope_scaling"] = serde_json::json!({"rope_type": "longrope", "factor": 4.0});
         std::fs::write(&p, v.to_string()).expect("write");
     });
     let e = load_err(d.path());
-    assert!(e.contains("config.json") && e.contains("yarn"), "{e}");
+    assert!(e.contains("config.json") && e.contains("'longrope'"), "{e}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
+use crate::rope::RopeScaling;
 pub(crate) use validate::derived_head_dim;
 pub use validate::{KeyStyle, MAX_DIM, MAX_RMS_EPS};
 
@@ -57,6 +58,10 @@ pub struct ModelConfig {
     pub vocab: usize,
     pub rms_eps: f32,
     pub rope_theta: f32,
+    /// RoPE frequency scaling (`rope_scaling` / `rope_parameters`, GGUF `rope.scaling.*` and
+    /// `rope_freqs`); see [`crate::rope`].
+    #[serde(default)]
+    pub rope_scaling: RopeScaling,
     /// Longest input the model was trained for (`max_position_embeddings`, `context_length`).
     pub max_context: usize,
     pub tie_embeddings: bool,
@@ -80,6 +85,7 @@ struct HfConfig {
     rope_parameters: Option<serde_json::Value>,
     rope_scaling: Option<serde_json::Value>,
     max_position_embeddings: Option<usize>,
+    original_max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
     bos_token_id: Option<serde_json::Value>,
     eos_token_id: Option<serde_json::Value>,
@@ -96,17 +102,6 @@ fn first_id(v: &Option<serde_json::Value>) -> Option<u32> {
     }
 }
 
-/// Rejects any RoPE scaling other than the default.
-pub(crate) fn check_rope_scaling(path: &Path, kind: Option<&str>) -> Result<()> {
-    match kind {
-        None | Some("default") | Some("none") | Some("linear_1") => Ok(()),
-        Some(other) => Err(CoreError::unsupported(
-            path,
-            format!("rope scaling '{other}' (only default RoPE is implemented)"),
-        )),
-    }
-}
-
 impl ModelConfig {
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_json(path: &Path) -> Result<Self> {
@@ -120,18 +115,6 @@ impl ModelConfig {
             .unwrap_or_default();
         let arch = Arch::parse(&name)
             .ok_or_else(|| CoreError::unsupported(path, format!("architecture '{name}'")))?;
-        for v in [&hf.rope_scaling, &hf.rope_parameters]
-            .into_iter()
-            .flatten()
-        {
-            if let Some(obj) = v.as_object() {
-                let kind = obj
-                    .get("rope_type")
-                    .or_else(|| obj.get("type"))
-                    .and_then(|t| t.as_str());
-                check_rope_scaling(path, kind)?;
-            }
-        }
         let rope_theta = hf
             .rope_theta
             .or_else(|| {
@@ -150,6 +133,27 @@ impl ModelConfig {
             hf.hidden_size,
             hf.num_attention_heads,
         )?;
+        let max_pos = hf.max_position_embeddings.unwrap_or(2048);
+        let rope_scaling = crate::rope::from_hf_json(
+            path,
+            hf.rope_scaling.as_ref(),
+            hf.rope_parameters.as_ref(),
+            max_pos,
+            hf.original_max_position_embeddings,
+        )?;
+        let section = if hf.rope_scaling.as_ref().is_some_and(|v| v.is_object()) {
+            "rope_scaling"
+        } else {
+            "rope_parameters"
+        };
+        rope_scaling.validate(path, head_dim, &|k| format!("{section}.{k}"))?;
+        // Dynamic NTK exists to run past `max_position_embeddings`: accept `factor` times it.
+        let max_context = match &rope_scaling {
+            RopeScaling::Dynamic { factor, .. } if *factor > 1.0 => {
+                ((max_pos as f64 * factor).floor() as usize).clamp(max_pos, MAX_DIM)
+            }
+            _ => max_pos,
+        };
         let cfg = Self {
             arch,
             n_layers: hf.num_hidden_layers,
@@ -161,7 +165,8 @@ impl ModelConfig {
             vocab: hf.vocab_size,
             rms_eps: hf.rms_norm_eps.unwrap_or(1e-6) as f32,
             rope_theta: rope_theta as f32,
-            max_context: hf.max_position_embeddings.unwrap_or(2048),
+            rope_scaling,
+            max_context,
             tie_embeddings: hf.tie_word_embeddings.unwrap_or(false),
             bos_token_id: first_id(&hf.bos_token_id),
             eos_token_id: first_id(&hf.eos_token_id),

@@ -172,6 +172,12 @@ impl ModelConfig {
                 "the RoPE base must be a finite number > 0".into(),
             );
         }
+        let scaling_key = |k: &str| match style {
+            KeyStyle::Gguf { arch } => format!("{arch}.rope.scaling.{k}"),
+            _ => format!("rope_scaling.{k}"),
+        };
+        self.rope_scaling
+            .validate(path, self.head_dim, &scaling_key)?;
         // The largest weight matrices must have a representable element count.
         let (h, d) = (self.hidden as u64, self.head_dim as u64);
         let mats = [
@@ -218,6 +224,7 @@ mod tests {
             vocab: 100,
             rms_eps: 1e-5,
             rope_theta: 10_000.0,
+            rope_scaling: Default::default(),
             max_context: 256,
             tie_embeddings: true,
             bos_token_id: None,

@@ -6,27 +6,18 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::reader::{GgufFile, GgufTensorInfo};
-use crate::config::{check_rope_scaling, derived_head_dim, Arch, KeyStyle, ModelConfig};
+use crate::config::{derived_head_dim, Arch, KeyStyle, ModelConfig};
 use crate::error::{CoreError, Result};
 use crate::tensor::{HostTensor, Weights};
 
 /// Loads config, weights and the opened file (kept for its tokenizer metadata).
 ///
-/// For `llama`-family files the Q/K row permutation applied by llama.cpp's
+/// RoPE scaling comes from `<arch>.rope.scaling.*` and the `rope_freqs.weight` tensor (see
+/// [`crate::rope`]). For `llama`-family files the Q/K row permutation applied by llama.cpp's
 /// `convert_hf_to_gguf.py` is undone, so the weights are in HF order (rotate-half RoPE).
 pub fn load_gguf_model(path: &Path) -> Result<(ModelConfig, Weights, GgufFile)> {
     let file = GgufFile::open(path)?;
     let cfg = config_from_metadata(&file)?;
-    if let Some(info) = file.tensor_info("rope_freqs.weight") {
-        // Llama 3.1-style frequency scaling; an all-ones tensor is plain RoPE.
-        if file.tensor_f32(info)?.data.iter().any(|&f| f != 1.0) {
-            return Err(CoreError::unsupported(
-                path,
-                "rope scaling: a 'rope_freqs' tensor with factors other than 1 (Llama 3.1-style); \
-                 only default RoPE is implemented",
-            ));
-        }
-    }
     let jobs: Vec<(&GgufTensorInfo, String)> = file
         .tensors
         .iter()
@@ -159,9 +150,6 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
     let need = |k: &str| -> Result<usize> {
         uint(k)?.ok_or_else(|| CoreError::format(path, format!("metadata lacks '{}'", key(k))))
     };
-    let scaling = f.get(&key("rope.scaling.type")).and_then(|v| v.as_str());
-    check_rope_scaling(path, scaling)?;
-
     let style = KeyStyle::Gguf { arch: arch_name };
     let hidden = need("embedding_length")?;
     let n_heads = need("attention.head_count")?;
@@ -196,6 +184,9 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
             .and_then(|v| v.as_u64())
             .and_then(|x| u32::try_from(x).ok())
     };
+    let rope_theta = float("rope.freq_base")?.unwrap_or(10_000.0) as f32;
+    let max_context = uint("context_length")?.unwrap_or(2048);
+    let rope_scaling = crate::rope::from_gguf(f, arch_name, head_dim, rope_theta, max_context)?;
     let cfg = ModelConfig {
         arch,
         n_layers: need("block_count")?,
@@ -206,8 +197,9 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
         intermediate: need("feed_forward_length")?,
         vocab,
         rms_eps: float("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-6) as f32,
-        rope_theta: float("rope.freq_base")?.unwrap_or(10_000.0) as f32,
-        max_context: uint("context_length")?.unwrap_or(2048),
+        rope_theta,
+        rope_scaling,
+        max_context,
         tie_embeddings: f.tensor_info("output.weight").is_none(),
         bos_token_id: token("bos_token_id"),
         eos_token_id: token("eos_token_id"),

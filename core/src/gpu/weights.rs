@@ -52,23 +52,21 @@ pub(crate) fn weight_bytes<T: GpuFloat>(cfg: &ModelConfig) -> u64 {
         + 4 * cfg.max_context as u64 * d
 }
 
-/// RoPE tables `cos`, `sin` of `[positions, head_dim / 2]` for the GPU kernels, with the same
-/// arithmetic as [`crate::ops::Rope::new`] (HF: position (f32) * inv_freq (f32)).
+/// Plain RoPE tables `cos`, `sin` of `[positions, head_dim / 2]` for the GPU kernels, with the
+/// same arithmetic as [`crate::ops::Rope::new`] (HF: position (f32) * inv_freq (f32)).
 pub fn rope_tables(head_dim: usize, theta: f32, positions: usize) -> (Vec<f32>, Vec<f32>) {
-    let (d, half) = (head_dim, head_dim / 2);
-    let inv: Vec<f64> = (0..half)
-        .map(|j| 1.0 / (theta as f64).powf(2.0 * j as f64 / d as f64))
-        .collect();
-    let mut cos = Vec::with_capacity(positions * half);
-    let mut sin = Vec::with_capacity(positions * half);
-    for p in 0..positions {
-        for &f in &inv {
-            let ang = (p as f32) * (f as f32);
-            cos.push(ang.cos());
-            sin.push(ang.sin());
-        }
-    }
-    (cos, sin)
+    let freqs = crate::rope::RopeScaling::Default.frequencies(head_dim, theta, 0);
+    crate::rope::tables(&freqs, positions)
+}
+
+/// RoPE tables of `cfg` (its scaling included) for `cfg.max_context` positions, from the same
+/// [`crate::rope::RopeScaling::frequencies`] as the CPU tables. A `dynamic` scaling gives the
+/// tables of passes up to its original length (longer passes are refused on the GPU).
+pub fn model_rope_tables(cfg: &ModelConfig) -> (Vec<f32>, Vec<f32>) {
+    let freqs = cfg
+        .rope_scaling
+        .frequencies(cfg.head_dim, cfg.rope_theta, 0);
+    crate::rope::tables(&freqs, cfg.max_context)
 }
 
 fn up_t<T: GpuFloat>(dev: &GpuDevice, data: &[f32], what: &str) -> Result<DBuf<T>> {
@@ -130,7 +128,7 @@ impl<T: GpuFloat> GpuWeights<T> {
                 wdown: stacked(dev, &[&l.down], &format!("layer {i} down weights"))?,
             });
         }
-        let (cos, sin) = rope_tables(cfg.head_dim, cfg.rope_theta, cfg.max_context);
+        let (cos, sin) = model_rope_tables(cfg);
         Ok(Self {
             embed: up_t(dev, &slice2(&model.embed), "embeddings")?,
             layers,
@@ -182,7 +180,7 @@ impl<T: GpuFloat> GpuWeights<T> {
         }
         let mut embed = dev.alloc::<T>(cfg.vocab * h, "embeddings")?;
         dev.fill_uniform(&mut embed, next(), 1.0, 0.0)?;
-        let (cos, sin) = rope_tables(cfg.head_dim, cfg.rope_theta, cfg.max_context);
+        let (cos, sin) = model_rope_tables(cfg);
         Ok(Self {
             embed,
             layers,

@@ -71,6 +71,8 @@ impl Model {
         }
         let cfg = &self.config;
         let n = ids.len();
+        // RoPE tables for this length (dynamic NTK scaling recomputes them past its original length).
+        let rope = self.rope.for_length(n);
         // 1. Token embeddings.
         let mut x = Array2::zeros((n, cfg.hidden));
         x.axis_iter_mut(Axis(0))
@@ -90,8 +92,8 @@ impl Model {
                 head_norm(&mut k, kn, cfg.head_dim, cfg.rms_eps)?;
             }
             // 5. Rotary position embedding of q and k.
-            self.rope.apply(q.view_mut())?;
-            self.rope.apply(k.view_mut())?;
+            rope.apply(q.view_mut())?;
+            rope.apply(k.view_mut())?;
             // 6. Attention through the hook: dense, sparse, or the hook's exact output.
             let qkv = LayerQkv {
                 layer: l,

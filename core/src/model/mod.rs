@@ -131,7 +131,12 @@ impl Model {
             .map(|(k, n)| format!("{k} x {n}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let rope = Rope::new(config.head_dim, config.rope_theta, config.max_context);
+        let rope = Rope::scaled(
+            config.head_dim,
+            config.rope_theta,
+            config.rope_scaling.clone(),
+            config.max_context,
+        );
         Ok(Self {
             source: w.source.clone(),
             storage,

@@ -153,6 +153,13 @@ impl GpuModel {
                 self.config.max_context
             )));
         }
+        if self.config.rope_scaling.depends_on_length(ids.len()) {
+            return Err(CoreError::Input(format!(
+                "{} tokens: dynamic NTK RoPE past the original length is implemented on the CPU \
+                 only (use --device cpu or a shorter input)",
+                ids.len()
+            )));
+        }
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.config.vocab) {
             return Err(CoreError::Input(format!(
                 "token id {bad} is outside the vocabulary of {} ids",
