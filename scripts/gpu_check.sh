@@ -20,7 +20,8 @@
 #             of both runs
 #   baseline  with another attnscope binary in DIR/baseline/attnscope (an earlier commit):
 #             `simulate --device cuda --methods all` with both binaries, every bundle table's
-#             sha256 and `report --json` compared (a change that must not change results)
+#             sha256 and `report --json` compared (a change that must not change results); the
+#             binary compared with it is the packed one, or ATTNSCOPE_GPU_COMPARE_BIN
 #   blocks    `attnscope bench --block-methods` (device block methods, ms per layer, 4k-32k tokens)
 #   profile   the GPU stage profile of one forward pass at 32k tokens (ATTNSCOPE_GPU_PROFILE=1)
 #   torch     scripts/gpu_bench.py: attnscope against PyTorch SDPA and the device's ceilings
@@ -182,7 +183,7 @@ if want baseline && [ -x "$DIR/baseline/attnscope" ]; then
     : > "$log"
     ok=1
     for which in base new; do
-        bin=$B; [ "$which" = base ] && bin=$DIR/baseline/attnscope
+        bin=${ATTNSCOPE_GPU_COMPARE_BIN:-$B}; [ "$which" = base ] && bin=$DIR/baseline/attnscope
         # Both runs write the same path (the report names the run's folder), then it is moved.
         rm -rf "$WORK/cmp"
         if ! "$bin" simulate --model "$ATTNSCOPE_GPU_MODEL" --text "$ATTNSCOPE_GPU_TEXT" --len 2048 \
