@@ -209,10 +209,27 @@ fn bad_bundles_are_named() {
     synthetic(&dir, Format::Parquet, 1)
         .write(false)
         .expect("write");
-    // Truncated table.
+    // A changed table: its SHA-256 differs from the manifest's.
     let m = dir.join("metrics.parquet");
     let bytes = std::fs::read(&m).expect("read");
     std::fs::write(&m, &bytes[..bytes.len() / 2]).expect("truncate");
+    let e = err(&dir);
+    assert!(
+        e.contains("metrics.parquet") && e.contains("SHA-256"),
+        "{e}"
+    );
+    // Without checksums (a bundle of an earlier version) the readers themselves name it.
+    let mpath = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mpath).expect("manifest")).expect("json");
+    for t in manifest["tables"].as_array_mut().expect("tables") {
+        t.as_object_mut().expect("table").remove("sha256");
+    }
+    std::fs::write(
+        &mpath,
+        serde_json::to_string_pretty(&manifest).expect("json"),
+    )
+    .expect("write manifest");
     let e = err(&dir);
     assert!(
         e.contains("metrics.parquet") && e.contains("truncated"),
@@ -236,7 +253,6 @@ fn bad_bundles_are_named() {
     let e = err(&dir);
     assert!(e.contains("heads.parquet") && e.contains("column"), "{e}");
     // A manifest from a newer version.
-    let mpath = dir.join("manifest.json");
     let text = std::fs::read_to_string(&mpath).expect("manifest");
     std::fs::write(
         &mpath,

@@ -129,7 +129,7 @@ fn pyarrow_and_pandas_read_the_bundle() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let exp = tmp.path().join("expect.json");
     std::fs::write(&exp, expect.to_string()).expect("write expect");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_bundle.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/check_bundle.py");
     let out = Command::new("python3")
         .arg(script)
         .arg(dir)
