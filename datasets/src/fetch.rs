@@ -72,6 +72,14 @@ pub fn corpus_file(name: &str) -> Option<PathBuf> {
     Fetcher::from_env().corpus_file(name)
 }
 
+/// Fetches of one process run one at a time: two threads asking for the same model (tests run
+/// in parallel) would otherwise share its scratch folder and partial file. The second finds the
+/// files in the cache once the first is done.
+fn fetch_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The fetch with an explicit cache root and registry clients (the free functions use
 /// [`Fetcher::from_env`]).
 #[derive(Debug, Clone)]
@@ -180,6 +188,7 @@ impl Fetcher {
         entry: &ModelEntry,
         progress: &mut dyn FnMut(&str),
     ) -> Result<FetchedModel, FetchError> {
+        let _one_at_a_time = fetch_lock();
         let name = entry.name;
         let target = self.model_files(entry);
         let w = &entry.weights;
@@ -241,6 +250,7 @@ impl Fetcher {
         entry: &CorpusEntry,
         progress: &mut dyn FnMut(&str),
     ) -> Result<PathBuf, FetchError> {
+        let _one_at_a_time = fetch_lock();
         let name = entry.name;
         let dir = self.corpus_dir(name);
         let wanted: Vec<(&str, PathBuf)> = entry
