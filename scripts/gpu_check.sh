@@ -44,7 +44,9 @@ BLOCK_LENS=${ATTNSCOPE_GPU_BLOCK_LENS:-4096,8192,16384,32768}
 TESTS=(gpu_kernels gpu_forward gpu_sim gpu_block_methods)
 METHODS=phsa,infllm-v2,nsa,moba,quest,seer-oracle,oracle-topk-block
 
-for f in bins.tar.xz smollm2-4l.gguf alice29.txt; do
+# The truncated model's file name in DIR (ATTNSCOPE_GPU_MODEL_FILE, e.g. a 1-layer truncation).
+MODEL_FILE=${ATTNSCOPE_GPU_MODEL_FILE:-smollm2-4l.gguf}
+for f in bins.tar.xz "$MODEL_FILE" alice29.txt; do
     [ -f "$DIR/$f" ] || { echo "gpu_check.sh: $DIR/$f is missing (run scripts/gpu_pack.sh)" >&2; exit 1; }
 done
 [ -d core/tests/fixtures ] || { echo "gpu_check.sh: run it from a repository checkout" >&2; exit 1; }
@@ -57,7 +59,7 @@ B=$WORK/bins/attnscope
 for lib in /usr/local/cuda/lib64 /usr/local/nvidia/lib64; do
     [ -d "$lib" ] && export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 done
-export ATTNSCOPE_BIN=$B ATTNSCOPE_GPU_MODEL=$DIR/smollm2-4l.gguf ATTNSCOPE_GPU_TEXT=$DIR/alice29.txt
+export ATTNSCOPE_BIN=$B ATTNSCOPE_GPU_MODEL=$DIR/$MODEL_FILE ATTNSCOPE_GPU_TEXT=$DIR/alice29.txt
 export RUST_BACKTRACE=1 PYTHONUNBUFFERED=1
 
 SUMMARY=$WORK/summary.tsv
