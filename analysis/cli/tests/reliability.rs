@@ -253,60 +253,41 @@ fn ppl_and_simulate_read_a_text_file_to_the_same_ids() {
     let (ok, out, err) = attnscope(&["ppl", "--text", f, "--max-tokens", "512", "--json"]);
     assert!(ok, "ppl failed: {err}");
     let ppl: serde_json::Value = serde_json::from_str(out.trim()).expect("ppl --json");
-    let run = tmp.path().join("run");
-    let (ok, _, err) = attnscope(&[
-        "simulate",
-        "--text",
-        f,
-        "--len",
-        "512",
-        "--layers",
-        "0",
-        "--methods",
-        "streaming",
-        "--sparsity",
-        "0.5",
-        "--quiet",
-        "--out",
-        run.to_str().expect("utf-8"),
-    ]);
-    assert!(ok, "simulate failed: {err}");
-    let m: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run.join("manifest.json")).expect("manifest"),
-    )
-    .expect("json");
-    let input = &m["data"]["inputs"][0];
+    // One-layer runs of `--len` tokens of the file: the first input's manifest entry.
+    let input_of = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let run = tmp.path().join(name);
+        let mut args = vec![
+            "simulate",
+            "--text",
+            f,
+            "--layers",
+            "0",
+            "--methods",
+            "streaming",
+        ];
+        args.extend([
+            "--sparsity",
+            "0.5",
+            "--quiet",
+            "--out",
+            run.to_str().expect("utf-8"),
+        ]);
+        args.extend_from_slice(extra);
+        let (ok, _, err) = attnscope(&args);
+        assert!(ok, "simulate {extra:?} failed: {err}");
+        let m: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("manifest.json")).expect("manifest"),
+        )
+        .expect("json");
+        m["data"]["inputs"][0].clone()
+    };
+    let input = input_of("run", &["--len", "512"]);
     assert_eq!(input["start_char"], 0, "{input}");
     assert_eq!(input["repeated"], false, "{input}");
     assert_eq!(input["ids_sha256"], ppl["ids_sha256"], "{input} vs {ppl}");
     // An explicit start is used and recorded.
-    let run2 = tmp.path().join("run2");
-    let (ok, _, err) = attnscope(&[
-        "simulate",
-        "--text",
-        f,
-        "--len",
-        "256",
-        "--offset",
-        "1000",
-        "--layers",
-        "0",
-        "--methods",
-        "streaming",
-        "--sparsity",
-        "0.5",
-        "--quiet",
-        "--out",
-        run2.to_str().expect("utf-8"),
-    ]);
-    assert!(ok, "simulate --offset failed: {err}");
-    let m: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run2.join("manifest.json")).expect("manifest"),
-    )
-    .expect("json");
-    let start = m["data"]["inputs"][0]["start_char"]
-        .as_u64()
-        .expect("start_char");
+    let input = input_of("run2", &["--len", "256", "--offset", "1000"]);
+    let start = input["start_char"].as_u64().expect("start_char");
     assert!((1000..=1003).contains(&start), "start {start}");
 }
 
