@@ -1,27 +1,29 @@
 //! Budgets and the calibration that puts every method at the same achieved sparsity.
 //!
-//! Sparsity (METHODS.md) = 1 - kept causal pairs / all causal pairs, over the q-heads of a group.
+//! Sparsity (METHODS.md) = 1 - kept causal pairs / all causal pairs of the scored queries
+//! ([`Scored`]), over the q-heads of a group.
 //! A budget is a fixed number of keys per query, a target sparsity, or top-p. Calibration searches
 //! a method's one knob (bisection; integer knobs by binary search) for the requested sparsity.
 
 pub use crate::method::Budget;
 use crate::method::{Knob, Prepared, Selector};
-use crate::selection::{causal_pairs, Selection};
+use crate::selection::{causal_pairs, Scored, Selection};
 
 /// Achieved sparsity must be within this of the target (0.2 percentage points).
 pub const SPARSITY_TOLERANCE: f64 = 0.002;
 
-/// Sparsity of the selections of a group's q-heads over `n` tokens.
-pub fn sparsity_of(sels: &[Selection], n: usize) -> f64 {
+/// Sparsity of the selections of a group's q-heads over their scored queries.
+pub fn sparsity_of(sels: &[Selection]) -> f64 {
     let kept: u64 = sels.iter().map(Selection::kept_pairs).sum();
-    1.0 - kept as f64 / (causal_pairs(n) * sels.len().max(1) as u64) as f64
+    let all: u64 = sels.iter().map(|s| s.scored().causal_pairs()).sum();
+    1.0 - kept as f64 / all.max(1) as f64
 }
 
-/// Sparsity of a budget of `tokens` keys per query over `n` tokens (a query keeps
+/// Sparsity of a budget of `tokens` keys per query over the `scored` queries (query `i` keeps
 /// `min(tokens, i + 1)` keys).
-pub fn sparsity_of_tokens(tokens: usize, n: usize) -> f64 {
-    let kept: u64 = (0..n).map(|i| tokens.min(i + 1) as u64).sum();
-    1.0 - kept as f64 / causal_pairs(n) as f64
+pub fn sparsity_of_tokens(tokens: usize, scored: Scored) -> f64 {
+    let kept: u64 = scored.range().map(|i| tokens.min(i + 1) as u64).sum();
+    1.0 - kept as f64 / scored.causal_pairs().max(1) as f64
 }
 
 /// A method's selections at the chosen knob value.
@@ -36,9 +38,14 @@ pub struct Calibrated {
     pub reached: bool,
 }
 
-fn eval(prep: &dyn Prepared, x: f64, n: usize) -> (Vec<Selection>, f64) {
-    let sels = prep.select(x);
-    let s = sparsity_of(&sels, n);
+/// The selections at `x` for the `scored` queries, and their sparsity.
+fn eval(prep: &dyn Prepared, x: f64, scored: Scored) -> (Vec<Selection>, f64) {
+    let sels: Vec<Selection> = prep
+        .select(x)
+        .into_iter()
+        .map(|s| s.restricted(scored))
+        .collect();
+    let s = sparsity_of(&sels);
     (sels, s)
 }
 
@@ -47,12 +54,13 @@ pub fn sparsity_of_kept(kept: u64, heads: usize, n: usize) -> f64 {
     1.0 - kept as f64 / (causal_pairs(n) * heads.max(1) as u64) as f64
 }
 
-/// The sparsity at `x`, counted without selections when the method can, else with them.
-fn probe(prep: &dyn Prepared, x: f64, n: usize) -> (Option<Vec<Selection>>, f64) {
-    match prep.kept_pairs_at(x) {
-        Some((kept, heads)) => (None, sparsity_of_kept(kept, heads, n)),
+/// The sparsity at `x`, counted without selections when the method can (every query scored),
+/// else with them.
+fn probe(prep: &dyn Prepared, x: f64, scored: Scored) -> (Option<Vec<Selection>>, f64) {
+    match scored.is_all().then(|| prep.kept_pairs_at(x)).flatten() {
+        Some((kept, heads)) => (None, sparsity_of_kept(kept, heads, scored.n)),
         None => {
-            let (sels, s) = eval(prep, x, n);
+            let (sels, s) = eval(prep, x, scored);
             (Some(sels), s)
         }
     }
@@ -167,32 +175,34 @@ pub fn search_knob_guided<T>(
     best
 }
 
-/// Finds the knob value whose selections come closest to `target` sparsity.
-pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, n: usize) -> Calibrated {
+/// Finds the knob value whose selections come closest to `target` sparsity over the `scored`
+/// queries.
+pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, scored: Scored) -> Calibrated {
+    let n = scored.n;
     let approx = |x: f64| {
         prep.approx_kept_pairs_at(x)
             .map_or(f64::NAN, |(kept, heads)| {
                 1.0 - kept / (causal_pairs(n) * heads.max(1) as u64) as f64
             })
     };
-    let guided = prep.approx_kept_pairs_at(knob.min).is_some();
+    let guided = scored.is_all() && prep.approx_kept_pairs_at(knob.min).is_some();
     let best = search_knob_guided(
         knob,
         target,
         n,
-        |x| probe(prep, x, n),
+        |x| probe(prep, x, scored),
         guided.then_some(&approx as &dyn Fn(f64) -> f64),
     );
     let (knob_value, selections, sparsity) = match best {
         Some((x, Some(sels), s)) => (x, sels, s),
         // Counted without selections: build them once, at the chosen value.
         Some((x, None, counted)) => {
-            let (sels, s) = eval(prep, x, n);
+            let (sels, s) = eval(prep, x, scored);
             debug_assert_eq!(s, counted, "kept_pairs_at disagrees with select at {x}");
             (x, sels, s)
         }
         None => {
-            let (sels, s) = eval(prep, knob.min, n);
+            let (sels, s) = eval(prep, knob.min, scored);
             (knob.min, sels, s)
         }
     };
@@ -205,32 +215,32 @@ pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, n: usize) -> Cal
     }
 }
 
-/// Selections of a method under `budget`. `top_p_sparsity` is the sparsity exact top-p reached
-/// on this group (needed for [`Budget::TopP`] only).
+/// Selections of a method under `budget` over the `scored` queries. `top_p_sparsity` is the
+/// sparsity exact top-p reached on this group (needed for [`Budget::TopP`] only).
 pub fn resolve(
     method: &dyn Selector,
     prep: &dyn Prepared,
     budget: Budget,
-    n: usize,
+    scored: Scored,
     top_p_sparsity: Option<f64>,
 ) -> Calibrated {
     let knob = method.knob();
     match budget {
         Budget::Tokens(t) => match method.knob_for_tokens(t) {
             Some(x) => {
-                let (selections, sparsity) = eval(prep, x, n);
+                let (selections, sparsity) = eval(prep, x, scored);
                 Calibrated {
                     knob: x,
                     selections,
                     sparsity,
-                    target: sparsity_of_tokens(t, n),
+                    target: sparsity_of_tokens(t, scored),
                     reached: true,
                 }
             }
-            None => calibrate(prep, &knob, sparsity_of_tokens(t, n), n),
+            None => calibrate(prep, &knob, sparsity_of_tokens(t, scored), scored),
         },
-        Budget::Sparsity(s) => calibrate(prep, &knob, s, n),
-        Budget::TopP(p) => calibrate(prep, &knob, top_p_sparsity.unwrap_or(1.0 - p), n),
+        Budget::Sparsity(s) => calibrate(prep, &knob, s, scored),
+        Budget::TopP(p) => calibrate(prep, &knob, top_p_sparsity.unwrap_or(1.0 - p), scored),
     }
 }
 
@@ -273,8 +283,8 @@ mod tests {
                 assert_eq!(kept, want, "{}: kept pairs at {x}", info.name);
             }
             for target in [0.3, 0.7, 0.9] {
-                let c = calibrate(prep.as_ref(), &knob, target, n);
-                assert_eq!(c.sparsity, sparsity_of(&c.selections, n), "{}", info.name);
+                let c = calibrate(prep.as_ref(), &knob, target, Scored::all(n));
+                assert_eq!(c.sparsity, sparsity_of(&c.selections), "{}", info.name);
             }
         }
     }

@@ -10,24 +10,33 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use crate::bigbuf::PooledF32;
+use crate::selection::Scored;
 
 /// Queries per matrix product.
 pub const ROW_CHUNK: usize = 256;
 
-/// Per-pair values of one q-head over its causal pairs, packed: row `i` holds keys `0..=i`
-/// (`n (n + 1) / 2` floats, from [`PooledF32`]).
+/// Per-pair values of one q-head over the causal pairs of its scored queries, packed: row `i`
+/// (for `i` in `first..n`, [`Scored`]) holds keys `0..=i` (`n (n + 1) / 2` floats when every
+/// query is scored, from [`PooledF32`]).
 #[derive(Debug, Clone, Default)]
 pub struct PackedRows {
+    first: usize,
     n: usize,
     data: PooledF32,
 }
 
+/// Offset of row `i` in the packed rows of a matrix whose first row is `first`.
+fn row_start(i: usize, first: usize) -> usize {
+    i * (i + 1) / 2 - first * (first + 1) / 2
+}
+
 impl PackedRows {
-    /// `n` rows of zeros.
-    pub fn zeroed(n: usize) -> Self {
+    /// Zeros for the rows of the `scored` queries.
+    pub fn zeroed(scored: Scored) -> Self {
         Self {
-            n,
-            data: PooledF32::new(n * (n + 1) / 2),
+            first: scored.first,
+            n: scored.n,
+            data: PooledF32::new(row_start(scored.n, scored.first)),
         }
     }
 
@@ -36,26 +45,42 @@ impl PackedRows {
         self.n
     }
 
+    /// The queries whose rows are held.
+    pub fn scored(&self) -> Scored {
+        Scored {
+            first: self.first,
+            n: self.n,
+        }
+    }
+
     /// True for zero tokens.
     pub fn is_empty(&self) -> bool {
         self.n == 0
     }
 
-    /// The values of query `i` over keys `0..=i`.
+    /// The values of query `i` over keys `0..=i`; `i` must be a scored query (a method that
+    /// reads another row is wrong, and stops here).
     pub fn row(&self, i: usize) -> &[f32] {
-        let start = i * (i + 1) / 2;
+        assert!(
+            (self.first..self.n).contains(&i),
+            "row {i} of packed rows {}..{}",
+            self.first,
+            self.n
+        );
+        let start = row_start(i, self.first);
         &self.data[start..start + i + 1]
     }
 
     /// The rows of [`ROW_CHUNK`]-query chunks, longest first (for a balanced parallel split):
     /// `(rows lo..hi, their packed values)`.
     pub fn chunks_mut(&mut self) -> Vec<(usize, usize, &mut [f32])> {
-        let n = self.n;
-        let mut parts = Vec::with_capacity(n.div_ceil(ROW_CHUNK));
+        let (first, n) = (self.first, self.n);
+        let chunks = (n - first.min(n)).div_ceil(ROW_CHUNK);
+        let mut parts = Vec::with_capacity(chunks);
         let mut rest = &mut self.data[..];
-        for c in 0..n.div_ceil(ROW_CHUNK) {
-            let (lo, hi) = (c * ROW_CHUNK, ((c + 1) * ROW_CHUNK).min(n));
-            let (part, tail) = rest.split_at_mut(hi * (hi + 1) / 2 - lo * (lo + 1) / 2);
+        for c in 0..chunks {
+            let (lo, hi) = (first + c * ROW_CHUNK, (first + (c + 1) * ROW_CHUNK).min(n));
+            let (part, tail) = rest.split_at_mut(row_start(hi, lo));
             parts.push((lo, hi, part));
             rest = tail;
         }
@@ -83,9 +108,10 @@ impl Logits {
         Self { rows }
     }
 
-    /// The scores of queries `q` (`[n, d]`) against keys `kt` (`[d, n]`, the keys transposed).
-    pub fn compute(q: ArrayView2<f32>, kt: ArrayView2<f32>) -> Self {
-        let mut rows = PackedRows::zeroed(q.nrows());
+    /// The scores of the `scored` queries of `q` (`[n, d]`) against keys `kt` (`[d, n]`, the
+    /// keys transposed).
+    pub fn compute(q: ArrayView2<f32>, kt: ArrayView2<f32>, scored: Scored) -> Self {
+        let mut rows = PackedRows::zeroed(scored);
         rows.chunks_mut()
             .into_par_iter()
             .for_each(|(lo, hi, part)| {
@@ -115,12 +141,16 @@ mod tests {
         let data = GroupData::random(600, 16, 1, 4);
         let (q, k) = (data.q_head(0), data.k.view());
         let kt = attnscope_core::ops::transposed(k);
-        let l = Logits::compute(q, kt.view());
+        let l = Logits::compute(q, kt.view(), Scored::all(600));
+        let tail = Logits::compute(q, kt.view(), Scored::last(345, 600));
         for i in [0, 1, 255, 256, 300, 599] {
             let one = q
                 .slice(ndarray::s![i..i + 1, ..])
                 .dot(&kt.slice(ndarray::s![.., ..i + 1]));
             assert_eq!(l.row(i), one.as_slice().expect("contiguous"), "row {i}");
+            if i >= 255 {
+                assert_eq!(tail.row(i), l.row(i), "row {i} of the last 345");
+            }
         }
     }
 }

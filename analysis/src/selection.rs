@@ -9,10 +9,124 @@
 /// Half-open token range `[start, end)`.
 pub type Range = (u32, u32);
 
-/// Kept keys per row of queries (compact, CSR-like).
+/// Which queries a run scores, as asked (`--queries`): resolved per input to [`Scored`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Queries {
+    /// Every query: sparsity and metrics average over the causal triangle.
+    #[default]
+    All,
+    /// The last `N` queries of each input (decode accounting).
+    Last(usize),
+}
+
+impl Queries {
+    /// The scored queries of an `n`-token input.
+    pub fn of(self, n: usize) -> Scored {
+        match self {
+            Queries::All => Scored::all(n),
+            Queries::Last(last) => Scored::last(last, n),
+        }
+    }
+}
+
+impl std::fmt::Display for Queries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Queries::All => write!(f, "all"),
+            Queries::Last(n) => write!(f, "last:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Queries {
+    type Err = String;
+
+    /// `all` or `last:N` with `N >= 1`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}': expected 'all' or 'last:N' with N a whole number >= 1");
+        match s.trim() {
+            "all" => Ok(Queries::All),
+            t => {
+                let n = t.strip_prefix("last:").ok_or_else(bad)?;
+                match n.parse::<usize>() {
+                    Ok(n) if n >= 1 => Ok(Queries::Last(n)),
+                    _ => Err(bad()),
+                }
+            }
+        }
+    }
+}
+
+/// The queries a run scores: `first..n` of an `n`-token input (METHODS.md, "Scored queries").
+/// `--queries all` scores every query (`first` 0: the average over the causal triangle);
+/// `--queries last:N` the last `N` (decode accounting: the queries at the end of a long context).
+/// Selections, sparsity and every metric count the scored queries only; the keys each query
+/// sees are still all of `0..=i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scored {
+    /// The first scored query.
+    pub first: usize,
+    /// Tokens of the input (the last scored query is `n - 1`).
+    pub n: usize,
+}
+
+impl Scored {
+    /// Every query of `n` tokens.
+    pub fn all(n: usize) -> Self {
+        Self { first: 0, n }
+    }
+
+    /// The last `last` queries of `n` tokens (every query when `last >= n`).
+    pub fn last(last: usize, n: usize) -> Self {
+        Self {
+            first: n - last.min(n),
+            n,
+        }
+    }
+
+    /// True when every query is scored.
+    pub fn is_all(&self) -> bool {
+        self.first == 0
+    }
+
+    /// Scored queries.
+    pub fn len(&self) -> usize {
+        self.n - self.first
+    }
+
+    /// True when no query is scored.
+    pub fn is_empty(&self) -> bool {
+        self.first >= self.n
+    }
+
+    /// The scored queries as a range.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.first..self.n
+    }
+
+    /// The first row of `query_block` queries that holds a scored query.
+    pub fn first_row(&self, query_block: usize) -> usize {
+        self.first / query_block.max(1)
+    }
+
+    /// The rows of the scored queries of a per-query array (`[n, ..]`): row `i - first` is query
+    /// `i`.
+    pub fn rows_of<'a>(&self, a: ndarray::ArrayView2<'a, f32>) -> ndarray::ArrayView2<'a, f32> {
+        a.slice_move(ndarray::s![self.first..self.n, ..])
+    }
+
+    /// Causal (query, key) pairs of the scored queries: `sum (i + 1)` over `first..n`.
+    pub fn causal_pairs(&self) -> u64 {
+        causal_pairs(self.n) - causal_pairs(self.first)
+    }
+}
+
+/// Kept keys per row of queries (compact, CSR-like). Rows before the first scored query's row
+/// are empty ([`Scored`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
     n: usize,
+    first: usize,
     query_block: usize,
     offsets: Vec<usize>,
     ranges: Vec<Range>,
@@ -78,13 +192,21 @@ impl SelectionBuilder {
 impl Selection {
     /// A builder for `n` tokens whose rows cover `query_block` queries each.
     pub fn builder(n: usize, query_block: usize) -> SelectionBuilder {
-        let rows = n.div_ceil(query_block.max(1));
+        Self::builder_scored(Scored::all(n), query_block)
+    }
+
+    /// A builder for the `scored` queries: the rows before
+    /// [`Scored::first_row`] are already pushed (empty), so the next row pushed is that one.
+    pub fn builder_scored(scored: Scored, query_block: usize) -> SelectionBuilder {
+        let qb = query_block.max(1);
+        let rows = scored.n.div_ceil(qb);
         let mut offsets = Vec::with_capacity(rows + 1);
-        offsets.push(0);
+        offsets.resize(scored.first_row(qb).min(rows) + 1, 0);
         SelectionBuilder {
             sel: Self {
-                n,
-                query_block: query_block.max(1),
+                n: scored.n,
+                first: scored.first,
+                query_block: qb,
                 offsets,
                 ranges: Vec::new(),
             },
@@ -94,16 +216,23 @@ impl Selection {
 
     /// The selection whose row `r` holds `rows[r]` (arbitrary, unsorted, overlapping ranges),
     /// normalized in parallel exactly as [`SelectionBuilder::push_ranges`] does row by row.
-    pub fn from_rows(n: usize, query_block: usize, mut rows: Vec<Vec<Range>>) -> Self {
+    pub fn from_rows(n: usize, query_block: usize, rows: Vec<Vec<Range>>) -> Self {
+        Self::from_rows_scored(Scored::all(n), query_block, rows)
+    }
+
+    /// [`Selection::from_rows`] for the `scored` queries: `rows[r]` is row
+    /// `scored.first_row(query_block) + r` (the rows before it are empty).
+    pub fn from_rows_scored(scored: Scored, query_block: usize, mut rows: Vec<Vec<Range>>) -> Self {
         use rayon::prelude::*;
-        let qb = query_block.max(1);
-        debug_assert_eq!(rows.len(), n.div_ceil(qb));
+        let (n, qb) = (scored.n, query_block.max(1));
+        let r0 = scored.first_row(qb).min(n.div_ceil(qb));
+        debug_assert_eq!(r0 + rows.len(), n.div_ceil(qb));
         rows.par_iter_mut()
             .enumerate()
             .with_min_len(64)
-            .for_each(|(r, row)| normalize_row(row, (((r + 1) * qb).min(n)) as u32));
-        let mut offsets = Vec::with_capacity(rows.len() + 1);
-        offsets.push(0);
+            .for_each(|(r, row)| normalize_row(row, (((r0 + r + 1) * qb).min(n)) as u32));
+        let mut offsets = Vec::with_capacity(r0 + rows.len() + 1);
+        offsets.resize(r0 + 1, 0);
         let mut ranges = Vec::with_capacity(rows.iter().map(Vec::len).sum());
         for row in rows {
             ranges.extend_from_slice(&row);
@@ -111,6 +240,7 @@ impl Selection {
         }
         Self {
             n,
+            first: scored.first,
             query_block: qb,
             offsets,
             ranges,
@@ -127,6 +257,34 @@ impl Selection {
     /// Tokens covered.
     pub fn len(&self) -> usize {
         self.n
+    }
+
+    /// This selection for the `scored` queries: rows before the first scored query's row emptied
+    /// (the selection itself when it already scores them). For methods that select every row.
+    pub fn restricted(self, scored: Scored) -> Self {
+        if self.scored() == scored || scored.n != self.n {
+            return self;
+        }
+        let r0 = scored.first_row(self.query_block).min(self.rows());
+        let cut = self.offsets[r0];
+        let mut offsets = Vec::with_capacity(self.offsets.len());
+        offsets.resize(r0 + 1, 0);
+        offsets.extend(self.offsets[r0 + 1..].iter().map(|&o| o - cut));
+        Self {
+            n: self.n,
+            first: scored.first,
+            query_block: self.query_block,
+            offsets,
+            ranges: self.ranges[cut..].to_vec(),
+        }
+    }
+
+    /// The queries this selection scores.
+    pub fn scored(&self) -> Scored {
+        Scored {
+            first: self.first,
+            n: self.n,
+        }
     }
 
     /// True for zero tokens.
@@ -171,9 +329,9 @@ impl Selection {
                 .any(|(s, e)| (s as usize) <= j && j < e as usize)
     }
 
-    /// Kept causal (query, key) pairs.
+    /// Kept causal (query, key) pairs of the scored queries.
     pub fn kept_pairs(&self) -> u64 {
-        (0..self.n).map(|i| self.kept_of(i) as u64).sum()
+        (self.first..self.n).map(|i| self.kept_of(i) as u64).sum()
     }
 
     /// The largest key position stored in row `r` (before causal clipping), if any.

@@ -108,6 +108,11 @@ impl GroupData {
 
     /// The method input borrowing this data.
     pub fn input(&self) -> GroupInput<'_> {
+        self.input_scored(crate::selection::Scored::all(self.k.nrows()))
+    }
+
+    /// The method input borrowing this data, scoring the `scored` queries.
+    pub fn input_scored(&self, scored: crate::selection::Scored) -> GroupInput<'_> {
         GroupInput {
             layer: 0,
             kv_head: 0,
@@ -118,6 +123,7 @@ impl GroupData {
             newline: &self.newline,
             truth: self.truth.iter().collect(),
             capture_block: self.capture_block,
+            scored,
             cache: Default::default(),
         }
     }

@@ -20,7 +20,7 @@ use attnscope_analysis::method::{DeviceScoring, GroupInput, HeadKeys};
 use attnscope_analysis::methods::oracle_topk_block::{block_topk_kept, own_block_rank};
 use attnscope_analysis::metrics::{evaluate_with, DenseHead};
 use attnscope_analysis::registry;
-use attnscope_analysis::selection::Selection;
+use attnscope_analysis::selection::{Scored, Selection};
 use attnscope_analysis::sim::MethodRun;
 use attnscope_analysis::testing::GroupData;
 use attnscope_core::attention::{AttentionHook, BlockLists, DeviceLayer, HookAction, LayerQkv};
@@ -121,7 +121,13 @@ fn counted_kept_pairs_and_knobs_match_the_host_methods() {
                 Budget::Sparsity(0.95),
                 Budget::Tokens(256),
             ] {
-                let cpu = resolve(oracle.selector.as_ref(), prep.as_ref(), b, n, None);
+                let cpu = resolve(
+                    oracle.selector.as_ref(),
+                    prep.as_ref(),
+                    b,
+                    Scored::all(n),
+                    None,
+                );
                 let dev =
                     resolve_counted(oracle.selector.as_ref(), b, n, &sparsity).expect("budget");
                 assert_eq!(cpu.knob, dev.knob, "oracle-topk-block n {n} {b:?}");
@@ -160,7 +166,13 @@ fn counted_kept_pairs_and_knobs_match_the_host_methods() {
                 Budget::Sparsity(0.95),
                 Budget::Tokens(256),
             ] {
-                let cpu = resolve(run.selector.as_ref(), prep.as_ref(), b, n, None);
+                let cpu = resolve(
+                    run.selector.as_ref(),
+                    prep.as_ref(),
+                    b,
+                    Scored::all(n),
+                    None,
+                );
                 let dev = resolve_counted(run.selector.as_ref(), b, n, &sparsity).expect("budget");
                 assert_eq!(cpu.knob, dev.knob, "{name} n {n} {b:?}");
                 assert_eq!(cpu.sparsity, dev.sparsity, "{name} n {n} {b:?}");
@@ -236,6 +248,7 @@ impl Check<'_> {
                     newline: self.newline,
                     truth: heads[g * gs..(g + 1) * gs].iter().collect(),
                     capture_block: 64,
+                    scored: Scored::all(k.nrows()),
                     cache: Default::default(),
                 };
                 let prep = run.selector.prepare(&input);
@@ -243,7 +256,7 @@ impl Check<'_> {
                     run.selector.as_ref(),
                     prep.as_ref(),
                     Budget::Sparsity(self.sparsity),
-                    n,
+                    Scored::all(n),
                     None,
                 );
                 let probs = input.true_probs();

@@ -81,11 +81,11 @@ fn check_all(data: &GroupData, label: &str) {
                 method.as_ref(),
                 prep.as_ref(),
                 Budget::Sparsity(target),
-                n,
+                attnscope_analysis::selection::Scored::all(n),
                 None,
             );
             check_shape_and_causality(&name, &cal.selections, n, data.group);
-            let s = sparsity_of(&cal.selections, n);
+            let s = sparsity_of(&cal.selections);
             assert!(
                 (s - cal.sparsity).abs() < 1e-12,
                 "{name}: reported sparsity"
@@ -210,7 +210,7 @@ fn check_oracle_bound(data: &GroupData, label: &str) {
                 method.as_ref(),
                 prep.as_ref(),
                 Budget::Sparsity(target),
-                n,
+                attnscope_analysis::selection::Scored::all(n),
                 None,
             );
             for (h, sel) in cal.selections.iter().enumerate() {

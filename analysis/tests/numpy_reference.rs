@@ -263,7 +263,7 @@ fn compare_case(fx: &Fixture, id: &str, sels: &[Selection]) -> Vec<String> {
         let m = evaluate(&fx.dense_head(h), sel);
         fails.extend(compare_metrics(fx, id, h, &m, Some(&matched[h])));
     }
-    let sp = sparsity_of(sels, n);
+    let sp = sparsity_of(sels);
     let want = fx.t[&format!("{id}.sparsity")][[0]];
     if (sp - want).abs() > SPARSITY_TOL {
         fails.push(format!("{id}: sparsity Rust {sp:.8} vs numpy {want:.8}"));
@@ -411,7 +411,7 @@ fn metrics_on_numpy_masks() {
                 }
             }
         }
-        let sp = sparsity_of(&sels, fx.n);
+        let sp = sparsity_of(&sels);
         let want = fx.t[&format!("{id}.sparsity")][[0]];
         if (sp - want).abs() > SPARSITY_TOL {
             fails.push(format!("{id}: sparsity of the numpy mask {sp} vs {want}"));

@@ -176,7 +176,7 @@ fn oracle_topk_bounds_every_method_per_query_on_smollm2() {
                     method.as_ref(),
                     prep.as_ref(),
                     Budget::Sparsity(0.8),
-                    n,
+                    attnscope_analysis::selection::Scored::all(n),
                     None,
                 );
                 for (h, sel) in cal.selections.iter().enumerate() {

@@ -87,6 +87,7 @@ impl Manifest {
             capture_block: cfg.capture_block,
             freq_top_k: cfg.freq_top_k,
             freq_queries: cfg.freq_queries,
+            queries: cfg.queries.to_string(),
             selection_budgets: cfg.selection_budgets.clone(),
             device: device_label(model),
             method_devices: sim.method_devices(n, has_needles),

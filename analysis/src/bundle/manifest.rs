@@ -45,6 +45,10 @@ pub struct Manifest {
     /// Top-k of the frequency-chunk agreement and queries sampled for it.
     pub freq_top_k: usize,
     pub freq_queries: usize,
+    /// The queries scored (METHODS.md, "Scored queries"): `all` (sparsity and metrics over the
+    /// causal triangle) or `last:N` (decode accounting: the last `N` queries of each input).
+    /// Empty in bundles written before it was recorded, which scored every query.
+    pub queries: String,
     /// Budgets whose selections are in the `selections` table.
     pub selection_budgets: Vec<usize>,
     pub device: String,

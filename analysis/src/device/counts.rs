@@ -116,10 +116,15 @@ pub fn resolve_counted(
             Some(x) => Chosen {
                 knob: x,
                 sparsity: sparsity(x),
-                target: sparsity_of_tokens(t, n),
+                target: sparsity_of_tokens(t, crate::selection::Scored::all(n)),
                 reached: true,
             },
-            None => calibrate_counted(&knob, sparsity_of_tokens(t, n), n, sparsity),
+            None => calibrate_counted(
+                &knob,
+                sparsity_of_tokens(t, crate::selection::Scored::all(n)),
+                n,
+                sparsity,
+            ),
         },
         Budget::Sparsity(s) => calibrate_counted(&knob, s, n, sparsity),
         Budget::TopP(_) => return None,

@@ -37,13 +37,15 @@ pub fn enabled() -> bool {
     std::env::var("ATTNSCOPE_GPU_METHODS").map_or(true, |v| v != "0")
 }
 
-/// What a run asks of the device: its budgets, the query block of the per-block recalls and the
-/// capture block (the block of the device's own `P[i, b]`).
+/// What a run asks of the device: its budgets, the query block of the per-block recalls, the
+/// capture block (the block of the device's own `P[i, b]`) and whether every query is scored
+/// (the device methods score every query; a run of some queries keeps the host path).
 #[derive(Debug, Clone, Copy)]
 pub struct DevicePlan<'a> {
     pub budgets: &'a [Budget],
     pub query_block: usize,
     pub capture_block: usize,
+    pub all_queries: bool,
 }
 
 /// The device scoring of a configured method over `n` tokens within `plan`: its declaration,
@@ -131,9 +133,12 @@ impl DeviceLayerOut {
 }
 
 /// True when the device can take a run's methods at all: top-p budgets and needle recall read
-/// host selections.
-fn device_budgets(budgets: &[Budget], has_needles: bool) -> bool {
-    enabled() && !has_needles && !budgets.iter().any(|b| matches!(b, Budget::TopP(_)))
+/// host selections, and the device methods score every query.
+fn device_budgets(plan: &DevicePlan<'_>, has_needles: bool) -> bool {
+    enabled()
+        && plan.all_queries
+        && !has_needles
+        && !plan.budgets.iter().any(|b| matches!(b, Budget::TopP(_)))
 }
 
 /// Runs every method of `methods` that has a device scoring on one captured layer (after
@@ -148,7 +153,7 @@ pub fn run_layer(
     has_needles: bool,
 ) -> attnscope_core::Result<Option<DeviceLayerOut>> {
     let n = qkv.len();
-    if !device_budgets(plan.budgets, has_needles) {
+    if !device_budgets(plan, has_needles) {
         return Ok(None);
     }
     let scorings: Vec<Option<DeviceScoring>> =
@@ -302,7 +307,7 @@ pub fn method_devices(
     gpu: bool,
     has_needles: bool,
 ) -> std::collections::BTreeMap<String, String> {
-    let on = gpu && device_budgets(plan.budgets, has_needles);
+    let on = gpu && device_budgets(plan, has_needles);
     methods
         .iter()
         .map(|m| {

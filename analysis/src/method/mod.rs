@@ -31,6 +31,9 @@ pub struct GroupInput<'a> {
     pub truth: Vec<&'a HeadCapture>,
     /// Key block size of `truth[h].block_mass`.
     pub capture_block: usize,
+    /// The queries the run scores: methods select keys for these (rows before them stay empty)
+    /// and the exact attention holds their rows only.
+    pub scored: crate::selection::Scored,
     /// Exact quantities computed once per group on first use and shared by the oracles and
     /// the runner's metrics (`GroupCache::default()` when building an input).
     pub cache: GroupCache,
@@ -48,6 +51,18 @@ impl GroupInput<'_> {
     /// Tokens.
     pub fn n(&self) -> usize {
         self.k.nrows()
+    }
+
+    /// A selection builder for the scored queries with rows of `query_block` queries: the
+    /// rows before [`GroupInput::first_row`] are already pushed (empty).
+    pub fn selection_builder(&self, query_block: usize) -> crate::selection::SelectionBuilder {
+        crate::selection::Selection::builder_scored(self.scored, query_block)
+    }
+
+    /// The first row of `query_block` queries holding a scored query (methods build rows from
+    /// here on).
+    pub fn first_row(&self, query_block: usize) -> usize {
+        self.scored.first_row(query_block)
     }
 
     /// Head dimension.
@@ -90,9 +105,12 @@ impl GroupInput<'_> {
                         self.scale(),
                         &self.truth[h].lse,
                     ),
-                    None => {
-                        crate::metrics::TrueProbs::compute(self.q[h], self.kt(), &self.truth[h].lse)
-                    }
+                    None => crate::metrics::TrueProbs::compute(
+                        self.q[h],
+                        self.kt(),
+                        &self.truth[h].lse,
+                        self.scored,
+                    ),
                 })
                 .collect()
         })
@@ -113,6 +131,7 @@ impl GroupInput<'_> {
                         self.q[h],
                         kt,
                         &self.truth[h].lse,
+                        self.scored,
                     )
                 })
                 .unzip();
@@ -130,7 +149,7 @@ impl GroupInput<'_> {
             let kt = self.kt();
             (0..self.group_size())
                 .into_par_iter()
-                .map(|h| crate::logits::Logits::compute(self.q[h], kt))
+                .map(|h| crate::logits::Logits::compute(self.q[h], kt, self.scored))
                 .collect()
         })
     }
@@ -224,6 +243,12 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
     /// Scores the group once.
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a>;
 
+    /// True for methods whose selection for a query depends on the attention of every earlier
+    /// query (H2O's accumulated scores): they run only when every query is scored.
+    fn needs_every_query(&self) -> bool {
+        false
+    }
+
     /// True for methods that fit settings on calibration text before the run (ours only).
     fn needs_calibration(&self) -> bool {
         false
@@ -251,16 +276,17 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
     }
 
     /// Host bytes of the per-pair buffers the method keeps for a KV group of `group_size`
-    /// q-heads over `n` tokens, beyond the runner's own exact attention (the memory plan reads
+    /// q-heads scoring the `scored` queries, beyond the runner's own exact attention (the memory plan reads
     /// it); 0 (the default) for methods whose buffers are O(n d).
-    fn pair_bytes(&self, _n: usize, _group_size: usize) -> u64 {
+    fn pair_bytes(&self, _scored: crate::selection::Scored, _group_size: usize) -> u64 {
         0
     }
 }
 
-/// Bytes of one head's packed causal pairs (`n (n + 1) / 2` floats).
-pub fn packed_pair_bytes(n: usize) -> u64 {
-    n as u64 * (n as u64 + 1) / 2 * 4
+/// Bytes of one head's packed causal pairs of the scored queries (`n (n + 1) / 2` floats when
+/// every query is scored).
+pub fn packed_pair_bytes(scored: crate::selection::Scored) -> u64 {
+    scored.causal_pairs() * 4
 }
 
 /// How much attention each method may keep.

@@ -94,14 +94,15 @@ impl Blasst {
     /// Per tile of queries: the smallest gap over its rows for every block, from the head's
     /// shared logits ([`GroupInput::logits`]).
     fn head_gaps(&self, logits: &crate::logits::Logits, scale: f32) -> Vec<Vec<f32>> {
-        let n = logits.len();
+        let (n, first) = (logits.len(), logits.scored().first);
         (0..n.div_ceil(self.tile))
             .into_par_iter()
             .map(|r| {
                 let (t0, t1) = (r * self.tile, ((r + 1) * self.tile).min(n));
                 let mut tile = vec![f32::INFINITY; (t1 - 1) / self.block + 1];
                 let mut maxes = Vec::new();
-                for i in t0..t1 {
+                // A query tile partly before the first scored query takes its scored queries.
+                for i in t0.max(first)..t1 {
                     block_maxes(logits.row(i), self.block, scale, &mut maxes);
                     self.min_gaps(&maxes, &mut tile);
                 }

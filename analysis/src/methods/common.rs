@@ -4,7 +4,7 @@
 use ndarray::{Array2, ArrayView2, Axis};
 
 use crate::method::Prepared;
-use crate::selection::Selection;
+use crate::selection::{Scored, Selection};
 
 /// Mean key of each block of `block` tokens (the last block may be shorter): `[n_blocks, d]`.
 pub fn block_means(k: ArrayView2<f32>, block: usize) -> Array2<f32> {
@@ -35,10 +35,11 @@ pub fn rank_desc(scores: &[f32]) -> Vec<u32> {
 }
 
 /// Per-row forced units and ranked candidates, shared by one or all q-heads of a group.
-/// `select(k)` keeps the forced units plus the first `k` candidates of every row.
+/// `select(k)` keeps the forced units plus the first `k` candidates of every row. The rows are
+/// those of the scored queries, from `scored.first_row(query_block)` on.
 #[derive(Debug, Clone)]
 pub struct RankedRows {
-    pub n: usize,
+    pub scored: Scored,
     pub query_block: usize,
     /// Tokens per unit (1 = tokens, B = blocks).
     pub unit: usize,
@@ -51,7 +52,7 @@ pub struct RankedRows {
 impl RankedRows {
     /// The selection keeping forced units and the top `k` candidates of each row.
     pub fn take(&self, k: usize) -> Selection {
-        let mut b = Selection::builder(self.n, self.query_block);
+        let mut b = Selection::builder_scored(self.scored, self.query_block);
         let u = self.unit as u32;
         for (f, r) in self.forced.iter().zip(&self.ranked) {
             b.push_ranges(
@@ -80,14 +81,15 @@ impl RankedRows {
             return None;
         }
         let u = self.unit as u64;
+        let first = self.scored.first;
         let kept = self
             .forced
             .par_iter()
             .zip(&self.ranked)
             .enumerate()
             .with_min_len(256)
-            .map(|(i, (f, r))| {
-                let lim = i as u64 + 1;
+            .map(|(at, (f, r))| {
+                let lim = (first + at) as u64 + 1;
                 f.iter()
                     .chain(r.iter().take(k))
                     .map(|&x| {
@@ -200,17 +202,18 @@ pub fn block_k_for_tokens(tokens: usize, block: usize, n_init: usize, local: usi
     (tokens / block.max(1)).saturating_sub(n_init + local + 1) as f64
 }
 
-/// Ranks, for every query `i`, the complete visible blocks that are not forced, by `score(i, b)`
-/// (higher first); `None` scores are not candidates.
+/// Ranks, for every scored query `i`, the complete visible blocks that are not forced, by
+/// `score(i, b)` (higher first); `None` scores are not candidates.
 pub fn rank_blocks_per_query(
-    n: usize,
+    scored: Scored,
     block: usize,
     n_init: usize,
     local: usize,
     score_row: impl Fn(usize) -> Vec<Option<f32>> + Sync,
 ) -> RankedRows {
     use rayon::prelude::*;
-    let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..n)
+    let rows: Vec<(Vec<u32>, Vec<u32>)> = scored
+        .range()
         .into_par_iter()
         .map(|i| {
             let own = i / block;
@@ -236,7 +239,7 @@ pub fn rank_blocks_per_query(
         .collect();
     let (forced, ranked) = rows.into_iter().unzip();
     RankedRows {
-        n,
+        scored,
         query_block: 1,
         unit: block,
         forced,
@@ -319,19 +322,23 @@ pub fn token_runs(sorted: &[u32]) -> Vec<crate::selection::Range> {
     out
 }
 
-/// The per-query selection keeping the top `k` keys of every query (all causal keys when
+/// The per-query selection keeping the top `k` keys of every scored query (all causal keys when
 /// `k > i`) by `scores(lo, hi)` (`[hi - lo, hi]`: queries `lo..hi` against keys `0..hi`), in
 /// [`rank_desc`] order; scores are computed [`SCORE_CHUNK`] queries at a time, in parallel, and
 /// nothing is stored between knob values.
-pub fn top_k_selection<S>(n: usize, k: usize, scores: &S) -> Selection
+pub fn top_k_selection<S>(scored: Scored, k: usize, scores: &S) -> Selection
 where
     S: Fn(usize, usize) -> Array2<f32> + Sync,
 {
     use rayon::prelude::*;
-    let rows: Vec<Vec<crate::selection::Range>> = (0..n.div_ceil(SCORE_CHUNK))
+    let (first, n) = (scored.first, scored.n);
+    let rows: Vec<Vec<crate::selection::Range>> = (0..scored.len().div_ceil(SCORE_CHUNK))
         .into_par_iter()
         .flat_map(|c| {
-            let (lo, hi) = (c * SCORE_CHUNK, ((c + 1) * SCORE_CHUNK).min(n));
+            let (lo, hi) = (
+                first + c * SCORE_CHUNK,
+                (first + (c + 1) * SCORE_CHUNK).min(n),
+            );
             let s = (lo..hi).any(|i| k <= i).then(|| scores(lo, hi));
             (lo..hi)
                 .into_par_iter()
@@ -354,7 +361,7 @@ where
                 .collect::<Vec<_>>()
         })
         .collect();
-    Selection::from_rows(n, 1, rows)
+    Selection::from_rows_scored(scored, 1, rows)
 }
 
 /// The `k` best indices of `scores` in [`rank_desc`] order, best first, without sorting the rest.

@@ -79,7 +79,7 @@ struct Prep<'a> {
 impl Prepared for Prep<'_> {
     fn select(&self, x: f64) -> Vec<Selection> {
         let k = x.max(1.0).round() as usize;
-        let sel = top_k_selection(self.g.n(), k, &|lo, hi| dsa_scores(self.g, lo, hi));
+        let sel = top_k_selection(self.g.scored, k, &|lo, hi| dsa_scores(self.g, lo, hi));
         vec![sel; self.g.group_size()]
     }
 
@@ -195,7 +195,13 @@ mod bench {
             let prep = t.elapsed().as_secs_f64();
             for target in [0.95, 0.5] {
                 let t = Instant::now();
-                let c = resolve(m.as_ref(), p.as_ref(), Budget::Sparsity(target), n, None);
+                let c = resolve(
+                    m.as_ref(),
+                    p.as_ref(),
+                    Budget::Sparsity(target),
+                    crate::selection::Scored::all(n),
+                    None,
+                );
                 eprintln!(
                     "{name}: prepare {prep:.2}s, calibrate to {target}: {:.2}s (knob {}, sparsity {:.4})",
                     t.elapsed().as_secs_f64(),

@@ -112,7 +112,7 @@ impl Prepared for Prep<'_> {
         let b = x.max(1.0).round() as usize;
         self.heads
             .iter()
-            .map(|(q, kt)| top_k_selection(self.g.n(), b, &|lo, hi| scores(q, kt, lo, hi)))
+            .map(|(q, kt)| top_k_selection(self.g.scored, b, &|lo, hi| scores(q, kt, lo, hi)))
             .collect()
     }
 

@@ -152,6 +152,11 @@ impl Selector for H2o {
         Some(tokens.max(1) as f64)
     }
 
+    /// The replay accumulates every query's attention.
+    fn needs_every_query(&self) -> bool {
+        true
+    }
+
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
         // `cache_mb` bounded the logits earlier versions kept; the group's shared ones are read.
         let _ = self.cache_mb;

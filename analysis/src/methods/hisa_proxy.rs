@@ -109,11 +109,14 @@ impl Prepared for Prep<'_> {
         let k = x.max(1.0).round() as usize;
         let m = (self.mult * k as f64 / self.block as f64).ceil() as usize;
         let g = self.g;
-        let n = g.n();
-        let rows: Vec<Vec<Range>> = (0..n.div_ceil(SCORE_CHUNK))
+        let (first, n) = (g.scored.first, g.n());
+        let rows: Vec<Vec<Range>> = (0..g.scored.len().div_ceil(SCORE_CHUNK))
             .into_par_iter()
             .flat_map(|c| {
-                let (lo, hi) = (c * SCORE_CHUNK, ((c + 1) * SCORE_CHUNK).min(n));
+                let (lo, hi) = (
+                    first + c * SCORE_CHUNK,
+                    (first + (c + 1) * SCORE_CHUNK).min(n),
+                );
                 let s = (lo..hi).any(|i| k <= i).then(|| dsa_scores(g, lo, hi));
                 (lo..hi)
                     .into_par_iter()
@@ -128,7 +131,7 @@ impl Prepared for Prep<'_> {
                     .collect::<Vec<_>>()
             })
             .collect();
-        vec![Selection::from_rows(n, 1, rows); g.group_size()]
+        vec![Selection::from_rows_scored(g.scored, 1, rows); g.group_size()]
     }
 
     fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {

@@ -82,7 +82,7 @@ impl Selector for InfLlmV2 {
         let per_block = block / STRIDE;
         if n < self.dense_below {
             // Dense fallback: every visible block is forced.
-            let rows = rank_blocks_per_query(n, block, n.div_ceil(block), 0, |_| Vec::new());
+            let rows = rank_blocks_per_query(g.scored, block, n.div_ceil(block), 0, |_| Vec::new());
             return Box::new(RankedHeads {
                 heads: vec![rows],
                 group_size: g.group_size(),
@@ -91,14 +91,20 @@ impl Selector for InfLlmV2 {
         let scale = g.scale();
         let k1 = super::common::window_means(g.k, WINDOW, STRIDE);
         let k2 = super::common::window_means(g.k, COARSE_WINDOW, COARSE_STRIDE);
-        let l1: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&k1.t()) * scale).collect();
+        let first = g.scored.first;
+        let l1: Vec<Array2<f32>> =
+            g.q.iter()
+                .map(|q| g.scored.rows_of(*q).dot(&k1.t()) * scale)
+                .collect();
         let l2: Vec<Array2<f32>> = if self.coarse {
-            g.q.iter().map(|q| q.dot(&k2.t()) * scale).collect()
+            g.q.iter()
+                .map(|q| g.scored.rows_of(*q).dot(&k2.t()) * scale)
+                .collect()
         } else {
             Vec::new()
         };
         let coarse = self.coarse;
-        let rows = rank_blocks_per_query(n, block, self.n_init, self.local, |i| {
+        let rows = rank_blocks_per_query(g.scored, block, self.n_init, self.local, |i| {
             // Chunks visible to query i: 16j + 31 <= i.
             let vis = if i + 1 >= WINDOW {
                 ((i + 1 - WINDOW) / STRIDE + 1).min(k1.nrows())
@@ -107,14 +113,14 @@ impl Selector for InfLlmV2 {
             };
             let mut s = vec![0f32; vis];
             for (h, l) in l1.iter().enumerate() {
-                let row = l.row(i);
+                let row = l.row(i - first);
                 let z = if coarse {
                     let cvis = if i + 1 >= COARSE_WINDOW {
                         ((i + 1 - COARSE_WINDOW) / COARSE_STRIDE + 1).min(k2.nrows())
                     } else {
                         0
                     };
-                    lse(l2[h].row(i).iter().take(cvis).copied())
+                    lse(l2[h].row(i - first).iter().take(cvis).copied())
                 } else {
                     lse(row.iter().take(vis).copied())
                 };

@@ -59,9 +59,9 @@ impl Selector for Moba {
         let heads =
             g.q.iter()
                 .map(|q| {
-                    let gate: Array2<f32> = q.dot(&means.t());
-                    rank_blocks_per_query(g.n(), block, 0, 0, |i| {
-                        gate.row(i)
+                    let gate: Array2<f32> = g.scored.rows_of(*q).dot(&means.t());
+                    rank_blocks_per_query(g.scored, block, 0, 0, |i| {
+                        gate.row(i - g.scored.first)
                             .iter()
                             .take(i / block)
                             .map(|&s| Some(s))

@@ -54,7 +54,7 @@
 //! let data = attnscope_analysis::testing::GroupData::random(512, 16, 2, 7);
 //! let input = data.input();
 //! let prep = method.prepare(&input);
-//! let cal = resolve(method.as_ref(), prep.as_ref(), Budget::Sparsity(0.75), 512, None);
+//! let cal = resolve(method.as_ref(), prep.as_ref(), Budget::Sparsity(0.75), input.scored, None);
 //! assert!(cal.reached, "sparsity {}", cal.sparsity);
 //! # Ok::<(), attnscope_analysis::AnalysisError>(())
 //! ```

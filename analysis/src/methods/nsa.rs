@@ -96,12 +96,16 @@ impl Selector for Nsa {
         let kc = super::common::window_means(g.k, WINDOW, STRIDE);
         let m = kc.nrows();
         let scale = g.scale();
-        let logits: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&kc.t()) * scale).collect();
-        let rows = rank_blocks_per_query(g.n(), block, self.n_init, self.local, |i| {
+        let logits: Vec<Array2<f32>> =
+            g.q.iter()
+                .map(|q| g.scored.rows_of(*q).dot(&kc.t()) * scale)
+                .collect();
+        let first = g.scored.first;
+        let rows = rank_blocks_per_query(g.scored, block, self.n_init, self.local, |i| {
             let vis = visible_windows(i, m);
             let mut p = vec![0f32; vis];
             for l in &logits {
-                let mut row: Vec<f32> = l.row(i).iter().take(vis).copied().collect();
+                let mut row: Vec<f32> = l.row(i - first).iter().take(vis).copied().collect();
                 super::common::softmax_inplace(&mut row);
                 p.iter_mut().zip(&row).for_each(|(a, r)| *a += r);
             }

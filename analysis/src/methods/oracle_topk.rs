@@ -8,7 +8,7 @@ use crate::method::packed_pair_bytes;
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::metrics::TrueProbs;
-use crate::selection::{Range, Selection};
+use crate::selection::{Range, Scored, Selection};
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "oracle-topk",
@@ -36,18 +36,19 @@ struct OracleTopK;
 /// The exact probabilities of the group's q-heads ([`GroupInput::true_probs`], shared with the
 /// runner's metrics); `select(k)` keeps each query's `k` most probable keys (ties by lower index).
 struct Prep<'a> {
-    n: usize,
+    scored: Scored,
     probs: &'a [TrueProbs],
 }
 
 /// Per query, the `k` keys of largest `row(i)` value ([`rank_desc`](super::common::rank_desc)
 /// order), every causal key when `k > i`.
 pub(crate) fn top_k_of_rows<'r>(
-    n: usize,
+    scored: Scored,
     k: usize,
     row: impl Fn(usize) -> &'r [f32] + Sync,
 ) -> Selection {
-    let rows: Vec<Vec<Range>> = (0..n)
+    let rows: Vec<Vec<Range>> = scored
+        .range()
         .into_par_iter()
         .with_min_len(16)
         .map(|i| {
@@ -58,7 +59,7 @@ pub(crate) fn top_k_of_rows<'r>(
             }
         })
         .collect();
-    Selection::from_rows(n, 1, rows)
+    Selection::from_rows_scored(scored, 1, rows)
 }
 
 impl Prepared for Prep<'_> {
@@ -66,14 +67,14 @@ impl Prepared for Prep<'_> {
         let k = x.max(0.0).round() as usize;
         self.probs
             .iter()
-            .map(|p| top_k_of_rows(self.n, k, |i| p.row(i)))
+            .map(|p| top_k_of_rows(self.scored, k, |i| p.row(i)))
             .collect()
     }
 
     fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
         let k = x.max(0.0).round() as usize;
         let heads = self.probs.len();
-        Some((top_k_pairs(self.n, k) * heads as u64, heads))
+        Some((top_k_pairs(self.scored.n, k) * heads as u64, heads))
     }
 }
 
@@ -88,13 +89,13 @@ impl Selector for OracleTopK {
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
         Box::new(Prep {
-            n: g.n(),
+            scored: g.scored,
             probs: g.true_probs(),
         })
     }
 
     /// The exact attention when it runs alone (the viewer's live re-selection).
-    fn pair_bytes(&self, n: usize, group_size: usize) -> u64 {
-        packed_pair_bytes(n) * group_size as u64
+    fn pair_bytes(&self, scored: crate::selection::Scored, group_size: usize) -> u64 {
+        packed_pair_bytes(scored) * group_size as u64
     }
 }

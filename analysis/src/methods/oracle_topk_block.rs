@@ -105,11 +105,13 @@ pub fn block_topk_kept(own_rank: &[u32], block: usize, k: usize) -> u64 {
 /// after the query's own block).
 fn block_mass_of(p: &crate::metrics::TrueProbs, n: usize, block: usize) -> Array2<f32> {
     let nb = n.div_ceil(block);
+    let first = p.scored().first;
     let mut out = Array2::<f32>::zeros((n, nb));
     out.axis_iter_mut(ndarray::Axis(0))
         .into_par_iter()
         .enumerate()
         .with_min_len(16)
+        .filter(|(i, _)| *i >= first)
         .for_each(|(i, mut row)| {
             for (b, chunk) in p.row(i).chunks(block).enumerate() {
                 row[b] = chunk.iter().sum();
@@ -222,8 +224,8 @@ impl Selector for OracleTopKBlock {
     }
 
     /// The exact attention when it runs alone (the viewer's live re-selection).
-    fn pair_bytes(&self, n: usize, group_size: usize) -> u64 {
-        packed_pair_bytes(n) * group_size as u64
+    fn pair_bytes(&self, scored: crate::selection::Scored, group_size: usize) -> u64 {
+        packed_pair_bytes(scored) * group_size as u64
     }
 }
 

@@ -95,14 +95,14 @@ impl Selector for OracleTopP {
             heads: g
                 .true_probs()
                 .iter()
-                .map(|probs| (Source { probs }, TopPRows::new(g.n())))
+                .map(|probs| (Source { probs }, TopPRows::new(g.scored)))
                 .collect(),
         })
     }
 
     /// Per-pair scores and per-query histograms (at most 257 counts and sums each).
-    fn pair_bytes(&self, n: usize, group_size: usize) -> u64 {
-        (packed_pair_bytes(n) + n as u64 * 257 * 12) * group_size as u64
+    fn pair_bytes(&self, scored: crate::selection::Scored, group_size: usize) -> u64 {
+        (packed_pair_bytes(scored) + scored.len() as u64 * 257 * 12) * group_size as u64
     }
 }
 

@@ -61,7 +61,7 @@ impl Phsa {
     pub fn rank(&self, g: &GroupInput<'_>) -> RankedHeads {
         if g.n() < self.dense_below {
             let all = g.n().div_ceil(self.block);
-            let rows = rank_blocks_per_query(g.n(), self.block, all, 0, |_| Vec::new());
+            let rows = rank_blocks_per_query(g.scored, self.block, all, 0, |_| Vec::new());
             return RankedHeads {
                 heads: vec![rows],
                 group_size: g.group_size(),
@@ -69,13 +69,16 @@ impl Phsa {
         }
         let reps = self.representatives(g);
         let scale = g.scale();
-        let logits: Vec<Array2<f32>> = g.q.iter().map(|q| q.dot(&reps.t()) * scale).collect();
-        let block = self.block;
-        let rows = rank_blocks_per_query(g.n(), block, self.n_init, self.local, |i| {
+        let logits: Vec<Array2<f32>> =
+            g.q.iter()
+                .map(|q| g.scored.rows_of(*q).dot(&reps.t()) * scale)
+                .collect();
+        let (block, first) = (self.block, g.scored.first);
+        let rows = rank_blocks_per_query(g.scored, block, self.n_init, self.local, |i| {
             let complete = i / block; // blocks 0..complete end at or before the query's block
             let mut total = vec![0f32; complete];
             for l in &logits {
-                let mut row: Vec<f32> = l.row(i).iter().take(complete).copied().collect();
+                let mut row: Vec<f32> = l.row(i - first).iter().take(complete).copied().collect();
                 softmax_inplace(&mut row);
                 total.iter_mut().zip(&row).for_each(|(t, r)| *t += r);
             }

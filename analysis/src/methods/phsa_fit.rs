@@ -100,7 +100,6 @@ impl Selector for PhsaFit {
     }
 
     fn calibrate(&self, g: &GroupInput<'_>, budget: Budget) {
-        let n = g.n();
         // Recall of whole blocks from the capture's block masses; the group's exact attention
         // (computed once, for every lambda of the grid) only when a range cuts a capture block.
         let recall = |h: usize, sel: &crate::selection::Selection| {
@@ -114,14 +113,14 @@ impl Selector for PhsaFit {
             .map(|&lambda| {
                 let phsa = self.with_lambda(lambda);
                 let ranked = phsa.rank(g);
-                let cal = resolve(&phsa, &ranked, budget, n, None);
+                let cal = resolve(&phsa, &ranked, budget, g.scored, None);
                 let total: f64 = cal
                     .selections
                     .iter()
                     .enumerate()
                     .map(|(h, sel)| {
                         let r = recall(h, sel);
-                        r.iter().map(|&x| x as f64).sum::<f64>() / n as f64
+                        r.iter().map(|&x| x as f64).sum::<f64>() / r.len().max(1) as f64
                     })
                     .sum();
                 total / cal.selections.len().max(1) as f64

@@ -81,9 +81,10 @@ impl Selector for Quest {
         let heads =
             g.q.par_iter()
                 .map(|q| {
-                    let u = page_scores(*q, &lo, &hi);
-                    rank_blocks_per_query(g.n(), page, 0, 0, |i| {
-                        u.row(i).iter().take(i / page).map(|&s| Some(s)).collect()
+                    let u = page_scores(g.scored.rows_of(*q), &lo, &hi);
+                    rank_blocks_per_query(g.scored, page, 0, 0, |i| {
+                        let row = u.row(i - g.scored.first);
+                        row.iter().take(i / page).map(|&s| Some(s)).collect()
                     })
                 })
                 .collect();

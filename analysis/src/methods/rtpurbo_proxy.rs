@@ -276,15 +276,17 @@ impl Selector for RtpurboProxy {
                         .collect();
                     lse.sort_unstable_by_key(|x| x.0);
                     let lse = lse.into_iter().map(|x| x.1).collect();
-                    (Head { scores, lse }, TopPRows::new(n))
+                    (Head { scores, lse }, TopPRows::new(g.scored))
                 })
                 .collect();
         Box::new(TopPHeads { heads })
     }
 
     /// Per-pair scores and per-query histograms (at most 257 counts and sums each).
-    fn pair_bytes(&self, n: usize, group_size: usize) -> u64 {
-        (packed_pair_bytes(n) + n as u64 * 257 * 12) * group_size as u64
+    /// Its indexer scores every causal pair, whichever queries are scored.
+    fn pair_bytes(&self, scored: crate::selection::Scored, group_size: usize) -> u64 {
+        let all = crate::selection::Scored::all(scored.n);
+        (packed_pair_bytes(all) + scored.len() as u64 * 257 * 12) * group_size as u64
     }
 }
 

@@ -57,7 +57,8 @@ fn pooled_truth(g: &GroupInput<'_>, h: usize, block: usize) -> Vec<Vec<f32>> {
             let (lo, hi) = (r * block, ((r + 1) * block).min(n));
             let mut pooled = vec![0f32; r + 1];
             let mut maxes = Vec::with_capacity(r + 1);
-            for i in lo..hi {
+            // A query block partly before the first scored query pools its scored queries.
+            for i in lo.max(probs.scored().first)..hi {
                 // Key blocks 0..=r, each clipped causally to j <= i (block r starts at lo <= i).
                 super::common::block_maxes(probs.row(i), block, 1.0, &mut maxes);
                 for (p, &m) in pooled.iter_mut().zip(&maxes) {

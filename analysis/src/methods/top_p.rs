@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::common::{token_key, token_runs, top_k_pairs, TOKEN_CHUNK};
+use super::common::{token_key, token_runs, TOKEN_CHUNK};
 use super::top_set::{for_each_equal, ranked_through};
 use crate::method::Prepared;
 use crate::selection::Selection;
@@ -303,18 +303,20 @@ impl TopPRow {
 /// use (see the module documentation).
 #[derive(Debug)]
 pub struct TopPRows {
-    n: usize,
+    scored: crate::selection::Scored,
     chunks: Vec<std::sync::Mutex<Vec<TopPRow>>>,
 }
 
 impl TopPRows {
-    /// Empty rows for `n` queries (nothing is computed before the first `p` asks for it).
-    pub fn new(n: usize) -> Self {
+    /// Empty rows for the `scored` queries (nothing is computed before the first `p` asks for
+    /// it).
+    pub fn new(scored: crate::selection::Scored) -> Self {
+        let len = scored.len();
         Self {
-            n,
-            chunks: (0..n.div_ceil(TOKEN_CHUNK))
+            scored,
+            chunks: (0..len.div_ceil(TOKEN_CHUNK))
                 .map(|c| {
-                    let len = TOKEN_CHUNK.min(n - c * TOKEN_CHUNK);
+                    let len = TOKEN_CHUNK.min(len - c * TOKEN_CHUNK);
                     std::sync::Mutex::new((0..len).map(|_| TopPRow::default()).collect())
                 })
                 .collect(),
@@ -331,7 +333,7 @@ impl TopPRows {
             .par_iter()
             .enumerate()
             .flat_map_iter(|(c, m)| {
-                let lo = c * TOKEN_CHUNK;
+                let lo = self.scored.first + c * TOKEN_CHUNK;
                 let mut rows = m.lock().unwrap_or_else(|e| e.into_inner());
                 let hi = lo + rows.len();
                 let mut sc = Scratch::new(hi);
@@ -347,7 +349,7 @@ impl TopPRows {
     /// Kept causal pairs at `p` (every key of every query when `p >= 1`).
     pub fn kept_pairs(&self, src: &dyn TopPSource, p: f64) -> u64 {
         if p >= 1.0 {
-            return top_k_pairs(self.n, self.n);
+            return self.scored.causal_pairs();
         }
         self.map_rows(src, |row, i, s, sc| {
             let plan = row.plan(p, i, s, src, sc);
@@ -360,7 +362,7 @@ impl TopPRows {
     /// An estimate of [`TopPRows::kept_pairs`] from the rows' histograms, without finding any key.
     pub fn approx_kept_pairs(&self, src: &dyn TopPSource, p: f64) -> f64 {
         if p >= 1.0 {
-            return top_k_pairs(self.n, self.n) as f64;
+            return self.scored.causal_pairs() as f64;
         }
         self.map_rows(src, |row, i, s, sc| row.approx_count(p, i, s, src, sc))
             .into_iter()
@@ -370,14 +372,17 @@ impl TopPRows {
     /// The selection at `p` (dense when `p >= 1`).
     pub fn select(&self, src: &dyn TopPSource, p: f64) -> Selection {
         let rows: Vec<Vec<crate::selection::Range>> = if p >= 1.0 {
-            (0..self.n).map(|i| vec![(0, i as u32 + 1)]).collect()
+            self.scored
+                .range()
+                .map(|i| vec![(0, i as u32 + 1)])
+                .collect()
         } else {
             self.map_rows(src, |row, i, s, sc| {
                 let plan = row.plan(p, i, s, src, sc);
                 token_runs(&row.keys(&plan, s))
             })
         };
-        Selection::from_rows(self.n, 1, rows)
+        Selection::from_rows_scored(self.scored, 1, rows)
     }
 }
 

@@ -5,11 +5,13 @@
 //! recall `R_i = sum_{j in S_i} A_ij`; information loss `1 - R_i`; `KL(sparse || dense) = -ln R_i`;
 //! output error `||o_sparse - o_dense|| / ||o_dense||` and cosine, with `o_sparse` the renormalized
 //! attention over `S_i`; sparsity `1 - kept / causal pairs`; IoU `|S_a n S_b| / |S_a u S_b|`.
+//! Every per-query metric covers the selection's scored queries
+//! ([`crate::selection::Scored`]), in query order.
 
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
-use crate::selection::{causal_pairs, Selection};
+use crate::selection::Selection;
 
 mod overlap;
 mod probs;
@@ -55,10 +57,11 @@ impl QueryMetrics {
 
 /// Scores one selection against the exact dense attention of one head.
 pub fn evaluate(head: &DenseHead<'_>, sel: &Selection) -> QueryMetrics {
-    let n = head.q.nrows();
     let d = head.q.ncols();
     let scale = 1.0 / (d as f32).sqrt();
-    let rows: Vec<(f32, f32, f32, u32)> = (0..n)
+    let rows: Vec<(f32, f32, f32, u32)> = sel
+        .scored()
+        .range()
         .into_par_iter()
         .map(|i| {
             let q = head.q.row(i);
@@ -196,25 +199,27 @@ pub fn evaluate_many(
     probs: &TrueProbs,
     sels: &[&Selection],
 ) -> Vec<QueryMetrics> {
-    let n = head.q.nrows();
+    let scored = probs.scored();
     let d = head.q.ncols();
     let m = sels.len();
     if m == 0 {
         return Vec::new();
     }
+    debug_assert!(sels.iter().all(|s| s.scored() == scored));
     let v: std::borrow::Cow<'_, [f32]> = match head.v.as_slice() {
         Some(v) => v.into(),
         None => head.v.iter().copied().collect::<Vec<_>>().into(),
     };
     // Query-major cells: entry `i * m + s` is selection `s` on query `i`.
-    let mut cells = vec![(0f32, 0f32, 0f32, 0u32); n * m];
+    let mut cells = vec![(0f32, 0f32, 0f32, 0u32); scored.len() * m];
     cells
         .par_chunks_mut(m)
         .enumerate()
         .with_min_len(16)
         .for_each_init(
             || vec![0f32; d],
-            |o, (i, cell)| {
+            |o, (at, cell)| {
+                let i = scored.first + at;
                 let row = probs.row(i);
                 let dense = head.dense_out.row(i);
                 for (c, sel) in cell.iter_mut().zip(sels) {
@@ -236,7 +241,9 @@ pub fn evaluate_many(
 /// order of the additions).
 pub fn recall_with(probs: &TrueProbs, sel: &Selection) -> Vec<f32> {
     let qb = sel.query_block();
-    (0..probs.len())
+    probs
+        .scored()
+        .range()
         .into_par_iter()
         .with_min_len(64)
         .map(|i| {
@@ -271,7 +278,8 @@ pub fn recall_from_block_mass(
     }
     let qb = sel.query_block();
     let b = block as u32;
-    (0..n)
+    sel.scored()
+        .range()
         .into_par_iter()
         .with_min_len(64)
         .map(|i| {
@@ -303,7 +311,8 @@ pub fn recall_only(
     sel: &Selection,
 ) -> Vec<f32> {
     let scale = 1.0 / (q.ncols() as f32).sqrt();
-    (0..q.nrows())
+    sel.scored()
+        .range()
         .into_par_iter()
         .map(|i| {
             let qi = q.row(i);
@@ -333,13 +342,13 @@ pub fn relative_il_reduction(il_a: f64, il_b: f64) -> f64 {
     (il_b - il_a) / il_b
 }
 
-/// Sparsity reached by one selection over `n` tokens.
+/// Sparsity reached by one selection over its scored queries.
 pub fn sparsity(sel: &Selection) -> f64 {
-    1.0 - sel.kept_pairs() as f64 / causal_pairs(sel.len()) as f64
+    1.0 - sel.kept_pairs() as f64 / sel.scored().causal_pairs().max(1) as f64
 }
 
 /// Attention mass query `i` keeps on `span` (token range) relative to the mass the dense
-/// attention puts there: the needle recall of one query. `None` when the dense mass is zero.
+/// attention puts there: the needle recall of one query. `None` when the dense mass is zero or `i` is not a scored query.
 pub fn needle_recall(
     head: &DenseHead<'_>,
     sel: &Selection,
@@ -348,7 +357,7 @@ pub fn needle_recall(
 ) -> Option<f64> {
     let scale = 1.0 / (head.q.ncols() as f32).sqrt();
     let (s, e) = (span.0, span.1.min(i + 1));
-    if s >= e {
+    if s >= e || !sel.scored().range().contains(&i) {
         return None;
     }
     let (mut dense, mut kept) = (0f64, 0f64);
@@ -387,7 +396,8 @@ mod tests {
                 let p = m.prepare(&g);
                 let k = m.knob();
                 let n = data.k.nrows();
-                crate::budget::calibrate(p.as_ref(), &k, 0.7, n).selections
+                crate::budget::calibrate(p.as_ref(), &k, 0.7, crate::selection::Scored::all(n))
+                    .selections
             })
             .collect()
     }
@@ -413,7 +423,7 @@ mod tests {
         let data = GroupData::random(600, 64, 2, 5);
         let g = data.input();
         for h in 0..g.group_size() {
-            let own = TrueProbs::compute(g.q[h], g.kt(), &g.truth[h].lse);
+            let own = TrueProbs::compute(g.q[h], g.kt(), &g.truth[h].lse, g.scored);
             let shared = TrueProbs::from_logits(&g.logits()[h], g.scale(), &g.truth[h].lse);
             for i in 0..g.n() {
                 assert_eq!(own.row(i), shared.row(i), "q-head {h} query {i}");

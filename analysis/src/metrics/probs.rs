@@ -5,6 +5,7 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use super::exact_exp;
+use crate::selection::Scored;
 
 /// `x . y` computed exactly as ndarray's 1-D `dot` does for contiguous `f32` slices (eight
 /// interleaved partial sums, then `((p0 + p4) + (p1 + p5)) + ...`, then up to 7 remaining
@@ -71,8 +72,8 @@ impl std::ops::Deref for TrueProbs {
 impl TrueProbs {
     /// Computes every causal probability of a head (`q` `[n, d]`, `kt` the keys transposed
     /// `[d, n]`, `lse` per query) without keeping the raw scores.
-    pub fn compute(q: ArrayView2<f32>, kt: ArrayView2<f32>, lse: &[f32]) -> Self {
-        let mut rows = crate::logits::PackedRows::zeroed(kt.ncols());
+    pub fn compute(q: ArrayView2<f32>, kt: ArrayView2<f32>, lse: &[f32], scored: Scored) -> Self {
+        let mut rows = crate::logits::PackedRows::zeroed(scored);
         fill_from_products(q, kt, lse, &mut rows, None);
         Self { rows }
     }
@@ -85,10 +86,10 @@ impl TrueProbs {
         q: ArrayView2<f32>,
         kt: ArrayView2<f32>,
         lse: &[f32],
+        scored: Scored,
     ) -> (crate::logits::Logits, Self) {
-        let n = kt.ncols();
-        let mut scores = crate::logits::PackedRows::zeroed(n);
-        let mut rows = crate::logits::PackedRows::zeroed(n);
+        let mut scores = crate::logits::PackedRows::zeroed(scored);
+        let mut rows = crate::logits::PackedRows::zeroed(scored);
         fill_from_products(q, kt, lse, &mut rows, Some(&mut scores));
         (crate::logits::Logits::from_rows(scores), Self { rows })
     }
@@ -96,7 +97,7 @@ impl TrueProbs {
     /// [`TrueProbs::compute`] from the head's raw scores, computed once for the group
     /// ([`crate::logits::Logits`]): the same products, so the same bits.
     pub fn from_logits(logits: &crate::logits::Logits, scale: f32, lse: &[f32]) -> Self {
-        let mut rows = crate::logits::PackedRows::zeroed(logits.len());
+        let mut rows = crate::logits::PackedRows::zeroed(logits.scored());
         rows.chunks_mut()
             .into_par_iter()
             .for_each(|(lo, hi, part)| {
@@ -130,7 +131,7 @@ fn fill_from_products(
             .into_iter()
             .map(|(_, _, p)| Some(p))
             .collect(),
-        None => (0..kt.ncols().div_ceil(crate::logits::ROW_CHUNK))
+        None => (0..probs.scored().len().div_ceil(crate::logits::ROW_CHUNK))
             .map(|_| None)
             .collect(),
     };

@@ -76,6 +76,7 @@ impl AttentionHook for CalibrationHook<'_> {
                     self.punct,
                     self.newline,
                     self.cfg.capture_block,
+                    self.cfg.queries.of(qkv.len()),
                 );
                 m.selector.calibrate(&input, budget);
             }

@@ -36,6 +36,7 @@ pub(super) fn group_input<'a>(
     punct: &'a [bool],
     newline: &'a [bool],
     capture_block: usize,
+    scored: crate::selection::Scored,
 ) -> GroupInput<'a> {
     let gs = t.q.len();
     GroupInput {
@@ -48,6 +49,7 @@ pub(super) fn group_input<'a>(
         newline,
         truth: heads[g * gs..(g + 1) * gs].iter().collect(),
         capture_block,
+        scored,
         cache: Default::default(),
     }
 }

@@ -100,11 +100,7 @@ impl AttentionHook for SimHook<'_> {
             return Ok(HookAction::Dense);
         }
         let (heads, dense) = device.capture(&self.capture_opts())?;
-        let plan = crate::device::DevicePlan {
-            budgets: &self.cfg.budgets,
-            query_block: self.cfg.query_block,
-            capture_block: self.cfg.capture_block,
-        };
+        let plan = self.cfg.device_plan();
         let gpu = crate::device::run_layer(
             &plan,
             &self.cfg.methods,

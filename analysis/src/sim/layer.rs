@@ -156,6 +156,7 @@ impl LayerJob {
             &ctx.input.punct,
             &ctx.input.newline,
             cfg.capture_block,
+            cfg.queries.of(self.n),
         );
         let dense_heads: Vec<DenseHead<'_>> = hs
             .iter()
@@ -192,7 +193,7 @@ impl LayerJob {
                 layer: self.layer,
                 g,
                 hs: &hs,
-                n: self.n,
+                scored: input.scored,
                 bi,
                 budget,
                 top_p_sparsity: top_p_target(budget, oracle_topp.as_deref(), &input),
@@ -282,9 +283,21 @@ fn top_p_target<'a>(
     };
     reference.map(|o| {
         let prep = o.prepare(input);
-        match prep.kept_pairs_at(p) {
+        match input
+            .scored
+            .is_all()
+            .then(|| prep.kept_pairs_at(p))
+            .flatten()
+        {
             Some((kept, heads)) => crate::budget::sparsity_of_kept(kept, heads, input.n()),
-            None => sparsity_of(&prep.select(p), input.n()),
+            None => {
+                let sels: Vec<Selection> = prep
+                    .select(p)
+                    .into_iter()
+                    .map(|s| s.restricted(input.scored))
+                    .collect();
+                sparsity_of(&sels)
+            }
         }
     })
 }
@@ -321,7 +334,7 @@ struct MethodRunCtx<'r, 'a> {
     layer: usize,
     g: usize,
     hs: &'r [usize],
-    n: usize,
+    scored: crate::selection::Scored,
     bi: usize,
     budget: Budget,
     top_p_sparsity: Option<f64>,
@@ -343,7 +356,7 @@ impl MethodRunCtx<'_, '_> {
             m.selector.as_ref(),
             prep,
             self.budget,
-            self.n,
+            self.scored,
             self.top_p_sparsity,
         );
         MethodOut {
@@ -509,7 +522,7 @@ impl MethodRunCtx<'_, '_> {
             budget: self.bi,
             knob: cal.knob,
             target_sparsity: cal.target,
-            sparsity: sparsity_of(std::slice::from_ref(sel), self.n),
+            sparsity: sparsity_of(std::slice::from_ref(sel)),
             recall: mean(qm.recall.iter().map(|&r| r as f64)),
             info_loss: mean(qm.recall.iter().map(|&r| 1.0 - r as f64)),
             kl: mean(qm.recall.iter().map(|&r| kl(r.max(f32::MIN_POSITIVE)))),

@@ -5,19 +5,21 @@ use crate::error::Result;
 use crate::method::packed_pair_bytes;
 
 /// Host bytes one layer job needs at its peak on the CPU path: the raw scores and the exact
-/// attention of a KV group's q-heads (`n (n + 1) / 2` floats each, [`crate::logits`]) plus, alive
+/// attention of a KV group's q-heads over the scored queries (`n (n + 1) / 2` floats each when
+/// every query is scored, [`crate::logits`]) plus, alive
 /// beside them, the methods' own buffers ([`crate::method::Selector::pair_bytes`]) and a margin of one more packed
 /// buffer for the others' chunked scores; and the layer's captured block masses `P` (every
 /// q-head, `n x n / block` floats).
 pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
     let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1);
+    let scored = cfg.queries.of(n);
     let methods: u64 = cfg
         .methods
         .iter()
-        .map(|m| m.selector.pair_bytes(n, gs))
+        .map(|m| m.selector.pair_bytes(scored, gs))
         .sum();
     let blocks = n.div_ceil(cfg.capture_block.max(1)) as u64;
-    3 * packed_pair_bytes(n) * gs as u64 + methods + c.n_heads as u64 * n as u64 * blocks * 4
+    3 * packed_pair_bytes(scored) * gs as u64 + methods + c.n_heads as u64 * n as u64 * blocks * 4
 }
 
 /// Layers simulated at once: `cfg.layer_jobs`, or when 0 half the rayon threads (at least 2, so

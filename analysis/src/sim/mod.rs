@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::input::SimInput;
 pub use crate::method::MethodRun;
 use crate::results::SimResults;
+pub use crate::selection::{Queries, Scored};
 pub use crate::timing::{cpu_seconds, Pipeline, Profile};
 
 mod calibration;
@@ -50,6 +51,8 @@ pub struct SimConfig {
     /// Methods run side by side within a KV group (0: all of them; 1: one after another, which
     /// keeps each method's CPU seconds apart in a profile).
     pub method_jobs: usize,
+    /// The queries scored ([`Queries::All`]: every query, the causal-triangle average).
+    pub queries: Queries,
 }
 
 impl SimConfig {
@@ -71,6 +74,7 @@ impl SimConfig {
             calibration: None,
             layer_jobs: 0,
             method_jobs: 0,
+            queries: Queries::All,
         }
     }
 
@@ -80,6 +84,7 @@ impl SimConfig {
             budgets: &self.budgets,
             query_block: self.query_block,
             capture_block: self.capture_block,
+            all_queries: self.queries == Queries::All,
         }
     }
 }
@@ -120,6 +125,19 @@ impl<'m> Simulation<'m> {
             return input_err(format!(
                 "selections of budget {bad}: the run has budgets 0..{}",
                 config.budgets.len() - 1
+            ));
+        }
+        if let (Some(m), Queries::Last(_)) = (
+            config
+                .methods
+                .iter()
+                .find(|m| m.selector.needs_every_query()),
+            config.queries,
+        ) {
+            return input_err(format!(
+                "method '{}' replays the attention of every query: it runs with --queries all, \
+                 not --queries {}",
+                m.label, config.queries
             ));
         }
         let fits = config

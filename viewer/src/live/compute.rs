@@ -51,7 +51,7 @@ pub(super) fn compute(
     let gs = n_heads / n_kv_heads;
     // Methods that rank every causal pair keep per-pair buffers for a whole KV group: refuse
     // rather than let the system kill the viewer (oracle-topk needs 15 GB at 32k x 7 heads).
-    let need = method.pair_bytes(n, gs);
+    let need = method.pair_bytes(attnscope_analysis::selection::Scored::all(n), gs);
     if let Some(have) = attnscope_analysis::sim::available_memory() {
         if need > have {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
@@ -76,10 +76,17 @@ pub(super) fn compute(
             newline,
             truth: c.heads[g * gs..(g + 1) * gs].iter().collect(),
             capture_block: src.block,
+            scored: attnscope_analysis::selection::Scored::all(c.k_head(g).nrows()),
             cache: Default::default(),
         };
         let prep = method.prepare(&input);
-        let cal = resolve(method.as_ref(), prep.as_ref(), req.budget.budget(), n, None);
+        let cal = resolve(
+            method.as_ref(),
+            prep.as_ref(),
+            req.budget.budget(),
+            input.scored,
+            None,
+        );
         for (hi, sel) in cal.selections.iter().enumerate() {
             let h = g * gs + hi;
             let r = recall_only(input.q[hi], input.k, &c.heads[h].lse, sel);
@@ -88,7 +95,7 @@ pub(super) fn compute(
                 head: h,
                 kv_head: g,
                 knob: cal.knob,
-                sparsity: sparsity_of(std::slice::from_ref(sel), n),
+                sparsity: sparsity_of(std::slice::from_ref(sel)),
                 recall: mean(r.iter().map(|&x| f64::from(x))),
                 reached: cal.reached,
                 recall_by_query_block: r
@@ -180,6 +187,7 @@ mod tests {
                     newline: &newline,
                     truth: full[g * gs..(g + 1) * gs].iter().collect(),
                     capture_block: block,
+                    scored: attnscope_analysis::selection::Scored::all(qkv.k_head(g).nrows()),
                     cache: Default::default(),
                 };
                 let prep = method.prepare(&input);

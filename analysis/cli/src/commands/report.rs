@@ -200,14 +200,23 @@ fn describe(b: &Bundle) -> String {
         .first()
         .map_or_else(String::new, |i| i.name.clone());
     format!(
-        "{} | {} input{} x {} tokens | {}{}",
+        "{} | {} input{} x {} tokens | {}{} | {}",
         m.model.identity(),
         inputs,
         if inputs == 1 { "" } else { "s" },
         m.n_tokens,
         text,
-        if inputs > 1 { ", ..." } else { "" }
+        if inputs > 1 { ", ..." } else { "" },
+        queries_text(&m.queries)
     )
+}
+
+/// Which queries the numbers average over (the manifest's `queries`).
+fn queries_text(queries: &str) -> String {
+    match queries {
+        "" | "all" => "every query scored (causal-triangle average)".into(),
+        q => format!("queries {q} scored (decode accounting)"),
+    }
 }
 
 fn method_table(b: &Bundle, budget: usize, label: &str) -> Tab {
@@ -353,6 +362,11 @@ fn bundle_json(b: &Bundle, o: &Opts) -> Value {
             json!(b.manifest.model.files.first().map(|f| &f.sha256)),
         );
         obj.insert("n_tokens".into(), json!(b.manifest.n_tokens));
+        let queries = match b.manifest.queries.as_str() {
+            "" => "all",
+            q => q,
+        };
+        obj.insert("queries".into(), json!(queries));
         obj.insert("inputs".into(), json!(b.manifest.data.inputs.len()));
         obj.insert("budgets".into(), json!(budgets));
     }

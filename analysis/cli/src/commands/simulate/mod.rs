@@ -9,7 +9,7 @@ use attnscope_analysis::bundle::{
 };
 use attnscope_analysis::input::SimInput;
 use attnscope_analysis::registry;
-use attnscope_analysis::sim::{MethodRun, SimConfig, Simulation};
+use attnscope_analysis::sim::{MethodRun, Queries, SimConfig, Simulation};
 
 use super::{input, model_arg};
 
@@ -65,6 +65,11 @@ pub struct Args {
     /// Key block size of the captured block masses and pooled maps.
     #[arg(long, default_value_t = 64)]
     capture_block: usize,
+    /// Queries scored: `all` (sparsity and metrics over every query: the causal-triangle
+    /// average) or `last:N` (the last N queries of each input, each seeing its whole context:
+    /// decode accounting). Selection, calibration and metrics cover the scored queries only.
+    #[arg(long, default_value = "all", value_parser = parse_queries)]
+    queries: Queries,
     /// Several seeds in one run, e.g. `0,1,2` (seed 0 starts at the top of the text, other seeds
     /// at a paragraph chosen by the seed; a different task instance per seed); overrides --seed.
     /// Rows hold the input index.
@@ -105,6 +110,11 @@ pub struct Args {
     /// Storage on the GPU: f32 (exact, matches the CPU path) or bf16 (fast).
     #[arg(long, default_value = "f32")]
     precision: attnscope_core::device::Precision,
+}
+
+/// `--queries`: `all` or `last:N`.
+fn parse_queries(s: &str) -> Result<Queries, String> {
+    s.parse()
 }
 
 /// The calibration text and its length in tokens, when a method fits settings on one: the
@@ -238,7 +248,17 @@ fn sim_config(a: &Args, model: &attnscope_core::Model) -> Result<SimConfig> {
             bail!("{option} {v}: at most {MAX_JOBS} (0: automatic)");
         }
     }
+    if let Queries::Last(k) = a.queries {
+        if k > a.input.len {
+            bail!(
+                "--queries last:{k}: more queries than the input's {} tokens (--len); use \
+                 --queries all",
+                a.input.len
+            );
+        }
+    }
     let mut cfg = SimConfig::new(methods, budgets);
+    cfg.queries = a.queries;
     cfg.selection_budgets = selection_budgets(&a.selections, cfg.budgets.len())?;
     cfg.layers = layers;
     cfg.capture_block = a.capture_block.max(1);
@@ -273,14 +293,19 @@ fn manifest(a: &Args, sim: &Simulation<'_>) -> Result<Manifest> {
 
 /// The options that decide the results: a resumed run must have the same.
 fn fingerprint(a: &Args, m: &Manifest, cfg: &SimConfig) -> serde_json::Value {
-    serde_json::json!({
+    let mut f = serde_json::json!({
         "model": a.model, "weights": m.model.source, "dataset": a.input.dataset,
         "len": a.input.len, "depth": a.input.depth, "methods": m.methods,
         "budgets": m.budgets, "layers": m.layers, "capture_block": cfg.capture_block,
         "selections": cfg.selection_budgets, "save_qkv": cfg.save_qkv, "format": m.format,
         "calibration_text": a.calibration_text, "calibration_len": a.calibration_len,
         "offset": a.input.offset, "keep_crlf": a.input.keep_crlf, "latin1": a.input.latin1,
-    })
+    });
+    // Recorded when not the default, so that bundles from before the option still resume.
+    if cfg.queries != Queries::All {
+        f["queries"] = serde_json::json!(cfg.queries.to_string());
+    }
+    f
 }
 
 pub fn run(mut a: Args) -> Result<()> {
