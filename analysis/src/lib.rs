@@ -6,7 +6,8 @@
 //! - [`selection`]: what a method keeps; [`method`]: the [`method::Selector`] trait every method
 //!   implements, its registry row ([`method::MethodInfo`]) and its device scoring;
 //!   [`budget`]: calibration to matched sparsity.
-//! - [`methods`]: one file per method, listed once in [`registry::METHODS`].
+//! - [`methods`]: one file per method, listed once in [`registry::METHODS`]; [`preset`]: named
+//!   protocols (a paper's settings, each with its source).
 //! - [`metrics`], [`freq`], [`logits`]: the measurements, the same for every method.
 //! - [`device`]: methods that declare a device scoring, run on the GPU.
 //! - [`input`], [`results`]: what a run reads and the rows it produces.
@@ -69,6 +70,7 @@ pub mod logits;
 pub mod method;
 pub mod methods;
 pub mod metrics;
+pub mod preset;
 pub mod registry;
 pub mod results;
 pub mod selection;

@@ -25,8 +25,7 @@ fn knob_values(method: &dyn attnscope_analysis::method::Selector, n: usize) -> V
         .collect()
 }
 
-/// Every method whose selection of a query does not replay the others: the rows of the scored
-/// queries equal those of a run that scores every query. `first` is a multiple of every block
+/// Every method: the rows of the scored queries equal those of a run that scores every query. `first` is a multiple of every block
 /// size in the registry's defaults, so that block rows are whole.
 #[test]
 fn every_method_selects_the_same_keys_for_the_scored_queries() {
@@ -36,7 +35,9 @@ fn every_method_selects_the_same_keys_for_the_scored_queries() {
     let mut checked = 0;
     for info in METHODS {
         let method = info.build_with(&[]).expect("defaults build");
-        if method.needs_every_query() || method.needs_calibration() {
+        // h2o computes the cached keys' logits as it replays when only some queries are scored
+        // (its own test compares that replay with a literal one); phsa-fit needs calibration.
+        if info.name == "h2o" || method.needs_calibration() {
             continue;
         }
         let (all, sub) = (data.input(), data.input_scored(tail));

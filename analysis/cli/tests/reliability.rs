@@ -8,33 +8,14 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::attnscope;
+use common::{attnscope, simulate_smollm2};
 
 /// A small real run into `out` (two inputs, so that an interrupted run has something left).
 fn small_run(out: &Path, extra: &[&str]) -> (bool, String, String) {
     let out = out.to_str().expect("utf-8 path");
-    let mut args = vec![
-        "simulate",
-        "--model",
-        "smollm2-135m",
-        "--text",
-        "alice29",
-        "--len",
-        "128",
-        "--layers",
-        "3",
-        "--methods",
-        "streaming,phsa",
-        "--sparsity",
-        "0.5",
-        "--seeds",
-        "0,1",
-        "--quiet",
-        "--out",
-        out,
-    ];
+    let mut args = vec!["--sparsity", "0.5", "--seeds", "0,1", "--out", out];
     args.extend_from_slice(extra);
-    attnscope(&args)
+    simulate_smollm2("128", "3", "streaming,phsa", &args)
 }
 
 fn verify(dir: &Path) -> (bool, String, String) {
@@ -323,6 +304,12 @@ fn bad_options_name_the_option_and_the_range() {
             &["phsa.top_k", "budget knob", "--budget-tokens"],
         ),
         (&["--sweep", "phsa.top_k=2,4"], &["--sweep", "budget knob"]),
+        (&["--queries", "last:0"], &["--queries", "last:N"]),
+        (&["--queries", "first:5"], &["--queries", "last:N"]),
+        (
+            &["--queries", "last:65"],
+            &["--queries last:65", "64 tokens"],
+        ),
     ];
     for (extra, wants) in cases {
         let mut args = vec!["simulate", "--out", x];

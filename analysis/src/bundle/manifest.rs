@@ -66,7 +66,30 @@ pub struct Manifest {
     pub fitted: Vec<crate::results::FittedRow>,
     /// The calibration text those settings were fitted on.
     pub calibration: Option<CalibrationInfo>,
+    /// The named protocol the run used (`--preset`), with every value it set.
+    pub preset: Option<PresetInfo>,
     pub warnings: Vec<String>,
+}
+
+/// The named protocol of a run (`--preset`, [`crate::preset`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct PresetInfo {
+    pub name: String,
+    /// `method.param`, value and source of each setting; `applied` false where an explicit
+    /// `--param`, budget or `--queries` of the command line took its place.
+    pub values: Vec<PresetSetting>,
+}
+
+/// One setting of a preset as the run used it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct PresetSetting {
+    /// `phsa.block`, `budget_tokens` or `queries`.
+    pub name: String,
+    pub value: String,
+    pub source: String,
+    pub applied: bool,
 }
 
 /// Calibration text of methods that fit settings (ours).
@@ -222,6 +245,9 @@ pub struct Timings {
     /// from the start of that input's simulation.
     #[serde(default)]
     pub layer_spans: Vec<[f64; 5]>,
+    /// Peak resident host memory of the writing process in bytes (Linux `VmHWM`; 0 where not
+    /// readable). A resumed run's peak is that of its last process.
+    pub peak_host_bytes: u64,
 }
 
 /// A table file of the bundle.

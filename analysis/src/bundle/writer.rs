@@ -229,6 +229,7 @@ impl BundleWriter {
             tokens,
         };
         bundle.manifest.timings.total_s = self.started.elapsed().as_secs_f64();
+        bundle.manifest.timings.peak_host_bytes = crate::sim::peak_host_bytes().unwrap_or(0);
         bundle.write(false)?;
         bundle.manifest.timings.write_s = t.elapsed().as_secs_f64();
         bundle.manifest.timings.total_s = self.started.elapsed().as_secs_f64();

@@ -243,12 +243,6 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
     /// Scores the group once.
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a>;
 
-    /// True for methods whose selection for a query depends on the attention of every earlier
-    /// query (H2O's accumulated scores): they run only when every query is scored.
-    fn needs_every_query(&self) -> bool {
-        false
-    }
-
     /// True for methods that fit settings on calibration text before the run (ours only).
     fn needs_calibration(&self) -> bool {
         false

@@ -18,7 +18,10 @@
 //! `group_shared` = 1 sums the group's probabilities into one score and shares one cache.
 //!
 //! Cost per knob value: `O(n * C)` for the replay; the causal logits `q . k` are the group's
-//! shared ones ([`GroupInput::logits`]), computed once.
+//! shared ones ([`GroupInput::logits`]), computed once. When only some queries are scored
+//! (`--queries last:N`) the replay still runs over every query (the cache at a scored query
+//! depends on all earlier ones), and the logits of the cached keys are computed as it goes
+//! (`O(n * C * d)`, nothing per pair stored); the selection holds the scored queries' rows.
 
 use rayon::prelude::*;
 
@@ -61,6 +64,44 @@ struct Prep<'a> {
     shared: bool,
 }
 
+/// Where the replay reads `q_t . k_j`: the group's shared logits (every query scored), or dot
+/// products of the cached keys computed as it goes.
+enum Scores<'a> {
+    Shared(Vec<&'a crate::logits::Logits>),
+    OnTheFly(
+        Vec<ndarray::ArrayView2<'a, f32>>,
+        ndarray::ArrayView2<'a, f32>,
+    ),
+}
+
+impl Scores<'_> {
+    /// `w` extended with `q_t . k_j * scale` (as `f64`) of the keys `heavy` then `w_lo..=t`, for
+    /// q-head `hh` of the replay.
+    fn extend(
+        &self,
+        hh: usize,
+        t: usize,
+        heavy: &[u32],
+        w_lo: usize,
+        scale: f32,
+        w: &mut Vec<f64>,
+    ) {
+        match self {
+            Scores::Shared(logits) => {
+                let row = logits[hh].row(t);
+                w.extend(heavy.iter().map(|&j| (row[j as usize] * scale) as f64));
+                w.extend(row[w_lo..=t].iter().map(|&x| (x * scale) as f64));
+            }
+            Scores::OnTheFly(qs, k) => {
+                let q = qs[hh].row(t);
+                let dot = |j: usize| (q.dot(&k.row(j)) * scale) as f64;
+                w.extend(heavy.iter().map(|&j| dot(j as usize)));
+                w.extend((w_lo..=t).map(dot));
+            }
+        }
+    }
+}
+
 impl Prep<'_> {
     /// The H2O replay with cache `c`, scores summed over `heads`.
     fn replay(&self, heads: &[usize], c: usize) -> Selection {
@@ -73,10 +114,14 @@ impl Prep<'_> {
         let mut heavy: Vec<u32> = Vec::new();
         let mut heavy_acc: Vec<f64> = Vec::new();
         let mut w: Vec<f64> = Vec::new();
-        let mut b = Selection::builder(n, 1);
+        let mut b = self.g.selection_builder(1);
         let scale = self.g.scale();
-        let logits: Vec<&crate::logits::Logits> =
-            heads.iter().map(|&h| &self.g.logits()[h]).collect();
+        let first = self.g.scored.first;
+        let scores = if self.g.scored.is_all() {
+            Scores::Shared(heads.iter().map(|&h| &self.g.logits()[h]).collect())
+        } else {
+            Scores::OnTheFly(heads.iter().map(|&h| self.g.q[h]).collect(), self.g.k)
+        };
         for t in 0..n {
             let w_lo = (t + 1).saturating_sub(r);
             if t >= r {
@@ -90,12 +135,10 @@ impl Prep<'_> {
                 heavy_acc.remove(worst);
             }
             let nh = heavy.len();
-            for l in &logits {
+            for hh in 0..heads.len() {
                 // The scaled logits `q_t . k_j / sqrt d` of the cached keys.
-                let row = l.row(t);
                 w.clear();
-                w.extend(heavy.iter().map(|&j| (row[j as usize] * scale) as f64));
-                w.extend(row[w_lo..=t].iter().map(|&x| (x * scale) as f64));
+                scores.extend(hh, t, &heavy, w_lo, scale, &mut w);
                 let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 w.iter_mut().for_each(|x| *x -= m);
                 attnscope_core::exact_exp::exp_f64_slice(&mut w);
@@ -107,12 +150,14 @@ impl Prep<'_> {
                     *a += e / z;
                 }
             }
-            b.push_ranges(
-                heavy
-                    .iter()
-                    .map(|&j| (j, j + 1))
-                    .chain([(w_lo as u32, t as u32 + 1)]),
-            );
+            if t >= first {
+                b.push_ranges(
+                    heavy
+                        .iter()
+                        .map(|&j| (j, j + 1))
+                        .chain([(w_lo as u32, t as u32 + 1)]),
+                );
+            }
         }
         b.finish()
     }
@@ -150,11 +195,6 @@ impl Selector for H2o {
 
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {
         Some(tokens.max(1) as f64)
-    }
-
-    /// The replay accumulates every query's attention.
-    fn needs_every_query(&self) -> bool {
-        true
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
@@ -269,6 +309,30 @@ mod tests {
                         assert!(a[h].row_max_key(i).is_some_and(|m| m <= i));
                         assert_eq!(a[h].kept_of(i), c.min(i + 1));
                     }
+                }
+            }
+        }
+        // Scoring the last 40 queries: the same replay, the scored rows only.
+        for (c, shared) in [(7, false), (20, true)] {
+            let m = H2o {
+                recent_frac: 0.5,
+                shared,
+                cache_mb: 0.0,
+            };
+            let tail = crate::selection::Scored::last(40, n);
+            let g = data.input_scored(tail);
+            let sub = m.prepare(&g).select(c as f64);
+            for h in 0..2 {
+                let heads: Vec<usize> = if shared { vec![0, 1] } else { vec![h] };
+                let want = reference(&data, &heads, c, 0.5);
+                assert_eq!(sub[h].scored(), tail);
+                for i in 0..n {
+                    let expect = if i < 110 {
+                        BTreeSet::new()
+                    } else {
+                        want[i].clone()
+                    };
+                    assert_eq!(keys(&sub[h], i), expect, "last 40, c {c} q {i}");
                 }
             }
         }

@@ -113,16 +113,17 @@ fn log_sum_exp(xs: &[f32]) -> f32 {
     m + xs.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln() as f32
 }
 
-/// One q-head's indexer: each query's indexer scores over its causal keys (packed rows,
-/// `i (i + 1) / 2` onwards) and their log-sum-exp.
+/// One q-head's indexer: each scored query's indexer scores over its causal keys (packed rows
+/// from the first scored query's on) and their log-sum-exp (`lse[i]`, for scored `i`).
 struct Head {
+    first: usize,
     scores: crate::bigbuf::PooledF32,
     lse: Vec<f32>,
 }
 
 impl Head {
     fn row(&self, i: usize) -> &[f32] {
-        let start = i * (i + 1) / 2;
+        let start = i * (i + 1) / 2 - self.first * (self.first + 1) / 2;
         &self.scores[start..start + i + 1]
     }
 }
@@ -248,25 +249,26 @@ impl Selector for RtpurboProxy {
         let kp = g.k.dot(&basis);
         let kt: Vec<f32> = kp.t().iter().copied().collect();
         let kc: Vec<f32> = kp.iter().copied().collect();
-        let n = g.n();
+        let (first, n) = (g.scored.first, g.n());
         let heads =
             g.q.par_iter()
                 .map(|q| {
                     let qp = q.dot(&basis) * g.scale();
                     let qc: Vec<f32> = qp.iter().copied().collect();
                     let r = qp.ncols();
-                    // Every query's indexer scores, row by row, and their LSE.
-                    let mut scores = crate::bigbuf::PooledF32::new(n * (n + 1) / 2);
-                    let mut rows: Vec<(usize, &mut [f32])> = Vec::with_capacity(n);
+                    // Every scored query's indexer scores, row by row, and their LSE.
+                    let pairs = g.scored.causal_pairs() as usize;
+                    let mut scores = crate::bigbuf::PooledF32::new(pairs);
+                    let mut rows: Vec<(usize, &mut [f32])> = Vec::with_capacity(n - first);
                     let mut rest = &mut scores[..];
-                    for i in 0..n {
+                    for i in first..n {
                         let (row, tail) = rest.split_at_mut(i + 1);
                         rows.push((i, row));
                         rest = tail;
                     }
                     // Longest rows first keeps the parallel split balanced.
                     rows.reverse();
-                    let mut lse: Vec<(usize, f32)> = rows
+                    let lse: Vec<(usize, f32)> = rows
                         .into_par_iter()
                         .with_min_len(8)
                         .map(|(i, row)| {
@@ -274,19 +276,24 @@ impl Selector for RtpurboProxy {
                             (i, exact_exp::log_sum_exp(row))
                         })
                         .collect();
-                    lse.sort_unstable_by_key(|x| x.0);
-                    let lse = lse.into_iter().map(|x| x.1).collect();
-                    (Head { scores, lse }, TopPRows::new(g.scored))
+                    let mut by_query = vec![0f32; n];
+                    for (i, x) in lse {
+                        by_query[i] = x;
+                    }
+                    let head = Head {
+                        first,
+                        scores,
+                        lse: by_query,
+                    };
+                    (head, TopPRows::new(g.scored))
                 })
                 .collect();
         Box::new(TopPHeads { heads })
     }
 
     /// Per-pair scores and per-query histograms (at most 257 counts and sums each).
-    /// Its indexer scores every causal pair, whichever queries are scored.
     fn pair_bytes(&self, scored: crate::selection::Scored, group_size: usize) -> u64 {
-        let all = crate::selection::Scored::all(scored.n);
-        (packed_pair_bytes(all) + scored.len() as u64 * 257 * 12) * group_size as u64
+        (packed_pair_bytes(scored) + scored.len() as u64 * 257 * 12) * group_size as u64
     }
 }
 

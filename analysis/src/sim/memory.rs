@@ -63,6 +63,35 @@ pub(super) fn check_host_memory(
     }
 }
 
+/// How a run uses host memory on an input of `n` tokens ([`super::Simulation::memory_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryPlan {
+    /// Peak bytes of one layer job ([`layer_job_bytes`]).
+    pub per_layer_job: u64,
+    /// Layer jobs alive at once.
+    pub layer_jobs: usize,
+    /// Available memory when planned (`MemAvailable`), if readable.
+    pub available: Option<u64>,
+}
+
+impl MemoryPlan {
+    pub(super) fn of(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -> Self {
+        Self {
+            per_layer_job: layer_job_bytes(cfg, &model.config, n),
+            layer_jobs: layer_workers(cfg, model, n),
+            available: available_memory(),
+        }
+    }
+}
+
+/// Peak resident memory of this process in bytes (`VmHWM` of `/proc/self/status`, Linux).
+pub fn peak_host_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// `MemAvailable` of `/proc/meminfo` in bytes (Linux), if readable.
 pub fn available_memory() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -22,7 +22,7 @@ mod layer;
 mod memory;
 mod run;
 pub use hook::SimHook;
-pub use memory::{available_memory, layer_job_bytes};
+pub use memory::{available_memory, layer_job_bytes, peak_host_bytes, MemoryPlan};
 
 /// What to simulate.
 #[derive(Debug)]
@@ -127,19 +127,6 @@ impl<'m> Simulation<'m> {
                 config.budgets.len() - 1
             ));
         }
-        if let (Some(m), Queries::Last(_)) = (
-            config
-                .methods
-                .iter()
-                .find(|m| m.selector.needs_every_query()),
-            config.queries,
-        ) {
-            return input_err(format!(
-                "method '{}' replays the attention of every query: it runs with --queries all, \
-                 not --queries {}",
-                m.label, config.queries
-            ));
-        }
         let fits = config
             .methods
             .iter()
@@ -175,6 +162,12 @@ impl<'m> Simulation<'m> {
         progress: &mut dyn FnMut(usize),
     ) -> Result<SimResults> {
         run::simulate(self.model, input, &self.config, progress)
+    }
+
+    /// Host memory of a run on an input of `n` tokens: one layer job's peak and how many run at
+    /// once ([`MemoryPlan`]).
+    pub fn memory_plan(&self, n: usize) -> MemoryPlan {
+        MemoryPlan::of(&self.config, self.model, n)
     }
 
     /// Where each method runs on an input of `n` tokens (with needles or not): `cuda` or `cpu`,

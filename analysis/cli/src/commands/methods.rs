@@ -1,4 +1,5 @@
-//! `attnscope methods`: the registry table (names, kinds, papers, devices, parameters).
+//! `attnscope methods`: the registry table (names, kinds, papers, devices, parameters) and, with
+//! `--params`, the presets.
 
 use anyhow::Result;
 use attnscope_analysis::registry::METHODS;
@@ -44,5 +45,25 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
+    if a.params {
+        print_presets();
+    }
     Ok(())
+}
+
+/// The named protocols of `simulate --preset`, every value with its source.
+fn print_presets() {
+    for p in attnscope_analysis::preset::PRESETS {
+        println!("\npreset {}: {}", p.name, p.description);
+        for v in p.values {
+            let name = format!("{}.{}", v.method, v.param);
+            println!("  {name:<26} {:<8} {}", v.value, v.source);
+        }
+        if let Some((tokens, source)) = p.budget_tokens {
+            println!("  {:<26} {tokens:<8} {source}", "--budget-tokens");
+        }
+        if let Some((queries, source)) = p.queries {
+            println!("  {:<26} {:<8} {source}", "--queries", queries.to_string());
+        }
+    }
 }

@@ -22,3 +22,30 @@ pub fn attnscope_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, Stri
 pub fn attnscope(args: &[&str]) -> (bool, String, String) {
     attnscope_env(args, &[])
 }
+
+/// Runs `attnscope simulate` on the real SmolLM2 and alice29 with `len` tokens, `layers` and
+/// `methods`, quietly, plus `extra` options: (success, stdout, stderr).
+#[allow(dead_code)] // not every test file uses it
+pub fn simulate_smollm2(
+    len: &str,
+    layers: &str,
+    methods: &str,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let mut args = vec![
+        "simulate",
+        "--model",
+        "smollm2-135m",
+        "--text",
+        "alice29",
+        "--len",
+        len,
+        "--layers",
+        layers,
+        "--methods",
+        methods,
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    attnscope(&args)
+}

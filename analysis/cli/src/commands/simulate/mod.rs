@@ -14,6 +14,7 @@ use attnscope_analysis::sim::{MethodRun, Queries, SimConfig, Simulation};
 use super::{input, model_arg};
 
 mod options;
+mod preset;
 use options::{budgets, not_the_knob, overrides, parse_layers, selection_budgets, sweep_runs};
 
 #[derive(clap::Args)]
@@ -68,8 +69,13 @@ pub struct Args {
     /// Queries scored: `all` (sparsity and metrics over every query: the causal-triangle
     /// average) or `last:N` (the last N queries of each input, each seeing its whole context:
     /// decode accounting). Selection, calibration and metrics cover the scored queries only.
-    #[arg(long, default_value = "all", value_parser = parse_queries)]
-    queries: Queries,
+    /// [default: all, or the preset's]
+    #[arg(long, value_parser = parse_queries)]
+    queries: Option<Queries>,
+    /// A named protocol: a paper's settings, each with its source (`attnscope methods --params`
+    /// lists them): `phsa-paper`. Explicit --param, budget and --queries options win.
+    #[arg(long)]
+    preset: Option<String>,
     /// Several seeds in one run, e.g. `0,1,2` (seed 0 starts at the top of the text, other seeds
     /// at a paragraph chosen by the seed; a different task instance per seed); overrides --seed.
     /// Rows hold the input index.
@@ -248,7 +254,8 @@ fn sim_config(a: &Args, model: &attnscope_core::Model) -> Result<SimConfig> {
             bail!("{option} {v}: at most {MAX_JOBS} (0: automatic)");
         }
     }
-    if let Queries::Last(k) = a.queries {
+    let queries = a.queries.unwrap_or_default();
+    if let Queries::Last(k) = queries {
         if k > a.input.len {
             bail!(
                 "--queries last:{k}: more queries than the input's {} tokens (--len); use \
@@ -258,7 +265,7 @@ fn sim_config(a: &Args, model: &attnscope_core::Model) -> Result<SimConfig> {
         }
     }
     let mut cfg = SimConfig::new(methods, budgets);
-    cfg.queries = a.queries;
+    cfg.queries = queries;
     cfg.selection_budgets = selection_budgets(&a.selections, cfg.budgets.len())?;
     cfg.layers = layers;
     cfg.capture_block = a.capture_block.max(1);
@@ -311,6 +318,7 @@ fn fingerprint(a: &Args, m: &Manifest, cfg: &SimConfig) -> serde_json::Value {
 pub fn run(mut a: Args) -> Result<()> {
     let started = Instant::now();
     let _: Format = a.format.parse()?;
+    let preset = preset::apply(&mut a)?;
     budgets(&a)?;
     let mut model = model_arg::load(&a.model, a.input.tokenizer.as_deref(), a.quiet)?;
     model.to_device(a.device, a.precision)?;
@@ -318,6 +326,7 @@ pub fn run(mut a: Args) -> Result<()> {
     let sim = Simulation::new(&model, sim_config(&a, &model)?)?;
     let mut manifest = manifest(&a, &sim)?;
     manifest.timings.load_s = load_s;
+    manifest.preset = preset;
     let plan = input_plan(&a);
     let fingerprint = fingerprint(&a, &manifest, sim.config());
     let mode = match (a.force, a.resume) {
@@ -369,12 +378,21 @@ pub fn run(mut a: Args) -> Result<()> {
             a.out.display(),
             started.elapsed().as_secs_f64()
         );
+        let peak = bundle.manifest.timings.peak_host_bytes;
+        if peak > 0 {
+            eprintln!("peak host memory: {:.2} GiB", gib(peak));
+        }
         let mut t: Vec<(&String, &f64)> = bundle.manifest.timings.method_s.iter().collect();
         t.sort_by(|a, b| b.1.total_cmp(a.1));
         let parts: Vec<String> = t.iter().map(|(m, s)| format!("{m} {s:.1}s")).collect();
         eprintln!("method time: {}", parts.join(", "));
     }
     super::report::print_text(&bundle)
+}
+
+/// Bytes in GiB.
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
 }
 
 /// The input of a planned (text, seed).
@@ -406,6 +424,19 @@ fn simulate_input(
     } else {
         format!("simulating {n_sim} layers")
     };
+    if !a.quiet && sim.model().device() == attnscope_core::Device::Cpu {
+        let plan = sim.memory_plan(inp.ids.len());
+        eprintln!(
+            "memory plan: {:.2} GiB per layer job ({} scored queries of {} tokens), {} at once; \
+             {} available",
+            gib(plan.per_layer_job),
+            sim.config().queries.of(inp.ids.len()).len(),
+            inp.ids.len(),
+            plan.layer_jobs,
+            plan.available
+                .map_or("? GiB".into(), |b| format!("{:.1} GiB", gib(b)))
+        );
+    }
     let bar = model_arg::bar(a.quiet, sim.model().config.n_layers as u64, &msg);
     let t = Instant::now();
     let results = sim.run_with_progress(inp, &mut |_| bar.inc(1))?;
