@@ -197,7 +197,11 @@ fn report_in_every_format_and_across_runs() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["methods"].as_array().expect("methods").len(), 4);
     assert_eq!(v["inputs"], 2);
-    let head = &v["phsa_vs_infllm_v2"];
+    let head = &v["method_comparison"];
+    assert_eq!(
+        (head["method_a"].as_str(), head["method_b"].as_str()),
+        (Some("phsa"), Some("infllm-v2"))
+    );
     assert!(head["relative_il_reduction"].is_number());
     let ci = head["ci95"].as_array().expect("ci95");
     let r = head["relative_il_reduction"].as_f64().expect("r");

@@ -59,7 +59,7 @@ fn simulate_then_report_json() {
         );
     }
     assert_eq!(v["iou"]["matrix"].as_array().expect("iou").len(), 6);
-    assert!(v["phsa_vs_infllm_v2"]["relative_il_reduction"].is_number());
+    assert!(v["method_comparison"]["relative_il_reduction"].is_number());
     assert_eq!(v["budgets"].as_array().expect("budgets").len(), 2);
     // The oracle keeps at least as much as any method at the same (reached) sparsity on average.
     let recall = |name: &str| {

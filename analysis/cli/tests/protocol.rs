@@ -77,6 +77,30 @@ fn the_last_queries_score_as_in_a_run_of_every_query() {
     let (ok, json, err) = attnscope(&["report", last.to_str().expect("utf-8"), "--json"]);
     assert!(ok, "{err}");
     assert!(json.contains("\"queries\": \"last:96\""), "{json}");
+    // Any two methods compared by label: A's and B's information loss as in the table.
+    let (ok, json, err) = attnscope(&[
+        "report",
+        last.to_str().expect("utf-8"),
+        "--json",
+        "--compare",
+        "quest,oracle-topk",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let c = &v["method_comparison"];
+    assert_eq!(c["method_a"], "quest");
+    let il = |name: &str| {
+        let m = v["methods"].as_array().expect("methods");
+        let m = m.iter().find(|m| m["name"] == name).expect("method row");
+        m["info_loss"].as_f64().expect("info loss")
+    };
+    let (a, b) = (il("quest"), il("oracle-topk"));
+    assert!((c["info_loss_a"].as_f64().expect("a") - a).abs() < 1e-9);
+    assert!((c["info_loss_b"].as_f64().expect("b") - b).abs() < 1e-9);
+    let r = c["relative_il_reduction"].as_f64().expect("r");
+    assert!((r - (b - a) / b).abs() < 1e-9, "{r}");
+    // The oracle keeps the most attention of any per-query top-k at the same keys.
+    assert!(r < 0.0, "{r}");
 }
 
 #[test]

@@ -59,6 +59,14 @@ impl ModelInfo {
 }
 
 impl Manifest {
+    /// Queries scored per input (`queries` `last:N`: `min(N, n_tokens)`; else every token).
+    pub fn scored_queries(&self) -> usize {
+        match self.queries.parse::<crate::selection::Queries>() {
+            Ok(q) => q.of(self.n_tokens).len(),
+            Err(_) => self.n_tokens,
+        }
+    }
+
     /// The manifest of `sim` over inputs of `n` tokens (with needles or not), for a model given
     /// as `model_spec`: tool, model, methods with parameters, budgets, layers, blocks, device and
     /// where each method runs. The caller adds the run id, command, data and format.

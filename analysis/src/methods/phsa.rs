@@ -4,6 +4,12 @@
 //! `M(B) = lambda * mean(K_B) + (1 - lambda) * mean(K_B over punctuation)`, `M = mean(K_B)` when
 //! the block has no punctuation. Score `s_ib = sum over group heads of softmax_b(q_i . M_b / sqrt d)`
 //! over query `i`'s complete visible blocks; one selection shared by the group.
+//!
+//! Which blocks the softmax normalizes over is not stated in the paper, and it changes the
+//! ranking when the group's heads are summed (each head's softmax is scaled by its own
+//! normalizer): `softmax_over` 0 (the default) takes every complete visible block, forced init
+//! and local blocks included, as the paper's score is written over the visible blocks; 1 takes
+//! the candidate blocks alone (the blocks top-k chooses from). Only the first runs on the device.
 
 use ndarray::{Array2, Axis};
 
@@ -28,6 +34,7 @@ pub const INFO: MethodInfo = MethodInfo {
         ParamSpec { name: "local_blocks", default: 2.0, min: 0.0, max: 1e6, integer: true, help: "forced blocks before the query's own block" },
         ParamSpec { name: "newline_punct", default: 1.0, min: 0.0, max: 1.0, integer: true, help: "count newline-only tokens as punctuation" },
         ParamSpec { name: "dense_below", default: 0.0, min: 0.0, max: 1e9, integer: true, help: "ours: dense attention below this many tokens (0 = always sparse)" },
+        ParamSpec { name: "softmax_over", default: 0.0, min: 0.0, max: 1.0, integer: true, help: "blocks the block softmax normalizes over: 0 every complete visible block (forced ones included), 1 the candidate blocks alone (the paper leaves it open)" },
         ParamSpec { name: "top_k", default: 16.0, min: 0.0, max: 1e9, integer: true, help: "selected blocks beyond the forced ones" },
     ],
     build,
@@ -41,6 +48,7 @@ fn build(p: &Params) -> Box<dyn Selector> {
         local: p.count("local_blocks"),
         newline: p.flag("newline_punct"),
         dense_below: p.count("dense_below"),
+        candidates_only: p.flag("softmax_over"),
     })
 }
 
@@ -52,6 +60,8 @@ pub struct Phsa {
     pub n_init: usize,
     pub local: usize,
     pub newline: bool,
+    /// The block softmax over the candidate blocks alone (`softmax_over` 1).
+    pub candidates_only: bool,
     /// Dense fallback (ours): inputs shorter than this keep every visible block.
     pub dense_below: usize,
 }
@@ -76,13 +86,24 @@ impl Phsa {
         let (block, first) = (self.block, g.scored.first);
         let rows = rank_blocks_per_query(g.scored, block, self.n_init, self.local, |i| {
             let complete = i / block; // blocks 0..complete end at or before the query's block
-            let mut total = vec![0f32; complete];
+                                      // The blocks the softmax runs over: every complete one, or the candidates alone.
+            let own = i / block;
+            let forced = |b: usize| b < self.n_init || b + self.local >= own;
+            let over: Vec<usize> = (0..complete)
+                .filter(|&b| !(self.candidates_only && forced(b)))
+                .collect();
+            let mut total = vec![None; complete];
+            let mut sum = vec![0f32; over.len()];
             for l in &logits {
-                let mut row: Vec<f32> = l.row(i - first).iter().take(complete).copied().collect();
+                let l = l.row(i - first);
+                let mut row: Vec<f32> = over.iter().map(|&b| l[b]).collect();
                 softmax_inplace(&mut row);
-                total.iter_mut().zip(&row).for_each(|(t, r)| *t += r);
+                sum.iter_mut().zip(&row).for_each(|(t, r)| *t += r);
             }
-            total.into_iter().map(Some).collect()
+            for (&b, &s) in over.iter().zip(&sum) {
+                total[b] = Some(s);
+            }
+            total
         });
         RankedHeads {
             heads: vec![rows],
@@ -145,17 +166,19 @@ impl Selector for Phsa {
     /// The block softmax over the complete visible blocks (`i + 1 >= (j + 1) B`), summed over
     /// the group's q-heads; the dense fallback stays on the host.
     fn device_scoring(&self, n: usize) -> Option<DeviceScoring> {
-        (n >= self.dense_below).then_some(DeviceScoring::Representatives(RepresentativeRule {
-            block: self.block,
-            n_init: self.n_init,
-            local: self.local,
-            vis_window: self.block + 1,
-            vis_stride: self.block,
-            softmax: true,
-            scaled: true,
-            pool: BlockPool::Identity,
-            group_shared: true,
-        }))
+        (n >= self.dense_below && !self.candidates_only).then_some(DeviceScoring::Representatives(
+            RepresentativeRule {
+                block: self.block,
+                n_init: self.n_init,
+                local: self.local,
+                vis_window: self.block + 1,
+                vis_stride: self.block,
+                softmax: true,
+                scaled: true,
+                pool: BlockPool::Identity,
+                group_shared: true,
+            },
+        ))
     }
 
     fn representatives(&self, keys: &HeadKeys<'_>) -> Option<Representatives> {
@@ -179,6 +202,7 @@ mod tests {
             local: 2,
             newline: true,
             dense_below,
+            candidates_only: false,
         }
     }
 
@@ -216,5 +240,50 @@ mod tests {
         .rank(&g)
         .select(0.0);
         assert!(sparse[0].kept_pairs() < 200 * 201 / 2);
+    }
+
+    /// `softmax_over` 1: each head's block softmax runs over the candidate blocks alone, and the
+    /// ranking follows the group sum of those softmaxes (written out here for a few queries).
+    #[test]
+    fn softmax_over_the_candidates_alone() {
+        let data = GroupData::random(700, 8, 2, 9);
+        let g = data.input();
+        let m = Phsa {
+            block: 16,
+            n_init: 2,
+            local: 3,
+            candidates_only: true,
+            ..phsa(0.5, 0)
+        };
+        let reps = m.representatives(&g);
+        let ranked = m.rank(&g);
+        let rows = &ranked.heads[0];
+        for i in [100usize, 351, 699] {
+            let own = i / 16;
+            let cand: Vec<usize> = (2..own.saturating_sub(3)).collect();
+            let mut score = vec![0f32; cand.len()];
+            for h in 0..2 {
+                let mut l: Vec<f32> = cand
+                    .iter()
+                    .map(|&b| g.q[h].row(i).dot(&reps.row(b)) * g.scale())
+                    .collect();
+                softmax_inplace(&mut l);
+                score.iter_mut().zip(&l).for_each(|(s, x)| *s += x);
+            }
+            let mut want: Vec<usize> = (0..cand.len()).collect();
+            want.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(a.cmp(&b)));
+            let want: Vec<u32> = want.iter().map(|&x| cand[x] as u32).collect();
+            assert_eq!(rows.ranked[i], want, "query {i}");
+        }
+        // The default normalizes over every complete block: another ranking on this input.
+        let all = phsa(0.5, 0);
+        let all = Phsa {
+            block: 16,
+            n_init: 2,
+            local: 3,
+            ..all
+        }
+        .rank(&g);
+        assert_ne!(all.heads[0].ranked[699], rows.ranked[699]);
     }
 }

@@ -45,6 +45,7 @@ fn build(p: &Params) -> Box<dyn Selector> {
             local: p.count("local_blocks"),
             newline: p.flag("newline_punct"),
             dense_below: p.count("dense_below"),
+            candidates_only: false,
         },
         grid: (0..steps).map(|s| s as f32 / (steps - 1) as f32).collect(),
         scores: Mutex::new(BTreeMap::new()),

@@ -1,6 +1,7 @@
-//! `attnscope report RUN [RUN2 ...] [--json | --markdown | --latex]`: the method table of each
-//! run per budget, PHSA vs InfLLM v2 relative information-loss reduction with a bootstrap 95%
-//! interval (overall and per layer), and, for several runs, a run-to-run comparison.
+//! `attnscope report RUN [RUN2 ...] [--json | --markdown | --latex] [--compare A,B]`: the method
+//! table of each run per budget, the relative information-loss reduction of method A over method
+//! B (PHSA vs InfLLM v2 by default) with a bootstrap 95% interval (overall and per layer), and,
+//! for several runs, a run-to-run comparison.
 
 use std::path::PathBuf;
 
@@ -35,6 +36,10 @@ pub struct Args {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 0)]
     bootstrap_seed: u64,
+    /// The two methods compared, `A,B`: the relative information-loss reduction of A over B,
+    /// `(IL_B - IL_A) / IL_B` (method labels as in the table, e.g. `phsa[lambda=1],phsa`).
+    #[arg(long, default_value = "phsa,infllm-v2")]
+    compare: String,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -48,6 +53,16 @@ struct Opts {
     resamples: usize,
     unit: Unit,
     seed: u64,
+    /// The compared methods (A over B).
+    a: String,
+    b: String,
+}
+
+impl Opts {
+    /// `A vs B`, as printed.
+    fn pair(&self) -> String {
+        format!("{} vs {}", self.a, self.b)
+    }
 }
 
 /// A table to render as text, Markdown or LaTeX.
@@ -157,20 +172,20 @@ fn headline(b: &Bundle, budget: usize, o: &Opts) -> Option<Reduction> {
     relative_reduction(
         &b.results.metrics,
         budget,
-        "phsa",
-        "infllm-v2",
+        &o.a,
+        &o.b,
         o.unit,
         o.resamples,
         o.seed,
-        b.manifest.n_tokens,
+        b.manifest.scored_queries(),
         b.manifest.capture_block,
     )
 }
 
-/// PHSA vs InfLLM v2 per layer: (layer, IL phsa, IL infllm-v2, reduction).
-fn per_layer(b: &Bundle, budget: usize) -> Vec<(usize, f64, f64, f64)> {
-    let p = il_by_layer(&b.results.metrics, budget, "phsa");
-    let i = il_by_layer(&b.results.metrics, budget, "infllm-v2");
+/// A vs B per layer: (layer, IL of A, IL of B, reduction).
+fn per_layer(b: &Bundle, budget: usize, o: &Opts) -> Vec<(usize, f64, f64, f64)> {
+    let p = il_by_layer(&b.results.metrics, budget, &o.a);
+    let i = il_by_layer(&b.results.metrics, budget, &o.b);
     p.iter()
         .filter_map(|&(l, x)| {
             let y = i.iter().find(|(li, _)| *li == l)?.1;
@@ -264,6 +279,8 @@ pub fn print_text(b: &Bundle) -> Result<()> {
         resamples: 2000,
         unit: Unit::Head,
         seed: 0,
+        a: "phsa".into(),
+        b: "infllm-v2".into(),
     };
     print!("{}", render_bundle(b, Style::Text, &o));
     Ok(())
@@ -289,13 +306,14 @@ fn render_bundle(b: &Bundle, style: Style, o: &Opts) -> String {
         }
         if let Some(r) = headline(b, bi.index, o) {
             notes.push(format!(
-                "PHSA vs InfLLM v2: information loss {:.4} vs {:.4}, relative reduction {}{}",
+                "{}: information loss {:.4} vs {:.4}, relative reduction {}{}",
+                o.pair(),
                 r.il_a,
                 r.il_b,
                 pct(r.reduction),
                 ci_text(&r)
             ));
-            let layers: Vec<String> = per_layer(b, bi.index)
+            let layers: Vec<String> = per_layer(b, bi.index, o)
                 .iter()
                 .map(|(l, _, _, r)| format!("L{l} {}", pct(*r)))
                 .collect();
@@ -339,13 +357,14 @@ fn bundle_json(b: &Bundle, o: &Opts) -> Value {
                     "needle_recall": m.needle_recall, "reached": m.reached,
                 })).collect::<Vec<_>>(),
                 "iou": { "methods": names, "matrix": iou },
-                "phsa_vs_infllm_v2": headline(b, bi.index, o).map(|r| json!({
-                    "info_loss_phsa": r.il_a, "info_loss_infllm_v2": r.il_b,
+                "method_comparison": headline(b, bi.index, o).map(|r| json!({
+                    "method_a": o.a, "method_b": o.b,
+                    "info_loss_a": r.il_a, "info_loss_b": r.il_b,
                     "relative_il_reduction": r.reduction,
                     "ci95": r.ci95.map(|(lo, hi)| [lo, hi]),
                     "bootstrap": { "unit": r.unit.name(), "resamples": r.resamples, "units": r.n_units },
-                    "per_layer": per_layer(b, bi.index).iter().map(|(l, p, i, r)| json!({
-                        "layer": l, "info_loss_phsa": p, "info_loss_infllm_v2": i, "relative_il_reduction": r
+                    "per_layer": per_layer(b, bi.index, o).iter().map(|(l, p, i, r)| json!({
+                        "layer": l, "info_loss_a": p, "info_loss_b": i, "relative_il_reduction": r
                     })).collect::<Vec<_>>(),
                 })),
             })
@@ -434,8 +453,8 @@ fn comparison(runs: &[Bundle], o: &Opts) -> (Vec<Tab>, Value) {
                 })
             })
             .collect();
-        js.push(json!({ "budget": bi.label, "phsa_vs_infllm_v2": heads }));
-        let mut row = vec!["PHSA vs InfLLM v2".to_string()];
+        js.push(json!({ "budget": bi.label, "method_comparison": heads, "pair": o.pair() }));
+        let mut row = vec![o.pair()];
         for (r, &i) in runs.iter().zip(&idx) {
             row.push(headline(r, i, o).map_or("-".into(), |h| {
                 format!(
@@ -493,10 +512,15 @@ pub fn run(a: Args) -> Result<()> {
         Ok(u) => u,
         Err(e) => bail!("--bootstrap-unit: {e}"),
     };
+    let Some((ma, mb)) = a.compare.split_once(',') else {
+        bail!("--compare '{}': expected two method labels, A,B", a.compare);
+    };
     let o = Opts {
         resamples: a.bootstrap,
         unit,
         seed: a.bootstrap_seed,
+        a: ma.trim().to_string(),
+        b: mb.trim().to_string(),
     };
     let runs: Vec<Bundle> = a
         .runs
