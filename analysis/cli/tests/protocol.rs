@@ -175,3 +175,35 @@ fn the_phsa_paper_preset_sets_its_values_and_explicit_options_win() {
     let (ok, _, err) = attnscope(&["simulate", "--preset", "nope", "--out", "x", "--len", "64"]);
     assert!(!ok && err.contains("unknown preset 'nope'"), "{err}");
 }
+
+/// The preset's phsa and infllm-v2 on real SmolLM2 at 2k tokens, recomputed by an independent
+/// numpy implementation from the bundle's saved Q/K/V (scripts/ref_protocol.py): every q-head's
+/// recall (overall and per block of scored queries) and sparsity within 1e-5.
+#[test]
+fn the_preset_agrees_with_an_independent_numpy_reference() {
+    let py = std::process::Command::new("python3")
+        .args(["-c", "import numpy, pyarrow"])
+        .status();
+    if !py.is_ok_and(|s| s.success()) {
+        println!(
+            "NOTICE: python3 with numpy and pyarrow not found; skipping (pip install pyarrow)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("ref");
+    let out_s = out.to_str().expect("utf-8");
+    let extra = ["--preset", "phsa-paper", "--save-qkv", "3", "--out", out_s];
+    let (ok, _, err) = simulate_smollm2("2048", "3", "phsa,infllm-v2", &extra);
+    assert!(ok, "{err}");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/ref_protocol.py");
+    let res = std::process::Command::new("python3")
+        .args([script, out_s])
+        .output()
+        .expect("run python3");
+    let text =
+        String::from_utf8_lossy(&res.stdout).into_owned() + &String::from_utf8_lossy(&res.stderr);
+    println!("{text}");
+    assert!(res.status.success(), "ref_protocol.py:\n{text}");
+    assert!(text.contains("queries last:512, 2048 tokens: OK"), "{text}");
+}
