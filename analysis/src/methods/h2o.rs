@@ -5,9 +5,12 @@
 //! recent window `[t - r + 1, t]` (its own token included); `|S_t| <= C`, the knob, split into
 //! `r = max(1, round(C * recent_frac))` recent and `h = C - r` heavy slots (paper default: 10% heavy
 //! and 10% recent of the sequence length, i.e. `recent_frac` 0.5; the knob default 1638 is 20% of
-//! 8192 tokens). Each step's attention probabilities are computed from q/k over the cached keys
-//! only (softmax over `S_t`, as H2O's scores come from the attention it actually computes) and
-//! added to the accumulated score of every cached key. When token `t - r` leaves the window it
+//! 8192 tokens). Each step adds to the accumulated score of every cached key its probability
+//! under query `t`'s dense attention, `exp(q_t . k_j / sqrt d - LSE_t)` (the LSE of the exact
+//! attention over every causal key): the rule of H2O's reference mask simulation, which
+//! accumulates each step's full softmax and zeroes the scores of evicted tokens (`scores` 0, the
+//! default). `scores` 1 accumulates the softmax over the cached set `S_t` alone instead (the
+//! attention a deployed cache computes; the rule of earlier versions). When token `t - r` leaves the window it
 //! joins `H`; if `|H| > h` the heavy token of least accumulated score is evicted (ties: the older
 //! one), greedily, before query `t` attends. This is H2O's "attend, accumulate, then evict" loop
 //! with a stored budget of `C - 1` plus the arriving token, so the keys a query attends to and the
@@ -38,6 +41,7 @@ pub const INFO: MethodInfo = MethodInfo {
         ParamSpec { name: "recent_frac", default: 0.5, min: 0.0, max: 1.0, integer: false, help: "share of the cache kept for recent tokens (paper: 10% heavy + 10% recent)" },
         ParamSpec { name: "group_shared", default: 0.0, min: 0.0, max: 1.0, integer: true, help: "one cache per KV group from group-summed scores (default: per q-head)" },
         ParamSpec { name: "cache_mb", default: 1024.0, min: 0.0, max: 1e7, integer: false, help: "unused (earlier versions kept logits up to this size; the group's shared logits are read now)" },
+        ParamSpec { name: "scores", default: 0.0, min: 0.0, max: 1.0, integer: true, help: "accumulated per step: 0 the dense attention's probabilities of the cached keys (the reference mask simulation), 1 the softmax over the cached keys alone" },
         ParamSpec { name: "cache", default: 1638.0, min: 1.0, max: 1e9, integer: true, help: "keys per query C, own token included (paper: 20% of the length; 1638 = 20% of 8192)" },
     ],
     build,
@@ -48,6 +52,7 @@ fn build(p: &Params) -> Box<dyn Selector> {
         recent_frac: p.get("recent_frac").clamp(0.0, 1.0),
         shared: p.flag("group_shared"),
         cache_mb: p.get("cache_mb").max(0.0),
+        cached_softmax: p.flag("scores"),
     })
 }
 
@@ -56,12 +61,15 @@ struct H2o {
     recent_frac: f64,
     shared: bool,
     cache_mb: f64,
+    /// Accumulate the softmax over the cached keys (`scores` 1) instead of the dense one.
+    cached_softmax: bool,
 }
 
 struct Prep<'a> {
     g: &'a GroupInput<'a>,
     recent_frac: f64,
     shared: bool,
+    cached_softmax: bool,
 }
 
 /// Where the replay reads `q_t . k_j`: the group's shared logits (every query scored), or dot
@@ -135,14 +143,23 @@ impl Prep<'_> {
                 heavy_acc.remove(worst);
             }
             let nh = heavy.len();
-            for hh in 0..heads.len() {
-                // The scaled logits `q_t . k_j / sqrt d` of the cached keys.
+            for (hh, &h) in heads.iter().enumerate() {
+                // The scaled logits `q_t . k_j / sqrt d` of the cached keys, as probabilities of
+                // the dense attention (over its LSE) or of the cached set's softmax.
                 w.clear();
                 scores.extend(hh, t, &heavy, w_lo, scale, &mut w);
-                let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let m = if self.cached_softmax {
+                    w.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                } else {
+                    self.g.truth[h].lse[t] as f64
+                };
                 w.iter_mut().for_each(|x| *x -= m);
                 attnscope_core::exact_exp::exp_f64_slice(&mut w);
-                let z: f64 = w.iter().sum();
+                let z: f64 = if self.cached_softmax {
+                    w.iter().sum()
+                } else {
+                    1.0
+                };
                 for (a, &e) in heavy_acc.iter_mut().zip(&w[..nh]) {
                     *a += e / z;
                 }
@@ -204,6 +221,7 @@ impl Selector for H2o {
             g,
             recent_frac: self.recent_frac,
             shared: self.shared,
+            cached_softmax: self.cached_softmax,
         })
     }
 }
@@ -215,19 +233,30 @@ mod tests {
     use ndarray::Array2;
     use std::collections::BTreeSet;
 
-    fn run(data: &GroupData, frac: f64, shared: bool, cache_mb: f64, c: f64) -> Vec<Selection> {
-        let m = H2o {
+    fn h2o(frac: f64, shared: bool, cache_mb: f64, cached_softmax: bool) -> H2o {
+        H2o {
             recent_frac: frac,
             shared,
             cache_mb,
-        };
+            cached_softmax,
+        }
+    }
+
+    fn run(data: &GroupData, m: &H2o, c: f64) -> Vec<Selection> {
         let g = data.input();
         let p = m.prepare(&g);
         p.select(c)
     }
 
-    /// A literal, slow H2O replay with sets, for comparison.
-    fn reference(data: &GroupData, heads: &[usize], c: usize, frac: f64) -> Vec<BTreeSet<usize>> {
+    /// A literal, slow H2O replay with sets, for comparison: each step adds the dense
+    /// attention's probabilities of the cached keys, or (`cached`) their softmax over the cache.
+    fn reference(
+        data: &GroupData,
+        heads: &[usize],
+        c: usize,
+        frac: f64,
+        cached: bool,
+    ) -> Vec<BTreeSet<usize>> {
         let n = data.k.nrows();
         let r = ((c as f64 * frac).round() as usize).clamp(1, c);
         let scale = 1.0 / (data.head_dim() as f64).sqrt();
@@ -252,8 +281,12 @@ mod tests {
                     .iter()
                     .map(|&j| q.row(t).dot(&data.k.row(j)) as f64 * scale)
                     .collect();
-                let m = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let z: f64 = l.iter().map(|x| (x - m).exp()).sum();
+                let (m, z) = if cached {
+                    let m = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    (m, l.iter().map(|x| (x - m).exp()).sum())
+                } else {
+                    (data.truth[h].lse[t] as f64, 1.0)
+                };
                 for (&j, x) in cache.iter().zip(&l) {
                     acc[j] += (x - m).exp() / z;
                 }
@@ -278,7 +311,7 @@ mod tests {
             Array2::from_shape_vec((6, 1), vec![0.0, 8.0, 0.0, 0.0, 0.0, 0.0]).expect("test data");
         let q = Array2::ones((6, 1));
         let data = GroupData::from_qkv(q, k.clone(), k, vec![false; 6], vec![false; 6], 1, 2);
-        let s = &run(&data, 0.3, false, 64.0, 3.0)[0];
+        let s = &run(&data, &h2o(0.3, false, 64.0, false), 3.0)[0];
         let want: [&[usize]; 6] = [
             &[0],
             &[0, 1],
@@ -297,34 +330,34 @@ mod tests {
         let n = 150;
         let data = GroupData::random(n, 8, 2, 5);
         for (c, frac) in [(1, 0.5), (7, 0.5), (20, 0.2), (33, 0.9), (60, 0.0)] {
-            for shared in [false, true] {
-                let a = run(&data, frac, shared, 64.0, c as f64);
-                let b = run(&data, frac, shared, 0.0, c as f64);
+            for (shared, cached) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a = run(&data, &h2o(frac, shared, 64.0, cached), c as f64);
+                let b = run(&data, &h2o(frac, shared, 0.0, cached), c as f64);
                 assert_eq!(a, b, "logit cache changed the result");
                 for h in 0..2 {
                     let heads: Vec<usize> = if shared { vec![0, 1] } else { vec![h] };
-                    let want = reference(&data, &heads, c, frac);
+                    let want = reference(&data, &heads, c, frac, cached);
                     for i in 0..n {
-                        assert_eq!(keys(&a[h], i), want[i], "c {c} shared {shared} q {i}");
+                        let at = format!("c {c} shared {shared} cached {cached} q {i}");
+                        assert_eq!(keys(&a[h], i), want[i], "{at}");
                         assert!(a[h].row_max_key(i).is_some_and(|m| m <= i));
                         assert_eq!(a[h].kept_of(i), c.min(i + 1));
                     }
                 }
             }
         }
+        // The two accumulation rules evict differently on this input.
+        let dense = run(&data, &h2o(0.2, false, 0.0, false), 20.0);
+        assert_ne!(dense, run(&data, &h2o(0.2, false, 0.0, true), 20.0));
         // Scoring the last 40 queries: the same replay, the scored rows only.
         for (c, shared) in [(7, false), (20, true)] {
-            let m = H2o {
-                recent_frac: 0.5,
-                shared,
-                cache_mb: 0.0,
-            };
+            let m = h2o(0.5, shared, 0.0, false);
             let tail = crate::selection::Scored::last(40, n);
             let g = data.input_scored(tail);
             let sub = m.prepare(&g).select(c as f64);
             for h in 0..2 {
                 let heads: Vec<usize> = if shared { vec![0, 1] } else { vec![h] };
-                let want = reference(&data, &heads, c, 0.5);
+                let want = reference(&data, &heads, c, 0.5, false);
                 assert_eq!(sub[h].scored(), tail);
                 for i in 0..n {
                     let expect = if i < 110 {
@@ -336,7 +369,7 @@ mod tests {
                 }
             }
         }
-        let full = run(&data, 0.5, false, 64.0, n as f64);
+        let full = run(&data, &h2o(0.5, false, 64.0, false), n as f64);
         for s in &full {
             assert_eq!(s.kept_pairs(), crate::selection::causal_pairs(n));
         }
