@@ -195,7 +195,7 @@ mod tests {
                     method.as_ref(),
                     prep.as_ref(),
                     Budget::Sparsity(0.7),
-                    n,
+                    input.scored,
                     None,
                 );
                 for (hi, sel) in cal.selections.iter().enumerate() {
@@ -204,7 +204,7 @@ mod tests {
                     let got = live.head(h).expect("every head");
                     let name = info.name;
                     assert_eq!(got.knob, cal.knob, "{name} H{h} knob");
-                    assert_eq!(got.sparsity, sparsity_of(std::slice::from_ref(sel), n));
+                    assert_eq!(got.sparsity, sparsity_of(std::slice::from_ref(sel)));
                     assert_eq!(
                         got.recall,
                         mean(r.iter().map(|&x| f64::from(x))),
