@@ -115,7 +115,8 @@ pub enum BlockPool {
     /// back and overlaps the next block's).
     Max(usize),
     /// Overlapping-sum pooling: block `b` scores as the sum over representatives
-    /// `[per b - 1, per (b + 1))` (one representative back, so neighbouring windows share one).
+    /// `[per b - 1, per (b + 1))` (one representative back, so neighbouring windows share one),
+    /// each (a window two strides wide) times its overlap with the block in strides.
     Sum(usize),
 }
 

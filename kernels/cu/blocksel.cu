@@ -49,7 +49,8 @@ __device__ __forceinline__ bool is_forced(int b, int own, int n_init, int local)
 //   L        logits [G][nq][m] of this chunk (row r = query i0 + r), unscaled
 //   out      kept blocks [n][width] of this selection head (row i), NONE_BLOCK padded
 //   pool     0: block b's score is s[b]; 1: max of s over [per b - 1, per b + per - 1];
-//            2: sum of s over [per b - 1, per (b + 1))
+//            2: sum of s over [per b - 1, per (b + 1)), each window (two strides wide) times its
+//               overlap with the block in strides: 1 at either edge, 2 inside
 // Shared memory: s[m] floats, then keys[p2] u64 (p2: a power of two >= every row's candidates).
 extern "C" __global__ void block_rows(const float* L, int G, int nq, int m, int i0, float scale,
                                       int vis_w, int vis_s, int softmax, int pool, int per, int block,
@@ -100,7 +101,10 @@ extern "C" __global__ void block_rows(const float* L, int G, int nq, int m, int 
                         for (int j = lo; j <= hi; j++) v = fmaxf(v, s[j]);
                 } else {
                     int hi = min(per * (b + 1), vis);
-                    for (int j = lo; j < hi; j++) v += s[j];
+                    for (int j = lo; j < hi; j++) {
+                        int w = min(j + 2, per * (b + 1)) - max(j, per * b);
+                        v += (float)w * s[j];
+                    }
                 }
             }
             if (valid) key = ((u64)(~ordered_bits(v)) << 32) | (u64)b;

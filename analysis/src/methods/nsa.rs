@@ -5,8 +5,11 @@
 //! (`K_cmp_t = mean K[16t, 16t + 32)`). A window is visible to query `i` when it ends at or before
 //! `i` (`16t + 31 <= i`). Per q-head `p_cmp = softmax_t(q_i . K_cmp_t / sqrt d)` over the visible
 //! windows; the importance of selection block `b` (`l' = 64` tokens) is the sum of `p_cmp` over the
-//! windows that overlap it (`t in [4b - 1, 4b + 3]` for the default sizes), summed over the q-heads
-//! of the group (NSA eq. 10): one selection is shared by the whole GQA group.
+//! windows that overlap it (`t in [4b - 1, 4b + 3]` for the default sizes), each weighted by its
+//! overlap with the block in strides (1, 2, 2, 2, 1: the first and last windows cover half of
+//! theirs inside the block; NSA eq. 9, as the reference kernels sum over the window and stride
+//! offsets), summed over the q-heads of the group (NSA eq. 10): one selection is shared by the
+//! whole GQA group.
 //!
 //! Kept: the initial block, the local blocks and the top-k other blocks. The paper's "n = 16
 //! selected blocks including 1 initial and 2 local blocks" is read as: the query's own block and
@@ -25,7 +28,7 @@ pub const INFO: MethodInfo = MethodInfo {
     name: "nsa",
     kind: MethodKind::Published,
     paper: "Yuan et al., Native Sparse Attention: Hardware-Aligned and Natively Trainable Sparse Attention, ACL 2025 (arXiv:2502.11089)",
-    rule: "selection branch: 1 init + local blocks + top-k 64-token blocks by group-summed p_cmp of overlapping 32-token windows (stride 16); mean pooling stands in for the trained compression MLP",
+    rule: "selection branch: 1 init + local blocks + top-k 64-token blocks by group-summed p_cmp of overlapping 32-token windows (stride 16), weighted by their overlap (1, 2, 2, 2, 1); mean pooling stands in for the trained compression MLP",
     params: &[
         ParamSpec { name: "block", default: 64.0, min: 16.0, max: 65536.0, integer: true, help: "selection block size l' (a multiple of the 16-token stride)" },
         ParamSpec { name: "init_blocks", default: 1.0, min: 0.0, max: 1e6, integer: true, help: "forced blocks at the start" },
@@ -64,16 +67,29 @@ fn visible_windows(i: usize, m: usize) -> usize {
 }
 
 /// Importance of blocks `0..n_blocks`: the sum of `p_cmp` over the windows overlapping each block,
-/// `t in [per_block * b - 1, per_block * (b + 1) - 1]` (`per_block = block / STRIDE`), where
-/// `p_cmp` holds the visible windows only.
+/// `t in [per_block * b - 1, per_block * (b + 1) - 1]` (`per_block = block / STRIDE`), each times
+/// its overlap with the block in strides ([`overlap_weight`]), where `p_cmp` holds the visible
+/// windows only. Added in window order (as the device kernel adds them).
 fn block_importance(p_cmp: &[f32], n_blocks: usize, per_block: usize) -> Vec<f32> {
     (0..n_blocks)
         .map(|b| {
             let lo = (per_block * b).saturating_sub(1);
             let hi = (per_block * (b + 1)).min(p_cmp.len());
-            p_cmp.get(lo..hi).map_or(0.0, |w| w.iter().sum())
+            let mut v = 0f32;
+            for (t, &p) in p_cmp.iter().enumerate().take(hi).skip(lo) {
+                v += overlap_weight(t, b, per_block) * p;
+            }
+            v
         })
         .collect()
+}
+
+/// Strides of window `t` (`[16 t, 16 t + 32)`) inside block `b` of `per_block` strides: 1 for
+/// the windows reaching over either edge, 2 for those inside.
+fn overlap_weight(t: usize, b: usize, per_block: usize) -> f32 {
+    let (lo, hi) = (t, t + WINDOW / STRIDE); // the window in strides
+    let (blo, bhi) = (per_block * b, per_block * (b + 1));
+    (hi.min(bhi).saturating_sub(lo.max(blo))) as f32
 }
 
 impl Selector for Nsa {
@@ -150,19 +166,22 @@ mod tests {
 
     #[test]
     fn block_importance_sums_overlapping_windows() {
-        // 64-token blocks, 16-token stride: block b overlaps windows 4b-1 ..= 4b+3.
+        // 64-token blocks, 16-token stride: block b overlaps windows 4b-1 ..= 4b+3, by 1, 2, 2,
+        // 2 and 1 strides (window t covers tokens [16t, 16t + 32)).
         let p: Vec<f32> = (0..12).map(|t| (t + 1) as f32).collect();
         let s = block_importance(&p, 3, 4);
         assert_eq!(
             s,
             vec![
-                1. + 2. + 3. + 4.,
-                4. + 5. + 6. + 7. + 8.,
-                8. + 9. + 10. + 11. + 12.
+                2. * 1. + 2. * 2. + 2. * 3. + 4.,
+                4. + 2. * 5. + 2. * 6. + 2. * 7. + 8.,
+                8. + 2. * 9. + 2. * 10. + 2. * 11. + 12.
             ]
         );
         // Windows not yet visible do not count.
-        assert_eq!(block_importance(&p[..5], 2, 4), vec![10.0, 9.0]);
+        assert_eq!(block_importance(&p[..5], 2, 4), vec![16.0, 4.0 + 2.0 * 5.0]);
+        // 16-token blocks: windows b - 1 and b, half of each inside.
+        assert_eq!(block_importance(&p, 3, 1), vec![1.0, 3.0, 5.0]);
         assert_eq!(visible_windows(30, 100), 0);
         assert_eq!(visible_windows(31, 100), 1);
         assert_eq!(visible_windows(47, 100), 2);
