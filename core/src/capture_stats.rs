@@ -8,7 +8,7 @@
 use ndarray::{s, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
-use crate::exact_attention::{assemble_heads, head_tiles, prob_tile, LayerQkv, TILE};
+use crate::exact_attention::{assemble_heads, head_tiles, prob_tile_rule, LayerQkv, TILE};
 
 /// What to capture.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,9 +37,11 @@ impl Default for CaptureOptions {
 /// Captured statistics of one (layer, q-head).
 #[derive(Debug, Clone)]
 pub struct HeadCapture {
-    /// Per-query log-sum-exp of the scaled scores `q_i . k_j / sqrt(d)`, `j <= i`.
+    /// Per-query log-sum-exp of the layer's logits (`ScoreRule::logit` of `q_i . k_j`) over the
+    /// keys the query sees (`j <= i`, inside the sliding window where the layer has one).
     pub lse: Vec<f32>,
-    /// `P[i, b]`: `[n, n_blocks]`, zero for blocks entirely after query `i`.
+    /// `P[i, b]`: `[n, n_blocks]`, zero for blocks entirely after query `i` or entirely before
+    /// its sliding window.
     pub block_mass: Array2<f32>,
     /// Per-query attention mass on the first `sink_tokens` keys.
     pub sink_mass: Vec<f32>,
@@ -71,11 +73,11 @@ fn tile_stats(
     let n = qkv.len();
     let t1 = (t0 + TILE).min(n);
     let g = qkv.kv_of(h);
-    let (p, lse) = prob_tile(
+    let (p, lse) = prob_tile_rule(
         qkv.q_head(h).slice(s![t0..t1, ..]),
         kts[g].slice(s![.., ..t1]),
         t0,
-        qkv.scale(),
+        &qkv.rule,
     );
     let n_blocks = n.div_ceil(block);
     let mut block_mass = Array2::zeros((t1 - t0, n_blocks));
