@@ -7,16 +7,21 @@ use super::model_arg;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a registry name (see `attnscope fetch --list`), a HF folder, or a .gguf file.
+    /// Model: a registry name (see `attnscope fetch --list`), a HF folder, a .gguf file, or a
+    /// Hugging Face id ORG/NAME in the local hub cache.
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
+    /// Revision (branch, tag or commit) of a Hugging Face id `--model ORG/NAME` in the local hub
+    /// cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub); default `main`.
+    #[arg(long)]
+    revision: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = model_arg::load(&a.model, None, a.json)?;
+    let m = model_arg::load_revision(&a.model, a.revision.as_deref(), None, a.json)?;
     let c = &m.config;
     let params = c.param_count();
     if a.json {
