@@ -72,6 +72,7 @@ fn logits_match_transformers() {
         let hidden = model.forward(&ids, &mut NoHook).expect("forward");
         let logits = model.logits(hidden.view()).into_dyn();
         let err = max_rel_err(&logits, &exp["logits"]);
+        eprintln!("{arch}: logits max rel err {err:.2e}");
         assert!(err < 1e-4, "{arch}: logits max rel err {err}");
     }
 }
@@ -86,6 +87,7 @@ fn gemma3_gguf_matches_transformers() {
     assert_eq!(model.config.rope_scaling, st.config.rope_scaling);
     let hidden = model.forward(&ids, &mut NoHook).expect("forward");
     let err = max_rel_err(&model.logits(hidden.view()).into_dyn(), &exp["logits"]);
+    eprintln!("gemma3 gguf: logits max rel err {err:.2e}");
     assert!(err < 1e-4, "gemma3 gguf: logits max rel err {err}");
 }
 
