@@ -242,3 +242,20 @@ fn unknown_architectures_are_named() {
     let e = Model::load(tmp.path()).expect_err("unknown");
     assert!(e.to_string().contains("architecture 'falcon_h9'"), "{e}");
 }
+
+#[test]
+fn the_cuda_path_refuses_what_it_does_not_cover() {
+    use attnscope_core::device::{Device, Precision};
+    for (arch, what) in [
+        ("mistral", "mistral layers with a sliding window of 8"),
+        ("gemma3", "gemma3 layers"),
+        ("olmo2", "olmo2 layers"),
+    ] {
+        let mut model = Model::load(&dir(arch)).expect("load");
+        let e = model
+            .to_device(Device::Cuda(0), Precision::F32)
+            .expect_err("not on the GPU yet")
+            .to_string();
+        assert!(e.contains(what) && e.contains("--device cpu"), "{e}");
+    }
+}
