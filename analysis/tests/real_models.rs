@@ -111,16 +111,19 @@ fn qwen25_perplexity_matches_transformers_when_cached() {
 }
 
 /// Gemma 3 270M (Q4_K_M; 15 local layers with a 512-key window, 3 global): 1,024 tokens, so the
-/// window cuts in. attnscope has no SentencePiece tokenizer from GGUF metadata yet, so the ids
-/// are the reference's own (transformers' tokenizer from the same GGUF, BOS first).
+/// window cuts in. The ids are Gemma's BOS and the first 1,023 tokens of alice29.txt as the
+/// tokenizer rebuilt from the GGUF metadata gives them, which must be the reference's own
+/// (transformers' tokenizer from the same GGUF).
 #[test]
 fn gemma3_perplexity_and_sink_mass_match_transformers_when_cached() {
     let Some(model) = model("gemma3-270m", false) else {
         return;
     };
     let reference = reference("gemma3_270m_alice29_1024.json");
-    let ids: Vec<u32> = serde_json::from_value(reference["ids"].clone()).expect("ids");
-    assert_eq!(ids.len(), 1024);
+    let want_ids: Vec<u32> = serde_json::from_value(reference["ids"].clone()).expect("ids");
+    let mut ids = vec![model.config.bos_token_id.expect("bos")];
+    ids.extend(first_tokens(&model, 1023));
+    assert_eq!(ids, want_ids, "tokenization differs from the reference");
     assert_eq!(model.config.window_of(0), Some(512));
     assert_eq!(model.config.window_of(5), None);
     let mut hook = CaptureHook::new(CaptureOptions::default());
