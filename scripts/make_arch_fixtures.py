@@ -6,10 +6,14 @@ For mistral, gemma2, gemma3, phi3 and olmo2 this builds a small random transform
 make_model_fixtures.py does), and writes to core/tests/fixtures/tiny/<arch>/:
 
   config.json             the transformers config (v5 layout, as written by to_json_string)
-  model.safetensors       weights under HF names: F32 (gemma3: BF16, exact for these weights)
-  model.gguf              gemma3 only: written like llama.cpp's convert_hf_to_gguf.py
-                          (norm weights stored as 1 + w in F32, matrices F16, gemma3.* keys,
-                          no q/k permutation)
+  model.safetensors       weights under HF names: F32 (Gemma: BF16, exact for these weights)
+  model.gguf              gemma2, gemma3, phi3, olmo2: written like llama.cpp's
+                          convert_hf_to_gguf.py (Gemma norm weights stored as 1 + w, norms F32,
+                          matrices F16, <arch>.* keys with window and soft-caps, no q/k
+                          permutation, Phi-3's attn_qkv and gate|up ffn_up fused); every tensor
+                          name checked against gguf-py's list for the architecture. llama.cpp
+                          scales Gemma 2 queries by head_dim^-1/2, so the gemma2 GGUF test sets
+                          query_pre_attn_scalar 24 back after loading.
   expected.safetensors    input_ids [n] I64, logits [n, vocab], attn_probs [L, H, n, n]
                           (transformers' own `attentions`: post-softcap, window-masked),
                           attn_out [L, H, n, head_dim] (the input of o_proj, per head)
@@ -27,7 +31,7 @@ What each fixture exercises (n = 40 tokens, window 8 where there is one):
 
 The script asserts that its own numpy recomputation of the probabilities (scale, softcap,
 window (i - window, i]) matches transformers' to 1e-5, and that transformers' GGUF loader reads
-the gemma3 GGUF back to the same logits.
+the gemma2, gemma3 and phi3 GGUFs back to the same logits (it has no OLMo-2 GGUF loader).
 
 Run:  python3 scripts/make_arch_fixtures.py    (deterministic, a few seconds)
 """
@@ -220,7 +224,8 @@ def state_dict(model) -> dict[str, torch.Tensor]:
     return sd
 
 
-GEMMA_GGUF = {
+# HF layer tensor -> llama.cpp name (gguf.TENSOR_NAMES), per family where they differ
+GGUF_COMMON = {
     "input_layernorm.weight": "attn_norm.weight",
     "self_attn.q_proj.weight": "attn_q.weight",
     "self_attn.k_proj.weight": "attn_k.weight",
@@ -228,58 +233,89 @@ GEMMA_GGUF = {
     "self_attn.o_proj.weight": "attn_output.weight",
     "self_attn.q_norm.weight": "attn_q_norm.weight",
     "self_attn.k_norm.weight": "attn_k_norm.weight",
-    "post_attention_layernorm.weight": "post_attention_norm.weight",
-    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
-    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
     "mlp.gate_proj.weight": "ffn_gate.weight",
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
 }
+GGUF_NAMES = {
+    "gemma2": {"post_attention_layernorm.weight": "post_attention_norm.weight",
+               "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+               "post_feedforward_layernorm.weight": "post_ffw_norm.weight"},
+    "olmo2": {"post_attention_layernorm.weight": "post_attention_norm.weight",
+              "post_feedforward_layernorm.weight": "post_ffw_norm.weight"},
+    "phi3": {"self_attn.qkv_proj.weight": "attn_qkv.weight",
+             "mlp.gate_up_proj.weight": "ffn_up.weight",
+             "post_attention_layernorm.weight": "ffn_norm.weight"},
+}
+GGUF_NAMES["gemma3"] = GGUF_NAMES["gemma2"]
+GGUF_ARCHS = ("gemma2", "gemma3", "phi3", "olmo2")
 
 
-def write_gemma3_gguf(model, sd, out: Path) -> None:
+def gguf_name(arch: str, k: str) -> str:
+    if k == "model.embed_tokens.weight":
+        return "token_embd.weight"
+    if k == "model.norm.weight":
+        return "output_norm.weight"
+    if k == "lm_head.weight":
+        return "output.weight"
+    p = k.split(".")
+    rest = ".".join(p[3:])
+    name = f"blk.{p[2]}.{GGUF_NAMES[arch].get(rest) or GGUF_COMMON[rest]}"
+    # the name must be one llama.cpp knows for this architecture
+    known = {gguf.TENSOR_NAMES[t].format(bid=p[2]) + ".weight"
+             for t in gguf.MODEL_TENSORS[getattr(gguf.MODEL_ARCH, arch.upper())]}
+    assert name in known, name
+    return name
+
+
+def write_gguf(arch: str, model, sd, out: Path) -> None:
+    """As convert_hf_to_gguf.py: Gemma norms stored as 1 + w, no q/k permutation (these
+    families use NEOX-style RoPE in llama.cpp), Phi-3's fused tensors kept fused."""
     cfg = model.config
-    w = gguf.GGUFWriter(str(out / "model.gguf"), "gemma3")
-    w.add_name("attnscope tiny gemma3")
+    w = gguf.GGUFWriter(str(out / "model.gguf"), arch)
+    w.add_name(f"attnscope tiny {arch}")
     w.add_block_count(cfg.num_hidden_layers)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     w.add_feed_forward_length(cfg.intermediate_size)
     w.add_head_count(cfg.num_attention_heads)
     w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_key_length(cfg.head_dim)
-    w.add_value_length(cfg.head_dim)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_rope_freq_base(cfg.rope_parameters["full_attention"]["rope_theta"])
-    w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-    w.add_rope_scaling_factor(cfg.rope_parameters["full_attention"]["factor"])
-    w.add_sliding_window(cfg.sliding_window)
+    rope = cfg.rope_parameters.get("full_attention", cfg.rope_parameters)
+    w.add_rope_freq_base(rope["rope_theta"])
+    if rope.get("rope_type") == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rope["factor"])
+    if getattr(cfg, "sliding_window", None):
+        w.add_sliding_window(cfg.sliding_window)
+    if arch == "gemma2":
+        w.add_attn_logit_softcapping(cfg.attn_logit_softcapping)
+        w.add_final_logit_softcapping(cfg.final_logit_softcapping)
+    if arch == "phi3":
+        w.add_rope_dimension_count(head_dim)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     for k, v in sd.items():
         a = v.numpy().astype(np.float32)
-        if k.endswith("norm.weight"):
-            a = a + np.float32(1.0)  # convert_hf_to_gguf.py: Gemma norms stored as 1 + w
-        if k == "model.embed_tokens.weight":
-            name = "token_embd.weight"
-        elif k == "model.norm.weight":
-            name = "output_norm.weight"
-        else:
-            p = k.split(".")
-            name = f"blk.{p[2]}.{GEMMA_GGUF['.'.join(p[3:])]}"
+        if arch.startswith("gemma") and k.endswith("norm.weight"):
+            a = a + np.float32(1.0)
         if a.ndim == 2:
-            assert np.array_equal(a.astype(np.float16).astype(np.float32), a), name
+            assert np.array_equal(a.astype(np.float16).astype(np.float32), a), k
             a = a.astype(np.float16)
-        w.add_tensor(name, np.ascontiguousarray(a))
+        w.add_tensor(gguf_name(arch, k), np.ascontiguousarray(a))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
 
 
-def check_gguf_with_transformers(out: Path, ref_logits: np.ndarray, ids) -> float:
-    """transformers' own GGUF loader (it subtracts the 1 again) must give the same logits; the
-    config is passed from config.json (transformers' GGUF mapping does not read the rope
-    scaling or the layer pattern of a 6-layer model)."""
+def check_gguf_with_transformers(arch: str, out: Path, ref_logits: np.ndarray, ids) -> float:
+    """transformers' own GGUF loader (it subtracts Gemma's 1 again, splits nothing for Phi-3)
+    must give the same logits; the config is passed from config.json (transformers' GGUF
+    mapping reads neither the rope scaling, the layer pattern of a 6-layer model nor
+    query_pre_attn_scalar)."""
     import contextlib
     import io
 
@@ -294,7 +330,7 @@ def check_gguf_with_transformers(out: Path, ref_logits: np.ndarray, ids) -> floa
     with torch.no_grad():
         lg = m(ids).logits[0].numpy()
     err = float(np.abs(lg - ref_logits).max())
-    assert err < 1e-5, f"gemma3: transformers-from-GGUF logits differ by {err}"
+    assert err < 1e-5, f"{arch}: transformers-from-GGUF logits differ by {err}"
     return err
 
 
@@ -309,14 +345,17 @@ def main() -> int:
         model = build(arch, k)
         sd = state_dict(model)
         write_config(model, out)
-        st = {k: v.to(torch.bfloat16) for k, v in sd.items()} if arch == "gemma3" else sd
+        st = {k: v.to(torch.bfloat16) for k, v in sd.items()} if arch.startswith("gemma") else sd
         assert all(torch.equal(st[k].float(), sd[k]) for k in sd)
         torch_save_file(st, str(out / "model.safetensors"), metadata={"format": "pt"})
         exp = reference(model, ids)
         extra = ""
-        if arch == "gemma3":
-            write_gemma3_gguf(model, sd, out)
-            extra = f" gguf-via-transformers err={check_gguf_with_transformers(out, exp['logits'], ids):.1e}"
+        if arch in GGUF_ARCHS:
+            write_gguf(arch, model, sd, out)
+            extra = " gguf"
+            if arch != "olmo2":  # transformers 5 has no OLMo-2 GGUF loader
+                err = check_gguf_with_transformers(arch, out, exp["logits"], ids)
+                extra += f" via transformers err={err:.1e}"
         np_save_file(exp, str(out / "expected.safetensors"), metadata={"info": json.dumps({
             "arch": arch, "n_tokens": N_TOKENS, "generator": "scripts/make_arch_fixtures.py",
             "transformers": transformers.__version__, "torch": torch.__version__},

@@ -1,7 +1,7 @@
 //! Mistral, Gemma 2, Gemma 3, Phi-3 and OLMo-2 against tiny random transformers models
 //! (scripts/make_arch_fixtures.py): logits, the captured attention probabilities (post-softcap,
 //! inside each layer's sliding window) and the per-head attention outputs within 1e-4; the
-//! Gemma 3 GGUF (norms stored as 1 + w, F16 matrices) gives the same logits as its safetensors.
+//! Gemma 2, Gemma 3, Phi-3 and OLMo-2 GGUFs give the same logits as their safetensors.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use attnscope_core::attention::{
     sparse_attention, AttentionHook, HookAction, LayerQkv, NoHook, TokenSelection,
 };
 use attnscope_core::capture::{CaptureHook, CaptureOptions};
-use attnscope_core::{Arch, Model};
+use attnscope_core::Model;
 use ndarray::{s, Array2, ArrayD, Axis, IxDyn};
 use safetensors::SafeTensors;
 
@@ -77,18 +77,28 @@ fn logits_match_transformers() {
     }
 }
 
+/// The GGUF files (llama.cpp's layout: Gemma norms as 1 + w, Phi-3's fused tensors, F16
+/// matrices) give the safetensors' config and transformers' logits. llama.cpp scales Gemma 2
+/// queries by `head_dim^-1/2`; the fixture's `query_pre_attn_scalar` of 24 is set back after the
+/// GGUF's own value (the head size, 32) is checked.
 #[test]
-fn gemma3_gguf_matches_transformers() {
-    let (ids, exp) = expected("gemma3");
-    let model = Model::load(&dir("gemma3").join("model.gguf")).expect("load gguf");
-    let st = Model::load(&dir("gemma3")).expect("load safetensors");
-    assert_eq!(model.config.arch, Arch::Gemma3);
-    assert_eq!(model.config.attention, st.config.attention);
-    assert_eq!(model.config.rope_scaling, st.config.rope_scaling);
-    let hidden = model.forward(&ids, &mut NoHook).expect("forward");
-    let err = max_rel_err(&model.logits(hidden.view()).into_dyn(), &exp["logits"]);
-    eprintln!("gemma3 gguf: logits max rel err {err:.2e}");
-    assert!(err < 1e-4, "gemma3 gguf: logits max rel err {err}");
+fn gguf_files_match_transformers() {
+    for arch in ["gemma2", "gemma3", "phi3", "olmo2"] {
+        let (ids, exp) = expected(arch);
+        let mut model = Model::load(&dir(arch).join("model.gguf")).expect("load gguf");
+        let st = Model::load(&dir(arch)).expect("load safetensors");
+        assert_eq!(model.config.arch, st.config.arch);
+        assert_eq!(model.config.rope_scaling, st.config.rope_scaling);
+        if arch == "gemma2" {
+            assert_eq!(model.config.attention.query_pre_attn_scalar, Some(32.0));
+            model.config.attention.query_pre_attn_scalar = Some(24.0);
+        }
+        assert_eq!(model.config.attention, st.config.attention, "{arch}");
+        let hidden = model.forward(&ids, &mut NoHook).expect("forward");
+        let err = max_rel_err(&model.logits(hidden.view()).into_dyn(), &exp["logits"]);
+        eprintln!("{arch} gguf: logits max rel err {err:.2e}");
+        assert!(err < 1e-4, "{arch} gguf: logits max rel err {err}");
+    }
 }
 
 #[test]

@@ -62,7 +62,8 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 
 /// The Hugging Face name of a GGUF tensor of architecture `arch` (llama.cpp names the norm
 /// before the MLP `ffn_norm` in every family, while transformers calls it
-/// `post_attention_layernorm` in Llama-style layers and `pre_feedforward_layernorm` in Gemma).
+/// `post_attention_layernorm` in Llama-style layers and `pre_feedforward_layernorm` in Gemma;
+/// Phi-3 keeps its fused `attn_qkv` and gate|up `ffn_up`).
 pub fn hf_name_for(arch: Arch, gguf: &str) -> Option<String> {
     let fixed = match gguf {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
@@ -92,6 +93,8 @@ pub fn hf_name_for(arch: Arch, gguf: &str) -> Option<String> {
         "ffn_norm" => "post_attention_layernorm",
         "post_attention_norm" => "post_attention_layernorm",
         "post_ffw_norm" => "post_feedforward_layernorm",
+        "attn_qkv" if arch == Arch::Phi3 => "self_attn.qkv_proj",
+        "ffn_up" if arch == Arch::Phi3 => "mlp.gate_up_proj",
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
@@ -134,14 +137,12 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
         .ok_or_else(|| CoreError::format(path, "metadata has no general.architecture string"))?;
     let arch = Arch::parse(arch_name)
         .ok_or_else(|| CoreError::unsupported(path, format!("architecture '{arch_name}'")))?;
-    // llama.cpp's conversions of these keep layouts (Q/K row order, fused tensors) that no
-    // fixture here checks yet: refuse them rather than run a possibly permuted model.
-    if matches!(arch, Arch::Phi3 | Arch::Olmo2) {
+    // Phi-3's long-context RoPE (`longrope`, per-pair factor tensors) is not implemented.
+    if f.tensor_info("rope_factors_long.weight").is_some() {
         return Err(CoreError::unsupported(
             path,
-            format!(
-                "GGUF files of architecture '{arch_name}' (load its Hugging Face folder instead)"
-            ),
+            "RoPE scaling 'longrope' (tensors rope_factors_long/short; implemented: default, \
+             linear, dynamic, llama3, yarn)",
         ));
     }
     let key = |k: &str| format!("{arch_name}.{k}");
@@ -238,7 +239,8 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
 type Meta<'a, T> = &'a dyn Fn(&str) -> Result<Option<T>>;
 
 /// Sliding windows, soft-capping and the query scale as llama.cpp reads them:
-/// `<arch>.attention.sliding_window` (Gemma 2/3), Gemma 2's `attn_logit_softcapping` and
+/// `<arch>.attention.sliding_window` (Gemma 2/3, Mistral, Phi-3, OLMo-2) with
+/// `attention.sliding_window_pattern` where given, Gemma 2's `attn_logit_softcapping` and
 /// `final_logit_softcapping`, the Gemma layer patterns (Gemma 2: even layers local; Gemma 3:
 /// five local per global), Gemma 3's local RoPE base of 10,000, and the query scale
 /// `head_dim^-1/2` (`(hidden / heads)^-1/2` for the 27B models, as llama.cpp does).
@@ -252,44 +254,54 @@ fn gguf_attention(
     let mut a = crate::config::AttentionConfig::default();
     let n = cfg.n_layers;
     let pattern = |every: usize| (0..n).map(|i| (i + 1) % every != 0).collect::<Vec<_>>();
-    match cfg.arch {
-        Arch::Gemma2 | Arch::Gemma3 => {
-            a.sliding_window = uint("attention.sliding_window")?;
-            let big =
-                (cfg.arch == Arch::Gemma2 && n == 46) || (cfg.arch == Arch::Gemma3 && n == 62);
-            a.query_pre_attn_scalar = Some(if big {
-                (cfg.hidden / cfg.n_heads) as f32
-            } else {
-                cfg.head_dim as f32
-            });
-            a.attn_softcap = float("attn_logit_softcapping")?.map(|x| x as f32);
-            a.final_softcap = float("final_logit_softcapping")?.map(|x| x as f32);
-            let every = if cfg.arch == Arch::Gemma2 { 2 } else { 6 };
-            a.local_layers = match pattern_value {
-                None => pattern(every),
-                // `sliding_window_pattern`: a period, or one flag per layer (true = local).
-                Some(v) => match (v.as_u64(), v.as_array()) {
-                    (Some(p), _) => pattern(usize::try_from(p).unwrap_or(usize::MAX).max(1)),
-                    (_, Some(flags)) => flags
-                        .iter()
-                        .map(|x| matches!(x, super::GgufValue::Bool(true)))
-                        .collect(),
-                    _ => {
-                        return Err(CoreError::format(
-                            path,
-                            "metadata 'attention.sliding_window_pattern' is neither a number \
-                             nor an array of flags",
-                        ))
-                    }
-                },
-            };
-            if cfg.arch == Arch::Gemma3 {
-                a.local_rope_theta = Some(10_000.0);
-            }
-        }
-        Arch::Mistral => a.sliding_window = uint("attention.sliding_window")?,
-        _ => {}
+    let every = match cfg.arch {
+        Arch::Gemma2 => 2,
+        Arch::Gemma3 => 6,
+        // Mistral, Phi-3: every layer; OLMo-2 (OLMo 3 converted as olmo2) names its layers.
+        _ => 1,
+    };
+    if !matches!(
+        cfg.arch,
+        Arch::Gemma2 | Arch::Gemma3 | Arch::Mistral | Arch::Phi3 | Arch::Olmo2
+    ) {
+        return Ok(a);
     }
+    if cfg.arch.is_gemma() {
+        let big = (cfg.arch == Arch::Gemma2 && n == 46) || (cfg.arch == Arch::Gemma3 && n == 62);
+        a.query_pre_attn_scalar = Some(if big {
+            (cfg.hidden / cfg.n_heads) as f32
+        } else {
+            cfg.head_dim as f32
+        });
+        a.attn_softcap = float("attn_logit_softcapping")?.map(|x| x as f32);
+        a.final_softcap = float("final_logit_softcapping")?.map(|x| x as f32);
+    }
+    if cfg.arch == Arch::Gemma3 {
+        a.local_rope_theta = Some(10_000.0);
+    }
+    a.sliding_window = uint("attention.sliding_window")?;
+    if a.sliding_window.is_none() {
+        return Ok(a);
+    }
+    a.local_layers = match pattern_value {
+        None if every == 1 => Vec::new(),
+        None => pattern(every),
+        // `sliding_window_pattern`: a period, or one flag per layer (true = local).
+        Some(v) => match (v.as_u64(), v.as_array()) {
+            (Some(p), _) => pattern(usize::try_from(p).unwrap_or(usize::MAX).max(1)),
+            (_, Some(flags)) => flags
+                .iter()
+                .map(|x| matches!(x, super::GgufValue::Bool(true)))
+                .collect(),
+            _ => {
+                return Err(CoreError::format(
+                    path,
+                    "metadata 'attention.sliding_window_pattern' is neither a number nor an \
+                     array of flags",
+                ))
+            }
+        },
+    };
     Ok(a)
 }
 
