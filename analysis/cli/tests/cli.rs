@@ -278,3 +278,24 @@ fn hugging_face_ids_resolve_in_the_local_hub_cache() {
     );
     assert!(!ok && err.contains("only a Hugging Face id"), "{err}");
 }
+
+/// `info` says which layers attend within a sliding window, the soft-caps and the query scale.
+#[test]
+fn info_shows_windows_and_soft_capping() {
+    let tiny =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../core/tests/fixtures/tiny");
+    let gemma3 = tiny.join("gemma3/model.gguf");
+    let (ok, out, err) = attnscope(&["info", "--model", gemma3.to_str().expect("utf-8")]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("sliding window of 8 keys on 5 of 6 layers, RoPE theta 10000 there"),
+        "{out}"
+    );
+    let gemma2 = tiny.join("gemma2");
+    let (ok, out, err) = attnscope(&["info", "--model", gemma2.to_str().expect("utf-8"), "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["local_layers"], serde_json::json!([0, 2]));
+    assert_eq!(v["attention"]["attn_softcap"], 2.0);
+    assert_eq!(v["attention"]["final_softcap"], 3.0);
+}
