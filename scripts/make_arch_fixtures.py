@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build tiny random fixtures of the architectures beyond Llama/Qwen for attnscope-core tests.
 
-For mistral, gemma2, gemma3, phi3 and olmo2 this builds a small random transformers model
+For mistral, gemma2, gemma3, phi3, qwen2 with a sliding window and olmo2 this builds a small random transformers model
 (float32, eager attention), rounds every weight to a bf16-exact value (as
 make_model_fixtures.py does), and writes to core/tests/fixtures/tiny/<arch>/:
 
@@ -27,6 +27,8 @@ What each fixture exercises (n = 40 tokens, window 8 where there is one):
   gemma3   q/k norms (1 + w), 6 layers (5 local, 1 global, as llama.cpp assumes), local rope
            base 10k, global base 1e6 with linear scaling (factor 2), head_dim 32
   phi3     fused qkv_proj and gate_up_proj, sliding_window 8
+  qwen2_window  use_sliding_window with max_window_layers 1: layer 0 global, layers 1-2
+           local (window 8), Q/K/V biases
   olmo2    post norms only, q/k norm over the whole projection
 
 The script asserts that its own numpy recomputation of the probabilities (scale, softcap,
@@ -62,6 +64,8 @@ from transformers import (  # noqa: E402
     Olmo2ForCausalLM,
     Phi3Config,
     Phi3ForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -101,6 +105,10 @@ ARCHS = {
     "olmo2": dict(cls=Olmo2ForCausalLM, cfg=Olmo2Config, extra=dict(
         num_hidden_layers=2, rms_norm_eps=1e-6, tie_word_embeddings=False, pad_token_id=0,
         rope_parameters={"rope_type": "default", "rope_theta": 5e5})),
+    "qwen2_window": dict(cls=Qwen2ForCausalLM, cfg=Qwen2Config, extra=dict(
+        num_hidden_layers=3, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1,
+        rms_norm_eps=1e-6, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6})),
 }
 
 

@@ -1,5 +1,5 @@
-//! Mistral, Gemma 2, Gemma 3, Phi-3 and OLMo-2 against tiny random transformers models
-//! (scripts/make_arch_fixtures.py): logits, the captured attention probabilities (post-softcap,
+//! Mistral, Gemma 2, Gemma 3, Phi-3, OLMo-2 and Qwen2 with a sliding window against tiny random
+//! transformers models (scripts/make_arch_fixtures.py): logits, the captured attention probabilities (post-softcap,
 //! inside each layer's sliding window) and the per-head attention outputs within 1e-4; the
 //! Gemma 2, Gemma 3, Phi-3 and OLMo-2 GGUFs give the same logits as their safetensors.
 
@@ -14,7 +14,14 @@ use attnscope_core::Model;
 use ndarray::{s, Array2, ArrayD, Axis, IxDyn};
 use safetensors::SafeTensors;
 
-const ARCHS: [&str; 5] = ["mistral", "gemma2", "gemma3", "phi3", "olmo2"];
+const ARCHS: [&str; 6] = [
+    "mistral",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "olmo2",
+    "qwen2_window",
+];
 
 fn dir(arch: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -68,7 +75,7 @@ fn logits_match_transformers() {
     for arch in ARCHS {
         let (ids, exp) = expected(arch);
         let model = Model::load(&dir(arch)).expect("load");
-        assert_eq!(model.config.arch.name(), arch);
+        assert_eq!(model.config.arch.name(), arch.trim_end_matches("_window"));
         let hidden = model.forward(&ids, &mut NoHook).expect("forward");
         let logits = model.logits(hidden.view()).into_dyn();
         let err = max_rel_err(&logits, &exp["logits"]);
@@ -115,6 +122,9 @@ fn config_says_which_layers_are_local() {
     assert_eq!(windows("gemma2"), [w, g, w, g]);
     assert_eq!(windows("gemma3"), [w, w, w, w, w, g]);
     assert_eq!(windows("olmo2"), [g, g]);
+    // Qwen2 with use_sliding_window: from max_window_layers (1) on; without it: none.
+    assert_eq!(windows("qwen2_window"), [g, w, w]);
+    assert_eq!(windows("qwen2"), [g, g]);
     let m = Model::load(&dir("gemma2")).expect("load");
     let rule = m.config.score_rule(0);
     assert_eq!(rule.softcap, Some(2.0));

@@ -148,6 +148,8 @@ struct HfConfig {
     final_logit_softcapping: Option<f64>,
     rope_local_base_freq: Option<f64>,
     partial_rotary_factor: Option<f64>,
+    use_sliding_window: Option<bool>,
+    max_window_layers: Option<usize>,
     hidden_act: Option<String>,
     hidden_activation: Option<String>,
 }
@@ -350,8 +352,17 @@ fn hf_attention(
     }
     let n = hf.num_hidden_layers;
     let pattern = |every: usize| (0..n).map(|i| (i + 1) % every != 0).collect::<Vec<_>>();
+    // Qwen2/Qwen3: a window only with `use_sliding_window`, on the layers from
+    // `max_window_layers` on (or as `layer_types` says), as transformers does.
+    let qwen_window =
+        matches!(arch, Arch::Qwen2 | Arch::Qwen3) && hf.use_sliding_window == Some(true);
     let local_layers = match (&hf.layer_types, arch) {
-        (_, Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Olmo2) => Vec::new(),
+        (None, Arch::Qwen2 | Arch::Qwen3) if qwen_window => {
+            let from = hf.max_window_layers.unwrap_or(28);
+            (0..n).map(|i| i >= from).collect()
+        }
+        (_, Arch::Qwen2 | Arch::Qwen3) if !qwen_window => Vec::new(),
+        (_, Arch::Llama | Arch::Olmo2) => Vec::new(),
         (Some(types), _) => {
             if types.len() != n {
                 return Err(CoreError::bad_value(
@@ -380,6 +391,7 @@ fn hf_attention(
     let gemma = arch.is_gemma();
     let sliding_window = match arch {
         Arch::Mistral | Arch::Phi3 | Arch::Gemma2 | Arch::Gemma3 => hf.sliding_window,
+        Arch::Qwen2 | Arch::Qwen3 if qwen_window => hf.sliding_window,
         _ => None,
     };
     Ok(AttentionConfig {
