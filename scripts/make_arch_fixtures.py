@@ -20,7 +20,8 @@ make_model_fixtures.py does), and writes to core/tests/fixtures/tiny/<arch>/:
 
 What each fixture exercises (n = 40 tokens, window 8 where there is one):
 
-  mistral  sliding_window 8 on every layer
+  mistral  sliding_window 8 on every layer, 100 tokens (the second 64-query tile starts past
+           the window of its first query)
   gemma2   embedding scale, 4 norms (1 + w), query_pre_attn_scalar 24 != head_dim 32,
            head_dim * heads != hidden, attn softcap 2.0 and final softcap 3.0 (small, so tanh
            bends the logits), layers local/global/local/global
@@ -74,6 +75,8 @@ from make_model_fixtures import exact_round  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 OUT_ROOT = ROOT / "core" / "tests" / "fixtures" / "tiny"
 N_TOKENS = 40
+# mistral runs on more tokens than one 64-query tile, so a tile starts past the window
+N_TOKENS_LONG = {"mistral": 100}
 WINDOW = 8
 SEED = 4321
 
@@ -356,16 +359,20 @@ def main() -> int:
         st = {k: v.to(torch.bfloat16) for k, v in sd.items()} if arch.startswith("gemma") else sd
         assert all(torch.equal(st[k].float(), sd[k]) for k in sd)
         torch_save_file(st, str(out / "model.safetensors"), metadata={"format": "pt"})
-        exp = reference(model, ids)
+        x = ids
+        if arch in N_TOKENS_LONG:
+            gl = torch.Generator().manual_seed(SEED + 7)
+            x = torch.randint(0, BASE["vocab_size"], (1, N_TOKENS_LONG[arch]), generator=gl)
+        exp = reference(model, x)
         extra = ""
         if arch in GGUF_ARCHS:
             write_gguf(arch, model, sd, out)
             extra = " gguf"
             if arch != "olmo2":  # transformers 5 has no OLMo-2 GGUF loader
-                err = check_gguf_with_transformers(arch, out, exp["logits"], ids)
+                err = check_gguf_with_transformers(arch, out, exp["logits"], x)
                 extra += f" via transformers err={err:.1e}"
         np_save_file(exp, str(out / "expected.safetensors"), metadata={"info": json.dumps({
-            "arch": arch, "n_tokens": N_TOKENS, "generator": "scripts/make_arch_fixtures.py",
+            "arch": arch, "n_tokens": x.shape[1], "generator": "scripts/make_arch_fixtures.py",
             "transformers": transformers.__version__, "torch": torch.__version__},
             sort_keys=True)})
         for p in out.iterdir():

@@ -8,7 +8,9 @@
 use ndarray::{s, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
-use crate::exact_attention::{assemble_heads, head_tiles, prob_tile_rule, LayerQkv, TILE};
+use crate::exact_attention::{
+    assemble_heads, head_tiles, prob_tile_rule, tile_first_key, tile_output, LayerQkv, TILE,
+};
 
 /// What to capture.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,16 +84,19 @@ fn tile_stats(
     let n_blocks = n.div_ceil(block);
     let mut block_mass = Array2::zeros((t1 - t0, n_blocks));
     let mut sinks = Vec::with_capacity(t1 - t0);
+    // Blocks before the tile's first visible key hold no mass (sliding windows).
+    let lo = tile_first_key(&qkv.rule, t0);
+    let b0 = lo / block;
     for (r, row) in p.outer_iter().enumerate() {
         // Invariant: `p` is a fresh product (`prob_tile`), standard row-major layout.
         let row = row.as_slice().expect("fresh arrays are contiguous");
-        let vis = &row[..=t0 + r];
+        let vis = &row[b0 * block..=t0 + r];
         for (b, chunk) in vis.chunks(block).enumerate() {
-            block_mass[[r, b]] = chunk.iter().sum();
+            block_mass[[r, b0 + b]] = chunk.iter().sum();
         }
-        sinks.push(vis.iter().take(sink).sum());
+        sinks.push(row[..=t0 + r].iter().take(sink).sum());
     }
-    let out = p.dot(&qkv.v_head(g).slice(s![..t1, ..]));
+    let out = tile_output(p.view(), qkv.v_head(g), lo);
     TileStats {
         block_mass,
         lse,

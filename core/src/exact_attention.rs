@@ -230,12 +230,22 @@ pub fn prob_tile_rule(
     t0: usize,
     rule: &ScoreRule,
 ) -> (Array2<f32>, Vec<f32>) {
-    let mut p = q_tile.dot(&kt_prefix);
+    // Keys before the tile's first visible key are never seen: leave them out of the product
+    // (a sliding window then costs `TILE x (window + TILE)`, not `TILE x t1`).
+    let lo_tile = tile_first_key(rule, t0);
+    let mut p = if lo_tile == 0 {
+        q_tile.dot(&kt_prefix)
+    } else {
+        let mut p = Array2::zeros((q_tile.nrows(), kt_prefix.ncols()));
+        p.slice_mut(s![.., lo_tile..])
+            .assign(&q_tile.dot(&kt_prefix.slice(s![.., lo_tile..])));
+        p
+    };
     let mut lse = Vec::with_capacity(p.nrows());
     let mut scratch = vec![0f32; p.ncols()];
     for (r, mut row) in p.outer_iter_mut().enumerate() {
         let i = t0 + r;
-        // Invariant: `p` was just created by `dot`, so it has standard row-major layout.
+        // Invariant: `p` was just created (by `dot` or `zeros`): standard row-major layout.
         let row = row.as_slice_mut().expect("fresh arrays are contiguous");
         let lo = rule.first_visible(i);
         let (head, masked) = row.split_at_mut(i + 1);
@@ -253,6 +263,22 @@ pub fn prob_tile_rule(
         lse.push(softmax_row(vis, scale, &mut scratch[..vis.len()]));
     }
     (p, lse)
+}
+
+/// The first key any query of the tile starting at `t0` sees (0 without a window).
+pub fn tile_first_key(rule: &ScoreRule, t0: usize) -> usize {
+    rule.first_visible(t0)
+}
+
+/// `p [t, t1] . v[..t1]` for a tile whose keys before `lo` have probability zero: the product
+/// over keys `lo..t1` only (the whole product when `lo` is 0, bit for bit as before).
+pub fn tile_output(p: ArrayView2<f32>, v: ArrayView2<f32>, lo: usize) -> Array2<f32> {
+    let t1 = p.ncols();
+    if lo == 0 {
+        p.dot(&v.slice(s![..t1, ..]))
+    } else {
+        p.slice(s![.., lo..]).dot(&v.slice(s![lo..t1, ..]))
+    }
 }
 
 crate::simd_fn! {
@@ -327,7 +353,8 @@ pub fn dense_attention(qkv: &LayerQkv<'_>) -> Array2<f32> {
                 t0,
                 &qkv.rule,
             );
-            ((h, t0), p.dot(&qkv.v_head(g).slice(s![..t1, ..])))
+            let lo = tile_first_key(&qkv.rule, t0);
+            ((h, t0), tile_output(p.view(), qkv.v_head(g), lo))
         })
         .collect();
     assemble_heads(n, qkv.head_dim, qkv.n_heads, blocks)
