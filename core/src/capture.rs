@@ -11,7 +11,7 @@ pub use crate::capture_stats::{capture_layer, CaptureOptions, HeadCapture};
 
 use ndarray::Array2;
 
-use crate::attention::{AttentionHook, DeviceLayer, HookAction, LayerQkv};
+use crate::attention::{AttentionHook, DeviceLayer, HookAction, LayerQkv, ScoreRule};
 use crate::error::Result;
 
 /// Owned copies of one layer's post-RoPE Q, K, V (token-major, as in [`LayerQkv`]).
@@ -26,6 +26,9 @@ pub struct CapturedQkv {
 #[derive(Debug, Clone)]
 pub struct LayerCapture {
     pub layer: usize,
+    /// The layer's logit scale, soft-capping and sliding window (what the captured
+    /// probabilities were computed under).
+    pub rule: ScoreRule,
     pub heads: Vec<HeadCapture>,
     /// Exact dense attention output `[n, n_heads * head_dim]` (before the output projection).
     pub dense_out: Array2<f32>,
@@ -68,6 +71,7 @@ impl CaptureHook {
         });
         self.layers.push(LayerCapture {
             layer: qkv.layer,
+            rule: qkv.rule,
             heads,
             dense_out: out.clone(),
             qkv: kept,

@@ -8,7 +8,9 @@
 use ndarray::{s, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
-use crate::exact_attention::{assemble_heads, head_tiles, prob_tile, LayerQkv, TILE};
+use crate::exact_attention::{
+    assemble_heads, head_tiles, prob_tile_rule, tile_first_key, tile_output, LayerQkv, TILE,
+};
 
 /// What to capture.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,9 +39,11 @@ impl Default for CaptureOptions {
 /// Captured statistics of one (layer, q-head).
 #[derive(Debug, Clone)]
 pub struct HeadCapture {
-    /// Per-query log-sum-exp of the scaled scores `q_i . k_j / sqrt(d)`, `j <= i`.
+    /// Per-query log-sum-exp of the layer's logits (`ScoreRule::logit` of `q_i . k_j`) over the
+    /// keys the query sees (`j <= i`, inside the sliding window where the layer has one).
     pub lse: Vec<f32>,
-    /// `P[i, b]`: `[n, n_blocks]`, zero for blocks entirely after query `i`.
+    /// `P[i, b]`: `[n, n_blocks]`, zero for blocks entirely after query `i` or entirely before
+    /// its sliding window.
     pub block_mass: Array2<f32>,
     /// Per-query attention mass on the first `sink_tokens` keys.
     pub sink_mass: Vec<f32>,
@@ -71,25 +75,28 @@ fn tile_stats(
     let n = qkv.len();
     let t1 = (t0 + TILE).min(n);
     let g = qkv.kv_of(h);
-    let (p, lse) = prob_tile(
+    let (p, lse) = prob_tile_rule(
         qkv.q_head(h).slice(s![t0..t1, ..]),
         kts[g].slice(s![.., ..t1]),
         t0,
-        qkv.scale(),
+        &qkv.rule,
     );
     let n_blocks = n.div_ceil(block);
     let mut block_mass = Array2::zeros((t1 - t0, n_blocks));
     let mut sinks = Vec::with_capacity(t1 - t0);
+    // Blocks before the tile's first visible key hold no mass (sliding windows).
+    let lo = tile_first_key(&qkv.rule, t0);
+    let b0 = lo / block;
     for (r, row) in p.outer_iter().enumerate() {
         // Invariant: `p` is a fresh product (`prob_tile`), standard row-major layout.
         let row = row.as_slice().expect("fresh arrays are contiguous");
-        let vis = &row[..=t0 + r];
+        let vis = &row[b0 * block..=t0 + r];
         for (b, chunk) in vis.chunks(block).enumerate() {
-            block_mass[[r, b]] = chunk.iter().sum();
+            block_mass[[r, b0 + b]] = chunk.iter().sum();
         }
-        sinks.push(vis.iter().take(sink).sum());
+        sinks.push(row[..=t0 + r].iter().take(sink).sum());
     }
-    let out = p.dot(&qkv.v_head(g).slice(s![..t1, ..]));
+    let out = tile_output(p.view(), qkv.v_head(g), lo);
     TileStats {
         block_mass,
         lse,

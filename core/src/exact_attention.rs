@@ -12,6 +12,60 @@ use crate::error::{CoreError, Result};
 /// Queries per tile in the exact attention sweeps (the tile's score block is `TILE x n`).
 pub const TILE: usize = 64;
 
+/// How a layer turns `q . k` into attention logits and which keys a query sees: the logit of
+/// query `i` and key `j` is `softcap(scale * q_i . k_j)` with `softcap(x) = c * tanh(x / c)`
+/// (Gemma 2; none elsewhere), over the keys `j` in `(i - window, i]` of a sliding-window layer
+/// (Mistral, Gemma 2/3 local layers, Phi-3) or `0..=i` otherwise. Keys outside the window are
+/// not visible: they get no probability in the dense pass, in the capture and in a sparse
+/// selection (a selected key outside the window is not attended).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreRule {
+    /// Multiplies `q . k` (`1 / sqrt(head_dim)`, or `query_pre_attn_scalar^-1/2` for Gemma).
+    pub scale: f32,
+    /// `c` of the logit soft-capping `c * tanh(x / c)`, applied after the scale.
+    pub softcap: Option<f32>,
+    /// Keys visible to query `i`: `(i - window, i]` (`window` keys, the query's own included).
+    pub window: Option<usize>,
+}
+
+impl ScoreRule {
+    /// Plain causal attention scaled by `1 / sqrt(head_dim)`.
+    pub fn plain(head_dim: usize) -> Self {
+        Self {
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            softcap: None,
+            window: None,
+        }
+    }
+
+    /// The first key query `i` sees.
+    pub fn first_visible(&self, i: usize) -> usize {
+        match self.window {
+            Some(w) => (i + 1).saturating_sub(w),
+            None => 0,
+        }
+    }
+
+    /// True when query `i` sees key `j`.
+    pub fn visible(&self, i: usize, j: usize) -> bool {
+        j <= i && j >= self.first_visible(i)
+    }
+
+    /// The logit of a raw dot product `q . k`.
+    pub fn logit(&self, dot: f32) -> f32 {
+        let x = dot * self.scale;
+        match self.softcap {
+            Some(c) => c * (x / c).tanh(),
+            None => x,
+        }
+    }
+
+    /// True when the rule is [`ScoreRule::plain`]'s shape (no cap, no window).
+    pub fn is_plain_causal(&self) -> bool {
+        self.softcap.is_none() && self.window.is_none()
+    }
+}
+
 /// One layer's post-RoPE queries, keys and values, token-major: row `i` is position `i`.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerQkv<'a> {
@@ -25,6 +79,8 @@ pub struct LayerQkv<'a> {
     pub k: ArrayView2<'a, f32>,
     /// `[n, n_kv_heads * head_dim]`.
     pub v: ArrayView2<'a, f32>,
+    /// The layer's logit scale, soft-capping and sliding window.
+    pub rule: ScoreRule,
 }
 
 impl<'a> LayerQkv<'a> {
@@ -68,9 +124,9 @@ impl<'a> LayerQkv<'a> {
         self.v.slice_move(s![.., g * d..(g + 1) * d])
     }
 
-    /// The softmax scale `1 / sqrt(head_dim)`.
+    /// The scale of `q . k` (`1 / sqrt(head_dim)` unless the architecture says otherwise).
     pub fn scale(&self) -> f32 {
-        1.0 / (self.head_dim as f32).sqrt()
+        self.rule.scale
     }
 }
 
@@ -157,18 +213,72 @@ pub fn prob_tile(
     t0: usize,
     scale: f32,
 ) -> (Array2<f32>, Vec<f32>) {
-    let mut p = q_tile.dot(&kt_prefix);
+    let rule = ScoreRule {
+        scale,
+        softcap: None,
+        window: None,
+    };
+    prob_tile_rule(q_tile, kt_prefix, t0, &rule)
+}
+
+/// As [`prob_tile`] under a layer's [`ScoreRule`]: logits soft-capped where the rule caps them,
+/// keys before [`ScoreRule::first_visible`] get probability zero and are left out of the
+/// log-sum-exp.
+pub fn prob_tile_rule(
+    q_tile: ArrayView2<f32>,
+    kt_prefix: ArrayView2<f32>,
+    t0: usize,
+    rule: &ScoreRule,
+) -> (Array2<f32>, Vec<f32>) {
+    // Keys before the tile's first visible key are never seen: leave them out of the product
+    // (a sliding window then costs `TILE x (window + TILE)`, not `TILE x t1`).
+    let lo_tile = tile_first_key(rule, t0);
+    let mut p = if lo_tile == 0 {
+        q_tile.dot(&kt_prefix)
+    } else {
+        let mut p = Array2::zeros((q_tile.nrows(), kt_prefix.ncols()));
+        p.slice_mut(s![.., lo_tile..])
+            .assign(&q_tile.dot(&kt_prefix.slice(s![.., lo_tile..])));
+        p
+    };
     let mut lse = Vec::with_capacity(p.nrows());
     let mut scratch = vec![0f32; p.ncols()];
     for (r, mut row) in p.outer_iter_mut().enumerate() {
         let i = t0 + r;
-        // Invariant: `p` was just created by `dot`, so it has standard row-major layout.
+        // Invariant: `p` was just created (by `dot` or `zeros`): standard row-major layout.
         let row = row.as_slice_mut().expect("fresh arrays are contiguous");
-        let (vis, masked) = row.split_at_mut(i + 1);
+        let lo = rule.first_visible(i);
+        let (head, masked) = row.split_at_mut(i + 1);
         masked.fill(0.0);
-        lse.push(softmax_row(vis, scale, &mut scratch[..i + 1]));
+        let (hidden, vis) = head.split_at_mut(lo);
+        hidden.fill(0.0);
+        let scale = match rule.softcap {
+            Some(c) => {
+                vis.iter_mut()
+                    .for_each(|x| *x = c * (*x * rule.scale / c).tanh());
+                1.0
+            }
+            None => rule.scale,
+        };
+        lse.push(softmax_row(vis, scale, &mut scratch[..vis.len()]));
     }
     (p, lse)
+}
+
+/// The first key any query of the tile starting at `t0` sees (0 without a window).
+pub fn tile_first_key(rule: &ScoreRule, t0: usize) -> usize {
+    rule.first_visible(t0)
+}
+
+/// `p [t, t1] . v[..t1]` for a tile whose keys before `lo` have probability zero: the product
+/// over keys `lo..t1` only (the whole product when `lo` is 0, bit for bit as before).
+pub fn tile_output(p: ArrayView2<f32>, v: ArrayView2<f32>, lo: usize) -> Array2<f32> {
+    let t1 = p.ncols();
+    if lo == 0 {
+        p.dot(&v.slice(s![..t1, ..]))
+    } else {
+        p.slice(s![.., lo..]).dot(&v.slice(s![lo..t1, ..]))
+    }
 }
 
 crate::simd_fn! {
@@ -237,23 +347,44 @@ pub fn dense_attention(qkv: &LayerQkv<'_>) -> Array2<f32> {
             let t1 = (t0 + TILE).min(n);
             let g = qkv.kv_of(h);
             let q = qkv.q_head(h);
-            let (p, _) = prob_tile(
+            let (p, _) = prob_tile_rule(
                 q.slice(s![t0..t1, ..]),
                 kts[g].slice(s![.., ..t1]),
                 t0,
-                qkv.scale(),
+                &qkv.rule,
             );
-            ((h, t0), p.dot(&qkv.v_head(g).slice(s![..t1, ..])))
+            let lo = tile_first_key(&qkv.rule, t0);
+            ((h, t0), tile_output(p.view(), qkv.v_head(g), lo))
         })
         .collect();
     assemble_heads(n, qkv.head_dim, qkv.n_heads, blocks)
 }
 
 /// Attention restricted to a selection: each query's softmax runs over its kept keys only.
+/// Selected keys outside the layer's sliding window are not attended (the model cannot see
+/// them); a query left with no visible key is an error.
 pub fn sparse_attention(qkv: &LayerQkv<'_>, sel: &TokenSelection) -> Result<Array2<f32>> {
     let (n, d) = (qkv.len(), qkv.head_dim);
     sel.validate(qkv.n_heads, n)?;
-    let scale = qkv.scale();
+    let rule = qkv.rule;
+    if rule.window.is_some() {
+        for h in 0..qkv.n_heads {
+            for i in 0..n {
+                if sel
+                    .keys(h, i)
+                    .iter()
+                    .all(|&j| (j as usize) < rule.first_visible(i))
+                {
+                    return Err(CoreError::Input(format!(
+                        "sparse selection keeps no key inside the sliding window of {} for \
+                         layer {}, head {h}, query {i}",
+                        rule.window.unwrap_or(0),
+                        qkv.layer
+                    )));
+                }
+            }
+        }
+    }
     let mut out = Array2::<f32>::zeros((n, qkv.n_heads * d));
     out.outer_iter_mut()
         .into_par_iter()
@@ -263,11 +394,13 @@ pub fn sparse_attention(qkv: &LayerQkv<'_>, sel: &TokenSelection) -> Result<Arra
             for h in 0..qkv.n_heads {
                 let g = qkv.kv_of(h);
                 let (q, k, v) = (qkv.q_head(h), qkv.k_head(g), qkv.v_head(g));
-                let keys = sel.keys(h, i);
+                let all = sel.keys(h, i);
+                let lo = all.partition_point(|&j| (j as usize) < rule.first_visible(i));
+                let keys = &all[lo..];
                 w.clear();
                 w.extend(
                     keys.iter()
-                        .map(|&j| q.row(i).dot(&k.row(j as usize)) * scale),
+                        .map(|&j| rule.logit(q.row(i).dot(&k.row(j as usize)))),
                 );
                 let m = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0;

@@ -106,6 +106,15 @@ pub fn silu_mul(gate: &mut Array2<f32>, up: &Array2<f32>) {
     });
 }
 
+/// `gelu_tanh(gate) * up` (PyTorch's `gelu(approximate="tanh")`), element-wise, into `gate`.
+pub fn gelu_tanh_mul(gate: &mut Array2<f32>, up: &Array2<f32>) {
+    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+    Zip::from(gate).and(up).par_for_each(|g, &u| {
+        let x = *g;
+        *g = 0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh()) * u;
+    });
+}
+
 /// Numerically stable log-sum-exp of a slice (`-inf` for an empty slice).
 pub fn log_sum_exp(xs: &[f32]) -> f32 {
     let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -57,15 +57,30 @@ pub fn shards_of_index(dir: &Path, index: &Path, text: &str) -> Result<Vec<PathB
         return Err(CoreError::format(index, "'weight_map' lists no file"));
     }
     let root = dir.canonicalize().map_err(|e| CoreError::io(dir, e))?;
+    let blobs = hf_cache_blobs(&root);
     files
         .into_iter()
-        .map(|f| shard_inside(&root, index, f).map(|_| dir.join(f)))
+        .map(|f| shard_inside(&root, blobs.as_deref(), index, f).map(|_| dir.join(f)))
         .collect()
 }
 
+/// The `blobs` folder of a Hugging Face hub cache repository when `root` (canonical) is one of
+/// its snapshots (`models--ORG--NAME/snapshots/REV`): files there are symbolic links to
+/// `../../blobs/HASH`, which a shard may then resolve to.
+fn hf_cache_blobs(root: &Path) -> Option<PathBuf> {
+    let snapshots = root.parent()?;
+    let repo = snapshots.parent()?;
+    let named = |p: &Path, f: &dyn Fn(&str) -> bool| p.file_name()?.to_str().map(f);
+    let layout =
+        named(snapshots, &|n| n == "snapshots")? && named(repo, &|n| n.starts_with("models--"))?;
+    let blobs = repo.join("blobs").canonicalize().ok()?;
+    (layout && blobs.is_dir()).then_some(blobs)
+}
+
 /// The canonical path of `root.join(shard)`, after checking that `shard` is a relative path that,
-/// canonicalized, stays under the canonical folder `root`.
-fn shard_inside(root: &Path, index: &Path, shard: &str) -> Result<PathBuf> {
+/// canonicalized, stays under the canonical folder `root` (or the hub cache's `blobs` folder of
+/// a snapshot, see [`hf_cache_blobs`]).
+fn shard_inside(root: &Path, blobs: Option<&Path>, index: &Path, shard: &str) -> Result<PathBuf> {
     let outside = |why: &str| {
         CoreError::format(
             index,
@@ -89,7 +104,7 @@ fn shard_inside(root: &Path, index: &Path, shard: &str) -> Result<PathBuf> {
             format!("shard '{shard}' cannot be opened ({}): {e}", path.display()),
         )
     })?;
-    if !real.starts_with(root) {
+    if !real.starts_with(root) && !blobs.is_some_and(|b| real.starts_with(b)) {
         return Err(outside(&format!(
             "resolves to {}, outside {}",
             real.display(),

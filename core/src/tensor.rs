@@ -39,6 +39,9 @@ pub struct Weights {
     pub tensors: BTreeMap<String, HostTensor>,
     /// Storage types seen at load with their tensor counts, e.g. `{"Q4_1": 180, "F32": 61}`.
     pub dtypes: BTreeMap<String, usize>,
+    /// Norm weights already hold the multiplier `1 + w` of architectures that apply norms as
+    /// `1 + w` (Gemma GGUF files: llama.cpp's converter adds the 1).
+    pub norms_plus_one: bool,
 }
 
 impl Weights {

@@ -220,6 +220,7 @@ fn gpu_forward_matches_cpu_on_a_random_qwen2_with_flash_shapes() {
             tie_embeddings: true,
             bos_token_id: None,
             eos_token_id: None,
+            attention: Default::default(),
         };
         // Models are not Clone: draw the same weights twice.
         let wseed = rng.next_u64();
@@ -410,6 +411,7 @@ fn real_layer_kernels(
         q: qa.view(),
         k: ka.view(),
         v: va.view(),
+        rule: attnscope_core::attention::ScoreRule::plain(d),
     };
     let (heads, dense) = capture_layer(&lq, &CaptureOptions::default());
     let kernel = AttnKernel::auto::<bf16>(dev, d, 64, 4);

@@ -289,6 +289,7 @@ fn attention_case<T: GpuFloat>(
         q: q.view(),
         k: k.view(),
         v: v.view(),
+        rule: attnscope_core::attention::ScoreRule::plain(d),
     };
     let opts = CaptureOptions {
         block: c.block,

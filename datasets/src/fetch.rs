@@ -80,6 +80,23 @@ fn fetch_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Lower-case hex SHA-256 of a file, read in 1 MiB pieces.
+fn sha256_file(path: &Path) -> Result<String, FetchError> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = f.read(&mut buf).map_err(io_err(path))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The fetch with an explicit cache root and registry clients (the free functions use
 /// [`Fetcher::from_env`]).
 #[derive(Debug, Clone)]
@@ -214,6 +231,17 @@ impl Fetcher {
             progress(&format!("{name}: checking {} bytes", asm.written));
             asm.finish(Some(entry.size))?;
             drop(scratch);
+            if let Some(want) = entry.sha256 {
+                progress(&format!("{name}: checking SHA-256"));
+                let got = sha256_file(&target.gguf)?;
+                if got != want {
+                    let _ = fs::remove_file(&target.gguf);
+                    return Err(invalid(
+                        &target.gguf,
+                        format!("SHA-256 {got}, expected {want}; the file was removed"),
+                    ));
+                }
+            }
             progress(&format!("{name}: wrote {}", target.gguf.display()));
         }
         if let (Some(t), Some(path)) = (entry.tokenizer, &target.tokenizer_json) {

@@ -2,6 +2,7 @@
 //! long-context tasks and punctuation masks.
 
 pub mod fetch;
+pub mod hf_cache;
 
 pub use fetch::{
     cache_home, corpora, corpus_file, fetch_corpus, fetch_model, model_path, models, CorpusEntry,

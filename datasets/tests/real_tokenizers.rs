@@ -90,3 +90,16 @@ fn qwen25_gguf_tokenizers_match_official_on_long_text() {
         }
     }
 }
+
+/// Gemma 3's SentencePiece vocabulary rebuilt from its GGUF against transformers' own rebuild of
+/// the same metadata, saved as a tokenizer.json by scripts/gguf_tokenizer_json.py and named by
+/// `ATTNSCOPE_GEMMA3_TOKENIZER_JSON` (no official file is in the registries).
+#[test]
+fn gemma3_gguf_tokenizer_matches_transformers_on_long_text() {
+    let Some(json) = std::env::var_os("ATTNSCOPE_GEMMA3_TOKENIZER_JSON") else {
+        println!("SKIP gemma3-270m: set ATTNSCOPE_GEMMA3_TOKENIZER_JSON (scripts/gguf_tokenizer_json.py)");
+        return;
+    };
+    let official = Tokenizer::from_file(Path::new(&json)).expect("transformers' tokenizer.json");
+    compare("gemma3-270m", &official);
+}

@@ -494,6 +494,7 @@ mod tests {
             q: q.view(),
             k: k.view(),
             v: v.view(),
+            rule: attnscope_core::attention::ScoreRule::plain(d),
         };
         let (caps, _) = capture_layer(&qkv, &CaptureOptions::default());
         let nb = n / 64;

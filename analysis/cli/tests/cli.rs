@@ -231,3 +231,71 @@ fn layer_jobs_and_vector_widths_do_not_change_results() {
         "--layer-jobs 2, --method-jobs 1 or AVX2 changed the results"
     );
 }
+
+/// `--model ORG/NAME` finds the snapshot of a synthetic hub cache under `$HF_HOME/hub` (files as
+/// symbolic links to blobs), `--revision` picks a ref, and what is missing is named.
+#[test]
+fn hugging_face_ids_resolve_in_the_local_hub_cache() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let repo = home.path().join("hub/models--Org--Tiny");
+    let commit = "a".repeat(40);
+    let snap = repo.join("snapshots").join(&commit);
+    std::fs::create_dir_all(repo.join("blobs")).expect("blobs");
+    std::fs::create_dir_all(&snap).expect("snapshot");
+    std::fs::create_dir_all(repo.join("refs")).expect("refs");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../core/tests/fixtures/tiny/llama");
+    for (i, name) in ["config.json", "model.safetensors"].iter().enumerate() {
+        let blob = format!("{i:064x}");
+        std::fs::copy(fixture.join(name), repo.join("blobs").join(&blob)).expect("copy");
+        std::os::unix::fs::symlink(format!("../../blobs/{blob}"), snap.join(name)).expect("link");
+    }
+    std::fs::write(repo.join("refs/main"), &commit).expect("ref");
+    let env = [("HF_HOME", home.path().to_str().expect("utf-8"))];
+    let (ok, out, err) = attnscope_env(&["info", "--model", "Org/Tiny", "--json"], &env);
+    assert!(ok, "{err}");
+    assert!(out.contains("llama"), "{out}");
+    let (ok, _, err) = attnscope_env(
+        &["info", "--model", "Org/Tiny", "--revision", commit.as_str()],
+        &env,
+    );
+    assert!(ok, "by commit: {err}");
+    let (ok, _, err) = attnscope_env(&["info", "--model", "Org/Tiny", "--revision", "v2"], &env);
+    assert!(
+        !ok && err.contains("refs/v2") && err.contains("revision v2"),
+        "{err}"
+    );
+    let (ok, _, err) = attnscope_env(&["info", "--model", "Org/Absent"], &env);
+    assert!(
+        !ok && err.contains("not in the Hugging Face cache")
+            && err.contains("models--Org--Absent")
+            && err.contains("$HF_HOME/hub"),
+        "{err}"
+    );
+    let (ok, _, err) = attnscope_env(
+        &["info", "--model", "smollm2-135m", "--revision", "main"],
+        &env,
+    );
+    assert!(!ok && err.contains("only a Hugging Face id"), "{err}");
+}
+
+/// `info` says which layers attend within a sliding window, the soft-caps and the query scale.
+#[test]
+fn info_shows_windows_and_soft_capping() {
+    let tiny =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../core/tests/fixtures/tiny");
+    let gemma3 = tiny.join("gemma3/model.gguf");
+    let (ok, out, err) = attnscope(&["info", "--model", gemma3.to_str().expect("utf-8")]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("sliding window of 8 keys on 5 of 6 layers, RoPE theta 10000 there"),
+        "{out}"
+    );
+    let gemma2 = tiny.join("gemma2");
+    let (ok, out, err) = attnscope(&["info", "--model", gemma2.to_str().expect("utf-8"), "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["local_layers"], serde_json::json!([0, 2]));
+    assert_eq!(v["attention"]["attn_softcap"], 2.0);
+    assert_eq!(v["attention"]["final_softcap"], 3.0);
+}

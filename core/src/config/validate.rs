@@ -66,6 +66,19 @@ impl KeyStyle<'_> {
     }
 }
 
+/// The key of an [`super::AttentionConfig`] field (`config.json` spelling) in `style`.
+fn attention_key(style: KeyStyle<'_>, k: &str) -> String {
+    match style {
+        KeyStyle::Gguf { arch } => match k {
+            "sliding_window" => format!("{arch}.attention.sliding_window"),
+            "attn_logit_softcapping" => format!("{arch}.attn_logit_softcapping"),
+            "final_logit_softcapping" => format!("{arch}.final_logit_softcapping"),
+            other => other.to_string(),
+        },
+        _ => k.to_string(),
+    }
+}
+
 /// The head dimension when the file does not give one: `hidden / n_heads`, which must divide
 /// exactly (the architecture then requires `hidden == n_heads * head_dim`).
 pub(crate) fn derived_head_dim(
@@ -172,6 +185,41 @@ impl ModelConfig {
                 "the RoPE base must be a finite number > 0".into(),
             );
         }
+        let a = &self.attention;
+        if let Some(w) = a.sliding_window {
+            if w == 0 || w > MAX_DIM {
+                return Err(CoreError::bad_value(
+                    path,
+                    attention_key(style, "sliding_window"),
+                    w,
+                    format!("the sliding window must be 1..={MAX_DIM} keys"),
+                ));
+            }
+        }
+        if !a.local_layers.is_empty() && a.local_layers.len() != self.n_layers {
+            return Err(CoreError::bad_value(
+                path,
+                attention_key(style, "layer_types"),
+                format!("{} entries", a.local_layers.len()),
+                format!("the model has {} layers", self.n_layers),
+            ));
+        }
+        let positive = [
+            ("query_pre_attn_scalar", a.query_pre_attn_scalar),
+            ("attn_logit_softcapping", a.attn_softcap),
+            ("final_logit_softcapping", a.final_softcap),
+            ("rope_local_base_freq", a.local_rope_theta),
+        ];
+        for (k, v) in positive {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(CoreError::bad_value(
+                    path,
+                    attention_key(style, k),
+                    v,
+                    "must be a finite number > 0",
+                ));
+            }
+        }
         let scaling_key = |k: &str| match style {
             KeyStyle::Gguf { arch } => format!("{arch}.rope.scaling.{k}"),
             _ => format!("rope_scaling.{k}"),
@@ -229,6 +277,7 @@ mod tests {
             tie_embeddings: true,
             bos_token_id: None,
             eos_token_id: None,
+            attention: Default::default(),
         }
     }
 
@@ -307,6 +356,26 @@ mod tests {
                 Box::new(|c| c.intermediate = 0),
                 "intermediate_size = 0",
                 "at least 1",
+            ),
+            (
+                Box::new(|c| c.attention.sliding_window = Some(0)),
+                "sliding_window = 0",
+                "window",
+            ),
+            (
+                Box::new(|c| c.attention.local_layers = vec![true]),
+                "layer_types = 1 entries",
+                "2 layers",
+            ),
+            (
+                Box::new(|c| c.attention.attn_softcap = Some(f32::NAN)),
+                "attn_logit_softcapping = NaN",
+                "> 0",
+            ),
+            (
+                Box::new(|c| c.attention.query_pre_attn_scalar = Some(0.0)),
+                "query_pre_attn_scalar = 0",
+                "> 0",
             ),
         ];
         for (edit, key_value, why) in cases {

@@ -13,7 +13,7 @@ use crate::tensor::{HostTensor, Weights};
 /// Loads config, weights and the opened file (kept for its tokenizer metadata).
 ///
 /// RoPE scaling comes from `<arch>.rope.scaling.*` and the `rope_freqs.weight` tensor (see
-/// [`crate::rope`]). For `llama`-family files the Q/K row permutation applied by llama.cpp's
+/// [`crate::rope`]). For `llama` and `mistral` files the Q/K row permutation applied by llama.cpp's
 /// `convert_hf_to_gguf.py` is undone, so the weights are in HF order (rotate-half RoPE).
 pub fn load_gguf_model(path: &Path) -> Result<(ModelConfig, Weights, GgufFile)> {
     let file = GgufFile::open(path)?;
@@ -21,13 +21,13 @@ pub fn load_gguf_model(path: &Path) -> Result<(ModelConfig, Weights, GgufFile)> 
     let jobs: Vec<(&GgufTensorInfo, String)> = file
         .tensors
         .iter()
-        .filter_map(|t| hf_name(&t.name).map(|n| (t, n)))
+        .filter_map(|t| hf_name_for(cfg.arch, &t.name).map(|n| (t, n)))
         .collect();
     let loaded: Vec<(String, HostTensor, &'static str)> = jobs
         .par_iter()
         .map(|(info, hf)| {
             let mut t = file.tensor_f32(info)?;
-            if cfg.arch == Arch::Llama {
+            if matches!(cfg.arch, Arch::Llama | Arch::Mistral) {
                 let n_head = if hf.contains(".self_attn.q_proj.") {
                     Some(cfg.n_heads)
                 } else if hf.contains(".self_attn.k_proj.") {
@@ -45,6 +45,8 @@ pub fn load_gguf_model(path: &Path) -> Result<(ModelConfig, Weights, GgufFile)> 
         })
         .collect::<Result<_>>()?;
     let mut weights = Weights::new(path);
+    // llama.cpp's converter stores Gemma's norm weights as `1 + w`.
+    weights.norms_plus_one = cfg.arch.is_gemma();
     for (name, t, ty) in loaded {
         *weights.dtypes.entry(ty.to_string()).or_insert(0) += 1;
         weights.tensors.insert(name, t);
@@ -52,8 +54,17 @@ pub fn load_gguf_model(path: &Path) -> Result<(ModelConfig, Weights, GgufFile)> 
     Ok((cfg, weights, file))
 }
 
-/// The Hugging Face name of a GGUF tensor, `None` for tensors the models do not use.
+/// The Hugging Face name of a GGUF tensor of a Llama-layout file, `None` for tensors the
+/// models do not use.
 pub fn hf_name(gguf: &str) -> Option<String> {
+    hf_name_for(Arch::Llama, gguf)
+}
+
+/// The Hugging Face name of a GGUF tensor of architecture `arch` (llama.cpp names the norm
+/// before the MLP `ffn_norm` in every family, while transformers calls it
+/// `post_attention_layernorm` in Llama-style layers and `pre_feedforward_layernorm` in Gemma;
+/// Phi-3 keeps its fused `attn_qkv` and gate|up `ffn_up`).
+pub fn hf_name_for(arch: Arch, gguf: &str) -> Option<String> {
     let fixed = match gguf {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -78,7 +89,12 @@ pub fn hf_name(gguf: &str) -> Option<String> {
         "attn_output" => "self_attn.o_proj",
         "attn_q_norm" => "self_attn.q_norm",
         "attn_k_norm" => "self_attn.k_norm",
+        "ffn_norm" if arch.is_gemma() => "pre_feedforward_layernorm",
         "ffn_norm" => "post_attention_layernorm",
+        "post_attention_norm" => "post_attention_layernorm",
+        "post_ffw_norm" => "post_feedforward_layernorm",
+        "attn_qkv" if arch == Arch::Phi3 => "self_attn.qkv_proj",
+        "ffn_up" if arch == Arch::Phi3 => "mlp.gate_up_proj",
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
@@ -121,6 +137,14 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
         .ok_or_else(|| CoreError::format(path, "metadata has no general.architecture string"))?;
     let arch = Arch::parse(arch_name)
         .ok_or_else(|| CoreError::unsupported(path, format!("architecture '{arch_name}'")))?;
+    // Phi-3's long-context RoPE (`longrope`, per-pair factor tensors) is not implemented.
+    if f.tensor_info("rope_factors_long.weight").is_some() {
+        return Err(CoreError::unsupported(
+            path,
+            "RoPE scaling 'longrope' (tensors rope_factors_long/short; implemented: default, \
+             linear, dynamic, llama3, yarn)",
+        ));
+    }
     let key = |k: &str| format!("{arch_name}.{k}");
     let uint = |k: &str| -> Result<Option<usize>> {
         match f.get(&key(k)) {
@@ -203,9 +227,82 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig> {
         tie_embeddings: f.tensor_info("output.weight").is_none(),
         bos_token_id: token("bos_token_id"),
         eos_token_id: token("eos_token_id"),
+        attention: Default::default(),
     };
+    let pattern = f.get(&key("attention.sliding_window_pattern"));
+    let attention = gguf_attention(path, &cfg, &uint, &float, pattern)?;
+    let cfg = ModelConfig { attention, ..cfg };
     cfg.validate_as(path, style)?;
     Ok(cfg)
+}
+
+type Meta<'a, T> = &'a dyn Fn(&str) -> Result<Option<T>>;
+
+/// Sliding windows, soft-capping and the query scale as llama.cpp reads them:
+/// `<arch>.attention.sliding_window` (Gemma 2/3, Mistral, Phi-3, OLMo-2) with
+/// `attention.sliding_window_pattern` where given, Gemma 2's `attn_logit_softcapping` and
+/// `final_logit_softcapping`, the Gemma layer patterns (Gemma 2: even layers local; Gemma 3:
+/// five local per global), Gemma 3's local RoPE base of 10,000, and the query scale
+/// `head_dim^-1/2` (`(hidden / heads)^-1/2` for the 27B models, as llama.cpp does).
+fn gguf_attention(
+    path: &Path,
+    cfg: &ModelConfig,
+    uint: Meta<'_, usize>,
+    float: Meta<'_, f64>,
+    pattern_value: Option<&super::GgufValue>,
+) -> Result<crate::config::AttentionConfig> {
+    let mut a = crate::config::AttentionConfig::default();
+    let n = cfg.n_layers;
+    let pattern = |every: usize| (0..n).map(|i| (i + 1) % every != 0).collect::<Vec<_>>();
+    let every = match cfg.arch {
+        Arch::Gemma2 => 2,
+        Arch::Gemma3 => 6,
+        // Mistral, Phi-3: every layer; OLMo-2 (OLMo 3 converted as olmo2) names its layers.
+        _ => 1,
+    };
+    if !matches!(
+        cfg.arch,
+        Arch::Gemma2 | Arch::Gemma3 | Arch::Mistral | Arch::Phi3 | Arch::Olmo2
+    ) {
+        return Ok(a);
+    }
+    if cfg.arch.is_gemma() {
+        let big = (cfg.arch == Arch::Gemma2 && n == 46) || (cfg.arch == Arch::Gemma3 && n == 62);
+        a.query_pre_attn_scalar = Some(if big {
+            (cfg.hidden / cfg.n_heads) as f32
+        } else {
+            cfg.head_dim as f32
+        });
+        a.attn_softcap = float("attn_logit_softcapping")?.map(|x| x as f32);
+        a.final_softcap = float("final_logit_softcapping")?.map(|x| x as f32);
+    }
+    if cfg.arch == Arch::Gemma3 {
+        a.local_rope_theta = Some(10_000.0);
+    }
+    a.sliding_window = uint("attention.sliding_window")?;
+    if a.sliding_window.is_none() {
+        return Ok(a);
+    }
+    a.local_layers = match pattern_value {
+        None if every == 1 => Vec::new(),
+        None => pattern(every),
+        // `sliding_window_pattern`: a period, or one flag per layer (true = local).
+        Some(v) => match (v.as_u64(), v.as_array()) {
+            (Some(p), _) => pattern(usize::try_from(p).unwrap_or(usize::MAX).max(1)),
+            (_, Some(flags)) => flags
+                .iter()
+                .map(|x| matches!(x, super::GgufValue::Bool(true)))
+                .collect(),
+            _ => {
+                return Err(CoreError::format(
+                    path,
+                    "metadata 'attention.sliding_window_pattern' is neither a number nor an \
+                     array of flags",
+                ))
+            }
+        },
+    };
+    Ok(a)
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ impl Model {
                 Ok(())
             }
             Device::Cuda(ordinal) => {
+                self.check_device_forward()?;
                 device.check_available()?;
                 #[cfg(feature = "cuda")]
                 {
@@ -77,6 +78,29 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// The CUDA forward pass covers the Llama, Qwen2 and Qwen3 layer under plain causal
+    /// attention; other architectures (and sliding windows) run on the CPU only for now.
+    fn check_device_forward(&self) -> Result<()> {
+        use crate::config::Arch;
+        let cfg = &self.config;
+        let plain_layer = matches!(
+            cfg.arch,
+            Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3
+        );
+        if plain_layer && cfg.attention == Default::default() {
+            return Ok(());
+        }
+        Err(crate::error::CoreError::Device(format!(
+            "{}: the CUDA forward pass does not cover {} layers{} yet; use --device cpu",
+            self.source.display(),
+            cfg.arch.name(),
+            match cfg.attention.sliding_window {
+                Some(w) => format!(" with a sliding window of {w}"),
+                None => String::new(),
+            }
+        )))
     }
 
     /// The GPU twin of this model, when [`Model::to_device`] moved it to a GPU.

@@ -25,6 +25,7 @@ pub fn random_config(name: &str) -> Option<ModelConfig> {
         tie_embeddings: true,
         bos_token_id: None,
         eos_token_id: Some(151_643),
+        attention: Default::default(),
     };
     match name {
         "qwen2.5-0.5b" | "qwen2.5-coder-0.5b" => Some(qwen(24, 14, 64, 896, 4864)),
@@ -45,6 +46,7 @@ pub fn random_config(name: &str) -> Option<ModelConfig> {
             tie_embeddings: true,
             bos_token_id: Some(1),
             eos_token_id: Some(2),
+            attention: Default::default(),
         }),
         _ => None,
     }

@@ -93,6 +93,15 @@ fn stacked<T: GpuFloat>(dev: &GpuDevice, parts: &[&Linear], what: &str) -> Resul
     dev.upload(&v, what).map_err(CoreError::from)
 }
 
+/// A pre-norm the device layer needs (every architecture the device path takes has them).
+fn pre_norm(v: &Option<Array1<f32>>, layer: usize) -> Result<&Array1<f32>> {
+    v.as_ref().ok_or_else(|| {
+        crate::error::CoreError::Device(format!(
+            "layer {layer} has no pre-norm; the CUDA forward pass needs one"
+        ))
+    })
+}
+
 fn opt_vec(dev: &GpuDevice, v: &Option<Array1<f32>>, what: &str) -> Result<Option<DBuf<f32>>> {
     v.as_ref()
         .map(|a| up_f32(dev, &a.to_vec(), what))
@@ -113,13 +122,13 @@ impl<T: GpuFloat> GpuWeights<T> {
                 _ => None,
             };
             layers.push(GpuLayer {
-                attn_norm: up_f32(dev, &l.attn_norm.to_vec(), "attn norm")?,
+                attn_norm: up_f32(dev, &pre_norm(&l.attn_norm, i)?.to_vec(), "attn norm")?,
                 wqkv: stacked(dev, &[&l.q, &l.k, &l.v], &format!("layer {i} qkv weights"))?,
                 bqkv,
                 q_norm: opt_vec(dev, &l.q_norm, "q norm")?,
                 k_norm: opt_vec(dev, &l.k_norm, "k norm")?,
                 wo: stacked(dev, &[&l.o], &format!("layer {i} o weights"))?,
-                mlp_norm: up_f32(dev, &l.mlp_norm.to_vec(), "mlp norm")?,
+                mlp_norm: up_f32(dev, &pre_norm(&l.mlp_norm, i)?.to_vec(), "mlp norm")?,
                 wgu: stacked(
                     dev,
                     &[&l.gate, &l.up],

@@ -5,10 +5,11 @@ use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use super::finite::{check_attention, check_hidden};
+use super::layer::Activation;
 use super::Model;
 use crate::attention::{dense_attention, sparse_attention, AttentionHook, HookAction, LayerQkv};
 use crate::error::{CoreError, Result};
-use crate::ops::{rms_norm, rms_norm_inplace, silu_mul};
+use crate::ops::{gelu_tanh_mul, rms_norm, rms_norm_inplace, silu_mul};
 
 /// RMSNorm over each `head_dim` slice of `x` (`[n, heads * head_dim]`).
 fn head_norm(x: &mut Array2<f32>, weight: &Array1<f32>, head_dim: usize, eps: f32) -> Result<()> {
@@ -70,31 +71,50 @@ impl Model {
             return Ok(out);
         }
         let cfg = &self.config;
+        let spec = self.spec;
         let n = ids.len();
         // RoPE tables for this length (dynamic NTK scaling recomputes them past its original length).
         let rope = self.rope.for_length(n);
-        // 1. Token embeddings.
+        let rope_local = self.rope_local.as_ref().map(|r| r.for_length(n));
+        // 1. Token embeddings (times sqrt(hidden) for Gemma, rounded to f32 as transformers does).
         let mut x = Array2::zeros((n, cfg.hidden));
         x.axis_iter_mut(Axis(0))
             .into_par_iter()
             .zip(ids.par_iter())
             .for_each(|(mut row, &id)| row.assign(&self.embed.row(id as usize)));
+        if spec.embed_scale {
+            x *= (cfg.hidden as f64).sqrt() as f32;
+        }
+        let norm = |x: ArrayView2<f32>, w: &Option<Array1<f32>>| match w {
+            Some(w) => rms_norm(x, w, cfg.rms_eps),
+            None => x.to_owned(),
+        };
         for (l, layer) in self.layers.iter().enumerate() {
-            // 2. Pre-attention RMSNorm.
-            let xn = rms_norm(x.view(), &layer.attn_norm, cfg.rms_eps);
+            // 2. Pre-attention RMSNorm (none in OLMo-2).
+            let xn = norm(x.view(), &layer.attn_norm);
             // 3. Q, K, V projections (with biases where the architecture has them).
             let mut q = layer.q.forward(xn.view());
             let mut k = layer.k.forward(xn.view());
             let v = layer.v.forward(xn.view());
-            // 4. Per-head q/k RMSNorm (Qwen3).
+            // 4. q/k RMSNorm: per head (Qwen3, Gemma 3) or over the whole projection (OLMo-2).
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                head_norm(&mut q, qn, cfg.head_dim, cfg.rms_eps)?;
-                head_norm(&mut k, kn, cfg.head_dim, cfg.rms_eps)?;
+                if spec.qk_norm_whole {
+                    rms_norm_inplace(q.view_mut(), qn, cfg.rms_eps);
+                    rms_norm_inplace(k.view_mut(), kn, cfg.rms_eps);
+                } else {
+                    head_norm(&mut q, qn, cfg.head_dim, cfg.rms_eps)?;
+                    head_norm(&mut k, kn, cfg.head_dim, cfg.rms_eps)?;
+                }
             }
-            // 5. Rotary position embedding of q and k.
-            rope.apply(q.view_mut())?;
-            rope.apply(k.view_mut())?;
-            // 6. Attention through the hook: dense, sparse, or the hook's exact output.
+            // 5. Rotary position embedding of q and k (the local layers' own base in Gemma 3).
+            let rope_l = match &rope_local {
+                Some(r) if cfg.uses_local_rope(l) => r,
+                _ => &rope,
+            };
+            rope_l.apply(q.view_mut())?;
+            rope_l.apply(k.view_mut())?;
+            // 6. Attention through the hook (scale, soft-capping and window of the layer's
+            //    rule): dense, sparse, or the hook's exact output.
             let qkv = LayerQkv {
                 layer: l,
                 n_heads: cfg.n_heads,
@@ -103,6 +123,7 @@ impl Model {
                 q: q.view(),
                 k: k.view(),
                 v: v.view(),
+                rule: cfg.score_rule(l),
             };
             let attn = match hook.on_layer(&qkv)? {
                 HookAction::Dense => dense_attention(&qkv),
@@ -117,13 +138,18 @@ impl Model {
                 )));
             }
             check_attention(l, attn.view(), cfg.head_dim)?;
-            // 7. Output projection and residual.
-            x += &layer.o.forward(attn.view());
-            // 8. Post-attention RMSNorm, SiLU-gated MLP, residual.
-            let xn = rms_norm(x.view(), &layer.mlp_norm, cfg.rms_eps);
+            // 7. Output projection, post-attention RMSNorm (Gemma, OLMo-2), residual.
+            let o = layer.o.forward(attn.view());
+            x += &norm(o.view(), &layer.post_attn_norm);
+            // 8. Pre-MLP RMSNorm, gated MLP (SiLU or GELU-tanh), post-MLP RMSNorm, residual.
+            let xn = norm(x.view(), &layer.mlp_norm);
             let mut gate = layer.gate.forward(xn.view());
-            silu_mul(&mut gate, &layer.up.forward(xn.view()));
-            x += &layer.down.forward(gate.view());
+            match spec.act {
+                Activation::Silu => silu_mul(&mut gate, &layer.up.forward(xn.view())),
+                Activation::GeluTanh => gelu_tanh_mul(&mut gate, &layer.up.forward(xn.view())),
+            }
+            let down = layer.down.forward(gate.view());
+            x += &norm(down.view(), &layer.post_mlp_norm);
             // One pass over the layer's output: stop where a NaN or infinity first appears.
             check_hidden(&format!("layer {l}"), x.view())?;
             progress(l);
@@ -134,10 +160,15 @@ impl Model {
         Ok(out)
     }
 
-    /// Logits `[rows, vocab]` of the given hidden states (tied or separate output head).
+    /// Logits `[rows, vocab]` of the given hidden states (tied or separate output head;
+    /// soft-capped where the config says so, Gemma 2).
     pub fn logits(&self, hidden: ArrayView2<f32>) -> Array2<f32> {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        crate::ops::matmul_t(hidden, head.view())
+        let mut y = crate::ops::matmul_t(hidden, head.view());
+        if let Some(c) = self.config.attention.final_softcap {
+            y.par_mapv_inplace(|x| c * (x / c).tanh());
+        }
+        y
     }
 
     /// Mean next-token negative log-likelihood (nats) of `ids` under the model, and the number

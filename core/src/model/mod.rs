@@ -1,11 +1,19 @@
 //! Decoder-only transformers. [`Model::load`] reads a Hugging Face folder or a GGUF file; each
-//! architecture family has one file that says which tensors its layers need
-//! ([`llama`], [`qwen2`], [`qwen3`]); [`decoder`] holds the forward pass they share.
+//! architecture family has one file that says which tensors its layers need and how they are
+//! applied ([`llama`], [`mistral`], [`qwen2`], [`qwen3`], [`gemma2`], [`gemma3`], [`phi3`],
+//! [`olmo2`]); [`decoder`] holds the forward pass they share. What differs between layers of
+//! one model (sliding windows, soft-capping, a second RoPE base) comes from the config
+//! ([`crate::config::AttentionConfig`]).
 
 pub mod decoder;
 pub mod finite;
+pub mod gemma2;
+pub mod gemma3;
 mod layer;
 pub mod llama;
+pub mod mistral;
+pub mod olmo2;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 
@@ -41,6 +49,12 @@ pub struct Model {
     /// `None` when the output head is tied to the embeddings.
     pub(crate) lm_head: Option<Array2<f32>>,
     pub(crate) rope: Rope,
+    /// RoPE of the local layers where they have their own base (Gemma 3).
+    pub(crate) rope_local: Option<Rope>,
+    /// The architecture's layer description.
+    pub(crate) spec: &'static layer::LayerSpec,
+    /// Why the file's tokenizer could not be rebuilt (named by [`Model::tokenizer`]).
+    pub(crate) tokenizer_note: Option<String>,
     /// The device copy of the weights after [`Model::to_device`]; forward passes then run there.
     pub(crate) on_device: Option<std::sync::Arc<dyn DeviceModel>>,
 }
@@ -74,6 +88,7 @@ impl Model {
 
     /// As [`Model::load`], with an explicit `tokenizer.json` that takes precedence.
     pub fn load_with_tokenizer(path: &Path, tokenizer_json: Option<&Path>) -> Result<Self> {
+        let mut note = None;
         let (config, weights, mut tokenizer) = if path.is_dir() {
             let config = ModelConfig::from_hf_json(&path.join("config.json"))?;
             let weights = load_safetensors_dir(path)?;
@@ -89,8 +104,17 @@ impl Model {
                 .metadata
                 .contains_key("tokenizer.ggml.model")
                 .then(|| Tokenizer::from_gguf(&gguf.metadata, path))
-                .transpose()?;
-            (config, weights, tok)
+                .transpose();
+            // A tokenizer type that cannot be rebuilt does not stop the model from loading
+            // (ids can come from elsewhere); `Model::tokenizer` names the reason.
+            match tok {
+                Ok(t) => (config, weights, t),
+                Err(e @ CoreError::Unsupported { .. }) => {
+                    note = Some(e.to_string());
+                    (config, weights, None)
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             return Err(CoreError::format(
                 path,
@@ -101,6 +125,9 @@ impl Model {
             tokenizer = Some(Tokenizer::from_file(tj)?);
         }
         let mut model = Self::from_weights(config, weights)?;
+        if tokenizer.is_none() {
+            model.tokenizer_note = note;
+        }
         model.tokenizer = tokenizer;
         Ok(model)
     }
@@ -108,17 +135,26 @@ impl Model {
     /// Builds a model from a config and weights under HF names (checks every shape).
     pub fn from_weights(config: ModelConfig, mut w: Weights) -> Result<Self> {
         config.validate(&w.source)?;
-        let spec = match config.arch {
-            Arch::Llama => llama::SPEC,
-            Arch::Qwen2 => qwen2::SPEC,
-            Arch::Qwen3 => qwen3::SPEC,
+        let spec: &'static layer::LayerSpec = match config.arch {
+            Arch::Llama => &llama::SPEC,
+            Arch::Mistral => &mistral::SPEC,
+            Arch::Qwen2 => &qwen2::SPEC,
+            Arch::Qwen3 => &qwen3::SPEC,
+            Arch::Gemma2 => &gemma2::SPEC,
+            Arch::Gemma3 => &gemma3::SPEC,
+            Arch::Phi3 => &phi3::SPEC,
+            Arch::Olmo2 => &olmo2::SPEC,
         };
+        let plus_one = spec.norm_plus_one && !w.norms_plus_one;
         let (v, h) = (config.vocab, config.hidden);
         let embed = w.take("model.embed_tokens.weight", &[v, h])?;
         let layers = (0..config.n_layers)
-            .map(|i| load_layer(&mut w, &config, &spec, i))
+            .map(|i| load_layer(&mut w, &config, spec, i, plus_one))
             .collect::<Result<Vec<_>>>()?;
-        let norm = Array1::from_vec(w.take("model.norm.weight", &[h])?.data);
+        let mut norm = Array1::from_vec(w.take("model.norm.weight", &[h])?.data);
+        if plus_one {
+            norm.mapv_inplace(|x| 1.0 + x);
+        }
         let lm_head = if config.tie_embeddings {
             None
         } else {
@@ -137,10 +173,21 @@ impl Model {
             config.rope_scaling.clone(),
             config.max_context,
         );
+        let rope_local = config.attention.local_rope_theta.map(|theta| {
+            Rope::scaled(
+                config.head_dim,
+                theta,
+                Default::default(),
+                config.max_context,
+            )
+        });
         Ok(Self {
             source: w.source.clone(),
             storage,
             tokenizer: None,
+            tokenizer_note: None,
+            spec,
+            rope_local,
             embed: to_array2(embed, v, h),
             layers,
             norm,
@@ -161,6 +208,12 @@ impl Model {
     /// The model's tokenizer, or an error naming the model when it has none.
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
         self.tokenizer.as_ref().ok_or_else(|| {
+            if let Some(note) = &self.tokenizer_note {
+                return CoreError::format(
+                    &self.source,
+                    format!("no tokenizer ({note}); pass a tokenizer.json"),
+                );
+            }
             CoreError::format(
                 &self.source,
                 "no tokenizer: the folder has no tokenizer.json and the GGUF no tokenizer \

@@ -5,5 +5,5 @@ use super::layer::{LayerSpec, Presence};
 /// Qwen2 layers: Q/K/V biases required, no q/k norm.
 pub(crate) const SPEC: LayerSpec = LayerSpec {
     qkv_bias: Presence::Required,
-    qk_norm: Presence::Absent,
+    ..super::llama::SPEC
 };

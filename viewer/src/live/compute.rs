@@ -147,6 +147,7 @@ mod tests {
             q: q.view(),
             k: k.view(),
             v: v.view(),
+            rule: attnscope_core::attention::ScoreRule::plain(d),
         };
         let opts = CaptureOptions {
             block,

@@ -7,16 +7,21 @@ use super::model_arg;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a registry name (see `attnscope fetch --list`), a HF folder, or a .gguf file.
+    /// Model: a registry name (see `attnscope fetch --list`), a HF folder, a .gguf file, or a
+    /// Hugging Face id ORG/NAME in the local hub cache.
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
+    /// Revision (branch, tag or commit) of a Hugging Face id `--model ORG/NAME` in the local hub
+    /// cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub); default `main`.
+    #[arg(long)]
+    revision: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = model_arg::load(&a.model, None, a.json)?;
+    let m = model_arg::load_revision(&a.model, a.revision.as_deref(), None, a.json)?;
     let c = &m.config;
     let params = c.param_count();
     if a.json {
@@ -27,6 +32,8 @@ pub fn run(a: Args) -> Result<()> {
             "context": c.max_context, "rope_theta": c.rope_theta,
             "tied_embeddings": c.tie_embeddings, "storage": m.storage, "parameters": params,
             "tokenizer": m.tokenizer.as_ref().map(|t| t.source().display().to_string()),
+            "attention": c.attention,
+            "local_layers": (0..c.n_layers).filter(|&l| c.window_of(l).is_some()).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -55,6 +62,31 @@ pub fn run(a: Args) -> Result<()> {
             "separate output head"
         }
     );
+    let a = &c.attention;
+    if let Some(w) = a.sliding_window {
+        let local = (0..c.n_layers)
+            .filter(|&l| c.window_of(l).is_some())
+            .count();
+        let theta = a
+            .local_rope_theta
+            .map(|t| format!(", RoPE theta {t} there"))
+            .unwrap_or_default();
+        println!(
+            "attention     sliding window of {w} keys on {local} of {} layers{theta}",
+            c.n_layers
+        );
+    }
+    if a.attn_softcap.is_some() || a.final_softcap.is_some() {
+        let show = |x: Option<f32>| x.map_or("none".to_string(), |v| v.to_string());
+        println!(
+            "soft-capping  attention {}, output {}",
+            show(a.attn_softcap),
+            show(a.final_softcap)
+        );
+    }
+    if let Some(s) = a.query_pre_attn_scalar {
+        println!("query scale   1/sqrt({s})");
+    }
     println!("storage       {}", m.storage);
     println!("parameters    {params} ({:.1} M)", params as f64 / 1e6);
     match &m.tokenizer {

@@ -1,10 +1,12 @@
-//! `--model M`: a registry name (fetched when missing), a Hugging Face folder, or a `.gguf` file.
+//! `--model M`: a registry name (fetched when missing), a Hugging Face folder, a `.gguf` file, or
+//! a Hugging Face id `ORG/NAME` found in the local hub cache (`--revision`, default `main`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use attnscope_core::Model;
 use attnscope_datasets::fetch;
+use attnscope_datasets::hf_cache::HfCache;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Where a `--model` argument points, after fetching when needed.
@@ -15,7 +17,31 @@ pub struct ModelSource {
 
 /// Resolves `spec` to files on disk, fetching a registry model into the cache when missing.
 pub fn resolve(spec: &str, quiet: bool) -> Result<ModelSource> {
+    resolve_revision(spec, None, quiet)
+}
+
+/// As [`resolve`]; `revision` (a branch, tag or commit of a Hugging Face id) picks the snapshot
+/// of an `ORG/NAME` model in the hub cache.
+pub fn resolve_revision(spec: &str, revision: Option<&str>, quiet: bool) -> Result<ModelSource> {
     let path = Path::new(spec);
+    let hub_id = spec.matches('/').count() == 1
+        && !path.exists()
+        && !spec.ends_with(".gguf")
+        && !spec.starts_with(['.', '/', '~']);
+    if let (Some(rev), false) = (revision, hub_id) {
+        bail!(
+            "--revision {rev}: only a Hugging Face id (ORG/NAME) has revisions, not --model {spec}"
+        );
+    }
+    if hub_id {
+        let dir = HfCache::from_env()
+            .resolve(spec, revision)
+            .with_context(|| format!("--model {spec}"))?;
+        return Ok(ModelSource {
+            weights: dir,
+            tokenizer_json: None,
+        });
+    }
     if path.exists() {
         return Ok(ModelSource {
             weights: path.to_path_buf(),
@@ -46,14 +72,25 @@ pub fn resolve(spec: &str, quiet: bool) -> Result<ModelSource> {
     }
     let names: Vec<&str> = fetch::models().iter().map(|m| m.name).collect();
     bail!(
-        "--model {spec}: no such file or folder, and not a known model name (known: {})",
+        "--model {spec}: no such file or folder, not a known model name (known: {}), and not a \
+         Hugging Face id (ORG/NAME)",
         names.join(", ")
     )
 }
 
 /// Resolves and loads a model, with a spinner unless `quiet`.
 pub fn load(spec: &str, tokenizer: Option<&Path>, quiet: bool) -> Result<Model> {
-    let src = resolve(spec, quiet)?;
+    load_revision(spec, None, tokenizer, quiet)
+}
+
+/// As [`load`] with a Hugging Face revision (see [`resolve_revision`]).
+pub fn load_revision(
+    spec: &str,
+    revision: Option<&str>,
+    tokenizer: Option<&Path>,
+    quiet: bool,
+) -> Result<Model> {
+    let src = resolve_revision(spec, revision, quiet)?;
     let tok = tokenizer.map(Path::to_path_buf).or(src.tokenizer_json);
     let bar = spinner(quiet, &format!("loading {}", src.weights.display()));
     let model = Model::load_with_tokenizer(&src.weights, tok.as_deref())?;

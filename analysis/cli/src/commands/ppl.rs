@@ -10,9 +10,14 @@ use super::model_arg;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a registry name, a HF folder, or a .gguf file.
+    /// Model: a registry name, a HF folder, a .gguf file, or a Hugging Face id ORG/NAME in the
+    /// local hub cache.
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
+    /// Revision (branch, tag or commit) of a Hugging Face id `--model ORG/NAME` in the local hub
+    /// cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub); default `main`.
+    #[arg(long)]
+    revision: Option<String>,
     /// UTF-8 text file (tokenized whole with no special tokens), or a corpus text name
     /// (alice29, plrabn12, asyoulik, lcet10: fetched when missing). Read as `simulate` reads it:
     /// `\r\n` as `\n` unless --keep-crlf.
@@ -42,7 +47,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut model = model_arg::load(&a.model, a.tokenizer.as_deref(), a.json)?;
+    let mut model = model_arg::load_revision(
+        &a.model,
+        a.revision.as_deref(),
+        a.tokenizer.as_deref(),
+        a.json,
+    )?;
     model.to_device(a.device, a.precision)?;
     let opts = attnscope_datasets::TextOptions {
         keep_crlf: a.keep_crlf,

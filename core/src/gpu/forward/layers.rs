@@ -245,6 +245,7 @@ impl GpuModel {
                         q: q.view(),
                         k: k.view(),
                         v: v.view(),
+                        rule: crate::attention::ScoreRule::plain(d),
                     };
                     let mut ctx = LayerCtx {
                         model: self,

@@ -205,6 +205,7 @@ pub fn run(model_spec: &str, text: &str, n: usize, json_out: bool, a: &SimArgs) 
             q: q.view(),
             k: k.view(),
             v: v.view(),
+            rule: attnscope_core::attention::ScoreRule::plain(l.head_dim),
         };
         hook.on_layer(&qkv)?;
     }

@@ -19,9 +19,14 @@ use options::{budgets, not_the_knob, overrides, parse_layers, selection_budgets,
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a registry name (fetched when missing), a HF folder, or a .gguf file.
+    /// Model: a registry name (fetched when missing), a HF folder, a .gguf file, or a Hugging
+    /// Face id ORG/NAME in the local hub cache.
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
+    /// Revision (branch, tag or commit) of a Hugging Face id `--model ORG/NAME` in the local hub
+    /// cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub); default `main`.
+    #[arg(long)]
+    revision: Option<String>,
     #[command(flatten)]
     input: input::InputArgs,
     /// Methods: `all` or a comma-separated list (see `attnscope methods`).
@@ -320,7 +325,12 @@ pub fn run(mut a: Args) -> Result<()> {
     let _: Format = a.format.parse()?;
     let preset = preset::apply(&mut a)?;
     budgets(&a)?;
-    let mut model = model_arg::load(&a.model, a.input.tokenizer.as_deref(), a.quiet)?;
+    let mut model = model_arg::load_revision(
+        &a.model,
+        a.revision.as_deref(),
+        a.input.tokenizer.as_deref(),
+        a.quiet,
+    )?;
     model.to_device(a.device, a.precision)?;
     let load_s = started.elapsed().as_secs_f64();
     let sim = Simulation::new(&model, sim_config(&a, &model)?)?;
