@@ -127,6 +127,7 @@ impl<'m> Simulation<'m> {
                 config.budgets.len() - 1
             ));
         }
+        run::check_attention_rule(model, &config, None)?;
         let fits = config
             .methods
             .iter()

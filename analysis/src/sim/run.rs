@@ -43,6 +43,59 @@ fn calibration_text<'c>(cfg: &'c SimConfig, fits: &[&MethodRun]) -> Result<Optio
     }
 }
 
+/// Refuses layers whose attention the methods and metrics do not model yet, rather than give a
+/// silently wrong answer: logit soft-capping or a query scale other than `1 / sqrt(head_dim)`
+/// (for any input), or a sliding window shorter than an `n`-token input (the exact attention
+/// there leaves keys out). The message names the layers and what to do.
+pub(super) fn check_attention_rule(
+    model: &attnscope_core::Model,
+    cfg: &SimConfig,
+    n: Option<usize>,
+) -> Result<()> {
+    let c = &model.config;
+    let layers: Vec<usize> = cfg
+        .layers
+        .clone()
+        .unwrap_or_else(|| (0..c.n_layers).collect());
+    let plain = attnscope_core::attention::ScoreRule::plain(c.head_dim).scale;
+    let rules: Vec<(usize, attnscope_core::attention::ScoreRule)> =
+        layers.iter().map(|&l| (l, c.score_rule(l))).collect();
+    let which = |f: &dyn Fn(&attnscope_core::attention::ScoreRule) -> bool| {
+        let ls: Vec<String> = rules
+            .iter()
+            .filter(|(_, r)| f(r))
+            .map(|(l, _)| l.to_string())
+            .collect();
+        ls.join(",")
+    };
+    let refuse = |what: String| {
+        Err(crate::AnalysisError::Input(format!(
+            "{what}: the simulator's exact attention, methods and metrics do not model this yet \
+             (attnscope ppl and info do)"
+        )))
+    };
+    let capped = which(&|r| r.softcap.is_some());
+    if !capped.is_empty() {
+        return refuse(format!("layers {capped} soft-cap their logits"));
+    }
+    let scaled = which(&|r| r.scale != plain);
+    if !scaled.is_empty() {
+        return refuse(format!(
+            "layers {scaled} scale q . k by other than 1/sqrt(head_dim)"
+        ));
+    }
+    let Some(n) = n else { return Ok(()) };
+    let short = |r: &attnscope_core::attention::ScoreRule| r.window.is_some_and(|w| w < n);
+    let windowed = which(&short);
+    if let Some(w) = rules.iter().find_map(|(_, r)| r.window.filter(|&w| w < n)) {
+        return refuse(format!(
+            "layers {windowed} attend over a sliding window of {w} tokens, shorter than the \
+             {n}-token input; use --len {w} or less, or --layers with the global layers only"
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the simulation of `cfg` over `input` with `model`.
 pub(super) fn simulate(
     model: &attnscope_core::Model,
@@ -51,6 +104,10 @@ pub(super) fn simulate(
     progress: &mut dyn FnMut(usize),
 ) -> Result<SimResults> {
     check_input(input)?;
+    check_attention_rule(model, cfg, Some(input.len()))?;
+    if let Some(c) = &cfg.calibration {
+        check_attention_rule(model, cfg, Some(c.len()))?;
+    }
     check_host_memory(cfg, model, input.len())?;
     let start = std::time::Instant::now();
     let fits: Vec<&MethodRun> = cfg
