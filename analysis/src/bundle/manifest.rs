@@ -63,6 +63,10 @@ pub struct Manifest {
     /// The calibration text those settings were fitted on.
     pub calibration: Option<CalibrationInfo>,
     pub warnings: Vec<String>,
+    /// The source of each method defined outside the library (a Python rule), by method name;
+    /// absent when every method is built in.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub method_sources: BTreeMap<String, crate::method::MethodSource>,
 }
 
 /// Calibration text of methods that fit settings (ours).

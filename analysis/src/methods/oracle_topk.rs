@@ -42,11 +42,7 @@ struct Prep<'a> {
 
 /// Per query, the `k` keys of largest `row(i)` value ([`rank_desc`](super::common::rank_desc)
 /// order), every causal key when `k > i`.
-pub(crate) fn top_k_of_rows<'r>(
-    n: usize,
-    k: usize,
-    row: impl Fn(usize) -> &'r [f32] + Sync,
-) -> Selection {
+pub fn top_k_of_rows<'r>(n: usize, k: usize, row: impl Fn(usize) -> &'r [f32] + Sync) -> Selection {
     let rows: Vec<Vec<Range>> = (0..n)
         .into_par_iter()
         .with_min_len(16)

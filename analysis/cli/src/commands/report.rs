@@ -304,6 +304,17 @@ fn render_bundle(b: &Bundle, style: Style, o: &Opts) -> String {
     out
 }
 
+/// The JSON object `attnscope report RUN --json` prints for one bundle (2000 bootstrap
+/// resamples by head, seed 0).
+pub fn json(b: &Bundle) -> Value {
+    let o = Opts {
+        resamples: 2000,
+        unit: Unit::Head,
+        seed: 0,
+    };
+    bundle_json(b, &o)
+}
+
 fn bundle_json(b: &Bundle, o: &Opts) -> Value {
     let names: Vec<String> = b.manifest.methods.iter().map(|m| m.name.clone()).collect();
     let budgets: Vec<Value> = b
