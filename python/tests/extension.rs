@@ -18,8 +18,17 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn extension_module_exports_its_entry_point_without_libpython() {
     let path = extension();
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..4], b"\x7fELF", "{} is not a shared library", path.display());
-    assert!(contains(&bytes, b"PyInit__native\0"), "no PyInit__native in {}", path.display());
+    assert_eq!(
+        &bytes[..4],
+        b"\x7fELF",
+        "{} is not a shared library",
+        path.display()
+    );
+    assert!(
+        contains(&bytes, b"PyInit__native\0"),
+        "no PyInit__native in {}",
+        path.display()
+    );
     assert!(
         !contains(&bytes, b"libpython3"),
         "{} names libpython: an abi3 extension module must not link it",
