@@ -63,8 +63,9 @@ def simulate(**options: Any):
     messages are the command line's (``attnscope simulate --help``); ``out`` is required.
     Rules registered with :func:`attnscope.block_method` or :func:`attnscope.token_method` are
     methods like the built-in ones. The GIL is released while the simulation runs, progress is
-    drawn on stderr, and Ctrl-C stops it before the next layer: the inputs already finished are
-    kept, and ``resume=True`` with the same options runs the rest.
+    drawn on stderr (in Jupyter, through ``sys.stderr``), and Ctrl-C stops it before the next
+    layer: the inputs already finished are kept, and ``resume=True`` with the same options runs
+    the rest.
 
     Raises :class:`BadInput` for a refused option, :class:`ModelError`, :class:`BundleError`,
     :class:`DeviceError`, or :class:`RuleError` when a Python rule fails (the bundle is then not

@@ -4,9 +4,11 @@
 //! (handed to pyarrow through the Arrow C data interface), the forward pass for `capture`, and
 //! the method registry for rules written in Python (`rule.rs`).
 //!
-//! Long calls run on a thread of their own while the calling thread waits without the GIL and
-//! looks for Ctrl-C: an interrupt asks the simulation to stop before its next layer
-//! ([`attnscope_analysis::sim::request_stop`]), and the inputs already saved can be resumed.
+//! Long calls run on a thread of their own while the calling thread waits without the GIL,
+//! shows progress (where stderr is no terminal, as in Jupyter, through Python's `sys.stderr`:
+//! `progress.rs`) and looks for Ctrl-C: an interrupt asks the simulation to stop before its next
+//! layer ([`attnscope_analysis::sim::request_stop`]), and the inputs already saved can be
+//! resumed.
 //! Library errors become exceptions of a few classes (`errors.rs`); a panic becomes an
 //! `AttnscopeError`, never an abort.
 
@@ -21,6 +23,7 @@ use pyo3::types::{PyDict, PyList};
 
 mod capture;
 mod errors;
+mod progress;
 mod rule;
 
 /// mimalloc, as the `attnscope` binary: the simulator's threads allocate and free large
@@ -65,6 +68,7 @@ fn run_interruptible<T: Send + 'static>(
         match got {
             Ok(r) => break r,
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                progress::show(py);
                 if let Err(e) = py.check_signals() {
                     if interrupt.is_none() {
                         eprintln!("interrupted: stopping before the next layer");
@@ -80,6 +84,7 @@ fn run_interruptible<T: Send + 'static>(
             }
         }
     };
+    progress::show(py);
     attnscope_analysis::sim::clear_stop();
     match result {
         Err(panic) => {
@@ -314,6 +319,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         std::env::set_var("MATMUL_NUM_THREADS", "1");
     }
     errors::add(m)?;
+    progress::install(m.py())?;
     m.add_class::<NativeBundle>()?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(cli_help, m)?)?;

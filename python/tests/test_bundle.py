@@ -74,3 +74,17 @@ def test_python_dash_m_runs_the_command_line():
     )
     assert bad.returncode == 2
     assert "--no-such-option" in bad.stderr
+
+
+def test_progress_reaches_sys_stderr_when_it_is_no_terminal(tmp_path):
+    """As in Jupyter: stderr is a pipe, and the progress lines go through sys.stderr."""
+    code = (
+        "import io, sys, attnscope as ats\n"
+        "buf = io.StringIO(); real = sys.stderr; sys.stderr = buf\n"
+        f"ats.simulate(model='smollm2-135m', length=256, layers='3', methods=['phsa'],\n"
+        f"             sparsity=[0.5], out={str(tmp_path / 'p')!r})\n"
+        "real.write(repr(buf.getvalue()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "\\rsimulating 1 layers" in out.stderr
