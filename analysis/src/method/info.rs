@@ -16,6 +16,9 @@ pub enum MethodKind {
     Oracle,
     /// A variant of our own (labelled as ours everywhere).
     Ours,
+    /// A rule registered at run time by a user of the library (e.g. a Python function, see
+    /// [`crate::registry::register`]).
+    User,
 }
 
 impl MethodKind {
@@ -26,6 +29,7 @@ impl MethodKind {
             MethodKind::Proxy => "proxy",
             MethodKind::Oracle => "oracle",
             MethodKind::Ours => "ours",
+            MethodKind::User => "user",
         }
     }
 }

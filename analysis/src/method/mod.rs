@@ -275,6 +275,32 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
     fn pair_bytes(&self, _scored: crate::selection::Scored, _group_size: usize) -> u64 {
         0
     }
+
+    /// The source of a rule defined outside the library (a Python function registered at run
+    /// time), recorded in the bundle's manifest; `None` (the default) for built-in methods.
+    fn source(&self) -> Option<MethodSource> {
+        None
+    }
+
+    /// Why a rule defined outside the library failed while it ran (naming the layer and head),
+    /// if it did. Such a rule cannot stop [`Selector::prepare`] with an error; the simulation
+    /// checks this after its forward pass and fails the run instead of writing its numbers.
+    /// `None` (the default) for built-in methods.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The source code of a rule defined outside the library ([`Selector::source`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
+pub struct MethodSource {
+    /// The language, e.g. `python`.
+    pub language: String,
+    /// Where it was defined (module and function, file and line).
+    pub origin: String,
+    /// The code itself.
+    pub code: String,
 }
 
 /// Bytes of one head's packed causal pairs of the scored queries (`n (n + 1) / 2` floats when

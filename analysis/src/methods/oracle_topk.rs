@@ -42,7 +42,7 @@ struct Prep<'a> {
 
 /// Per query, the `k` keys of largest `row(i)` value ([`rank_desc`](super::common::rank_desc)
 /// order), every causal key when `k > i`.
-pub(crate) fn top_k_of_rows<'r>(
+pub fn top_k_of_rows<'r>(
     scored: Scored,
     k: usize,
     row: impl Fn(usize) -> &'r [f32] + Sync,

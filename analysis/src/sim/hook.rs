@@ -96,6 +96,7 @@ impl AttentionHook for SimHook<'_> {
         qkv: &LayerQkv<'_>,
         device: &mut dyn attnscope_core::attention::DeviceLayer,
     ) -> attnscope_core::Result<HookAction> {
+        stop_check(qkv.layer)?;
         if !self.wants(qkv.layer) {
             return Ok(HookAction::Dense);
         }
@@ -122,6 +123,7 @@ impl AttentionHook for SimHook<'_> {
                 "stopped: the calibration pass beside the simulation failed".into(),
             ));
         }
+        stop_check(qkv.layer)?;
         if !self.wants(qkv.layer) {
             return Ok(HookAction::Dense);
         }
@@ -130,6 +132,17 @@ impl AttentionHook for SimHook<'_> {
         self.profile.add("(capture)", t);
         self.replay(qkv, heads, dense, None)
     }
+}
+
+/// The error that ends the forward pass at `layer` once a stop was asked for
+/// ([`super::request_stop`]).
+fn stop_check(layer: usize) -> attnscope_core::Result<()> {
+    if super::stop_requested() {
+        return Err(attnscope_core::CoreError::Input(format!(
+            "stopped before layer {layer}: interrupted"
+        )));
+    }
+    Ok(())
 }
 
 impl SimHook<'_> {

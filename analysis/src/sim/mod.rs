@@ -24,6 +24,27 @@ mod run;
 pub use hook::SimHook;
 pub use memory::{available_memory, layer_job_bytes, peak_host_bytes, MemoryPlan};
 
+/// Set by [`request_stop`]: running simulations stop before their next layer.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks every simulation running in this process to stop before its next layer (an interrupt
+/// from the user, or a failed rule defined outside the library): its run then returns
+/// [`crate::AnalysisError::Stopped`], and the inputs a bundle writer already saved stay saved.
+/// The request holds until [`clear_stop`].
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Withdraws [`request_stop`] (before a new run).
+pub fn clear_stop() {
+    STOP.store(false, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// True after [`request_stop`], until [`clear_stop`].
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// What to simulate.
 #[derive(Debug)]
 pub struct SimConfig {

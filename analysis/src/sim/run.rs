@@ -96,6 +96,19 @@ pub(super) fn check_attention_rule(
     Ok(())
 }
 
+/// The first failure of a method defined outside the library ([`crate::method::Selector::failure`]).
+fn check_methods(cfg: &SimConfig) -> Result<()> {
+    for m in &cfg.methods {
+        if let Some(msg) = m.selector.failure() {
+            return Err(crate::AnalysisError::Method {
+                method: m.label.clone(),
+                msg,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Runs the simulation of `cfg` over `input` with `model`.
 pub(super) fn simulate(
     model: &attnscope_core::Model,
@@ -134,7 +147,15 @@ pub(super) fn simulate(
         calibration_s: start.elapsed().as_secs_f64(),
         ..Pipeline::default()
     };
-    let mut outs = forward_with_workers(model, &mut hook, beside, &gate, &mut pipeline, progress)?;
+    let outs = forward_with_workers(model, &mut hook, beside, &gate, &mut pipeline, progress);
+    check_methods(cfg)?;
+    if super::stop_requested() {
+        return Err(crate::AnalysisError::Stopped(format!(
+            "input '{}' was interrupted before it finished",
+            input.name
+        )));
+    }
+    let mut outs = outs?;
     outs.sort_by_key(|o| o.layer);
     for o in outs {
         pipeline.layers.push(o.span);

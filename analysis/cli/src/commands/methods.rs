@@ -2,7 +2,7 @@
 //! `--params`, the presets.
 
 use anyhow::Result;
-use attnscope_analysis::registry::METHODS;
+use attnscope_analysis::registry;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,7 +18,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.markdown {
         println!("| method | kind | selection rule | knob | devices | paper |");
         println!("|---|---|---|---|---|---|");
-        for m in METHODS {
+        for m in registry::all() {
             let knob = (m.build)(&m.params(&[])?).knob();
             println!(
                 "| `{}` | {} | {} | `{}` | {} | {} |",
@@ -32,7 +32,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         return Ok(());
     }
-    for m in METHODS {
+    for m in registry::all() {
         println!("{:<16} {:<10} {}", m.name, m.kind.as_str(), m.rule);
         println!("{:<16} {:<10} {}", "", "", m.paper);
         println!("{:<16} {:<10} runs on: {}", "", "", m.devices());

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use attnscope_core::Model;
 use attnscope_datasets::fetch;
 use attnscope_datasets::hf_cache::HfCache;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Where a `--model` argument points, after fetching when needed.
 pub struct ModelSource {
@@ -98,12 +98,30 @@ pub fn load_revision(
     Ok(model)
 }
 
+/// Where progress bars and spinners draw when a program embedding the command line chose (the
+/// Python package, in Jupyter); stderr otherwise.
+static DRAW_TARGET: std::sync::OnceLock<fn() -> ProgressDrawTarget> = std::sync::OnceLock::new();
+
+/// Makes every later progress bar and spinner draw to `target()` instead of stderr (once per
+/// process; later calls are ignored).
+pub fn set_draw_target(target: fn() -> ProgressDrawTarget) {
+    let _ = DRAW_TARGET.set(target);
+}
+
+fn draw_target() -> ProgressDrawTarget {
+    DRAW_TARGET
+        .get()
+        .map_or_else(ProgressDrawTarget::stderr, |f| f())
+}
+
 /// A spinner on stderr (hidden when `quiet`).
 pub fn spinner(quiet: bool, msg: &str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new_spinner().with_message(msg.to_string());
+    let bar = ProgressBar::with_draw_target(None, draw_target())
+        .with_style(ProgressStyle::default_spinner())
+        .with_message(msg.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar
 }
@@ -113,7 +131,7 @@ pub fn bar(quiet: bool, len: u64, msg: &str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(len).with_message(msg.to_string());
+    let bar = ProgressBar::with_draw_target(Some(len), draw_target()).with_message(msg.to_string());
     if let Ok(style) =
         ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})")
     {

@@ -58,6 +58,20 @@ struct Opts {
     b: String,
 }
 
+impl Default for Opts {
+    /// What `report` does without options: 2000 bootstrap resamples by head, seed 0, PHSA vs
+    /// InfLLM v2.
+    fn default() -> Self {
+        Self {
+            resamples: 2000,
+            unit: Unit::Head,
+            seed: 0,
+            a: "phsa".into(),
+            b: "infllm-v2".into(),
+        }
+    }
+}
+
 impl Opts {
     /// `A vs B`, as printed.
     fn pair(&self) -> String {
@@ -275,14 +289,7 @@ fn method_table(b: &Bundle, budget: usize, label: &str) -> Tab {
 
 /// The text report of one bundle (what `simulate` prints when it finishes).
 pub fn print_text(b: &Bundle) -> Result<()> {
-    let o = Opts {
-        resamples: 2000,
-        unit: Unit::Head,
-        seed: 0,
-        a: "phsa".into(),
-        b: "infllm-v2".into(),
-    };
-    print!("{}", render_bundle(b, Style::Text, &o));
+    print!("{}", render_bundle(b, Style::Text, &Opts::default()));
     Ok(())
 }
 
@@ -329,6 +336,12 @@ fn render_bundle(b: &Bundle, style: Style, o: &Opts) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The JSON object `attnscope report RUN --json` prints for one bundle (2000 bootstrap
+/// resamples by head, seed 0).
+pub fn json(b: &Bundle) -> Value {
+    bundle_json(b, &Opts::default())
 }
 
 fn bundle_json(b: &Bundle, o: &Opts) -> Value {

@@ -15,7 +15,8 @@ use super::{input, model_arg};
 
 mod options;
 mod preset;
-use options::{budgets, not_the_knob, overrides, parse_layers, selection_budgets, sweep_runs};
+pub use options::parse_layers;
+use options::{budgets, not_the_knob, overrides, selection_budgets, sweep_runs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -121,6 +122,9 @@ pub struct Args {
     /// Storage on the GPU: f32 (exact, matches the CPU path) or bf16 (fast).
     #[arg(long, default_value = "f32")]
     precision: attnscope_core::device::Precision,
+    /// The command line as given, recorded in the bundle's manifest (set by the caller).
+    #[arg(skip)]
+    pub command: Vec<String>,
 }
 
 /// `--queries`: `all` or `last:N`.
@@ -291,7 +295,7 @@ fn manifest(a: &Args, sim: &Simulation<'_>) -> Result<Manifest> {
             .file_name()
             .map_or_else(|| "run".into(), |f| f.to_string_lossy().into_owned())
     });
-    m.command = std::env::args().collect();
+    m.command = a.command.clone();
     m.format = a.format.parse()?;
     m.data.dataset = a.input.dataset.clone();
     m.data.len = a.input.len;

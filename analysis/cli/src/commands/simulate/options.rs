@@ -9,11 +9,7 @@ use attnscope_analysis::sim::MethodRun;
 use super::Args;
 
 /// `--layers` / `--save-qkv`: `all` or a list like `0,3,10-12`, each within the model's layers.
-pub(super) fn parse_layers(
-    option: &str,
-    spec: &str,
-    n_layers: usize,
-) -> Result<Option<Vec<usize>>> {
+pub fn parse_layers(option: &str, spec: &str, n_layers: usize) -> Result<Option<Vec<usize>>> {
     if spec.trim() == "all" {
         return Ok(None);
     }
