@@ -22,17 +22,36 @@ pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usiz
     3 * packed_pair_bytes(scored) * gs as u64 + methods + c.n_heads as u64 * n as u64 * blocks * 4
 }
 
+/// Host bytes of the CPU forward pass itself over `n` tokens, beside the layer jobs: the weights
+/// as `f32` and one layer's activations (hidden states, Q/K/V, attention output and the MLP's
+/// intermediate rows). An upper estimate: quantized weights may stay smaller.
+pub fn forward_bytes(c: &attnscope_core::ModelConfig) -> impl Fn(usize) -> u64 + '_ {
+    move |n: usize| {
+        let (h, d) = (c.hidden as u64, c.head_dim as u64);
+        let attn = h * (c.n_heads as u64 * d) * 2 + h * (c.n_kv_heads as u64 * d) * 2;
+        let mlp = 3 * h * c.intermediate as u64;
+        let embed = c.vocab as u64 * h * if c.tie_embeddings { 1 } else { 2 };
+        let weights = (c.n_layers as u64 * (attn + mlp) + embed) * 4;
+        let row = 4 * h + 3 * c.intermediate as u64 + (c.n_heads + 2 * c.n_kv_heads) as u64 * d;
+        weights + n as u64 * row * 4
+    }
+}
+
 /// Layers simulated at once: `cfg.layer_jobs`, or when 0 half the rayon threads (at least 2, so
 /// that a method's serial stretches on one layer leave no core idle; at most 4), fewer when the
-/// machine's available memory would not hold that many layer jobs ([`layer_job_bytes`]).
+/// machine's available memory, less the forward pass's ([`forward_bytes`]), would not hold that
+/// many layer jobs ([`layer_job_bytes`]).
 pub(super) fn layer_workers(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -> usize {
     if cfg.layer_jobs > 0 {
         return cfg.layer_jobs;
     }
     let per_layer = layer_job_bytes(cfg, &model.config, n);
+    let forward = forward_bytes(&model.config)(n);
     let by_threads = (rayon::current_num_threads() / 2).clamp(2, 4);
     let by_memory = available_memory()
-        .map_or(1, |m| (m * 3 / 4 / per_layer.max(1)) as usize)
+        .map_or(1, |m| {
+            (m.saturating_sub(forward) * 3 / 4 / per_layer.max(1)) as usize
+        })
         .max(1);
     by_threads.min(by_memory)
 }
@@ -70,6 +89,8 @@ pub struct MemoryPlan {
     pub per_layer_job: u64,
     /// Layer jobs alive at once.
     pub layer_jobs: usize,
+    /// The forward pass's own bytes beside them ([`forward_bytes`], an upper estimate).
+    pub forward: u64,
     /// Available memory when planned (`MemAvailable`), if readable.
     pub available: Option<u64>,
 }
@@ -79,6 +100,7 @@ impl MemoryPlan {
         Self {
             per_layer_job: layer_job_bytes(cfg, &model.config, n),
             layer_jobs: layer_workers(cfg, model, n),
+            forward: forward_bytes(&model.config)(n),
             available: available_memory(),
         }
     }

@@ -441,12 +441,14 @@ fn simulate_input(
     if !a.quiet && sim.model().device() == attnscope_core::Device::Cpu {
         let plan = sim.memory_plan(inp.ids.len());
         eprintln!(
-            "memory plan: {:.2} GiB per layer job ({} scored queries of {} tokens), {} at once; \
-             {} available",
+            "memory plan: {:.2} GiB per layer job ({} scored queries of {} tokens), {} at once, \
+             and up to {:.2} GiB for the forward pass: {:.1} GiB; {} available",
             gib(plan.per_layer_job),
             sim.config().queries.of(inp.ids.len()).len(),
             inp.ids.len(),
             plan.layer_jobs,
+            gib(plan.forward),
+            gib(plan.per_layer_job * plan.layer_jobs as u64 + plan.forward),
             plan.available
                 .map_or("? GiB".into(), |b| format!("{:.1} GiB", gib(b)))
         );
