@@ -90,7 +90,7 @@ pub fn progress(name: &'static str) {
         .unwrap_or_else(|p| p.into_inner());
     let entry = seen.entry(name).or_insert((0, Instant::now()));
     entry.0 += 1;
-    if entry.0 % every == 0 {
+    if entry.0.is_multiple_of(every) {
         eprintln!(
             "fuzz progress: {name}: {} cases in {:.0} s",
             entry.0,
