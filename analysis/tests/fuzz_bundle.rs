@@ -227,6 +227,16 @@ fn damaged_copy(
     }
 }
 
+/// With `ATTNSCOPE_FUZZ_LAST_CASE=FOLDER`, writes the case about to run to a file per thread in
+/// FOLDER, so an input that kills the process (an allocation failure aborts, the kernel may kill
+/// a process that takes all memory) can be found afterwards.
+fn note_case(case: &str) {
+    if let Some(dir) = std::env::var_os("ATTNSCOPE_FUZZ_LAST_CASE") {
+        let file = Path::new(&dir).join(format!("{:?}", std::thread::current().id()));
+        let _ = std::fs::write(file, case);
+    }
+}
+
 const TABLES: [&str; 5] = ["metrics", "iou", "heads", "tokens", "maps"];
 
 proptest! {
@@ -242,6 +252,7 @@ proptest! {
     ) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("b");
+        note_case(&format!("manifest.json {edits:?}"));
         damaged_copy(&dir, Format::Parquet, false, "manifest.json", &edits);
         read_within(&dir);
     }
@@ -256,6 +267,7 @@ proptest! {
         let dir = tmp.path().join("b");
         let format = if ipc { Format::Ipc } else { Format::Parquet };
         let name = format!("{}.{}", TABLES[table], format.ext());
+        note_case(&format!("{name} {edits:?}"));
         damaged_copy(&dir, format, true, &name, &edits);
         read_within(&dir);
     }
