@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use attnscope_core::gguf::{GgufFile, GgufMetadata, GgufValue};
 use attnscope_core::tokenizer::{from_gguf, Tokenizer};
-use fuzz_util::{apply, config, fixture, json_value, mutations, replace_at, within};
+use fuzz_util::{apply, config, fixture, json_value, mutations, progress, replace_at, within};
 use proptest::prelude::*;
 
 /// Tokens kept from the real vocabulary (byte-level alphabet and the first merges).
@@ -168,9 +168,18 @@ fn edited(edits: &[Edit]) -> GgufMetadata {
     meta
 }
 
-/// The small tokenizer as a tokenizer.json document.
-fn small_json() -> serde_json::Value {
-    from_gguf::tokenizer_json(small_meta(), &gguf_path()).expect("small vocabulary rebuilds")
+/// The small tokenizer as a tokenizer.json document (built once).
+fn small_json() -> &'static serde_json::Value {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        from_gguf::tokenizer_json(small_meta(), &gguf_path()).expect("small vocabulary rebuilds")
+    })
+}
+
+/// [`small_json`] as text (built once).
+fn small_json_text() -> &'static [u8] {
+    static TEXT: OnceLock<Vec<u8>> = OnceLock::new();
+    TEXT.get_or_init(|| small_json().to_string().into_bytes())
 }
 
 fn check_file(text: Vec<u8>, input: String) -> Result<(), TestCaseError> {
@@ -193,6 +202,7 @@ proptest! {
 
     #[test]
     fn gguf_metadata_edits(edits in proptest::collection::vec(edit(), 1..5), input in "\\PC{1,40}") {
+        progress("gguf_metadata_edits");
         let meta = edited(&edits);
         let r = within("tokenizer from GGUF", move || {
             Tokenizer::from_gguf(&meta, &gguf_path()).map(|t| exercise(&t, &input))
@@ -210,15 +220,16 @@ proptest! {
         remove in prop::bool::weighted(0.2),
         input in "\\PC{1,40}",
     ) {
-        let mut doc = small_json();
+        progress("tokenizer_json_node_edits");
+        let mut doc = small_json().clone();
         replace_at(&mut doc, &pick, value, remove);
         check_file(doc.to_string().into_bytes(), input)?;
     }
 
     #[test]
     fn tokenizer_json_byte_edits(muts in mutations(4), input in "\\PC{1,40}") {
-        let text = small_json().to_string().into_bytes();
-        check_file(apply(&text, &muts, 0), input)?;
+        progress("tokenizer_json_byte_edits");
+        check_file(apply(small_json_text(), &muts, 0), input)?;
     }
 }
 

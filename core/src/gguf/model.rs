@@ -36,6 +36,19 @@ pub fn load_gguf_model(path: &Path) -> Result<(ModelConfig, Weights, GgufFile)> 
                     None
                 };
                 if let Some(n_head) = n_head {
+                    // Check the shape first: the permutation walks every row, and a tensor with
+                    // no elements may still claim 2^40 rows.
+                    let want = [n_head * cfg.head_dim, cfg.hidden];
+                    if t.shape != want {
+                        return Err(CoreError::format(
+                            path,
+                            format!(
+                                "tensor '{}' has shape {:?}; the config needs {want:?} \
+                                 ({n_head} heads x head dim {} by hidden {})",
+                                info.name, t.shape, cfg.head_dim, cfg.hidden
+                            ),
+                        ));
+                    }
                     unpermute_rows(&mut t, n_head).map_err(|m| {
                         CoreError::format(path, format!("tensor '{}': {m}", info.name))
                     })?;

@@ -66,6 +66,39 @@ pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'sta
     }
 }
 
+/// Counts the cases of property `name` and, every `ATTNSCOPE_FUZZ_PROGRESS` cases (default 0:
+/// never), prints the count and the seconds since the first case to stderr, so a long run shows
+/// its rate. Shrinking steps count as cases.
+pub fn progress(name: &'static str) {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static EVERY: OnceLock<u64> = OnceLock::new();
+    static SEEN: OnceLock<Mutex<HashMap<&'static str, (u64, Instant)>>> = OnceLock::new();
+    let every = *EVERY.get_or_init(|| {
+        std::env::var("ATTNSCOPE_FUZZ_PROGRESS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    });
+    if every == 0 {
+        return;
+    }
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let entry = seen.entry(name).or_insert((0, Instant::now()));
+    entry.0 += 1;
+    if entry.0.is_multiple_of(every) {
+        eprintln!(
+            "fuzz progress: {name}: {} cases in {:.0} s",
+            entry.0,
+            entry.1.elapsed().as_secs_f64()
+        );
+    }
+}
+
 /// A fixture of core/tests/fixtures.
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
