@@ -19,7 +19,7 @@ pub struct Layer {
     pub v: Linear,
     pub o: Linear,
     /// RMSNorm of queries and keys before RoPE: per head (Qwen3, Gemma 3) or over the whole
-    /// projection (OLMo-2), see [`LayerSpec::qk_norm_whole`].
+    /// projection (OLMo-2), see `LayerSpec::qk_norm_whole`.
     pub q_norm: Option<Array1<f32>>,
     pub k_norm: Option<Array1<f32>>,
     /// RMSNorm of the attention output before the residual (Gemma, OLMo-2).

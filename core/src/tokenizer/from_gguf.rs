@@ -1,7 +1,7 @@
 //! Rebuilding a `tokenizer.json` document from GGUF `tokenizer.ggml.*` metadata.
 //!
 //! Supported: `tokenizer.ggml.model == "llama"` of Gemma files (SentencePiece BPE, see
-//! [`super::sentencepiece`]) and `tokenizer.ggml.model == "gpt2"` (byte-level BPE) with the pre-tokenizers listed in
+//! `super::sentencepiece`) and `tokenizer.ggml.model == "gpt2"` (byte-level BPE) with the pre-tokenizers listed in
 //! [`PRE_TOKENIZERS`], the one table of `tokenizer.ggml.pre` values. Each row mirrors the
 //! `normalizer` / `pre_tokenizer` / `decoder` sections of the official `tokenizer.json` of that
 //! model family (or, where there is none, llama.cpp's `llm_tokenizer_bpe` regexes), so the rebuilt
