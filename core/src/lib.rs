@@ -19,6 +19,7 @@ pub mod attention;
 pub mod capture;
 pub mod capture_stats;
 pub mod config;
+pub mod contained;
 pub mod device;
 pub mod device_layer;
 pub mod error;

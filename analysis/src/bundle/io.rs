@@ -1,11 +1,9 @@
 //! Table files: [`TableWriter`] (shaped `try_new` / `write` / `close`, written to a temporary
 //! name and renamed on `close`), [`read_table`], and atomic JSON / byte writes.
 
-use std::cell::Cell;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -160,40 +158,11 @@ impl Drop for TableWriter {
     }
 }
 
-thread_local! {
-    /// Set while this thread runs a table reader inside [`read_table`].
-    static IN_TABLE_READER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Installs (once per process) a panic hook that stays silent for a panic inside a table reader
-/// on the thread running [`read_table`] (that panic becomes an error naming the file) and passes
-/// every other panic to the hook that was installed before.
-fn quiet_reader_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !IN_TABLE_READER.with(Cell::get) {
-                previous(info);
-            }
-        }));
-    });
-}
-
 /// Reads every record batch of a table file, naming the file in any error. The Arrow and
 /// Parquet readers can panic on some damaged files (buffer offsets past the end, bad dictionary
 /// pages, ...); such a panic is turned into that error too, and prints nothing.
 pub fn read_table(path: &Path, format: Format) -> Result<Vec<RecordBatch>> {
-    quiet_reader_panics();
-    let was = IN_TABLE_READER.with(|f| f.replace(true));
-    let r = std::panic::catch_unwind(|| read_batches(path, format));
-    IN_TABLE_READER.with(|f| f.set(was));
-    r.unwrap_or_else(|p| {
-        let why = p
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| p.downcast_ref::<&str>().copied())
-            .unwrap_or("no message");
+    attnscope_core::contained::catch_quietly(|| read_batches(path, format)).unwrap_or_else(|why| {
         Err(file_err(
             path,
             format!(

@@ -177,14 +177,9 @@ fn deserialize(doc: serde_json::Value) -> std::result::Result<tokenizers::Tokeni
 }
 
 /// Runs a call into `tokenizers` and turns a panic (the library unwraps on some malformed
-/// input) into an error message, so a bad tokenizer file never takes the program down.
+/// input) into an error message, printing nothing for it ([`crate::contained`]), so a bad
+/// tokenizer file never takes the program down.
 pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown panic".into());
-        format!("the tokenizers library failed on this input ({msg})")
-    })
+    crate::contained::catch_quietly(f)
+        .map_err(|msg| format!("the tokenizers library failed on this input ({msg})"))
 }
