@@ -12,9 +12,11 @@ use std::path::Path;
 use attnscope_analysis::bundle::Bundle;
 use attnscope_analysis::figures::{render_all_with_notes, FigureOptions, ImageFormat};
 
-const FIGURES: [&str; 6] = [
+const FIGURES: [&str; 8] = [
     "recall_vs_sparsity",
     "info_loss_per_layer",
+    "reduction",
+    "sweep_phsa_lambda",
     "sink_mass",
     "iou",
     "freq_energy",
@@ -56,6 +58,8 @@ fn figures_of_a_small_run_are_valid_images() {
         "3,20",
         "--methods",
         "phsa,infllm-v2,streaming,oracle-topk",
+        "--sweep",
+        "phsa.lambda=0,1",
         "--sparsity",
         "0.5,0.7",
         "--selections",
@@ -68,7 +72,7 @@ fn figures_of_a_small_run_are_valid_images() {
     let figs = tmp.path().join("figs");
     let (ok, out, err) = attnscope(&["figures", run_s, "--out", figs.to_str().expect("utf-8")]);
     assert!(ok, "figures failed: {err}");
-    assert_eq!(out.lines().count(), 12, "{out}");
+    assert_eq!(out.lines().count(), 16, "{out}");
     for name in FIGURES {
         let png = figs.join(format!("{name}.png"));
         let (w, h, colours, ink) = png_stats(&png);
@@ -106,7 +110,17 @@ fn figures_of_a_small_run_are_valid_images() {
         "streaming,oracle-topk",
     ]);
     assert!(ok, "{err}");
-    assert_eq!(out.lines().count(), 6, "{out}");
+    assert_eq!(out.lines().count(), 8, "{out}");
+    let svg = std::fs::read_to_string(figs2.join("reduction.svg")).expect("svg");
+    assert!(
+        svg.contains("streaming over oracle-topk"),
+        "the reduction figure follows --compare"
+    );
+    let svg = std::fs::read_to_string(figs2.join("sweep_phsa_lambda.svg")).expect("svg");
+    assert!(
+        svg.contains("phsa information loss against lambda") && svg.contains("sparsity=0.7"),
+        "sweep figure: title and one line per budget"
+    );
     let svg = std::fs::read_to_string(figs2.join("attention_map.svg")).expect("svg");
     assert!(
         svg.contains("layer 3 head 4") && svg.contains("streaming only"),
@@ -137,6 +151,6 @@ fn figures_of_a_small_run_are_valid_images() {
         ..FigureOptions::default()
     };
     let (files, notes) = render_all_with_notes(&b, &tmp.path().join("figs3"), &o).expect("render");
-    assert_eq!(files.len(), 6);
+    assert_eq!(files.len(), 8);
     assert!(notes.iter().any(|n| n.contains("no overlay")), "{notes:?}");
 }

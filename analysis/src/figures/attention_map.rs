@@ -34,7 +34,8 @@ pub(crate) struct AttentionMap {
     sub: String,
 }
 
-fn pick_compare(b: &Bundle, o: &FigureOptions) -> Option<(String, String)> {
+/// The two methods compared: `o.compare`, else phsa and infllm-v2, else the first two methods.
+pub(super) fn pick_compare(b: &Bundle, o: &FigureOptions) -> Option<(String, String)> {
     if let Some(c) = &o.compare {
         return Some(c.clone());
     }
@@ -287,8 +288,8 @@ fn default_head(
 }
 
 impl Figure for AttentionMap {
-    fn name(&self) -> &'static str {
-        "attention_map"
+    fn name(&self) -> String {
+        "attention_map".into()
     }
     fn size(&self) -> (u32, u32) {
         (2000, 1000)

@@ -95,8 +95,8 @@ pub(crate) fn colour_bar<DB: DrawingBackend>(
 }
 
 impl Figure for Heatmap {
-    fn name(&self) -> &'static str {
-        self.name
+    fn name(&self) -> String {
+        self.name.into()
     }
     fn size(&self) -> (u32, u32) {
         self.size

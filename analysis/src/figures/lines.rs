@@ -183,8 +183,8 @@ impl RecallVsSparsity {
 }
 
 impl Figure for RecallVsSparsity {
-    fn name(&self) -> &'static str {
-        "recall_vs_sparsity"
+    fn name(&self) -> String {
+        "recall_vs_sparsity".into()
     }
     fn size(&self) -> (u32, u32) {
         (2000, 800)
@@ -269,8 +269,8 @@ impl InfoLossPerLayer {
 }
 
 impl Figure for InfoLossPerLayer {
-    fn name(&self) -> &'static str {
-        "info_loss_per_layer"
+    fn name(&self) -> String {
+        "info_loss_per_layer".into()
     }
     fn size(&self) -> (u32, u32) {
         (1600, 850)

@@ -1,6 +1,8 @@
 //! Publication figures of a run bundle, as PNG and SVG (plotters): recall and information loss
 //! vs sparsity, information loss per layer, sink-mass heatmap, IoU matrix, frequency-chunk energy
-//! per head, and a pooled attention map with two methods' kept blocks overlaid.
+//! per head, the relative information-loss reduction of one method over another (per budget with
+//! its bootstrap interval, and per layer), information loss against each swept parameter, and a
+//! pooled attention map with two methods' kept blocks overlaid.
 //!
 //! Text uses DejaVu Sans, embedded (`assets/fonts`, Bitstream Vera license), so figures render
 //! the same everywhere without system fonts. Lines use the Okabe-Ito palette (with marker
@@ -15,6 +17,7 @@
 //! ```
 
 mod attention_map;
+mod comparison;
 mod heatmaps;
 mod lines;
 
@@ -88,7 +91,8 @@ pub(crate) type Dr<DB> =
 
 /// One figure: its file stem, pixel size and drawing.
 pub(crate) trait Figure {
-    fn name(&self) -> &'static str;
+    /// The file stem.
+    fn name(&self) -> String;
     fn size(&self) -> (u32, u32);
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Dr<DB>;
 }
@@ -193,6 +197,15 @@ pub fn render_all_with_notes(
         files.extend(save(&heatmaps::iou_matrix(b, budget), dir, &o.formats)?);
     } else {
         notes.push("fewer than two methods: IoU matrix skipped".into());
+    }
+    let reduction = attention_map::pick_compare(b, o)
+        .and_then(|(a, m)| comparison::Reduction::new(b, (&a, &m), budget));
+    match reduction {
+        Some(fig) => files.extend(save(&fig, dir, &o.formats)?),
+        None => notes.push("no two methods to compare: reduction figure skipped".into()),
+    }
+    for fig in comparison::Sweep::all(b) {
+        files.extend(save(&fig, dir, &o.formats)?);
     }
     match attention_map::AttentionMap::new(b, o, budget) {
         Ok((fig, mut n)) => {
