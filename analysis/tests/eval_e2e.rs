@@ -6,9 +6,11 @@ use attnscope_analysis::budget::Budget;
 use attnscope_analysis::eval::{run_eval, EvalConfig, EvalInput, SparseHook, DENSE};
 use attnscope_analysis::input::SimInput;
 use attnscope_analysis::registry;
+use attnscope_analysis::sim::MethodRun;
 use attnscope_core::attention::NoHook;
 use attnscope_core::Model;
-use attnscope_datasets::fetch;
+use attnscope_datasets::text::{self, TextOptions, TextSource};
+use attnscope_datasets::{fetch, TaskParams};
 
 fn smollm2() -> Model {
     let files = match fetch::model_path("smollm2-135m") {
@@ -153,4 +155,96 @@ fn bad_eval_inputs_are_refused() {
     let ok = EvalInput::text(input, 8).expect("input");
     let e = run_eval(&model, &cfg, &[ok], &mut |_| {}).expect_err("sparsity 1.5");
     assert!(e.to_string().contains("sparsity=1.5"), "{e}");
+}
+
+/// Real greedy decoding, token by token (a fresh forward pass over prompt + generated tokens at
+/// every step, dense or the sparse prefill of `sparse`), until it leaves the reference answer or
+/// completes it.
+fn greedy(
+    model: &Model,
+    prompt: &[u32],
+    answer: &[u32],
+    sparse: Option<(&EvalConfig, &MethodRun, Budget)>,
+) -> Vec<u32> {
+    let tok = model.tokenizer().expect("tokenizer");
+    let mut ids = prompt.to_vec();
+    let mut out = Vec::new();
+    while out.len() < answer.len() {
+        let input = SimInput::from_tokens("step", ids.clone(), tok.pieces(&ids));
+        let hidden = match sparse {
+            Some((cfg, m, b)) => {
+                let mut hook = SparseHook::new(cfg, m, b, &input);
+                model.forward(&ids, &mut hook)
+            }
+            None => model.forward(&ids, &mut NoHook),
+        }
+        .expect("forward");
+        let n = hidden.nrows();
+        let logits = model.logits(hidden.slice(ndarray::s![n - 1..n, ..]));
+        let row = logits.row(0);
+        let next = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32;
+        out.push(next);
+        if next != answer[out.len() - 1] {
+            break;
+        }
+        ids.push(next);
+    }
+    out
+}
+
+/// (b) Teacher-forced exact match is real greedy decoding, dense and sparse (dsa-proxy and
+/// streaming at a fixed 16 keys per query: per-query rules whose selection for a token does not
+/// depend on the tokens after it), on short needle-in-a-haystack samples: each generated token is
+/// a hit of the teacher-forced scores exactly when it is the reference token.
+#[test]
+fn teacher_forced_exact_match_is_greedy_decoding() {
+    let model = smollm2();
+    let tok = model.tokenizer().expect("tokenizer");
+    let hay = text::load(
+        &TextSource::parse(alice_path().to_str().expect("utf-8 path")).expect("source"),
+        &TextOptions::default(),
+    )
+    .expect("alice29");
+    let budget = Budget::Tokens(16);
+    let methods = ["dsa-proxy", "streaming"]
+        .iter()
+        .map(|m| registry::find(m)?.configure(&[]))
+        .collect::<Result<Vec<_>, _>>()
+        .expect("methods");
+    let mut cfg = EvalConfig::new(methods, vec![budget]);
+    cfg.fidelity = false;
+    let mut matches = Vec::new();
+    for (seed, depth) in [(1, 0.2)] {
+        let mut p = TaskParams::new(160, seed);
+        p.depth = Some(depth);
+        let (ev, _) = EvalInput::generate_task("niah-single", tok, &hay, &p).expect("task");
+        assert_eq!(ev.len(), 160);
+        let r = run_eval(&model, &cfg, std::slice::from_ref(&ev), &mut |_| {}).expect("eval");
+        let (prompt, answer) = ev.input.ids.split_at(ev.first_target);
+        for (row, scores) in r.rows.iter().zip(&r.scores) {
+            let m = cfg.sim.methods.iter().find(|m| m.label == row.method);
+            let sparse = m.map(|m| (&cfg, m, budget));
+            let gen = greedy(&model, prompt, answer, sparse);
+            for (t, &g) in gen.iter().enumerate() {
+                assert_eq!(
+                    scores.hit[t],
+                    g == answer[t],
+                    "{} seed {seed} token {t}",
+                    row.method
+                );
+            }
+            let em = gen == answer;
+            assert_eq!(row.exact_match, Some(em), "{} seed {seed}", row.method);
+            eprintln!(
+                "seed {seed} {}: exact match {em}, generated {gen:?}",
+                row.method
+            );
+            matches.push(em);
+        }
+    }
+    // Both outcomes occur, so both directions of the equivalence were exercised.
+    assert!(
+        matches.contains(&true) && matches.contains(&false),
+        "{matches:?}"
+    );
 }
