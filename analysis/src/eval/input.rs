@@ -21,7 +21,7 @@ pub struct EvalInput {
     pub first_target: usize,
     /// For a task: its reference answer as appended (`" "` + the answers joined by `", "`).
     pub answer: Option<String>,
-    /// For a task: the depth of its first target needle in the haystack, 0..1.
+    /// For a task: the depth asked for, else the depth of its first target needle, 0..1.
     pub depth: Option<f64>,
 }
 
@@ -104,7 +104,9 @@ impl EvalInput {
                 ..params.clone()
             };
             let sample = tasks::generate(dataset, tok, hay, &p)?;
-            let ev = Self::teacher_forced(&sample, tok)?;
+            let mut ev = Self::teacher_forced(&sample, tok)?;
+            // Rows group by the depth asked for (the needle lands near it).
+            ev.depth = params.depth.or(ev.depth);
             if ev.input.len() == params.len {
                 return Ok((ev, sample));
             }

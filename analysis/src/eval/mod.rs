@@ -34,10 +34,12 @@
 mod hook;
 mod input;
 mod score;
+mod summary;
 
 pub use hook::{LayerEval, SparseHook};
 pub use input::{reference_answer, EvalInput};
 pub use score::{argmax, kl_of_logits, score, Scores, CHUNK};
+pub use summary::{accuracy_by_depth, summarize_eval, DepthAccuracy, EvalSummary};
 
 use attnscope_core::attention::NoHook;
 use attnscope_core::model::decoder::mean_nll_of;
@@ -48,6 +50,7 @@ use crate::budget::Budget;
 use crate::error::{AnalysisError, Result};
 use crate::method::MethodRun;
 use crate::results::mean;
+pub use crate::results::EvalRow;
 use crate::sim::SimConfig;
 
 /// The method name of the dense rows.
@@ -91,46 +94,6 @@ impl EvalConfig {
         }
         Ok(())
     }
-}
-
-/// One row of the `eval` table: one input under one (method, budget), or dense.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EvalRow {
-    pub input: usize,
-    /// Method label, or [`DENSE`].
-    pub method: String,
-    /// Budget index (`None` for dense).
-    pub budget: Option<usize>,
-    /// e.g. `sparsity=0.9`; `dense` for dense.
-    pub budget_label: String,
-    /// Tokens run.
-    pub tokens: usize,
-    /// Needle depth of a task's first target needle.
-    pub depth: Option<f64>,
-    /// Sparsity reached over the sparse layers: 1 - kept causal pairs / all causal pairs.
-    pub sparsity: f64,
-    /// Sparsity reached by each layer, in layer order (sparse layers only; empty for dense).
-    pub sparsity_by_layer: Vec<f32>,
-    /// Every layer's calibration came within the tolerance of the target.
-    pub reached: bool,
-    /// Mean recall over sparse layers, q-heads and queries (`None` without fidelity metrics).
-    pub recall: Option<f64>,
-    pub out_rel_err: Option<f64>,
-    pub cosine: Option<f64>,
-    /// Scored tokens.
-    pub scored: usize,
-    /// Mean NLL (nats) of the scored tokens.
-    pub nll: f64,
-    /// `exp(nll)`.
-    pub ppl: f64,
-    /// `ppl` minus the dense row's on the same input.
-    pub delta_ppl: f64,
-    /// Mean KL(sparse || dense) of the next-token distributions at the scored positions, nats.
-    pub kl: f64,
-    /// Share of scored tokens that are the argmax of their logits.
-    pub token_accuracy: f64,
-    /// Tasks: greedy decoding reproduces the whole reference answer.
-    pub exact_match: Option<bool>,
 }
 
 /// Everything an evaluation produced.
