@@ -392,7 +392,7 @@ fn check_rows(path: &Path, m: &Manifest, r: &SimResults) -> Result<()> {
                 |x: &crate::results::EvalRow| x.method == crate::eval::DENSE && x.budget.is_none();
             r.eval
                 .iter()
-                .find(|x| !dense(x) && !(x.budget.is_some_and(budget) && known(&x.method)))
+                .find(|x| !(dense(x) || (x.budget.is_some_and(budget) && known(&x.method))))
                 .map(|x| (x.method.clone(), x.budget.unwrap_or(usize::MAX)))
         });
     match bad {
