@@ -52,6 +52,13 @@ SCHEMA = {
                    ("kv_head", U32, False), ("method", STR, False), ("budget", U32, False),
                    ("budget_label", STR, False), ("query_block", U32, False),
                    ("kept_blocks", LU32, False), ("kept_fraction", LF32, False)],
+    "eval": [("input", U32, False), ("method", STR, False), ("budget", U32, True),
+             ("budget_label", STR, False), ("tokens", U32, False), ("depth", F64, True),
+             ("sparsity", F64, False), ("sparsity_by_layer", LF32, False),
+             ("reached", BOOL, False), ("recall", F64, True), ("out_rel_err", F64, True),
+             ("cosine", F64, True), ("scored", U32, False), ("nll", F64, False),
+             ("ppl", F64, False), ("delta_ppl", F64, False), ("kl", F64, False),
+             ("token_accuracy", F64, False), ("exact_match", BOOL, True)],
 }
 
 

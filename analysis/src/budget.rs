@@ -106,7 +106,8 @@ fn root_of(f: &dyn Fn(f64) -> f64, target: f64, lo: f64, hi: f64, denser_when_la
 /// [`search_knob`], first probing where `approx` (an estimate of the sparsity at `x`, monotone
 /// like it) meets the target, corrected by the difference it showed at the last probe, for up to
 /// `GUIDED_PROBES` probes; then it bisects within the bracket those probes left. The result
-/// meets the same tolerance as without `approx` (which is ignored for integer knobs).
+/// meets the same tolerance as without `approx` (which is ignored for integer knobs). A target of
+/// 0 (a full budget) probes the knob's dense end first and takes it when it keeps every pair.
 pub fn search_knob_guided<T>(
     knob: &Knob,
     target: f64,
@@ -115,6 +116,15 @@ pub fn search_knob_guided<T>(
     approx: Option<&dyn Fn(f64) -> f64>,
 ) -> Option<(f64, T, f64)> {
     let (mut lo, mut hi) = (knob.min, knob.max_for(n).max(knob.min));
+    // A full budget (target 0) is the knob's dense end when that keeps every pair: the search
+    // below would stop within a quarter of the tolerance, short of it.
+    if target <= 0.0 {
+        let x = if knob.denser_when_larger { hi } else { lo };
+        let (payload, s) = probe(x);
+        if s <= 0.0 {
+            return Some((x, payload, s));
+        }
+    }
     let mut best: Option<(f64, T, f64)> = None;
     let mut consider = |x: f64, payload: T, s: f64| {
         let better = best

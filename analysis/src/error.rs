@@ -25,6 +25,9 @@ pub enum AnalysisError {
     /// An error from the core crate (model loading, forward pass).
     #[error(transparent)]
     Core(#[from] attnscope_core::CoreError),
+    /// An error from the datasets crate (task generation, texts).
+    #[error(transparent)]
+    Dataset(#[from] attnscope_datasets::DatasetError),
     /// Reading or writing a run directory failed.
     #[error("{path}: {msg}")]
     File {

@@ -63,6 +63,7 @@ pub mod budget;
 pub mod bundle;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod figures;
 pub mod freq;
 pub mod input;

@@ -14,7 +14,7 @@ import attnscope as ats
 
 def test_every_table_equals_pyarrow_parquet(smol_2k):
     names = smol_2k.tables()
-    assert sorted(names) == sorted(["metrics", "iou", "heads", "tokens", "maps", "selections"])
+    assert sorted(names) == sorted(["metrics", "iou", "heads", "tokens", "maps", "selections", "eval"])
     files = {t["name"]: t["file"] for t in smol_2k.manifest["tables"]}
     for name in names:
         mine = smol_2k.table(name)

@@ -37,6 +37,9 @@ pub enum Command {
     Methods(commands::methods::Args),
     /// Replay every method on a model's exact attention at matched sparsity and measure it.
     Simulate(commands::simulate::Args),
+    /// End to end: what each method's selection does to the model's own output (sparse prefill:
+    /// perplexity of the last N tokens, KL to dense, needle accuracy by teacher forcing).
+    Eval(commands::eval::Args),
     /// Print the method tables of run bundles (text, JSON, Markdown or LaTeX) and compare runs.
     Report(commands::report::Args),
     /// Draw a run bundle's figures (PNG and SVG).
@@ -63,6 +66,10 @@ pub fn dispatch(cli: Cli, argv: Vec<String>) -> anyhow::Result<()> {
         Command::Simulate(mut a) => {
             a.command = argv;
             commands::simulate::run(a)
+        }
+        Command::Eval(mut a) => {
+            a.command = argv;
+            commands::eval::run(a)
         }
         Command::Report(a) => commands::report::run(a),
         Command::Figures(a) => commands::figures::run(a),

@@ -76,7 +76,32 @@ impl Manifest {
         n: usize,
         has_needles: bool,
     ) -> Self {
-        let (model, cfg) = (sim.model(), sim.config());
+        Self {
+            method_devices: sim.method_devices(n, has_needles),
+            ..Self::of_config(sim.model(), sim.config(), model_spec)
+        }
+    }
+
+    /// The manifest of an end-to-end evaluation (`attnscope eval`): as a simulation's, its
+    /// `layers` the layers made sparse and every query scored by the selection.
+    pub fn for_eval(
+        model: &attnscope_core::Model,
+        cfg: &crate::eval::EvalConfig,
+        model_spec: &str,
+    ) -> Self {
+        Self {
+            selection_budgets: Vec::new(),
+            ..Self::of_config(model, &cfg.sim, model_spec)
+        }
+    }
+
+    /// What a configuration decides: tool, model, methods with parameters, budgets, layers,
+    /// blocks, scored queries and device.
+    fn of_config(
+        model: &attnscope_core::Model,
+        cfg: &crate::sim::SimConfig,
+        model_spec: &str,
+    ) -> Self {
         Self {
             format_version: FORMAT_VERSION,
             tool: ToolInfo::current(),
@@ -98,7 +123,6 @@ impl Manifest {
             queries: cfg.queries.to_string(),
             selection_budgets: cfg.selection_budgets.clone(),
             device: device_label(model),
-            method_devices: sim.method_devices(n, has_needles),
             method_sources: cfg
                 .methods
                 .iter()

@@ -1,6 +1,6 @@
 //! Run bundles: the folder `attnscope simulate` writes and `report`, `figures` and the viewer
-//! read. A bundle is `manifest.json` plus six tables — `metrics`, `iou`, `heads`, `tokens`,
-//! `maps`, `selections` — as Parquet (default) or Arrow IPC files that pandas, polars and pyarrow
+//! read. A bundle is `manifest.json` plus seven tables — `metrics`, `iou`, `heads`, `tokens`,
+//! `maps`, `selections`, and `eval` (rows of `attnscope eval`) — as Parquet (default) or Arrow IPC files that pandas, polars and pyarrow
 //! read directly, and optionally `qkv-input{I}.safetensors` with captured Q/K/V. The columns are
 //! defined once, in [`schema`].
 //!
@@ -28,7 +28,7 @@
 //! };
 //! b.write(false).unwrap();
 //! let back = Bundle::read(&b.dir).unwrap();
-//! assert_eq!(back.manifest.tables.len(), 6);
+//! assert_eq!(back.manifest.tables.len(), 7);
 //! assert!(b.write(false).is_err()); // refuses to overwrite without force
 //! ```
 
@@ -72,7 +72,7 @@ fn chunk(t: Table) -> usize {
     match t {
         Table::Maps => 64,
         Table::Selections => 64,
-        Table::Heads | Table::Metrics => 16384,
+        Table::Heads | Table::Metrics | Table::Eval => 16384,
         Table::Iou | Table::Tokens => 65536,
     }
 }
@@ -102,7 +102,7 @@ fn write_one<T>(
     })
 }
 
-/// Writes the six tables of `results` and `tokens` into `dir`.
+/// Writes the tables of `results` and `tokens` into `dir`.
 pub fn write_tables(
     dir: &Path,
     results: &SimResults,
@@ -124,6 +124,7 @@ pub fn write_tables(
             Table::Selections => {
                 write_one(dir, t, &results.selections, format, ctx, selections_batch)
             }
+            Table::Eval => write_one(dir, t, &results.eval, format, ctx, eval_batch),
         })
         .collect()
 }
@@ -191,7 +192,16 @@ pub fn read_tables(
     let (tp, t) = load(Table::Tokens)?;
     let (pp, p) = load(Table::Maps)?;
     let (sp, s) = load(Table::Selections)?;
+    // Bundles written before `eval` existed do not list it: no evaluation rows.
+    let eval = match infos.iter().any(|i| i.name == Table::Eval.name()) {
+        true => {
+            let (ep, e) = load(Table::Eval)?;
+            tables::eval_rows(&e, &ep)?
+        }
+        false => Vec::new(),
+    };
     let results = SimResults {
+        eval,
         metrics: tables::metrics_rows(&m, &mp)?,
         iou: tables::iou_rows(&i, &ip)?,
         heads: tables::head_rows(&h, &hp, &p, &pp)?,
@@ -376,6 +386,14 @@ fn check_rows(path: &Path, m: &Manifest, r: &SimResults) -> Result<()> {
                 .iter()
                 .find(|x| !budget(x.budget) || !known(&x.method_a) || !known(&x.method_b))
                 .map(|x| (format!("{} / {}", x.method_a, x.method_b), x.budget))
+        })
+        .or_else(|| {
+            let dense =
+                |x: &crate::results::EvalRow| x.method == crate::eval::DENSE && x.budget.is_none();
+            r.eval
+                .iter()
+                .find(|x| !(dense(x) || (x.budget.is_some_and(budget) && known(&x.method))))
+                .map(|x| (x.method.clone(), x.budget.unwrap_or(usize::MAX)))
         });
     match bad {
         Some((method, b)) => Err(file_err(

@@ -16,17 +16,19 @@ pub enum Table {
     Tokens,
     Maps,
     Selections,
+    Eval,
 }
 
 impl Table {
     /// Every table, in file order.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Metrics,
         Table::Iou,
         Table::Heads,
         Table::Tokens,
         Table::Maps,
         Table::Selections,
+        Table::Eval,
     ];
 
     /// The table's name (and file stem).
@@ -48,6 +50,7 @@ impl Table {
             Table::Tokens => &TOKENS,
             Table::Maps => &MAPS,
             Table::Selections => &SELECTIONS,
+            Table::Eval => &EVAL,
         }
     }
 }
@@ -63,6 +66,8 @@ pub enum Kind {
     OptF64,
     /// Nullable u32.
     OptU32,
+    /// Nullable bool.
+    OptBool,
     ListF32,
     ListU32,
 }
@@ -78,6 +83,7 @@ impl Kind {
             Kind::Utf8 => (DataType::Utf8, false),
             Kind::OptF64 => (DataType::Float64, true),
             Kind::OptU32 => (DataType::UInt32, true),
+            Kind::OptBool => (DataType::Boolean, true),
             Kind::ListF32 => (item(DataType::Float32), false),
             Kind::ListU32 => (item(DataType::UInt32), false),
         }
@@ -92,6 +98,7 @@ impl Kind {
             Kind::Utf8 => "string",
             Kind::OptF64 => "double (null)",
             Kind::OptU32 => "uint32 (null)",
+            Kind::OptBool => "bool (null)",
             Kind::ListF32 => "list<float>",
             Kind::ListU32 => "list<uint32>",
         }
@@ -308,6 +315,46 @@ pub static SELECTIONS: TableDef = TableDef {
             "kept_fraction",
             ListF32,
             "fraction of each kept block's causal (query, key) pairs kept",
+        ),
+    ],
+};
+
+/// `eval`: one row per (input, dense or method x budget) of `attnscope eval` (empty for
+/// `simulate`). The terms are README's "End-to-end evaluation".
+pub static EVAL: TableDef = TableDef {
+    name: "eval",
+    row: "input x (dense, then method x budget); `attnscope eval` only",
+    columns: &[
+        INPUT,
+        c("method", Utf8, "method name, or `dense`"),
+        c("budget", OptU32, "budget index (`manifest.budgets`); null for dense"),
+        c("budget_label", Utf8, "e.g. `sparsity=0.9`; `dense` for dense"),
+        c("tokens", U32, "tokens run (a task: prompt + reference answer)"),
+        c("depth", OptF64, "depth of the task's first target needle, 0..1 (tasks only)"),
+        c(
+            "sparsity",
+            F64,
+            "sparsity reached over the sparse layers: 1 - kept causal pairs / all causal pairs",
+        ),
+        c("sparsity_by_layer", ListF32, "sparsity reached by each sparse layer, in layer order"),
+        c("reached", Bool, "every layer's calibration reached the target within tolerance"),
+        c("recall", OptF64, "mean attention mass kept over sparse layers, q-heads and queries"),
+        c("out_rel_err", OptF64, "mean relative L2 error of the attention output"),
+        c("cosine", OptF64, "mean cosine of sparse vs dense attention output"),
+        c("scored", U32, "scored tokens: the last N (`--ppl-last`) or the answer's"),
+        c("nll", F64, "mean next-token NLL of the scored tokens, nats"),
+        c("ppl", F64, "perplexity exp(nll)"),
+        c("delta_ppl", F64, "ppl - the dense row's ppl on the same input"),
+        c(
+            "kl",
+            F64,
+            "mean KL(sparse || dense) of the next-token distributions at the scored positions, nats",
+        ),
+        c("token_accuracy", F64, "share of scored tokens that are the argmax of their logits"),
+        c(
+            "exact_match",
+            OptBool,
+            "greedy decoding reproduces the whole reference answer (tasks only)",
         ),
     ],
 };

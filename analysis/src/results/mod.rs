@@ -4,9 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+mod eval;
 mod qkv;
 mod selections;
 mod summary;
+pub use eval::EvalRow;
 pub use qkv::SavedLayer;
 pub use selections::SelectionRow;
 pub use summary::{mean, summarize, MethodSummary};
@@ -84,6 +86,9 @@ pub struct SimResults {
     /// Settings fitted on calibration text (methods labelled ours).
     #[serde(default)]
     pub fitted: Vec<FittedRow>,
+    /// End-to-end evaluation rows ([`crate::eval`]; empty for a simulation).
+    #[serde(default)]
+    pub eval: Vec<EvalRow>,
     /// How the run's wall time was spent (not saved).
     #[serde(skip)]
     pub pipeline: crate::timing::Pipeline,

@@ -2,17 +2,16 @@
 //! text, before the simulation or beside it ([`super::gate::CalibrationGate`]).
 
 use attnscope_core::attention::{AttentionHook, HookAction, LayerQkv};
-use attnscope_core::capture::{capture_layer, CaptureOptions};
 
 use super::gate::CalibrationGate;
-use super::group::{group_input, GroupTensors};
+use super::group::CapturedLayer;
 use super::SimConfig;
 use crate::budget::Budget;
 use crate::input::SimInput;
 
 /// The calibration pass: methods that fit settings (ours) see every chosen layer of the
 /// calibration text, at the run's first budget.
-pub(super) struct CalibrationHook<'a> {
+pub(crate) struct CalibrationHook<'a> {
     cfg: &'a SimConfig,
     punct: &'a [bool],
     newline: &'a [bool],
@@ -22,7 +21,7 @@ pub(super) struct CalibrationHook<'a> {
 
 impl<'a> CalibrationHook<'a> {
     /// The pass over `text` for the fitting methods of `cfg`, telling `gate` of its progress.
-    pub(super) fn new(
+    pub(crate) fn new(
         cfg: &'a SimConfig,
         text: &'a SimInput,
         gate: Option<&'a CalibrationGate>,
@@ -49,11 +48,7 @@ impl AttentionHook for CalibrationHook<'_> {
             }
             return Ok(HookAction::Dense);
         }
-        let opts = CaptureOptions {
-            block: self.cfg.capture_block,
-            ..CaptureOptions::default()
-        };
-        let (heads, dense) = capture_layer(qkv, &opts);
+        let layer = CapturedLayer::new(qkv, self.cfg.capture_block);
         let budget = self
             .cfg
             .budgets
@@ -67,23 +62,14 @@ impl AttentionHook for CalibrationHook<'_> {
             .filter(|m| m.selector.needs_calibration())
         {
             for g in 0..qkv.n_kv_heads {
-                let tensors = GroupTensors::new(qkv, g);
-                let input = group_input(
-                    qkv.layer,
-                    &tensors,
-                    &heads,
-                    g,
-                    self.punct,
-                    self.newline,
-                    self.cfg.capture_block,
-                    self.cfg.queries.of(qkv.len()),
-                );
+                let scored = self.cfg.queries.of(qkv.len());
+                let input = layer.input(g, (self.punct, self.newline), scored);
                 m.selector.calibrate(&input, budget);
             }
         }
         if let Some(gate) = self.gate {
             gate.pass(qkv.layer);
         }
-        Ok(HookAction::DenseOutput(dense))
+        Ok(HookAction::DenseOutput(layer.dense))
     }
 }

@@ -8,14 +8,14 @@ use crate::method::GroupInput;
 
 /// Contiguous copies of one KV group's Q (per q-head), K and V: matrix products pack them
 /// faster than strided views of the layer, and the values are the same.
-pub(super) struct GroupTensors {
+pub(crate) struct GroupTensors {
     pub q: Vec<Array2<f32>>,
     pub k: Array2<f32>,
     pub v: Array2<f32>,
 }
 
 impl GroupTensors {
-    pub(super) fn new(qkv: &LayerQkv<'_>, g: usize) -> Self {
+    pub(crate) fn new(qkv: &LayerQkv<'_>, g: usize) -> Self {
         let gs = qkv.n_heads / qkv.n_kv_heads;
         Self {
             q: (g * gs..(g + 1) * gs)
@@ -28,7 +28,7 @@ impl GroupTensors {
 }
 
 /// The method input of KV group `g` of a captured layer.
-pub(super) fn group_input<'a>(
+pub(crate) fn group_input<'a>(
     layer: usize,
     t: &'a GroupTensors,
     heads: &'a [HeadCapture],
@@ -51,5 +51,56 @@ pub(super) fn group_input<'a>(
         capture_block,
         scored,
         cache: Default::default(),
+    }
+}
+
+/// A layer captured for replaying methods outside the simulation's layer jobs (the calibration
+/// pass, the sparse prefill of an evaluation): its exact capture and dense output, and each KV
+/// group's tensors.
+pub(crate) struct CapturedLayer {
+    pub layer: usize,
+    pub heads: Vec<HeadCapture>,
+    /// Exact dense attention output `[n, n_heads * head_dim]`.
+    pub dense: Array2<f32>,
+    pub groups: Vec<GroupTensors>,
+    pub capture_block: usize,
+}
+
+impl CapturedLayer {
+    /// Captures `qkv` with key blocks of `capture_block` tokens.
+    pub(crate) fn new(qkv: &LayerQkv<'_>, capture_block: usize) -> Self {
+        let opts = attnscope_core::capture::CaptureOptions {
+            block: capture_block,
+            ..Default::default()
+        };
+        let (heads, dense) = attnscope_core::capture::capture_layer(qkv, &opts);
+        Self {
+            layer: qkv.layer,
+            heads,
+            dense,
+            groups: (0..qkv.n_kv_heads)
+                .map(|g| GroupTensors::new(qkv, g))
+                .collect(),
+            capture_block,
+        }
+    }
+
+    /// The method input of KV group `g`.
+    pub(crate) fn input<'a>(
+        &'a self,
+        g: usize,
+        (punct, newline): (&'a [bool], &'a [bool]),
+        scored: crate::selection::Scored,
+    ) -> GroupInput<'a> {
+        group_input(
+            self.layer,
+            &self.groups[g],
+            &self.heads,
+            g,
+            punct,
+            newline,
+            self.capture_block,
+            scored,
+        )
     }
 }

@@ -273,7 +273,7 @@ fn prepare_all<'i>(
 }
 
 /// The sparsity a top-p budget asks for: what exact top-p (`reference`) reaches on the group.
-fn top_p_target<'a>(
+pub(crate) fn top_p_target<'a>(
     budget: Budget,
     reference: Option<&'a dyn crate::method::Selector>,
     input: &'a GroupInput<'a>,

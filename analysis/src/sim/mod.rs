@@ -14,13 +14,13 @@ use crate::results::SimResults;
 pub use crate::selection::{Queries, Scored};
 pub use crate::timing::{cpu_seconds, Pipeline, Profile};
 
-mod calibration;
+pub(crate) mod calibration;
 mod gate;
-mod group;
+pub(crate) mod group;
 mod hook;
-mod layer;
+pub(crate) mod layer;
 mod memory;
-mod run;
+pub(crate) mod run;
 pub use hook::SimHook;
 pub use memory::{available_memory, forward_bytes, layer_job_bytes, peak_host_bytes, MemoryPlan};
 
@@ -110,6 +110,51 @@ impl SimConfig {
     }
 }
 
+/// The checks of [`Simulation::new`]: layers in range, methods and budgets given, blocks of at
+/// least one token, saved selections of existing budgets, attention the methods model, and
+/// calibration text for the methods that fit settings.
+pub fn check_config(model: &attnscope_core::Model, config: &SimConfig) -> Result<()> {
+    let input_err = |m: String| Err(crate::AnalysisError::Input(m));
+    let n_layers = model.config.n_layers;
+    if let Some(&bad) = config.layers.iter().flatten().find(|&&l| l >= n_layers) {
+        return input_err(format!(
+            "layer {bad} is out of range: the model has layers 0..{}",
+            n_layers - 1
+        ));
+    }
+    if config.methods.is_empty() {
+        return input_err("no methods to simulate".into());
+    }
+    if config.budgets.is_empty() {
+        return input_err("no budgets to simulate".into());
+    }
+    if config.capture_block == 0 || config.query_block == 0 {
+        return input_err("capture and query blocks must be at least 1 token".into());
+    }
+    if let Some(&bad) = config
+        .selection_budgets
+        .iter()
+        .find(|&&b| b >= config.budgets.len())
+    {
+        return input_err(format!(
+            "selections of budget {bad}: the run has budgets 0..{}",
+            config.budgets.len() - 1
+        ));
+    }
+    run::check_attention_rule(model, config, None)?;
+    let fits = config
+        .methods
+        .iter()
+        .find(|m| m.selector.needs_calibration());
+    if let (Some(m), None) = (fits, &config.calibration) {
+        return input_err(format!(
+            "method '{}' fits its settings on calibration text: pass --calibration-text",
+            m.label
+        ));
+    }
+    Ok(())
+}
+
 /// The main job: a model and a configuration, run over any number of inputs.
 #[derive(Debug)]
 pub struct Simulation<'m> {
@@ -121,44 +166,7 @@ impl<'m> Simulation<'m> {
     /// Checks `config` against `model` (layers in range, budgets, blocks, calibration text for the
     /// methods that fit settings) before anything runs.
     pub fn new(model: &'m attnscope_core::Model, config: SimConfig) -> Result<Self> {
-        let input_err = |m: String| Err(crate::AnalysisError::Input(m));
-        let n_layers = model.config.n_layers;
-        if let Some(&bad) = config.layers.iter().flatten().find(|&&l| l >= n_layers) {
-            return input_err(format!(
-                "layer {bad} is out of range: the model has layers 0..{}",
-                n_layers - 1
-            ));
-        }
-        if config.methods.is_empty() {
-            return input_err("no methods to simulate".into());
-        }
-        if config.budgets.is_empty() {
-            return input_err("no budgets to simulate".into());
-        }
-        if config.capture_block == 0 || config.query_block == 0 {
-            return input_err("capture and query blocks must be at least 1 token".into());
-        }
-        if let Some(&bad) = config
-            .selection_budgets
-            .iter()
-            .find(|&&b| b >= config.budgets.len())
-        {
-            return input_err(format!(
-                "selections of budget {bad}: the run has budgets 0..{}",
-                config.budgets.len() - 1
-            ));
-        }
-        run::check_attention_rule(model, &config, None)?;
-        let fits = config
-            .methods
-            .iter()
-            .find(|m| m.selector.needs_calibration());
-        if let (Some(m), None) = (fits, &config.calibration) {
-            return input_err(format!(
-                "method '{}' fits its settings on calibration text: pass --calibration-text",
-                m.label
-            ));
-        }
+        check_config(model, &config)?;
         Ok(Self { model, config })
     }
 

@@ -47,7 +47,7 @@ fn calibration_text<'c>(cfg: &'c SimConfig, fits: &[&MethodRun]) -> Result<Optio
 /// silently wrong answer: logit soft-capping or a query scale other than `1 / sqrt(head_dim)`
 /// (for any input), or a sliding window shorter than an `n`-token input (the exact attention
 /// there leaves keys out). The message names the layers and what to do.
-pub(super) fn check_attention_rule(
+pub(crate) fn check_attention_rule(
     model: &attnscope_core::Model,
     cfg: &SimConfig,
     n: Option<usize>,

@@ -202,26 +202,55 @@ impl Model {
             )));
         }
         self.check_input(ids)?;
-        let mut total = 0f64;
+        let nlls = self.token_nlls(hidden.slice(s![..n, ..]), &ids[1..])?;
+        Ok((mean_nll_of(&nlls), n))
+    }
+
+    /// NLL (nats) of each target under the logits of its hidden state: row `r` of `hidden`
+    /// predicts `targets[r]` ([`token_nll`]). Logits are computed 256 rows at a time; a
+    /// non-finite logit is an error naming the row and the vocabulary id.
+    pub fn token_nlls(&self, hidden: ArrayView2<f32>, targets: &[u32]) -> Result<Vec<f64>> {
+        let n = targets.len();
+        if hidden.nrows() != n {
+            return Err(CoreError::Input(format!(
+                "{n} targets need {n} hidden states, got {}",
+                hidden.nrows()
+            )));
+        }
+        let mut nlls = Vec::with_capacity(n);
         for r0 in (0..n).step_by(256) {
             let r1 = (r0 + 256).min(n);
-            let logits = self.logits(hidden.slice(s![r0..r1, ..]));
-            if let Some((r, j)) = super::finite::first_non_finite(logits.view()) {
-                return Err(CoreError::NonFinite(format!(
-                    "output head: non-finite logit (token {}, vocabulary id {j})",
-                    r0 + r
-                )));
+            let logits = self.checked_logits(hidden.slice(s![r0..r1, ..]), r0)?;
+            for (r, row) in logits.outer_iter().enumerate() {
+                let row = row.as_slice().expect("fresh arrays are contiguous");
+                nlls.push(token_nll(row, targets[r0 + r] as usize));
             }
-            total += logits
-                .outer_iter()
-                .enumerate()
-                .map(|(r, row)| {
-                    let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    let lse = m + row.iter().map(|&x| (x - m).exp()).sum::<f32>().ln();
-                    (lse - row[ids[r0 + r + 1] as usize]) as f64
-                })
-                .sum::<f64>();
         }
-        Ok((total / n as f64, n))
+        Ok(nlls)
     }
+
+    /// [`Model::logits`] of hidden rows `first..`, an error naming the row (`first + r`) and
+    /// the vocabulary id of the first non-finite logit.
+    pub fn checked_logits(&self, hidden: ArrayView2<f32>, first: usize) -> Result<Array2<f32>> {
+        let logits = self.logits(hidden);
+        if let Some((r, j)) = super::finite::first_non_finite(logits.view()) {
+            return Err(CoreError::NonFinite(format!(
+                "output head: non-finite logit (token {}, vocabulary id {j})",
+                first + r
+            )));
+        }
+        Ok(logits)
+    }
+}
+
+/// Negative log-likelihood (nats) of vocabulary id `target` under one row of logits: the row's
+/// log-sum-exp ([`crate::ops::log_sum_exp`]) minus the target's logit. The one formula of every
+/// perplexity (`attnscope ppl`, and the scored tokens of an evaluation).
+pub fn token_nll(row: &[f32], target: usize) -> f64 {
+    (crate::ops::log_sum_exp(row) - row[target]) as f64
+}
+
+/// Mean of per-token NLLs, summed in order: perplexity is `exp` of it.
+pub fn mean_nll_of(nlls: &[f64]) -> f64 {
+    nlls.iter().sum::<f64>() / nlls.len().max(1) as f64
 }

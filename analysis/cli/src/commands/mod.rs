@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod datasets;
+pub mod eval;
 pub mod fetch;
 pub mod figures;
 pub mod info;

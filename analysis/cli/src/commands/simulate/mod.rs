@@ -16,7 +16,8 @@ use super::{input, model_arg};
 mod options;
 mod preset;
 pub use options::parse_layers;
-use options::{budgets, not_the_knob, overrides, selection_budgets, sweep_runs};
+use options::{budgets, selection_budgets, sweep_runs};
+pub use options::{not_the_knob, overrides};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -132,22 +133,28 @@ fn parse_queries(s: &str) -> Result<Queries, String> {
     s.parse()
 }
 
-/// The calibration text and its length in tokens, when a method fits settings on one: the
-/// user's, or a held-out corpus text (a notice says which).
-fn calibration_spec(a: &Args, fit: &[String]) -> Option<(String, usize)> {
-    if let Some(spec) = &a.calibration_text {
-        return Some((spec.clone(), a.calibration_len.unwrap_or(a.input.len)));
+/// The calibration text and its length in tokens, when a method (`fit`) fits settings on one:
+/// the user's (`--calibration-text`, `--calibration-len`, default `len`), or a held-out corpus
+/// text other than `text` (a notice says which), `len` capped at 2048 tokens.
+pub fn calibration_spec(
+    (spec, cal_len): (Option<&str>, Option<usize>),
+    (text, len): (&str, usize),
+    fit: &[String],
+    quiet: bool,
+) -> Option<(String, usize)> {
+    if let Some(spec) = spec {
+        return Some((spec.to_string(), cal_len.unwrap_or(len)));
     }
     if fit.is_empty() {
         return None;
     }
-    let spec = if a.input.text == "plrabn12" {
+    let spec = if text == "plrabn12" {
         "lcet10"
     } else {
         "plrabn12"
     };
-    let len = a.calibration_len.unwrap_or(a.input.len.min(2048));
-    if !a.quiet {
+    let len = cal_len.unwrap_or(len.min(2048));
+    if !quiet {
         eprintln!(
             "{} fit on calibration text: {spec}, {len} tokens (--calibration-text, --calibration-len)",
             fit.join(", ")
@@ -240,7 +247,12 @@ fn sim_config(a: &Args, model: &attnscope_core::Model) -> Result<SimConfig> {
         .filter(|m| m.selector.needs_calibration())
         .map(|m| m.label.clone())
         .collect();
-    let calibration = match calibration_spec(a, &fit) {
+    let calibration = match calibration_spec(
+        (a.calibration_text.as_deref(), a.calibration_len),
+        (&a.input.text, a.input.len),
+        &fit,
+        a.quiet,
+    ) {
         Some((spec, len)) => {
             let args = input::InputArgs {
                 keep_crlf: a.input.keep_crlf,

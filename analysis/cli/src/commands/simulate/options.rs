@@ -82,7 +82,7 @@ pub(super) fn budgets(a: &Args) -> Result<Vec<Budget>> {
 
 /// Refuses a parameter that is the method's budget knob: calibration sets it for every budget,
 /// so a value given would be recorded but not used.
-pub(super) fn not_the_knob(option: &str, method: &MethodRun, name: &str) -> Result<()> {
+pub fn not_the_knob(option: &str, method: &MethodRun, name: &str) -> Result<()> {
     let knob = method.selector.knob().name;
     if name == knob {
         bail!(
@@ -134,7 +134,7 @@ pub(super) fn sweep_runs(
 }
 
 /// Splits `method.name=value` overrides by method, checking method names.
-pub(super) fn overrides(params: &[String]) -> Result<Vec<(String, String, f64)>> {
+pub fn overrides(params: &[String]) -> Result<Vec<(String, String, f64)>> {
     params
         .iter()
         .map(|p| {
