@@ -37,16 +37,29 @@ pub fn forward_bytes(c: &attnscope_core::ModelConfig) -> impl Fn(usize) -> u64 +
     }
 }
 
+/// Host bytes of the layer the forward pass captures while the layer jobs run (the rendezvous
+/// hand-over keeps one more layer alive than there are jobs): its block masses `P` (every q-head,
+/// `n x n / block` floats), its exact dense output and its copy of Q, K and V.
+pub fn capture_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
+    let blocks = n.div_ceil(cfg.capture_block.max(1)) as u64;
+    let d = c.head_dim as u64;
+    let p = c.n_heads as u64 * n as u64 * blocks;
+    let out = n as u64 * c.n_heads as u64 * d;
+    let qkv = n as u64 * (c.n_heads + 2 * c.n_kv_heads) as u64 * d;
+    (p + out + qkv) * 4
+}
+
 /// Layers simulated at once: `cfg.layer_jobs`, or when 0 half the rayon threads (at least 2, so
 /// that a method's serial stretches on one layer leave no core idle; at most 4), fewer when the
-/// machine's available memory, less the forward pass's ([`forward_bytes`]), would not hold that
+/// machine's available memory, less the forward pass's ([`forward_bytes`]) and the layer it
+/// captures meanwhile ([`capture_bytes`]), would not hold that
 /// many layer jobs ([`layer_job_bytes`]).
 pub(super) fn layer_workers(cfg: &SimConfig, model: &attnscope_core::Model, n: usize) -> usize {
     if cfg.layer_jobs > 0 {
         return cfg.layer_jobs;
     }
     let per_layer = layer_job_bytes(cfg, &model.config, n);
-    let forward = forward_bytes(&model.config)(n);
+    let forward = forward_bytes(&model.config)(n) + capture_bytes(cfg, &model.config, n);
     let by_threads = (rayon::current_num_threads() / 2).clamp(2, 4);
     let by_memory = available_memory()
         .map_or(1, |m| {
@@ -89,6 +102,8 @@ pub struct MemoryPlan {
     pub per_layer_job: u64,
     /// Layer jobs alive at once.
     pub layer_jobs: usize,
+    /// The layer captured while the jobs run ([`capture_bytes`]).
+    pub capture: u64,
     /// The forward pass's own bytes beside them ([`forward_bytes`], an upper estimate).
     pub forward: u64,
     /// Available memory when planned (`MemAvailable`), if readable.
@@ -100,9 +115,15 @@ impl MemoryPlan {
         Self {
             per_layer_job: layer_job_bytes(cfg, &model.config, n),
             layer_jobs: layer_workers(cfg, model, n),
+            capture: capture_bytes(cfg, &model.config, n),
             forward: forward_bytes(&model.config)(n),
             available: available_memory(),
         }
+    }
+
+    /// Every part together: the layer jobs, the layer being captured and the forward pass.
+    pub fn total(&self) -> u64 {
+        self.per_layer_job * self.layer_jobs as u64 + self.capture + self.forward
     }
 }
 

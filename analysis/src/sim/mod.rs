@@ -22,7 +22,9 @@ pub(crate) mod layer;
 mod memory;
 pub(crate) mod run;
 pub use hook::SimHook;
-pub use memory::{available_memory, forward_bytes, layer_job_bytes, peak_host_bytes, MemoryPlan};
+pub use memory::{
+    available_memory, capture_bytes, forward_bytes, layer_job_bytes, peak_host_bytes, MemoryPlan,
+};
 
 /// Set by [`request_stop`]: running simulations stop before their next layer.
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -454,13 +454,15 @@ fn simulate_input(
         let plan = sim.memory_plan(inp.ids.len());
         eprintln!(
             "memory plan: {:.2} GiB per layer job ({} scored queries of {} tokens), {} at once, \
-             and up to {:.2} GiB for the forward pass: {:.1} GiB; {} available",
+             {:.2} GiB for the layer captured meanwhile and up to {:.2} GiB for the forward \
+             pass: {:.1} GiB; {} available",
             gib(plan.per_layer_job),
             sim.config().queries.of(inp.ids.len()).len(),
             inp.ids.len(),
             plan.layer_jobs,
+            gib(plan.capture),
             gib(plan.forward),
-            gib(plan.per_layer_job * plan.layer_jobs as u64 + plan.forward),
+            gib(plan.total()),
             plan.available
                 .map_or("? GiB".into(), |b| format!("{:.1} GiB", gib(b)))
         );
