@@ -37,6 +37,8 @@ pub enum Command {
     Methods(commands::methods::Args),
     /// Replay every method on a model's exact attention at matched sparsity and measure it.
     Simulate(commands::simulate::Args),
+    /// Join the bundles of a sweep's parts (`simulate --shard K/N`) into one bundle.
+    Merge(commands::merge::Args),
     /// Print the method tables of run bundles (text, JSON, Markdown or LaTeX) and compare runs.
     Report(commands::report::Args),
     /// Draw a run bundle's figures (PNG and SVG).
@@ -53,7 +55,8 @@ pub enum Command {
     Verify(commands::verify::Args),
 }
 
-/// Runs a parsed command line; `argv` is recorded as the command of a simulation's bundle.
+/// Runs a parsed command line; `argv` is recorded as the command of the bundle a simulation or
+/// a merge writes.
 pub fn dispatch(cli: Cli, argv: Vec<String>) -> anyhow::Result<()> {
     match cli.command {
         Command::Fetch(a) => commands::fetch::run(a),
@@ -63,6 +66,10 @@ pub fn dispatch(cli: Cli, argv: Vec<String>) -> anyhow::Result<()> {
         Command::Simulate(mut a) => {
             a.command = argv;
             commands::simulate::run(a)
+        }
+        Command::Merge(mut a) => {
+            a.command = argv;
+            commands::merge::run(a)
         }
         Command::Report(a) => commands::report::run(a),
         Command::Figures(a) => commands::figures::run(a),
