@@ -238,7 +238,7 @@ fn shared_fields(m: &Manifest, s: &ShardInfo) -> BTreeMap<String, Value> {
         .map(|x| json!([x.index, x.text, x.seed]))
         .collect();
     let mut f: BTreeMap<String, Value> = [
-        ("part count (N of --shard K/N)", json!(s.count)),
+        ("part counts", json!(s.count)),
         ("tool versions", json!(m.tool.version)),
         ("tool git revisions", json!(m.tool.git_revision)),
         ("bundle format versions", json!(m.format_version)),
