@@ -1,7 +1,8 @@
 //! A sweep split over several processes: `simulate --shard K/N` for K = 1..4 and `merge` give the
 //! bundle of the same sweep run whole, row for row in every table (and byte for byte in every
 //! table file, the saved Q/K/V equal), with the same report; `merge` refuses parts of another configuration, another
-//! model or another tool version, a part missing or given twice, and a bundle that is no part.
+//! model or another tool version, a part missing or given twice, and a bundle that is no part;
+//! an interrupted part resumes as the same part.
 //! Real SmolLM2 on the CPU (fetched through the registries when missing): 8 inputs (two texts x
 //! four seeds) of 256 tokens, layers 3 and 20, four methods at two sparsities.
 
@@ -320,4 +321,32 @@ fn bad_shard_options_name_the_option_and_the_range() {
         assert!(!err.contains("panicked"), "{err}");
     }
     assert!(!out.exists(), "a refused run wrote {}", out.display());
+}
+
+#[test]
+fn an_interrupted_part_resumes_as_the_same_part() {
+    let r = runs();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("part2");
+    let mut args = SWEEP.to_vec();
+    args.extend(["--shard", "2/4", "--out", s(&out)]);
+    let (ok, _, err) = common::attnscope_env(&args, &[("ATTNSCOPE_INTERRUPT_AFTER_INPUTS", "1")]);
+    assert!(!ok && err.contains("interrupted"), "{err}");
+    // Part 2 of 4 holds inputs 1 and 5: input 5 is missing.
+    let (ok, _, err) = attnscope(&["report", s(&out)]);
+    assert!(
+        !ok && err.contains("1 of 2 inputs") && err.contains("missing: input(s) 5"),
+        "{err}"
+    );
+    let (ok, _, err) = sweep(&out, &["--shard", "3/4", "--resume"]);
+    assert!(
+        !ok && err.contains("different options") && err.contains("shard"),
+        "{err}"
+    );
+    let (ok, _, err) = sweep(&out, &["--shard", "2/4", "--resume"]);
+    assert!(ok, "resume failed: {err}");
+    let resumed = Bundle::read(&out).expect("resumed");
+    let straight = Bundle::read(&r.parts[1]).expect("part 2");
+    assert_eq!(resumed.manifest.tables, straight.manifest.tables);
+    assert_eq!(resumed.manifest.shard, straight.manifest.shard);
 }
