@@ -351,3 +351,73 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
         .map_err(|e| file_err(from, format!("copying to {}: {e}", to.display())))?;
     std::fs::rename(&tmp, to).map_err(|e| file_err(to, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::InputInfo;
+    use crate::shard::Shard;
+
+    /// The manifests of parts `1..=n` of a sweep of `inputs` inputs.
+    fn parts(n: usize, inputs: usize) -> Vec<(PathBuf, Manifest)> {
+        let sweep: Vec<InputInfo> = (0..inputs)
+            .map(|i| InputInfo {
+                index: i,
+                text: "alice29".into(),
+                seed: i as u64,
+                ..InputInfo::default()
+            })
+            .collect();
+        (1..=n)
+            .map(|k| {
+                let mut m = Manifest::default();
+                let shard = Shard::new(k, n).expect("shard");
+                m.data.inputs = shard.part(&sweep).into_iter().cloned().collect();
+                m.shard = Some(ShardInfo {
+                    index: k,
+                    count: n,
+                    sweep: sweep.clone(),
+                    options: json!({ "len": 256, "model": format!("/host{k}/model.gguf") }),
+                });
+                (PathBuf::from(format!("part-{k}")), m)
+            })
+            .collect()
+    }
+
+    fn check(p: &[(PathBuf, Manifest)]) -> Result<()> {
+        let listed: Vec<(&Path, &Manifest)> = p.iter().map(|(d, m)| (d.as_path(), m)).collect();
+        check_parts(&listed)
+    }
+
+    #[test]
+    fn the_parts_of_one_sweep_pass_in_any_order() {
+        let mut p = parts(3, 8);
+        p.reverse();
+        check(&p).expect("one sweep");
+        check(&parts(1, 2)).expect("one part of one");
+    }
+
+    #[test]
+    fn a_part_holding_other_inputs_is_named() {
+        let mut p = parts(3, 8);
+        p[1].1.data.inputs.pop();
+        let e = check(&p).expect_err("short part").to_string();
+        assert!(
+            e.contains("part-2") && e.contains("[1, 4, 7]") && e.contains("[1, 4]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn differing_options_are_named_but_model_paths_are_not_compared() {
+        let mut p = parts(2, 4);
+        p[1].1.shard.as_mut().expect("shard").options["len"] = json!(512);
+        let e = check(&p).expect_err("other length").to_string();
+        assert!(
+            e.contains("part-1")
+                && e.contains("part-2")
+                && e.contains("options (len) differ (256 vs 512)"),
+            "{e}"
+        );
+    }
+}
