@@ -358,14 +358,18 @@ mod tests {
     use crate::bundle::InputInfo;
     use crate::shard::Shard;
 
-    /// The manifests of parts `1..=n` of a sweep of `inputs` inputs.
+    /// The manifests of parts `1..=n` of a sweep of `inputs` inputs (two texts x seeds).
     fn parts(n: usize, inputs: usize) -> Vec<(PathBuf, Manifest)> {
+        let texts = ["alice29", "lcet10"];
         let sweep: Vec<InputInfo> = (0..inputs)
-            .map(|i| InputInfo {
-                index: i,
-                text: "alice29".into(),
-                seed: i as u64,
-                ..InputInfo::default()
+            .map(|index| {
+                let (text, seed) = (texts[index / (inputs / 2).max(1) % 2], index as u64 % 4);
+                InputInfo {
+                    index,
+                    text: text.into(),
+                    seed,
+                    ..InputInfo::default()
+                }
             })
             .collect();
         (1..=n)
