@@ -2,7 +2,8 @@
 //! bundle of the same sweep run whole, row for row in every table (and byte for byte in every
 //! table file, the saved Q/K/V equal), with the same report; `merge` refuses parts of another configuration, another
 //! model or another tool version, a part missing or given twice, and a bundle that is no part;
-//! an interrupted part resumes as the same part.
+//! an interrupted part resumes as the same part; pyarrow reads the parts' tables as one
+//! dataset equal to the whole run's.
 //! Real SmolLM2 on the CPU (fetched through the registries when missing): 8 inputs (two texts x
 //! four seeds) of 256 tokens, layers 3 and 20, four methods at two sparsities.
 
@@ -205,6 +206,24 @@ print(parts.num_rows, sorted(pc.unique(parts["input"]).to_pylist()))
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(text.contains("[0, 1, 2, 3, 4, 5, 6, 7]"), "{text}");
+    // A part checked against the schema by pandas (its inputs are 1 and 5).
+    let have = Command::new("python3")
+        .args(["-c", "import pandas"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/check_bundle.py");
+        let o = Command::new("python3")
+            .arg(script)
+            .arg(&r.parts[1])
+            .output()
+            .expect("python3");
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "check_bundle.py failed on part 2:\n{text}"
+        );
+    }
 }
 
 /// A copy of bundle `from` at `to` with its manifest changed by `edit`.
