@@ -57,9 +57,9 @@ pub struct BundleWriter {
 impl BundleWriter {
     /// Opens `dir` for a run of `plan`: the inputs, numbered 0, 1, ... in order, or, for a part
     /// of a sweep ([`crate::shard`]), the part's inputs with their indices in the sweep
-    /// (increasing). `fingerprint`
-    /// holds the options that decide the results: a resumed run must have the same ones and the
-    /// same plan. Hashing the weights of `manifest.model.source` starts at once, on a thread.
+    /// (increasing). `fingerprint` holds the options that decide the results: a resumed run must
+    /// have the same ones and the same plan. Hashing the weights of `manifest.model.source`
+    /// starts at once, on a thread.
     pub fn try_new(
         dir: &Path,
         manifest: Manifest,
