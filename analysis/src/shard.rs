@@ -2,7 +2,7 @@
 //! seeds, tasks x lengths x depths, ...), each with its input index; [`Shard`] `K/N` names the
 //! K-th of N parts (K from 1). Part K holds the inputs at positions `K-1`, `K-1+N`, `K-1+2N`, ...
 //! (round robin, so that every text and seed spreads over the parts), and keeps their indices:
-//! the rows of part K carry the same `input` values as in the whole run, so the parts' tables
+//! the rows of part K hold the same `input` values as in the whole run, so the parts' tables
 //! concatenated and sorted by input are the whole run's tables ([`crate::bundle::merge`]).
 //!
 //! `simulate --shard K/N` runs one part per process; the same split serves any runner that
