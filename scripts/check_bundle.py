@@ -109,6 +109,8 @@ def check(bundle, expect):
         c.ok(len(df) == table.num_rows, f"{path}: pandas read {len(df)} rows")
 
     n_inputs = len(man["data"]["inputs"])
+    # The input indices: 0..n, or some of a sweep's for a part of it (`simulate --shard`).
+    indices = {i["index"] for i in man["data"]["inputs"]} or set(range(n_inputs))
     n_tok = man["n_tokens"]
     block = man["capture_block"]
     n_qb = math.ceil(n_tok / block)
@@ -122,7 +124,7 @@ def check(bundle, expect):
         c.ok(m.sparsity.between(0, 1).all(), "metrics: sparsity outside [0, 1]")
         c.ok(set(m.method) == set(methods), f"metrics: methods {set(m.method)} != manifest {methods}")
         c.ok((m.budget_label == m.budget.map(lambda b: labels[b])).all(), "metrics: budget_label != manifest")
-        c.ok(set(m.input) == set(range(n_inputs)), f"metrics: inputs {set(m.input)} != 0..{n_inputs}")
+        c.ok(set(m.input) == indices, f"metrics: inputs {set(m.input)} != manifest {sorted(indices)}")
         c.ok((m.run == man["run_id"]).all(), "metrics: run != manifest run_id")
         params = {x["name"]: x["params"] for x in man["methods"]}
         c.ok(all(json.loads(p) == params[mm] for p, mm in zip(m.params, m.method)),

@@ -22,6 +22,10 @@ pub enum AnalysisError {
     /// The run was asked to stop ([`crate::sim::request_stop`]) before it finished.
     #[error("stopped: {0}")]
     Stopped(String),
+    /// Bundles that cannot be joined into one (`attnscope merge`): the message names the bundles
+    /// and what differs, or the part that is missing or given twice.
+    #[error("{0}")]
+    Merge(String),
     /// An error from the core crate (model loading, forward pass).
     #[error(transparent)]
     Core(#[from] attnscope_core::CoreError),

@@ -10,10 +10,11 @@
 //!   protocols (a paper's settings, each with its source).
 //! - [`metrics`], [`freq`], [`logits`]: the measurements, the same for every method.
 //! - [`device`]: methods that declare a device scoring, run on the GPU.
-//! - [`input`], [`results`]: what a run reads and the rows it produces.
+//! - [`input`], [`results`]: what a run reads and the rows it produces; [`shard`]: a sweep of
+//!   inputs split into disjoint parts.
 //! - [`sim`]: the main job, [`sim::Simulation`].
 //! - [`bundle`]: the run folder, written by [`bundle::BundleWriter`], read by [`bundle::Bundle`];
-//!   [`figures`] draws it.
+//!   [`bundle::merge`] joins the bundles of a sweep's parts; [`figures`] draws it.
 //!
 //! Simulate three methods on a tiny model and write the bundle:
 //! ```
@@ -75,6 +76,7 @@ pub mod preset;
 pub mod registry;
 pub mod results;
 pub mod selection;
+pub mod shard;
 pub mod sim;
 #[doc(hidden)]
 pub mod testing;

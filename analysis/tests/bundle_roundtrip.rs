@@ -319,7 +319,7 @@ fn interrupted_runs_say_what_is_missing_and_resume() {
         dir_state(&dir),
         DirState::Interrupted {
             done: vec![0],
-            total: 2
+            missing: vec![1]
         }
     );
     let e = Bundle::read(&dir).expect_err("interrupted").to_string();

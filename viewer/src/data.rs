@@ -469,9 +469,21 @@ impl RunData {
         self.manifest.n_tokens
     }
 
+    /// The input indices the run holds, ascending: `0..n_inputs`, or some of a sweep's for a
+    /// part of it (`simulate --shard`).
+    pub fn input_indices(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self.manifest.data.inputs.iter().map(|i| i.index).collect();
+        if v.is_empty() {
+            v = (0..self.n_inputs).collect();
+        }
+        v.sort_unstable();
+        v
+    }
+
     /// A short description of the run for the status bar.
     pub fn describe_input(&self, input: usize) -> String {
-        match self.manifest.data.inputs.get(input) {
+        // By index, not position: a part of a sweep (`--shard`) holds some of its inputs.
+        match self.manifest.data.inputs.iter().find(|i| i.index == input) {
             Some(i) if !i.name.is_empty() => i.name.clone(),
             Some(i) => i.text.clone(),
             None => self.manifest.data.dataset.clone(),

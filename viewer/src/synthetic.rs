@@ -460,6 +460,23 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
 mod tests {
     use super::*;
 
+    /// A part of a sweep (`simulate --shard`) holds some of the sweep's inputs: the input picker
+    /// and the first focus use their indices.
+    #[test]
+    fn a_part_of_a_sweep_is_shown_by_its_input_indices() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("run");
+        write(&dir, &Spec::small()).expect("write");
+        let mut run = crate::data::RunData::open(&dir).expect("open");
+        assert_eq!(run.input_indices(), [0]);
+        let part = &mut run.manifest.data.inputs[0];
+        part.index = 5;
+        part.name = "lcet10, seed 1".into();
+        assert_eq!(run.input_indices(), [5]);
+        assert_eq!(crate::views::Focus::for_run(&run).input, 5);
+        assert_eq!(run.describe_input(5), "lcet10, seed 1");
+    }
+
     #[test]
     fn maps_are_causal_and_row_normalized() {
         let mut rng = Rng::from_state(1);

@@ -40,6 +40,8 @@ pub enum Command {
     /// End to end: what each method's selection does to the model's own output (sparse prefill:
     /// perplexity of the last N tokens, KL to dense, needle accuracy by teacher forcing).
     Eval(commands::eval::Args),
+    /// Join the bundles of a sweep's parts (`simulate --shard K/N`) into one bundle.
+    Merge(commands::merge::Args),
     /// Print the method tables of run bundles (text, JSON, Markdown or LaTeX) and compare runs.
     Report(commands::report::Args),
     /// Draw a run bundle's figures (PNG and SVG).
@@ -56,7 +58,8 @@ pub enum Command {
     Verify(commands::verify::Args),
 }
 
-/// Runs a parsed command line; `argv` is recorded as the command of a simulation's bundle.
+/// Runs a parsed command line; `argv` is recorded as the command of the bundle a simulation or
+/// a merge writes.
 pub fn dispatch(cli: Cli, argv: Vec<String>) -> anyhow::Result<()> {
     match cli.command {
         Command::Fetch(a) => commands::fetch::run(a),
@@ -70,6 +73,10 @@ pub fn dispatch(cli: Cli, argv: Vec<String>) -> anyhow::Result<()> {
         Command::Eval(mut a) => {
             a.command = argv;
             commands::eval::run(a)
+        }
+        Command::Merge(mut a) => {
+            a.command = argv;
+            commands::merge::run(a)
         }
         Command::Report(a) => commands::report::run(a),
         Command::Figures(a) => commands::figures::run(a),

@@ -73,6 +73,55 @@ pub struct Manifest {
     /// absent when every method is built in.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub method_sources: BTreeMap<String, crate::method::MethodSource>,
+    /// The part of a sweep this bundle holds (`simulate --shard K/N`); absent in a whole run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    /// The parts a merged bundle was joined from (`attnscope merge`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged: Option<MergeInfo>,
+}
+
+/// The part of a sweep a bundle holds ([`crate::shard::Shard`]): its inputs are in `data.inputs`,
+/// with their indices in the whole sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ShardInfo {
+    /// K, from 1.
+    pub index: usize,
+    /// N.
+    pub count: usize,
+    /// Every input of the whole sweep (index, text, seed), in sweep order.
+    pub sweep: Vec<InputInfo>,
+    /// The options that decide the results, as a resumed run compares them; `merge` requires
+    /// the same in every part.
+    pub options: serde_json::Value,
+}
+
+/// Where a merged bundle came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct MergeInfo {
+    /// The parts, in part order.
+    pub shards: Vec<MergedShard>,
+}
+
+/// One part of a merged bundle, as its own manifest described it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct MergedShard {
+    /// K of K/N.
+    pub index: usize,
+    /// The part's bundle folder as given to `merge`.
+    pub dir: String,
+    pub run_id: String,
+    /// Its input indices.
+    pub inputs: Vec<usize>,
+    pub device: String,
+    pub created_unix: u64,
+    /// The command line that produced it.
+    pub command: Vec<String>,
+    /// Its own timings (load, hashing, each input, writing, per method, peak memory).
+    pub timings: Timings,
 }
 
 /// The named protocol of a run (`--preset`, [`crate::preset`]).

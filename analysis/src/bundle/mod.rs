@@ -6,7 +6,8 @@
 //!
 //! Every file is written under a temporary name and renamed when complete; `manifest.json` is
 //! written last and lists every table with its row count, so a reader can tell a finished bundle
-//! from an interrupted or truncated one (see [`partial`] for resuming).
+//! from an interrupted or truncated one (see [`partial`] for resuming). The bundles of the parts
+//! of a sweep (`simulate --shard K/N`) are joined into one by [`merge`].
 //!
 //! ```
 //! use attnscope_analysis::bundle::{BudgetInfo, Bundle, Format, Manifest, ManifestMethod};
@@ -36,6 +37,7 @@ mod describe;
 pub mod io;
 pub mod lock;
 pub mod manifest;
+pub mod merge;
 pub mod partial;
 pub mod qkv;
 pub mod schema;
@@ -261,10 +263,10 @@ impl Bundle {
         let mpath = dir.join("manifest.json");
         if !mpath.is_file() {
             let why = match dir_state(dir) {
-                DirState::Interrupted { done, total } => format!(
+                DirState::Interrupted { done, missing } => format!(
                     "no manifest.json: {}; finish it with `attnscope simulate ... --resume` and \
                      the same options",
-                    partial::describe_interrupted(dir, &done, total)
+                    partial::describe_interrupted(dir, &done, &missing)
                 ),
                 _ if !dir.exists() => "no manifest.json: no such run directory".to_string(),
                 _ => "no manifest.json: not a run directory, or the run did not finish".to_string(),

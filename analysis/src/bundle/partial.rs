@@ -48,8 +48,11 @@ pub enum DirState {
     Free,
     /// A finished bundle (`manifest.json`).
     Complete,
-    /// An interrupted run: the inputs finished of the total.
-    Interrupted { done: Vec<usize>, total: usize },
+    /// An interrupted run: the inputs finished and those still missing.
+    Interrupted {
+        done: Vec<usize>,
+        missing: Vec<usize>,
+    },
     /// Bundle files whose resume state is missing or unreadable.
     Damaged { why: String },
     /// A folder holding files that are not a bundle's.
@@ -73,10 +76,17 @@ pub fn dir_state(dir: &Path) -> DirState {
     }
     if dir.join(PARTIAL).exists() {
         return match Partial::open(dir) {
-            Ok(Some(p)) => DirState::Interrupted {
-                done: p.done(),
-                total: p.pending.inputs.len(),
-            },
+            Ok(Some(p)) => {
+                let done = p.done();
+                let missing = p
+                    .pending
+                    .inputs
+                    .iter()
+                    .map(|x| x.index)
+                    .filter(|i| !done.contains(i))
+                    .collect();
+                DirState::Interrupted { done, missing }
+            }
             Ok(None) => DirState::Damaged {
                 why: format!("{} has no pending.json", dir.join(PARTIAL).display()),
             },
@@ -103,11 +113,9 @@ pub fn dir_state(dir: &Path) -> DirState {
 }
 
 /// Describes an interrupted run: what is done and what is missing.
-pub fn describe_interrupted(dir: &Path, done: &[usize], total: usize) -> String {
-    let missing: Vec<String> = (0..total)
-        .filter(|i| !done.contains(i))
-        .map(|i| i.to_string())
-        .collect();
+pub fn describe_interrupted(dir: &Path, done: &[usize], missing: &[usize]) -> String {
+    let total = done.len() + missing.len();
+    let missing: Vec<String> = missing.iter().map(usize::to_string).collect();
     format!(
         "{} holds an interrupted run: {} of {total} inputs finished (kept in {}); missing: \
          input(s) {}, the tables and manifest.json",
@@ -187,7 +195,10 @@ impl Partial {
 
     /// Finished inputs.
     pub fn done(&self) -> Vec<usize> {
-        (0..self.pending.inputs.len())
+        self.pending
+            .inputs
+            .iter()
+            .map(|x| x.index)
             .filter(|&i| self.input_dir(i).join("done.json").is_file())
             .collect()
     }
@@ -268,10 +279,10 @@ pub fn check_out(dir: &Path, force: bool, resume: bool) -> Result<DirState> {
                 "already holds a finished run (manifest.json); pass --force to overwrite it",
             ))
         }
-        DirState::Interrupted { done, total } => {
+        DirState::Interrupted { done, missing } => {
             return refuse(format!(
                 "{}. Pass --resume to continue it with the same options, or --force to start over",
-                describe_interrupted(dir, done, *total)
+                describe_interrupted(dir, done, missing)
             ))
         }
         // Refused above unless --force, which the arm `_ if force` takes.

@@ -55,9 +55,11 @@ pub struct BundleWriter {
 }
 
 impl BundleWriter {
-    /// Opens `dir` for a run of `plan` (the inputs, numbered from 0 in order). `fingerprint`
-    /// holds the options that decide the results: a resumed run must have the same ones and the
-    /// same plan. Hashing the weights of `manifest.model.source` starts at once, on a thread.
+    /// Opens `dir` for a run of `plan`: the inputs, numbered 0, 1, ... in order, or, for a part
+    /// of a sweep ([`crate::shard`]), the part's inputs with their indices in the sweep
+    /// (increasing). `fingerprint` holds the options that decide the results: a resumed run must
+    /// have the same ones and the same plan. Hashing the weights of `manifest.model.source`
+    /// starts at once, on a thread.
     pub fn try_new(
         dir: &Path,
         manifest: Manifest,
@@ -70,9 +72,9 @@ impl BundleWriter {
                 "no inputs: a run needs at least one".into(),
             ));
         }
-        if plan.iter().enumerate().any(|(i, p)| p.index != i) {
+        if plan.windows(2).any(|w| w[0].index >= w[1].index) {
             return Err(AnalysisError::Input(
-                "inputs must be numbered 0, 1, ... in order".into(),
+                "inputs must be numbered in increasing order (0, 1, ... for a whole run)".into(),
             ));
         }
         let (force, resume) = (mode == OutMode::Force, mode == OutMode::Resume);
@@ -141,7 +143,7 @@ impl BundleWriter {
         mut results: SimResults,
         seconds: f64,
     ) -> Result<()> {
-        let planned = self.plan.get(index).ok_or_else(|| {
+        let planned = self.plan.iter().find(|p| p.index == index).ok_or_else(|| {
             AnalysisError::Input(format!("input {index} is not in the run's plan"))
         })?;
         if self.is_done(index) {
@@ -211,7 +213,8 @@ impl BundleWriter {
         let mut all = SimResults::default();
         let mut tokens = Vec::new();
         let block = self.manifest.capture_block;
-        for i in 0..self.plan.len() {
+        let indices: Vec<usize> = self.plan.iter().map(|p| p.index).collect();
+        for i in indices {
             let (mut results, toks, d) = match self.written.remove(&i) {
                 Some(w) => w,
                 None => self.partial.load(i, block)?,

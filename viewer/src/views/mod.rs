@@ -169,7 +169,8 @@ pub struct LiveStatus {
 }
 
 impl Focus {
-    /// The initial focus for a run: first layer and head, the first two methods, budget 0.
+    /// The initial focus for a run: its first input, first layer and head, the first two
+    /// methods, budget 0.
     pub fn for_run(run: &RunData) -> Self {
         let b = if run.methods.len() > 1 {
             Overlay::Saved(1)
@@ -179,7 +180,7 @@ impl Focus {
         // Prefer a budget that has selections, so the head map shows overlays at once.
         let budget = run.selection_budgets.first().copied().unwrap_or(0);
         Self {
-            input: 0,
+            input: run.input_indices().first().copied().unwrap_or(0),
             layer: run.layers.first().copied().unwrap_or(0),
             head: 0,
             method_a: 0,
@@ -252,7 +253,8 @@ pub mod pick {
 
     /// The input picker (only when the run has several inputs).
     pub fn input(ui: &mut Ui, run: &RunData, focus: &mut Focus) {
-        if run.n_inputs > 1 {
+        let inputs = run.input_indices();
+        if inputs.len() > 1 {
             egui::ComboBox::from_label("input")
                 .selected_text(format!(
                     "{}: {}",
@@ -260,7 +262,7 @@ pub mod pick {
                     run.describe_input(focus.input)
                 ))
                 .show_ui(ui, |ui| {
-                    for i in 0..run.n_inputs {
+                    for i in inputs {
                         ui.selectable_value(
                             &mut focus.input,
                             i,

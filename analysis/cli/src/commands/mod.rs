@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod figures;
 pub mod info;
 pub mod input;
+pub mod merge;
 pub mod methods;
 pub mod model_arg;
 pub mod ppl;

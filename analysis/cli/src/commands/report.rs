@@ -229,8 +229,16 @@ fn describe(b: &Bundle) -> String {
         .inputs
         .first()
         .map_or_else(String::new, |i| i.name.clone());
+    let part = m.shard.as_ref().map_or_else(String::new, |s| {
+        format!(
+            " (part {}/{} of a sweep of {}: `attnscope merge` joins the parts)",
+            s.index,
+            s.count,
+            s.sweep.len()
+        )
+    });
     format!(
-        "{} | {} input{} x {} tokens | {}{} | {}",
+        "{} | {} input{}{part} x {} tokens | {}{} | {}",
         m.model.identity(),
         inputs,
         if inputs == 1 { "" } else { "s" },
@@ -477,6 +485,12 @@ fn bundle_json(b: &Bundle, o: &Opts) -> Value {
         };
         obj.insert("queries".into(), json!(queries));
         obj.insert("inputs".into(), json!(b.manifest.data.inputs.len()));
+        if let Some(s) = &b.manifest.shard {
+            obj.insert(
+                "shard".into(),
+                json!({ "index": s.index, "count": s.count, "sweep_inputs": s.sweep.len() }),
+            );
+        }
         obj.insert("budgets".into(), json!(budgets));
         if !b.results.eval.is_empty() {
             obj.insert(

@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use attnscope_analysis::bundle::{
-    BundleWriter, CalibrationInfo, Format, InputInfo, Manifest, OutMode,
+    BundleWriter, CalibrationInfo, Format, InputInfo, Manifest, OutMode, ShardInfo,
 };
 use attnscope_analysis::input::SimInput;
 use attnscope_analysis::registry;
+use attnscope_analysis::shard::Shard;
 use attnscope_analysis::sim::{MethodRun, Queries, SimConfig, Simulation};
 
 use super::{input, model_arg};
@@ -102,6 +103,11 @@ pub struct Args {
     /// re-selection in the viewer.
     #[arg(long, value_name = "LAYERS")]
     save_qkv: Option<String>,
+    /// Run only part K of N of the sweep (every text of --texts with every seed of --seeds), e.g.
+    /// `2/4`, into its own bundle: the inputs at positions K-1, K-1+N, K-1+2N, ... of the sweep,
+    /// keeping their input index. `attnscope merge` joins the N bundles into the whole run's.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<Shard>,
     /// Run id stored in the bundle's manifest and `metrics.run` (default: the folder's name).
     #[arg(long)]
     run_id: Option<String>,
@@ -131,6 +137,28 @@ pub struct Args {
 /// `--queries`: `all` or `last:N`.
 fn parse_queries(s: &str) -> Result<Queries, String> {
     s.parse()
+}
+
+/// `--shard`: `K/N`, K from 1.
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse()
+        .map_err(|e: attnscope_analysis::AnalysisError| e.to_string())
+}
+
+/// The inputs of part `shard` of the sweep `sweep`; refused when the part would be empty.
+fn part_plan(sweep: &[InputInfo], shard: Shard) -> Result<Vec<InputInfo>> {
+    let part: Vec<InputInfo> = shard.part(sweep).into_iter().cloned().collect();
+    if part.is_empty() {
+        bail!(
+            "--shard {shard}: the sweep has {} input(s) (--texts x --seeds), so part {} of {} \
+             would be empty; split it into at most {} parts",
+            sweep.len(),
+            shard.index(),
+            shard.count(),
+            sweep.len()
+        );
+    }
+    Ok(part)
 }
 
 /// The calibration text and its length in tokens, when a method (`fit`) fits settings on one:
@@ -341,6 +369,12 @@ pub fn run(mut a: Args) -> Result<()> {
     let _: Format = a.format.parse()?;
     let preset = preset::apply(&mut a)?;
     budgets(&a)?;
+    // The inputs of the whole sweep, and of the part this process runs (`--shard`).
+    let sweep = input_plan(&a);
+    let plan = match a.shard {
+        Some(shard) => part_plan(&sweep, shard)?,
+        None => sweep.clone(),
+    };
     let mut model = model_arg::load_revision(
         &a.model,
         a.revision.as_deref(),
@@ -353,8 +387,17 @@ pub fn run(mut a: Args) -> Result<()> {
     let mut manifest = manifest(&a, &sim)?;
     manifest.timings.load_s = load_s;
     manifest.preset = preset;
-    let plan = input_plan(&a);
-    let fingerprint = fingerprint(&a, &manifest, sim.config());
+    let mut fingerprint = fingerprint(&a, &manifest, sim.config());
+    if let Some(shard) = a.shard {
+        manifest.shard = Some(ShardInfo {
+            index: shard.index(),
+            count: shard.count(),
+            sweep,
+            options: fingerprint.clone(),
+        });
+        // A part resumes only as the same part.
+        fingerprint["shard"] = serde_json::json!(shard.to_string());
+    }
     let mode = match (a.force, a.resume) {
         (true, _) => OutMode::Force,
         (_, true) => OutMode::Resume,
@@ -379,15 +422,15 @@ pub fn run(mut a: Args) -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok());
     let mut ran = 0usize;
-    for planned in &plan {
+    for (position, planned) in plan.iter().enumerate() {
         if writer.is_done(planned.index) {
             continue;
         }
         let inp = match first.take() {
-            Some(x) if planned.index == 0 => x,
+            Some(x) if position == 0 => x,
             _ => prepare_planned(&mut a, planned, &model)?,
         };
-        let (results, seconds) = simulate_input(&a, &sim, &inp, planned.index, plan.len())?;
+        let (results, seconds) = simulate_input(&a, &sim, &inp, position, plan.len())?;
         writer.write_input(planned.index, &inp, results, seconds)?;
         ran += 1;
         if stop_after == Some(ran) {
