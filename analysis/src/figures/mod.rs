@@ -1,8 +1,9 @@
 //! Publication figures of a run bundle, as PNG and SVG (plotters): recall and information loss
 //! vs sparsity, information loss per layer, sink-mass heatmap, IoU matrix, frequency-chunk energy
 //! per head, the relative information-loss reduction of one method over another (per budget with
-//! its bootstrap interval, and per layer), information loss against each swept parameter, and a
-//! pooled attention map with two methods' kept blocks overlaid.
+//! its bootstrap interval, and per layer), information loss against each swept parameter, a
+//! pooled attention map with two methods' kept blocks overlaid, and for `attnscope eval` runs the
+//! perplexity change against recall and the needle tasks' exact match by depth.
 //!
 //! Text uses DejaVu Sans, embedded (`assets/fonts`, Bitstream Vera license), so figures render
 //! the same everywhere without system fonts. Lines use the Okabe-Ito palette (with marker
@@ -18,6 +19,7 @@
 
 mod attention_map;
 mod comparison;
+mod eval;
 mod heatmaps;
 mod lines;
 
@@ -193,19 +195,30 @@ pub fn render_all_with_notes(
         files.extend(save(&heatmaps::sink_mass(b), dir, &o.formats)?);
         files.extend(save(&heatmaps::freq_energy(b), dir, &o.formats)?);
     }
-    if b.manifest.methods.len() >= 2 {
-        files.extend(save(&heatmaps::iou_matrix(b, budget), dir, &o.formats)?);
-    } else {
+    if b.manifest.methods.len() < 2 {
         notes.push("fewer than two methods: IoU matrix skipped".into());
+    } else if b.results.iou.is_empty() {
+        notes.push("no IoU rows: IoU matrix skipped".into());
+    } else {
+        files.extend(save(&heatmaps::iou_matrix(b, budget), dir, &o.formats)?);
     }
     let reduction = attention_map::pick_compare(b, o)
         .and_then(|(a, m)| comparison::Reduction::new(b, (&a, &m), budget));
     match reduction {
         Some(fig) => files.extend(save(&fig, dir, &o.formats)?),
-        None => notes.push("no two methods to compare: reduction figure skipped".into()),
+        None => notes.push("no metrics of two methods to compare: reduction figure skipped".into()),
     }
     for fig in comparison::Sweep::all(b) {
         files.extend(save(&fig, dir, &o.formats)?);
+    }
+    if !b.results.eval.is_empty() {
+        match eval::PplVsRecall::new(b) {
+            Some(fig) => files.extend(save(&fig, dir, &o.formats)?),
+            None => notes.push("no eval rows with recall: perplexity figure skipped".into()),
+        }
+        if let Some(fig) = eval::needle_accuracy(b) {
+            files.extend(save(&fig, dir, &o.formats)?);
+        }
     }
     match attention_map::AttentionMap::new(b, o, budget) {
         Ok((fig, mut n)) => {
