@@ -5,7 +5,8 @@
 #
 # Runs on the CPU (about 20-40 minutes on 2 cores, 10.5 GiB peak) or, with ATTNSCOPE_DEVICE=cuda,
 # on a GPU. Writes the bundle to RUN, the comparison table to RUN/comparisons.md and the figures
-# of docs/results/ to RUN/figures.
+# of docs/results/ to RUN/figures. ATTNSCOPE_REPORT_ONLY=1 skips the run (tables and figures of
+# an existing RUN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TEXT=${1:-lcet10}
@@ -13,7 +14,7 @@ RUN=${2:-runs/q32-$TEXT}
 BIN=${ATTNSCOPE_BIN:-target/release/attnscope}
 [ -x "$BIN" ] || cargo build --release --bin attnscope
 
-"$BIN" simulate --model qwen2.5-coder-0.5b --text "$TEXT" --len 32768 \
+[ -n "${ATTNSCOPE_REPORT_ONLY:-}" ] || "$BIN" simulate --model qwen2.5-coder-0.5b --text "$TEXT" --len 32768 \
     --preset phsa-paper --sparsity 0.9,0.95,0.973,0.99 \
     --methods phsa,infllm-v2,nsa,oracle-topk-block \
     --sweep phsa.lambda=0,0.25,0.75,1 --sweep phsa.softmax_over=1 --sweep infllm-v2.coarse_lse=1 \
@@ -35,8 +36,8 @@ for b in json.load(sys.stdin)["budgets"]:
     if c is None:
         continue
     lo, hi = c["ci95"] or (float("nan"), float("nan"))
-    print(f"| `{pair[0]}` | `{pair[1]}` | {b[\"budget\"]} | {c[\"info_loss_a\"]:.4f} "
-          f"| {c[\"info_loss_b\"]:.4f} | {100 * c[\"relative_il_reduction\"]:+.1f}% "
+    ila, ilb, red, label = c["info_loss_a"], c["info_loss_b"], c["relative_il_reduction"], b["budget"]
+    print(f"| `{pair[0]}` | `{pair[1]}` | {label} | {ila:.4f} | {ilb:.4f} | {100 * red:+.1f}% "
           f"| [{100 * lo:+.1f}%, {100 * hi:+.1f}%] |")
 ' "$pair"
     done
