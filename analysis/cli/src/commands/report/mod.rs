@@ -14,6 +14,12 @@ use attnscope_analysis::eval::{accuracy_by_depth, summarize_eval};
 use attnscope_analysis::results::{summarize, MethodSummary};
 use serde_json::{json, Value};
 
+mod eval;
+mod table;
+
+use eval::eval_tables;
+use table::{render, Style, Tab};
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Run bundles written by `attnscope simulate` (several: compared run to run).
@@ -41,13 +47,6 @@ pub struct Args {
     /// `(IL_B - IL_A) / IL_B` (method labels as in the table, e.g. `phsa[lambda=1],phsa`).
     #[arg(long, default_value = "phsa,infllm-v2")]
     compare: String,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Style {
-    Text,
-    Markdown,
-    Latex,
 }
 
 struct Opts {
@@ -78,92 +77,6 @@ impl Opts {
     fn pair(&self) -> String {
         format!("{} vs {}", self.a, self.b)
     }
-}
-
-/// A table to render as text, Markdown or LaTeX.
-struct Tab {
-    caption: String,
-    head: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-fn latex_escape(s: &str) -> String {
-    s.replace('\\', "\\textbackslash{}")
-        .replace('_', "\\_")
-        .replace('%', "\\%")
-        .replace('&', "\\&")
-        .replace('#', "\\#")
-}
-
-fn render(t: &Tab, style: Style) -> String {
-    let mut out = String::new();
-    match style {
-        Style::Text => {
-            let cols = t.head.len();
-            let width: Vec<usize> = (0..cols)
-                .map(|c| {
-                    t.rows
-                        .iter()
-                        .map(|r| r.get(c).map_or(0, |x| x.chars().count()))
-                        .chain([t.head[c].chars().count()])
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect();
-            let line = |r: &[String]| -> String {
-                r.iter()
-                    .enumerate()
-                    .map(|(c, x)| {
-                        if c == 0 {
-                            format!("{x:<w$}", w = width[c])
-                        } else {
-                            format!("{x:>w$}", w = width[c])
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join("  ")
-            };
-            out.push_str(&t.caption);
-            out.push('\n');
-            out.push_str(&line(&t.head));
-            out.push('\n');
-            for r in &t.rows {
-                out.push_str(&line(r));
-                out.push('\n');
-            }
-        }
-        Style::Markdown => {
-            out.push_str(&format!("**{}**\n\n", t.caption));
-            out.push_str(&format!("| {} |\n", t.head.join(" | ")));
-            let align: Vec<&str> = (0..t.head.len())
-                .map(|c| if c == 0 { "---" } else { "---:" })
-                .collect();
-            out.push_str(&format!("|{}|\n", align.join("|")));
-            for r in &t.rows {
-                out.push_str(&format!("| {} |\n", r.join(" | ")));
-            }
-        }
-        Style::Latex => {
-            let spec: String = (0..t.head.len())
-                .map(|c| if c == 0 { 'l' } else { 'r' })
-                .collect();
-            out.push_str("\\begin{table}[t]\n\\centering\n\\small\n");
-            out.push_str(&format!("\\caption{{{}}}\n", latex_escape(&t.caption)));
-            out.push_str(&format!("\\begin{{tabular}}{{{spec}}}\n\\toprule\n"));
-            let row = |r: &[String]| -> String {
-                r.iter()
-                    .map(|x| latex_escape(x))
-                    .collect::<Vec<_>>()
-                    .join(" & ")
-            };
-            out.push_str(&format!("{} \\\\\n\\midrule\n", row(&t.head)));
-            for r in &t.rows {
-                out.push_str(&format!("{} \\\\\n", row(r)));
-            }
-            out.push_str("\\bottomrule\n\\end{tabular}\n\\end{table}\n");
-        }
-    }
-    out
 }
 
 fn pct(x: f64) -> String {
@@ -300,73 +213,6 @@ fn method_table(b: &Bundle, budget: usize, label: &str) -> Tab {
 pub fn print_text(b: &Bundle) -> Result<()> {
     print!("{}", render_bundle(b, Style::Text, &Opts::default()));
     Ok(())
-}
-
-/// The end-to-end evaluation tables of a bundle written by `attnscope eval`: accuracy,
-/// perplexity and fidelity side by side per (method, budget), then needle accuracy by depth.
-fn eval_tables(b: &Bundle) -> Vec<Tab> {
-    let f = |x: f64| format!("{x:.4}");
-    let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
-    let rows = summarize_eval(&b.results.eval)
-        .iter()
-        .map(|m| {
-            vec![
-                m.method.clone(),
-                m.budget_label.clone(),
-                m.inputs.to_string(),
-                f(m.sparsity),
-                opt(m.recall),
-                format!("{:.3}", m.ppl),
-                format!("{:+.3}", m.delta_ppl),
-                f(m.kl),
-                f(m.token_accuracy),
-                opt(m.accuracy),
-                f(m.reached),
-            ]
-        })
-        .collect();
-    let head = [
-        "method",
-        "budget",
-        "inputs",
-        "sparsity",
-        "recall",
-        "ppl",
-        "dppl",
-        "KL",
-        "tok acc",
-        "exact match",
-        "reached",
-    ];
-    let mut tabs = vec![Tab {
-        caption: "end-to-end evaluation (sparse prefill): accuracy, perplexity and fidelity".into(),
-        head: head.iter().map(|h| h.to_string()).collect(),
-        rows,
-    }];
-    let depth = accuracy_by_depth(&b.results.eval);
-    if !depth.is_empty() {
-        tabs.push(Tab {
-            caption: "needle accuracy (exact match) by depth and length".into(),
-            head: ["method", "budget", "tokens", "depth", "inputs", "accuracy"]
-                .iter()
-                .map(|h| h.to_string())
-                .collect(),
-            rows: depth
-                .iter()
-                .map(|d| {
-                    vec![
-                        d.method.clone(),
-                        d.budget_label.clone(),
-                        d.tokens.to_string(),
-                        format!("{:.2}", d.depth),
-                        d.inputs.to_string(),
-                        format!("{:.3}", d.accuracy),
-                    ]
-                })
-                .collect(),
-        });
-    }
-    tabs
 }
 
 fn render_bundle(b: &Bundle, style: Style, o: &Opts) -> String {
