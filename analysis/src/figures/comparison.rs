@@ -3,7 +3,7 @@
 //! `attnscope report` prints it) and per layer, and a method's information loss against a swept
 //! parameter (`--sweep phsa.lambda=0,0.25,...`), one line per budget.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -232,14 +232,14 @@ pub(crate) struct Sweep {
 impl Sweep {
     /// Every (method, parameter) swept in the run, in label order.
     pub fn all(b: &Bundle) -> Vec<Self> {
-        let mut swept: BTreeMap<(String, String), ()> = BTreeMap::new();
+        let mut swept: BTreeSet<(String, String)> = BTreeSet::new();
         for m in &b.manifest.methods {
             if let Some((base, param, _)) = swept_label(&m.name) {
-                swept.insert((base.to_string(), param.to_string()), ());
+                swept.insert((base.to_string(), param.to_string()));
             }
         }
         swept
-            .into_keys()
+            .into_iter()
             .filter_map(|(base, param)| Self::new(b, &base, &param))
             .collect()
     }
