@@ -42,7 +42,6 @@ cd "$ROOT" || exit 1
 STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate baseline blocks profile torch cpu}
 BLOCK_LENS=${ATTNSCOPE_GPU_BLOCK_LENS:-4096,8192,16384,32768}
 TESTS=(gpu_kernels gpu_forward gpu_sim gpu_block_methods)
-METHODS=phsa,infllm-v2,nsa,moba,quest,seer-oracle,oracle-topk-block
 
 # The truncated model's file name in DIR (ATTNSCOPE_GPU_MODEL_FILE, e.g. a 1-layer truncation).
 MODEL_FILE=${ATTNSCOPE_GPU_MODEL_FILE:-smollm2-4l.gguf}
@@ -59,6 +58,8 @@ B=$WORK/bins/attnscope
 for lib in /usr/local/cuda/lib64 /usr/local/nvidia/lib64; do
     [ -d "$lib" ] && export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 done
+# Every method whose devices column lists cuda (the registry's own declaration).
+METHODS=$("$B" methods --markdown | awk -F'|' '$6 ~ /cuda/ { gsub(/[ `]/, "", $2); printf "%s%s", sep, $2; sep = "," }')
 export ATTNSCOPE_BIN=$B ATTNSCOPE_GPU_MODEL=$DIR/$MODEL_FILE ATTNSCOPE_GPU_TEXT=$DIR/alice29.txt
 export RUST_BACKTRACE=1 PYTHONUNBUFFERED=1
 

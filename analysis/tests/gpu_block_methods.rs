@@ -15,7 +15,9 @@
 #![cfg(feature = "cuda")]
 
 use attnscope_analysis::budget::{resolve, sparsity_of_kept, Budget};
-use attnscope_analysis::device::{block_scoring, resolve_counted, selection_of, RowCounts};
+use attnscope_analysis::device::{
+    block_scoring, resolve_counted, selection_of, static_rule, RowCounts,
+};
 use attnscope_analysis::method::{DeviceScoring, GroupInput, HeadKeys};
 use attnscope_analysis::methods::oracle_topk_block::{block_topk_kept, own_block_rank};
 use attnscope_analysis::metrics::{evaluate_with, DenseHead};
@@ -149,7 +151,11 @@ fn counted_kept_pairs_and_knobs_match_the_host_methods() {
             let spec = block_scoring(&rule, &rf, (!mf.is_empty()).then_some(&mf[..]), m, 16);
             let counts = RowCounts::new(&spec, n);
             let prep = run.selector.prepare(&input);
+            let min = run.selector.knob().min;
             for k in [0usize, 1, 2, 3, 5, 8, 13, 40, 1000] {
+                if (k as f64) < min {
+                    continue;
+                }
                 let (kept, heads) = prep
                     .kept_pairs_at(k as f64)
                     .expect("block methods count pairs");
@@ -157,9 +163,59 @@ fn counted_kept_pairs_and_knobs_match_the_host_methods() {
                 assert_eq!(counts.kept(k) * group as u64, kept, "{name} n {n} k {k}");
             }
             let sparsity = |x: f64| {
-                let k = x.max(0.0).round() as usize;
+                let k = x.max(min.max(0.0)).round() as usize;
                 sparsity_of_kept(counts.kept(k) * group as u64, group, n)
             };
+            for b in [
+                Budget::Sparsity(0.5),
+                Budget::Sparsity(0.8),
+                Budget::Sparsity(0.95),
+                Budget::Tokens(256),
+            ] {
+                let cpu = resolve(
+                    run.selector.as_ref(),
+                    prep.as_ref(),
+                    b,
+                    Scored::all(n),
+                    None,
+                );
+                let dev = resolve_counted(run.selector.as_ref(), b, n, &sparsity).expect("budget");
+                assert_eq!(cpu.knob, dev.knob, "{name} n {n} {b:?}");
+                assert_eq!(cpu.sparsity, dev.sparsity, "{name} n {n} {b:?}");
+                assert_eq!(cpu.reached, dev.reached, "{name} n {n} {b:?}");
+            }
+        }
+    }
+}
+
+/// Static patterns: the device's counted pairs and knobs equal the host method's.
+#[test]
+fn static_patterns_count_like_the_host_methods() {
+    let runs: Vec<MethodRun> = device_methods()
+        .iter()
+        .map(|m| run_of(m, &overrides(m)))
+        .filter(|r| matches!(scoring(r, 1 << 20), DeviceScoring::Static { .. }))
+        .collect();
+    assert!(runs.len() >= 2, "static patterns: {}", runs.len());
+    for (n, group, seed) in [(300usize, 3usize, 5u64), (1000, 2, 9), (777, 1, 3)] {
+        let data = GroupData::random(n, 16, group, seed);
+        let input = data.input();
+        for run in &runs {
+            let name = run.label.as_str();
+            let DeviceScoring::Static { n_init } = scoring(run, n) else {
+                unreachable!("filtered above")
+            };
+            let prep = run.selector.prepare(&input);
+            let counted =
+                |x: f64| RowCounts::new(&static_rule(n_init, x), n).kept(0) * group as u64;
+            for w in [1.0, 2.0, 3.0, 7.0, 64.0, 299.0, 1000.0, 5000.0] {
+                let (kept, heads) = prep.kept_pairs_at(w).expect("static patterns count pairs");
+                assert_eq!(heads, group, "{name}");
+                assert_eq!(counted(w), kept, "{name} n {n} window {w}");
+                let built: u64 = prep.select(w).iter().map(|s| s.kept_pairs()).sum();
+                assert_eq!(built, kept, "{name} n {n} window {w}: selections");
+            }
+            let sparsity = |x: f64| sparsity_of_kept(counted(x), group, n);
             for b in [
                 Budget::Sparsity(0.5),
                 Budget::Sparsity(0.8),
@@ -333,6 +389,16 @@ impl Check<'_> {
                     .map(|h| selection_of(&all, h, n, width, block, block))
                     .collect();
                 (sels, m)
+            } else if let DeviceScoring::Static { n_init } = sc {
+                let mut out = device
+                    .block_select_measure(&static_rule(n_init, cpu_knob[0]), &[0], true)
+                    .expect("device static pattern");
+                let m = out.remove(0);
+                let blocks = m.blocks.clone().expect("blocks kept");
+                let sels = (0..nh)
+                    .map(|h| selection_of(&blocks, h / gs, n, m.width, 1, 1))
+                    .collect();
+                (sels, m)
             } else {
                 let DeviceScoring::Representatives(rule) = sc else {
                     unreachable!("the other scorings are handled above")
@@ -341,7 +407,7 @@ impl Check<'_> {
                     cpu_knob.iter().all(|&x| x == cpu_knob[0]),
                     "{name}: knob differs between groups"
                 );
-                let k = cpu_knob[0].round() as usize;
+                let k = cpu_knob[0].max(run.selector.knob().min).round() as usize;
                 let mut reps = Vec::new();
                 let mut mins = Vec::new();
                 let mut mr = 0;

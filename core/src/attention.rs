@@ -8,7 +8,9 @@
 //! [`crate::exact_attention`] and the device side of the hook in [`crate::device_layer`], both
 //! re-exported here.
 
-pub use crate::device_layer::{BlockLists, BlockPool, BlockScoring, DeviceLayer, SparseMeasure};
+pub use crate::device_layer::{
+    BlockLists, BlockPool, BlockScoring, DeviceLayer, RepTransform, SparseMeasure,
+};
 pub use crate::exact_attention::{
     assemble_heads, dense_attention, head_tiles, prob_tile, prob_tile_rule, sparse_attention,
     LayerQkv, ScoreRule, TokenSelection, TILE,

@@ -104,6 +104,18 @@ pub trait DeviceLayer {
     }
 }
 
+/// How each head's representative logits become scores before the sum over the heads of a
+/// selection (see [`BlockScoring`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepTransform {
+    /// The scaled logit.
+    Raw,
+    /// Softmax over the query's visible representatives.
+    Softmax,
+    /// `max(scaled logit, 0)` (DSA's indexer activation).
+    Relu,
+}
+
 /// How the scores of the representatives pool into one score per key block (see
 /// [`BlockScoring`]); `per` is the number of representatives per block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,12 +136,13 @@ pub enum BlockPool {
 /// out. Per query `i` and head of a selection, the representative logits
 /// `x_j = scale * q_i . rep_j` (with element-wise bounds: the upper bound
 /// `q+ . max_j + q- . min_j`) of the visible representatives `j` (`i + 1 >= vis_window` and
-/// `j <= (i + 1 - vis_window) / vis_stride`) are softmax-normalized (or not), summed over the
+/// `j <= (i + 1 - vis_window) / vis_stride`) are transformed ([`RepTransform`]), summed over the
 /// heads of the selection (a KV group, or one q-head), pooled to block scores ([`BlockPool`]),
 /// and the blocks below the candidate limit (`vis` for [`BlockPool::Identity`], the own block for
 /// [`BlockPool::Sum`], the own block included for [`BlockPool::Max`]) that are not forced are
-/// ranked (higher first, ties by lower index). Forced: the first `n_init` blocks and the `local`
-/// blocks before the own block, and the own block.
+/// ranked (higher first, ties by lower index). Forced: the first `n_init` blocks, and when
+/// `force_own` the own block and the `local` blocks before it. A rule of one-token blocks and
+/// one representative per key (`m = n`) is a token-level top-k.
 #[derive(Debug, Clone)]
 pub struct BlockScoring<'a> {
     /// Representatives `[n_kv_heads, m, head_dim]` (the element-wise maxima when `reps_min` is
@@ -147,8 +160,8 @@ pub struct BlockScoring<'a> {
     pub vis_window: usize,
     /// Tokens between the starts of consecutive representatives.
     pub vis_stride: usize,
-    /// Softmax-normalize each head's representative logits before the head sum.
-    pub softmax: bool,
+    /// Each head's representative scores before the head sum.
+    pub transform: RepTransform,
     /// One selection per KV group (scores summed over its q-heads) instead of per q-head.
     pub group_shared: bool,
     pub pool: BlockPool,
@@ -158,6 +171,9 @@ pub struct BlockScoring<'a> {
     pub n_init: usize,
     /// Blocks right before the query's own block always kept.
     pub local: usize,
+    /// The own block (and the `local` before it) forced; false: a candidate like any other
+    /// (then `local` must be 0).
+    pub force_own: bool,
 }
 
 /// Host-made block selections to measure on the device: `blocks` is

@@ -48,12 +48,14 @@ __device__ __forceinline__ bool is_forced(int b, int own, int n_init, int local)
 // One CTA per query row of one selection head.
 //   L        logits [G][nq][m] of this chunk (row r = query i0 + r), unscaled
 //   out      kept blocks [n][width] of this selection head (row i), NONE_BLOCK padded
+//   transform  0 raw scaled logits, 1 softmax over the visible representatives of each head,
+//            2 ReLU of the scaled logit (summed over the G heads)
 //   pool     0: block b's score is s[b]; 1: max of s over [per b - 1, per b + per - 1];
 //            2: sum of s over [per b - 1, per (b + 1)), each window (two strides wide) times its
 //               overlap with the block in strides: 1 at either edge, 2 inside
 // Shared memory: s[m] floats, then keys[p2] u64 (p2: a power of two >= every row's candidates).
 extern "C" __global__ void block_rows(const float* L, int G, int nq, int m, int i0, float scale,
-                                      int vis_w, int vis_s, int softmax, int pool, int per, int block,
+                                      int vis_w, int vis_s, int transform, int pool, int per, int block,
                                       int n_init, int local, int k, int width, int p2, u32* out) {
     extern __shared__ unsigned char smraw[];
     float* s = reinterpret_cast<float*>(smraw);
@@ -68,7 +70,7 @@ extern "C" __global__ void block_rows(const float* L, int G, int nq, int m, int 
     __syncthreads();
     for (int h = 0; h < G; h++) {
         const float* row = L + ((i64)h * nq + r) * m;
-        if (softmax) {
+        if (transform == 1) {
             float mx = NEG_INF;
             for (int j = tid; j < vis; j += nt) mx = fmaxf(mx, row[j] * scale);
             mx = block_reduce(mx, red, true);
@@ -76,6 +78,8 @@ extern "C" __global__ void block_rows(const float* L, int G, int nq, int m, int 
             for (int j = tid; j < vis; j += nt) sum += expf(row[j] * scale - mx);
             sum = block_reduce(sum, red, false);
             for (int j = tid; j < vis; j += nt) s[j] += expf(row[j] * scale - mx) / sum;
+        } else if (transform == 2) {
+            for (int j = tid; j < vis; j += nt) s[j] += fmaxf(row[j] * scale, 0.f);
         } else {
             for (int j = tid; j < vis; j += nt) s[j] += row[j] * scale;
         }
@@ -163,6 +167,42 @@ extern "C" __global__ void own_block_rank(const float* P, int nh, int n, int nb,
     if (lane == 0) rank[t] = c;
 }
 
+// The per-(q-head, query) outputs of a warp's sparse sums: recall (the kept mass), and the
+// renormalized sparse output's relative L2 error and cosine against the dense output.
+template <typename T>
+__device__ __forceinline__ void finish_measure(const T* dense, const float* acc, float mass,
+                                               u32 kept, int h, int i, int nh, int n, int d,
+                                               float* recall, float* rel_err, float* cosine,
+                                               u32* kept_out) {
+    int lane = threadIdx.x & 31;
+    mass = warp_sum(mass);
+    const T* di = dense + (i64)i * nh * d + (i64)h * d;
+    float diff2 = 0.f, dn2 = 0.f, sn2 = 0.f, dt = 0.f;
+    for (int c = 0; c < 4; c++) {
+        int col = lane + 32 * c;
+        if (col < d) {
+            float os = mass > 0.f ? acc[c] / mass : 0.f;
+            float od = ld(di + col);
+            diff2 += (os - od) * (os - od);
+            dn2 += od * od;
+            sn2 += os * os;
+            dt += os * od;
+        }
+    }
+    diff2 = warp_sum(diff2);
+    dn2 = warp_sum(dn2);
+    sn2 = warp_sum(sn2);
+    dt = warp_sum(dt);
+    if (lane == 0) {
+        const float tiny = 1.17549435e-38f;
+        i64 o = (i64)h * n + i;
+        recall[o] = fminf(mass, 1.f);
+        rel_err[o] = sqrtf(diff2) / fmaxf(sqrtf(dn2), tiny);
+        cosine[o] = dt / fmaxf(sqrtf(sn2) * sqrtf(dn2), tiny);
+        kept_out[o] = kept;
+    }
+}
+
 // Per (q-head, query), one warp: recall, output error and cosine of the kept keys.
 //   sel      [n_sel][rows][width] kept blocks; q-head h reads selection head h / heads_per_sel,
 //            query i reads row i / qblock; a block b covers keys [b unit, (b + 1) unit) & <= i
@@ -234,32 +274,76 @@ __device__ void measure_blocks(const T* q, const T* k, const T* v, const float* 
             }
         }
     }
-    mass = warp_sum(mass);
-    const T* di = dense + (i64)i * nh * d + (i64)h * d;
-    float diff2 = 0.f, dn2 = 0.f, sn2 = 0.f, dt = 0.f;
-    for (int c = 0; c < 4; c++) {
-        int col = lane + 32 * c;
-        if (col < d) {
-            float os = mass > 0.f ? acc[c] / mass : 0.f;
-            float od = ld(di + col);
-            diff2 += (os - od) * (os - od);
-            dn2 += od * od;
-            sn2 += os * os;
-            dt += os * od;
+    finish_measure(dense, acc, mass, kept, h, i, nh, n, d, recall, rel_err, cosine, kept_out);
+}
+
+// measure_blocks over lists of single keys (unit 1: token-level selections, NONE_BLOCK padded):
+// the warp takes 32 list entries at a time, copies their key rows to shared memory (one row per
+// entry, lanes over columns), then proceeds as measure_blocks (the same arithmetic per key).
+template <typename T>
+__device__ void measure_tokens(const T* q, const T* k, const T* v, const float* lse, const T* dense,
+                               const u32* sel, int width, int qblock, int heads_per_sel, int nh,
+                               int nkv, int n, int d, float scale, float* recall, float* rel_err,
+                               float* cosine, u32* kept_out) {
+    extern __shared__ float qs[];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int h = blockIdx.y;
+    int i = blockIdx.x * nw + warp;
+    int dp = d + 1;
+    float* qw = qs + warp * (d + 32 * dp);
+    float* ks = qw + d;
+    if (i >= n) return;
+    int g = h / (nh / nkv);
+    const T* qi = q + ((i64)h * n + i) * d;
+    for (int c = lane; c < d; c += 32) qw[c] = ld(qi + c);
+    __syncwarp();
+    const T* kg = k + (i64)g * n * d;
+    const T* vg = v + (i64)g * n * d;
+    int rows = (n + qblock - 1) / qblock;
+    const u32* srow = sel + ((i64)(h / heads_per_sel) * rows + i / qblock) * width;
+    float l = lse[(i64)h * n + i];
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    float mass = 0.f;
+    u32 kept = 0;
+    for (int e0 = 0; e0 < width; e0 += 32) {
+        u32 jj = e0 + lane < width ? srow[e0 + lane] : NONE_BLOCK;
+        bool ok = jj != NONE_BLOCK && (i64)jj <= (i64)i;
+        u32 live = __ballot_sync(FULL_MASK, ok);
+        if (live == 0) continue;
+        kept += (u32)__popc(live);
+        __syncwarp();
+        for (int r = 0; r < 32; r++) {
+            u32 j = __shfl_sync(FULL_MASK, jj, r);
+            if (!((live >> r) & 1u)) continue;
+            const T* kr = kg + (i64)j * d;
+            for (int c = 2 * lane; c < d; c += 64) {
+                float a0, a1;
+                ld2(kr + c, a0, a1);
+                ks[r * dp + c] = a0;
+                ks[r * dp + c + 1] = a1;
+            }
+        }
+        __syncwarp();
+        float p = 0.f;
+        if (ok) {
+            const float* kr = ks + lane * dp;
+            float dot = 0.f;
+            for (int c = 0; c < d; c++) dot = fmaf(qw[c], kr[c], dot);
+            p = expf(dot * scale - l);
+        }
+        mass += p;
+        for (int t = 0; t < 32; t++) {
+            float pt = __shfl_sync(FULL_MASK, p, t);
+            u32 j = __shfl_sync(FULL_MASK, jj, t);
+            if (!((live >> t) & 1u)) continue;
+            const T* vr = vg + (i64)j * d;
+            for (int c = 0; c < 4; c++) {
+                int col = lane + 32 * c;
+                if (col < d) acc[c] = fmaf(pt, ld(vr + col), acc[c]);
+            }
         }
     }
-    diff2 = warp_sum(diff2);
-    dn2 = warp_sum(dn2);
-    sn2 = warp_sum(sn2);
-    dt = warp_sum(dt);
-    if (lane == 0) {
-        const float tiny = 1.17549435e-38f;
-        i64 o = (i64)h * n + i;
-        recall[o] = fminf(mass, 1.f);
-        rel_err[o] = sqrtf(diff2) / fmaxf(sqrtf(dn2), tiny);
-        cosine[o] = dt / fmaxf(sqrtf(sn2) * sqrtf(dn2), tiny);
-        kept_out[o] = kept;
-    }
+    finish_measure(dense, acc, mass, kept, h, i, nh, n, d, recall, rel_err, cosine, kept_out);
 }
 
 // Block tile maxima of the exact attention: G[h, r, c] = max over queries i of query block r
@@ -337,6 +421,13 @@ __device__ void block_tile_max(const T* q, const T* k, const float* lse, float* 
         int width, int unit, int qblock, int hps, int nh, int nkv, int n, int d, float scale,      \
         float* recall, float* rel, float* cosv, u32* kept) {                                        \
         measure_blocks<T>(q, k, v, lse, dense, sel, width, unit, qblock, hps, nh, nkv, n, d, scale, \
+                          recall, rel, cosv, kept);                                                 \
+    }                                                                                               \
+    extern "C" __global__ void measure_tokens_##S(                                                  \
+        const T* q, const T* k, const T* v, const float* lse, const T* dense, const u32* sel,      \
+        int width, int qblock, int hps, int nh, int nkv, int n, int d, float scale, float* recall,  \
+        float* rel, float* cosv, u32* kept) {                                                       \
+        measure_tokens<T>(q, k, v, lse, dense, sel, width, qblock, hps, nh, nkv, n, d, scale,      \
                           recall, rel, cosv, kept);                                                 \
     }                                                                                               \
     extern "C" __global__ void block_tile_max_##S(const T* q, const T* k, const float* lse,         \

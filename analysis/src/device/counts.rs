@@ -19,7 +19,8 @@ pub struct RowCounts {
 }
 
 impl RowCounts {
-    /// The counts of `spec` over `n` tokens (mirrors `block_rows` in `kernels/cu/blocksel.cu`).
+    /// The counts of `spec` over `n` tokens (mirrors `block_rows` in `kernels/cu/blocksel.cu`
+    /// and `select_rows_radix` in `kernels/cu/topk_rows.cu`), in O(n).
     pub fn new(spec: &BlockScoring<'_>, n: usize) -> Self {
         let (bs, w, st) = (spec.block, spec.vis_window, spec.vis_stride);
         let mut forced_pairs = Vec::with_capacity(n);
@@ -31,23 +32,19 @@ impl RowCounts {
                 0
             };
             let own = i / bs;
-            let ni = spec.n_init.min(own + 1);
-            let mut forced: Vec<usize> = (0..ni).collect();
-            forced.extend(own.saturating_sub(spec.local).max(ni)..=own);
-            forced_pairs.push(
-                forced
-                    .iter()
-                    .map(|&f| (((f + 1) * bs).min(i + 1) - f * bs) as u64)
-                    .sum(),
-            );
+            let f = Forced::of(spec, own);
+            // Every forced block before the own one is whole; the own block holds i + 1 - own bs.
+            let own_pairs = (i + 1 - own * bs) as u64;
+            let whole = f.count() - usize::from(f.holds_own(own));
+            forced_pairs
+                .push(whole as u64 * bs as u64 + if f.holds_own(own) { own_pairs } else { 0 });
             // Candidates: b < lim, valid, not forced (valid: every block, or for max-pooling
-            // the blocks whose first window is visible, `per b <= vis`).
+            // the blocks whose first window is visible, `per b <= vis`: a prefix of the blocks).
             let (lim, per) = match spec.pool {
                 BlockPool::Identity => (vis, 0),
                 BlockPool::Sum(_) => (own, 0),
                 BlockPool::Max(per) => (own + 1, per.max(1)),
             };
-            let valid = |b: usize| per == 0 || (vis > 0 && per * b <= vis);
             let all = if per == 0 {
                 lim
             } else if vis == 0 {
@@ -55,8 +52,7 @@ impl RowCounts {
             } else {
                 lim.min(vis / per + 1)
             };
-            let forced_valid = forced.iter().filter(|&&f| f < lim && valid(f)).count();
-            candidates.push((all - forced_valid) as u32);
+            candidates.push((all - f.below(all)) as u32);
         }
         Self {
             block: bs,
@@ -73,6 +69,49 @@ impl RowCounts {
             .zip(&self.candidates)
             .map(|(&f, &c)| f + b * (k.min(c as usize) as u64))
             .sum()
+    }
+}
+
+/// The forced blocks of a row: `[0, init)` and `[lo, own]` (empty when `lo > own`).
+struct Forced {
+    init: usize,
+    lo: usize,
+    hi: Option<usize>,
+}
+
+impl Forced {
+    fn of(spec: &BlockScoring<'_>, own: usize) -> Self {
+        let init = spec.n_init.min(own + 1);
+        if !spec.force_own {
+            return Self {
+                init,
+                lo: 0,
+                hi: None,
+            };
+        }
+        let lo = own.saturating_sub(spec.local).max(init);
+        Self {
+            init,
+            lo,
+            hi: (lo <= own).then_some(own),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.init + self.hi.map_or(0, |hi| hi + 1 - self.lo)
+    }
+
+    /// True when the own block is among them.
+    fn holds_own(&self, own: usize) -> bool {
+        self.hi == Some(own) || own < self.init
+    }
+
+    /// Forced blocks below `lim`.
+    fn below(&self, lim: usize) -> usize {
+        let local = self
+            .hi
+            .map_or(0, |hi| (hi + 1).min(lim).saturating_sub(self.lo));
+        self.init.min(lim) + local
     }
 }
 

@@ -76,12 +76,13 @@ pub fn block_scoring<'a>(
         },
         vis_window: rule.vis_window,
         vis_stride: rule.vis_stride,
-        softmax: rule.softmax,
+        transform: rule.transform,
         group_shared: rule.group_shared,
         pool: rule.pool,
         block: rule.block,
         n_init: rule.n_init,
         local: rule.local,
+        force_own: rule.force_own,
     }
 }
 
@@ -196,6 +197,9 @@ pub fn run_method(
             (punct, newline),
             keep_selections,
         )?,
+        DeviceScoring::Static { n_init } => {
+            static_window(plan, run, n_init, qkv, device, keep_selections)?
+        }
         DeviceScoring::BlockMassTopK { block, kept } => {
             oracles::block_mass_topk(plan, run, block, kept, qkv, device, keep_selections)?
         }
@@ -249,8 +253,9 @@ fn representatives(
     }
     let spec = block_scoring(rule, &reps, (!mins.is_empty()).then_some(&mins[..]), m, d);
     let counts = RowCounts::new(&spec, n);
+    let min = run.selector.knob().min.max(0.0);
     let sparsity = |x: f64| {
-        let k = x.max(0.0).round() as usize;
+        let k = x.max(min).round() as usize;
         sparsity_of_kept(counts.kept(k) * gs as u64, gs, n)
     };
     let chosen: Vec<Chosen> = plan
@@ -261,7 +266,7 @@ fn representatives(
         .ok_or_else(top_p_on_host)?;
     let ks: Vec<usize> = chosen
         .iter()
-        .map(|c| c.knob.max(0.0).round() as usize)
+        .map(|c| c.knob.max(min).round() as usize)
         .collect();
     let host_ms = t.elapsed().as_secs_f64() * 1e3;
     let td = std::time::Instant::now();
@@ -291,6 +296,63 @@ fn representatives(
             )
         })
         .collect())
+}
+
+/// The device rule of a static pattern at window `x` (rounded, at least 1): one-token blocks, the
+/// first `n_init` tokens and the `x` most recent keys forced, nothing scored.
+pub fn static_rule(n_init: usize, x: f64) -> BlockScoring<'static> {
+    BlockScoring {
+        reps: &[],
+        reps_min: None,
+        m: 0,
+        scale: 1.0,
+        vis_window: 1,
+        vis_stride: 1,
+        transform: attnscope_core::attention::RepTransform::Raw,
+        group_shared: true,
+        pool: attnscope_core::attention::BlockPool::Identity,
+        block: 1,
+        n_init,
+        local: (x.max(1.0).round() as usize) - 1,
+        force_own: true,
+    }
+}
+
+/// A static pattern on one layer: per budget, the window calibrated on counted pairs, then the
+/// first `n_init` tokens and the window kept and measured on the device (nothing scored).
+fn static_window(
+    plan: &DevicePlan<'_>,
+    run: &MethodRun,
+    n_init: usize,
+    qkv: &LayerQkv<'_>,
+    device: &mut dyn DeviceLayer,
+    keep_selections: bool,
+) -> attnscope_core::Result<Vec<Vec<GroupOut>>> {
+    let (n, gs) = (qkv.len(), qkv.n_heads / qkv.n_kv_heads);
+    let spec = |x: f64| static_rule(n_init, x);
+    let sparsity = |x: f64| {
+        let kept = RowCounts::new(&spec(x), n).kept(0);
+        sparsity_of_kept(kept * gs as u64, gs, n)
+    };
+    let mut out = Vec::with_capacity(plan.budgets.len());
+    for (bi, &b) in plan.budgets.iter().enumerate() {
+        let ch =
+            resolve_counted(run.selector.as_ref(), b, n, &sparsity).ok_or_else(top_p_on_host)?;
+        let m = device.block_select_measure(&spec(ch.knob), &[0], keep_selections)?;
+        let m = m.first().ok_or_else(|| {
+            attnscope_core::CoreError::Device("static pattern: no measurement".into())
+        })?;
+        let shape = Shape::of(qkv, plan, 1, bi);
+        out.push(group_outs(
+            m,
+            &shape,
+            &run.label,
+            |_| &ch,
+            true,
+            keep_selections,
+        ));
+    }
+    Ok(out)
 }
 
 /// The error of a top-p budget reaching the device (the runner keeps those on the host).

@@ -5,6 +5,7 @@
 //! which method it is. A method without a declaration runs on the host.
 
 use attnscope_core::attention::BlockPool;
+pub use attnscope_core::attention::RepTransform;
 use ndarray::{Array2, ArrayView2};
 
 /// The keys of one KV head with the token flags that representatives may read.
@@ -27,21 +28,24 @@ pub struct Representatives {
 }
 
 /// A block rule in the device layer's terms (core's `BlockScoring` without the data): per query,
-/// representative logits of the visible representatives (softmax-normalized or not, scaled by
-/// `1 / sqrt(d)` or not), summed over the heads of a selection, pooled to key blocks; the forced
-/// blocks plus the top-k others are kept.
+/// representative logits of the visible representatives (scaled by `1 / sqrt(d)` or not, then
+/// transformed: raw, softmax-normalized or ReLU), summed over the heads of a selection, pooled to
+/// key blocks; the forced blocks plus the top-k others are kept. With one-token blocks and the
+/// keys themselves as representatives it is a token-level top-k.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RepresentativeRule {
     /// Tokens per selected block.
     pub block: usize,
-    /// Forced: the first `n_init` blocks and the `local` blocks before the own block.
+    /// Forced: the first `n_init` blocks, and when `force_own` the own block and the `local`
+    /// blocks before it (`local` 0 otherwise).
     pub n_init: usize,
     pub local: usize,
+    pub force_own: bool,
     /// Representative `j` is visible to query `i` iff `i + 1 >= vis_window` and
     /// `j <= (i + 1 - vis_window) / vis_stride`.
     pub vis_window: usize,
     pub vis_stride: usize,
-    pub softmax: bool,
+    pub transform: RepTransform,
     /// Logits scaled by `1 / sqrt(d)`.
     pub scaled: bool,
     pub pool: BlockPool,
@@ -54,6 +58,9 @@ pub struct RepresentativeRule {
 pub enum DeviceScoring {
     /// Blocks scored from representatives ([`super::Selector::representatives`]) by `rule`.
     Representatives(RepresentativeRule),
+    /// A static token pattern: the first `n_init` tokens and the `knob` most recent keys (the
+    /// query among them), nothing scored; the selection is shared by the KV group.
+    Static { n_init: usize },
     /// Per q-head and query, the `k` key blocks of largest exact block mass `P[i, b]` at `block`
     /// (nothing forced). `kept(own_ranks, block, k)` counts the kept causal pairs of one q-head
     /// from the rank of each query's own block (the method's own counting rule).
@@ -77,6 +84,7 @@ impl DeviceScoring {
     pub fn block(&self) -> usize {
         match *self {
             Self::Representatives(r) => r.block,
+            Self::Static { .. } => 1,
             Self::BlockMassTopK { block, .. } | Self::TileMaxTopK { block, .. } => block,
         }
     }

@@ -9,7 +9,7 @@ use crate::selection::Selection;
 
 mod device;
 mod info;
-pub use device::{DeviceScoring, HeadKeys, RepresentativeRule, Representatives};
+pub use device::{DeviceScoring, HeadKeys, RepTransform, RepresentativeRule, Representatives};
 pub use info::{MethodInfo, MethodKind, ParamSpec, Params};
 
 /// What a method sees: one layer, one KV group.

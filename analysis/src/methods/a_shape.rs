@@ -6,7 +6,7 @@
 //! public kernel works on 64-token tiles; the pattern is replayed here at token granularity.
 //! Static, so one selection is shared by every q-head of the group. The knob is the window.
 
-use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::method::{DeviceScoring, GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
 
@@ -73,6 +73,13 @@ impl Selector for AShape {
     /// matches that budget's sparsity instead.
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {
         (tokens > self.n_init).then(|| (tokens - self.n_init) as f64)
+    }
+
+    /// The static pattern on the device: the first `n_init` tokens and the window.
+    fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {
+        Some(DeviceScoring::Static {
+            n_init: self.n_init,
+        })
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {

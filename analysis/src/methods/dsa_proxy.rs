@@ -16,6 +16,7 @@
 use ndarray::Array2;
 
 use super::common::{top_k_pairs, top_k_selection};
+use crate::method::{DeviceScoring, HeadKeys, RepTransform, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
@@ -97,6 +98,21 @@ impl Selector for DsaProxy {
 
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {
         Some(tokens.max(1) as f64)
+    }
+
+    /// Token-level top-k of `sum_h ReLU(q_ih . k_j)` (unscaled), shared by the KV group.
+    fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {
+        Some(DeviceScoring::Representatives(
+            super::oracle_topk::token_rule(RepTransform::Relu, false, true),
+        ))
+    }
+
+    /// The keys themselves.
+    fn representatives(&self, keys: &HeadKeys<'_>) -> Option<Representatives> {
+        Some(Representatives {
+            reps: keys.k.to_owned(),
+            minima: None,
+        })
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {

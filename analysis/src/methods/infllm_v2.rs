@@ -8,7 +8,7 @@
 use ndarray::Array2;
 
 use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
-use crate::method::{DeviceScoring, HeadKeys, RepresentativeRule, Representatives};
+use crate::method::{DeviceScoring, HeadKeys, RepTransform, RepresentativeRule, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use attnscope_core::attention::BlockPool;
@@ -156,10 +156,11 @@ impl Selector for InfLlmV2 {
                 local: self.local,
                 vis_window: WINDOW,
                 vis_stride: STRIDE,
-                softmax: true,
+                transform: RepTransform::Softmax,
                 scaled: true,
                 pool: BlockPool::Max(self.block / STRIDE),
                 group_shared: true,
+                force_own: true,
             },
         ))
     }

@@ -16,7 +16,7 @@ use ndarray::Array2;
 use super::common::{
     block_k_for_tokens, block_knob, block_means, rank_blocks_per_query, RankedHeads,
 };
-use crate::method::{DeviceScoring, HeadKeys, RepresentativeRule, Representatives};
+use crate::method::{DeviceScoring, HeadKeys, RepTransform, RepresentativeRule, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use attnscope_core::attention::BlockPool;
@@ -83,10 +83,11 @@ impl Selector for Moba {
             local: 0,
             vis_window: self.block + 1,
             vis_stride: self.block,
-            softmax: false,
+            transform: RepTransform::Raw,
             scaled: false,
             pool: BlockPool::Identity,
             group_shared: false,
+            force_own: true,
         }))
     }
 

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::common::{token_runs, top_k_pairs, top_token_set};
 use crate::method::packed_pair_bytes;
+use crate::method::{DeviceScoring, HeadKeys, RepTransform, RepresentativeRule, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::metrics::TrueProbs;
@@ -62,6 +63,23 @@ pub fn top_k_of_rows<'r>(
     Selection::from_rows_scored(scored, 1, rows)
 }
 
+/// A token-level top-k as a device rule: one-token blocks, one representative per key (the keys,
+/// visible to every later query), nothing forced.
+pub fn token_rule(transform: RepTransform, scaled: bool, group_shared: bool) -> RepresentativeRule {
+    RepresentativeRule {
+        block: 1,
+        n_init: 0,
+        local: 0,
+        force_own: false,
+        vis_window: 1,
+        vis_stride: 1,
+        transform,
+        scaled,
+        pool: attnscope_core::attention::BlockPool::Identity,
+        group_shared,
+    }
+}
+
 impl Prepared for Prep<'_> {
     fn select(&self, x: f64) -> Vec<Selection> {
         let k = x.max(0.0).round() as usize;
@@ -91,6 +109,24 @@ impl Selector for OracleTopK {
         Box::new(Prep {
             scored: g.scored,
             probs: g.true_probs(),
+        })
+    }
+
+    /// Token-level top-k of the scaled logits `q . k / sqrt d` (the same order as the
+    /// probabilities of one query), nothing forced, one selection per q-head.
+    fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {
+        Some(DeviceScoring::Representatives(token_rule(
+            RepTransform::Raw,
+            true,
+            false,
+        )))
+    }
+
+    /// The keys themselves.
+    fn representatives(&self, keys: &HeadKeys<'_>) -> Option<Representatives> {
+        Some(Representatives {
+            reps: keys.k.to_owned(),
+            minima: None,
         })
     }
 

@@ -17,7 +17,7 @@ use super::common::{
     block_k_for_tokens, block_knob, block_means, rank_blocks_per_query, softmax_inplace,
     RankedHeads,
 };
-use crate::method::{DeviceScoring, HeadKeys, RepresentativeRule, Representatives};
+use crate::method::{DeviceScoring, HeadKeys, RepTransform, RepresentativeRule, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use attnscope_core::attention::BlockPool;
@@ -173,10 +173,11 @@ impl Selector for Phsa {
                 local: self.local,
                 vis_window: self.block + 1,
                 vis_stride: self.block,
-                softmax: true,
+                transform: RepTransform::Softmax,
                 scaled: true,
                 pool: BlockPool::Identity,
                 group_shared: true,
+                force_own: true,
             },
         ))
     }

@@ -16,7 +16,7 @@ use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 use super::common::{block_k_for_tokens, block_knob, rank_blocks_per_query, RankedHeads};
-use crate::method::{DeviceScoring, HeadKeys, RepresentativeRule, Representatives};
+use crate::method::{DeviceScoring, HeadKeys, RepTransform, RepresentativeRule, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use attnscope_core::attention::BlockPool;
@@ -102,10 +102,11 @@ impl Selector for Quest {
             local: 0,
             vis_window: self.page + 1,
             vis_stride: self.page,
-            softmax: false,
+            transform: RepTransform::Raw,
             scaled: false,
             pool: BlockPool::Identity,
             group_shared: false,
+            force_own: true,
         }))
     }
 

@@ -1,6 +1,6 @@
 //! `streaming`: StreamingLLM's attention sinks plus a window of the most recent keys.
 
-use crate::method::{GroupInput, Knob, Prepared, Selector};
+use crate::method::{DeviceScoring, GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
 
@@ -64,6 +64,11 @@ impl Selector for Streaming {
 
     fn knob_for_tokens(&self, tokens: usize) -> Option<f64> {
         Some(tokens.saturating_sub(self.sinks).max(1) as f64)
+    }
+
+    /// The static pattern on the device: the first `sinks` tokens and the window.
+    fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {
+        Some(DeviceScoring::Static { n_init: self.sinks })
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {

@@ -8,9 +8,9 @@
 //! [`DeviceLayer`]: crate::device_layer::DeviceLayer
 //! [`DeviceLayer::block_select_measure`]: crate::device_layer::DeviceLayer::block_select_measure
 
-use attnscope_kernels::cuda::{DBuf, GpuDevice, GpuFloat, RowPool, RowRule};
+use attnscope_kernels::cuda::{DBuf, GpuDevice, GpuFloat, RowPool, RowRule, RowTransform};
 
-use crate::device_layer::{BlockLists, BlockPool, BlockScoring, SparseMeasure};
+use crate::device_layer::{BlockLists, BlockPool, BlockScoring, RepTransform, SparseMeasure};
 use crate::error::{CoreError, Result};
 
 /// One layer's device tensors a measurement reads (head-major Q `[nh, n, d]`, K and V
@@ -95,7 +95,11 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             scale: spec.scale,
             vis_window: spec.vis_window,
             vis_stride: spec.vis_stride,
-            softmax: spec.softmax,
+            transform: match spec.transform {
+                RepTransform::Raw => RowTransform::Raw,
+                RepTransform::Softmax => RowTransform::Softmax,
+                RepTransform::Relu => RowTransform::Relu,
+            },
             pool: match spec.pool {
                 BlockPool::Identity => RowPool::Identity,
                 BlockPool::Max(p) => RowPool::Max(p.max(1)),
@@ -104,7 +108,7 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             block: spec.block,
             n_init: spec.n_init,
             local: spec.local,
-            force_own: true,
+            force_own: spec.force_own,
         };
         let widths: Vec<usize> = top_k
             .iter()
@@ -117,6 +121,11 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
         let per_row = hps * m.max(1) * 4;
         let nq = (LOGIT_BYTES / per_row).clamp(1, n);
         let logits = dev.alloc::<f32>(hps * nq * m.max(1), "representative logits")?;
+        let radix = rule.by_radix(n);
+        let mut scratch = match radix {
+            true => Some(dev.alloc::<f32>(nq * m.max(1), "combined scores")?),
+            false => None,
+        };
         for sh in 0..sel_heads {
             for i0 in (0..n).step_by(nq) {
                 let rows = nq.min(n - i0);
@@ -132,11 +141,19 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
                     }
                 }
                 for ((sel, &w), &k) in sels.iter_mut().zip(&widths).zip(top_k) {
-                    dev.block_rows(&logits, 0, hps, rows, i0, &rule, k, w, n, sel, sh * n * w)?;
+                    let off = sh * n * w;
+                    match scratch.as_mut() {
+                        Some(s) => dev.select_rows_radix(
+                            &logits, 0, hps, rows, i0, &rule, k, w, n, s, sel, off,
+                        )?,
+                        None => {
+                            dev.block_rows(&logits, 0, hps, rows, i0, &rule, k, w, n, sel, off)?
+                        }
+                    }
                 }
             }
         }
-        drop(logits);
+        drop((logits, scratch));
         mark("logits gemm + rows (top-k)", &mut marks);
         let mut out = Vec::with_capacity(top_k.len());
         for (sel, &w) in sels.iter().zip(&widths) {
@@ -286,7 +303,7 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             scale: 1.0,
             vis_window: 1,
             vis_stride: block,
-            softmax: false,
+            transform: RowTransform::Raw,
             pool: RowPool::Identity,
             block,
             n_init: 0,

@@ -21,7 +21,30 @@ pub enum RowPool {
     Sum(usize),
 }
 
-/// The row kernel's rule (see `block_rows` in `cu/blocksel.cu`).
+/// How the row kernels turn each head's representative logits into scores before the head sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowTransform {
+    /// The scaled logit.
+    Raw,
+    /// Softmax over the row's visible representatives.
+    Softmax,
+    /// `max(scaled logit, 0)`.
+    Relu,
+}
+
+impl RowTransform {
+    /// The kernels' code.
+    pub(crate) fn code(self) -> i32 {
+        match self {
+            Self::Raw => 0,
+            Self::Softmax => 1,
+            Self::Relu => 2,
+        }
+    }
+}
+
+/// The row kernels' rule (see `block_rows` in `cu/blocksel.cu`, `select_rows_radix` in
+/// `cu/topk_rows.cu`).
 #[derive(Debug, Clone, Copy)]
 pub struct RowRule {
     /// Representatives.
@@ -32,8 +55,8 @@ pub struct RowRule {
     /// `j <= (i + 1 - vis_window) / vis_stride`.
     pub vis_window: usize,
     pub vis_stride: usize,
-    /// Softmax over the visible representatives of each head before the sum over heads.
-    pub softmax: bool,
+    /// Each head's scores before the sum over heads.
+    pub transform: RowTransform,
     pub pool: RowPool,
     pub block: usize,
     pub n_init: usize,
@@ -52,7 +75,23 @@ impl RowRule {
             self.n_init
         }
     }
+
+    /// Shared memory per row of `block_rows`' in-memory sort over `n` tokens.
+    pub fn sort_bytes(&self, n: usize) -> usize {
+        let cand = self.m.max(n.div_ceil(self.block)).max(1);
+        (self.m * 4).div_ceil(16) * 16 + cand.next_power_of_two() * 8
+    }
+
+    /// True when rows are selected by radix select (`select_rows_radix`): token-level rules
+    /// (one-token blocks, identity pooling), and identity-pooled rules whose sort would not fit
+    /// shared memory.
+    pub fn by_radix(&self, n: usize) -> bool {
+        self.pool == RowPool::Identity && (self.block == 1 || self.sort_bytes(n) > SORT_SMEM)
+    }
 }
+
+/// Shared memory `block_rows` may use per row.
+pub const SORT_SMEM: usize = 200 * 1024;
 
 impl GpuDevice {
     /// `y = f(x)` as f32 over `len` elements: `mode` 0 copy, 1 `max(x, 0)`, 2 `min(x, 0)`.
@@ -173,8 +212,8 @@ impl GpuDevice {
         // Every row's candidates are below both the representatives and the blocks.
         let cand = rule.m.max(n.div_ceil(rule.block)).max(1);
         let p2 = cand.next_power_of_two();
-        let smem = (rule.m * 4).div_ceil(16) * 16 + p2 * 8;
-        if smem > 200 * 1024 {
+        let smem = rule.sort_bytes(n);
+        if smem > SORT_SMEM {
             return Err(GpuError::Invalid(format!(
                 "block_rows: {} representatives and {cand} blocks need {smem} bytes of shared \
                  memory per row (more than 200 KiB): use larger blocks or a shorter input",
@@ -196,7 +235,7 @@ impl GpuDevice {
                 Arg::F(rule.scale),
                 i(rule.vis_window),
                 i(rule.vis_stride),
-                Arg::I(rule.softmax as i32),
+                Arg::I(rule.transform.code()),
                 Arg::I(pool),
                 i(per),
                 i(rule.block),
@@ -266,33 +305,41 @@ impl GpuDevice {
             return Ok(());
         }
         let warps = 4usize;
+        // One-token blocks: the kernel that gathers 32 list entries at a time.
+        let (name, unit_arg) = match unit {
+            1 => (format!("measure_tokens_{}", T::NAME), None),
+            u => (format!("measure_blocks_{}", T::NAME), Some(i(u))),
+        };
+        let mut args = vec![
+            Arg::P(q.ptr()),
+            Arg::P(k.ptr()),
+            Arg::P(v.ptr()),
+            Arg::P(lse.ptr()),
+            Arg::P(dense.ptr()),
+            Arg::P(sel.ptr()),
+            i(width),
+        ];
+        args.extend(unit_arg);
+        args.extend([
+            i(qblock.max(1)),
+            i(heads_per_sel),
+            i(nh),
+            i(nkv),
+            i(n),
+            i(d),
+            Arg::F(1.0 / (d as f32).sqrt()),
+            Arg::P(out.0.ptr()),
+            Arg::P(out.1.ptr()),
+            Arg::P(out.2.ptr()),
+            Arg::P(out.3.ptr()),
+        ]);
         self.launch(
             &BLOCKSEL,
-            &format!("measure_blocks_{}", T::NAME),
+            &name,
             (n.div_ceil(warps) as u32, nh as u32, 1),
             (32 * warps) as u32,
             (warps * (d + 32 * (d + 1)) * 4) as u32,
-            &[
-                Arg::P(q.ptr()),
-                Arg::P(k.ptr()),
-                Arg::P(v.ptr()),
-                Arg::P(lse.ptr()),
-                Arg::P(dense.ptr()),
-                Arg::P(sel.ptr()),
-                i(width),
-                i(unit),
-                i(qblock.max(1)),
-                i(heads_per_sel),
-                i(nh),
-                i(nkv),
-                i(n),
-                i(d),
-                Arg::F(1.0 / (d as f32).sqrt()),
-                Arg::P(out.0.ptr()),
-                Arg::P(out.1.ptr()),
-                Arg::P(out.2.ptr()),
-                Arg::P(out.3.ptr()),
-            ],
+            &args,
         )
     }
 

@@ -9,10 +9,11 @@ mod blocksel;
 mod buffer;
 mod device;
 mod ops;
+mod topk_rows;
 mod units;
 
 pub use attention::{AttnKernel, AttnShape, FlashTuning};
-pub use blocksel::{RowPool, RowRule};
+pub use blocksel::{RowPool, RowRule, RowTransform, SORT_SMEM};
 pub use buffer::{DBuf, GpuFloat};
 pub use device::{GpuDevice, GpuError, GpuMark, GpuTimer, Result};
 pub use half::bf16;

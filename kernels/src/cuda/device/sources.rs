@@ -35,9 +35,15 @@ pub(crate) static BLOCKSEL: Source = Source {
     min_cc: 0,
 };
 
+pub(crate) static TOPK_ROWS: Source = Source {
+    name: "topk_rows",
+    code: include_str!("../../../cu/topk_rows.cu"),
+    min_cc: 0,
+};
+
 /// Every kernel source, for compile checks.
-pub(crate) fn sources() -> [&'static Source; 4] {
-    [&ELEMENTWISE, &ROWWISE, &FLASH, &BLOCKSEL]
+pub(crate) fn sources() -> [&'static Source; 5] {
+    [&ELEMENTWISE, &ROWWISE, &FLASH, &BLOCKSEL, &TOPK_ROWS]
 }
 
 /// Compiles `src` to PTX for `arch` (e.g. `sm_90`): the NVRTC log is in the error.
