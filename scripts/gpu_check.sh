@@ -14,7 +14,8 @@
 #
 # Steps, in order (ATTNSCOPE_GPU_STEPS, a space-separated list, picks some; default all):
 #   tests     the GPU test binaries against the CPU reference (outputs poisoned with NaN)
-#   simulate  `attnscope simulate` on the truncated model with --device cpu and --device cuda:
+#   simulate  `attnscope simulate` on the truncated model with --device cpu and --device cuda
+#             (every query, then --queries last:256):
 #             `report --json` compared number by number (largest difference printed, recalls must
 #             agree to 1e-3), the manifest's method_devices, and the sha256 of every bundle file
 #             of both runs
@@ -102,27 +103,29 @@ if want tests; then
     done
 fi
 
-if want simulate; then
-    echo "=== simulate --device cpu vs --device cuda ($METHODS, 2048 tokens)"
-    log=$OUT/simulate.log
+# One --queries setting: the same run with --device cpu and --device cuda, compared.
+simulate_compare() {
+    local q=$1 tag=${1/:/}
+    echo "=== simulate --device cpu vs --device cuda ($METHODS, 2048 tokens, --queries $q)"
+    log=$OUT/simulate_$tag.log
     : > "$log"
     ok=1
     for d in cpu cuda; do
         # Both runs use the folder name `run`: the report names the run's folder.
-        mkdir -p "$WORK/$d"
+        rm -rf "${WORK:?}/$d"; mkdir -p "$WORK/$d"
         t0=$(date +%s.%N)
         if ! "$B" simulate --model "$ATTNSCOPE_GPU_MODEL" --text "$ATTNSCOPE_GPU_TEXT" --len 2048 \
-                --methods "$METHODS" --sparsity 0.9 --device "$d" --precision f32 \
+                --methods "$METHODS" --sparsity 0.9 --queries "$q" --device "$d" --precision f32 \
                 --out "$WORK/$d/run" --quiet --force >> "$log" 2>&1; then
             ok=0; echo "simulate --device $d failed" | tee -a "$log"; continue
         fi
         echo "simulate --device $d: $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}') s wall" \
             | tee -a "$log"
-        "$B" report "$WORK/$d/run" --json > "$OUT/report_$d.json" 2>> "$log" || ok=0
-        cp "$WORK/$d/run/manifest.json" "$OUT/manifest_$d.json"
+        "$B" report "$WORK/$d/run" --json > "$OUT/report_${d}_$tag.json" 2>> "$log" || ok=0
+        cp "$WORK/$d/run/manifest.json" "$OUT/manifest_${d}_$tag.json"
     done
     if [ "$ok" = 1 ]; then
-        python3 - "$OUT/report_cpu.json" "$OUT/report_cuda.json" "$OUT/manifest_cuda.json" \
+        python3 - "$OUT/report_cpu_$tag.json" "$OUT/report_cuda_$tag.json" "$OUT/manifest_cuda_$tag.json" \
             > "$WORK/compare.txt" 2>&1 <<'PY'
 import json, sys
 
@@ -173,11 +176,16 @@ PY
                 printf '%-28s %-64s %-64s %s\n' "$f" "${c:--}" "${g:--}" "$same"
             done
         } | tee -a "$log"
-        if [ "$rc" -eq 0 ]; then summary "simulate cpu vs cuda" "$line" "$log"
-        else FAILED=1; summary "simulate cpu vs cuda" "FAILED: $line" "$log"; fi
+        if [ "$rc" -eq 0 ]; then summary "simulate cpu vs cuda ($q)" "$line" "$log"
+        else FAILED=1; summary "simulate cpu vs cuda ($q)" "FAILED: $line" "$log"; fi
     else
-        FAILED=1; summary "simulate cpu vs cuda" "FAILED (a run failed)" "$log"
+        FAILED=1; summary "simulate cpu vs cuda ($q)" "FAILED (a run failed)" "$log"
     fi
+}
+
+if want simulate; then
+    simulate_compare all
+    simulate_compare last:256
 fi
 
 if want baseline && [ -x "$DIR/baseline/attnscope" ]; then

@@ -80,10 +80,10 @@ while read -r name exe; do
     cp "$exe" "$STAGE/$name"
 done < "$LIST"
 if command -v strip >/dev/null; then
-    strip --strip-debug "$STAGE"/*
+    strip --strip-all "$STAGE"/*
 fi
 echo "== $DIR/bins.tar.xz"
-tar -C "$STAGE" -cJf "$DIR/bins.tar.xz" attnscope "${TESTS[@]}"
+XZ_OPT=-9e tar -C "$STAGE" -cJf "$DIR/bins.tar.xz" attnscope "${TESTS[@]}"
 
 echo "== model and text"
 [ -f "$MODEL" ] || "$BIN" fetch smollm2-135m

@@ -51,7 +51,12 @@ fn eval(prep: &dyn Prepared, x: f64, scored: Scored) -> (Vec<Selection>, f64) {
 
 /// Sparsity from kept pairs over `heads` selections (the same arithmetic as [`sparsity_of`]).
 pub fn sparsity_of_kept(kept: u64, heads: usize, n: usize) -> f64 {
-    1.0 - kept as f64 / (causal_pairs(n) * heads.max(1) as u64) as f64
+    sparsity_of_kept_scored(kept, heads, Scored::all(n))
+}
+
+/// As [`sparsity_of_kept`] over the causal pairs of the `scored` queries only.
+pub fn sparsity_of_kept_scored(kept: u64, heads: usize, scored: Scored) -> f64 {
+    1.0 - kept as f64 / (scored.causal_pairs() * heads.max(1) as u64) as f64
 }
 
 /// The sparsity at `x`, counted without selections when the method can (every query scored),

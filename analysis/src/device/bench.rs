@@ -132,7 +132,7 @@ pub fn run(
         budgets: &budgets,
         query_block: 64,
         capture_block: 64,
-        all_queries: true,
+        queries: crate::selection::Queries::All,
     };
     let mut times = Vec::new();
     let mut totals = Vec::new();

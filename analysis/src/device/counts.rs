@@ -7,6 +7,7 @@ use attnscope_core::attention::{BlockPool, BlockScoring};
 
 use crate::budget::{search_knob, sparsity_of_tokens, Budget, SPARSITY_TOLERANCE};
 use crate::method::{Knob, Selector};
+use crate::selection::Scored;
 
 /// Per query, the causal pairs of its forced blocks and its number of candidate blocks under a
 /// [`BlockScoring`] rule: kept pairs at top-k are `forced + block * min(k, candidates)` per
@@ -63,10 +64,16 @@ impl RowCounts {
 
     /// Kept causal pairs of one selection at top-`k`.
     pub fn kept(&self, k: usize) -> u64 {
+        self.kept_from(k, 0)
+    }
+
+    /// Kept causal pairs of the queries from `first` on at top-`k`.
+    pub fn kept_from(&self, k: usize, first: usize) -> u64 {
         let b = self.block as u64;
-        self.forced_pairs
+        let first = first.min(self.forced_pairs.len());
+        self.forced_pairs[first..]
             .iter()
-            .zip(&self.candidates)
+            .zip(&self.candidates[first..])
             .map(|(&f, &c)| f + b * (k.min(c as usize) as u64))
             .sum()
     }
@@ -149,21 +156,26 @@ pub fn resolve_counted(
     n: usize,
     sparsity: &dyn Fn(f64) -> f64,
 ) -> Option<Chosen> {
-    let knob = selector.knob();
+    resolve_counted_scored(selector, budget, Scored::all(n), sparsity)
+}
+
+/// [`resolve_counted`] over the `scored` queries (`sparsity(x)` counts their pairs only).
+pub fn resolve_counted_scored(
+    selector: &dyn Selector,
+    budget: Budget,
+    scored: Scored,
+    sparsity: &dyn Fn(f64) -> f64,
+) -> Option<Chosen> {
+    let (knob, n) = (selector.knob(), scored.n);
     Some(match budget {
         Budget::Tokens(t) => match selector.knob_for_tokens(t) {
             Some(x) => Chosen {
                 knob: x,
                 sparsity: sparsity(x),
-                target: sparsity_of_tokens(t, crate::selection::Scored::all(n)),
+                target: sparsity_of_tokens(t, scored),
                 reached: true,
             },
-            None => calibrate_counted(
-                &knob,
-                sparsity_of_tokens(t, crate::selection::Scored::all(n)),
-                n,
-                sparsity,
-            ),
+            None => calibrate_counted(&knob, sparsity_of_tokens(t, scored), n, sparsity),
         },
         Budget::Sparsity(s) => calibrate_counted(&knob, s, n, sparsity),
         Budget::TopP(_) => return None,

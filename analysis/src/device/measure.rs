@@ -4,18 +4,18 @@ use attnscope_core::attention::SparseMeasure;
 
 use super::counts::Chosen;
 use super::GroupOut;
-use crate::budget::sparsity_of_kept;
+use crate::budget::sparsity_of_kept_scored;
 use crate::metrics::kl;
 use crate::results::MetricRow;
-use crate::selection::{Range, Selection};
+use crate::selection::{Range, Scored, Selection};
 
-/// Per-query measurements of one head reduced to the runner's row (the same arithmetic as the
-/// host runner in `sim/layer.rs`).
+/// Per-query measurements of one head reduced to the runner's row over the `scored` queries
+/// (the same arithmetic as the host runner in `sim/layer.rs`; the device measures every query).
 #[allow(clippy::too_many_arguments)]
 pub fn metric_row(
     m: &SparseMeasure,
     h: usize,
-    n: usize,
+    scored: Scored,
     head: (usize, usize, usize),
     method: &str,
     budget: usize,
@@ -23,10 +23,11 @@ pub fn metric_row(
     query_block: usize,
 ) -> MetricRow {
     let (layer, hq, kv) = head;
-    let r = &m.recall[h * n..(h + 1) * n];
-    let e = &m.out_rel_err[h * n..(h + 1) * n];
-    let c = &m.cosine[h * n..(h + 1) * n];
-    let kept: u64 = m.kept[h * n..(h + 1) * n].iter().map(|&x| x as u64).sum();
+    let rows = h * scored.n + scored.first..(h + 1) * scored.n;
+    let r = &m.recall[rows.clone()];
+    let e = &m.out_rel_err[rows.clone()];
+    let c = &m.cosine[rows.clone()];
+    let kept: u64 = m.kept[rows].iter().map(|&x| x as u64).sum();
     let mean = |xs: &mut dyn Iterator<Item = f64>| {
         let (s, k) = xs.fold((0.0, 0usize), |(s, k), x| (s + x, k + 1));
         if k == 0 {
@@ -44,7 +45,7 @@ pub fn metric_row(
         budget,
         knob: chosen.knob,
         target_sparsity: chosen.target,
-        sparsity: sparsity_of_kept(kept, 1, n),
+        sparsity: sparsity_of_kept_scored(kept, 1, scored),
         recall: mean(&mut r.iter().map(|&x| x as f64)),
         info_loss: mean(&mut r.iter().map(|&x| 1.0 - x as f64)),
         kl: mean(&mut r.iter().map(|&x| kl(x.max(f32::MIN_POSITIVE)))),
@@ -69,9 +70,22 @@ pub fn selection_of(
     unit: usize,
     qblock: usize,
 ) -> Selection {
-    let rows = n.div_ceil(qblock.max(1));
+    selection_of_scored(blocks, sh, Scored::all(n), width, unit, qblock)
+}
+
+/// As [`selection_of`] for the `scored` queries (the rows before them stay empty).
+pub fn selection_of_scored(
+    blocks: &[u32],
+    sh: usize,
+    scored: Scored,
+    width: usize,
+    unit: usize,
+    qblock: usize,
+) -> Selection {
+    let qb = qblock.max(1);
+    let rows = scored.n.div_ceil(qb);
     let base = sh * rows * width;
-    let rs: Vec<Vec<Range>> = (0..rows)
+    let rs: Vec<Vec<Range>> = (scored.first_row(qb)..rows)
         .map(|r| {
             blocks[base + r * width..base + (r + 1) * width]
                 .iter()
@@ -80,13 +94,13 @@ pub fn selection_of(
                 .collect()
         })
         .collect();
-    Selection::from_rows(n, qblock.max(1), rs)
+    Selection::from_rows_scored(scored, qb, rs)
 }
 
-/// Where a device measurement belongs: tokens, KV groups and their size, block, query block of
+/// Where a device measurement belongs: the scored queries, KV groups and their size, block, query block of
 /// the per-block recalls, layer and budget index.
 pub(super) struct Shape {
-    pub n: usize,
+    pub scored: Scored,
     pub nkv: usize,
     pub gs: usize,
     pub block: usize,
@@ -104,7 +118,7 @@ impl Shape {
         bi: usize,
     ) -> Self {
         Self {
-            n: qkv.len(),
+            scored: plan.queries.of(qkv.len()),
             nkv: qkv.n_kv_heads,
             gs: qkv.n_heads / qkv.n_kv_heads,
             block,
@@ -132,14 +146,14 @@ pub(super) fn group_outs<'c>(
             let ch = chosen(g);
             let rows = hs
                 .clone()
-                .map(|h| metric_row(m, h, sh.n, (sh.layer, h, g), label, sh.bi, ch, sh.qb))
+                .map(|h| metric_row(m, h, sh.scored, (sh.layer, h, g), label, sh.bi, ch, sh.qb))
                 .collect();
             let selections = match (&m.blocks, keep_selections) {
                 (Some(blocks), true) if group_shared => {
-                    vec![selection_of(blocks, g, sh.n, m.width, sh.block, 1); sh.gs]
+                    vec![selection_of_scored(blocks, g, sh.scored, m.width, sh.block, 1); sh.gs]
                 }
                 (Some(blocks), true) => hs
-                    .map(|h| selection_of(blocks, h, sh.n, m.width, sh.block, 1))
+                    .map(|h| selection_of_scored(blocks, h, sh.scored, m.width, sh.block, 1))
                     .collect(),
                 _ => Vec::new(),
             };

@@ -18,9 +18,10 @@
 
 use attnscope_core::attention::{BlockScoring, DeviceLayer, LayerQkv};
 
-use crate::budget::{sparsity_of_kept, Budget};
+use crate::budget::{sparsity_of_kept_scored, Budget};
 use crate::method::{DeviceScoring, HeadKeys, MethodRun, RepresentativeRule};
 use crate::results::{MetricRow, SimResults};
+use crate::selection::Queries;
 use crate::selection::Selection;
 
 pub mod bench;
@@ -28,9 +29,9 @@ mod counts;
 mod measure;
 mod oracles;
 
-pub use counts::{calibrate_counted, resolve_counted, Chosen, RowCounts};
+pub use counts::{calibrate_counted, resolve_counted, resolve_counted_scored, Chosen, RowCounts};
 use measure::{group_outs, Shape};
-pub use measure::{metric_row, selection_of};
+pub use measure::{metric_row, selection_of, selection_of_scored};
 
 /// False when `ATTNSCOPE_GPU_METHODS=0` asks for the host path.
 pub fn enabled() -> bool {
@@ -38,21 +39,25 @@ pub fn enabled() -> bool {
 }
 
 /// What a run asks of the device: its budgets, the query block of the per-block recalls, the
-/// capture block (the block of the device's own `P[i, b]`) and whether every query is scored
-/// (the device methods score every query; a run of some queries keeps the host path).
+/// capture block (the block of the device's own `P[i, b]`) and the queries scored (the device
+/// selects and measures every query; calibration, metrics and selections keep the scored ones).
 #[derive(Debug, Clone, Copy)]
 pub struct DevicePlan<'a> {
     pub budgets: &'a [Budget],
     pub query_block: usize,
     pub capture_block: usize,
-    pub all_queries: bool,
+    pub queries: Queries,
 }
 
 /// The device scoring of a configured method over `n` tokens within `plan`: its declaration,
-/// except that block-mass top-k runs on the device only at the capture block (the device's `P`).
+/// except that block-mass top-k runs on the device only at the capture block (the device's `P`),
+/// and the exact-statistic oracles (whose kept-pair counts cover every query) only when every
+/// query is scored.
 pub fn scoring_of(plan: &DevicePlan<'_>, run: &MethodRun, n: usize) -> Option<DeviceScoring> {
+    let all = plan.queries == Queries::All;
     run.selector.device_scoring(n).filter(|s| match *s {
-        DeviceScoring::BlockMassTopK { block, .. } => block == plan.capture_block.max(1),
+        DeviceScoring::BlockMassTopK { block, .. } => all && block == plan.capture_block.max(1),
+        DeviceScoring::TileMaxTopK { .. } => all,
         _ => true,
     })
 }
@@ -134,12 +139,9 @@ impl DeviceLayerOut {
 }
 
 /// True when the device can take a run's methods at all: top-p budgets and needle recall read
-/// host selections, and the device methods score every query.
+/// host selections.
 fn device_budgets(plan: &DevicePlan<'_>, has_needles: bool) -> bool {
-    enabled()
-        && plan.all_queries
-        && !has_needles
-        && !plan.budgets.iter().any(|b| matches!(b, Budget::TopP(_)))
+    enabled() && !has_needles && !plan.budgets.iter().any(|b| matches!(b, Budget::TopP(_)))
 }
 
 /// Runs every method of `methods` that has a device scoring on one captured layer (after
@@ -254,14 +256,15 @@ fn representatives(
     let spec = block_scoring(rule, &reps, (!mins.is_empty()).then_some(&mins[..]), m, d);
     let counts = RowCounts::new(&spec, n);
     let min = run.selector.knob().min.max(0.0);
+    let scored = plan.queries.of(n);
     let sparsity = |x: f64| {
         let k = x.max(min).round() as usize;
-        sparsity_of_kept(counts.kept(k) * gs as u64, gs, n)
+        sparsity_of_kept_scored(counts.kept_from(k, scored.first) * gs as u64, gs, scored)
     };
     let chosen: Vec<Chosen> = plan
         .budgets
         .iter()
-        .map(|&b| resolve_counted(run.selector.as_ref(), b, n, &sparsity))
+        .map(|&b| resolve_counted_scored(run.selector.as_ref(), b, scored, &sparsity))
         .collect::<Option<_>>()
         .ok_or_else(top_p_on_host)?;
     let ks: Vec<usize> = chosen
@@ -330,14 +333,15 @@ fn static_window(
 ) -> attnscope_core::Result<Vec<Vec<GroupOut>>> {
     let (n, gs) = (qkv.len(), qkv.n_heads / qkv.n_kv_heads);
     let spec = |x: f64| static_rule(n_init, x);
+    let scored = plan.queries.of(n);
     let sparsity = |x: f64| {
-        let kept = RowCounts::new(&spec(x), n).kept(0);
-        sparsity_of_kept(kept * gs as u64, gs, n)
+        let kept = RowCounts::new(&spec(x), n).kept_from(0, scored.first);
+        sparsity_of_kept_scored(kept * gs as u64, gs, scored)
     };
     let mut out = Vec::with_capacity(plan.budgets.len());
     for (bi, &b) in plan.budgets.iter().enumerate() {
-        let ch =
-            resolve_counted(run.selector.as_ref(), b, n, &sparsity).ok_or_else(top_p_on_host)?;
+        let ch = resolve_counted_scored(run.selector.as_ref(), b, scored, &sparsity)
+            .ok_or_else(top_p_on_host)?;
         let m = device.block_select_measure(&spec(ch.knob), &[0], keep_selections)?;
         let m = m.first().ok_or_else(|| {
             attnscope_core::CoreError::Device("static pattern: no measurement".into())

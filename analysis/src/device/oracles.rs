@@ -9,6 +9,7 @@ use super::measure::{group_outs, metric_row, selection_of, Shape};
 use super::{resolve_counted, top_p_on_host, Chosen, DevicePlan, GroupOut};
 use crate::budget::sparsity_of_kept;
 use crate::method::MethodRun;
+use crate::selection::Scored;
 
 /// The knob of every budget and KV group from a kept-pair count of q-head `h` at `k`
 /// (`[budget][kv group]`).
@@ -149,7 +150,18 @@ pub(super) fn tile_max_topk(
                 GroupOut {
                     rows: hs
                         .clone()
-                        .map(|h| metric_row(&m, h, n, (qkv.layer, h, g), &run.label, bi, ch, qb))
+                        .map(|h| {
+                            metric_row(
+                                &m,
+                                h,
+                                Scored::all(n),
+                                (qkv.layer, h, g),
+                                &run.label,
+                                bi,
+                                ch,
+                                qb,
+                            )
+                        })
                         .collect(),
                     selections: if keep_selections {
                         hs.map(|h| selection_of(&all, h, n, width, block, block))

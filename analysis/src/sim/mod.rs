@@ -107,7 +107,7 @@ impl SimConfig {
             budgets: &self.budgets,
             query_block: self.query_block,
             capture_block: self.capture_block,
-            all_queries: self.queries == Queries::All,
+            queries: self.queries,
         }
     }
 }

@@ -2,27 +2,22 @@
 //! prefill; perplexity of the last N tokens, KL to dense, needle accuracy by teacher forcing).
 //! Parses the options and calls `attnscope_analysis::eval`.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context, Result};
 use attnscope_analysis::budget::Budget;
 use attnscope_analysis::bundle::{Bundle, CalibrationInfo, InputInfo, Manifest};
 use attnscope_analysis::eval::{run_eval, EvalConfig, EvalInput};
 use attnscope_analysis::input::{ids_sha256, SimInput};
-use attnscope_analysis::registry;
 use attnscope_analysis::results::SimResults;
 use attnscope_analysis::sim::MethodRun;
 use attnscope_datasets::TaskParams;
 
-use super::simulate::{calibration_spec, not_the_knob, overrides, parse_layers};
-use super::{input, model_arg};
+use super::simulate::{calibration_spec, parse_layers};
+use super::{input, model_arg, run_args::RunArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a registry name (fetched when missing), a HF folder, a .gguf file, or a Hugging
-    /// Face id ORG/NAME in the local hub cache.
-    #[arg(long, default_value = "smollm2-135m")]
-    model: String,
+    #[command(flatten)]
+    run: RunArgs,
     #[command(flatten)]
     input: input::InputArgs,
     /// Seeds: a list and ranges, e.g. `0-19` or `0,3,5-7` (overrides --seed).
@@ -34,45 +29,18 @@ pub struct Args {
     /// Plain text: score the perplexity of its last N tokens (required with --dataset text).
     #[arg(long, value_parser = input::at_least_one)]
     ppl_last: Option<usize>,
-    /// Methods: `all` or a comma-separated list (see `attnscope methods`).
-    #[arg(long, default_value = "all")]
-    methods: String,
     /// Target sparsities, comma-separated; each method is calibrated to them per layer.
     #[arg(long, value_delimiter = ',', conflicts_with = "budget_tokens")]
     sparsity: Vec<f64>,
     /// Keys per query, forced keys included.
     #[arg(long)]
     budget_tokens: Option<usize>,
-    /// A method parameter, `method.name=value` (repeatable).
-    #[arg(long = "param")]
-    params: Vec<String>,
     /// Layers made sparse: `all` or a list like `0,3,10-12` (the others stay dense).
     #[arg(long, default_value = "all")]
     layers: String,
     /// Skip recall, output error and cosine of the sparse layers (saves the exact attention).
     #[arg(long)]
     no_fidelity: bool,
-    /// Calibration text for methods that fit settings on it (phsa-fit).
-    #[arg(long)]
-    calibration_text: Option<String>,
-    /// Tokens of calibration text [default: --len capped at 2048].
-    #[arg(long)]
-    calibration_len: Option<usize>,
-    /// Output run directory (a bundle with the `eval` and `tokens` tables).
-    #[arg(long)]
-    out: PathBuf,
-    /// Overwrite an existing run directory.
-    #[arg(long)]
-    force: bool,
-    /// No progress output.
-    #[arg(long)]
-    quiet: bool,
-    /// Where the forward pass runs: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: attnscope_core::Device,
-    /// Storage on the GPU: f32 (exact, matches the CPU path) or bf16 (fast).
-    #[arg(long, default_value = "f32")]
-    precision: attnscope_core::device::Precision,
     /// The command line as given, recorded in the bundle's manifest (set by the caller).
     #[arg(skip)]
     pub command: Vec<String>,
@@ -106,22 +74,9 @@ fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
 
 /// The configured methods with their `--param` overrides.
 fn method_runs(a: &Args) -> Result<Vec<MethodRun>> {
-    let ov = overrides(&a.params)?;
-    let mut runs = Vec::new();
-    for info in registry::parse_list(&a.methods)? {
-        let mine: Vec<(String, f64)> = ov
-            .iter()
-            .filter(|(m, _, _)| m == info.name)
-            .map(|(_, k, v)| (k.clone(), *v))
-            .collect();
-        let run = info.configure(&mine)?;
-        for (name, _) in &run.overrides {
-            not_the_knob("--param", &run, name)?;
-        }
-        runs.push(run);
-    }
+    let runs = a.run.listed_methods()?;
     if runs.is_empty() {
-        bail!("--methods '{}': no methods given", a.methods);
+        bail!("--methods '{}': no methods given", a.run.methods);
     }
     Ok(runs)
 }
@@ -149,7 +104,7 @@ fn inputs(a: &Args, model: &attnscope_core::Model) -> Result<Vec<(EvalInput, u64
                 latin1: a.input.latin1,
                 ..args
             };
-            let sim = input::prepare(&args, model, a.quiet)?;
+            let sim = input::prepare(&args, model, a.run.quiet)?;
             out.push((EvalInput::text(sim, last)?, seed));
         }
         return Ok(out);
@@ -164,7 +119,7 @@ fn inputs(a: &Args, model: &attnscope_core::Model) -> Result<Vec<(EvalInput, u64
             model.config.max_context
         );
     }
-    let hay = input::load_text(&a.input.text, &a.input.text_options(), a.quiet)?;
+    let hay = input::load_text(&a.input.text, &a.input.text_options(), a.run.quiet)?;
     let depths: Vec<Option<f64>> = match a.depths.is_empty() {
         true => vec![a.input.depth],
         false => a.depths.iter().map(|&d| Some(d)).collect(),
@@ -198,14 +153,14 @@ fn config(a: &Args, model: &attnscope_core::Model) -> Result<EvalConfig> {
         .map(|m| m.label.clone())
         .collect();
     let spec = calibration_spec(
-        (a.calibration_text.as_deref(), a.calibration_len),
+        (a.run.calibration_text.as_deref(), a.run.calibration_len),
         (&a.input.text, a.input.len),
         &fit,
-        a.quiet,
+        a.run.quiet,
     );
     if let Some((spec, len)) = spec {
         let args = input::InputArgs::plain(&spec, len, 0);
-        let cal = input::prepare(&args, model, a.quiet)?;
+        let cal = input::prepare(&args, model, a.run.quiet)?;
         cfg.sim.calibration = Some(SimInput { name: spec, ..cal });
     }
     Ok(cfg)
@@ -213,27 +168,27 @@ fn config(a: &Args, model: &attnscope_core::Model) -> Result<EvalConfig> {
 
 pub fn run(a: Args) -> Result<()> {
     let started = std::time::Instant::now();
-    if a.out.join("manifest.json").exists() && !a.force {
+    if a.run.out.join("manifest.json").exists() && !a.run.force {
         bail!(
             "{}: already holds a finished run (manifest.json); pass --force to overwrite it",
-            a.out.display()
+            a.run.out.display()
         );
     }
-    let mut model = model_arg::load(&a.model, a.input.tokenizer.as_deref(), a.quiet)?;
-    model.to_device(a.device, a.precision)?;
+    let model = a.run.load_model(a.input.tokenizer.as_deref())?;
     let cfg = config(&a, &model)?;
     cfg.check(&model)?;
     let inputs = inputs(&a, &model)?;
     let evals: Vec<EvalInput> = inputs.iter().map(|(e, _)| e.clone()).collect();
     let runs = evals.len() * (1 + cfg.sim.methods.len() * cfg.sim.budgets.len());
-    let bar = model_arg::bar(a.quiet, runs as u64, "eval");
+    let bar = model_arg::bar(a.run.quiet, runs as u64, "eval");
     let results = run_eval(&model, &cfg, &evals, &mut |p| {
         bar.set_message(format!("input {} {} {}", p.input, p.method, p.budget));
         bar.inc(1);
     })?;
     bar.finish_and_clear();
-    let mut m = Manifest::for_eval(&model, &cfg, &a.model);
+    let mut m = Manifest::for_eval(&model, &cfg, &a.run.model);
     m.run_id = a
+        .run
         .out
         .file_name()
         .map_or_else(|| "run".into(), |f| f.to_string_lossy().into_owned());
@@ -263,7 +218,7 @@ pub fn run(a: Args) -> Result<()> {
         .collect();
     m.timings.total_s = started.elapsed().as_secs_f64();
     let mut bundle = Bundle {
-        dir: a.out.clone(),
+        dir: a.run.out.clone(),
         manifest: m,
         results: SimResults {
             eval: results.rows,
@@ -275,10 +230,10 @@ pub fn run(a: Args) -> Result<()> {
             .flat_map(|(i, e)| e.input.token_rows(i))
             .collect(),
     };
-    bundle.write(a.force)?;
-    if !a.quiet {
+    bundle.write(a.run.force)?;
+    if !a.run.quiet {
         super::report::print_text(&bundle)?;
-        eprintln!("wrote {}", a.out.display());
+        eprintln!("wrote {}", a.run.out.display());
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod methods;
 pub mod model_arg;
 pub mod ppl;
 pub mod report;
+pub mod run_args;
 pub mod sample;
 pub mod simulate;
 pub mod verify;

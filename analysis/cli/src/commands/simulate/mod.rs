@@ -1,6 +1,5 @@
 //! `attnscope simulate`: replay every method on a real model's exact attention and measure it.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -8,11 +7,10 @@ use attnscope_analysis::bundle::{
     BundleWriter, CalibrationInfo, Format, InputInfo, Manifest, OutMode, ShardInfo,
 };
 use attnscope_analysis::input::SimInput;
-use attnscope_analysis::registry;
 use attnscope_analysis::shard::Shard;
 use attnscope_analysis::sim::{MethodRun, Queries, SimConfig, Simulation};
 
-use super::{input, model_arg};
+use super::{input, model_arg, run_args::RunArgs};
 
 mod options;
 mod preset;
@@ -22,19 +20,10 @@ pub use options::{not_the_knob, overrides};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a registry name (fetched when missing), a HF folder, a .gguf file, or a Hugging
-    /// Face id ORG/NAME in the local hub cache.
-    #[arg(long, default_value = "smollm2-135m")]
-    model: String,
-    /// Revision (branch, tag or commit) of a Hugging Face id `--model ORG/NAME` in the local hub
-    /// cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub); default `main`.
-    #[arg(long)]
-    revision: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
     #[command(flatten)]
     input: input::InputArgs,
-    /// Methods: `all` or a comma-separated list (see `attnscope methods`).
-    #[arg(long, default_value = "all")]
-    methods: String,
     /// Target sparsities, comma-separated (e.g. 0.9,0.95,0.973); each method is calibrated to them.
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["budget_tokens", "top_p"])]
     sparsity: Vec<f64>,
@@ -44,22 +33,10 @@ pub struct Args {
     /// Match the sparsity exact top-p over the true attention reaches at this p.
     #[arg(long)]
     top_p: Option<f64>,
-    /// A method parameter, `method.name=value` (repeatable), e.g. `phsa.lambda=0.3`.
-    #[arg(long = "param")]
-    params: Vec<String>,
     /// Run a method once per value of one parameter, e.g. `phsa.lambda=0,0.25,0.5,0.75,1`
     /// (repeatable); rows are labelled `phsa[lambda=0.25]`.
     #[arg(long)]
     sweep: Vec<String>,
-    /// Calibration text for methods that fit settings on it (phsa-fit): a corpus text name or a
-    /// file; use a different text from --text. Default when such a method runs: plrabn12 (lcet10
-    /// when --text is plrabn12).
-    #[arg(long)]
-    calibration_text: Option<String>,
-    /// Tokens of calibration text [default: --len with --calibration-text, else --len capped at
-    /// 2048].
-    #[arg(long)]
-    calibration_len: Option<usize>,
     /// Layers simulated at once on worker threads while the forward pass goes on (0: half the CPU
     /// threads, at least 2, fewer when memory is short). Per-method seconds overlap when above 1.
     #[arg(long, default_value_t = 0)]
@@ -111,24 +88,9 @@ pub struct Args {
     /// Run id stored in the bundle's manifest and `metrics.run` (default: the folder's name).
     #[arg(long)]
     run_id: Option<String>,
-    /// Output run directory.
-    #[arg(long)]
-    out: PathBuf,
-    /// Overwrite an existing run directory.
-    #[arg(long)]
-    force: bool,
     /// Continue an interrupted run in --out with the same options (finished inputs are kept).
     #[arg(long, conflicts_with = "force")]
     resume: bool,
-    /// No progress output.
-    #[arg(long)]
-    quiet: bool,
-    /// Where the forward pass runs: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: attnscope_core::Device,
-    /// Storage on the GPU: f32 (exact, matches the CPU path) or bf16 (fast).
-    #[arg(long, default_value = "f32")]
-    precision: attnscope_core::device::Precision,
     /// The command line as given, recorded in the bundle's manifest (set by the caller).
     #[arg(skip)]
     pub command: Vec<String>,
@@ -222,30 +184,13 @@ const MAX_JOBS: usize = 256;
 
 /// The configured methods: every listed method with its `--param` overrides, then the sweeps.
 fn method_runs(a: &Args) -> Result<Vec<MethodRun>> {
-    let ov = overrides(&a.params)?;
-    let mut methods = Vec::new();
-    for info in registry::parse_list(&a.methods)? {
-        let mine: Vec<(String, f64)> = ov
-            .iter()
-            .filter(|(m, _, _)| m == info.name)
-            .map(|(_, k, v)| (k.clone(), *v))
-            .collect();
-        let run = MethodRun {
-            label: info.name.to_string(),
-            info,
-            selector: info.build_with(&mine)?,
-            overrides: mine,
-        };
-        for (name, _) in &run.overrides {
-            not_the_knob("--param", &run, name)?;
-        }
-        methods.push(run);
-    }
+    let ov = overrides(&a.run.params)?;
+    let mut methods = a.run.listed_methods()?;
     methods.extend(sweep_runs(&a.sweep, &ov)?);
     if methods.is_empty() {
         bail!(
             "--methods '{}': no methods given (all, or a list; see `attnscope methods`)",
-            a.methods
+            a.run.methods
         );
     }
     Ok(methods)
@@ -276,10 +221,10 @@ fn sim_config(a: &Args, model: &attnscope_core::Model) -> Result<SimConfig> {
         .map(|m| m.label.clone())
         .collect();
     let calibration = match calibration_spec(
-        (a.calibration_text.as_deref(), a.calibration_len),
+        (a.run.calibration_text.as_deref(), a.run.calibration_len),
         (&a.input.text, a.input.len),
         &fit,
-        a.quiet,
+        a.run.quiet,
     ) {
         Some((spec, len)) => {
             let args = input::InputArgs {
@@ -287,7 +232,7 @@ fn sim_config(a: &Args, model: &attnscope_core::Model) -> Result<SimConfig> {
                 latin1: a.input.latin1,
                 ..input::InputArgs::plain(&spec, len, a.input.seed)
             };
-            let cal = input::prepare(&args, model, a.quiet)?;
+            let cal = input::prepare(&args, model, a.run.quiet)?;
             Some(SimInput { name: spec, ..cal })
         }
         None => None,
@@ -329,9 +274,10 @@ fn sim_config(a: &Args, model: &attnscope_core::Model) -> Result<SimConfig> {
 /// The manifest before the first input: the simulation's own description plus this command's
 /// run id, command line, data and table format.
 fn manifest(a: &Args, sim: &Simulation<'_>) -> Result<Manifest> {
-    let mut m = Manifest::for_simulation(sim, &a.model, a.input.len, a.input.dataset != "text");
+    let mut m = Manifest::for_simulation(sim, &a.run.model, a.input.len, a.input.dataset != "text");
     m.run_id = a.run_id.clone().unwrap_or_else(|| {
-        a.out
+        a.run
+            .out
             .file_name()
             .map_or_else(|| "run".into(), |f| f.to_string_lossy().into_owned())
     });
@@ -350,11 +296,11 @@ fn manifest(a: &Args, sim: &Simulation<'_>) -> Result<Manifest> {
 /// The options that decide the results: a resumed run must have the same.
 fn fingerprint(a: &Args, m: &Manifest, cfg: &SimConfig) -> serde_json::Value {
     let mut f = serde_json::json!({
-        "model": a.model, "weights": m.model.source, "dataset": a.input.dataset,
+        "model": a.run.model, "weights": m.model.source, "dataset": a.input.dataset,
         "len": a.input.len, "depth": a.input.depth, "methods": m.methods,
         "budgets": m.budgets, "layers": m.layers, "capture_block": cfg.capture_block,
         "selections": cfg.selection_budgets, "save_qkv": cfg.save_qkv, "format": m.format,
-        "calibration_text": a.calibration_text, "calibration_len": a.calibration_len,
+        "calibration_text": a.run.calibration_text, "calibration_len": a.run.calibration_len,
         "offset": a.input.offset, "keep_crlf": a.input.keep_crlf, "latin1": a.input.latin1,
     });
     // Recorded when not the default, so that bundles from before the option still resume.
@@ -375,13 +321,7 @@ pub fn run(mut a: Args) -> Result<()> {
         Some(shard) => part_plan(&sweep, shard)?,
         None => sweep.clone(),
     };
-    let mut model = model_arg::load_revision(
-        &a.model,
-        a.revision.as_deref(),
-        a.input.tokenizer.as_deref(),
-        a.quiet,
-    )?;
-    model.to_device(a.device, a.precision)?;
+    let model = a.run.load_model(a.input.tokenizer.as_deref())?;
     let load_s = started.elapsed().as_secs_f64();
     let sim = Simulation::new(&model, sim_config(&a, &model)?)?;
     let mut manifest = manifest(&a, &sim)?;
@@ -398,7 +338,7 @@ pub fn run(mut a: Args) -> Result<()> {
         // A part resumes only as the same part.
         fingerprint["shard"] = serde_json::json!(shard.to_string());
     }
-    let mode = match (a.force, a.resume) {
+    let mode = match (a.run.force, a.resume) {
         (true, _) => OutMode::Force,
         (_, true) => OutMode::Resume,
         _ => OutMode::Fresh,
@@ -408,11 +348,11 @@ pub fn run(mut a: Args) -> Result<()> {
     if mode != OutMode::Resume {
         first = Some(prepare_planned(&mut a, &plan[0], &model)?);
     }
-    let mut writer = BundleWriter::try_new(&a.out, manifest, plan.clone(), fingerprint, mode)?;
-    if !a.quiet && !writer.resumed().is_empty() {
+    let mut writer = BundleWriter::try_new(&a.run.out, manifest, plan.clone(), fingerprint, mode)?;
+    if !a.run.quiet && !writer.resumed().is_empty() {
         eprintln!(
             "resuming {}: {} of {} inputs already finished",
-            a.out.display(),
+            a.run.out.display(),
             writer.resumed().len(),
             plan.len()
         );
@@ -441,10 +381,10 @@ pub fn run(mut a: Args) -> Result<()> {
         }
     }
     let bundle = writer.close()?;
-    if !a.quiet {
+    if !a.run.quiet {
         eprintln!(
             "wrote {} ({:.1} s)",
-            a.out.display(),
+            a.run.out.display(),
             started.elapsed().as_secs_f64()
         );
         let peak = bundle.manifest.timings.peak_host_bytes;
@@ -472,7 +412,7 @@ fn prepare_planned(
 ) -> Result<SimInput> {
     a.input.text = planned.text.clone();
     a.input.seed = planned.seed;
-    input::prepare(&a.input, model, a.quiet)
+    input::prepare(&a.input, model, a.run.quiet)
 }
 
 /// Simulates one input with a progress bar: its results and seconds.
@@ -493,7 +433,7 @@ fn simulate_input(
     } else {
         format!("simulating {n_sim} layers")
     };
-    if !a.quiet && sim.model().device() == attnscope_core::Device::Cpu {
+    if !a.run.quiet && sim.model().device() == attnscope_core::Device::Cpu {
         let plan = sim.memory_plan(inp.ids.len());
         eprintln!(
             "memory plan: {:.2} GiB per layer job ({} scored queries of {} tokens), {} at once, \
@@ -510,11 +450,11 @@ fn simulate_input(
                 .map_or("? GiB".into(), |b| format!("{:.1} GiB", gib(b)))
         );
     }
-    let bar = model_arg::bar(a.quiet, sim.model().config.n_layers as u64, &msg);
+    let bar = model_arg::bar(a.run.quiet, sim.model().config.n_layers as u64, &msg);
     let t = Instant::now();
     let results = sim.run_with_progress(inp, &mut |_| bar.inc(1))?;
     bar.finish_and_clear();
-    if !a.quiet {
+    if !a.run.quiet {
         eprintln!("{}", results.pipeline.summary());
     }
     Ok((results, t.elapsed().as_secs_f64()))

@@ -15,6 +15,7 @@ pub(super) fn apply(a: &mut Args) -> Result<Option<PresetInfo>> {
     let p = preset::find(&name)?;
     let mut values = Vec::new();
     let given: Vec<String> = a
+        .run
         .params
         .iter()
         .filter_map(|s| s.split_once('=').map(|(lhs, _)| lhs.trim().to_string()))
@@ -29,8 +30,8 @@ pub(super) fn apply(a: &mut Args) -> Result<Option<PresetInfo>> {
         values.push(setting(&name, v.value.to_string(), v.source, applied));
     }
     // The preset's parameters first: an explicit `--param` is read after them.
-    params.append(&mut a.params);
-    a.params = params;
+    params.append(&mut a.run.params);
+    a.run.params = params;
     if let Some((tokens, source)) = p.budget_tokens {
         let free = a.sparsity.is_empty() && a.budget_tokens.is_none() && a.top_p.is_none();
         if free {
