@@ -466,6 +466,26 @@ mod tests {
     }
 
     #[test]
+    fn a_window_hides_keys_from_counts_and_sparsity() {
+        let scored = Scored::all(10).with_window(Some(3));
+        assert_eq!(scored.visible_pairs(), 1 + 2 + 3 * 8);
+        assert_eq!(Scored::all(10).with_window(Some(10)).window, None);
+        // Sink 0 and the two most recent keys: the sink leaves the window from query 3 on.
+        let mut b = Selection::builder_scored(scored, 1);
+        for i in 0..10u32 {
+            b.push_ranges([(0, 1), (i.saturating_sub(1), i + 1)]);
+        }
+        let s = b.finish();
+        assert_eq!(s.keys_of(2).collect::<Vec<_>>(), vec![(0, 3)]);
+        assert_eq!(s.keys_of(9).collect::<Vec<_>>(), vec![(8, 10)]);
+        assert!(!s.contains(9, 0) && s.contains(2, 0));
+        assert_eq!(s.kept_pairs(), 1 + 2 + 3 + 2 * 7);
+        // Restricting to the same queries without the window counts the sink again.
+        let plain = s.clone().restricted(Scored::all(10));
+        assert_eq!(plain.kept_pairs(), 1 + 2 + 3 + 3 * 7);
+    }
+
+    #[test]
     fn intersection_of_range_lists() {
         let a = [(0u32, 5u32), (8, 10)];
         let b = [(3u32, 9u32)];

@@ -415,9 +415,7 @@ mod tests {
                 let g = data.input();
                 let p = m.prepare(&g);
                 let k = m.knob();
-                let n = data.k.nrows();
-                crate::budget::calibrate(p.as_ref(), &k, 0.7, crate::selection::Scored::all(n))
-                    .selections
+                crate::budget::calibrate(p.as_ref(), &k, 0.7, g.scored).selections
             })
             .collect()
     }
@@ -511,6 +509,33 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn windowed_soft_capped_metrics_agree_with_per_pair_scores() {
+        // Every method's selections on a layer with a window of 40 keys, soft-capping and its
+        // own scale: the shared probabilities (0 outside the window) give the per-pair metrics
+        // over the visible kept keys, and the kept counts leave the hidden keys out.
+        let rule = ScoreRule {
+            scale: 0.3,
+            softcap: Some(2.5),
+            window: Some(40),
+        };
+        let data = GroupData::random(200, 16, 2, 9).with_rule(rule);
+        let probs = data.input().true_probs().to_vec();
+        for sels in method_selections(&data) {
+            for (h, sel) in sels.iter().enumerate() {
+                assert_eq!(sel.scored().window, Some(40));
+                let want = evaluate(&head(&data, h), sel);
+                let got = evaluate_with(&head(&data, h), &probs[h], sel);
+                assert_eq!(got.kept, want.kept, "head {h}");
+                for (i, (x, y)) in got.recall.iter().zip(&want.recall).enumerate() {
+                    assert!((x - y).abs() <= 1e-5, "head {h} query {i}: {x} vs {y}");
+                }
+                let kept: u64 = want.kept.iter().map(|&k| k as u64).sum();
+                assert_eq!(kept, sel.kept_pairs(), "head {h}");
             }
         }
     }
