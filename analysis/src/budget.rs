@@ -1,7 +1,11 @@
 //! Budgets and the calibration that puts every method at the same achieved sparsity.
 //!
-//! Sparsity (METHODS.md) = 1 - kept causal pairs / all causal pairs of the scored queries
-//! ([`Scored`]), over the q-heads of a group.
+//! Sparsity (METHODS.md) = 1 - kept visible pairs / all visible pairs of the scored queries
+//! ([`Scored`]), over the q-heads of a group: the visible pairs are the causal ones, or on a
+//! sliding-window layer the causal ones inside the window ([`Scored::visible_pairs`]); a
+//! selection's keys outside the window are not counted ([`Selection::kept_pairs`]). Defined
+//! once, in [`sparsity_of`]; [`sparsity_of_kept`] is its shortcut for counted pairs of a plain
+//! causal layer.
 //! A budget is a fixed number of keys per query, a target sparsity, or top-p. Calibration searches
 //! a method's one knob (bisection; integer knobs by binary search) for the requested sparsity.
 
@@ -12,18 +16,28 @@ use crate::selection::{causal_pairs, Scored, Selection};
 /// Achieved sparsity must be within this of the target (0.2 percentage points).
 pub const SPARSITY_TOLERANCE: f64 = 0.002;
 
-/// Sparsity of the selections of a group's q-heads over their scored queries.
+/// Sparsity of the selections of a group's q-heads over their scored queries: 1 - kept visible
+/// pairs / visible pairs.
 pub fn sparsity_of(sels: &[Selection]) -> f64 {
     let kept: u64 = sels.iter().map(Selection::kept_pairs).sum();
-    let all: u64 = sels.iter().map(|s| s.scored().causal_pairs()).sum();
+    let all: u64 = sels.iter().map(|s| s.scored().visible_pairs()).sum();
     1.0 - kept as f64 / all.max(1) as f64
 }
 
 /// Sparsity of a budget of `tokens` keys per query over the `scored` queries (query `i` keeps
-/// `min(tokens, i + 1)` keys).
+/// `min(tokens, visible keys of i)` keys).
 pub fn sparsity_of_tokens(tokens: usize, scored: Scored) -> f64 {
-    let kept: u64 = scored.range().map(|i| tokens.min(i + 1) as u64).sum();
-    1.0 - kept as f64 / scored.causal_pairs().max(1) as f64
+    let kept: u64 = scored
+        .range()
+        .map(|i| tokens.min(i + 1 - scored.first_visible(i)) as u64)
+        .sum();
+    1.0 - kept as f64 / scored.visible_pairs().max(1) as f64
+}
+
+/// True when a method's counted kept pairs ([`Prepared::kept_pairs_at`], which counts causal
+/// pairs of every query) measure sparsity over `scored`: every query scored, no window.
+pub fn counts_pairs(scored: Scored) -> bool {
+    scored.is_all() && scored.window.is_none()
 }
 
 /// A method's selections at the chosen knob value.
@@ -49,7 +63,8 @@ fn eval(prep: &dyn Prepared, x: f64, scored: Scored) -> (Vec<Selection>, f64) {
     (sels, s)
 }
 
-/// Sparsity from kept pairs over `heads` selections (the same arithmetic as [`sparsity_of`]).
+/// Sparsity from kept causal pairs over `heads` selections of every query of an `n`-token plain
+/// causal layer (the same arithmetic as [`sparsity_of`] there, [`counts_pairs`]).
 pub fn sparsity_of_kept(kept: u64, heads: usize, n: usize) -> f64 {
     sparsity_of_kept_scored(kept, heads, Scored::all(n))
 }
@@ -62,7 +77,10 @@ pub fn sparsity_of_kept_scored(kept: u64, heads: usize, scored: Scored) -> f64 {
 /// The sparsity at `x`, counted without selections when the method can (every query scored),
 /// else with them.
 fn probe(prep: &dyn Prepared, x: f64, scored: Scored) -> (Option<Vec<Selection>>, f64) {
-    match scored.is_all().then(|| prep.kept_pairs_at(x)).flatten() {
+    match counts_pairs(scored)
+        .then(|| prep.kept_pairs_at(x))
+        .flatten()
+    {
         Some((kept, heads)) => (None, sparsity_of_kept(kept, heads, scored.n)),
         None => {
             let (sels, s) = eval(prep, x, scored);
@@ -200,7 +218,7 @@ pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, scored: Scored) 
                 1.0 - kept / (causal_pairs(n) * heads.max(1) as u64) as f64
             })
     };
-    let guided = scored.is_all() && prep.approx_kept_pairs_at(knob.min).is_some();
+    let guided = counts_pairs(scored) && prep.approx_kept_pairs_at(knob.min).is_some();
     let best = search_knob_guided(
         knob,
         target,

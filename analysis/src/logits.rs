@@ -22,6 +22,8 @@ pub const ROW_CHUNK: usize = 256;
 pub struct PackedRows {
     first: usize,
     n: usize,
+    /// The layer's window ([`Scored::window`]): rows still hold every causal key.
+    window: Option<usize>,
     data: PooledF32,
 }
 
@@ -36,6 +38,7 @@ impl PackedRows {
         Self {
             first: scored.first,
             n: scored.n,
+            window: scored.window,
             data: PooledF32::new(row_start(scored.n, scored.first)),
         }
     }
@@ -50,6 +53,7 @@ impl PackedRows {
         Scored {
             first: self.first,
             n: self.n,
+            window: self.window,
         }
     }
 

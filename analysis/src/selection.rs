@@ -61,19 +61,29 @@ impl std::str::FromStr for Queries {
 /// `--queries all` scores every query (`first` 0: the average over the causal triangle);
 /// `--queries last:N` the last `N` (decode accounting: the queries at the end of a long context).
 /// Selections, sparsity and every metric count the scored queries only; the keys each query
-/// sees are still all of `0..=i`.
+/// sees are still all of its visible keys: `0..=i`, or `(i - window, i]` on a sliding-window
+/// layer ([`Scored::with_window`]). The visible pairs are the pairs sparsity is counted over
+/// ([`Scored::visible_pairs`]); a selection's keys outside them are not attended and not counted
+/// ([`Selection::keys_of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scored {
     /// The first scored query.
     pub first: usize,
     /// Tokens of the input (the last scored query is `n - 1`).
     pub n: usize,
+    /// The layer's sliding window (query `i` sees keys `(i - window, i]`), when it is shorter
+    /// than the input; `None`: every causal key is visible.
+    pub window: Option<usize>,
 }
 
 impl Scored {
     /// Every query of `n` tokens.
     pub fn all(n: usize) -> Self {
-        Self { first: 0, n }
+        Self {
+            first: 0,
+            n,
+            window: None,
+        }
     }
 
     /// The last `last` queries of `n` tokens (every query when `last >= n`).
@@ -81,6 +91,34 @@ impl Scored {
         Self {
             first: n - last.min(n),
             n,
+            window: None,
+        }
+    }
+
+    /// These queries on a layer whose query `i` sees keys `(i - window, i]` only (a window of
+    /// `n` keys or more hides nothing and is dropped).
+    pub fn with_window(self, window: Option<usize>) -> Self {
+        Self {
+            window: window.filter(|&w| w < self.n),
+            ..self
+        }
+    }
+
+    /// The first key query `i` sees (0 without a window).
+    pub fn first_visible(&self, i: usize) -> usize {
+        match self.window {
+            Some(w) => (i + 1).saturating_sub(w),
+            None => 0,
+        }
+    }
+
+    /// Visible (query, key) pairs of the scored queries: causal and inside the window. The
+    /// denominator of sparsity everywhere ([`crate::budget::sparsity_of`]); equal to
+    /// [`Scored::causal_pairs`] without a window.
+    pub fn visible_pairs(&self) -> u64 {
+        match self.window {
+            None => self.causal_pairs(),
+            Some(w) => self.range().map(|i| (i + 1).min(w) as u64).sum(),
         }
     }
 
@@ -115,7 +153,8 @@ impl Scored {
         a.slice_move(ndarray::s![self.first..self.n, ..])
     }
 
-    /// Causal (query, key) pairs of the scored queries: `sum (i + 1)` over `first..n`.
+    /// Causal (query, key) pairs of the scored queries: `sum (i + 1)` over `first..n` (what
+    /// per-pair buffers of the scored rows hold, window or not).
     pub fn causal_pairs(&self) -> u64 {
         causal_pairs(self.n) - causal_pairs(self.first)
     }
@@ -127,6 +166,7 @@ impl Scored {
 pub struct Selection {
     n: usize,
     first: usize,
+    window: Option<usize>,
     query_block: usize,
     offsets: Vec<usize>,
     ranges: Vec<Range>,
@@ -206,6 +246,7 @@ impl Selection {
             sel: Self {
                 n: scored.n,
                 first: scored.first,
+                window: scored.window,
                 query_block: qb,
                 offsets,
                 ranges: Vec::new(),
@@ -241,6 +282,7 @@ impl Selection {
         Self {
             n,
             first: scored.first,
+            window: scored.window,
             query_block: qb,
             offsets,
             ranges,
@@ -260,10 +302,17 @@ impl Selection {
     }
 
     /// This selection for the `scored` queries: rows before the first scored query's row emptied
-    /// (the selection itself when it already scores them). For methods that select every row.
+    /// (the selection itself when it already scores them), its keys seen through their window.
+    /// For methods that select every row.
     pub fn restricted(self, scored: Scored) -> Self {
         if self.scored() == scored || scored.n != self.n {
             return self;
+        }
+        if self.first == scored.first {
+            return Self {
+                window: scored.window,
+                ..self
+            };
         }
         let r0 = scored.first_row(self.query_block).min(self.rows());
         let cut = self.offsets[r0];
@@ -273,6 +322,7 @@ impl Selection {
         Self {
             n: self.n,
             first: scored.first,
+            window: scored.window,
             query_block: self.query_block,
             offsets,
             ranges: self.ranges[cut..].to_vec(),
@@ -284,6 +334,7 @@ impl Selection {
         Scored {
             first: self.first,
             n: self.n,
+            window: self.window,
         }
     }
 
@@ -307,21 +358,25 @@ impl Selection {
         &self.ranges[self.offsets[r]..self.offsets[r + 1]]
     }
 
-    /// The kept key ranges of query `i`, clipped causally to `[0, i]`.
+    /// The kept key ranges of query `i` that it sees: clipped causally to `[0, i]` and, on a
+    /// sliding-window layer, to its window `(i - window, i]` (a method's selection is
+    /// intersected with the visible keys: keys outside the window are not attended).
     pub fn keys_of(&self, i: usize) -> impl Iterator<Item = Range> + '_ {
         let lim = i as u32 + 1;
+        let lo = self.scored().first_visible(i) as u32;
         self.row_ranges(i / self.query_block)
             .iter()
             .take_while(move |r| r.0 < lim)
-            .map(move |&(s, e)| (s, e.min(lim)))
+            .filter(move |r| r.1 > lo)
+            .map(move |&(s, e)| (s.max(lo), e.min(lim)))
     }
 
-    /// Number of kept causal keys of query `i`.
+    /// Number of kept visible keys of query `i`.
     pub fn kept_of(&self, i: usize) -> usize {
         self.keys_of(i).map(|(s, e)| (e - s) as usize).sum()
     }
 
-    /// True when query `i` keeps key `j` (and `j <= i`).
+    /// True when query `i` keeps key `j` and sees it.
     pub fn contains(&self, i: usize, j: usize) -> bool {
         j <= i
             && self
@@ -329,7 +384,7 @@ impl Selection {
                 .any(|(s, e)| (s as usize) <= j && j < e as usize)
     }
 
-    /// Kept causal (query, key) pairs of the scored queries.
+    /// Kept visible (query, key) pairs of the scored queries (causal ones without a window).
     pub fn kept_pairs(&self) -> u64 {
         (self.first..self.n).map(|i| self.kept_of(i) as u64).sum()
     }
@@ -408,6 +463,26 @@ mod tests {
         assert_eq!(s.kept_of(8), 2);
         assert!(s.contains(9, 9) && !s.contains(8, 9));
         assert_eq!(Selection::dense(5).kept_pairs(), causal_pairs(5));
+    }
+
+    #[test]
+    fn a_window_hides_keys_from_counts_and_sparsity() {
+        let scored = Scored::all(10).with_window(Some(3));
+        assert_eq!(scored.visible_pairs(), 1 + 2 + 3 * 8);
+        assert_eq!(Scored::all(10).with_window(Some(10)).window, None);
+        // Sink 0 and the two most recent keys: the sink leaves the window from query 3 on.
+        let mut b = Selection::builder_scored(scored, 1);
+        for i in 0..10u32 {
+            b.push_ranges([(0, 1), (i.saturating_sub(1), i + 1)]);
+        }
+        let s = b.finish();
+        assert_eq!(s.keys_of(2).collect::<Vec<_>>(), vec![(0, 3)]);
+        assert_eq!(s.keys_of(9).collect::<Vec<_>>(), vec![(8, 10)]);
+        assert!(!s.contains(9, 0) && s.contains(2, 0));
+        assert_eq!(s.kept_pairs(), 1 + 2 + 3 + 2 * 7);
+        // Restricting to the same queries without the window counts the sink again.
+        let plain = s.clone().restricted(Scored::all(10));
+        assert_eq!(plain.kept_pairs(), 1 + 2 + 3 + 3 * 7);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use ndarray::{Array2, ArrayView2};
 
-use attnscope_core::attention::LayerQkv;
+use attnscope_core::attention::{LayerQkv, ScoreRule};
 use attnscope_core::capture::{capture_layer, CaptureOptions, HeadCapture};
 use attnscope_core::rng::Rng;
 
@@ -22,6 +22,9 @@ pub struct GroupData {
     pub dense_out: Array2<f32>,
     pub group: usize,
     pub capture_block: usize,
+    /// The layer's score rule the capture followed (plain unless built with
+    /// [`GroupData::with_rule`]).
+    pub rule: ScoreRule,
 }
 
 impl GroupData {
@@ -62,6 +65,47 @@ impl GroupData {
         capture_block: usize,
     ) -> Self {
         let d = k.ncols();
+        let mut data = Self::uncaptured(q, k, v, (punct, newline), group, capture_block);
+        data.recapture(ScoreRule::plain(d));
+        data
+    }
+
+    /// This data captured again under `rule` (scale, soft-capping, sliding window).
+    pub fn with_rule(mut self, rule: ScoreRule) -> Self {
+        self.recapture(rule);
+        self
+    }
+
+    /// Given Q, K and V and flags, not yet captured ([`GroupData::recapture`] does).
+    fn uncaptured(
+        q: Array2<f32>,
+        k: Array2<f32>,
+        v: Array2<f32>,
+        (punct, newline): (Vec<bool>, Vec<bool>),
+        group: usize,
+        capture_block: usize,
+    ) -> Self {
+        let d = k.ncols();
+        Self {
+            dense_out: Array2::zeros((q.nrows(), group * d)),
+            q,
+            k,
+            v,
+            punct,
+            newline,
+            truth: Vec::new(),
+            group,
+            capture_block,
+            rule: ScoreRule::plain(d),
+        }
+    }
+
+    /// Captures the exact statistics of the data under `rule`.
+    fn recapture(&mut self, rule: ScoreRule) {
+        let (q, k, v) = (&self.q, &self.k, &self.v);
+        let d = k.ncols();
+        let group = self.group;
+        let capture_block = self.capture_block;
         let qkv = LayerQkv {
             layer: 0,
             n_heads: group,
@@ -70,24 +114,16 @@ impl GroupData {
             q: q.view(),
             k: k.view(),
             v: v.view(),
-            rule: attnscope_core::attention::ScoreRule::plain(d),
+            rule,
         };
         let opts = CaptureOptions {
             block: capture_block,
             ..CaptureOptions::default()
         };
         let (truth, dense_out) = capture_layer(&qkv, &opts);
-        Self {
-            q,
-            k,
-            v,
-            punct,
-            newline,
-            truth,
-            dense_out,
-            group,
-            capture_block,
-        }
+        self.truth = truth;
+        self.dense_out = dense_out;
+        self.rule = rule;
     }
 
     /// Head dimension.
@@ -124,7 +160,8 @@ impl GroupData {
             newline: &self.newline,
             truth: self.truth.iter().collect(),
             capture_block: self.capture_block,
-            scored,
+            scored: GroupInput::scored_for(scored, &self.rule),
+            rule: self.rule,
             cache: Default::default(),
         }
     }

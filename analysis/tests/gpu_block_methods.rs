@@ -305,6 +305,7 @@ impl Check<'_> {
                     truth: heads[g * gs..(g + 1) * gs].iter().collect(),
                     capture_block: 64,
                     scored: Scored::all(k.nrows()),
+                    rule: qkv.rule,
                     cache: Default::default(),
                 };
                 let prep = run.selector.prepare(&input);
@@ -324,6 +325,7 @@ impl Check<'_> {
                         v: v.view(),
                         lse: &heads[h].lse,
                         dense_out: dense.slice(s![.., h * d..(h + 1) * d]),
+                        rule: qkv.rule,
                     };
                     cpu_metrics.push(evaluate_with(&dh, &probs[hi], sel));
                 }

@@ -21,6 +21,7 @@ fn dense_head<'a>(data: &'a GroupData, h: usize) -> DenseHead<'a> {
         v: data.v.view(),
         lse: &data.truth[h].lse,
         dense_out: data.dense_out_head(h),
+        rule: data.rule,
     }
 }
 

@@ -168,6 +168,7 @@ impl Fixture {
             v: self.data.v.view(),
             lse: &self.data.truth[h].lse,
             dense_out: self.data.dense_out_head(h),
+            rule: self.data.rule,
         }
     }
 

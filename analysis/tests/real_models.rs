@@ -221,6 +221,7 @@ fn oracle_topk_bounds_every_method_per_query_on_smollm2() {
                         v: data.v.view(),
                         lse: &data.truth[h].lse,
                         dense_out: data.dense_out_head(h),
+                        rule: data.rule,
                     };
                     let m = evaluate(&dense, sel);
                     for i in 0..n {

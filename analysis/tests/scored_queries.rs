@@ -77,6 +77,7 @@ fn metrics_of_the_scored_queries_are_the_last_rows_of_the_full_run() {
             v: data.v.view(),
             lse: &data.truth[h].lse,
             dense_out: data.dense_out_head(h),
+            rule: data.rule,
         };
         let full_sel = &pa.select(40.0)[h];
         let sub_sel = &ps.select(40.0)[h];

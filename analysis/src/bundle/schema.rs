@@ -157,7 +157,7 @@ pub static METRICS: TableDef = TableDef {
         c(
             "sparsity",
             F64,
-            "sparsity reached: 1 - kept causal pairs / all causal pairs",
+            "sparsity reached: 1 - kept visible pairs / all visible pairs (causal, inside a sliding window)",
         ),
         c(
             "recall",
@@ -334,7 +334,7 @@ pub static EVAL: TableDef = TableDef {
         c(
             "sparsity",
             F64,
-            "sparsity reached over the sparse layers: 1 - kept causal pairs / all causal pairs",
+            "sparsity reached over the sparse layers: 1 - kept visible pairs / all visible pairs",
         ),
         c("sparsity_by_layer", ListF32, "sparsity reached by each sparse layer, in layer order"),
         c("reached", Bool, "every layer's calibration reached the target within tolerance"),

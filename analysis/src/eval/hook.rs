@@ -126,11 +126,11 @@ impl AttentionHook for SparseHook<'_> {
             out_rel_err: fidelity.mean(|m| m.1),
             cosine: fidelity.mean(|m| m.2),
         });
-        // A selection that keeps every causal key is dense attention: the layer runs the dense
+        // A selection that keeps every visible key is dense attention: the layer runs the dense
         // computation itself (the sparse kernel sums in another order).
         if sels
             .iter()
-            .all(|s| s.kept_pairs() == s.scored().causal_pairs())
+            .all(|s| s.kept_pairs() == s.scored().visible_pairs())
         {
             return Ok(HookAction::Dense);
         }
@@ -177,6 +177,7 @@ impl Fidelity {
                 v: input.v,
                 lse: &heads[hi].lse,
                 dense_out: dense.slice(s![.., h * d..(h + 1) * d]),
+                rule: input.rule,
             };
             for qm in evaluate_many(&head, &probs[hi], &[sel]) {
                 self.values.extend(
@@ -195,8 +196,8 @@ impl Fidelity {
     }
 }
 
-/// The layer's selection as the forward pass takes it: q-head `h`'s kept keys of every query
-/// (`sels` holds one selection per q-head, in head order).
+/// The layer's selection as the forward pass takes it: q-head `h`'s kept visible keys of every
+/// query (`sels` holds one selection per q-head, in head order).
 fn token_selection(sels: &[Selection], n: usize) -> TokenSelection {
     TokenSelection::from_fn(sels.len(), n, |h, i| {
         sels[h]

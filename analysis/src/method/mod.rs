@@ -3,6 +3,7 @@
 
 use ndarray::ArrayView2;
 
+use attnscope_core::attention::ScoreRule;
 use attnscope_core::capture::HeadCapture;
 
 use crate::selection::Selection;
@@ -32,8 +33,13 @@ pub struct GroupInput<'a> {
     /// Key block size of `truth[h].block_mass`.
     pub capture_block: usize,
     /// The queries the run scores: methods select keys for these (rows before them stay empty)
-    /// and the exact attention holds their rows only.
+    /// and the exact attention holds their rows only. Its window is the layer's
+    /// ([`GroupInput::scored_for`]): selections seen through it, sparsity counted over it.
     pub scored: crate::selection::Scored,
+    /// How the layer turns `q . k` into logits and which keys a query sees (scale, soft-capping,
+    /// sliding window): the exact attention, the oracles and the metrics follow it; methods
+    /// with a published score of their own keep it ([`GroupInput::scale`]).
+    pub rule: ScoreRule,
     /// Exact quantities computed once per group on first use and shared by the oracles and
     /// the runner's metrics (`GroupCache::default()` when building an input).
     pub cache: GroupCache,
@@ -85,9 +91,24 @@ impl GroupInput<'_> {
         self.q.len()
     }
 
-    /// Softmax scale `1 / sqrt(d)`.
+    /// The layer's scale of `q . k` (`1 / sqrt(d)` unless the architecture sets another), the
+    /// scale of the methods' own scores. No soft-capping: that is [`GroupInput::logit`].
     pub fn scale(&self) -> f32 {
-        1.0 / (self.head_dim() as f32).sqrt()
+        self.rule.scale
+    }
+
+    /// The layer's attention logit of a raw score `q . k` ([`ScoreRule::logit`]: scale, then
+    /// soft-capping where the layer caps): what the exact attention and the oracles rank by.
+    pub fn logit(&self, dot: f32) -> f32 {
+        self.rule.logit(dot)
+    }
+
+    /// The scored queries `queries` of a layer with `rule`, seen through its window.
+    pub fn scored_for(
+        queries: crate::selection::Scored,
+        rule: &ScoreRule,
+    ) -> crate::selection::Scored {
+        queries.with_window(rule.window)
     }
 
     /// The exact dense attention of every q-head of the group (computed once, then shared): from
@@ -102,7 +123,7 @@ impl GroupInput<'_> {
                 .map(|h| match self.cache.logits.get() {
                     Some(l) => crate::metrics::TrueProbs::from_logits(
                         &l[h],
-                        self.scale(),
+                        &self.rule,
                         &self.truth[h].lse,
                     ),
                     None => crate::metrics::TrueProbs::compute(
@@ -110,6 +131,7 @@ impl GroupInput<'_> {
                         self.kt(),
                         &self.truth[h].lse,
                         self.scored,
+                        &self.rule,
                     ),
                 })
                 .collect()
@@ -132,6 +154,7 @@ impl GroupInput<'_> {
                         kt,
                         &self.truth[h].lse,
                         self.scored,
+                        &self.rule,
                     )
                 })
                 .unzip();
@@ -141,7 +164,7 @@ impl GroupInput<'_> {
         (self.logits(), self.true_probs())
     }
 
-    /// Every q-head's raw causal scores, computed once on first use and shared by the exact
+    /// Every q-head's raw causal scores `q . k` (unscaled, uncapped), computed once on first use and shared by the exact
     /// attention and the methods that score every pair ([`crate::logits`]).
     pub fn logits(&self) -> &[crate::logits::Logits] {
         use rayon::prelude::*;

@@ -83,26 +83,26 @@ enum Scores<'a> {
 }
 
 impl Scores<'_> {
-    /// `w` extended with `q_t . k_j * scale` (as `f64`) of the keys `heavy` then `w_lo..=t`, for
-    /// q-head `hh` of the replay.
+    /// `w` extended with the layer's logits `rule.logit(q_t . k_j)` (as `f64`) of the keys
+    /// `heavy` then `w_lo..=t`, for q-head `hh` of the replay.
     fn extend(
         &self,
         hh: usize,
         t: usize,
         heavy: &[u32],
         w_lo: usize,
-        scale: f32,
+        rule: &attnscope_core::attention::ScoreRule,
         w: &mut Vec<f64>,
     ) {
         match self {
             Scores::Shared(logits) => {
                 let row = logits[hh].row(t);
-                w.extend(heavy.iter().map(|&j| (row[j as usize] * scale) as f64));
-                w.extend(row[w_lo..=t].iter().map(|&x| (x * scale) as f64));
+                w.extend(heavy.iter().map(|&j| rule.logit(row[j as usize]) as f64));
+                w.extend(row[w_lo..=t].iter().map(|&x| rule.logit(x) as f64));
             }
             Scores::OnTheFly(qs, k) => {
                 let q = qs[hh].row(t);
-                let dot = |j: usize| (q.dot(&k.row(j)) * scale) as f64;
+                let dot = |j: usize| rule.logit(q.dot(&k.row(j))) as f64;
                 w.extend(heavy.iter().map(|&j| dot(j as usize)));
                 w.extend((w_lo..=t).map(dot));
             }
@@ -123,7 +123,7 @@ impl Prep<'_> {
         let mut heavy_acc: Vec<f64> = Vec::new();
         let mut w: Vec<f64> = Vec::new();
         let mut b = self.g.selection_builder(1);
-        let scale = self.g.scale();
+        let rule = self.g.rule;
         let first = self.g.scored.first;
         let scores = if self.g.scored.is_all() {
             Scores::Shared(heads.iter().map(|&h| &self.g.logits()[h]).collect())
@@ -144,10 +144,11 @@ impl Prep<'_> {
             }
             let nh = heavy.len();
             for (hh, &h) in heads.iter().enumerate() {
-                // The scaled logits `q_t . k_j / sqrt d` of the cached keys, as probabilities of
-                // the dense attention (over its LSE) or of the cached set's softmax.
+                // The layer's logits (`q_t . k_j / sqrt d` on a plain layer) of the cached keys,
+                // as probabilities of the dense attention (over its LSE) or of the cached set's
+                // softmax.
                 w.clear();
-                scores.extend(hh, t, &heavy, w_lo, scale, &mut w);
+                scores.extend(hh, t, &heavy, w_lo, &rule, &mut w);
                 let m = if self.cached_softmax {
                     w.iter().copied().fold(f64::NEG_INFINITY, f64::max)
                 } else {

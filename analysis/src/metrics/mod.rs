@@ -1,13 +1,17 @@
 //! Every fidelity metric, computed in one place and identically for all methods
 //! (definitions: shared/METHODS.md, "Metrics").
 //!
-//! With `A_ij = exp(q_i . k_j / sqrt(d) - LSE_i)` the exact dense attention and `S_i` the kept keys:
-//! recall `R_i = sum_{j in S_i} A_ij`; information loss `1 - R_i`; `KL(sparse || dense) = -ln R_i`;
-//! output error `||o_sparse - o_dense|| / ||o_dense||` and cosine, with `o_sparse` the renormalized
-//! attention over `S_i`; sparsity `1 - kept / causal pairs`; IoU `|S_a n S_b| / |S_a u S_b|`.
-//! Every per-query metric covers the selection's scored queries
+//! With `A_ij = exp(logit(q_i . k_j) - LSE_i)` the exact dense attention under the layer's
+//! [`ScoreRule`] (`logit(x) = x / sqrt(d)` on a plain layer; the layer's scale, then its
+//! soft-capping, elsewhere; `A_ij = 0` for keys outside a sliding window) and `S_i` the kept keys
+//! that query `i` sees: recall `R_i = sum_{j in S_i} A_ij`; information loss `1 - R_i`;
+//! `KL(sparse || dense) = -ln R_i`; output error `||o_sparse - o_dense|| / ||o_dense||` and cosine,
+//! with `o_sparse` the renormalized attention over `S_i`; sparsity `1 - kept / visible pairs`; IoU
+//! `|S_a n S_b| / |S_a u S_b|`. A method's keys outside the window are not in `S_i`
+//! ([`Selection::keys_of`]). Every per-query metric covers the selection's scored queries
 //! ([`crate::selection::Scored`]), in query order.
 
+use attnscope_core::attention::ScoreRule;
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
@@ -35,10 +39,19 @@ pub struct DenseHead<'a> {
     /// `[n, d]` keys and values of its KV head.
     pub k: ArrayView2<'a, f32>,
     pub v: ArrayView2<'a, f32>,
-    /// Per-query log-sum-exp of the scaled scores.
+    /// Per-query log-sum-exp of the layer's logits.
     pub lse: &'a [f32],
     /// `[n, d]` exact dense attention output of the head.
     pub dense_out: ArrayView2<'a, f32>,
+    /// The layer's logit scale, soft-capping and window.
+    pub rule: ScoreRule,
+}
+
+impl DenseHead<'_> {
+    /// The exact probability `A_ij` of a visible pair, from one dot product.
+    fn prob(&self, i: usize, j: usize) -> f32 {
+        (self.rule.logit(self.q.row(i).dot(&self.k.row(j))) - self.lse[i]).exp()
+    }
 }
 
 impl QueryMetrics {
@@ -58,18 +71,16 @@ impl QueryMetrics {
 /// Scores one selection against the exact dense attention of one head.
 pub fn evaluate(head: &DenseHead<'_>, sel: &Selection) -> QueryMetrics {
     let d = head.q.ncols();
-    let scale = 1.0 / (d as f32).sqrt();
     let rows: Vec<(f32, f32, f32, u32)> = sel
         .scored()
         .range()
         .into_par_iter()
         .map(|i| {
-            let q = head.q.row(i);
             let mut o = vec![0f32; d];
             let (mut mass, mut kept) = (0f32, 0u32);
             for (s, e) in sel.keys_of(i) {
                 for j in s as usize..e as usize {
-                    let p = (q.dot(&head.k.row(j)) * scale - head.lse[i]).exp();
+                    let p = head.prob(i, j);
                     mass += p;
                     kept += 1;
                     for (oc, &vc) in o.iter_mut().zip(head.v.row(j)) {
@@ -88,14 +99,14 @@ pub fn evaluate(head: &DenseHead<'_>, sel: &Selection) -> QueryMetrics {
 /// running in vectorized loops (in the core crate, for the capture pass too).
 pub use attnscope_core::exact_exp;
 
-/// `o += p * v` and `mass += p` over the keys of `ranges` below `lim` (in order), the
+/// `o += p * v` and `mass += p` over the keys of `ranges` in `lo..lim` (in order), the
 /// accumulation of [`evaluate`] with fused multiply-adds; `d` is `o.len()`, `o` starts at zero.
 #[inline(always)]
 fn accumulate_generic(
     probs: &[f32],
     v: &[f32],
     ranges: &[crate::selection::Range],
-    lim: u32,
+    (lo, lim): (u32, u32),
     o: &mut [f32],
 ) -> (f32, u32) {
     let d = o.len();
@@ -112,7 +123,10 @@ fn accumulate_generic(
             if s >= lim {
                 break;
             }
-            let (s, e) = (s as usize, e.min(lim) as usize);
+            if e <= lo {
+                continue;
+            }
+            let (s, e) = (s.max(lo) as usize, e.min(lim) as usize);
             kept += (e - s) as u32;
             let mut j = s;
             while j + 1 < e {
@@ -143,7 +157,10 @@ fn accumulate_generic(
             if s >= lim {
                 break;
             }
-            let (s, e) = (s as usize, e.min(lim) as usize);
+            if e <= lo {
+                continue;
+            }
+            let (s, e) = (s.max(lo) as usize, e.min(lim) as usize);
             kept += (e - s) as u32;
             for j in s..e {
                 let p = probs[j];
@@ -162,7 +179,7 @@ attnscope_core::simd_fn! {
         probs: &[f32],
         v: &[f32],
         ranges: &[crate::selection::Range],
-        lim: u32,
+        bounds: (u32, u32),
         o: &mut [f32],
     ) -> (f32, u32) => accumulate_generic
 }
@@ -225,7 +242,8 @@ pub fn evaluate_many(
                 for (c, sel) in cell.iter_mut().zip(sels) {
                     o.iter_mut().for_each(|x| *x = 0.0);
                     let ranges = sel.row_ranges(i / sel.query_block());
-                    let (mass, kept) = accumulate(row, &v, ranges, i as u32 + 1, o);
+                    let lo = scored.first_visible(i) as u32;
+                    let (mass, kept) = accumulate(row, &v, ranges, (lo, i as u32 + 1), o);
                     let (rel, cos) = output_error(o, mass, dense);
                     *c = (mass.min(1.0), rel, cos, kept);
                 }
@@ -302,15 +320,14 @@ pub fn recall_from_block_mass(
         .collect()
 }
 
-/// Recall `R_i` from post-RoPE `q`, `k` (`[n, d]`) and the per-query log-sum-exp, one kept pair
-/// at a time (no per-pair buffer: the viewer's live re-selection).
+/// Recall `R_i` from post-RoPE `q`, `k` (`[n, d]`), the per-query log-sum-exp and the layer's
+/// rule, one kept visible pair at a time (no per-pair buffer: the viewer's live re-selection).
 pub fn recall_only(
     q: ArrayView2<f32>,
     k: ArrayView2<f32>,
-    lse: &[f32],
+    (lse, rule): (&[f32], &ScoreRule),
     sel: &Selection,
 ) -> Vec<f32> {
-    let scale = 1.0 / (q.ncols() as f32).sqrt();
     sel.scored()
         .range()
         .into_par_iter()
@@ -319,7 +336,7 @@ pub fn recall_only(
             let mut mass = 0f32;
             for (s, e) in sel.keys_of(i) {
                 for j in s as usize..e as usize {
-                    mass += (qi.dot(&k.row(j)) * scale - lse[i]).exp();
+                    mass += (rule.logit(qi.dot(&k.row(j))) - lse[i]).exp();
                 }
             }
             mass.min(1.0)
@@ -342,27 +359,29 @@ pub fn relative_il_reduction(il_a: f64, il_b: f64) -> f64 {
     (il_b - il_a) / il_b
 }
 
-/// Sparsity reached by one selection over its scored queries.
+/// Sparsity reached by one selection over its scored queries: [`crate::budget::sparsity_of`]
+/// (kept visible pairs over visible pairs).
 pub fn sparsity(sel: &Selection) -> f64 {
-    1.0 - sel.kept_pairs() as f64 / sel.scored().causal_pairs().max(1) as f64
+    crate::budget::sparsity_of(std::slice::from_ref(sel))
 }
 
 /// Attention mass query `i` keeps on `span` (token range) relative to the mass the dense
-/// attention puts there: the needle recall of one query. `None` when the dense mass is zero or `i` is not a scored query.
+/// attention puts there: the needle recall of one query (keys outside the layer's window have no
+/// mass). `None` when the dense mass is zero or `i` is not a scored query.
 pub fn needle_recall(
     head: &DenseHead<'_>,
     sel: &Selection,
     i: usize,
     span: (usize, usize),
 ) -> Option<f64> {
-    let scale = 1.0 / (head.q.ncols() as f32).sqrt();
-    let (s, e) = (span.0, span.1.min(i + 1));
+    let s = span.0.max(head.rule.first_visible(i));
+    let e = span.1.min(i + 1);
     if s >= e || !sel.scored().range().contains(&i) {
         return None;
     }
     let (mut dense, mut kept) = (0f64, 0f64);
     for j in s..e {
-        let p = (head.q.row(i).dot(&head.k.row(j)) * scale - head.lse[i]).exp() as f64;
+        let p = head.prob(i, j) as f64;
         dense += p;
         if sel.contains(i, j) {
             kept += p;
@@ -383,6 +402,7 @@ mod tests {
             v: data.v.view(),
             lse: &data.truth[h].lse,
             dense_out: data.dense_out_head(h),
+            rule: data.rule,
         }
     }
 
@@ -395,9 +415,7 @@ mod tests {
                 let g = data.input();
                 let p = m.prepare(&g);
                 let k = m.knob();
-                let n = data.k.nrows();
-                crate::budget::calibrate(p.as_ref(), &k, 0.7, crate::selection::Scored::all(n))
-                    .selections
+                crate::budget::calibrate(p.as_ref(), &k, 0.7, g.scored).selections
             })
             .collect()
     }
@@ -423,8 +441,8 @@ mod tests {
         let data = GroupData::random(600, 64, 2, 5);
         let g = data.input();
         for h in 0..g.group_size() {
-            let own = TrueProbs::compute(g.q[h], g.kt(), &g.truth[h].lse, g.scored);
-            let shared = TrueProbs::from_logits(&g.logits()[h], g.scale(), &g.truth[h].lse);
+            let own = TrueProbs::compute(g.q[h], g.kt(), &g.truth[h].lse, g.scored, &g.rule);
+            let shared = TrueProbs::from_logits(&g.logits()[h], &g.rule, &g.truth[h].lse);
             for i in 0..g.n() {
                 assert_eq!(own.row(i), shared.row(i), "q-head {h} query {i}");
             }
@@ -491,6 +509,33 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn windowed_soft_capped_metrics_agree_with_per_pair_scores() {
+        // Every method's selections on a layer with a window of 40 keys, soft-capping and its
+        // own scale: the shared probabilities (0 outside the window) give the per-pair metrics
+        // over the visible kept keys, and the kept counts leave the hidden keys out.
+        let rule = ScoreRule {
+            scale: 0.3,
+            softcap: Some(2.5),
+            window: Some(40),
+        };
+        let data = GroupData::random(200, 16, 2, 9).with_rule(rule);
+        let probs = data.input().true_probs().to_vec();
+        for sels in method_selections(&data) {
+            for (h, sel) in sels.iter().enumerate() {
+                assert_eq!(sel.scored().window, Some(40));
+                let want = evaluate(&head(&data, h), sel);
+                let got = evaluate_with(&head(&data, h), &probs[h], sel);
+                assert_eq!(got.kept, want.kept, "head {h}");
+                for (i, (x, y)) in got.recall.iter().zip(&want.recall).enumerate() {
+                    assert!((x - y).abs() <= 1e-5, "head {h} query {i}: {x} vs {y}");
+                }
+                let kept: u64 = want.kept.iter().map(|&k| k as u64).sum();
+                assert_eq!(kept, sel.kept_pairs(), "head {h}");
             }
         }
     }

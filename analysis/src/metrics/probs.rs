@@ -4,6 +4,8 @@
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
+use attnscope_core::attention::ScoreRule;
+
 use super::exact_exp;
 use crate::selection::Scored;
 
@@ -50,12 +52,14 @@ fn exp_row_generic(args: &mut [f32], scale: f32, lse: f32, out: &mut [f32]) {
     exact_exp::expf_into(args, out);
 }
 
-/// The exact dense attention `A_ij = exp(q_i . k_j / sqrt d - LSE_i)` of one q-head over every
-/// causal pair, row `i` holding keys `0..=i` (packed lower triangle, `n (n + 1) / 2` floats).
-/// The scores come from matrix products of [`crate::logits::ROW_CHUNK`] queries against their causal keys (the
-/// products the capture pass computes the LSE from), the exponentials are the platform's
-/// `f32::exp`. [`super::evaluate`] computes each score as a separate dot product instead: the two agree
-/// to within the rounding of the score (a few `1e-7`, relative).
+/// The exact dense attention `A_ij = exp(logit(q_i . k_j) - LSE_i)` of one q-head over every
+/// causal pair, row `i` holding keys `0..=i` (packed lower triangle, `n (n + 1) / 2` floats),
+/// `logit` being the layer's [`ScoreRule::logit`] (scale, then soft-capping where the layer caps)
+/// and keys outside a sliding window getting 0 (the capture's log-sum-exp leaves them out too).
+/// The scores come from matrix products of [`crate::logits::ROW_CHUNK`] queries against their
+/// causal keys (the products the capture pass computes the LSE from), the exponentials are the
+/// platform's `f32::exp`. [`super::evaluate`] computes each score as a separate dot product
+/// instead: the two agree to within the rounding of the score (a few `1e-7`, relative).
 #[derive(Debug, Clone, Default)]
 pub struct TrueProbs {
     rows: crate::logits::PackedRows,
@@ -71,10 +75,16 @@ impl std::ops::Deref for TrueProbs {
 
 impl TrueProbs {
     /// Computes every causal probability of a head (`q` `[n, d]`, `kt` the keys transposed
-    /// `[d, n]`, `lse` per query) without keeping the raw scores.
-    pub fn compute(q: ArrayView2<f32>, kt: ArrayView2<f32>, lse: &[f32], scored: Scored) -> Self {
+    /// `[d, n]`, `lse` per query) under the layer's `rule`, without keeping the raw scores.
+    pub fn compute(
+        q: ArrayView2<f32>,
+        kt: ArrayView2<f32>,
+        lse: &[f32],
+        scored: Scored,
+        rule: &ScoreRule,
+    ) -> Self {
         let mut rows = crate::logits::PackedRows::zeroed(scored);
-        fill_from_products(q, kt, lse, &mut rows, None);
+        fill_from_products(q, kt, (lse, rule), &mut rows, None);
         Self { rows }
     }
 
@@ -87,16 +97,17 @@ impl TrueProbs {
         kt: ArrayView2<f32>,
         lse: &[f32],
         scored: Scored,
+        rule: &ScoreRule,
     ) -> (crate::logits::Logits, Self) {
         let mut scores = crate::logits::PackedRows::zeroed(scored);
         let mut rows = crate::logits::PackedRows::zeroed(scored);
-        fill_from_products(q, kt, lse, &mut rows, Some(&mut scores));
+        fill_from_products(q, kt, (lse, rule), &mut rows, Some(&mut scores));
         (crate::logits::Logits::from_rows(scores), Self { rows })
     }
 
     /// [`TrueProbs::compute`] from the head's raw scores, computed once for the group
     /// ([`crate::logits::Logits`]): the same products, so the same bits.
-    pub fn from_logits(logits: &crate::logits::Logits, scale: f32, lse: &[f32]) -> Self {
+    pub fn from_logits(logits: &crate::logits::Logits, rule: &ScoreRule, lse: &[f32]) -> Self {
         let mut rows = crate::logits::PackedRows::zeroed(logits.scored());
         rows.chunks_mut()
             .into_par_iter()
@@ -106,7 +117,7 @@ impl TrueProbs {
                 for i in lo..hi {
                     let args = &mut args[..=i];
                     args.copy_from_slice(logits.row(i));
-                    exp_row(args, scale, lse[i], &mut part[at..at + i + 1]);
+                    probs_row(args, rule, i, lse[i], &mut part[at..at + i + 1]);
                     at += i + 1;
                 }
             });
@@ -114,17 +125,36 @@ impl TrueProbs {
     }
 }
 
-/// Probabilities `exp(q_i . k_j / sqrt d - LSE_i)` of every causal pair into `probs` (and the raw
+/// Query `i`'s probabilities `out[j] = exp(logit(args[j]) - lse)` from its raw scores `args`
+/// (keys `0..=i`, overwritten): 0 before the rule's first visible key; without soft-capping the
+/// scale is applied inside [`exp_row`] (the bits of a plain causal layer), with it the capped
+/// logits are formed first, as the capture forms them.
+#[inline]
+fn probs_row(args: &mut [f32], rule: &ScoreRule, i: usize, lse: f32, out: &mut [f32]) {
+    let lo = rule.first_visible(i);
+    out[..lo].fill(0.0);
+    let (args, out) = (&mut args[lo..], &mut out[lo..]);
+    let scale = match rule.softcap {
+        Some(c) => {
+            args.iter_mut()
+                .for_each(|x| *x = c * (*x * rule.scale / c).tanh());
+            1.0
+        }
+        None => rule.scale,
+    };
+    exp_row(args, scale, lse, out);
+}
+
+/// Probabilities `exp(logit(q_i . k_j) - LSE_i)` of every causal pair into `probs` (and the raw
 /// scores into `raw`, when given), from matrix products of [`crate::logits::ROW_CHUNK`] queries
 /// against their causal keys.
 fn fill_from_products(
     q: ArrayView2<f32>,
     kt: ArrayView2<f32>,
-    lse: &[f32],
+    (lse, rule): (&[f32], &ScoreRule),
     probs: &mut crate::logits::PackedRows,
     raw: Option<&mut crate::logits::PackedRows>,
 ) {
-    let scale = 1.0 / (kt.nrows() as f32).sqrt();
     let raw_parts: Vec<Option<&mut [f32]>> = match raw {
         Some(r) => r
             .chunks_mut()
@@ -152,7 +182,7 @@ fn fill_from_products(
                 if let Some(r) = raw.as_deref_mut() {
                     r[at..at + i + 1].copy_from_slice(args);
                 }
-                exp_row(args, scale, lse[i], &mut part[at..at + i + 1]);
+                probs_row(args, rule, i, lse[i], &mut part[at..at + i + 1]);
                 at += i + 1;
             }
         });

@@ -7,11 +7,13 @@ use ndarray::Array2;
 use crate::method::GroupInput;
 
 /// Contiguous copies of one KV group's Q (per q-head), K and V: matrix products pack them
-/// faster than strided views of the layer, and the values are the same.
+/// faster than strided views of the layer, and the values are the same. With the layer's
+/// score rule.
 pub(crate) struct GroupTensors {
     pub q: Vec<Array2<f32>>,
     pub k: Array2<f32>,
     pub v: Array2<f32>,
+    pub rule: attnscope_core::attention::ScoreRule,
 }
 
 impl GroupTensors {
@@ -23,11 +25,13 @@ impl GroupTensors {
                 .collect(),
             k: qkv.k_head(g).as_standard_layout().into_owned(),
             v: qkv.v_head(g).as_standard_layout().into_owned(),
+            rule: qkv.rule,
         }
     }
 }
 
-/// The method input of KV group `g` of a captured layer.
+/// The method input of KV group `g` of a captured layer: the layer's rule, and the `scored`
+/// queries seen through its window ([`GroupInput::scored_for`]).
 pub(crate) fn group_input<'a>(
     layer: usize,
     t: &'a GroupTensors,
@@ -49,7 +53,8 @@ pub(crate) fn group_input<'a>(
         newline,
         truth: heads[g * gs..(g + 1) * gs].iter().collect(),
         capture_block,
-        scored,
+        scored: GroupInput::scored_for(scored, &t.rule),
+        rule: t.rule,
         cache: Default::default(),
     }
 }

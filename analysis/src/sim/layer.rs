@@ -167,6 +167,7 @@ impl LayerJob {
                 v: tensors.v.view(),
                 lse: &self.heads[h].lse,
                 dense_out: self.dense.slice(s![.., h * d..(h + 1) * d]),
+                rule: tensors.rule,
             })
             .collect();
         let gpu = self.gpu.as_ref();
@@ -283,9 +284,7 @@ pub(crate) fn top_p_target<'a>(
     };
     reference.map(|o| {
         let prep = o.prepare(input);
-        match input
-            .scored
-            .is_all()
+        match crate::budget::counts_pairs(input.scored)
             .then(|| prep.kept_pairs_at(p))
             .flatten()
         {

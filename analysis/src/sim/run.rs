@@ -43,57 +43,45 @@ fn calibration_text<'c>(cfg: &'c SimConfig, fits: &[&MethodRun]) -> Result<Optio
     }
 }
 
-/// Refuses layers whose attention the methods and metrics do not model yet, rather than give a
-/// silently wrong answer: logit soft-capping or a query scale other than `1 / sqrt(head_dim)`
-/// (for any input), or a sliding window shorter than an `n`-token input (the exact attention
-/// there leaves keys out). The message names the layers and what to do.
+/// Refuses what the simulator does not model rather than give a silently wrong answer. On the
+/// host every layer's [`ScoreRule`](attnscope_core::attention::ScoreRule) is modelled (scale,
+/// soft-capping, a sliding window: the exact attention, the oracles, the metrics and sparsity
+/// follow it). The device path (`--device cuda`: the device capture, device methods and their
+/// metrics) computes plain causal attention scaled by `1 / sqrt(head_dim)` only, so a run on a
+/// device is refused when a simulated layer soft-caps, scales otherwise or has a window shorter
+/// than an `n`-token input. The message names the layers and what to do.
 pub(crate) fn check_attention_rule(
     model: &attnscope_core::Model,
     cfg: &SimConfig,
     n: Option<usize>,
 ) -> Result<()> {
+    if model.device() == attnscope_core::Device::Cpu {
+        return Ok(());
+    }
     let c = &model.config;
+    let plain = attnscope_core::attention::ScoreRule::plain(c.head_dim);
     let layers: Vec<usize> = cfg
         .layers
         .clone()
         .unwrap_or_else(|| (0..c.n_layers).collect());
-    let plain = attnscope_core::attention::ScoreRule::plain(c.head_dim).scale;
-    let rules: Vec<(usize, attnscope_core::attention::ScoreRule)> =
-        layers.iter().map(|&l| (l, c.score_rule(l))).collect();
-    let which = |f: &dyn Fn(&attnscope_core::attention::ScoreRule) -> bool| {
-        let ls: Vec<String> = rules
-            .iter()
-            .filter(|(_, r)| f(r))
-            .map(|(l, _)| l.to_string())
-            .collect();
-        ls.join(",")
-    };
-    let refuse = |what: String| {
-        Err(crate::AnalysisError::Input(format!(
-            "{what}: the simulator's exact attention, methods and metrics do not model this yet \
-             (attnscope ppl and info do)"
-        )))
-    };
-    let capped = which(&|r| r.softcap.is_some());
-    if !capped.is_empty() {
-        return refuse(format!("layers {capped} soft-cap their logits"));
+    let hides = |w: usize| n.is_some_and(|n| w < n);
+    let odd: Vec<String> = layers
+        .iter()
+        .filter(|&&l| {
+            let r = c.score_rule(l);
+            r.softcap.is_some() || r.scale != plain.scale || r.window.is_some_and(hides)
+        })
+        .map(|l| l.to_string())
+        .collect();
+    if odd.is_empty() {
+        return Ok(());
     }
-    let scaled = which(&|r| r.scale != plain);
-    if !scaled.is_empty() {
-        return refuse(format!(
-            "layers {scaled} scale q . k by other than 1/sqrt(head_dim)"
-        ));
-    }
-    let Some(n) = n else { return Ok(()) };
-    let short = |r: &attnscope_core::attention::ScoreRule| r.window.is_some_and(|w| w < n);
-    let windowed = which(&short);
-    if let Some(w) = rules.iter().find_map(|(_, r)| r.window.filter(|&w| w < n)) {
-        return refuse(format!(
-            "layers {windowed} attend over a sliding window of {w} tokens, shorter than the \
-             {n}-token input; use --len {w} or less, or --layers with the global layers only"
-        ));
-    }
-    Ok(())
+    Err(crate::AnalysisError::Input(format!(
+        "layers {} soft-cap their logits, scale q . k by other than 1/sqrt(head_dim) or attend \
+         over a sliding window shorter than the input: the device path computes plain causal \
+         attention only; run these layers on the CPU (--device cpu), or pass --layers without them",
+        odd.join(",")
+    )))
 }
 
 /// The first failure of a method defined outside the library ([`crate::method::Selector::failure`]).

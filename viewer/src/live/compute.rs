@@ -77,6 +77,9 @@ pub(super) fn compute(
             truth: c.heads[g * gs..(g + 1) * gs].iter().collect(),
             capture_block: src.block,
             scored: attnscope_analysis::selection::Scored::all(c.k_head(g).nrows()),
+            // Saved layers are replayed as plain causal attention (bundles do not record a
+            // layer's soft-capping or window).
+            rule: attnscope_core::attention::ScoreRule::plain(c.saved.head_dim),
             cache: Default::default(),
         };
         let prep = method.prepare(&input);
@@ -89,7 +92,7 @@ pub(super) fn compute(
         );
         for (hi, sel) in cal.selections.iter().enumerate() {
             let h = g * gs + hi;
-            let r = recall_only(input.q[hi], input.k, &c.heads[h].lse, sel);
+            let r = recall_only(input.q[hi], input.k, (&c.heads[h].lse, &input.rule), sel);
             let qb = src.block.max(1);
             heads.push(LiveHead {
                 head: h,
@@ -189,6 +192,7 @@ mod tests {
                     truth: full[g * gs..(g + 1) * gs].iter().collect(),
                     capture_block: block,
                     scored: attnscope_analysis::selection::Scored::all(qkv.k_head(g).nrows()),
+                    rule: qkv.rule,
                     cache: Default::default(),
                 };
                 let prep = method.prepare(&input);
@@ -201,7 +205,7 @@ mod tests {
                 );
                 for (hi, sel) in cal.selections.iter().enumerate() {
                     let h = g * gs + hi;
-                    let r = recall_only(input.q[hi], input.k, &full[h].lse, sel);
+                    let r = recall_only(input.q[hi], input.k, (&full[h].lse, &input.rule), sel);
                     let got = live.head(h).expect("every head");
                     let name = info.name;
                     assert_eq!(got.knob, cal.knob, "{name} H{h} knob");
