@@ -24,6 +24,8 @@
 #             sha256 and `report --json` compared (a change that must not change results); the
 #             binary compared with it is the packed one, or ATTNSCOPE_GPU_COMPARE_BIN
 #   blocks    `attnscope bench --block-methods` (device block methods, ms per layer, 4k-32k tokens)
+#   real32k   with qwen-2l.gguf.xz and lcet10.txt in DIR: 32k tokens of real Qwen2.5-Coder-0.5B
+#             layers, the PHSA paper protocol and every device method (see the step)
 #   profile   the GPU stage profile of one forward pass at 32k tokens (ATTNSCOPE_GPU_PROFILE=1)
 #   torch     scripts/gpu_bench.py: attnscope against PyTorch SDPA and the device's ceilings
 #             (needs python3 with torch and transformers; skipped otherwise)
@@ -233,6 +235,42 @@ if want blocks; then
         summary "block methods bench" "$res" "$log"
     else
         tail -20 "$log"; FAILED=1; summary "block methods bench" "FAILED" "$log"
+    fi
+fi
+
+if want real32k && [ -f "$DIR/qwen-2l.gguf.xz" ] && [ -f "$DIR/lcet10.txt" ]; then
+    # The first layers of real Qwen2.5-Coder-0.5B (gpu_truncate_gguf.py --keep-ids: only the
+    # input's vocabulary rows) over 32,768 tokens of lcet10: the paper-protocol run of
+    # scripts/results_32k.sh on the device (its layers' rows compare with the CPU bundle's), then
+    # every device method over every query at three budgets.
+    echo "=== real Qwen2.5-Coder-0.5B (first layers), 32k tokens of lcet10"
+    log=$OUT/real32k.log
+    xz -dc "$DIR/qwen-2l.gguf.xz" > "$WORK/qwen.gguf"
+    t0=$(date +%s.%N)
+    if "$B" simulate --model "$WORK/qwen.gguf" --text "$DIR/lcet10.txt" --len 32768 \
+            --preset phsa-paper --sparsity 0.9,0.95,0.973,0.99 \
+            --methods phsa,infllm-v2,nsa,oracle-topk-block --sweep phsa.lambda=0,0.25,0.75,1 \
+            --sweep phsa.softmax_over=1 --sweep infllm-v2.coarse_lse=1 --device cuda \
+            --precision f32 --out "$WORK/paper" --quiet --force > "$log" 2>&1; then
+        wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+        cp "$WORK/paper/metrics.parquet" "$OUT/real32k_paper_metrics.parquet"
+        cp "$WORK/paper/manifest.json" "$OUT/real32k_paper_manifest.json"
+        echo "paper protocol on cuda: $wall s wall" | tee -a "$log"
+        summary "real 32k paper protocol" "ok, $wall s" "$log"
+    else
+        tail -20 "$log"; FAILED=1; summary "real 32k paper protocol" "FAILED" "$log"
+    fi
+    t0=$(date +%s.%N)
+    if timeout 300 "$B" simulate --model "$WORK/qwen.gguf" --text "$DIR/lcet10.txt" --len 32768 \
+            --methods "$METHODS" --sparsity 0.9,0.95,0.973 --device cuda --precision f32 \
+            --out "$WORK/all" --quiet --force >> "$log" 2>&1; then
+        wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+        cp "$WORK/all/metrics.parquet" "$OUT/real32k_all_metrics.parquet"
+        cp "$WORK/all/manifest.json" "$OUT/real32k_all_manifest.json"
+        echo "device methods, every query, 3 budgets: $wall s wall" | tee -a "$log"
+        summary "real 32k device methods" "ok, $wall s" "$log"
+    else
+        tail -20 "$log"; FAILED=1; summary "real 32k device methods" "FAILED" "$log"
     fi
 fi
 

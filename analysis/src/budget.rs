@@ -69,9 +69,10 @@ pub fn sparsity_of_kept(kept: u64, heads: usize, n: usize) -> f64 {
     sparsity_of_kept_scored(kept, heads, Scored::all(n))
 }
 
-/// As [`sparsity_of_kept`] over the causal pairs of the `scored` queries only.
+/// As [`sparsity_of_kept`] over the visible pairs of the `scored` queries only (the same
+/// definition as [`sparsity_of`]).
 pub fn sparsity_of_kept_scored(kept: u64, heads: usize, scored: Scored) -> f64 {
-    1.0 - kept as f64 / (scored.causal_pairs() * heads.max(1) as u64) as f64
+    1.0 - kept as f64 / (scored.visible_pairs() * heads.max(1) as u64) as f64
 }
 
 /// The sparsity at `x`, counted without selections when the method can (every query scored),
