@@ -42,13 +42,18 @@ mkdir -p "$OUT" || exit 1
 OUT=$(cd "$OUT" && pwd)
 DIR=$(cd "$DIR" && pwd)
 cd "$ROOT" || exit 1
-STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate baseline blocks profile torch cpu}
+STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate baseline blocks real32k profile torch cpu}
 BLOCK_LENS=${ATTNSCOPE_GPU_BLOCK_LENS:-4096,8192,16384,32768}
 TESTS=(gpu_kernels gpu_forward gpu_sim gpu_block_methods)
 
 # The truncated model's file name in DIR (ATTNSCOPE_GPU_MODEL_FILE, e.g. a 1-layer truncation).
 MODEL_FILE=${ATTNSCOPE_GPU_MODEL_FILE:-smollm2-4l.gguf}
-for f in bins.tar.xz "$MODEL_FILE" alice29.txt; do
+# The truncated SmolLM2 and alice29.txt are needed by the steps that run on them.
+inputs=(bins.tar.xz)
+for step in tests simulate baseline; do
+    [[ " $STEPS " == *" $step "* ]] && inputs=(bins.tar.xz "$MODEL_FILE" alice29.txt)
+done
+for f in "${inputs[@]}"; do
     [ -f "$DIR/$f" ] || { echo "gpu_check.sh: $DIR/$f is missing (run scripts/gpu_pack.sh)" >&2; exit 1; }
 done
 [ -d core/tests/fixtures ] || { echo "gpu_check.sh: run it from a repository checkout" >&2; exit 1; }
