@@ -16,7 +16,7 @@
 
 use attnscope_analysis::budget::{resolve, sparsity_of_kept, Budget};
 use attnscope_analysis::device::{
-    block_scoring, resolve_counted, selection_of, static_rule, RowCounts,
+    block_scoring, query_weights, resolve_counted, selection_of, static_rule, RowCounts,
 };
 use attnscope_analysis::method::{DeviceScoring, GroupInput, HeadKeys};
 use attnscope_analysis::methods::oracle_topk_block::{block_topk_kept, own_block_rank};
@@ -424,8 +424,10 @@ impl Check<'_> {
                     reps.extend(r);
                     mins.extend(lo);
                 }
-                let spec =
+                let mut spec =
                     block_scoring(&rule, &reps, (!mins.is_empty()).then_some(&mins[..]), mr, d);
+                let weights = query_weights(&run, qkv);
+                spec.query_weights = weights.as_deref();
                 let mut out = device
                     .block_select_measure(&spec, &[k], true)
                     .expect("device block selection");

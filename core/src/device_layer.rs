@@ -153,6 +153,9 @@ pub struct BlockScoring<'a> {
     pub reps_min: Option<&'a [f32]>,
     /// Representatives per KV head.
     pub m: usize,
+    /// Per q-head weights `[n_heads, head_dim]` multiplying the queries before they score
+    /// (e.g. a 0/1 mask of dimensions); `None` scores the queries as they are.
+    pub query_weights: Option<&'a [f32]>,
     /// Factor of every logit (e.g. `1 / sqrt(head_dim)`).
     pub scale: f32,
     /// Tokens a representative covers: representative `j` becomes visible to query `i` once

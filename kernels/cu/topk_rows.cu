@@ -163,3 +163,14 @@ extern "C" __global__ void select_rows_radix(const float* L, int G, int nq, int 
     }
     for (int p = n_forced + (int)taken + tid; p < width; p += nt) o[p] = NONE_TOKEN;
 }
+
+// q[h, i, c] *= w[h, c] over q [nh][n][d] (f32): per q-head weights of the query dimensions
+// before a rule scores them (FASA's dominant dimensions as a 0/1 mask).
+extern "C" __global__ void scale_query_dims(float* q, const float* w, int nh, int n, int d) {
+    i64 len = (i64)nh * n * d;
+    for (i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x; t < len; t += (i64)blockDim.x * gridDim.x) {
+        int c = (int)(t % d);
+        int h = (int)(t / ((i64)n * d));
+        q[t] *= w[(i64)h * d + c];
+    }
+}

@@ -19,7 +19,7 @@
 use attnscope_core::attention::{BlockScoring, DeviceLayer, LayerQkv};
 
 use crate::budget::{sparsity_of_kept_scored, Budget};
-use crate::method::{DeviceScoring, HeadKeys, MethodRun, RepresentativeRule};
+use crate::method::{DeviceScoring, GroupQueries, HeadKeys, MethodRun, RepresentativeRule};
 use crate::results::{MetricRow, SimResults};
 use crate::selection::Queries;
 use crate::selection::Selection;
@@ -74,6 +74,7 @@ pub fn block_scoring<'a>(
         reps,
         reps_min,
         m,
+        query_weights: None,
         scale: if rule.scaled {
             1.0 / (d as f32).sqrt()
         } else {
@@ -253,7 +254,9 @@ fn representatives(
             mins.extend(lo.iter().copied());
         }
     }
-    let spec = block_scoring(rule, &reps, (!mins.is_empty()).then_some(&mins[..]), m, d);
+    let weights = query_weights(run, qkv);
+    let mut spec = block_scoring(rule, &reps, (!mins.is_empty()).then_some(&mins[..]), m, d);
+    spec.query_weights = weights.as_deref();
     let counts = RowCounts::new(&spec, n);
     let min = run.selector.knob().min.max(0.0);
     let scored = plan.queries.of(n);
@@ -308,6 +311,7 @@ pub fn static_rule(n_init: usize, x: f64) -> BlockScoring<'static> {
         reps: &[],
         reps_min: None,
         m: 0,
+        query_weights: None,
         scale: 1.0,
         vis_window: 1,
         vis_stride: 1,
@@ -319,6 +323,24 @@ pub fn static_rule(n_init: usize, x: f64) -> BlockScoring<'static> {
         local: (x.max(1.0).round() as usize) - 1,
         force_own: true,
     }
+}
+
+/// The method's query weights of every q-head of the layer (`[n_heads, head_dim]`), when it
+/// declares them.
+pub fn query_weights(run: &MethodRun, qkv: &LayerQkv<'_>) -> Option<Vec<f32>> {
+    let gs = qkv.n_heads / qkv.n_kv_heads;
+    let mut all = Vec::new();
+    for g in 0..qkv.n_kv_heads {
+        let q: Vec<_> = (g * gs..(g + 1) * gs).map(|h| qkv.q_head(h)).collect();
+        let group = GroupQueries {
+            layer: qkv.layer,
+            kv_head: g,
+            q,
+            k: qkv.k_head(g),
+        };
+        all.extend(run.selector.query_weights(&group)?.iter().copied());
+    }
+    Some(all)
 }
 
 /// A static pattern on one layer: per budget, the window calibrated on counted pairs, then the

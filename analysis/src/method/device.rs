@@ -19,6 +19,16 @@ pub struct HeadKeys<'a> {
     pub newline: &'a [bool],
 }
 
+/// The post-RoPE queries of one KV group's q-heads (in head order) with the group's keys, for
+/// [`super::Selector::query_weights`].
+#[derive(Debug, Clone)]
+pub struct GroupQueries<'a> {
+    pub layer: usize,
+    pub kv_head: usize,
+    pub q: Vec<ArrayView2<'a, f32>>,
+    pub k: ArrayView2<'a, f32>,
+}
+
 /// Key-block representatives of one KV head: `reps [m, d]`, and for bound scoring the
 /// element-wise minima (then `reps` holds the maxima).
 #[derive(Debug, Clone)]

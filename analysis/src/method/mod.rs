@@ -10,7 +10,9 @@ use crate::selection::Selection;
 
 mod device;
 mod info;
-pub use device::{DeviceScoring, HeadKeys, RepTransform, RepresentativeRule, Representatives};
+pub use device::{
+    DeviceScoring, GroupQueries, HeadKeys, RepTransform, RepresentativeRule, Representatives,
+};
 pub use info::{MethodInfo, MethodKind, ParamSpec, Params};
 
 /// What a method sees: one layer, one KV group.
@@ -289,6 +291,13 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
     /// The key-block representatives of one KV head, for a
     /// [`DeviceScoring::Representatives`] rule (the same ones the host path scores).
     fn representatives(&self, _keys: &HeadKeys<'_>) -> Option<Representatives> {
+        None
+    }
+
+    /// Per q-head weights `[group q-heads, head dim]` that multiply the queries of a
+    /// [`DeviceScoring::Representatives`] rule before they score (FASA's dominant dimensions:
+    /// 1 kept, 0 dropped); `None` (the default) scores the queries as they are.
+    fn query_weights(&self, _g: &GroupQueries<'_>) -> Option<ndarray::Array2<f32>> {
         None
     }
 

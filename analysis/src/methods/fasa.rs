@@ -21,6 +21,7 @@ use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;
 
 use super::common::{top_k_pairs, top_k_selection};
+use crate::method::{DeviceScoring, GroupQueries, HeadKeys, RepTransform, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
 use crate::selection::Selection;
@@ -127,20 +128,41 @@ impl Fasa {
     /// The dominant chunks of q-head `h` of the group.
     pub fn head_chunks(&self, g: &GroupInput<'_>, h: usize) -> Vec<usize> {
         let global = g.kv_head * g.group_size() + h;
-        if let Some(c) = self.calibrated.get(&(g.layer, global)) {
+        self.chunks_of(g.layer, global, g.q[h], g.k)
+    }
+
+    /// The dominant chunks of global q-head `head` of `layer` from its queries `q` and the
+    /// group's keys `k` (a calibrated list when one was given for it).
+    fn chunks_of(
+        &self,
+        layer: usize,
+        head: usize,
+        q: ArrayView2<'_, f32>,
+        k: ArrayView2<'_, f32>,
+    ) -> Vec<usize> {
+        if let Some(c) = self.calibrated.get(&(layer, head)) {
             return c.clone();
         }
-        let half = g.head_dim() / 2;
+        let half = k.ncols() / 2;
         let count = if self.chunks == 0 {
             half / 2
         } else {
             self.chunks
         };
-        let n_cal = ((g.n() as f64 * self.calib_frac).ceil() as usize).max(1);
-        dominant_chunks(
-            &chunk_energy(g.q[h], g.k, n_cal),
-            count.clamp(1, half.max(1)),
-        )
+        let n_cal = ((k.nrows() as f64 * self.calib_frac).ceil() as usize).max(1);
+        dominant_chunks(&chunk_energy(q, k, n_cal), count.clamp(1, half.max(1)))
+    }
+
+    /// The query and key dimensions of `chunks` (both halves of each pair), ascending.
+    fn dims_of(chunks: &[usize], half: usize) -> Vec<usize> {
+        let mut dims: Vec<usize> = chunks
+            .iter()
+            .filter(|&&c| c < half)
+            .flat_map(|&c| [c, c + half])
+            .collect();
+        dims.sort_unstable();
+        dims.dedup();
+        dims
     }
 }
 
@@ -158,14 +180,7 @@ impl Selector for Fasa {
         let heads = (0..g.group_size())
             .into_par_iter()
             .map(|h| {
-                let mut dims: Vec<usize> = self
-                    .head_chunks(g, h)
-                    .into_iter()
-                    .filter(|&c| c < half)
-                    .flat_map(|c| [c, c + half])
-                    .collect();
-                dims.sort_unstable();
-                dims.dedup();
+                let dims = Self::dims_of(&self.head_chunks(g, h), half);
                 let q = g.q[h].select(ndarray::Axis(1), &dims);
                 let kt = g.kt().select(ndarray::Axis(0), &dims);
                 (q, kt)
@@ -174,6 +189,35 @@ impl Selector for Fasa {
         // `cap` bounded the stored rankings of earlier versions; selections are exact either way.
         let _ = self.cap;
         Box::new(Prep { g, heads })
+    }
+
+    /// Token-level top-k of `q . k` over the head's dominant dimensions (the queries masked by
+    /// [`Selector::query_weights`]), one selection per q-head, nothing forced.
+    fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {
+        Some(DeviceScoring::Representatives(
+            super::oracle_topk::token_rule(RepTransform::Raw, false, false),
+        ))
+    }
+
+    /// The keys themselves.
+    fn representatives(&self, keys: &HeadKeys<'_>) -> Option<Representatives> {
+        Some(Representatives {
+            reps: keys.k.to_owned(),
+            minima: None,
+        })
+    }
+
+    /// 1 on each q-head's dominant dimensions, 0 elsewhere.
+    fn query_weights(&self, g: &GroupQueries<'_>) -> Option<Array2<f32>> {
+        let d = g.k.ncols();
+        let mut w = Array2::<f32>::zeros((g.q.len(), d));
+        for (h, q) in g.q.iter().enumerate() {
+            let head = g.kv_head * g.q.len() + h;
+            for c in Self::dims_of(&self.chunks_of(g.layer, head, *q, g.k), d / 2) {
+                w[[h, c]] = 1.0;
+            }
+        }
+        Some(w)
     }
 }
 

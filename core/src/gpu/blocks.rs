@@ -76,7 +76,7 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             None => None,
         };
         // f32 queries (with element-wise bounds: their positive and negative parts).
-        let (qa, qb) = if reps_min.is_some() {
+        let (mut qa, mut qb) = if reps_min.is_some() {
             let mut pos = dev.alloc::<f32>(nh * n * d, "q+ (f32)")?;
             let mut neg = dev.alloc::<f32>(nh * n * d, "q- (f32)")?;
             dev.to_f32_mode(self.q, &mut pos, nh * n * d, 1)?;
@@ -87,6 +87,19 @@ impl<T: GpuFloat> LayerTensors<'_, T> {
             dev.to_f32_mode(self.q, &mut q, nh * n * d, 0)?;
             (q, None)
         };
+        if let Some(w) = spec.query_weights {
+            if w.len() != nh * d {
+                return Err(CoreError::Input(format!(
+                    "block scoring: {} query weights for {nh} heads x {d}",
+                    w.len()
+                )));
+            }
+            let w = dev.upload(w, "query weights")?;
+            dev.scale_query_dims(&mut qa, &w, (nh, n, d))?;
+            if let Some(qb) = qb.as_mut() {
+                dev.scale_query_dims(qb, &w, (nh, n, d))?;
+            }
+        }
         mark("upload, f32 q", &mut marks);
         let (sel_heads, hps) = if spec.group_shared { (nkv, g) } else { (nh, 1) };
         let nb = n.div_ceil(spec.block);

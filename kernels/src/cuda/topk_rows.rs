@@ -4,7 +4,7 @@
 
 use super::blocksel::{RowPool, RowRule};
 use super::buffer::DBuf;
-use super::device::{i, need, Arg, GpuDevice, GpuError, Result, TOPK_ROWS};
+use super::device::{grid_for, i, need, Arg, GpuDevice, GpuError, Result, TOPK_ROWS};
 
 impl GpuDevice {
     /// As [`GpuDevice::block_rows`] for an identity-pooled rule, by radix select: rows
@@ -80,6 +80,29 @@ impl GpuDevice {
                 Arg::P(scratch.ptr()),
                 Arg::P(out.ptr_at(out_off)),
             ],
+        )
+    }
+
+    /// `q[h, i, c] *= w[h, c]` over f32 queries `[nh, n, d]`: per q-head weights of the query
+    /// dimensions before a rule scores them.
+    pub fn scale_query_dims(
+        &self,
+        q: &mut DBuf<f32>,
+        w: &DBuf<f32>,
+        (nh, n, d): (usize, usize, usize),
+    ) -> Result<()> {
+        need(q, nh * n * d, "scaled queries")?;
+        need(w, nh * d, "query weights")?;
+        if nh * n * d == 0 {
+            return Ok(());
+        }
+        self.launch(
+            &TOPK_ROWS,
+            "scale_query_dims",
+            (grid_for((nh * n * d) as u64), 1, 1),
+            256,
+            0,
+            &[Arg::P(q.ptr()), Arg::P(w.ptr()), i(nh), i(n), i(d)],
         )
     }
 }
