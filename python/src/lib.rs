@@ -165,6 +165,19 @@ fn methods(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
 #[pyclass(name = "NativeBundle", module = "attnscope._native", frozen)]
 struct NativeBundle {
     bundle: Bundle,
+    /// Each table's record batches, decoded on its first `table()` and shared afterwards (Arrow
+    /// buffers are reference-counted: every later `table()` hands over the same memory).
+    decoded: std::sync::Mutex<std::collections::HashMap<String, Vec<arrow_array::RecordBatch>>>,
+}
+
+impl NativeBundle {
+    /// The decoded tables (a poisoned lock still holds whole entries: inserts are single calls).
+    fn cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<arrow_array::RecordBatch>>>
+    {
+        self.decoded.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[pymethods]
@@ -174,7 +187,10 @@ impl NativeBundle {
         let bundle = py
             .detach(|| Bundle::read(&path))
             .map_err(errors::analysis)?;
-        Ok(Self { bundle })
+        Ok(Self {
+            bundle,
+            decoded: Default::default(),
+        })
     }
 
     /// The manifest as JSON text.
@@ -206,9 +222,17 @@ impl NativeBundle {
         };
         let path = self.bundle.dir.join(&info.file);
         let format = m.format;
-        let batches = py
-            .detach(|| read_table(&path, format))
-            .map_err(errors::analysis)?;
+        let cached = self.cache().get(name).cloned();
+        let batches = match cached {
+            Some(b) => b,
+            None => {
+                let b = py
+                    .detach(|| read_table(&path, format))
+                    .map_err(errors::analysis)?;
+                self.cache().insert(name.to_string(), b.clone());
+                b
+            }
+        };
         let schema = match batches.first() {
             Some(b) => b.schema(),
             None => attnscope_analysis::bundle::Table::ALL

@@ -26,6 +26,17 @@ def test_every_table_equals_pyarrow_parquet(smol_2k):
         assert mine.equals(theirs), name
 
 
+def test_a_table_is_decoded_once_and_shared(smol_2k):
+    # The second table() hands over the first one's Arrow buffers (no copy, no second decode).
+    first = smol_2k.table("selections")
+    again = smol_2k.table("selections")
+    assert again.equals(first)
+    for a, b in zip(first.columns, again.columns):
+        bufs_a = [x for chunk in a.chunks for x in chunk.buffers() if x is not None]
+        bufs_b = [x for chunk in b.chunks for x in chunk.buffers() if x is not None]
+        assert [x.address for x in bufs_a] == [x.address for x in bufs_b]
+
+
 def test_report_is_the_command_lines(smol_2k, capfd):
     mine = smol_2k.report()
     assert ats.main(["report", smol_2k.path, "--json"]) == 0
