@@ -24,6 +24,8 @@
 #             sha256 and `report --json` compared (a change that must not change results); the
 #             binary compared with it is the packed one, or ATTNSCOPE_GPU_COMPARE_BIN
 #   blocks    `attnscope bench --block-methods` (device block methods, ms per layer, 4k-32k tokens)
+#   python    scripts/gpu_python.py: capture(device="cuda") as torch tensors against the CPU capture
+#             (needs the extension module in bins.tar.xz, python3 with torch and numpy)
 #   real32k   with qwen-2l.gguf.xz and lcet10.txt in DIR: 32k tokens of real Qwen2.5-Coder-0.5B
 #             layers, the PHSA paper protocol and every device method (see the step)
 #   profile   the GPU stage profile of one forward pass at 32k tokens (ATTNSCOPE_GPU_PROFILE=1)
@@ -42,15 +44,16 @@ mkdir -p "$OUT" || exit 1
 OUT=$(cd "$OUT" && pwd)
 DIR=$(cd "$DIR" && pwd)
 cd "$ROOT" || exit 1
-STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate baseline blocks real32k profile torch cpu}
+STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate baseline python blocks real32k profile torch cpu}
 BLOCK_LENS=${ATTNSCOPE_GPU_BLOCK_LENS:-4096,8192,16384,32768}
 TESTS=(gpu_kernels gpu_forward gpu_sim gpu_block_methods)
 
-# The truncated model's file name in DIR (ATTNSCOPE_GPU_MODEL_FILE, e.g. a 1-layer truncation).
+# The truncated model's file name in DIR (ATTNSCOPE_GPU_MODEL_FILE, e.g. a 1-layer truncation,
+# or smollm2-1l-alice.gguf.xz: one layer with only alice29's vocabulary rows, 3 MB).
 MODEL_FILE=${ATTNSCOPE_GPU_MODEL_FILE:-smollm2-4l.gguf}
 # The truncated SmolLM2 and alice29.txt are needed by the steps that run on them.
 inputs=(bins.tar.xz)
-for step in tests simulate baseline; do
+for step in tests simulate baseline python; do
     [[ " $STEPS " == *" $step "* ]] && inputs=(bins.tar.xz "$MODEL_FILE" alice29.txt)
 done
 for f in "${inputs[@]}"; do
@@ -68,7 +71,13 @@ for lib in /usr/local/cuda/lib64 /usr/local/nvidia/lib64; do
 done
 # Every method whose devices column lists cuda (the registry's own declaration).
 METHODS=$("$B" methods --markdown | awk -F'|' '$6 ~ /cuda/ { gsub(/[ `]/, "", $2); printf "%s%s", sep, $2; sep = "," }')
-export ATTNSCOPE_BIN=$B ATTNSCOPE_GPU_MODEL=$DIR/$MODEL_FILE ATTNSCOPE_GPU_TEXT=$DIR/alice29.txt
+# A model file ending in .xz is decompressed first (gpu_truncate_gguf.py --keep-ids files).
+GPU_MODEL=$DIR/$MODEL_FILE
+if [[ $MODEL_FILE == *.xz ]] && [ -f "$DIR/$MODEL_FILE" ]; then
+    GPU_MODEL=$WORK/${MODEL_FILE%.xz}
+    xz -dc "$DIR/$MODEL_FILE" > "$GPU_MODEL" || exit 1
+fi
+export ATTNSCOPE_BIN=$B ATTNSCOPE_GPU_MODEL=$GPU_MODEL ATTNSCOPE_GPU_TEXT=$DIR/alice29.txt
 export RUST_BACKTRACE=1 PYTHONUNBUFFERED=1
 
 SUMMARY=$WORK/summary.tsv
@@ -240,6 +249,25 @@ if want blocks; then
         summary "block methods bench" "$res" "$log"
     else
         tail -20 "$log"; FAILED=1; summary "block methods bench" "FAILED" "$log"
+    fi
+fi
+
+if want python; then
+    echo "=== the Python package on the GPU (scripts/gpu_python.py)"
+    log=$OUT/python.log
+    if [ ! -f "$WORK/bins/_native.abi3.so" ] || ! python3 -c "import torch, numpy" 2> /dev/null; then
+        echo "skipped: no extension module in bins.tar.xz, or no torch and numpy" | tee "$log"
+        summary "python capture on cuda" "SKIPPED" "$log"
+    else
+        mkdir -p "$WORK/py/attnscope"
+        cp python/attnscope/*.py "$WORK/py/attnscope/"
+        cp "$WORK/bins/_native.abi3.so" "$WORK/py/attnscope/"
+        if PYTHONPATH=$WORK/py python3 scripts/gpu_python.py "$ATTNSCOPE_GPU_MODEL" \
+                "$ATTNSCOPE_GPU_TEXT" > "$log" 2>&1; then
+            cat "$log"; summary "python capture on cuda" "ok" "$log"
+        else
+            tail -20 "$log"; FAILED=1; summary "python capture on cuda" "FAILED" "$log"
+        fi
     fi
 fi
 

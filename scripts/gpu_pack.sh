@@ -43,8 +43,9 @@ python3 -c "import gguf" 2>/dev/null || {
 command -v xz >/dev/null || { echo "gpu_pack.sh: xz is missing" >&2; exit 1; }
 mkdir -p "$DIR"
 
-echo "== cargo build --release --bin attnscope"
+echo "== cargo build --release --bin attnscope, and the Python extension module"
 cargo build --release --bin attnscope
+cargo build --release -p attnscope-python
 BIN=target/release/attnscope
 
 # The test binaries: their paths come from cargo's JSON messages (the file names end in a hash).
@@ -76,6 +77,7 @@ for name, exe in sorted(found.items()):
 ' "${TESTS[@]}" > "$LIST"
 
 cp "$BIN" "$STAGE/attnscope"
+cp target/release/lib_native.so "$STAGE/_native.abi3.so"
 while read -r name exe; do
     cp "$exe" "$STAGE/$name"
 done < "$LIST"
@@ -83,7 +85,7 @@ if command -v strip >/dev/null; then
     strip --strip-all "$STAGE"/*
 fi
 echo "== $DIR/bins.tar.xz"
-XZ_OPT=-9e tar -C "$STAGE" -cJf "$DIR/bins.tar.xz" attnscope "${TESTS[@]}"
+XZ_OPT=-9e tar -C "$STAGE" -cJf "$DIR/bins.tar.xz" attnscope _native.abi3.so "${TESTS[@]}"
 
 echo "== model and text"
 [ -f "$MODEL" ] || "$BIN" fetch smollm2-135m

@@ -9,7 +9,7 @@
 //! re-exported here.
 
 pub use crate::device_layer::{
-    BlockLists, BlockPool, BlockScoring, DeviceLayer, RepTransform, SparseMeasure,
+    BlockLists, BlockPool, BlockScoring, DeviceLayer, DeviceTensor, RepTransform, SparseMeasure,
 };
 pub use crate::exact_attention::{
     assemble_heads, dense_attention, head_tiles, prob_tile, prob_tile_rule, sparse_attention,

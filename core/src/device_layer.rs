@@ -12,6 +12,17 @@ use crate::error::{CoreError, Result};
 
 /// A device forward pass's handle on the current layer, given to
 /// [`crate::attention::AttentionHook::on_layer_device`].
+/// An f32 tensor left on the device by [`DeviceLayer::export_qkv`]: row-major and compact,
+/// freed when dropped (shared with other frameworks through DLPack by the Python package).
+pub trait DeviceTensor: Send {
+    /// Device address of the first element.
+    fn device_ptr(&self) -> u64;
+    /// Extent of each dimension.
+    fn shape(&self) -> &[usize];
+    /// CUDA device ordinal.
+    fn ordinal(&self) -> usize;
+}
+
 pub trait DeviceLayer {
     /// The layer's exact capture computed on the device and copied back (the same statistics
     /// [`crate::capture_stats::capture_layer`] computes on the CPU), with the exact dense attention
@@ -21,6 +32,17 @@ pub trait DeviceLayer {
 
     /// The device, e.g. `cuda:0 (NVIDIA H100 80GB HBM3)`.
     fn device(&self) -> String;
+
+    /// The current layer's post-RoPE queries `[n_heads, n, head_dim]`, keys
+    /// `[n_kv_heads, n, head_dim]` and per-query log-sum-exp of the scaled causal scores
+    /// `[n_heads, n]`, copied to f32 device tensors that outlive the layer (the layer's dense
+    /// attention runs first when it has not yet).
+    fn export_qkv(&mut self) -> Result<[Box<dyn DeviceTensor>; 3]> {
+        Err(crate::error::CoreError::Device(format!(
+            "{} cannot export device tensors",
+            self.device()
+        )))
+    }
 
     /// Computes the layer's exact dense attention output and LSE on the device and keeps them
     /// there (no capture, nothing copied back): what [`DeviceLayer::block_select_measure`] needs

@@ -16,7 +16,8 @@ class CapturedLayer:
     """One layer: ``q`` ``[q heads, n, d]`` and ``k`` ``[KV heads, n, d]`` after RoPE, and
     ``lse`` ``[q heads, n]``, the log-sum-exp of each query's scaled causal scores
     ``q_i . k_j / sqrt(d)`` over ``j <= i`` (so ``exp(q_i . k_j / sqrt(d) - lse_i)`` is the
-    exact attention). float32 numpy arrays."""
+    exact attention). float32 numpy arrays, or float32 torch tensors on the GPU when the capture
+    ran there (``device="cuda"``), handed over through DLPack without a copy to the host."""
 
     layer: int
     q: np.ndarray
@@ -32,7 +33,8 @@ class Capture:
     def __init__(self, raw: Any):
         layers, ids, pieces, punct, newline = raw
         self.layers: Dict[int, CapturedLayer] = {
-            layer: CapturedLayer(layer, q, k, lse) for layer, q, k, lse in layers
+            layer: CapturedLayer(layer, _tensor(q), _tensor(k), _tensor(lse))
+            for layer, q, k, lse in layers
         }
         self.ids: np.ndarray = ids
         self.pieces: List[str] = pieces
@@ -52,9 +54,28 @@ class Capture:
         return f"Capture({len(self.ids)} tokens, layers {sorted(self.layers)})"
 
 
+def _tensor(x: Any) -> Any:
+    """A numpy array as it is; a DLPack capsule of a device tensor as a torch tensor."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError("a capture on the GPU returns torch tensors: install torch") from e
+    return torch.from_dlpack(x)
+
+
 def capture(**options: Any) -> Capture:
-    """Runs the model's forward pass on the CPU and keeps, for the layers asked, what a rule
-    sees. Options are those of ``simulate`` for the model and input (``model``, ``text``,
-    ``length``, ``dataset``, ``seed``, ``offset``, ...), and ``layers`` (a list of layer
-    numbers, or ``"all"``, the default)."""
+    """Runs the model's forward pass and keeps, for the layers asked, what a rule sees. Options
+    are those of ``simulate`` for the model and input (``model``, ``text``, ``length``,
+    ``dataset``, ``seed``, ``offset``, ...), ``layers`` (a list of layer numbers, or ``"all"``,
+    the default), and ``device`` (``"cpu"``, the default: numpy arrays; ``"cuda"`` or
+    ``"cuda:N"``: the forward pass on that GPU and torch tensors left on it, through DLPack)
+    with ``precision`` (``"f32"`` or ``"bf16"`` storage on the GPU; the tensors are float32)."""
+    if str(options.get("device", "cpu")).startswith("cuda"):
+        # Fail before the forward pass, not after it.
+        try:
+            import torch  # noqa: F401
+        except ImportError as e:
+            raise ImportError("capture(device='cuda') returns torch tensors: install torch") from e
     return Capture(_native.capture(["capture"] + options_to_argv(options)))

@@ -62,7 +62,7 @@ def simulate(**options: Any):
     ``calibration_text``, ...); ``length`` stands for ``--len``. Defaults, validation and
     messages are the command line's (``attnscope simulate --help``); ``out`` is required.
     Rules registered with :func:`attnscope.block_method` or :func:`attnscope.token_method` are
-    methods like the built-in ones. The GIL is released while the simulation runs, progress is
+    methods like the built-in ones (with ``device="cuda"`` they get torch tensors on the GPU). The GIL is released while the simulation runs, progress is
     drawn on stderr (in Jupyter, through ``sys.stderr``), and Ctrl-C stops it before the next
     layer: the inputs already finished are kept, and ``resume=True`` with the same options runs
     the rest.
@@ -75,7 +75,13 @@ def simulate(**options: Any):
 
     if "out" not in options or options["out"] is None:
         raise _native.BadInput("simulate: out= (the run folder) is required")
-    _native.run_cli(["attnscope", "simulate"] + options_to_argv(options))
+    from . import _rules
+
+    _rules._run_device = str(options.get("device") or "cpu")
+    try:
+        _native.run_cli(["attnscope", "simulate"] + options_to_argv(options))
+    finally:
+        _rules._run_device = "cpu"
     return Bundle(options["out"])
 
 

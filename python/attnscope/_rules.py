@@ -37,6 +37,9 @@ class RuleContext:
     newline_mask: np.ndarray
     #: Every parameter value of the rule (defaults, then ``param=`` overrides).
     params: Dict[str, float] = field(default_factory=dict)
+    #: Where the simulation runs (``"cpu"``: ``q`` and ``k`` are numpy arrays; ``"cuda"`` or
+    #: ``"cuda:N"``: torch tensors on that GPU, and the rule may return torch tensors).
+    device: str = "cpu"
 
     @property
     def positions(self) -> np.ndarray:
@@ -49,13 +52,36 @@ class RuleContext:
         return -(-self.n // self.block_size)
 
 
+#: The device of the simulation running now (set by :func:`attnscope.simulate`).
+_run_device = "cpu"
+
+
+def _to_device(q: np.ndarray, k: np.ndarray, device: str):
+    """``q`` and ``k`` as torch tensors on ``device`` for a GPU run, else as they are."""
+    if not device.startswith("cuda"):
+        return q, k
+    import torch
+
+    return torch.from_numpy(q).to(device), torch.from_numpy(k).to(device)
+
+
+def _to_numpy(out) -> np.ndarray:
+    """A rule's result as a numpy array (a torch tensor on any device is copied back)."""
+    if hasattr(out, "detach") and hasattr(out, "cpu"):
+        return out.detach().float().cpu().numpy()
+    return np.asarray(out)
+
+
 def _invoker(func: Callable, name: str) -> Callable:
     """Calls the user's function and hands back a C-contiguous float32 array; the Rust side
-    checks the shape and values and names the layer and head of any fault."""
+    checks the shape and values and names the layer and head of any fault. On a GPU run the
+    function gets torch tensors on that GPU."""
 
     def invoke(q, k, ctx):
-        out = func(q, k, RuleContext(**ctx))
-        arr = np.asarray(out)
+        device = _run_device
+        q, k = _to_device(q, k, device)
+        out = func(q, k, RuleContext(**ctx, device=device))
+        arr = _to_numpy(out)
         if arr.ndim == 2:
             arr = arr[None]  # one row set shared by the group
         if arr.ndim != 3:

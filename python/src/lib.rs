@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 mod capture;
+mod dlpack;
 mod errors;
 mod progress;
 mod rule;
@@ -273,6 +274,16 @@ fn capture_layers(py: Python<'_>, argv: Vec<String>) -> PyResult<Bound<'_, PyAny
             l.q.into_pyarray(py),
             l.k.into_pyarray(py),
             l.lse.into_pyarray(py),
+        ))?;
+    }
+    // GPU captures: DLPack capsules of the device tensors (torch.from_dlpack takes them).
+    for l in c.device_layers {
+        let [q, k, lse] = l.tensors;
+        layers.append((
+            l.layer,
+            dlpack::capsule(py, q)?,
+            dlpack::capsule(py, k)?,
+            dlpack::capsule(py, lse)?,
         ))?;
     }
     let out = (

@@ -1,5 +1,7 @@
 """capture(): what a rule sees, checked against numpy and against a simulation's tokens."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -46,3 +48,28 @@ def test_tokens_and_punctuation_are_the_simulations(cap, smol_2k):
 def test_capture_refuses_bad_layers():
     with pytest.raises(ats.BadInput, match="--layers: '40' is out of range"):
         ats.capture(model="smollm2-135m", length=64, layers=[40], quiet=True)
+
+
+def _cuda_torch():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda_torch(), reason="needs torch with a CUDA GPU")
+def test_capture_on_cuda_is_torch_on_the_gpu_and_matches_the_cpu():
+    import torch
+
+    model = os.environ.get("ATTNSCOPE_GPU_MODEL", "smollm2-135m")
+    text = os.environ.get("ATTNSCOPE_GPU_TEXT", "alice29")
+    opts = dict(model=model, text=text, length=512, layers=[0], quiet=True)
+    cpu = ats.capture(**opts)
+    gpu = ats.capture(device="cuda", **opts)
+    for name in ("q", "k", "lse"):
+        g, c = getattr(gpu[0], name), getattr(cpu[0], name)
+        assert isinstance(g, torch.Tensor) and g.is_cuda and g.dtype == torch.float32, name
+        assert tuple(g.shape) == c.shape, name
+        np.testing.assert_allclose(g.cpu().numpy(), c, rtol=1e-4, atol=1e-4, err_msg=name)
+    assert np.array_equal(gpu.ids, cpu.ids)

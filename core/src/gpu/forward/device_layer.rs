@@ -74,6 +74,10 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
         self.model.dev.label()
     }
 
+    fn export_qkv(&mut self) -> Result<[Box<dyn crate::attention::DeviceTensor>; 3]> {
+        self.export()
+    }
+
     fn dense(&mut self) -> Result<()> {
         let m = self.model;
         let s = m.shape(self.b.lse.len() / m.config.n_heads);
