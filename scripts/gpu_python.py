@@ -38,12 +38,19 @@ def main():
         del gpu
     # The capsules' memory is freed with the tensors (by the DLPack deleter): the device's free
     # memory after more captures, for the record (the driver's pools may keep some).
-    free0 = torch.cuda.mem_get_info()[0]
-    for _ in range(5):
-        g = ats.capture(device="cuda", **opts)
-        del g
-    free1 = torch.cuda.mem_get_info()[0]
-    print(f"5 more captures, their tensors dropped: device free memory {(free1 - free0) / 2**20:+.1f} MiB")
+    free = [torch.cuda.mem_get_info()[0]]
+    for _ in range(2):
+        for _ in range(5):
+            g = ats.capture(device="cuda", **opts)
+            del g
+        free.append(torch.cuda.mem_get_info()[0])
+    one = (cpu[0].q.size + cpu[0].k.size + cpu[0].lse.size) * 4 / 2**20
+    d5, d10 = (free[0] - free[1]) / 2**20, (free[0] - free[2]) / 2**20
+    # A leak grows with the captures (10 x {one:.1f} MiB); a pool that keeps freed memory does not.
+    good = d10 < 5 * one + 8
+    ok &= good
+    print(f"captures dropped: device memory in use +{d5:.1f} MiB after 5, +{d10:.1f} MiB after 10 "
+          f"(one capture's tensors: {one:.1f} MiB): {'ok' if good else 'FAIL (leak)'}")
     ok &= rule_on_cuda(model, text)
     print("OK" if ok else "FAIL")
     sys.exit(0 if ok else 1)
