@@ -11,11 +11,15 @@ The same library as the ``attnscope`` command line, in this process::
     run.report()                                    # the numbers of `attnscope report --json`
 
     cap = ats.capture(model="smollm2-135m", text="alice29", length=2048, layers=[3, 7])
-    cap[3].q, cap[3].k, cap[3].lse, cap.punct_mask  # numpy arrays
+    cap[3].q, cap[3].k, cap[3].lse, cap.punct_mask  # numpy arrays (torch on device="cuda")
 
     @ats.block_method(name="max-key", knob="top_k")
     def max_key(q, k, ctx):                         # q [q heads, n, d], k [n, d]
         ...                                         # scores [heads, query blocks, key blocks]
+
+    ev = ats.evaluate(model="smollm2-135m", text="alice29", length=2048, ppl_last=256,
+                      methods=["max-key", "phsa"], sparsity=[0.9], out="runs/ev")
+    ev.table("eval").to_pandas()                    # perplexity, KL to dense, per method
 
 Errors are raised as :class:`BadInput`, :class:`ModelError`, :class:`BundleError`,
 :class:`DeviceError` or :class:`RuleError` (all :class:`AttnscopeError`). Ctrl-C stops a
@@ -27,7 +31,7 @@ from __future__ import annotations
 from . import _native
 from ._bundle import Bundle
 from ._capture import Capture, CapturedLayer, capture
-from ._cli import main, simulate
+from ._cli import evaluate, main, simulate
 from ._rules import RuleContext, block_method, token_method
 from ._native import (
     AttnscopeError,
@@ -53,6 +57,7 @@ __all__ = [
     "RuleError",
     "block_method",
     "capture",
+    "evaluate",
     "main",
     "methods",
     "simulate",

@@ -71,15 +71,31 @@ def simulate(**options: Any):
     :class:`DeviceError`, or :class:`RuleError` when a Python rule fails (the bundle is then not
     marked complete).
     """
-    from ._bundle import Bundle
-
     if "out" not in options or options["out"] is None:
         raise _native.BadInput("simulate: out= (the run folder) is required")
+    return _run("simulate", options)
+
+
+def evaluate(**options: Any):
+    """Runs ``attnscope eval`` (what each method's selection does to the model's own output:
+    sparse prefill, perplexity of the last tokens, KL to dense, needle accuracy) with
+    ``options`` as its command-line options, and returns the bundle (its ``eval`` table). Named
+    and validated as :func:`simulate` (``ppl_last``, ``seeds``, ``depths``, ...); rules
+    registered in Python are methods here too (torch tensors on the GPU with ``device="cuda"``).
+    """
+    if "out" not in options or options["out"] is None:
+        raise _native.BadInput("evaluate: out= (the run folder) is required")
+    return _run("eval", options)
+
+
+def _run(command: str, options: Any):
+    """``attnscope COMMAND`` with ``options``, Python rules told the run's device; the bundle."""
     from . import _rules
+    from ._bundle import Bundle
 
     _rules._run_device = str(options.get("device") or "cpu")
     try:
-        _native.run_cli(["attnscope", "simulate"] + options_to_argv(options))
+        _native.run_cli(["attnscope", command] + options_to_argv(options))
     finally:
         _rules._run_device = "cpu"
     return Bundle(options["out"])
@@ -87,6 +103,9 @@ def simulate(**options: Any):
 
 simulate.__doc__ = (simulate.__doc__ or "") + "\n\nOptions (from the command line):\n\n" + (
     _native.cli_help("simulate")
+)
+evaluate.__doc__ = (evaluate.__doc__ or "") + "\n\nOptions (from the command line):\n\n" + (
+    _native.cli_help("eval")
 )
 
 

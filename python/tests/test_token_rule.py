@@ -42,3 +42,19 @@ def test_numpy_oracle_topk_matches_the_built_in(tmp_path):
         for x, y, fx, fy in zip(sa["kept_blocks"], sb["kept_blocks"], sa["kept_fraction"], sb["kept_fraction"])
     )
     assert differ == 0, f"{differ} of {len(sa)} selection rows differ"
+
+
+def test_numpy_oracle_topk_in_evaluate_matches_the_built_in(tmp_path):
+    # End to end: the same selections make the same sparse prefill, so the same perplexity
+    # and KL to the dense model as the built-in oracle.
+    run = ats.evaluate(model="smollm2-135m", text="alice29", length=512, ppl_last=64,
+                       layers="0,9,19,29", methods=["oracle-topk", "np-oracle-topk"],
+                       sparsity=[0.9], out=str(tmp_path / "ev"), quiet=True)
+    e = run.table("eval").to_pandas()
+    a = e[e["method"] == "oracle-topk"].reset_index(drop=True)
+    b = e[e["method"] == "np-oracle-topk"].reset_index(drop=True)
+    assert len(a) == len(b) >= 1
+    for col in ["ppl", "kl"]:
+        worst = np.max(np.abs(a[col].to_numpy() - b[col].to_numpy()))
+        assert worst <= 1e-6 * max(1.0, float(np.abs(a[col]).max())), f"{col}: {worst}"
+    assert (a["sparsity"] > 0.5).all() and (a["sparsity"] == b["sparsity"]).all()
