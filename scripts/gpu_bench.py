@@ -2,7 +2,8 @@
 """GPU benchmark, attnscope against PyTorch on the same GPU in one run (BENCHMARKS.md, "GPU").
 
 For the Qwen2.5-0.5B shape (24 layers, 14/2 heads, head dim 64) and the Qwen2.5-1.5B shape
-(28 layers, 12/2 heads, head dim 128), random bf16 weights, at 4k..32k tokens:
+(28 layers, 12/2 heads, head dim 128), random bf16 weights, at 4k..32k tokens (and with
+--shapes, the Qwen2.5-7B and Llama-3.1-8B shapes):
   * attnscope forward and forward + full capture (every layer and head: LSE, P[i, b] at block 64,
     sink mass, pooled maps; results left on the device): `attnscope bench --random-config ...
     --device cuda --precision bf16 --capture --kernels --json` (CUDA-event medians);
@@ -29,6 +30,16 @@ SHAPES = {
                          num_attention_heads=14, num_key_value_heads=2, head_dim=64),
     "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
                          num_attention_heads=12, num_key_value_heads=2, head_dim=128),
+    "qwen2.5-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                       num_attention_heads=28, num_key_value_heads=4, head_dim=128,
+                       vocab_size=152064, tie_word_embeddings=False),
+    "llama3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                        vocab_size=128256, rope_theta=500000.0, rms_norm_eps=1e-5,
+                        max_position_embeddings=131072, tie_word_embeddings=False,
+                        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                          high_freq_factor=4.0,
+                                          original_max_position_embeddings=8192)),
 }
 
 
@@ -84,16 +95,18 @@ def attnscope_rows(binary, shape, lens, repeat):
 
 
 def torch_model(shape, impl):
-    from transformers import Qwen2Config, Qwen2Model
-    cfg = Qwen2Config(vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6,
-                      rms_norm_eps=1e-6, tie_word_embeddings=True, use_cache=False,
-                      **SHAPES[shape])
+    from transformers import LlamaConfig, LlamaModel, Qwen2Config, Qwen2Model
+    opts = dict(vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6,
+                rms_norm_eps=1e-6, tie_word_embeddings=True, use_cache=False)
+    opts.update(SHAPES[shape])
+    llama = shape.startswith("llama")
+    cfg = (LlamaConfig if llama else Qwen2Config)(**opts)
     cfg._attn_implementation = impl
     torch.manual_seed(0)
     prev = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
-        m = Qwen2Model(cfg)
+        m = (LlamaModel if llama else Qwen2Model)(cfg)
     torch.set_default_dtype(prev)
     return m.eval()
 
@@ -102,7 +115,7 @@ def torch_rows(shape, lens, impl, output_attentions, repeat):
     rows = []
     m = torch_model(shape, impl)
     for n in lens:
-        ids = torch.randint(0, 151936, (1, n), device="cuda")
+        ids = torch.randint(0, 128000, (1, n), device="cuda")
         torch.cuda.reset_peak_memory_stats()
         try:
             with torch.inference_mode():
@@ -161,6 +174,12 @@ def main():
     for shape, r in res["shapes"].items():
         by = {}
         for row in r["attnscope"]:
+            if row.get("mode") == "peaks":
+                log(f"{shape}: attnscope peak device memory {row['device_peak_gib']:.2f} GiB, "
+                    f"peak host memory {row['host_peak_gib']:.2f} GiB; torch sdpa peak "
+                    + ", ".join(f"{x['tokens']}: {x['peak_gib']:.2f} GiB"
+                                for x in r["sdpa"] if "peak_gib" in x))
+                continue
             by.setdefault(row["tokens"], {})[row["mode"]] = row
         sd = {x["tokens"]: x for x in r["sdpa"]}
         ea = {x["tokens"]: x for x in r["eager_attn"]}

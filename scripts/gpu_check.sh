@@ -28,6 +28,8 @@
 #             (needs the extension module in bins.tar.xz, python3 with torch and numpy)
 #   real32k   with qwen-2l.gguf.xz and lcet10.txt in DIR: 32k tokens of real Qwen2.5-Coder-0.5B
 #             layers, the PHSA paper protocol and every device method (see the step)
+#   bigfwd    random Llama-3.1-8B and Qwen2.5-7B shapes: forward and capture against SDPA
+#   bigmethods  the same shapes: the block methods per layer on the device
 #   profile   the GPU stage profile of one forward pass at 32k tokens (ATTNSCOPE_GPU_PROFILE=1)
 #   torch     scripts/gpu_bench.py: attnscope against PyTorch SDPA and the device's ceilings
 #             (needs python3 with torch and transformers; skipped otherwise)
@@ -305,6 +307,34 @@ if want real32k && [ -f "$DIR/qwen-2l.gguf.xz" ] && [ -f "$DIR/lcet10.txt" ]; th
     else
         tail -20 "$log"; FAILED=1; summary "real 32k device methods" "FAILED" "$log"
     fi
+fi
+
+if want bigfwd; then
+    # Random weights of the Llama-3.1-8B and Qwen2.5-7B shapes: forward and full capture
+    # against PyTorch SDPA on the same GPU (gpu_bench.py), with peak memory.
+    log=$OUT/bigfwd.log
+    if python3 scripts/gpu_bench.py --bin "$B" --shapes llama3.1-8b,qwen2.5-7b \
+            --lens 8192,16384,32768 --eager-lens 8192 --repeat 2 \
+            --out "$OUT/gpu_bench_big.json" > "$log" 2>&1; then
+        tail -14 "$log"; summary "8B shapes: forward, capture, SDPA" "ok" "$log"
+    else
+        tail -20 "$log"; FAILED=1; summary "8B shapes: forward, capture, SDPA" "FAILED" "$log"
+    fi
+fi
+
+if want bigmethods; then
+    # The same shapes: the block methods per layer on the device (`bench --block-methods`).
+    log=$OUT/bigmethods.log
+    : > "$log"
+    ok=1
+    for s in llama3.1-8b qwen2.5-7b; do
+        "$B" bench --random-config "$s" --device cuda --precision bf16 --lens 8192,32768 \
+            --block-methods phsa,infllm-v2,nsa,moba,quest,oracle-topk-block \
+            --block-sparsity 0.9 >> "$log" 2>&1 || ok=0
+    done
+    cat "$log"
+    if [ "$ok" = 1 ]; then summary "8B shapes: block methods" "ok" "$log"
+    else FAILED=1; summary "8B shapes: block methods" "FAILED" "$log"; fi
 fi
 
 if want profile; then

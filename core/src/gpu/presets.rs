@@ -4,16 +4,24 @@
 use crate::config::{Arch, ModelConfig};
 
 /// Names accepted by [`random_config`].
-pub const RANDOM_CONFIGS: [&str; 3] = ["smollm2-135m", "qwen2.5-0.5b", "qwen2.5-1.5b"];
+pub const RANDOM_CONFIGS: [&str; 5] = [
+    "smollm2-135m",
+    "qwen2.5-0.5b",
+    "qwen2.5-1.5b",
+    "qwen2.5-7b",
+    "llama3.1-8b",
+];
 
 /// The config of a named model shape: `smollm2-135m`, `qwen2.5-0.5b` (Qwen2.5(-Coder)-0.5B:
-/// 24 layers, 14/2 heads, head dim 64) or `qwen2.5-1.5b` (28 layers, 12/2 heads, head dim 128).
+/// 24 layers, 14/2 heads, head dim 64), `qwen2.5-1.5b` (28 layers, 12/2 heads, head dim 128),
+/// `qwen2.5-7b` (28 layers, 28/4 heads, head dim 128) or `llama3.1-8b` (32 layers, 32/8 heads,
+/// head dim 128, Llama 3 RoPE scaling).
 pub fn random_config(name: &str) -> Option<ModelConfig> {
-    let qwen = |n_layers, n_heads, head_dim, hidden, intermediate| ModelConfig {
+    let qwen = |n_layers, (n_heads, n_kv_heads), head_dim, hidden, intermediate| ModelConfig {
         arch: Arch::Qwen2,
         n_layers,
         n_heads,
-        n_kv_heads: 2,
+        n_kv_heads,
         head_dim,
         hidden,
         intermediate,
@@ -28,8 +36,36 @@ pub fn random_config(name: &str) -> Option<ModelConfig> {
         attention: Default::default(),
     };
     match name {
-        "qwen2.5-0.5b" | "qwen2.5-coder-0.5b" => Some(qwen(24, 14, 64, 896, 4864)),
-        "qwen2.5-1.5b" | "qwen2.5-coder-1.5b" => Some(qwen(28, 12, 128, 1536, 8960)),
+        "qwen2.5-0.5b" | "qwen2.5-coder-0.5b" => Some(qwen(24, (14, 2), 64, 896, 4864)),
+        "qwen2.5-1.5b" | "qwen2.5-coder-1.5b" => Some(qwen(28, (12, 2), 128, 1536, 8960)),
+        "qwen2.5-7b" => Some(ModelConfig {
+            vocab: 152_064,
+            tie_embeddings: false,
+            ..qwen(28, (28, 4), 128, 3584, 18944)
+        }),
+        "llama3.1-8b" => Some(ModelConfig {
+            arch: Arch::Llama,
+            n_layers: 32,
+            n_heads: 32,
+            n_kv_heads: 8,
+            head_dim: 128,
+            hidden: 4096,
+            intermediate: 14336,
+            vocab: 128_256,
+            rms_eps: 1e-5,
+            rope_theta: 500_000.0,
+            rope_scaling: crate::rope::RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max: 8192,
+            },
+            max_context: 131_072,
+            tie_embeddings: false,
+            bos_token_id: Some(128_000),
+            eos_token_id: Some(128_001),
+            attention: Default::default(),
+        }),
         "smollm2-135m" => Some(ModelConfig {
             arch: Arch::Llama,
             n_layers: 30,

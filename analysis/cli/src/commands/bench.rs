@@ -66,6 +66,22 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The run's peak device memory (the pool's high watermark) and peak host memory.
+fn print_peaks(gm: &attnscope_core::gpu::GpuModel, json: bool) {
+    let gib = |b: Option<u64>| b.map_or(f64::NAN, |b| b as f64 / (1u64 << 30) as f64);
+    let (dev, host) = (gib(gm.device().peak_pool_memory()), gib(peak_rss_bytes()));
+    if json {
+        println!(
+            "{}",
+            json!({"mode": "peaks", "device_peak_gib": dev, "host_peak_gib": host})
+        );
+    } else {
+        println!(
+            "peak device memory {dev:.2} GiB (pool high watermark), peak host memory {host:.2} GiB"
+        );
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
     if a.sim.simulate {
         let n = a.lens.iter().copied().max().unwrap_or(2048);
@@ -205,7 +221,7 @@ fn gpu(a: Args) -> Result<()> {
             l => l.split(',').map(|x| x.trim().to_string()).collect(),
         };
         let label = format!("{name} | {} | {}", gm.device().label(), a.precision);
-        return attnscope_analysis::device::bench::print(
+        attnscope_analysis::device::bench::print(
             gm,
             &ids,
             &a.lens,
@@ -213,7 +229,9 @@ fn gpu(a: Args) -> Result<()> {
             &names,
             &label,
             a.json,
-        );
+        )?;
+        print_peaks(gm, a.json);
+        return Ok(());
     }
     if !a.json {
         println!(
@@ -228,6 +246,7 @@ fn gpu(a: Args) -> Result<()> {
         );
     }
     let rows = bench::bench(gm, &ids, &a.lens, a.repeat, a.capture, a.kernels)?;
+    print_peaks(gm, a.json);
     for mut r in rows {
         if a.json {
             r["model"] = json!(name);

@@ -54,6 +54,29 @@ impl GpuDevice {
         Ok(free + pooled_free)
     }
 
+    /// The most bytes the stream-ordered pool has held in use at once (its high watermark:
+    /// every buffer of this process, weights included), or `None` without async allocation.
+    pub fn peak_pool_memory(&self) -> Option<u64> {
+        if !self.ctx.has_async_alloc() {
+            return None;
+        }
+        use cudarc::driver::sys::{
+            cuDeviceGetDefaultMemPool, cuMemPoolGetAttribute, CUmemPool_attribute as A,
+        };
+        let mut pool = std::ptr::null_mut();
+        let mut high = 0u64;
+        // SAFETY: the out-pointers are valid for the calls' duration.
+        let ok = unsafe {
+            cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()) == CUresult::CUDA_SUCCESS
+                && cuMemPoolGetAttribute(
+                    pool,
+                    A::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                    &mut high as *mut u64 as *mut std::ffi::c_void,
+                ) == CUresult::CUDA_SUCCESS
+        };
+        ok.then_some(high)
+    }
+
     /// An OOM error for `what` needing `need` bytes, with the device's free memory.
     pub fn oom(&self, what: &str, need: u64, suggestion: &str) -> GpuError {
         let (_, total) = self.memory().unwrap_or((0, 0));
