@@ -4,7 +4,7 @@
 #   scripts/results_32k.sh [TEXT] [RUN]        (defaults: lcet10, runs/q32-lcet10)
 #
 # ATTNSCOPE_LEN sets another input length (default 32768; the run folder then defaults to
-# runs/q<LEN/1024>-TEXT).
+# runs/q<LEN/1024>-TEXT), ATTNSCOPE_MODEL another model (default qwen2.5-coder-0.5b).
 # Runs on the CPU (about 20-40 minutes on 2 cores, 10.5 GiB peak) or, with ATTNSCOPE_DEVICE=cuda,
 # on a GPU. Writes the bundle to RUN, the comparison table to RUN/comparisons.md and the figures
 # of docs/results/ to RUN/figures. ATTNSCOPE_REPORT_ONLY=1 skips the run (tables and figures of
@@ -17,7 +17,7 @@ RUN=${2:-runs/q$((LEN / 1024))-$TEXT}
 BIN=${ATTNSCOPE_BIN:-target/release/attnscope}
 [ -x "$BIN" ] || cargo build --release --bin attnscope
 
-[ -n "${ATTNSCOPE_REPORT_ONLY:-}" ] || "$BIN" simulate --model qwen2.5-coder-0.5b --text "$TEXT" --len "$LEN" \
+[ -n "${ATTNSCOPE_REPORT_ONLY:-}" ] || "$BIN" simulate --model "${ATTNSCOPE_MODEL:-qwen2.5-coder-0.5b}" --text "$TEXT" --len "$LEN" \
     --preset phsa-paper --sparsity 0.9,0.95,0.973,0.99 \
     --methods phsa,infllm-v2,nsa,oracle-topk-block \
     --sweep phsa.lambda=0,0.25,0.75,1 --sweep phsa.softmax_over=1 --sweep infllm-v2.coarse_lse=1 \
