@@ -24,6 +24,7 @@
 #             sha256 and `report --json` compared (a change that must not change results); the
 #             binary compared with it is the packed one, or ATTNSCOPE_GPU_COMPARE_BIN
 #   blocks    `attnscope bench --block-methods` (device block methods, ms per layer, 4k-32k tokens)
+#   eval      `attnscope eval` with --device cpu and --device cuda, the eval tables compared
 #   python    scripts/gpu_python.py: capture(device="cuda") as torch tensors against the CPU capture
 #             (needs the extension module in bins.tar.xz, python3 with torch and numpy)
 #   real32k   with qwen-2l.gguf.xz and lcet10.txt in DIR: 32k tokens of real Qwen2.5-Coder-0.5B
@@ -46,7 +47,7 @@ mkdir -p "$OUT" || exit 1
 OUT=$(cd "$OUT" && pwd)
 DIR=$(cd "$DIR" && pwd)
 cd "$ROOT" || exit 1
-STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate baseline python blocks real32k profile torch cpu}
+STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate baseline eval python blocks real32k profile torch cpu}
 BLOCK_LENS=${ATTNSCOPE_GPU_BLOCK_LENS:-4096,8192,16384,32768}
 TESTS=(gpu_kernels gpu_forward gpu_sim gpu_block_methods)
 
@@ -55,7 +56,7 @@ TESTS=(gpu_kernels gpu_forward gpu_sim gpu_block_methods)
 MODEL_FILE=${ATTNSCOPE_GPU_MODEL_FILE:-smollm2-4l.gguf}
 # The truncated SmolLM2 and alice29.txt are needed by the steps that run on them.
 inputs=(bins.tar.xz)
-for step in tests simulate baseline python; do
+for step in tests simulate baseline eval python; do
     [[ " $STEPS " == *" $step "* ]] && inputs=(bins.tar.xz "$MODEL_FILE" alice29.txt)
 done
 for f in "${inputs[@]}"; do
@@ -252,6 +253,38 @@ if want blocks; then
     else
         tail -20 "$log"; FAILED=1; summary "block methods bench" "FAILED" "$log"
     fi
+fi
+
+if want eval; then
+    # `attnscope eval` (sparse prefill, perplexity, KL to dense) with --device cpu and cuda: the
+    # device runs the selections' attention with `sparse_rows`.
+    echo "=== eval --device cpu vs --device cuda (1,024 tokens, the last 128 scored)"
+    log=$OUT/eval.log
+    : > "$log"
+    ok=1
+    for d in cpu cuda; do
+        "$B" eval --model "$ATTNSCOPE_GPU_MODEL" --text "$ATTNSCOPE_GPU_TEXT" --len 1024 \
+            --ppl-last 128 --methods phsa,infllm-v2,streaming,oracle-topk --sparsity 0.9,0.95 \
+            --device "$d" --precision f32 --out "$WORK/eval_$d" --quiet --force >> "$log" 2>&1 || ok=0
+    done
+    if [ "$ok" = 1 ] && python3 -c "import pyarrow" 2> /dev/null; then
+        python3 - "$WORK/eval_cpu/eval.parquet" "$WORK/eval_cuda/eval.parquet" >> "$log" 2>&1 <<'PY' || ok=0
+import sys
+import pyarrow.parquet as pq
+a, b = (pq.read_table(p).to_pylist() for p in sys.argv[1:3])
+key = lambda r: (r["input"], r["method"], r["budget_label"])
+a, b = {key(r): r for r in a}, {key(r): r for r in b}
+assert a.keys() == b.keys() and a, "the eval tables hold different rows"
+worst = {c: max(abs(a[k][c] - b[k][c]) for k in a) for c in ("ppl", "kl", "nll")}
+print(f"{len(a)} eval rows; largest |cpu - cuda|: " + ", ".join(f"{c} {v:.2e}" for c, v in worst.items()))
+for k in sorted(a):
+    print(f"  {k[1]:<12} {k[2]:<16} ppl {a[k]['ppl']:.5f} / {b[k]['ppl']:.5f}  kl {a[k]['kl']:.2e} / {b[k]['kl']:.2e}")
+sys.exit(0 if worst["nll"] <= 1e-4 and worst["kl"] <= 1e-4 else 1)
+PY
+    fi
+    tail -12 "$log"
+    if [ "$ok" = 1 ]; then summary "eval cpu vs cuda" "ok" "$log"
+    else FAILED=1; summary "eval cpu vs cuda" "FAILED" "$log"; fi
 fi
 
 if want python; then

@@ -168,6 +168,12 @@ impl TokenSelection {
         &self.keys[self.offsets[r]..self.offsets[r + 1]]
     }
 
+    /// The compressed rows: `offsets` (`n_heads * n_queries + 1`, row `h * n_queries + i`) into
+    /// `keys` (each row ascending).
+    pub fn csr(&self) -> (&[usize], &[u32]) {
+        (&self.offsets, &self.keys)
+    }
+
     /// Total kept (query, key) pairs over all heads.
     pub fn total_kept(&self) -> usize {
         self.keys.len()

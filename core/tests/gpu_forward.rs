@@ -484,3 +484,78 @@ fn gpu_memory_plan_refuses_runs_that_do_not_fit() {
         ok.device_ms, ok.kernel
     );
 }
+
+/// Every layer attends to a selection (first 4 tokens, the 32 most recent, and every fifth key
+/// offset by the head), as an end-to-end sparse prefill does.
+struct SparseEveryLayer;
+
+impl attnscope_core::attention::AttentionHook for SparseEveryLayer {
+    fn on_layer(
+        &mut self,
+        qkv: &attnscope_core::attention::LayerQkv<'_>,
+    ) -> attnscope_core::Result<attnscope_core::attention::HookAction> {
+        let sel =
+            attnscope_core::attention::TokenSelection::from_fn(qkv.n_heads, qkv.len(), |h, i| {
+                (0..=i as u32)
+                    .filter(|&j| j < 4 || j as usize + 32 > i || (j as usize + h) % 5 == 0)
+                    .collect()
+            });
+        Ok(attnscope_core::attention::HookAction::Sparse(sel))
+    }
+}
+
+/// The device's sparse attention (`sparse_rows`) in a whole forward pass of real SmolLM2 layers
+/// against the CPU's (`sparse_attention`), f32: the final hidden states agree.
+#[test]
+fn gpu_sparse_prefill_matches_cpu() {
+    if device("gpu_sparse_prefill_matches_cpu").is_none() {
+        return;
+    }
+    let Some(path) = std::env::var_os("ATTNSCOPE_GPU_MODEL").map(PathBuf::from) else {
+        println!(
+            "SKIPPED gpu_sparse_prefill_matches_cpu: set ATTNSCOPE_GPU_MODEL to a SmolLM2 GGUF"
+        );
+        return;
+    };
+    let cpu = Model::load(&path).expect("load gguf");
+    let text = "Alice was beginning to get very tired of sitting by her sister on the bank, and \
+                of having nothing to do. "
+        .repeat(40);
+    let mut ids = cpu
+        .tokenizer()
+        .expect("tokenizer")
+        .encode(&text)
+        .expect("encode");
+    ids.truncate(700);
+    let want = cpu
+        .forward(&ids, &mut SparseEveryLayer)
+        .expect("cpu forward");
+    let mut g = Model::load(&path).expect("load gguf");
+    g.to_device(Device::Cuda(0), Precision::F32)
+        .expect("to cuda");
+    let got = g.forward(&ids, &mut SparseEveryLayer).expect("gpu forward");
+    let dense = g.forward(&ids, &mut NoHook).expect("gpu dense forward");
+    assert_eq!(got.dim(), want.dim());
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let from_dense = dense
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!(
+        "sparse prefill, {} tokens: largest |gpu - cpu| {diff:.2e} (max |x| {scale:.2e}); the \
+         dense forward differs by {from_dense:.2e}",
+        ids.len()
+    );
+    assert!(
+        diff <= 1e-4 * scale.max(1.0),
+        "gpu sparse prefill differs by {diff}"
+    );
+    assert!(
+        from_dense > 100.0 * diff,
+        "the selection must change the output"
+    );
+}

@@ -119,3 +119,89 @@ __device__ void attn_rowwise(const T* __restrict__ q, const T* __restrict__ k,
 
 INST_RW(float, f32)
 INST_RW(bf16_t, bf16)
+
+// Sparse attention (a hook's selection, HookAction::Sparse): one warp per (q-head, query), the
+// softmax of scale q_i . k_j renormalized over the query's selected keys (CSR: offsets
+// [nh n + 1], row h n + i; keys ascending), times V, written to out [n][nh d] (token-major, the
+// layer's attention output). Keys are taken 32 at a time, staged in shared memory like
+// measure_tokens (blocksel.cu), with an online maximum; a query with no key gets zeros.
+// Shared memory per warp: q (d floats) + keys (32 (d + 1) floats).
+template <typename T>
+__device__ void sparse_rows(const T* q, const T* k, const T* v, const u64* offsets,
+                            const u32* keys, int nh, int nkv, int n, int d, float scale, T* out) {
+    extern __shared__ float sm[];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int h = blockIdx.y;
+    int i = blockIdx.x * nw + warp;
+    int dp = d + 1;
+    float* qw = sm + warp * (d + 32 * dp);
+    float* ks = qw + d;
+    if (i >= n) return;
+    int g = h / (nh / nkv);
+    const T* qi = q + ((i64)h * n + i) * d;
+    for (int c = lane; c < d; c += 32) qw[c] = ld(qi + c);
+    __syncwarp();
+    const T* kg = k + (i64)g * n * d;
+    const T* vg = v + (i64)g * n * d;
+    u64 beg = offsets[(i64)h * n + i], end = offsets[(i64)h * n + i + 1];
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    float m = NEG_INF, sum = 0.f;
+    for (u64 e0 = beg; e0 < end; e0 += 32) {
+        bool ok = e0 + lane < end;
+        u32 jj = ok ? keys[e0 + lane] : 0u;
+        int cnt = (int)min((u64)32, end - e0);
+        __syncwarp();
+        for (int r = 0; r < cnt; r++) {
+            u32 j = __shfl_sync(FULL_MASK, jj, r);
+            const T* kr = kg + (i64)j * d;
+            for (int c = 2 * lane; c < d; c += 64) {
+                float a0, a1;
+                ld2(kr + c, a0, a1);
+                ks[r * dp + c] = a0;
+                ks[r * dp + c + 1] = a1;
+            }
+        }
+        __syncwarp();
+        float l = NEG_INF;
+        if (ok) {
+            const float* kr = ks + lane * dp;
+            float dot = 0.f;
+            for (int c = 0; c < d; c++) dot = fmaf(qw[c], kr[c], dot);
+            l = dot * scale;
+        }
+        float cm = l;
+        for (int off = 16; off > 0; off >>= 1) cm = fmaxf(cm, __shfl_xor_sync(FULL_MASK, cm, off));
+        float nm = fmaxf(m, cm);
+        float f = (m == NEG_INF) ? 0.f : expf(m - nm);
+        for (int c = 0; c < 4; c++) acc[c] *= f;
+        sum *= f;
+        m = nm;
+        float p = ok ? expf(l - m) : 0.f;
+        sum += p;
+        for (int t = 0; t < cnt; t++) {
+            float pt = __shfl_sync(FULL_MASK, p, t);
+            u32 j = __shfl_sync(FULL_MASK, jj, t);
+            const T* vr = vg + (i64)j * d;
+            for (int c = 0; c < 4; c++) {
+                int col = lane + 32 * c;
+                if (col < d) acc[c] = fmaf(pt, ld(vr + col), acc[c]);
+            }
+        }
+    }
+    sum = warp_sum(sum);
+    T* o = out + (i64)i * nh * d + (i64)h * d;
+    for (int c = 0; c < 4; c++) {
+        int col = lane + 32 * c;
+        if (col < d) st(o + col, sum > 0.f ? acc[c] / sum : 0.f);
+    }
+}
+
+#define INST_SP(T, S)                                                                              \
+    extern "C" __global__ void sparse_rows_##S(const T* q, const T* k, const T* v,                \
+                                               const u64* offsets, const u32* keys, int nh,      \
+                                               int nkv, int n, int d, float scale, T* out) {     \
+        sparse_rows<T>(q, k, v, offsets, keys, nh, nkv, n, d, scale, out);                        \
+    }
+
+INST_SP(float, f32)
+INST_SP(bf16_t, bf16)

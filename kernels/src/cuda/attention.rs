@@ -22,7 +22,7 @@ pub struct AttnShape {
 }
 
 impl AttnShape {
-    fn check<T: GpuFloat>(&self, q: &DBuf<T>, k: &DBuf<T>) -> Result<()> {
+    pub(crate) fn check<T: GpuFloat>(&self, q: &DBuf<T>, k: &DBuf<T>) -> Result<()> {
         let s = self;
         if s.kv_heads == 0
             || !s.heads.is_multiple_of(s.kv_heads)
@@ -45,7 +45,7 @@ impl AttnShape {
         Ok(())
     }
 
-    fn scale(&self) -> f32 {
+    pub(crate) fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
 }

@@ -9,6 +9,7 @@ mod blocksel;
 mod buffer;
 mod device;
 mod ops;
+mod sparse;
 mod topk_rows;
 mod units;
 

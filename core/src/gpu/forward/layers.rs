@@ -275,10 +275,7 @@ impl GpuModel {
                                 self.upload_attn(&out, &mut b.attn, n)?;
                             }
                         }
-                        HookAction::Sparse(sel) => {
-                            let out = sparse_attention(&qkv, &sel)?;
-                            self.upload_attn(&out, &mut b.attn, n)?;
-                        }
+                        HookAction::Sparse(sel) => self.sparse_on_device(&qkv, &sel, &mut b)?,
                     }
                 }
                 Mode::Device(Some(opts), kept)
@@ -333,6 +330,40 @@ impl GpuModel {
             p.report(n);
         }
         Ok(out)
+    }
+
+    /// The attention of a hook's selection: on the device for plain causal layers (the
+    /// selection's compressed rows uploaded, `sparse_rows` writes the layer's output), on the
+    /// host otherwise (windows and soft-capping: [`sparse_attention`]).
+    fn sparse_on_device<T: GpuFloat>(
+        &self,
+        qkv: &LayerQkv<'_>,
+        sel: &crate::attention::TokenSelection,
+        b: &mut super::capture::Bufs<T>,
+    ) -> Result<()> {
+        let n = qkv.len();
+        if !qkv.rule.is_plain_causal()
+            || std::env::var("ATTNSCOPE_GPU_SPARSE").is_ok_and(|v| v == "0")
+        {
+            let out = sparse_attention(qkv, sel)?;
+            return self.upload_attn(&out, &mut b.attn, n);
+        }
+        sel.validate(qkv.n_heads, n)?;
+        let (offsets, keys) = sel.csr();
+        let offsets: Vec<u64> = offsets.iter().map(|&o| o as u64).collect();
+        let offsets = self.dev.upload(&offsets, "sparse selection offsets")?;
+        let keys = self.dev.upload(keys, "sparse selection keys")?;
+        self.dev
+            .sparse_attention(
+                &b.qh,
+                &b.kh,
+                &b.vh,
+                &offsets,
+                &keys,
+                self.shape(n),
+                &mut b.attn,
+            )
+            .map_err(CoreError::from)
     }
 
     fn upload_attn<T: GpuFloat>(
