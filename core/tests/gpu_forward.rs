@@ -497,7 +497,7 @@ impl attnscope_core::attention::AttentionHook for SparseEveryLayer {
         let sel =
             attnscope_core::attention::TokenSelection::from_fn(qkv.n_heads, qkv.len(), |h, i| {
                 (0..=i as u32)
-                    .filter(|&j| j < 4 || j as usize + 32 > i || (j as usize + h) % 5 == 0)
+                    .filter(|&j| j < 4 || j as usize + 32 > i || (j as usize + h).is_multiple_of(5))
                     .collect()
             });
         Ok(attnscope_core::attention::HookAction::Sparse(sel))
