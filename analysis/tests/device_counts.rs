@@ -7,7 +7,7 @@ mod device_util;
 
 use attnscope_analysis::budget::{resolve, sparsity_of_kept, Budget};
 use attnscope_analysis::device::{block_scoring, resolve_counted, static_rule, RowCounts};
-use attnscope_analysis::method::{DeviceScoring, HeadKeys};
+use attnscope_analysis::method::{DeviceScoring, HeadKeys, Prepared, Selector};
 use attnscope_analysis::methods::oracle_topk_block::block_topk_kept;
 use attnscope_analysis::selection::Scored;
 use attnscope_analysis::sim::MethodRun;
@@ -45,25 +45,13 @@ fn counted_kept_pairs_and_knobs_match_the_host_methods() {
             }
             let sparsity =
                 |x: f64| sparsity_of_kept(counted(x.max(0.0).round() as usize), group, n);
-            for b in [
-                Budget::Sparsity(0.5),
-                Budget::Sparsity(0.8),
-                Budget::Sparsity(0.95),
-                Budget::Tokens(256),
-            ] {
-                let cpu = resolve(
-                    oracle.selector.as_ref(),
-                    prep.as_ref(),
-                    b,
-                    Scored::all(n),
-                    None,
-                );
-                let dev =
-                    resolve_counted(oracle.selector.as_ref(), b, n, &sparsity).expect("budget");
-                assert_eq!(cpu.knob, dev.knob, "oracle-topk-block n {n} {b:?}");
-                assert_eq!(cpu.sparsity, dev.sparsity, "oracle-topk-block n {n} {b:?}");
-                assert_eq!(cpu.reached, dev.reached, "oracle-topk-block n {n} {b:?}");
-            }
+            same_knobs(
+                oracle.selector.as_ref(),
+                prep.as_ref(),
+                n,
+                &sparsity,
+                "oracle-topk-block",
+            );
         }
         for run in &runs {
             let name = run.label.as_str();
@@ -94,24 +82,7 @@ fn counted_kept_pairs_and_knobs_match_the_host_methods() {
                 let k = x.max(min.max(0.0)).round() as usize;
                 sparsity_of_kept(counts.kept(k) * group as u64, group, n)
             };
-            for b in [
-                Budget::Sparsity(0.5),
-                Budget::Sparsity(0.8),
-                Budget::Sparsity(0.95),
-                Budget::Tokens(256),
-            ] {
-                let cpu = resolve(
-                    run.selector.as_ref(),
-                    prep.as_ref(),
-                    b,
-                    Scored::all(n),
-                    None,
-                );
-                let dev = resolve_counted(run.selector.as_ref(), b, n, &sparsity).expect("budget");
-                assert_eq!(cpu.knob, dev.knob, "{name} n {n} {b:?}");
-                assert_eq!(cpu.sparsity, dev.sparsity, "{name} n {n} {b:?}");
-                assert_eq!(cpu.reached, dev.reached, "{name} n {n} {b:?}");
-            }
+            same_knobs(run.selector.as_ref(), prep.as_ref(), n, &sparsity, name);
         }
     }
 }
@@ -144,24 +115,30 @@ fn static_patterns_count_like_the_host_methods() {
                 assert_eq!(built, kept, "{name} n {n} window {w}: selections");
             }
             let sparsity = |x: f64| sparsity_of_kept(counted(x), group, n);
-            for b in [
-                Budget::Sparsity(0.5),
-                Budget::Sparsity(0.8),
-                Budget::Sparsity(0.95),
-                Budget::Tokens(256),
-            ] {
-                let cpu = resolve(
-                    run.selector.as_ref(),
-                    prep.as_ref(),
-                    b,
-                    Scored::all(n),
-                    None,
-                );
-                let dev = resolve_counted(run.selector.as_ref(), b, n, &sparsity).expect("budget");
-                assert_eq!(cpu.knob, dev.knob, "{name} n {n} {b:?}");
-                assert_eq!(cpu.sparsity, dev.sparsity, "{name} n {n} {b:?}");
-                assert_eq!(cpu.reached, dev.reached, "{name} n {n} {b:?}");
-            }
+            same_knobs(run.selector.as_ref(), prep.as_ref(), n, &sparsity, name);
         }
+    }
+}
+
+/// The host calibration (on selections) and the device's (on counted pairs, `sparsity`) land on
+/// the same knob, sparsity and reached flag for several budgets.
+fn same_knobs(
+    selector: &dyn Selector,
+    prep: &dyn Prepared,
+    n: usize,
+    sparsity: &dyn Fn(f64) -> f64,
+    name: &str,
+) {
+    for b in [
+        Budget::Sparsity(0.5),
+        Budget::Sparsity(0.8),
+        Budget::Sparsity(0.95),
+        Budget::Tokens(256),
+    ] {
+        let cpu = resolve(selector, prep, b, Scored::all(n), None);
+        let dev = resolve_counted(selector, b, n, sparsity).expect("budget");
+        assert_eq!(cpu.knob, dev.knob, "{name} n {n} {b:?}");
+        assert_eq!(cpu.sparsity, dev.sparsity, "{name} n {n} {b:?}");
+        assert_eq!(cpu.reached, dev.reached, "{name} n {n} {b:?}");
     }
 }
