@@ -54,15 +54,21 @@ class Capture:
         return f"Capture({len(self.ids)} tokens, layers {sorted(self.layers)})"
 
 
+def _torch() -> Any:
+    """The torch module, which GPU captures and GPU rules hand tensors to (a clear error
+    without it)."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError("device='cuda' hands over torch tensors: install torch") from e
+    return torch
+
+
 def _tensor(x: Any) -> Any:
     """A numpy array as it is; a DLPack capsule of a device tensor as a torch tensor."""
     if isinstance(x, np.ndarray):
         return x
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError("a capture on the GPU returns torch tensors: install torch") from e
-    return torch.from_dlpack(x)
+    return _torch().from_dlpack(x)
 
 
 def capture(**options: Any) -> Capture:
@@ -73,9 +79,5 @@ def capture(**options: Any) -> Capture:
     ``"cuda:N"``: the forward pass on that GPU and torch tensors left on it, through DLPack)
     with ``precision`` (``"f32"`` or ``"bf16"`` storage on the GPU; the tensors are float32)."""
     if str(options.get("device", "cpu")).startswith("cuda"):
-        # Fail before the forward pass, not after it.
-        try:
-            import torch  # noqa: F401
-        except ImportError as e:
-            raise ImportError("capture(device='cuda') returns torch tensors: install torch") from e
+        _torch()  # fail before the forward pass, not after it
     return Capture(_native.capture(["capture"] + options_to_argv(options)))

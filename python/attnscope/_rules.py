@@ -60,8 +60,9 @@ def _to_device(q: np.ndarray, k: np.ndarray, device: str):
     """``q`` and ``k`` as torch tensors on ``device`` for a GPU run, else as they are."""
     if not device.startswith("cuda"):
         return q, k
-    import torch
+    from ._capture import _torch
 
+    torch = _torch()
     return torch.from_numpy(q).to(device), torch.from_numpy(k).to(device)
 
 
