@@ -143,6 +143,7 @@ fn capture_records_the_probabilities_the_model_uses() {
             sink_tokens: 4,
             layers: None,
             keep_qkv: true,
+            block_mass_from: 0,
         });
         model.forward(&ids, &mut hook).expect("forward");
         let n = ids.len();

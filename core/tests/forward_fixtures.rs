@@ -103,6 +103,7 @@ fn capture_matches_transformers_attention_probabilities() {
             sink_tokens: 4,
             layers: None,
             keep_qkv: true,
+            block_mass_from: 0,
         });
         model.forward(&exp.ids, &mut hook).expect("forward");
         let probs: Array4<f32> = exp.tensors["attn_probs"]

@@ -96,7 +96,7 @@ impl AttentionHook for SparseHook<'_> {
         if !self.wants(qkv.layer) {
             return Ok(HookAction::Dense);
         }
-        let layer = CapturedLayer::new(qkv, self.cfg.sim.capture_block);
+        let layer = CapturedLayer::new(qkv, self.cfg.sim.capture_block, Scored::all(qkv.len()));
         let gs = qkv.n_heads / qkv.n_kv_heads;
         let mut sels: Vec<Selection> = Vec::with_capacity(qkv.n_heads);
         let mut fidelity = Fidelity::default();

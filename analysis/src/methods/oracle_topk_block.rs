@@ -23,7 +23,7 @@ use super::common::top_token_set;
 use crate::method::{packed_pair_bytes, DeviceScoring};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
-use crate::selection::{Range, Selection};
+use crate::selection::{Range, Scored, Selection};
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "oracle-topk-block",
@@ -101,41 +101,45 @@ pub fn block_topk_kept(own_rank: &[u32], block: usize, k: usize) -> u64 {
         .sum()
 }
 
-/// Exact `P[i, b]` of one q-head from its true probabilities (`[n, ceil(n / block)]`, zero
-/// after the query's own block).
+/// Exact `P[i, b]` of one q-head from its true probabilities, for the scored queries
+/// (`[n - first, ceil(n / block)]`, row `r` is query `first + r`, zero after the query's own
+/// block).
 fn block_mass_of(p: &crate::metrics::TrueProbs, n: usize, block: usize) -> Array2<f32> {
     let nb = n.div_ceil(block);
     let first = p.scored().first;
-    let mut out = Array2::<f32>::zeros((n, nb));
+    let mut out = Array2::<f32>::zeros((n - first, nb));
     out.axis_iter_mut(ndarray::Axis(0))
         .into_par_iter()
         .enumerate()
         .with_min_len(16)
-        .filter(|(i, _)| *i >= first)
-        .for_each(|(i, mut row)| {
-            for (b, chunk) in p.row(i).chunks(block).enumerate() {
+        .for_each(|(r, mut row)| {
+            for (b, chunk) in p.row(first + r).chunks(block).enumerate() {
                 row[b] = chunk.iter().sum();
             }
         });
     out
 }
 
-/// One q-head: `P` (borrowed from the capture or computed) and each query's own-block rank.
+/// One q-head: `P` of the scored queries (borrowed from the capture or computed; row `r` is
+/// query `from + r`) and, when every query is scored, each query's own-block rank.
 struct Head<'a> {
     mass: Cow<'a, Array2<f32>>,
+    from: usize,
     own_rank: Vec<u32>,
 }
 
 struct Prep<'a> {
-    n: usize,
+    scored: Scored,
     block: usize,
     heads: Vec<Head<'a>>,
 }
 
 impl Prep<'_> {
     fn rows(&self, head: &Head<'_>, k: usize) -> Selection {
-        let (n, b) = (self.n, self.block);
-        let rows: Vec<Vec<Range>> = (0..n)
+        let b = self.block;
+        let rows: Vec<Vec<Range>> = self
+            .scored
+            .range()
             .into_par_iter()
             .with_min_len(16)
             .map(|i| {
@@ -143,7 +147,7 @@ impl Prep<'_> {
                 if k > own {
                     return vec![(0, i as u32 + 1)];
                 }
-                let row = head.mass.row(i);
+                let row = head.mass.row(i - head.from);
                 let top = match row.as_slice() {
                     Some(r) => top_token_set(&r[..=own], k),
                     None => {
@@ -155,7 +159,7 @@ impl Prep<'_> {
                     .collect()
             })
             .collect();
-        Selection::from_rows(n, 1, rows)
+        Selection::from_rows_scored(self.scored, 1, rows)
     }
 }
 
@@ -166,6 +170,9 @@ impl Prepared for Prep<'_> {
     }
 
     fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
+        if !self.scored.is_all() {
+            return None;
+        }
         let k = x.max(0.0).round() as usize;
         let kept = self
             .heads
@@ -186,34 +193,53 @@ impl Selector for OracleTopKBlock {
     }
 
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
-        let (n, b) = (g.n(), self.block);
+        let (n, b, scored) = (g.n(), self.block, g.scored);
         let nb = n.div_ceil(b);
         let heads = (0..g.group_size())
             .map(|h| {
-                let cap = &g.truth[h].block_mass;
-                let mass = if g.capture_block == b && cap.dim() == (n, nb) {
-                    Cow::Borrowed(cap)
+                let cap = g.truth[h];
+                let (mass, from) = if g.capture_block == b
+                    && cap.block_mass_from <= scored.first
+                    && cap.block_mass.dim() == (n - cap.block_mass_from, nb)
+                {
+                    (Cow::Borrowed(&cap.block_mass), cap.block_mass_from)
                 } else {
-                    Cow::Owned(block_mass_of(&g.true_probs()[h], n, b))
+                    (
+                        Cow::Owned(block_mass_of(&g.true_probs()[h], n, b)),
+                        scored.first,
+                    )
                 };
-                let own_rank = (0..n)
-                    .into_par_iter()
-                    .with_min_len(256)
-                    .map(|i| {
-                        let row = mass.row(i);
-                        let own = i / b;
-                        match row.as_slice() {
-                            Some(r) => own_block_rank(&r[..=own]),
-                            None => own_block_rank(
-                                &row.iter().take(own + 1).copied().collect::<Vec<_>>(),
-                            ),
-                        }
-                    })
-                    .collect();
-                Head { mass, own_rank }
+                // Counted pairs cover every query ([`crate::budget::counts_pairs`]).
+                let own_rank = if scored.is_all() {
+                    (0..n)
+                        .into_par_iter()
+                        .with_min_len(256)
+                        .map(|i| {
+                            let row = mass.row(i - from);
+                            let own = i / b;
+                            match row.as_slice() {
+                                Some(r) => own_block_rank(&r[..=own]),
+                                None => own_block_rank(
+                                    &row.iter().take(own + 1).copied().collect::<Vec<_>>(),
+                                ),
+                            }
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Head {
+                    mass,
+                    from,
+                    own_rank,
+                }
             })
             .collect();
-        Box::new(Prep { n, block: b, heads })
+        Box::new(Prep {
+            scored,
+            block: b,
+            heads,
+        })
     }
 
     fn device_scoring(&self, _n: usize) -> Option<DeviceScoring> {

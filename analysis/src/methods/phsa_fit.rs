@@ -104,8 +104,7 @@ impl Selector for PhsaFit {
         // Recall of whole blocks from the capture's block masses; the group's exact attention
         // (computed once, for every lambda of the grid) only when a range cuts a capture block.
         let recall = |h: usize, sel: &crate::selection::Selection| {
-            let masses = g.truth[h].block_mass.view();
-            recall_from_block_mass(masses, g.capture_block, sel)
+            recall_from_block_mass(g.truth[h], g.capture_block, sel)
                 .unwrap_or_else(|| recall_with(&g.true_probs()[h], sel))
         };
         let recalls: Vec<f64> = self

@@ -281,17 +281,24 @@ pub fn recall_with(probs: &TrueProbs, sel: &Selection) -> Vec<f32> {
 
 /// Recall `R_i` of a selection that keeps whole key blocks of `block` tokens (each kept range
 /// starts on a block boundary and ends on one or at the query's causal limit), summed from the
-/// capture's per-block masses `block_mass[i, b]` (query `i`'s exact probabilities summed over
+/// capture's per-block masses `P[i, b]` (query `i`'s exact probabilities summed over
 /// block `b`'s visible keys, [`attnscope_core::capture::HeadCapture::block_mass`]) instead of from
 /// every probability: the same sum, added in another order. `None` when a kept range cuts a block
-/// (the caller then sums the probabilities with [`recall_with`]).
+/// or the capture lacks a scored query's row (the caller then sums the probabilities with
+/// [`recall_with`]).
 pub fn recall_from_block_mass(
-    block_mass: ndarray::ArrayView2<f32>,
+    capture: &attnscope_core::capture::HeadCapture,
     block: usize,
     sel: &Selection,
 ) -> Option<Vec<f32>> {
     let n = sel.len();
-    if block == 0 || block_mass.nrows() != n || block_mass.ncols() != n.div_ceil(block) {
+    let from = capture.block_mass_from;
+    let block_mass = capture.block_mass.view();
+    if block == 0
+        || from > sel.scored().first
+        || from + block_mass.nrows() != n
+        || block_mass.ncols() != n.div_ceil(block)
+    {
         return None;
     }
     let qb = sel.query_block();
@@ -302,7 +309,7 @@ pub fn recall_from_block_mass(
         .with_min_len(64)
         .map(|i| {
             let lim = i as u32 + 1;
-            let masses = block_mass.row(i);
+            let masses = block_mass.row(i - from);
             let mut mass = 0f32;
             for &(s, e) in sel.row_ranges(i / qb) {
                 if s >= lim {

@@ -199,7 +199,7 @@ fn recall_from_block_masses_is_the_recall_of_whole_block_selections() {
     let mut summed = Vec::new();
     for (info, sels) in crate::registry::METHODS.iter().zip(&all) {
         for (h, sel) in sels.iter().enumerate() {
-            let bm = data.truth[h].block_mass.view();
+            let bm = &data.truth[h];
             let Some(got) = recall_from_block_mass(bm, 64, sel) else {
                 continue;
             };

@@ -48,7 +48,8 @@ impl AttentionHook for CalibrationHook<'_> {
             }
             return Ok(HookAction::Dense);
         }
-        let layer = CapturedLayer::new(qkv, self.cfg.capture_block);
+        let scored = self.cfg.queries.of(qkv.len());
+        let layer = CapturedLayer::new(qkv, self.cfg.capture_block, scored);
         let budget = self
             .cfg
             .budgets
@@ -62,7 +63,6 @@ impl AttentionHook for CalibrationHook<'_> {
             .filter(|m| m.selector.needs_calibration())
         {
             for g in 0..qkv.n_kv_heads {
-                let scored = self.cfg.queries.of(qkv.len());
                 let input = layer.input(g, (self.punct, self.newline), scored);
                 m.selector.calibrate(&input, budget);
             }

@@ -72,10 +72,16 @@ pub(crate) struct CapturedLayer {
 }
 
 impl CapturedLayer {
-    /// Captures `qkv` with key blocks of `capture_block` tokens.
-    pub(crate) fn new(qkv: &LayerQkv<'_>, capture_block: usize) -> Self {
+    /// Captures `qkv` with key blocks of `capture_block` tokens, keeping the block masses of
+    /// the `scored` queries.
+    pub(crate) fn new(
+        qkv: &LayerQkv<'_>,
+        capture_block: usize,
+        scored: crate::selection::Scored,
+    ) -> Self {
         let opts = attnscope_core::capture::CaptureOptions {
             block: capture_block,
+            block_mass_from: scored.first,
             ..Default::default()
         };
         let (heads, dense) = attnscope_core::capture::capture_layer(qkv, &opts);

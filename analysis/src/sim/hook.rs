@@ -80,9 +80,11 @@ impl SimHook<'_> {
         self.cfg.layers.as_ref().is_none_or(|ls| ls.contains(&l))
     }
 
-    fn capture_opts(&self) -> CaptureOptions {
+    /// Key blocks of `capture_block` tokens; block masses of the scored queries only.
+    fn capture_opts(&self, n: usize) -> CaptureOptions {
         CaptureOptions {
             block: self.cfg.capture_block,
+            block_mass_from: self.cfg.queries.of(n).first,
             ..CaptureOptions::default()
         }
     }
@@ -100,7 +102,7 @@ impl AttentionHook for SimHook<'_> {
         if !self.wants(qkv.layer) {
             return Ok(HookAction::Dense);
         }
-        let (heads, dense) = device.capture(&self.capture_opts())?;
+        let (heads, dense) = device.capture(&self.capture_opts(qkv.len()))?;
         let plan = self.cfg.device_plan();
         let gpu = crate::device::run_layer(
             &plan,
@@ -128,7 +130,7 @@ impl AttentionHook for SimHook<'_> {
             return Ok(HookAction::Dense);
         }
         let t = Profile::mark();
-        let (heads, dense) = capture_layer(qkv, &self.capture_opts());
+        let (heads, dense) = capture_layer(qkv, &self.capture_opts(qkv.len()));
         self.profile.add("(capture)", t);
         self.replay(qkv, heads, dense, None)
     }

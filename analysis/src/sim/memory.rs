@@ -8,8 +8,7 @@ use crate::method::packed_pair_bytes;
 /// attention of a KV group's q-heads over the scored queries (`n (n + 1) / 2` floats each when
 /// every query is scored, [`crate::logits`]) plus, alive
 /// beside them, the methods' own buffers ([`crate::method::Selector::pair_bytes`]) and a margin of one more packed
-/// buffer for the others' chunked scores; and the layer's captured block masses `P` (every
-/// q-head, `n x n / block` floats).
+/// buffer for the others' chunked scores; and the layer's capture ([`capture_stats_bytes`]).
 pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
     let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1);
     let scored = cfg.queries.of(n);
@@ -18,8 +17,16 @@ pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usiz
         .iter()
         .map(|m| m.selector.pair_bytes(scored, gs))
         .sum();
+    3 * packed_pair_bytes(scored) * gs as u64 + methods + capture_stats_bytes(cfg, c, n)
+}
+
+/// Host bytes of one layer's capture statistics: per q-head the block masses `P` of the scored
+/// queries (`scored x n / block` floats), the pooled map (`(n / block)^2`) and the per-query
+/// LSE and sink mass.
+pub fn capture_stats_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
     let blocks = n.div_ceil(cfg.capture_block.max(1)) as u64;
-    3 * packed_pair_bytes(scored) * gs as u64 + methods + c.n_heads as u64 * n as u64 * blocks * 4
+    let scored = cfg.queries.of(n).len() as u64;
+    c.n_heads as u64 * (scored * blocks + blocks * blocks + 2 * n as u64) * 4
 }
 
 /// Host bytes of the CPU forward pass itself over `n` tokens, beside the layer jobs: the weights
@@ -38,15 +45,13 @@ pub fn forward_bytes(c: &attnscope_core::ModelConfig) -> impl Fn(usize) -> u64 +
 }
 
 /// Host bytes of the layer the forward pass captures while the layer jobs run (the rendezvous
-/// hand-over keeps one more layer alive than there are jobs): its block masses `P` (every q-head,
-/// `n x n / block` floats), its exact dense output and its copy of Q, K and V.
+/// hand-over keeps one more layer alive than there are jobs): its capture statistics
+/// ([`capture_stats_bytes`]), its exact dense output and its copy of Q, K and V.
 pub fn capture_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
-    let blocks = n.div_ceil(cfg.capture_block.max(1)) as u64;
     let d = c.head_dim as u64;
-    let p = c.n_heads as u64 * n as u64 * blocks;
     let out = n as u64 * c.n_heads as u64 * d;
     let qkv = n as u64 * (c.n_heads + 2 * c.n_kv_heads) as u64 * d;
-    (p + out + qkv) * 4
+    capture_stats_bytes(cfg, c, n) + (out + qkv) * 4
 }
 
 /// Layers simulated at once: `cfg.layer_jobs`, or when 0 half the rayon threads (at least 2, so

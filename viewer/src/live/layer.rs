@@ -66,6 +66,7 @@ impl LayerCache {
             .map(|lse| HeadCapture {
                 lse,
                 block_mass: Array2::zeros((0, 0)),
+                block_mass_from: 0,
                 sink_mass: Vec::new(),
                 pooled: Array2::zeros((0, 0)),
             })

@@ -39,7 +39,8 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
         self.captured = true;
         let nb = n.div_ceil(block);
         let lse = dev.download(&self.b.lse)?;
-        let p = dev.download(&cb.p)?;
+        let from = opts.block_mass_from.min(n);
+        let rows = n - from;
         let sink = dev.download(&cb.sink)?;
         let pooled = dev.download(&cb.pooled)?;
         let out: Vec<f32> = dev
@@ -49,7 +50,9 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
             .collect();
         let heads = (0..nh)
             .map(|h| {
-                let bm = Array2::from_shape_vec((n, nb), p[h * n * nb..(h + 1) * n * nb].to_vec());
+                // Only the kept rows of `P` come back to the host.
+                let p = dev.download_range(&cb.p, (h * n + from) * nb, rows * nb)?;
+                let bm = Array2::from_shape_vec((rows, nb), p);
                 let pm = Array2::from_shape_vec(
                     (nb, nb),
                     pooled[h * nb * nb..(h + 1) * nb * nb].to_vec(),
@@ -58,6 +61,7 @@ impl<T: GpuFloat> DeviceLayer for LayerCtx<'_, T> {
                     (Ok(block_mass), Ok(pooled)) => Ok(HeadCapture {
                         lse: lse[h * n..(h + 1) * n].to_vec(),
                         block_mass,
+                        block_mass_from: from,
                         sink_mass: sink[h * n..(h + 1) * n].to_vec(),
                         pooled,
                     }),
