@@ -166,6 +166,22 @@ fn first_id(v: &Option<serde_json::Value>) -> Option<u32> {
 }
 
 impl ModelConfig {
+    /// Floating-point operations of one forward pass over `n` tokens, a multiply and an add
+    /// counted as two: `(matrix products, attention)`. The products are every layer's Q, K, V,
+    /// output and MLP projections (no LM head: the forward pass ends at the final norm); the
+    /// attention is `Q K^T` and `A V` over every causal pair of every q-head (sliding windows
+    /// not subtracted: an upper count for windowed layers).
+    pub fn forward_flops(&self, n: usize) -> (f64, f64) {
+        let (h, d) = (self.hidden as f64, self.head_dim as f64);
+        let (qh, kvh) = (self.n_heads as f64, self.n_kv_heads as f64);
+        let per_token = 2.0 * h * (qh * d + 2.0 * kvh * d)
+            + 2.0 * qh * d * h
+            + 2.0 * 3.0 * h * self.intermediate as f64;
+        let layers = self.n_layers as f64;
+        let pairs = n as f64 * (n as f64 + 1.0) / 2.0;
+        (layers * n as f64 * per_token, layers * qh * pairs * 4.0 * d)
+    }
+
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_json(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;

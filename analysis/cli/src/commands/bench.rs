@@ -111,9 +111,10 @@ pub fn run(a: Args) -> Result<()> {
             model.config.max_context
         );
     }
+    let rate = matmul_gflops(&model.config);
     if !a.json {
         println!(
-            "{} | {} threads | {}",
+            "{} | {} threads | f32 matrix products {rate:.1} GFLOP/s | {}",
             model.source.display(),
             rayon::current_num_threads(),
             if a.capture {
@@ -123,8 +124,8 @@ pub fn run(a: Args) -> Result<()> {
             }
         );
         println!(
-            "{:>7} {:>10} {:>12} {:>12} {:>14}",
-            "tokens", "mode", "seconds", "tokens/s", "peak RSS MiB"
+            "{:>7} {:>10} {:>12} {:>12} {:>10} {:>10} {:>14}",
+            "tokens", "mode", "seconds", "tokens/s", "GFLOP/s", "of matmul", "peak RSS MiB"
         );
     }
     for &n in &a.lens {
@@ -140,22 +141,45 @@ pub fn run(a: Args) -> Result<()> {
             let secs = t.elapsed().as_secs_f64();
             let rss = peak_rss_bytes().unwrap_or(0) as f64 / (1 << 20) as f64;
             let mode = if capture { "capture" } else { "forward" };
+            let (products, attention) = model.config.forward_flops(n);
+            let gflops = (products + attention) / secs / 1e9;
             if a.json {
                 println!(
                     "{}",
                     json!({"tokens": n, "mode": mode, "seconds": secs,
                     "tokens_per_second": n as f64 / secs, "peak_rss_mib": rss,
-                    "threads": rayon::current_num_threads()})
+                    "threads": rayon::current_num_threads(),
+                    "matmul_flops": products, "attention_flops": attention,
+                    "gflops": gflops, "matmul_rate_gflops": rate,
+                    "fraction_of_matmul": gflops / rate})
                 );
             } else {
                 println!(
-                    "{n:>7} {mode:>10} {secs:>12.2} {:>12.0} {rss:>14.0}",
-                    n as f64 / secs
+                    "{n:>7} {mode:>10} {secs:>12.2} {:>12.0} {gflops:>10.1} {:>9.0}% {rss:>14.0}",
+                    n as f64 / secs,
+                    100.0 * gflops / rate
                 );
             }
         }
     }
     Ok(())
+}
+
+/// The machine's f32 matrix-product rate in GFLOP/s, measured here on the forward pass's own
+/// kernel and largest shape (2,048 rows of hidden states times the MLP's up projection): the
+/// best of five products.
+fn matmul_gflops(c: &attnscope_core::ModelConfig) -> f64 {
+    let (rows, h, m) = (2048, c.hidden, c.intermediate);
+    let x = ndarray::Array2::from_shape_fn((rows, h), |(i, j)| ((i * 7 + j * 3) % 13) as f32 * 0.1);
+    let w = ndarray::Array2::from_shape_fn((m, h), |(i, j)| ((i * 5 + j) % 11) as f32 * 0.1);
+    let best = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(attnscope_core::ops::matmul_t(x.view(), w.view()));
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    2.0 * (rows * h * m) as f64 / best / 1e9
 }
 
 /// `bench --device cuda`: device-event timings of the forward pass, full device-side capture and
