@@ -18,7 +18,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// default): the simulator frees and allocates the same large per-head buffers layer after layer,
 /// and every purge meant page faults and zeroing for the next one (twice the system time of a
 /// layer replay). The peak footprint is unchanged: freed memory is reused, never added to.
+/// `MIMALLOC_PURGE_DELAY` in the environment wins (mimalloc reads it itself).
 fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
     // SAFETY: sets a plain integer option of the allocator; any value is valid.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }

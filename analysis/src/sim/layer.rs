@@ -7,11 +7,12 @@ use attnscope_core::capture::HeadCapture;
 use ndarray::{s, Array2};
 
 use super::group::{group_input, GroupTensors};
+use super::replay::{calibrate_all, MethodOut};
 use super::{Profile, SimConfig};
-use crate::budget::{resolve, sparsity_of, Budget};
+use crate::budget::{sparsity_of, Budget};
 use crate::freq::freq_dominance;
 use crate::input::SimInput;
-use crate::method::{GroupInput, Prepared};
+use crate::method::GroupInput;
 use crate::metrics::{evaluate_many, iou_pairs, kl, needle_recall, DenseHead, QueryMetrics};
 use crate::results::{mean, HeadRow, IouRow, MetricRow, SelectionRow, SimResults};
 use crate::selection::Selection;
@@ -41,7 +42,7 @@ impl LayerOut {
     /// Adds `wall` seconds of method `label` to the run's method times and the profile. With
     /// `alone` (the mark where the method started, when it ran by itself) the profile also gets
     /// the process CPU seconds since then.
-    fn add_method_time(
+    pub(crate) fn add_method_time(
         &mut self,
         label: &str,
         wall: f64,
@@ -186,22 +187,24 @@ impl LayerJob {
             input.exact_attention().1
         };
         out.profile.add("(exact attention)", t);
-        let prepared = prepare_all(cfg, &input, &on_gpu, out);
-        for (bi, &budget) in cfg.budgets.iter().enumerate() {
+        let top_p: Vec<Option<f64>> = cfg
+            .budgets
+            .iter()
+            .map(|&b| top_p_target(b, oracle_topp.as_deref(), &input))
+            .collect();
+        let by_budget = calibrate_all(cfg, &input, &on_gpu, &top_p, out);
+        for (bi, done) in by_budget.into_iter().enumerate() {
             let run = MethodRunCtx {
                 cfg,
                 ctx,
                 layer: self.layer,
                 g,
                 hs: &hs,
-                scored: input.scored,
                 bi,
-                budget,
-                top_p_sparsity: top_p_target(budget, oracle_topp.as_deref(), &input),
                 dense_heads: &dense_heads,
                 probs,
             };
-            let sels = run.selections_and_metrics(&prepared, gpu, out);
+            let sels = run.selections_and_metrics(done, gpu, out);
             run.selection_rows(&sels, out);
             run.iou_rows(&sels, out);
         }
@@ -232,47 +235,6 @@ impl LayerJob {
     }
 }
 
-/// Methods run side by side, this many at a time (`method_jobs`; 0: all of them).
-fn wave(cfg: &SimConfig) -> usize {
-    match cfg.method_jobs {
-        0 => cfg.methods.len().max(1),
-        j => j,
-    }
-}
-
-/// Every host method prepared on the group (`None` for those the device ran), side by side,
-/// `method_jobs` at a time (each is parallel inside as well): one method's serial stretches and
-/// the ends of its parallel loops leave the threads to the others. Results in method order.
-fn prepare_all<'i>(
-    cfg: &'i SimConfig,
-    input: &'i GroupInput<'i>,
-    on_gpu: &(dyn Fn(usize) -> bool + Sync),
-    out: &mut LayerOut,
-) -> Vec<Option<Box<dyn Prepared + 'i>>> {
-    let wave = wave(cfg);
-    // One at a time, a method's CPU seconds are its own (the process's over its run).
-    let alone = wave == 1;
-    let mut prepared = Vec::with_capacity(cfg.methods.len());
-    for (w, ms) in cfg.methods.chunks(wave).enumerate() {
-        let mark = Profile::mark();
-        let done = side_by_side(ms, |i, m| {
-            if on_gpu(w * wave + i) {
-                return (None, 0.0);
-            }
-            let t = std::time::Instant::now();
-            let p = m.selector.prepare(input);
-            (Some(p), t.elapsed().as_secs_f64())
-        });
-        for ((p, secs), m) in done.into_iter().zip(ms) {
-            if p.is_some() {
-                out.add_method_time(&m.label, secs, alone.then_some(mark));
-            }
-            prepared.push(p);
-        }
-    }
-    prepared
-}
-
 /// The sparsity a top-p budget asks for: what exact top-p (`reference`) reaches on the group.
 pub(crate) fn top_p_target<'a>(
     budget: Budget,
@@ -301,31 +263,6 @@ pub(crate) fn top_p_target<'a>(
     })
 }
 
-/// `f(i, item)` for every item, each a task of its own on rayon's pool, results in order. One
-/// task per item rather than a parallel iterator: a worker waiting inside one method's parallel
-/// loop steals the oldest task it finds, and a parallel iterator's oldest task is half of the
-/// remaining items, which the waiting method would then wait out (a layer job once took the
-/// whole run that way); a single method is the most it can take here.
-fn side_by_side<'t, T: Sync, R: Send>(
-    items: &'t [T],
-    f: impl Fn(usize, &'t T) -> R + Sync,
-) -> Vec<R> {
-    if items.len() <= 1 {
-        return items.iter().enumerate().map(|(i, x)| f(i, x)).collect();
-    }
-    let mut slots: Vec<Option<R>> = items.iter().map(|_| None).collect();
-    rayon::scope(|scope| {
-        let f = &f;
-        for ((i, x), slot) in items.iter().enumerate().zip(slots.iter_mut()) {
-            scope.spawn(move |_| *slot = Some(f(i, x)));
-        }
-    });
-    slots
-        .into_iter()
-        .map(|r| r.expect("every task of the scope ran"))
-        .collect()
-}
-
 /// What one method's run on one budget of a KV group reads.
 struct MethodRunCtx<'r, 'a> {
     cfg: &'r SimConfig,
@@ -333,66 +270,23 @@ struct MethodRunCtx<'r, 'a> {
     layer: usize,
     g: usize,
     hs: &'r [usize],
-    scored: crate::selection::Scored,
     bi: usize,
-    budget: Budget,
-    top_p_sparsity: Option<f64>,
     dense_heads: &'r [DenseHead<'r>],
     probs: &'r [crate::metrics::TrueProbs],
 }
 
-/// One method's selections on one budget of a KV group (calibrated), and its wall seconds.
-struct MethodOut {
-    cal: crate::budget::Calibrated,
-    seconds: f64,
-}
-
 impl MethodRunCtx<'_, '_> {
-    /// Calibrates method `m` (prepared as `prep`) to the budget.
-    fn method(&self, m: &super::MethodRun, prep: &dyn Prepared) -> MethodOut {
-        let t = std::time::Instant::now();
-        let cal = resolve(
-            m.selector.as_ref(),
-            prep,
-            self.budget,
-            self.scored,
-            self.top_p_sparsity,
-        );
-        MethodOut {
-            cal,
-            seconds: t.elapsed().as_secs_f64(),
-        }
-    }
-
-    /// Every method's calibrated selections on this budget: host methods side by side, then
-    /// their metrics in one pass, device methods' rows taken from `gpu`; the selections of every
-    /// method, in method order, per q-head.
+    /// Every host method's metrics on this budget from its calibrated selections (`done`, in
+    /// method order, [`calibrate_all`]) in one pass, device methods' rows taken from `gpu`; the
+    /// selections of every method, in method order, per q-head.
     fn selections_and_metrics(
         &self,
-        prepared: &[Option<Box<dyn Prepared + '_>>],
+        done: Vec<Option<MethodOut>>,
         gpu: Option<&crate::device::DeviceLayerOut>,
         out: &mut LayerOut,
     ) -> Vec<Vec<Selection>> {
         let cfg = self.cfg;
-        let wave = wave(cfg);
-        let alone = wave == 1;
-        // Selections first, method by method (side by side)...
-        let mut done: Vec<Option<MethodOut>> = Vec::with_capacity(cfg.methods.len());
-        for (w, ms) in cfg.methods.chunks(wave).enumerate() {
-            let mark = Profile::mark();
-            let wave_out: Vec<Option<MethodOut>> = side_by_side(ms, |i, m| {
-                prepared[w * wave + i]
-                    .as_ref()
-                    .map(|prep| self.method(m, prep.as_ref()))
-            });
-            for (m, res) in ms.iter().zip(wave_out) {
-                if let Some(r) = &res {
-                    out.add_method_time(&m.label, r.seconds, alone.then_some(mark));
-                }
-                done.push(res);
-            }
-        }
-        // ...then every host method's metrics in one pass per q-head, query by query (the
+        // Every host method's metrics in one pass per q-head, query by query (the
         // query's exact probabilities are read once for all methods).
         let t = Profile::mark();
         let metrics = self.metrics(&done);

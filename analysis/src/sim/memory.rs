@@ -7,16 +7,20 @@ use crate::method::packed_pair_bytes;
 /// Host bytes one layer job needs at its peak on the CPU path: the raw scores and the exact
 /// attention of a KV group's q-heads over the scored queries (`n (n + 1) / 2` floats each when
 /// every query is scored, [`crate::logits`]) plus, alive
-/// beside them, the methods' own buffers ([`crate::method::Selector::pair_bytes`]) and a margin of one more packed
+/// beside them, the methods' own buffers ([`crate::method::Selector::pair_bytes`]; of the
+/// largest wave of `method_jobs` methods side by side) and a margin of one more packed
 /// buffer for the others' chunked scores; and the layer's capture ([`capture_stats_bytes`]).
 pub fn layer_job_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: usize) -> u64 {
     let gs = (c.n_heads / c.n_kv_heads.max(1)).max(1);
     let scored = cfg.queries.of(n);
-    let methods: u64 = cfg
+    // Prepared states live while their wave of `method_jobs` methods runs (super::replay).
+    let mut per: Vec<u64> = cfg
         .methods
         .iter()
         .map(|m| m.selector.pair_bytes(scored, gs))
-        .sum();
+        .collect();
+    per.sort_unstable_by(|a, b| b.cmp(a));
+    let methods: u64 = per.iter().take(super::replay::wave(cfg)).sum();
     3 * packed_pair_bytes(scored) * gs as u64 + methods + capture_stats_bytes(cfg, c, n)
 }
 

@@ -20,6 +20,7 @@ pub(crate) mod group;
 mod hook;
 pub(crate) mod layer;
 mod memory;
+mod replay;
 pub(crate) mod run;
 pub use hook::SimHook;
 pub use memory::{

@@ -31,6 +31,8 @@ pub use presets::{random_config, RANDOM_CONFIGS};
 #[cfg(feature = "cuda")]
 pub mod bench;
 #[cfg(feature = "cuda")]
+pub mod bench_sparse;
+#[cfg(feature = "cuda")]
 mod blocks;
 #[cfg(feature = "cuda")]
 mod forward;

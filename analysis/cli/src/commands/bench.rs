@@ -56,6 +56,10 @@ pub struct Args {
     /// Target sparsity of `--block-methods`.
     #[arg(long, default_value_t = 0.9)]
     block_sparsity: f64,
+    /// GPU only: time the sparse attention kernel of `eval --device cuda` against the dense
+    /// kernel of one layer, on random block selections at these sparsities (comma-separated).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "0.9,0.95,0.973")]
+    sparse_kernel: Option<Vec<f64>>,
 }
 
 /// Peak resident memory of this process so far, in bytes (Linux `VmHWM`).
@@ -257,6 +261,9 @@ fn gpu(a: Args) -> Result<()> {
         print_peaks(gm, a.json);
         return Ok(());
     }
+    if let Some(sparsities) = &a.sparse_kernel {
+        return sparse_kernel(gm, &a, sparsities, &name);
+    }
     if !a.json {
         println!(
             "{name} | {} | {} | CUDA-event medians of {} runs",
@@ -302,5 +309,51 @@ fn gpu(a: Args) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `bench --device cuda --sparse-kernel`: the sparse attention kernel against the dense one per
+/// length and sparsity (attnscope_core::gpu::bench_sparse).
+fn sparse_kernel(
+    gm: &attnscope_core::gpu::GpuModel,
+    a: &Args,
+    sparsities: &[f64],
+    name: &str,
+) -> Result<()> {
+    use attnscope_core::gpu::bench_sparse::time_sparse_layer;
+    if let Some(s) = sparsities.iter().find(|s| !(0.0..1.0).contains(*s)) {
+        bail!("--sparse-kernel {s}: a sparsity is in [0, 1)");
+    }
+    let c = &gm.config;
+    if !a.json {
+        println!(
+            "{name} | {} | {} | one layer ({} q-heads, {} KV heads, head dim {}) | CUDA-event medians of {} runs",
+            gm.device().label(), a.precision, c.n_heads, c.n_kv_heads, c.head_dim, a.repeat
+        );
+        println!(
+            "{:>7} {:>9} {:>10} {:>10} {:>12} {:>11}",
+            "tokens", "sparsity", "dense ms", "sparse ms", "sparse/dense", "vs density"
+        );
+    }
+    for &n in &a.lens {
+        let rows = time_sparse_layer(gm, n, sparsities, a.repeat)?;
+        for mut r in rows {
+            if a.json {
+                r["model"] = json!(name);
+                println!("{r}");
+                continue;
+            }
+            let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "{n:>7} {:>9.3} {:>10.2} {:>10.2} {:>12.2} {:>11.2}",
+                f("sparsity"),
+                f("dense_ms"),
+                f("sparse_ms"),
+                f("sparse_over_dense"),
+                f("vs_density")
+            );
+        }
+    }
+    print_peaks(gm, a.json);
     Ok(())
 }
