@@ -24,6 +24,8 @@
 #             sha256 and `report --json` compared (a change that must not change results); the
 #             binary compared with it is the packed one, or ATTNSCOPE_GPU_COMPARE_BIN
 #   blocks    `attnscope bench --block-methods` (device block methods, ms per layer, 4k-32k tokens)
+#   sparse    `attnscope bench --sparse-kernel`: eval's sparse attention kernel against the dense
+#             kernel (qwen2.5-0.5b layer shape, 8k-32k tokens, sparsity 0.9, 0.95, 0.973)
 #   eval      `attnscope eval` with --device cpu and --device cuda, the eval tables compared
 #   python    scripts/gpu_python.py: capture(device="cuda") as torch tensors against the CPU capture
 #             (needs the extension module in bins.tar.xz, python3 with torch and numpy)
@@ -47,7 +49,7 @@ mkdir -p "$OUT" || exit 1
 OUT=$(cd "$OUT" && pwd)
 DIR=$(cd "$DIR" && pwd)
 cd "$ROOT" || exit 1
-STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate baseline eval python blocks real32k profile torch cpu}
+STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate baseline eval python blocks sparse real32k profile torch cpu}
 BLOCK_LENS=${ATTNSCOPE_GPU_BLOCK_LENS:-4096,8192,16384,32768}
 TESTS=(gpu_kernels gpu_forward gpu_sim gpu_block_methods)
 
@@ -252,6 +254,21 @@ if want blocks; then
         summary "block methods bench" "$res" "$log"
     else
         tail -20 "$log"; FAILED=1; summary "block methods bench" "FAILED" "$log"
+    fi
+fi
+
+if want sparse; then
+    echo "=== bench --sparse-kernel (qwen2.5-0.5b layer shape, 8k-32k tokens)"
+    log=$OUT/bench_sparse.log
+    if "$B" bench --random-config qwen2.5-0.5b --device cuda --lens 8192,16384,32768 \
+            --sparse-kernel 0.9,0.95,0.973 > "$log" 2>&1; then
+        cat "$log"
+        # The longest length at the highest sparsity: sparse over dense, and against density.
+        res=$(awk '$1 ~ /^[0-9]+$/ && NF == 6 {r = $0} END {split(r, f, " ");
+                   printf "%s tokens, sparsity %s: sparse/dense %s, vs density %s", f[1], f[2], f[5], f[6]}' "$log")
+        summary "sparse kernel bench" "$res" "$log"
+    else
+        tail -20 "$log"; FAILED=1; summary "sparse kernel bench" "FAILED" "$log"
     fi
 fi
 

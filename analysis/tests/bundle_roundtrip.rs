@@ -58,6 +58,8 @@ fn synthetic(dir: &Path, format: Format, n_inputs: usize) -> Bundle {
                     agreement: Vec::new(),
                     pooled: (0..nb * nb).map(|_| r.unit() as f32).collect(),
                     n_blocks: nb,
+                    // The capture block: maps are stored at it below 256 blocks a side.
+                    block: 64,
                 });
                 let mut b = Selection::builder(n, 1);
                 for i in 0..n {

@@ -67,6 +67,7 @@ fn write_bundle(dir: &Path, format: Format) {
                 agreement: vec![0.1, 0.2],
                 pooled: vec![1.0, 0.0, 0.5, 0.5],
                 n_blocks: 2,
+                block: 0,
             })
             .collect(),
         ..SimResults::default()

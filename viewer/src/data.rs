@@ -89,8 +89,11 @@ pub struct RunData {
     /// Budget labels, by budget index.
     pub budgets: Vec<String>,
     pub n_inputs: usize,
-    /// Tokens per block of the maps and selections.
+    /// Tokens per block of the pooled maps.
     pub block: usize,
+    /// Tokens per block of the selections and of `recall_by_query_block` (the capture block;
+    /// `block` is a whole multiple of it, larger for inputs of more than 256 capture blocks).
+    pub capture_block: usize,
     pub metrics: Vec<MetricRow>,
     metric_index: HashMap<RowKey, usize>,
     pub heads: HashMap<HeadKey, HeadInfo>,
@@ -396,7 +399,8 @@ impl RunData {
             methods,
             budgets,
             n_inputs: per_input.len().max(1),
-            block: manifest.capture_block.max(1),
+            block: manifest.map_block(),
+            capture_block: manifest.capture_block.max(1),
             metrics: results.metrics,
             metric_index,
             heads,

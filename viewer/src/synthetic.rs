@@ -297,6 +297,7 @@ pub fn write(dir: &Path, spec: &Spec) -> attnscope_analysis::Result<()> {
                 agreement: (0..chunks).map(|_| rng.unit_f32()).collect(),
                 pooled: synthetic_map(nb, &mut rng),
                 n_blocks: nb,
+                block: 0,
             });
             for (mi, m) in spec.methods.iter().enumerate() {
                 for (bi, &sp) in spec.sparsities.iter().enumerate() {

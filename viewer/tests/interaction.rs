@@ -19,7 +19,7 @@ fn overlay_line(app: &attnscope_viewer::ViewerApp, a: &str, b: Option<&str>) -> 
         run.selection(f.input, f.layer, f.head, i, f.budget)
     };
     let n = run.head(f.input, f.layer, f.head).expect("head").n_blocks;
-    let c = head_map::count_states(&head_map::kept_states(n, sel(a), b.and_then(sel)));
+    let c = head_map::count_states(&head_map::kept_states(n, 1, sel(a), b.and_then(sel)));
     format!(
         "blocks kept by both {}, only A {}, only B {}",
         c.both, c.only_a, c.only_b

@@ -42,6 +42,10 @@ pub struct Manifest {
     /// Key block of the captured block masses, pooled maps and selections; also the query block
     /// of `recall_by_query_block`.
     pub capture_block: usize,
+    /// Tokens per block of the stored pooled maps (`maps` table), a multiple of
+    /// `capture_block` ([`crate::results::maps::map_block`]); 0 in bundles written before it
+    /// was recorded, whose maps are at `capture_block` ([`Manifest::map_block`]).
+    pub map_block: usize,
     /// Top-k of the frequency-chunk agreement and queries sampled for it.
     pub freq_top_k: usize,
     pub freq_queries: usize,
@@ -79,6 +83,16 @@ pub struct Manifest {
     /// The parts a merged bundle was joined from (`attnscope merge`); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merged: Option<MergeInfo>,
+}
+
+impl Manifest {
+    /// Tokens per block of the stored pooled maps.
+    pub fn map_block(&self) -> usize {
+        match self.map_block {
+            0 => self.capture_block.max(1),
+            b => b,
+        }
+    }
 }
 
 /// The part of a sweep a bundle holds ([`crate::shard::Shard`]): its inputs are in `data.inputs`,

@@ -426,7 +426,7 @@ pub fn context_of(m: &Manifest) -> TableContext {
             })
             .collect(),
         budget_labels: m.budgets.iter().map(|b| b.label.clone()).collect(),
-        block: m.capture_block,
+        block: m.map_block(),
     }
 }
 

@@ -283,7 +283,7 @@ pub static MAPS: TableDef = TableDef {
         INPUT,
         LAYER,
         HEAD,
-        c("block", U32, "tokens per block"),
+        c("block", U32, "tokens per block: the capture block, or the least multiple of it that leaves at most 256 blocks a side"),
         c("n_blocks", U32, "blocks per side"),
         c("map", ListF32, "pooled attention, n_blocks x n_blocks row-major: [query block, key block] = mean over the block's queries of the mass on the key block"),
     ],

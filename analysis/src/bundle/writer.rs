@@ -265,6 +265,7 @@ impl BundleWriter {
     fn finish_manifest(&mut self) {
         let m = &mut self.manifest;
         m.n_tokens = m.data.inputs.first().map_or(0, |x| x.n_tokens);
+        m.map_block = crate::results::maps::map_block(m.capture_block, m.n_tokens);
         match self.hasher.take().map(JoinHandle::join) {
             Some(Ok((Ok(files), s))) => {
                 m.model.files = files;

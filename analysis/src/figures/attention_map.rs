@@ -138,12 +138,14 @@ impl AttentionMap {
                     && s.method == m
                     && s.budget == budget
             })?;
+            // Selections are at the capture block; the map may be at a multiple of it.
+            let g = (b.manifest.map_block() / b.manifest.capture_block.max(1)).max(1);
             let mut k = vec![0f32; nb * nb];
-            for q in 0..s.n_query_blocks().min(n0) {
+            for q in 0..s.n_query_blocks().min(n0 * g) {
                 for (&kb, &fr) in s.blocks_of(q).iter().zip(s.fraction_of(q)) {
-                    let kb = kb as usize;
+                    let kb = kb as usize / g;
                     if kb < n0 {
-                        let c = &mut k[(q / f) * nb + kb / f];
+                        let c = &mut k[(q / g / f) * nb + kb / f];
                         *c = c.max(fr);
                     }
                 }
@@ -164,7 +166,7 @@ impl AttentionMap {
             },
             None => None,
         };
-        let block = b.manifest.capture_block.max(1);
+        let block = b.manifest.map_block();
         Ok((
             Self {
                 n_tokens: b.manifest.n_tokens.max(n0 * block / 2),

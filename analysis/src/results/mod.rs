@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 mod eval;
+pub mod maps;
 mod qkv;
 mod selections;
 mod summary;
@@ -62,9 +63,14 @@ pub struct HeadRow {
     pub sink_mass: f64,
     pub energy_share: Vec<f32>,
     pub agreement: Vec<f32>,
-    /// `[n_blocks * n_blocks]` row-major pooled map (mean P over each query block).
+    /// `[n_blocks * n_blocks]` row-major pooled map (mean P over each query block), at the
+    /// run's map block ([`maps::stored_map`]).
     pub pooled: Vec<f32>,
     pub n_blocks: usize,
+    /// Tokens per block of `pooled` (0: the run's capture block, as in bundles written before
+    /// maps were pooled further, [`maps::map_block`]).
+    #[serde(default)]
+    pub block: usize,
 }
 
 /// Everything a run measured.

@@ -219,6 +219,8 @@ impl LayerJob {
         for (hi, h) in (g * gs..(g + 1) * gs).enumerate() {
             let f = freq_dominance(input.q[hi], input.k, cfg.freq_top_k, cfg.freq_queries);
             let hc = &self.heads[h];
+            let (pooled, n_blocks) =
+                crate::results::maps::stored_map(hc.pooled.view(), cfg.capture_block, self.n);
             out.results.heads.push(HeadRow {
                 input: 0,
                 layer: self.layer,
@@ -227,8 +229,9 @@ impl LayerJob {
                 sink_mass: hc.mean_sink_mass() as f64,
                 energy_share: f.energy_share,
                 agreement: f.agreement,
-                pooled: hc.pooled.iter().copied().collect(),
-                n_blocks: hc.pooled.nrows(),
+                pooled,
+                n_blocks,
+                block: crate::results::maps::map_block(cfg.capture_block, self.n),
             });
         }
         out.profile.add("(frequency)", t);

@@ -62,15 +62,23 @@ fn hash_of(x: impl Hash) -> u64 {
     h.finish()
 }
 
-/// Kept state of each (query block, key block): bit 0 = A keeps it, bit 1 = B keeps it.
-pub fn kept_states(n: usize, a: Option<&SelectionRow>, b: Option<&SelectionRow>) -> Vec<u8> {
+/// Kept state of each (query block, key block) of an `n`-block map whose blocks are `g`
+/// selection blocks each: bit 0 = A keeps a key in it, bit 1 = B does.
+pub fn kept_states(
+    n: usize,
+    g: usize,
+    a: Option<&SelectionRow>,
+    b: Option<&SelectionRow>,
+) -> Vec<u8> {
+    let g = g.max(1);
     let mut s = vec![0u8; n * n];
     for (bit, sel) in [(1u8, a), (2u8, b)] {
         let Some(sel) = sel else { continue };
-        for q in 0..sel.n_query_blocks().min(n) {
+        for q in 0..sel.n_query_blocks().min(n * g) {
             for (&k, &f) in sel.blocks_of(q).iter().zip(sel.fraction_of(q)) {
-                if (k as usize) < n && f > 0.0 {
-                    s[q * n + k as usize] |= bit;
+                let k = k as usize / g;
+                if k < n && f > 0.0 {
+                    s[(q / g) * n + k] |= bit;
                 }
             }
         }
@@ -303,7 +311,8 @@ impl View for HeadMap {
             sel_b.is_some(),
         ));
         if self.states.0 != overlay_key || self.states.1.len() != n * n {
-            self.states = (overlay_key, kept_states(n, sel_a, sel_b));
+            let g = run.block / run.capture_block.max(1);
+            self.states = (overlay_key, kept_states(n, g, sel_a, sel_b));
             self.counts = count_states(&self.states.1);
         }
         let states = &self.states.1;
@@ -399,10 +408,14 @@ impl View for HeadMap {
         ui.add(egui::Slider::new(qb, 0..=n - 1).text("query block"));
         let q = *qb;
         let row = &head.map[q * n..q * n + n];
+        // Recall is per selection block: the map block's is the mean of its selection blocks'.
+        let g = (run.block / run.capture_block.max(1)).max(1);
         let recall_of = |x: &Source<'_>| {
-            x.as_ref()
-                .ok()
-                .and_then(|(_, r, _)| r.and_then(|r| r.get(q)).copied())
+            x.as_ref().ok().and_then(|(_, r, _)| {
+                let r = (*r)?;
+                let r = r.get((q * g).min(r.len())..((q + 1) * g).min(r.len()))?;
+                (!r.is_empty()).then(|| r.iter().sum::<f32>() / r.len() as f32)
+            })
         };
         ui.horizontal(|ui| {
             ui.label(format!(
@@ -461,7 +474,7 @@ mod tests {
         let mut b = SelectionRow::new(0, 0, 0, 0, "b".into(), 0, 4);
         b.push_query_block(&[0], &[1.0]);
         b.push_query_block(&[1], &[0.5]);
-        let s = kept_states(2, Some(&a), Some(&b));
+        let s = kept_states(2, 1, Some(&a), Some(&b));
         assert_eq!(s, vec![3, 0, 1, 3]);
         assert_eq!(
             count_states(&s),

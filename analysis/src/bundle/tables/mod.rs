@@ -172,7 +172,10 @@ pub fn maps_batch(rows: &[HeadRow], ctx: &TableContext) -> Result<RecordBatch> {
             u32s(rows.iter().map(|r| r.input)),
             u32s(rows.iter().map(|r| r.layer)),
             u32s(rows.iter().map(|r| r.head)),
-            u32s(rows.iter().map(|_| ctx.block)),
+            u32s(
+                rows.iter()
+                    .map(|r| if r.block > 0 { r.block } else { ctx.block }),
+            ),
             u32s(rows.iter().map(|r| r.n_blocks)),
             list_f32(rows.iter().map(|r| r.pooled.as_slice())),
         ],
@@ -393,14 +396,17 @@ pub fn head_rows(
     maps: &[RecordBatch],
     maps_path: &Path,
 ) -> Result<Vec<HeadRow>> {
-    let mut pooled: HashMap<(usize, usize, usize), (usize, Vec<f32>)> = HashMap::new();
+    // (input, layer, head) -> (blocks a side, tokens per block, map).
+    type Map = (usize, usize, Vec<f32>);
+    let mut pooled: HashMap<(usize, usize, usize), Map> = HashMap::new();
     for b in maps {
         let c = Cols { b, path: maps_path };
-        let (input, layer, head, nb) = (
+        let (input, layer, head, nb, block) = (
             c.u32("input")?,
             c.u32("layer")?,
             c.u32("head")?,
             c.u32("n_blocks")?,
+            c.u32("block")?,
         );
         for (i, m) in c.list_f32("map")?.into_iter().enumerate() {
             if m.len() != nb[i] * nb[i] {
@@ -413,7 +419,7 @@ pub fn head_rows(
                     ),
                 ));
             }
-            pooled.insert((input[i], layer[i], head[i]), (nb[i], m));
+            pooled.insert((input[i], layer[i], head[i]), (nb[i], block[i], m));
         }
     }
     let mut out = Vec::new();
@@ -434,7 +440,7 @@ pub fn head_rows(
             c.list_f32("agreement")?,
         );
         for (i, (e, a)) in energy.into_iter().zip(agree).enumerate() {
-            let (n_blocks, map) = pooled
+            let (n_blocks, block, map) = pooled
                 .remove(&(input[i], layer[i], head[i]))
                 .unwrap_or_default();
             out.push(HeadRow {
@@ -447,6 +453,7 @@ pub fn head_rows(
                 agreement: a,
                 pooled: map,
                 n_blocks,
+                block,
             });
         }
     }
