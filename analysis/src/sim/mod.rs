@@ -24,7 +24,8 @@ mod replay;
 pub(crate) mod run;
 pub use hook::SimHook;
 pub use memory::{
-    available_memory, capture_bytes, forward_bytes, layer_job_bytes, peak_host_bytes, MemoryPlan,
+    available_memory, capture_bytes, capture_stats_bytes, forward_bytes, layer_job_bytes,
+    peak_host_bytes, MemoryPlan,
 };
 
 /// Set by [`request_stop`]: running simulations stop before their next layer.
