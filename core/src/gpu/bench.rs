@@ -12,7 +12,8 @@ use crate::capture_stats::CaptureOptions;
 use crate::device::Precision;
 use crate::error::{CoreError, Result};
 
-fn median(mut v: Vec<f32>) -> f32 {
+/// The median of `v` (NaN when empty).
+pub(super) fn median(mut v: Vec<f32>) -> f32 {
     v.sort_by(f32::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f32::NAN)
 }

@@ -13,16 +13,12 @@ use attnscope_kernels::cuda::{AttnKernel, AttnShape, DBuf, GpuDevice, GpuFloat};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
+use super::bench::median;
 use super::forward::GpuModel;
 use crate::device::Precision;
 use crate::error::Result;
 
 const BLOCK: usize = 64;
-
-fn median(mut v: Vec<f32>) -> f32 {
-    v.sort_by(f32::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f32::NAN)
-}
 
 /// A well-mixed 64-bit hash (splitmix64's finalizer).
 fn mix(mut x: u64) -> u64 {
