@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use super::common::{last_queries_vertical_slash, rank_desc};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
-use crate::selection::{Range, Selection};
+use crate::selection::{Range, Scored, Selection};
 
 pub const INFO: MethodInfo = MethodInfo {
     name: "minference-vs",
@@ -80,6 +80,7 @@ struct Lines {
 
 struct Prep {
     n: usize,
+    scored: Scored,
     heads: Vec<Lines>,
     /// `(vertical, slash)` per unit of `scale` at this length.
     per_scale: (f64, f64),
@@ -99,9 +100,11 @@ fn runs(mut xs: Vec<u32>) -> Vec<Range> {
     out
 }
 
-/// Selection of columns `cols` and diagonal offsets `diags` (both as runs), per query.
-fn vs_selection(n: usize, cols: &[Range], diags: &[Range]) -> Selection {
-    let rows: Vec<Vec<Range>> = (0..n)
+/// Selection of columns `cols` and diagonal offsets `diags` (both as runs), per scored query
+/// (the rows before them stay empty: at 32k tokens with 512 scored, the other 32k rows of runs
+/// would cost about a gigabyte per KV group).
+fn vs_selection(scored: Scored, cols: &[Range], diags: &[Range]) -> Selection {
+    let rows: Vec<Vec<Range>> = (scored.first_row(1)..scored.n)
         .into_par_iter()
         .map(|i| {
             let lim = i as u32 + 1;
@@ -122,7 +125,7 @@ fn vs_selection(n: usize, cols: &[Range], diags: &[Range]) -> Selection {
             out
         })
         .collect();
-    let mut b = Selection::builder(n, 1);
+    let mut b = Selection::builder_scored(scored, 1);
     for r in rows {
         b.push_ranges(r);
     }
@@ -178,7 +181,7 @@ impl Prepared for Prep {
             .map(|h| {
                 let cols = runs(h.cols[..v.min(n)].to_vec());
                 let diags = runs(h.diags[..s.min(n)].to_vec());
-                vs_selection(n, &cols, &diags)
+                vs_selection(self.scored, &cols, &diags)
             })
             .collect()
     }
@@ -223,6 +226,7 @@ impl Selector for MinferenceVs {
         let len = n as f64 / self.ref_len;
         Box::new(Prep {
             n,
+            scored: g.scored,
             heads,
             per_scale: (self.vertical * len, self.slash * len),
             dense_scale: self.dense_scale(),
@@ -242,7 +246,7 @@ mod tests {
         let cols = runs(vec![5, 0, 1]);
         let diags = runs(vec![3, 0, 2]);
         assert_eq!(cols, vec![(0, 2), (5, 6)]);
-        let s = vs_selection(10, &cols, &diags);
+        let s = vs_selection(Scored::all(10), &cols, &diags);
         // Query 9: columns 0, 1, 5 and keys 9, 7, 6.
         assert_eq!(
             s.keys_of(9).collect::<Vec<_>>(),
@@ -252,6 +256,13 @@ mod tests {
         assert_eq!(s.keys_of(2).collect::<Vec<_>>(), vec![(0, 3)]);
         assert_eq!(s.row_max_key(2), Some(2));
         assert_eq!(s.kept_of(0), 1);
+        // The last 4 queries scored: the same rows as the full selection restricted to them.
+        let last = Scored {
+            first: 6,
+            n: 10,
+            window: None,
+        };
+        assert_eq!(vs_selection(last, &cols, &diags), s.restricted(last));
     }
 
     #[test]
