@@ -7,7 +7,7 @@
 #
 # DIR: the inputs folder made by scripts/gpu_pack.sh on the build machine, default
 # $ATTNSCOPE_GPU_DIR, else gpu-inputs/. It holds bins.tar.xz (the release attnscope binary and the
-# test binaries gpu_kernels, gpu_forward, gpu_sim, gpu_block_methods), smollm2-4l.gguf (a
+# test binaries gpu_kernels, gpu_sparse, gpu_forward, gpu_sim, gpu_block_methods), smollm2-4l.gguf (a
 # truncated real SmolLM2 GGUF, scripts/gpu_truncate_gguf.py) and alice29.txt; with
 # SmolLM2-135M-Instruct.Q4_1.gguf and plrabn12.txt as well (gpu_pack.sh --full-model) the CPU
 # simulator benchmark runs on this host's cores too.
@@ -24,8 +24,9 @@
 #             sha256 and `report --json` compared (a change that must not change results); the
 #             binary compared with it is the packed one, or ATTNSCOPE_GPU_COMPARE_BIN
 #   blocks    `attnscope bench --block-methods` (device block methods, ms per layer, 4k-32k tokens)
-#   sparse    `attnscope bench --sparse-kernel`: eval's sparse attention kernel against the dense
-#             kernel (qwen2.5-0.5b layer shape, 8k-32k tokens, sparsity 0.9, 0.95, 0.973)
+#   sparse    `attnscope bench --sparse-kernel`: eval's sparse attention kernels (sparse_rows; in
+#             bf16 also the block-sparse flash kernel) against the dense kernel (qwen2.5-0.5b
+#             layer shape, 8k-32k tokens, sparsity 0.9, 0.95, 0.973, f32 and bf16)
 #   eval      `attnscope eval` with --device cpu and --device cuda, the eval tables compared
 #   python    scripts/gpu_python.py: capture(device="cuda") as torch tensors against the CPU capture
 #             (needs the extension module in bins.tar.xz, python3 with torch and numpy)
@@ -51,7 +52,7 @@ DIR=$(cd "$DIR" && pwd)
 cd "$ROOT" || exit 1
 STEPS=${ATTNSCOPE_GPU_STEPS:-tests simulate baseline eval python blocks sparse real32k profile torch cpu}
 BLOCK_LENS=${ATTNSCOPE_GPU_BLOCK_LENS:-4096,8192,16384,32768}
-TESTS=(gpu_kernels gpu_forward gpu_sim gpu_block_methods)
+TESTS=(gpu_kernels gpu_sparse gpu_forward gpu_sim gpu_block_methods)
 
 # The truncated model's file name in DIR (ATTNSCOPE_GPU_MODEL_FILE, e.g. a 1-layer truncation,
 # or smollm2-1l-alice.gguf.xz: one layer with only alice29's vocabulary rows, 3 MB).
@@ -258,14 +259,21 @@ if want blocks; then
 fi
 
 if want sparse; then
-    echo "=== bench --sparse-kernel (qwen2.5-0.5b layer shape, 8k-32k tokens)"
+    echo "=== bench --sparse-kernel (qwen2.5-0.5b layer shape, 8k-32k tokens, f32 and bf16)"
     log=$OUT/bench_sparse.log
-    if "$B" bench --random-config qwen2.5-0.5b --device cuda --lens 8192,16384,32768 \
-            --sparse-kernel 0.9,0.95,0.973 > "$log" 2>&1; then
+    : > "$log"
+    ok=1
+    for p in f32 bf16; do
+        "$B" bench --random-config qwen2.5-0.5b --device cuda --precision $p \
+            --lens 8192,16384,32768 --sparse-kernel 0.9,0.95,0.973 >> "$log" 2>&1 || ok=0
+    done
+    if [ "$ok" = 1 ]; then
         cat "$log"
-        # The longest length at the highest sparsity: sparse over dense, and against density.
-        res=$(awk '$1 ~ /^[0-9]+$/ && NF == 6 {r = $0} END {split(r, f, " ");
-                   printf "%s tokens, sparsity %s: sparse/dense %s, vs density %s", f[1], f[2], f[5], f[6]}' "$log")
+        # bf16, the longest length at the highest sparsity: each sparse kernel over dense and
+        # against density (columns: tokens sparsity dense rows rows/dense vs flash flash/dense vs).
+        res=$(awk '$1 ~ /^[0-9]+$/ && NF == 9 {r = $0} END {split(r, f, " ");
+                   printf "%s tokens, sparsity %s: rows/dense %s (vs density %s), flash/dense %s (vs density %s)",
+                   f[1], f[2], f[5], f[6], f[8], f[9]}' "$log")
         summary "sparse kernel bench" "$res" "$log"
     else
         tail -20 "$log"; FAILED=1; summary "sparse kernel bench" "FAILED" "$log"
@@ -274,7 +282,8 @@ fi
 
 if want eval; then
     # `attnscope eval` (sparse prefill, perplexity, KL to dense) with --device cpu and cuda: the
-    # device runs the selections' attention with `sparse_rows`.
+    # device runs the selections' attention with `sparse_rows` in f32; then bf16 on the device
+    # with `sparse_rows` and with the block-sparse flash kernel.
     echo "=== eval --device cpu vs --device cuda (1,024 tokens, the last 128 scored)"
     log=$OUT/eval.log
     : > "$log"
@@ -297,6 +306,26 @@ print(f"{len(a)} eval rows; largest |cpu - cuda|: " + ", ".join(f"{c} {v:.2e}" f
 for k in sorted(a):
     print(f"  {k[1]:<12} {k[2]:<16} ppl {a[k]['ppl']:.5f} / {b[k]['ppl']:.5f}  kl {a[k]['kl']:.2e} / {b[k]['kl']:.2e}")
 sys.exit(0 if worst["nll"] <= 1e-4 and worst["kl"] <= 1e-4 else 1)
+PY
+    fi
+    # bf16 on the device: the block-sparse flash kernel against sparse_rows (same selections).
+    for k in rows flash; do
+        ATTNSCOPE_GPU_SPARSE=$k "$B" eval --model "$ATTNSCOPE_GPU_MODEL" --text "$ATTNSCOPE_GPU_TEXT" \
+            --len 1024 --ppl-last 128 --methods phsa,infllm-v2,streaming,oracle-topk \
+            --sparsity 0.9,0.95 --device cuda --precision bf16 --out "$WORK/eval_bf16_$k" --quiet \
+            --force >> "$log" 2>&1 || ok=0
+    done
+    if [ "$ok" = 1 ] && python3 -c "import pyarrow" 2> /dev/null; then
+        python3 - "$WORK/eval_bf16_rows/eval.parquet" "$WORK/eval_bf16_flash/eval.parquet" >> "$log" 2>&1 <<'PY' || ok=0
+import sys
+import pyarrow.parquet as pq
+a, b = (pq.read_table(p).to_pylist() for p in sys.argv[1:3])
+key = lambda r: (r["input"], r["method"], r["budget_label"])
+a, b = {key(r): r for r in a}, {key(r): r for r in b}
+assert a.keys() == b.keys() and a, "the eval tables hold different rows"
+worst = max(abs(a[k]["nll"] - b[k]["nll"]) for k in a)
+print(f"bf16 sparse_rows vs flash_sparse: {len(a)} eval rows; largest |nll difference| {worst:.2e}")
+sys.exit(0 if worst <= 2e-2 else 1)
 PY
     fi
     tail -12 "$log"

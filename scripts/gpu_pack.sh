@@ -11,7 +11,7 @@
 #   runs the CPU simulator benchmark (scripts/simulate_bench.sh) on the CUDA host's cores too.
 #
 # Writes into DIR:
-#   bins.tar.xz        attnscope, gpu_kernels, gpu_forward, gpu_sim, gpu_block_methods
+#   bins.tar.xz        attnscope, gpu_kernels, gpu_sparse, gpu_forward, gpu_sim, gpu_block_methods
 #   smollm2-4l.gguf    the first 4 layers of SmolLM2-135M-Instruct Q4_1 (scripts/gpu_truncate_gguf.py)
 #   alice29.txt        the text of the real-model checks
 #   SmolLM2-135M-Instruct.Q4_1.gguf, plrabn12.txt   (--full-model only)
@@ -33,7 +33,7 @@ for arg in "$@"; do
         *) DIR=$arg ;;
     esac
 done
-TESTS=(gpu_kernels gpu_forward gpu_sim gpu_block_methods)
+TESTS=(gpu_kernels gpu_sparse gpu_forward gpu_sim gpu_block_methods)
 HOME_DIR=${ATTNSCOPE_HOME:-$HOME/.cache/attnscope}
 MODEL=$HOME_DIR/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf
 CORPUS=$HOME_DIR/corpora/canterbury

@@ -53,12 +53,14 @@ fn max_abs(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>) -> f32 {
 fn full_budget_reproduces_the_dense_logits() {
     let model = smollm2();
     let input = alice(&model, 128);
-    let dense = model.logits(
-        model
-            .forward(&input.ids, &mut NoHook)
-            .expect("dense")
-            .view(),
-    );
+    let dense = model
+        .logits(
+            model
+                .forward(&input.ids, &mut NoHook)
+                .expect("dense")
+                .view(),
+        )
+        .expect("logits");
     let full = Budget::Sparsity(0.0);
     for info in registry::METHODS
         .iter()
@@ -75,7 +77,7 @@ fn full_budget_reproduces_the_dense_logits() {
             assert_eq!(l.sparsity, 0.0, "{} layer {}", info.name, l.layer);
             assert!(l.reached, "{} layer {}", info.name, l.layer);
         }
-        let err = max_abs(&model.logits(hidden.view()), &dense);
+        let err = max_abs(&model.logits(hidden.view()).expect("logits"), &dense);
         assert!(
             err <= 1e-6,
             "{}: logits differ from dense by {err}",
@@ -180,7 +182,9 @@ fn greedy(
         }
         .expect("forward");
         let n = hidden.nrows();
-        let logits = model.logits(hidden.slice(ndarray::s![n - 1..n, ..]));
+        let logits = model
+            .logits(hidden.slice(ndarray::s![n - 1..n, ..]))
+            .expect("logits");
         let row = logits.row(0);
         let next = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32;
         out.push(next);

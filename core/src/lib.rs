@@ -9,7 +9,7 @@
 //! let ids = model.tokenizer()?.encode("Alice was beginning to get very tired.")?;
 //! let mut hook = CaptureHook::new(CaptureOptions::default());
 //! let hidden = model.forward(&ids, &mut hook)?;
-//! let logits = model.logits(hidden.view());
+//! let logits = model.logits(hidden.view())?;
 //! println!("{} x {} logits, sink mass of layer 0 head 0: {:.3}", logits.nrows(), logits.ncols(),
 //!          hook.layers[0].heads[0].mean_sink_mass());
 //! # Ok(()) }
@@ -33,6 +33,7 @@ pub mod rng;
 pub mod rope;
 pub mod safetensors_io;
 pub mod tensor;
+pub mod tile_lists;
 pub mod tokenizer;
 
 pub use config::{Arch, ModelConfig};

@@ -77,7 +77,7 @@ fn logits_match_transformers() {
         let model = Model::load(&dir(arch)).expect("load");
         assert_eq!(model.config.arch.name(), arch.trim_end_matches("_window"));
         let hidden = model.forward(&ids, &mut NoHook).expect("forward");
-        let logits = model.logits(hidden.view()).into_dyn();
+        let logits = model.logits(hidden.view()).expect("logits").into_dyn();
         let err = max_rel_err(&logits, &exp["logits"]);
         eprintln!("{arch}: logits max rel err {err:.2e}");
         assert!(err < 1e-4, "{arch}: logits max rel err {err}");
@@ -102,7 +102,10 @@ fn gguf_files_match_transformers() {
         }
         assert_eq!(model.config.attention, st.config.attention, "{arch}");
         let hidden = model.forward(&ids, &mut NoHook).expect("forward");
-        let err = max_rel_err(&model.logits(hidden.view()).into_dyn(), &exp["logits"]);
+        let err = max_rel_err(
+            &model.logits(hidden.view()).expect("logits").into_dyn(),
+            &exp["logits"],
+        );
         eprintln!("{arch} gguf: logits max rel err {err:.2e}");
         assert!(err < 1e-4, "{arch} gguf: logits max rel err {err}");
     }
@@ -229,7 +232,10 @@ fn a_sparse_selection_never_reaches_past_the_window() {
             let err = max_rel_err(&got.into_dyn(), &want.index_axis(Axis(0), h).to_owned());
             assert!(err < 1e-4, "{arch} head {h}: {err}");
         }
-        let err = max_rel_err(&model.logits(hidden.view()).into_dyn(), &exp["logits"]);
+        let err = max_rel_err(
+            &model.logits(hidden.view()).expect("logits").into_dyn(),
+            &exp["logits"],
+        );
         assert!(err < 1e-4, "{arch}: {err}");
     }
 }

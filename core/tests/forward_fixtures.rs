@@ -68,7 +68,7 @@ fn max_rel_err(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
 
 fn check_logits(model: &Model, exp: &Expected, what: &str) {
     let hidden = model.forward(&exp.ids, &mut NoHook).expect("forward");
-    let logits = model.logits(hidden.view()).into_dyn();
+    let logits = model.logits(hidden.view()).expect("logits").into_dyn();
     let err = max_rel_err(&logits, &exp.tensors["logits"]);
     assert!(err < 1e-4, "{what}: logits differ, max rel err {err}");
     let err = max_rel_err(&hidden.into_dyn(), &exp.tensors["hidden_out"]);
@@ -90,6 +90,31 @@ fn logits_match_transformers_for_every_architecture_and_format() {
         assert_eq!(st.config.tie_embeddings, gg.config.tie_embeddings);
         check_logits(&gg, &exp, &format!("{arch} gguf"));
     }
+}
+
+/// Releasing a separate output head frees its weights, keeps the forward pass exact and turns
+/// logits into an error naming the file; a head tied to the embeddings stays.
+#[test]
+fn released_output_head_refuses_logits_and_keeps_the_forward() {
+    let exp = expected("llama");
+    let mut model = Model::load(&fixture_dir("llama")).expect("load");
+    assert!(!model.config.tie_embeddings);
+    let head_bytes = (model.config.vocab * model.config.hidden * 4) as u64;
+    assert_eq!(model.release_output_head(), head_bytes);
+    let hidden = model.forward(&exp.ids, &mut NoHook).expect("forward");
+    let err = max_rel_err(&hidden.into_dyn(), &exp.tensors["hidden_out"]);
+    assert!(err < 1e-4, "final hidden differs after the release: {err}");
+    let hidden = model.forward(&exp.ids, &mut NoHook).expect("forward");
+    let e = model
+        .logits(hidden.view())
+        .expect_err("logits must be refused");
+    assert!(e.to_string().contains("output head was released"), "{e}");
+    assert!(e.to_string().contains("llama"), "names the model: {e}");
+    let exp = expected("qwen2");
+    let mut tied = Model::load(&fixture_dir("qwen2")).expect("load");
+    assert!(tied.config.tie_embeddings);
+    assert_eq!(tied.release_output_head(), 0);
+    check_logits(&tied, &exp, "qwen2 (tied) after release_output_head");
 }
 
 #[test]
@@ -206,7 +231,7 @@ fn sparse_hook_attends_only_to_the_selection() {
             assert!(err < 1e-4, "{arch} head {h} sparse output: {err}");
         }
         // The sparse layer changed the model's output (the hook's selection was used).
-        let logits = model.logits(hidden.view()).into_dyn();
+        let logits = model.logits(hidden.view()).expect("logits").into_dyn();
         assert!(max_rel_err(&logits, &exp.tensors["logits"]) > 1e-3);
     }
 }

@@ -257,17 +257,6 @@ struct Case {
     sink: usize,
 }
 
-fn head_major(m: &Array2<f32>, heads: usize, d: usize) -> Vec<f32> {
-    (0..heads)
-        .flat_map(|h| {
-            m.slice(s![.., h * d..(h + 1) * d])
-                .iter()
-                .copied()
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 fn attention_case<T: GpuFloat>(
     dev: &GpuDevice,
     rng: &mut Rng,

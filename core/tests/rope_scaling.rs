@@ -143,7 +143,7 @@ impl AttentionHook for Probs {
 fn check_model(model: &Model, exp: &Expected, what: &str) -> (f32, f32) {
     let mut hook = Probs::default();
     let hidden = model.forward(&exp.ids, &mut hook).expect("forward");
-    let logits = model.logits(hidden.view()).into_dyn();
+    let logits = model.logits(hidden.view()).expect("logits").into_dyn();
     assert_eq!(logits.shape(), exp.logits.shape());
     let logit_err = logits
         .iter()
@@ -198,6 +198,7 @@ fn tiny_llama3_matches_transformers_from_safetensors_and_gguf() {
     let hidden = m.forward(&exp.ids, &mut NoHook).expect("forward");
     let diff = m
         .logits(hidden.view())
+        .expect("logits")
         .into_dyn()
         .iter()
         .zip(exp.logits.iter())

@@ -6,8 +6,10 @@
 //! (context, stream, cuBLAS handle, compiled modules), device buffers ([`cuda::DBuf`]) and one
 //! launcher per kernel: embedding gather, RMSNorm, rotate-half RoPE, bias add, head-major split,
 //! SiLU-multiply, residual add, causal GQA attention (a tensor-core flash kernel in bf16 with f32
-//! accumulation, and an exact row-wise kernel for f32) and the capture pass (per-query LSE, key-block
-//! mass `P[i, b]`, sink mass, pooled block map) that never writes an `n x n` score matrix.
+//! accumulation, and an exact row-wise kernel for f32), sparse attention over a selection (a
+//! block-sparse tensor-core kernel over per-query-tile key lists in bf16, a row-wise one for f32)
+//! and the capture pass (per-query LSE, key-block mass `P[i, b]`, sink mass, pooled block map)
+//! that never writes an `n x n` score matrix.
 //! cudarc loads the driver, cuBLAS and NVRTC dynamically, so a `cuda` build compiles and runs (on
 //! the CPU) on machines without CUDA; asking for the GPU there gives a plain error.
 //! Without the feature this crate is a stub whose device check says how to get the GPU path.

@@ -34,15 +34,17 @@ pub fn capture_stats_bytes(cfg: &SimConfig, c: &attnscope_core::ModelConfig, n: 
 }
 
 /// Host bytes of the CPU forward pass itself over `n` tokens, beside the layer jobs: the weights
-/// as `f32` and one layer's activations (hidden states, Q/K/V, attention output, and the MLP's
-/// intermediate rows of one chunk, [`attnscope_core::model::decoder::mlp_chunk_rows`]). An upper
-/// estimate: quantized weights may stay smaller.
+/// as `f32` (the embeddings; a separate output head is released before a simulation,
+/// [`attnscope_core::Model::release_output_head`]) and one layer's activations (hidden states,
+/// Q/K/V, attention output, and the MLP's intermediate rows of one chunk,
+/// [`attnscope_core::model::decoder::mlp_chunk_rows`]). An upper estimate: quantized weights may
+/// stay smaller.
 pub fn forward_bytes(c: &attnscope_core::ModelConfig) -> impl Fn(usize) -> u64 + '_ {
     move |n: usize| {
         let (h, d) = (c.hidden as u64, c.head_dim as u64);
         let attn = h * (c.n_heads as u64 * d) * 2 + h * (c.n_kv_heads as u64 * d) * 2;
         let mlp = 3 * h * c.intermediate as u64;
-        let embed = c.vocab as u64 * h * if c.tie_embeddings { 1 } else { 2 };
+        let embed = c.vocab as u64 * h;
         let weights = (c.n_layers as u64 * (attn + mlp) + embed) * 4;
         let row = 5 * h + (c.n_heads + 2 * c.n_kv_heads) as u64 * d;
         let mlp_rows = n.min(attnscope_core::model::decoder::mlp_chunk_rows()) as u64;

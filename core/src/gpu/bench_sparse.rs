@@ -1,13 +1,14 @@
-//! The sparse attention kernel of `attnscope eval --device cuda` (`sparse_rows`: each query's
-//! softmax over its selected keys only) against the dense attention kernel of the same layer
-//! shape, on random inputs and a random block selection at each sparsity
+//! The sparse attention kernels of `attnscope eval --device cuda` (each query's softmax over its
+//! selected keys only: `sparse_rows`, one warp per query, and in bf16 the block-sparse flash
+//! kernel `flash_sparse` over per-tile key lists) against the dense attention kernel of the same
+//! layer shape, on random inputs and a random block selection at each sparsity
 //! (`attnscope bench --device cuda --sparse-kernel`).
 //!
 //! The selection keeps, per q-head and query block of 64, the first key block, the query's own
 //! block and random other 64-token blocks, as many as the sparsity leaves (the shape block
 //! methods select). Times are CUDA-event medians after a warm-up run; building and uploading the
-//! selection is not timed. `vs_density` is the sparse time over the dense time times the
-//! density (1 - sparsity): 1 means time proportional to kept pairs.
+//! selection is not timed. `vs_density` (`flash_vs_density`) is the sparse time over the dense
+//! time times the density (1 - sparsity): 1 means time proportional to kept pairs.
 
 use attnscope_kernels::cuda::{AttnKernel, AttnShape, DBuf, GpuDevice, GpuFloat};
 use rayon::prelude::*;
@@ -17,6 +18,7 @@ use super::bench::median;
 use super::forward::GpuModel;
 use crate::device::Precision;
 use crate::error::Result;
+use crate::tile_lists::TileLists;
 
 const BLOCK: usize = 64;
 
@@ -124,42 +126,69 @@ fn time_sparse<T: GpuFloat>(
     let mut out = dev.alloc::<T>(n * h * d, "bench out")?;
     let mut lse = dev.alloc::<f32>(h * n, "bench lse")?;
     let kernel = AttnKernel::auto::<T>(dev, d, BLOCK, 4);
-    let mut dense = Vec::new();
-    for rep in 0..=repeats.max(1) {
-        let t = dev.timer()?;
-        dev.attention(&q, &k, &v, &mut out, &mut lse, s, kernel)?;
-        let ms = t.stop_ms(dev)?;
-        if rep > 0 {
-            dense.push(ms);
-        }
-    }
-    let dense = median(dense);
+    let dense = time_ms(dev, repeats, || {
+        dev.attention(&q, &k, &v, &mut out, &mut lse, s, kernel)
+    })?;
     let causal = n as f64 * (n as f64 + 1.0) / 2.0 * h as f64;
     let mut rows = Vec::new();
     for &sp in sparsities {
         let (offsets, keys, kept) = selection(h, n, sp);
+        let lists = (T::NAME == "bf16" && (d == 64 || d == 128)).then(|| {
+            TileLists::from_rows(h, n, |hh, i| {
+                let r = hh * n + i;
+                &keys[offsets[r] as usize..offsets[r + 1] as usize]
+            })
+        });
         let (offsets, keys) = (dev.upload(&offsets, "offsets")?, dev.upload(&keys, "keys")?);
-        let mut times = Vec::new();
-        for rep in 0..=repeats.max(1) {
-            let t = dev.timer()?;
-            dev.sparse_attention(&q, &k, &v, &offsets, &keys, s, &mut out)?;
-            let ms = t.stop_ms(dev)?;
-            if rep > 0 {
-                times.push(ms);
+        let sparse = time_ms(dev, repeats, || {
+            dev.sparse_attention(&q, &k, &v, &offsets, &keys, s, &mut out)
+        })?;
+        drop((offsets, keys));
+        let flash = match lists {
+            Some(l) => {
+                let (o, kk, m) = (
+                    dev.upload(&l.offsets, "tile offsets")?,
+                    dev.upload(&l.keys, "tile keys")?,
+                    dev.upload(&l.mask, "tile masks")?,
+                );
+                Some(time_ms(dev, repeats, || {
+                    dev.flash_sparse_attention(&q, &k, &v, &o, &kk, &m, s, &mut out)
+                })?)
             }
-        }
-        let sparse = median(times);
+            None => None,
+        };
         let density = kept as f64 / causal;
         rows.push(json!({
             "tokens": n, "mode": "sparse-kernel", "kernel": format!("{kernel:?}"),
             "target_sparsity": sp, "sparsity": 1.0 - density,
             "dense_ms": dense, "sparse_ms": sparse,
             "sparse_over_dense": sparse / dense,
-            "vs_density": sparse as f64 / (dense as f64 * density),
-            "kept_pairs_per_s": kept as f64 / (sparse as f64 * 1e-3),
+            "vs_density": sparse / (dense * density),
+            "kept_pairs_per_s": kept as f64 / (sparse * 1e-3),
+            "flash_sparse_ms": flash,
+            "flash_sparse_over_dense": flash.map(|f| f / dense),
+            "flash_vs_density": flash.map(|f| f / (dense * density)),
         }));
     }
     Ok(rows)
+}
+
+/// The median of `repeats` CUDA-event timings of `f` (after one warm-up run), in ms.
+fn time_ms(
+    dev: &GpuDevice,
+    repeats: usize,
+    mut f: impl FnMut() -> attnscope_kernels::cuda::Result<()>,
+) -> Result<f64> {
+    let mut times = Vec::new();
+    for rep in 0..=repeats.max(1) {
+        let t = dev.timer()?;
+        f()?;
+        let ms = t.stop_ms(dev)?;
+        if rep > 0 {
+            times.push(ms);
+        }
+    }
+    Ok(median(times) as f64)
 }
 
 #[cfg(test)]

@@ -46,8 +46,8 @@ pub struct Model {
     pub(crate) embed: Array2<f32>,
     pub(crate) layers: Vec<Layer>,
     pub(crate) norm: Array1<f32>,
-    /// `None` when the output head is tied to the embeddings.
-    pub(crate) lm_head: Option<Array2<f32>>,
+    /// The output head ([`OutputHead`]).
+    pub(crate) lm_head: OutputHead,
     pub(crate) rope: Rope,
     /// RoPE of the local layers where they have their own base (Gemma 3).
     pub(crate) rope_local: Option<Rope>,
@@ -77,6 +77,17 @@ pub(crate) trait DeviceModel: std::fmt::Debug + Send + Sync {
     /// For typed access to the twin (`Model::gpu`).
     #[cfg(feature = "cuda")]
     fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// The weights that turn final hidden states into logits.
+#[derive(Debug)]
+pub(crate) enum OutputHead {
+    /// The embedding matrix (tied embeddings, or no `lm_head.weight` in the file).
+    Tied,
+    /// A separate `[vocab, hidden]` matrix.
+    Own(Array2<f32>),
+    /// A separate head released by [`Model::release_output_head`]: logits are refused.
+    Released,
 }
 
 impl Model {
@@ -155,12 +166,13 @@ impl Model {
         if plus_one {
             norm.mapv_inplace(|x| 1.0 + x);
         }
-        let lm_head = if config.tie_embeddings {
-            None
-        } else {
-            w.take_opt("lm_head.weight", &[v, h])?
-                .map(|t| to_array2(t, v, h))
-        };
+        let lm_head = match config.tie_embeddings {
+            true => None,
+            false => w
+                .take_opt("lm_head.weight", &[v, h])?
+                .map(|t| to_array2(t, v, h)),
+        }
+        .map_or(OutputHead::Tied, OutputHead::Own);
         let storage = w
             .dtypes
             .iter()

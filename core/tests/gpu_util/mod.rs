@@ -113,3 +113,15 @@ pub fn poisoned<T: GpuFloat>(dev: &GpuDevice, len: usize) -> DBuf<T> {
     dev.poison(&mut b).expect("poison");
     b
 }
+
+/// The `[n, heads * d]` token-major columns of `m` as `[heads, n, d]` (head-major), flat.
+pub fn head_major(m: &ndarray::Array2<f32>, heads: usize, d: usize) -> Vec<f32> {
+    (0..heads)
+        .flat_map(|h| {
+            m.slice(ndarray::s![.., h * d..(h + 1) * d])
+                .iter()
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -38,8 +38,8 @@ pub struct Args {
     /// Storage on the GPU: f32 (exact) or bf16 (fast).
     #[arg(long, default_value = "f32")]
     precision: attnscope_core::device::Precision,
-    /// GPU only: random weights of a named shape (smollm2-135m, qwen2.5-0.5b, qwen2.5-1.5b)
-    /// generated on the device, random token ids; no model file is read.
+    /// GPU only: random weights of a named shape (smollm2-135m, qwen2.5-0.5b, qwen2.5-1.5b,
+    /// qwen2.5-7b, llama3.1-8b) generated on the device, random token ids; no model file is read.
     #[arg(long)]
     random_config: Option<String>,
     /// GPU only: timed repetitions per length (medians are reported).
@@ -312,8 +312,9 @@ fn gpu(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// `bench --device cuda --sparse-kernel`: the sparse attention kernel against the dense one per
-/// length and sparsity (attnscope_core::gpu::bench_sparse).
+/// `bench --device cuda --sparse-kernel`: the sparse attention kernels (row-wise `sparse_rows`;
+/// in bf16 also the block-sparse flash kernel) against the dense one per length and sparsity
+/// (attnscope_core::gpu::bench_sparse).
 fn sparse_kernel(
     gm: &attnscope_core::gpu::GpuModel,
     a: &Args,
@@ -331,8 +332,16 @@ fn sparse_kernel(
             gm.device().label(), a.precision, c.n_heads, c.n_kv_heads, c.head_dim, a.repeat
         );
         println!(
-            "{:>7} {:>9} {:>10} {:>10} {:>12} {:>11}",
-            "tokens", "sparsity", "dense ms", "sparse ms", "sparse/dense", "vs density"
+            "{:>7} {:>9} {:>10} {:>10} {:>12} {:>11} {:>10} {:>11} {:>11}",
+            "tokens",
+            "sparsity",
+            "dense ms",
+            "rows ms",
+            "rows/dense",
+            "vs density",
+            "flash ms",
+            "flash/dense",
+            "vs density"
         );
     }
     for &n in &a.lens {
@@ -344,13 +353,18 @@ fn sparse_kernel(
                 continue;
             }
             let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            // The flash columns exist in bf16 only.
+            let g = |k: &str| r[k].as_f64().map_or("-".to_string(), |x| format!("{x:.2}"));
             println!(
-                "{n:>7} {:>9.3} {:>10.2} {:>10.2} {:>12.2} {:>11.2}",
+                "{n:>7} {:>9.3} {:>10.2} {:>10.2} {:>12.2} {:>11.2} {:>10} {:>11} {:>11}",
                 f("sparsity"),
                 f("dense_ms"),
                 f("sparse_ms"),
                 f("sparse_over_dense"),
-                f("vs_density")
+                f("vs_density"),
+                g("flash_sparse_ms"),
+                g("flash_sparse_over_dense"),
+                g("flash_vs_density")
             );
         }
     }

@@ -15,6 +15,7 @@ use crate::error::{CoreError, Result};
 use crate::gpu::plan::MemoryPlan;
 use crate::gpu::weights::GpuWeights;
 use crate::model::DeviceModel;
+use crate::tile_lists::TileLists;
 
 impl DeviceModel for GpuModel {
     fn device(&self) -> Device {
@@ -332,9 +333,12 @@ impl GpuModel {
         Ok(out)
     }
 
-    /// The attention of a hook's selection: on the device for plain causal layers (the
-    /// selection's compressed rows uploaded, `sparse_rows` writes the layer's output), on the
-    /// host otherwise (windows and soft-capping: [`sparse_attention`]).
+    /// The attention of a hook's selection: on the device for plain causal layers, on the host
+    /// otherwise (windows and soft-capping: [`sparse_attention`]). On the device, bf16 storage
+    /// with head dim 64 or 128 on sm_80+ takes the block-sparse tensor-core kernel
+    /// (`flash_sparse`, the selection as [`TileLists`]); other cases the row-wise `sparse_rows`
+    /// (the selection's compressed rows). `ATTNSCOPE_GPU_SPARSE=0` computes on the host,
+    /// `=rows` forces `sparse_rows`.
     fn sparse_on_device<T: GpuFloat>(
         &self,
         qkv: &LayerQkv<'_>,
@@ -342,27 +346,40 @@ impl GpuModel {
         b: &mut super::capture::Bufs<T>,
     ) -> Result<()> {
         let n = qkv.len();
-        if !qkv.rule.is_plain_causal()
-            || std::env::var("ATTNSCOPE_GPU_SPARSE").is_ok_and(|v| v == "0")
-        {
+        let choice = std::env::var("ATTNSCOPE_GPU_SPARSE").unwrap_or_default();
+        if !qkv.rule.is_plain_causal() || choice == "0" {
             let out = sparse_attention(qkv, sel)?;
             return self.upload_attn(&out, &mut b.attn, n);
         }
         sel.validate(qkv.n_heads, n)?;
+        let shape = self.shape(n);
+        if choice != "rows"
+            && AttnKernel::auto::<T>(&self.dev, shape.head_dim, 64, 0) == AttnKernel::Flash
+        {
+            let lists = TileLists::new(sel, qkv.n_heads, n);
+            let offsets = self.dev.upload(&lists.offsets, "sparse tile offsets")?;
+            let keys = self.dev.upload(&lists.keys, "sparse tile keys")?;
+            let mask = self.dev.upload(&lists.mask, "sparse tile masks")?;
+            return self
+                .dev
+                .flash_sparse_attention(
+                    &b.qh,
+                    &b.kh,
+                    &b.vh,
+                    &offsets,
+                    &keys,
+                    &mask,
+                    shape,
+                    &mut b.attn,
+                )
+                .map_err(CoreError::from);
+        }
         let (offsets, keys) = sel.csr();
         let offsets: Vec<u64> = offsets.iter().map(|&o| o as u64).collect();
         let offsets = self.dev.upload(&offsets, "sparse selection offsets")?;
         let keys = self.dev.upload(keys, "sparse selection keys")?;
         self.dev
-            .sparse_attention(
-                &b.qh,
-                &b.kh,
-                &b.vh,
-                &offsets,
-                &keys,
-                self.shape(n),
-                &mut b.attn,
-            )
+            .sparse_attention(&b.qh, &b.kh, &b.vh, &offsets, &keys, shape, &mut b.attn)
             .map_err(CoreError::from)
     }
 

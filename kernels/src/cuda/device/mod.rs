@@ -17,5 +17,5 @@ pub(crate) use error::need;
 pub use error::{GpuError, Result};
 #[cfg(test)]
 pub(crate) use sources::{compile, sources};
-pub(crate) use sources::{BLOCKSEL, ELEMENTWISE, FLASH, ROWWISE, TOPK_ROWS};
+pub(crate) use sources::{BLOCKSEL, ELEMENTWISE, FLASH, FLASH_SPARSE, ROWWISE, TOPK_ROWS};
 pub use timer::{GpuMark, GpuTimer};

@@ -1,4 +1,5 @@
-//! The kernel sources (`kernels/cu/*.cu`, embedded at build time) and their NVRTC compile.
+//! The kernel sources (`kernels/cu/*.cu`, with `flash_tiles.cuh` before the flash kernels;
+//! embedded at build time) and their NVRTC compile.
 
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 
@@ -25,7 +26,18 @@ pub(crate) static ROWWISE: Source = Source {
 };
 pub(crate) static FLASH: Source = Source {
     name: "flash",
-    code: include_str!("../../../cu/flash.cu"),
+    code: concat!(
+        include_str!("../../../cu/flash_tiles.cuh"),
+        include_str!("../../../cu/flash.cu")
+    ),
+    min_cc: 80,
+};
+pub(crate) static FLASH_SPARSE: Source = Source {
+    name: "flash_sparse",
+    code: concat!(
+        include_str!("../../../cu/flash_tiles.cuh"),
+        include_str!("../../../cu/flash_sparse.cu")
+    ),
     min_cc: 80,
 };
 
@@ -42,8 +54,15 @@ pub(crate) static TOPK_ROWS: Source = Source {
 };
 
 /// Every kernel source, for compile checks.
-pub(crate) fn sources() -> [&'static Source; 5] {
-    [&ELEMENTWISE, &ROWWISE, &FLASH, &BLOCKSEL, &TOPK_ROWS]
+pub(crate) fn sources() -> [&'static Source; 6] {
+    [
+        &ELEMENTWISE,
+        &ROWWISE,
+        &FLASH,
+        &FLASH_SPARSE,
+        &BLOCKSEL,
+        &TOPK_ROWS,
+    ]
 }
 
 /// Compiles `src` to PTX for `arch` (e.g. `sm_90`): the NVRTC log is in the error.

@@ -109,7 +109,8 @@ fn load_layers(model_spec: &str, text: &str, n: usize, a: &SimArgs) -> Result<Re
             cache.display().to_string(),
         )
     } else {
-        let model = model_arg::load(model_spec, None, true)?;
+        let mut model = model_arg::load(model_spec, None, true)?;
+        model.release_output_head();
         let args = input::InputArgs::plain(text, n, 0);
         let inp = input::prepare(&args, &model, true)?;
         let (punct, newline) = (inp.punct.clone(), inp.newline.clone());

@@ -321,7 +321,9 @@ pub fn run(mut a: Args) -> Result<()> {
         Some(shard) => part_plan(&sweep, shard)?,
         None => sweep.clone(),
     };
-    let model = a.run.load_model(a.input.tokenizer.as_deref())?;
+    let mut model = a.run.load_model(a.input.tokenizer.as_deref())?;
+    // The simulation reads attention only: a separate output head would sit unused.
+    model.release_output_head();
     let load_s = started.elapsed().as_secs_f64();
     let sim = Simulation::new(&model, sim_config(&a, &model)?)?;
     let mut manifest = manifest(&a, &sim)?;
