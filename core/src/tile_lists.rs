@@ -28,15 +28,32 @@ pub struct TileLists {
     pub mask: Vec<u64>,
 }
 
-/// One tile's list and mask; `keys(h, i)`: the ascending keys of query `i` of q-head `h`.
+/// One tile's list and mask; `keys(h, i)`: the ascending keys of query `i` of q-head `h`. The
+/// union is gathered in a bit set over the keys (linear in the kept pairs, no sort).
 fn tile<'a>(
     keys: &(impl Fn(usize, usize) -> &'a [u32] + Sync),
     h: usize,
     rows: std::ops::Range<usize>,
 ) -> (Vec<u32>, Vec<u64>) {
-    let mut list: Vec<u32> = rows.clone().flat_map(|i| keys(h, i)).copied().collect();
-    list.sort_unstable();
-    list.dedup();
+    let top = rows
+        .clone()
+        .filter_map(|i| keys(h, i).last())
+        .max()
+        .map_or(0, |&k| k as usize + 1);
+    let mut seen = vec![0u64; top.div_ceil(64)];
+    for i in rows.clone() {
+        for &k in keys(h, i) {
+            seen[k as usize / 64] |= 1 << (k % 64);
+        }
+    }
+    let mut list: Vec<u32> = Vec::new();
+    for (w, &bits) in seen.iter().enumerate() {
+        let mut b = bits;
+        while b != 0 {
+            list.push((w * 64) as u32 + b.trailing_zeros());
+            b &= b - 1;
+        }
+    }
     let len = list.len().next_multiple_of(CHUNK);
     list.resize(len, u32::MAX);
     let mut mask = vec![0u64; len];
