@@ -308,17 +308,6 @@ fn gpu_real_smollm2_matches_cpu() {
     }
 }
 
-fn head_major(m: &ndarray::Array2<f32>, heads: usize, d: usize) -> Vec<f32> {
-    (0..heads)
-        .flat_map(|h| {
-            m.slice(ndarray::s![.., h * d..(h + 1) * d])
-                .iter()
-                .copied()
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 fn real_layer_kernels(
     dev: &attnscope_kernels::cuda::GpuDevice,
     lc: &LayerCapture,
