@@ -105,7 +105,8 @@ impl TileLists {
     }
 
     /// The keys query `i` of q-head `h` keeps, read back from the lists (ascending).
-    pub fn kept(&self, h: usize, i: usize, n: usize) -> Vec<u32> {
+    #[cfg(test)]
+    fn kept(&self, h: usize, i: usize, n: usize) -> Vec<u32> {
         let tiles = n.div_ceil(TILE);
         let (t, r) = (i / TILE, i % TILE);
         let (a, b) = (

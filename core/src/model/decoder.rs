@@ -223,13 +223,12 @@ impl Model {
     /// simulator reads attention only); [`Model::logits`] then refuses with an error. A head
     /// tied to the embeddings stays (the embeddings are the input too). Returns the bytes freed.
     pub fn release_output_head(&mut self) -> u64 {
+        if !matches!(self.lm_head, OutputHead::Own(_)) {
+            return 0;
+        }
         match std::mem::replace(&mut self.lm_head, OutputHead::Released) {
             OutputHead::Own(w) => (w.len() * 4) as u64,
-            OutputHead::Tied => {
-                self.lm_head = OutputHead::Tied;
-                0
-            }
-            OutputHead::Released => 0,
+            _ => 0,
         }
     }
 

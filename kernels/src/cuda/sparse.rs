@@ -59,9 +59,7 @@ impl GpuDevice {
             ],
         )
     }
-}
 
-impl GpuDevice {
     /// As [`GpuDevice::sparse_attention`] on the tensor cores (`flash_sparse_d{64,128}`, bf16,
     /// sm_80+): the selection as per-(q-head, tile of 64 queries) key lists and keep masks
     /// (`offsets [heads * ceil(n / 64) + 1]`, multiples of 64, into `keys` and `mask`; layout in
