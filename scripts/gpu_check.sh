@@ -32,6 +32,9 @@
 #             (needs the extension module in bins.tar.xz, python3 with torch and numpy)
 #   real32k   with qwen-2l.gguf.xz and lcet10.txt in DIR: 32k tokens of real Qwen2.5-Coder-0.5B
 #             layers, the PHSA paper protocol and every device method (see the step)
+#   full      with ATTNSCOPE_GPU_FULL_MODEL (a whole real GGUF) and lcet10.txt in DIR:
+#             scripts/gpu_full_model.sh (dense NIAH accuracy at 4k-32k, every device method over
+#             every layer at 32k)
 #   bigfwd    random Llama-3.1-8B and Qwen2.5-7B shapes: forward and capture against SDPA
 #   bigmethods  the same shapes: the block methods per layer on the device
 #   profile   the GPU stage profile of one forward pass at 32k tokens (ATTNSCOPE_GPU_PROFILE=1)
@@ -385,6 +388,17 @@ if want real32k && [ -f "$DIR/qwen-2l.gguf.xz" ] && [ -f "$DIR/lcet10.txt" ]; th
         summary "real 32k device methods" "ok, $wall s" "$log"
     else
         tail -20 "$log"; FAILED=1; summary "real 32k device methods" "FAILED" "$log"
+    fi
+fi
+
+if want full && [ -n "${ATTNSCOPE_GPU_FULL_MODEL:-}" ] && [ -f "$DIR/lcet10.txt" ]; then
+    echo "=== the whole model $(basename "$ATTNSCOPE_GPU_FULL_MODEL"): NIAH anchor, 32k methods"
+    log=$OUT/full.log
+    if scripts/gpu_full_model.sh "$B" "$ATTNSCOPE_GPU_FULL_MODEL" "$DIR/lcet10.txt" "$OUT" \
+            "$METHODS" 2>&1 | tee "$log"; then
+        summary "whole model: NIAH, 32k methods" "ok" "$log"
+    else
+        FAILED=1; summary "whole model: NIAH, 32k methods" "FAILED" "$log"
     fi
 fi
 

@@ -35,9 +35,9 @@ pub fn sparsity_of_tokens(tokens: usize, scored: Scored) -> f64 {
 }
 
 /// True when a method's counted kept pairs ([`Prepared::kept_pairs_at`], which counts causal
-/// pairs of every query) measure sparsity over `scored`: every query scored, no window.
+/// pairs of the scored queries) measure sparsity over `scored`: no window.
 pub fn counts_pairs(scored: Scored) -> bool {
-    scored.is_all() && scored.window.is_none()
+    scored.window.is_none()
 }
 
 /// A method's selections at the chosen knob value.
@@ -82,7 +82,7 @@ fn probe(prep: &dyn Prepared, x: f64, scored: Scored) -> (Option<Vec<Selection>>
         .then(|| prep.kept_pairs_at(x))
         .flatten()
     {
-        Some((kept, heads)) => (None, sparsity_of_kept(kept, heads, scored.n)),
+        Some((kept, heads)) => (None, sparsity_of_kept_scored(kept, heads, scored)),
         None => {
             let (sels, s) = eval(prep, x, scored);
             (Some(sels), s)
@@ -219,7 +219,9 @@ pub fn calibrate(prep: &dyn Prepared, knob: &Knob, target: f64, scored: Scored) 
                 1.0 - kept / (causal_pairs(n) * heads.max(1) as u64) as f64
             })
     };
-    let guided = counts_pairs(scored) && prep.approx_kept_pairs_at(knob.min).is_some();
+    // The estimate counts every query's pairs.
+    let guided =
+        scored.is_all() && counts_pairs(scored) && prep.approx_kept_pairs_at(knob.min).is_some();
     let best = search_knob_guided(
         knob,
         target,

@@ -56,6 +56,41 @@ fn every_method_selects_the_same_keys_for_the_scored_queries() {
     assert!(checked >= 18, "only {checked} methods checked");
 }
 
+/// Every method that counts its kept pairs without building selections (`kept_pairs_at`, which
+/// calibration bisects on) counts those of its selections' scored queries exactly, for every
+/// query and for the last 128 or 77 (a tail that starts inside a block row).
+#[test]
+fn counted_kept_pairs_are_the_scored_queries_pairs() {
+    let n = 640;
+    let data = GroupData::random(n, 32, 2, 43);
+    let mut counted = 0;
+    for info in METHODS {
+        let method = info.build_with(&[]).expect("defaults build");
+        if method.needs_calibration() {
+            continue;
+        }
+        for scored in [Scored::all(n), Scored::last(128, n), Scored::last(77, n)] {
+            let g = data.input_scored(scored);
+            let prep = method.prepare(&g);
+            for x in knob_values(method.as_ref(), n) {
+                let Some((kept, heads)) = prep.kept_pairs_at(x) else {
+                    continue;
+                };
+                let sels = prep.select(x);
+                let at = format!("{} at {x}, queries {}..{n}", info.name, scored.first);
+                assert_eq!(heads, sels.len(), "{at}: selections");
+                let built: u64 = sels
+                    .into_iter()
+                    .map(|s| s.restricted(scored).kept_pairs())
+                    .sum();
+                assert_eq!(kept, built, "{at}: counted vs built kept pairs");
+                counted += 1;
+            }
+        }
+    }
+    assert!(counted >= 100, "only {counted} counts compared");
+}
+
 /// The per-query metrics of the scored queries are those of the full run's last rows, and a
 /// subset's sparsity counts its own causal pairs.
 #[test]

@@ -339,10 +339,12 @@ impl Bundle {
 }
 
 /// Refuses a manifest without the parts every reader needs: methods, budgets, simulated layers,
-/// a capture block and the list of table files.
+/// a capture block and the list of table files. An evaluation of dense attention alone (an eval
+/// table, `eval --methods none`) has no methods.
 fn check_manifest(path: &Path, m: &Manifest) -> Result<()> {
+    let dense_eval = m.tables.iter().any(|t| t.name == "eval");
     let missing = [
-        (m.methods.is_empty(), "methods"),
+        (m.methods.is_empty() && !dense_eval, "methods"),
         (m.budgets.is_empty(), "budgets"),
         (m.layers.is_empty(), "layers"),
         (m.capture_block == 0, "capture_block"),

@@ -78,7 +78,7 @@ impl EvalConfig {
 
     /// Checks the configuration against `model` before anything runs.
     pub fn check(&self, model: &Model) -> Result<()> {
-        crate::sim::check_config(model, &self.sim)?;
+        crate::sim::check_settings(model, &self.sim)?;
         for b in &self.sim.budgets {
             let bad = match *b {
                 Budget::Sparsity(x) => !(0.0..1.0).contains(&x),

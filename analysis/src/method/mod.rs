@@ -237,8 +237,9 @@ pub trait Prepared: Send + Sync {
     /// One selection per q-head of the group at knob value `x`.
     fn select(&self, x: f64) -> Vec<Selection>;
 
-    /// `(kept causal pairs summed over the selections, number of selections)` of `select(x)`,
-    /// without building the selections, for methods that can count them cheaply. Budget
+    /// `(kept causal pairs of the scored queries summed over the selections, number of
+    /// selections)` of `select(x)`, without building the selections, for methods that can count
+    /// them cheaply. Budget
     /// calibration bisects on it and builds selections only at the chosen value; `None` (the
     /// default) makes it call `select` at every step. Must agree exactly with `select(x)`.
     fn kept_pairs_at(&self, _x: f64) -> Option<(u64, usize)> {

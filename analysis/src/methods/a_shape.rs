@@ -35,6 +35,8 @@ struct AShape {
 
 struct Prep {
     n: usize,
+    /// The first scored query.
+    first: usize,
     n_init: usize,
     group: usize,
 }
@@ -53,8 +55,8 @@ impl Prepared for Prep {
 
     fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
         let w = x.max(1.0).round() as usize;
-        // Query i keeps [lo, i] plus the leading tokens before lo.
-        let per_head: u64 = (0..self.n)
+        // Scored query i keeps [lo, i] plus the leading tokens before lo.
+        let per_head: u64 = (self.first..self.n)
             .map(|i| {
                 let lo = (i + 1).saturating_sub(w);
                 (i + 1 - lo + self.n_init.min(lo)) as u64
@@ -85,6 +87,7 @@ impl Selector for AShape {
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
         Box::new(Prep {
             n: g.n(),
+            first: g.scored.first,
             n_init: self.n_init,
             group: g.group_size(),
         })

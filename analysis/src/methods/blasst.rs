@@ -60,6 +60,8 @@ struct Blasst {
 /// Per row (tile of queries): the gap of each visible key block (`-inf` = always kept).
 struct Prep {
     n: usize,
+    /// The first scored query.
+    first: usize,
     block: usize,
     tile: usize,
     heads: Vec<Vec<Vec<f32>>>,
@@ -141,9 +143,11 @@ impl Prepared for Prep {
             .map(|rows| {
                 rows.par_iter()
                     .enumerate()
+                    .skip(self.first / tile)
                     .with_min_len(8)
                     .map(|(r, gaps)| {
-                        let (t0, t1) = (r * tile, ((r + 1) * tile).min(n));
+                        // The tile's scored queries.
+                        let (t0, t1) = ((r * tile).max(self.first), ((r + 1) * tile).min(n));
                         gaps.iter()
                             .enumerate()
                             .filter(|(_, &g)| g <= thr)
@@ -193,6 +197,7 @@ impl Selector for Blasst {
     fn prepare<'a>(&'a self, g: &'a GroupInput<'a>) -> Box<dyn Prepared + 'a> {
         Box::new(Prep {
             n: g.n(),
+            first: g.scored.first,
             block: self.block,
             tile: self.tile,
             heads: g
@@ -246,6 +251,7 @@ mod tests {
     fn threshold_keeps_blocks_within_ln_lambda() {
         let prep = Prep {
             n: 8,
+            first: 0,
             block: 2,
             tile: 1,
             heads: vec![vec![

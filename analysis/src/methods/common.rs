@@ -140,6 +140,12 @@ impl Prepared for RankedHeads {
     }
 }
 
+/// `sum over the scored queries i of min(k, i + 1)`: the kept pairs of a method that keeps the top
+/// `k` keys of every query (all of them when `k > i`).
+pub fn top_k_pairs_scored(scored: crate::selection::Scored, k: usize) -> u64 {
+    top_k_pairs(scored.n, k) - top_k_pairs(scored.first, k)
+}
+
 /// `sum over queries i < n of min(k, i + 1)`: the kept pairs of a method that keeps the top `k`
 /// keys of every query (all of them when `k > i`).
 pub fn top_k_pairs(n: usize, k: usize) -> u64 {

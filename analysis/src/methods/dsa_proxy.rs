@@ -15,7 +15,7 @@
 
 use ndarray::Array2;
 
-use super::common::{top_k_pairs, top_k_selection};
+use super::common::{top_k_pairs_scored, top_k_selection};
 use crate::method::{DeviceScoring, HeadKeys, RepTransform, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
@@ -87,7 +87,7 @@ impl Prepared for Prep<'_> {
     fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
         let k = x.max(1.0).round() as usize;
         let gs = self.g.group_size();
-        Some((top_k_pairs(self.g.n(), k) * gs as u64, gs))
+        Some((top_k_pairs_scored(self.g.scored, k) * gs as u64, gs))
     }
 }
 

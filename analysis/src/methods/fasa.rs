@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;
 
-use super::common::{top_k_pairs, top_k_selection};
+use super::common::{top_k_pairs_scored, top_k_selection};
 use crate::method::{DeviceScoring, GroupQueries, HeadKeys, RepTransform, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
@@ -120,7 +120,7 @@ impl Prepared for Prep<'_> {
     fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
         let b = x.max(1.0).round() as usize;
         let heads = self.heads.len();
-        Some((top_k_pairs(self.g.n(), b) * heads as u64, heads))
+        Some((top_k_pairs_scored(self.g.scored, b) * heads as u64, heads))
     }
 }
 

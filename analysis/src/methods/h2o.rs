@@ -202,7 +202,10 @@ impl Prepared for Prep<'_> {
     fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
         let c = x.max(1.0).round() as usize;
         let gs = self.g.group_size();
-        Some((super::common::top_k_pairs(self.g.n(), c) * gs as u64, gs))
+        Some((
+            super::common::top_k_pairs_scored(self.g.scored, c) * gs as u64,
+            gs,
+        ))
     }
 }
 

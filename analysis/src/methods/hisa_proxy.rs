@@ -21,7 +21,9 @@
 use ndarray::{s, Array2};
 use rayon::prelude::*;
 
-use super::common::{block_means, rank_desc, token_runs, top_k_pairs, top_token_set, SCORE_CHUNK};
+use super::common::{
+    block_means, rank_desc, token_runs, top_k_pairs_scored, top_token_set, SCORE_CHUNK,
+};
 use super::dsa_proxy::dsa_scores;
 use crate::method::{GroupInput, Knob, Prepared, Selector};
 use crate::method::{MethodInfo, MethodKind, ParamSpec, Params};
@@ -138,7 +140,7 @@ impl Prepared for Prep<'_> {
         // Every query keeps exactly min(k, i + 1) keys (see the module docs).
         let k = x.max(1.0).round() as usize;
         let gs = self.g.group_size();
-        Some((top_k_pairs(self.g.n(), k) * gs as u64, gs))
+        Some((top_k_pairs_scored(self.g.scored, k) * gs as u64, gs))
     }
 }
 

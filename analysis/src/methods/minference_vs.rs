@@ -149,10 +149,11 @@ impl Prep {
 }
 
 impl Prepared for Prep {
-    /// Over all queries: column `j` is kept by the `n - j` queries `i >= j`, offset `o` by the
-    /// `n - o` queries `i >= o`, and both keep the same key for the queries `i = j + o < n`.
+    /// Over the scored queries `first..n`: column `j` is kept by the queries `i >= max(j, first)`,
+    /// offset `o` by the queries `i >= max(o, first)`, and both keep the same key for the
+    /// queries `i = j + o` in `first..n`.
     fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
-        let n = self.n;
+        let (n, first) = (self.n, self.scored.first);
         let (v, s) = self.counts(x);
         let kept = self
             .heads
@@ -161,11 +162,16 @@ impl Prepared for Prep {
                 let cols = &h.cols[..v.min(h.cols.len())];
                 let mut diags = h.diags[..s.min(h.diags.len())].to_vec();
                 diags.sort_unstable();
-                let vertical: u64 = cols.iter().map(|&j| (n - j as usize) as u64).sum();
-                let slash: u64 = diags.iter().map(|&o| (n - o as usize) as u64).sum();
+                let from = |x: u32| n.saturating_sub((x as usize).max(first)) as u64;
+                let vertical: u64 = cols.iter().map(|&j| from(j)).sum();
+                let slash: u64 = diags.iter().map(|&o| from(o)).sum();
+                let below = |lim: usize| diags.partition_point(|&o| (o as usize) < lim);
                 let both: u64 = cols
                     .iter()
-                    .map(|&j| diags.partition_point(|&o| (o as usize) < n - j as usize) as u64)
+                    .map(|&j| {
+                        let j = j as usize;
+                        (below(n - j) - below(first.saturating_sub(j).min(n - j))) as u64
+                    })
                     .sum();
                 vertical + slash - both
             })

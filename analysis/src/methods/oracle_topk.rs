@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::common::{token_runs, top_k_pairs, top_token_set};
+use super::common::{token_runs, top_k_pairs_scored, top_token_set};
 use crate::method::packed_pair_bytes;
 use crate::method::{DeviceScoring, HeadKeys, RepTransform, RepresentativeRule, Representatives};
 use crate::method::{GroupInput, Knob, Prepared, Selector};
@@ -92,7 +92,7 @@ impl Prepared for Prep<'_> {
     fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
         let k = x.max(0.0).round() as usize;
         let heads = self.probs.len();
-        Some((top_k_pairs(self.scored.n, k) * heads as u64, heads))
+        Some((top_k_pairs_scored(self.scored, k) * heads as u64, heads))
     }
 }
 

@@ -77,6 +77,8 @@ fn pooled_truth(g: &GroupInput<'_>, h: usize, block: usize) -> Vec<Vec<f32>> {
 /// Per head, per query block: key blocks best first with their normalized pooled scores.
 struct Prep {
     n: usize,
+    /// The first scored query.
+    first: usize,
     block: usize,
     threshold_mode: bool,
     heads: Vec<Vec<Vec<(u32, f32)>>>,
@@ -112,8 +114,7 @@ impl Prepared for Prep {
             .collect()
     }
 
-    /// Row `r` covers queries `rB..hi` (`L` of them): a kept block `c < r` gives `B L` pairs,
-    /// the diagonal block `L (L + 1) / 2`.
+    /// Over the scored queries of each row ([`row_kept_pairs`]).
     fn kept_pairs_at(&self, x: f64) -> Option<(u64, usize)> {
         let kept = self
             .heads
@@ -121,7 +122,7 @@ impl Prepared for Prep {
             .flat_map(|rows| rows.iter().enumerate())
             .map(|(r, ranked)| {
                 let blocks = ranked.iter().take(self.keep(ranked, x)).map(|e| e.0);
-                row_kept_pairs(r, self.n, self.block, blocks)
+                row_kept_pairs(r, (self.first, self.n), self.block, blocks)
             })
             .sum();
         Some((kept, self.heads.len()))
@@ -139,14 +140,25 @@ fn rank_row(row: Vec<f32>) -> Vec<(u32, f32)> {
     ranked
 }
 
-/// Row `r` covers queries `rB..hi` (`L` of them): a kept block `c < r` gives `B L` pairs, the
-/// diagonal block `L (L + 1) / 2`.
-fn row_kept_pairs(r: usize, n: usize, block: usize, blocks: impl Iterator<Item = u32>) -> u64 {
-    let l = (n - r * block).min(block) as u64;
+/// Row `r` covers queries `rB..hi`, of which `a..hi` (`L` of them) are scored (`a` from the
+/// first scored query of `(first, n)`): a kept block `c < r` gives `B L` pairs, the diagonal block
+/// `sum_{i in a..hi} (i - rB + 1)`.
+fn row_kept_pairs(
+    r: usize,
+    (first, n): (usize, usize),
+    block: usize,
+    blocks: impl Iterator<Item = u32>,
+) -> u64 {
+    let start = r * block;
+    let hi = (start + block).min(n);
+    let a = start.max(first).min(hi);
+    let l = (hi - a) as u64;
+    let tri = |x: usize| (x * (x + 1) / 2) as u64;
+    let diag = tri(hi - start) - tri(a - start);
     blocks
         .map(|c| {
             if c as usize == r {
-                l * (l + 1) / 2
+                diag
             } else {
                 block as u64 * l
             }
@@ -174,7 +186,7 @@ pub fn tile_topk_kept(ranked: &[Vec<u32>], n: usize, block: usize, k: usize) -> 
     ranked
         .iter()
         .enumerate()
-        .map(|(r, row)| row_kept_pairs(r, n, block, row.iter().take(k.max(1)).copied()))
+        .map(|(r, row)| row_kept_pairs(r, (0, n), block, row.iter().take(k.max(1)).copied()))
         .sum()
 }
 
@@ -209,6 +221,7 @@ impl Selector for SeerOracle {
             .collect();
         Box::new(Prep {
             n: g.n(),
+            first: g.scored.first,
             block: self.block,
             threshold_mode: self.threshold_mode,
             heads,

@@ -59,6 +59,8 @@ struct SnapKv {
 /// rank by pooled vote, ties by lower index, and a capacity keeps the best `C - w` of them.
 struct Prep {
     n: usize,
+    /// The first scored query.
+    first: usize,
     window: usize,
     stride: usize,
     heads: Vec<Vec<Vec<f32>>>,
@@ -95,43 +97,44 @@ impl SnapKv {
         avg_pool(&votes, self.kernel)
     }
 
-    /// Pooled votes of every stride of one q-head; the windows of several strides share one
+    /// Pooled votes of every stride of one q-head that holds a scored query (the strides before
+    /// them get none: no row of theirs is scored); the windows of several strides share one
     /// matrix product (its entries do not depend on which rows it holds).
     fn head_votes(&self, q: ndarray::ArrayView2<f32>, g: &GroupInput<'_>) -> Vec<Vec<f32>> {
         let (n, w, stride, scale) = (g.n(), self.window, self.stride, g.scale());
-        let strides = n.div_ceil(stride);
+        let (strides, r0) = (n.div_ceil(stride), g.scored.first / stride);
         let per = (super::common::SCORE_CHUNK / w).max(1);
-        (0..strides.div_ceil(per))
-            .into_par_iter()
-            .flat_map_iter(|gi| {
-                let rs: Vec<usize> = (gi * per..((gi + 1) * per).min(strides)).collect();
-                let voting: Vec<usize> = rs.iter().copied().filter(|&r| r * stride > w).collect();
-                let t_max = voting.last().map_or(0, |&r| r * stride);
-                let mut qw = ndarray::Array2::<f32>::zeros((voting.len() * w, q.ncols()));
-                for (x, &r) in voting.iter().enumerate() {
+        let scored: Vec<usize> = (r0..strides).collect();
+        let mut out = vec![Vec::new(); r0];
+        out.par_extend(scored.par_chunks(per).flat_map_iter(|rs| {
+            let rs = rs.to_vec();
+            let voting: Vec<usize> = rs.iter().copied().filter(|&r| r * stride > w).collect();
+            let t_max = voting.last().map_or(0, |&r| r * stride);
+            let mut qw = ndarray::Array2::<f32>::zeros((voting.len() * w, q.ncols()));
+            for (x, &r) in voting.iter().enumerate() {
+                let t = r * stride;
+                qw.slice_mut(s![x * w..(x + 1) * w, ..])
+                    .assign(&q.slice(s![t - w..t, ..]));
+            }
+            let logits = qw.dot(&g.kt().slice(s![.., ..t_max]));
+            rs.into_iter()
+                .map(|r| {
                     let t = r * stride;
-                    qw.slice_mut(s![x * w..(x + 1) * w, ..])
-                        .assign(&q.slice(s![t - w..t, ..]));
-                }
-                let logits = qw.dot(&g.kt().slice(s![.., ..t_max]));
-                rs.into_iter()
-                    .map(|r| {
-                        let t = r * stride;
-                        match voting.iter().position(|&v| v == r) {
-                            Some(x) => {
-                                self.votes_from(logits.slice(s![x * w..(x + 1) * w, ..t]), scale, t)
-                            }
-                            None => Vec::new(),
+                    match voting.iter().position(|&v| v == r) {
+                        Some(x) => {
+                            self.votes_from(logits.slice(s![x * w..(x + 1) * w, ..t]), scale, t)
                         }
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+                        None => Vec::new(),
+                    }
+                })
+                .collect::<Vec<_>>()
+        }));
+        out
     }
 }
 
 impl Prepared for Prep {
-    /// Query `i` of the stride starting at `t` keeps the voted prefix keys (all before
+    /// Scored query `i` of the stride starting at `t` keeps the voted prefix keys (all before
     /// `t - w`) plus `t - w ..= i`.
     fn kept_pairs_at(&self, capacity: f64) -> Option<(u64, usize)> {
         let top = (capacity.max(0.0).round() as usize).saturating_sub(self.window);
@@ -144,7 +147,7 @@ impl Prepared for Prep {
                 let end = ((r + 1) * self.stride).min(self.n);
                 let recent = t.saturating_sub(self.window);
                 let voted = top.min(ranked.len());
-                (t..end)
+                (t.max(self.first)..end)
                     .map(|i| (voted + i + 1 - recent) as u64)
                     .sum::<u64>()
             })
@@ -193,6 +196,7 @@ impl Selector for SnapKv {
         let heads = g.q.iter().map(|q| self.head_votes(*q, g)).collect();
         Box::new(Prep {
             n,
+            first: g.scored.first,
             window: self.window,
             stride: self.stride,
             heads,

@@ -67,25 +67,28 @@ fn reshape(x: ArrayView2<f32>, stride: usize, reverse: bool) -> Array2<f32> {
     out
 }
 
-/// Estimated mass `W[r, c]` of query block `r` on key block `c` (`c <= r`), one `Vec` per row.
+/// Estimated mass `W[r, c]` of query block `r` on key block `c` (`c <= r`), one `Vec` per row;
+/// rows before `first_row` (no scored query) are left at zero.
 fn block_mass(
     q: ArrayView2<f32>,
     k: ArrayView2<f32>,
-    block: usize,
-    stride: usize,
+    (block, stride): (usize, usize),
+    first_row: usize,
 ) -> Vec<Vec<f32>> {
     let d = q.ncols();
     let qr = reshape(q, stride, true);
     let kr = reshape(k, stride, false);
-    let logits = qr.dot(&kr.t()) * (1.0 / ((d as f32).sqrt() * stride as f32));
     let per = block / stride;
+    let a0 = (first_row * per).min(qr.nrows());
+    let logits =
+        qr.slice(ndarray::s![a0.., ..]).dot(&kr.t()) * (1.0 / ((d as f32).sqrt() * stride as f32));
     let rows = q.nrows().div_ceil(block);
     (0..rows)
         .into_par_iter()
         .map(|r| {
             let mut w = vec![0f32; r + 1];
-            for a in r * per..((r + 1) * per).min(qr.nrows()) {
-                let mut p: Vec<f32> = logits.row(a).iter().take(a + 1).copied().collect();
+            for a in (r * per).max(a0)..((r + 1) * per).min(qr.nrows()) {
+                let mut p: Vec<f32> = logits.row(a - a0).iter().take(a + 1).copied().collect();
                 softmax_inplace(&mut p);
                 for (b, x) in p.into_iter().enumerate() {
                     w[b / per] += x;
@@ -118,6 +121,8 @@ fn rank_row(r: usize, w: &[f32]) -> Row {
 
 struct Prep {
     n: usize,
+    /// The first scored query.
+    first: usize,
     block: usize,
     heads: Vec<Vec<Row>>,
 }
@@ -140,19 +145,24 @@ impl Row {
 }
 
 impl Prepared for Prep {
-    /// Row `r` covers queries `rB..hi` (`L` of them): a kept block `c < r` gives `B L` pairs,
-    /// the diagonal block `L (L + 1) / 2`.
+    /// Row `r` covers queries `rB..hi`, of which `a..hi` (`L` of them) are scored: a kept block
+    /// `c < r` gives `B L` pairs, the diagonal block `sum_{i in a..hi} (i - rB + 1)`.
     fn kept_pairs_at(&self, tau: f64) -> Option<(u64, usize)> {
         let bs = self.block as u64;
+        let tri = |x: u64| x * (x + 1) / 2;
         let kept = self
             .heads
             .iter()
             .flat_map(|rows| rows.iter().enumerate())
             .map(|(r, row)| {
-                let l = (self.n - r * self.block).min(self.block) as u64;
+                let start = r * self.block;
+                let hi = (start + self.block).min(self.n);
+                let a = start.max(self.first).min(hi);
+                let l = (hi - a) as u64;
                 let blocks = row.forced.len() + row.extra(tau);
                 // The diagonal block is always forced; the others are complete.
-                (blocks as u64 - 1) * bs * l + l * (l + 1) / 2
+                let diag = tri((hi - start) as u64) - tri((a - start) as u64);
+                (blocks as u64 - 1) * bs * l + diag
             })
             .sum();
         Some((kept, self.heads.len()))
@@ -192,12 +202,14 @@ impl Selector for XAttention {
         let heads =
             g.q.iter()
                 .map(|q| {
-                    let w = block_mass(*q, g.k, self.block, self.stride);
+                    let first_row = g.scored.first_row(self.block);
+                    let w = block_mass(*q, g.k, (self.block, self.stride), first_row);
                     w.iter().enumerate().map(|(r, w)| rank_row(r, w)).collect()
                 })
                 .collect();
         Box::new(Prep {
             n: g.n(),
+            first: g.scored.first,
             block: self.block,
             heads,
         })
@@ -237,6 +249,7 @@ mod tests {
         assert_eq!(row.ranked, vec![(2, 0.4), (1, 0.2), (3, 0.1)]);
         let prep = Prep {
             n: 10,
+            first: 0,
             block: 2,
             heads: vec![vec![
                 rank_row(0, &[1.0]),
@@ -276,7 +289,7 @@ mod tests {
                     .is_some_and(|j| j < ((r + 1) * 32).min(300)));
             }
         }
-        let rows = block_mass(g.q[0], g.k, 32, 8);
+        let rows = block_mass(g.q[0], g.k, (32, 8), 0);
         for (r, w) in rows.iter().enumerate() {
             let expect = ((r + 1) * 4).min(300usize.div_ceil(8)) - r * 4;
             assert!((w.iter().sum::<f32>() - expect as f32).abs() < 1e-3);

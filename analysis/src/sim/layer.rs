@@ -253,7 +253,9 @@ pub(crate) fn top_p_target<'a>(
             .then(|| prep.kept_pairs_at(p))
             .flatten()
         {
-            Some((kept, heads)) => crate::budget::sparsity_of_kept(kept, heads, input.n()),
+            Some((kept, heads)) => {
+                crate::budget::sparsity_of_kept_scored(kept, heads, input.scored)
+            }
             None => {
                 let sels: Vec<Selection> = prep
                     .select(p)

@@ -119,15 +119,22 @@ impl SimConfig {
 /// calibration text for the methods that fit settings.
 pub fn check_config(model: &attnscope_core::Model, config: &SimConfig) -> Result<()> {
     let input_err = |m: String| Err(crate::AnalysisError::Input(m));
+    if config.methods.is_empty() {
+        return input_err("no methods to simulate".into());
+    }
+    check_settings(model, config)
+}
+
+/// [`check_config`] less its demand for methods (an evaluation of dense attention alone has
+/// none).
+pub fn check_settings(model: &attnscope_core::Model, config: &SimConfig) -> Result<()> {
+    let input_err = |m: String| Err(crate::AnalysisError::Input(m));
     let n_layers = model.config.n_layers;
     if let Some(&bad) = config.layers.iter().flatten().find(|&&l| l >= n_layers) {
         return input_err(format!(
             "layer {bad} is out of range: the model has layers 0..{}",
             n_layers - 1
         ));
-    }
-    if config.methods.is_empty() {
-        return input_err("no methods to simulate".into());
     }
     if config.budgets.is_empty() {
         return input_err("no budgets to simulate".into());

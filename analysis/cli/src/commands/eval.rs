@@ -73,10 +73,17 @@ fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
 }
 
 /// The configured methods with their `--param` overrides.
+/// `--methods none` evaluates dense attention alone (a task's accuracy anchor).
 fn method_runs(a: &Args) -> Result<Vec<MethodRun>> {
+    if a.run.methods == "none" {
+        return Ok(Vec::new());
+    }
     let runs = a.run.listed_methods()?;
     if runs.is_empty() {
-        bail!("--methods '{}': no methods given", a.run.methods);
+        bail!(
+            "--methods '{}': no methods given (`none` evaluates dense attention alone)",
+            a.run.methods
+        );
     }
     Ok(runs)
 }

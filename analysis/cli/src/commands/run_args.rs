@@ -19,7 +19,8 @@ pub struct RunArgs {
     /// cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub); default `main`.
     #[arg(long)]
     pub revision: Option<String>,
-    /// Methods: `all` or a comma-separated list (see `attnscope methods`).
+    /// Methods: `all` or a comma-separated list (see `attnscope methods`); `eval` also takes
+    /// `none` (dense attention alone).
     #[arg(long, default_value = "all")]
     pub methods: String,
     /// A method parameter, `method.name=value` (repeatable), e.g. `phsa.lambda=0.3`.
