@@ -23,8 +23,10 @@
 //! Cost per knob value: `O(n * C)` for the replay; the causal logits `q . k` are the group's
 //! shared ones ([`GroupInput::logits`]), computed once. When only some queries are scored
 //! (`--queries last:N`) the replay still runs over every query (the cache at a scored query
-//! depends on all earlier ones), and the logits of the cached keys are computed as it goes
-//! (`O(n * C * d)`, nothing per pair stored); the selection holds the scored queries' rows.
+//! depends on all earlier ones), and the logits of the cached keys are computed as it goes, one
+//! matrix product per block of 64 steps against the keys the block can read (`O(n * C * d)`,
+//! `O(64 * C)` stored; the same bits as the shared logits, so the same selections as when every
+//! query is scored); the selection holds the scored queries' rows.
 
 use rayon::prelude::*;
 
@@ -72,14 +74,51 @@ struct Prep<'a> {
     cached_softmax: bool,
 }
 
-/// Where the replay reads `q_t . k_j`: the group's shared logits (every query scored), or dot
-/// products of the cached keys computed as it goes.
+/// Queries whose logits one product computes when the replay computes them as it goes.
+const STEP_BLOCK: usize = 64;
+
+/// Where the replay reads `q_t . k_j`: the group's shared logits (every query scored), or
+/// products computed as it goes, one per block of [`STEP_BLOCK`] steps.
 enum Scores<'a> {
     Shared(Vec<&'a crate::logits::Logits>),
-    OnTheFly(
-        Vec<ndarray::ArrayView2<'a, f32>>,
-        ndarray::ArrayView2<'a, f32>,
-    ),
+    OnTheFly(StepBlock<'a>),
+}
+
+/// The logits of the steps `t0..t0 + STEP_BLOCK` against every key those steps can read: the
+/// heavy set at `t0` and the keys from the first one that joins it (`t0 - r`) on. One matrix
+/// product per block gives the same bits as the shared logits (a product's entries do not depend
+/// on the rows and columns around them, [`crate::logits::Logits::compute`]).
+struct StepBlock<'a> {
+    q: Vec<ndarray::ArrayView2<'a, f32>>,
+    k: ndarray::ArrayView2<'a, f32>,
+    t0: usize,
+    /// Column of key `j` in the block's products (valid for the block's keys).
+    col: Vec<u32>,
+    /// Per q-head of the replay: `[steps, keys]`.
+    logits: Vec<ndarray::Array2<f32>>,
+}
+
+impl StepBlock<'_> {
+    /// Computes the block starting at step `t0`, with `heavy` the heavy set before that step.
+    fn start(&mut self, t0: usize, heavy: &[u32], r: usize) {
+        let t1 = (t0 + STEP_BLOCK).min(self.k.nrows());
+        let keys: Vec<u32> = heavy
+            .iter()
+            .copied()
+            .chain(t0.saturating_sub(r) as u32..t1 as u32)
+            .collect();
+        let mut kb = ndarray::Array2::<f32>::zeros((keys.len(), self.k.ncols()));
+        for (c, (&j, mut row)) in keys.iter().zip(kb.outer_iter_mut()).enumerate() {
+            self.col[j as usize] = c as u32;
+            row.assign(&self.k.row(j as usize));
+        }
+        let (q, kt) = (&self.q, kb.t());
+        self.logits = q
+            .iter()
+            .map(|q| q.slice(ndarray::s![t0..t1, ..]).dot(&kt))
+            .collect();
+        self.t0 = t0;
+    }
 }
 
 impl Scores<'_> {
@@ -100,11 +139,13 @@ impl Scores<'_> {
                 w.extend(heavy.iter().map(|&j| rule.logit(row[j as usize]) as f64));
                 w.extend(row[w_lo..=t].iter().map(|&x| rule.logit(x) as f64));
             }
-            Scores::OnTheFly(qs, k) => {
-                let q = qs[hh].row(t);
-                let dot = |j: usize| rule.logit(q.dot(&k.row(j))) as f64;
-                w.extend(heavy.iter().map(|&j| dot(j as usize)));
-                w.extend((w_lo..=t).map(dot));
+            Scores::OnTheFly(b) => {
+                let row = b.logits[hh].row(t - b.t0);
+                let at = |j: usize| row[b.col[j] as usize];
+                w.extend(heavy.iter().map(|&j| rule.logit(at(j as usize)) as f64));
+                // The window's keys are consecutive columns.
+                let c0 = b.col[w_lo] as usize;
+                w.extend((c0..c0 + t + 1 - w_lo).map(|c| rule.logit(row[c]) as f64));
             }
         }
     }
@@ -125,12 +166,23 @@ impl Prep<'_> {
         let mut b = self.g.selection_builder(1);
         let rule = self.g.rule;
         let first = self.g.scored.first;
-        let scores = if self.g.scored.is_all() {
+        let mut scores = if self.g.scored.is_all() {
             Scores::Shared(heads.iter().map(|&h| &self.g.logits()[h]).collect())
         } else {
-            Scores::OnTheFly(heads.iter().map(|&h| self.g.q[h]).collect(), self.g.k)
+            Scores::OnTheFly(StepBlock {
+                q: heads.iter().map(|&h| self.g.q[h]).collect(),
+                k: self.g.k,
+                t0: 0,
+                col: vec![0; n],
+                logits: Vec::new(),
+            })
         };
         for t in 0..n {
+            if let Scores::OnTheFly(b) = &mut scores {
+                if t.is_multiple_of(STEP_BLOCK) {
+                    b.start(t, &heavy, r);
+                }
+            }
             let w_lo = (t + 1).saturating_sub(r);
             if t >= r {
                 heavy.push((t - r) as u32);
