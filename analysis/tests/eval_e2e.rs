@@ -112,6 +112,12 @@ fn dense_perplexity_is_the_ppl_path_and_sparse_rows_move() {
     assert_eq!(dense.nll, want, "dense NLL vs the ppl path");
     assert_eq!(dense.ppl, want.exp());
     assert_eq!((dense.kl, dense.delta_ppl, dense.sparsity), (0.0, 0.0, 0.0));
+    // Dense attention alone (`eval --methods none`): the same dense row, and no other.
+    let mut alone = EvalConfig::new(Vec::new(), vec![Budget::Sparsity(0.6)]);
+    alone.fidelity = false;
+    let one = EvalInput::text(input.clone(), 255).expect("ppl-last 255");
+    let a = run_eval(&model, &alone, &[one], &mut |_| {}).expect("dense alone");
+    assert_eq!(a.rows, vec![dense.clone()]);
     // The last 40: the mean of the same per-token NLLs as the ppl path computes them.
     let hidden = model.forward(&input.ids, &mut NoHook).expect("forward");
     let nlls = model
