@@ -140,6 +140,20 @@ impl Prepared for RankedHeads {
     }
 }
 
+/// Query-block row `r` covers queries `rB..hi`, of which `a..hi` (`L` of them) are scored, from
+/// the first scored query of `(first, n)`: the causal pairs of those queries with a complete
+/// earlier key block (`B L`) and with the row's own diagonal block (`sum_{i in a..hi} (i - rB + 1)`).
+pub fn block_row_pairs(r: usize, block: usize, (first, n): (usize, usize)) -> (u64, u64) {
+    let start = r * block;
+    let hi = (start + block).min(n);
+    let a = start.max(first).min(hi);
+    let tri = |x: usize| (x * (x + 1) / 2) as u64;
+    (
+        block as u64 * (hi - a) as u64,
+        tri(hi - start) - tri(a - start),
+    )
+}
+
 /// `sum over the scored queries i of min(k, i + 1)`: the kept pairs of a method that keeps the top
 /// `k` keys of every query (all of them when `k > i`).
 pub fn top_k_pairs_scored(scored: crate::selection::Scored, k: usize) -> u64 {

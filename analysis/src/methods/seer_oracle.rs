@@ -140,29 +140,17 @@ fn rank_row(row: Vec<f32>) -> Vec<(u32, f32)> {
     ranked
 }
 
-/// Row `r` covers queries `rB..hi`, of which `a..hi` (`L` of them) are scored (`a` from the
-/// first scored query of `(first, n)`): a kept block `c < r` gives `B L` pairs, the diagonal block
-/// `sum_{i in a..hi} (i - rB + 1)`.
+/// Kept causal pairs of the scored queries of row `r` keeping key blocks `blocks`
+/// ([`super::common::block_row_pairs`]).
 fn row_kept_pairs(
     r: usize,
     (first, n): (usize, usize),
     block: usize,
     blocks: impl Iterator<Item = u32>,
 ) -> u64 {
-    let start = r * block;
-    let hi = (start + block).min(n);
-    let a = start.max(first).min(hi);
-    let l = (hi - a) as u64;
-    let tri = |x: usize| (x * (x + 1) / 2) as u64;
-    let diag = tri(hi - start) - tri(a - start);
+    let (full, diag) = super::common::block_row_pairs(r, block, (first, n));
     blocks
-        .map(|c| {
-            if c as usize == r {
-                diag
-            } else {
-                block as u64 * l
-            }
-        })
+        .map(|c| if c as usize == r { diag } else { full })
         .sum()
 }
 

@@ -145,24 +145,18 @@ impl Row {
 }
 
 impl Prepared for Prep {
-    /// Row `r` covers queries `rB..hi`, of which `a..hi` (`L` of them) are scored: a kept block
-    /// `c < r` gives `B L` pairs, the diagonal block `sum_{i in a..hi} (i - rB + 1)`.
+    /// Over the scored queries of each row ([`super::common::block_row_pairs`]).
     fn kept_pairs_at(&self, tau: f64) -> Option<(u64, usize)> {
-        let bs = self.block as u64;
-        let tri = |x: u64| x * (x + 1) / 2;
         let kept = self
             .heads
             .iter()
             .flat_map(|rows| rows.iter().enumerate())
             .map(|(r, row)| {
-                let start = r * self.block;
-                let hi = (start + self.block).min(self.n);
-                let a = start.max(self.first).min(hi);
-                let l = (hi - a) as u64;
+                let (full, diag) =
+                    super::common::block_row_pairs(r, self.block, (self.first, self.n));
                 let blocks = row.forced.len() + row.extra(tau);
                 // The diagonal block is always forced; the others are complete.
-                let diag = tri((hi - start) as u64) - tri((a - start) as u64);
-                (blocks as u64 - 1) * bs * l + diag
+                (blocks as u64 - 1) * full + diag
             })
             .sum();
         Some((kept, self.heads.len()))
